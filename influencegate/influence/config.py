@@ -1,0 +1,104 @@
+"""Configuration of the Influence-SSL scorer."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
+
+import torch
+
+CURVATURES = ("identity", "diagonal", "raw", "kfac", "ekfac")
+PROJECTIONS = ("random", "pca", "identity")
+PRECISIONS = ("fp32", "fp64", "bf16", "fp16")
+EMBEDDINGS = ("backbone",)
+
+
+@dataclass
+class InfluenceConfig:
+    """Everything that determines an Influence-SSL score.
+
+    perturbation: a name ("gaussian", "crop", "flip", "jitter", "blur", "grayscale", compositions joined by
+        "+", e.g. "flip+jitter+grayscale") or a callable ``(images, sample_ids) -> perturbed images``.
+    sigma: standard deviation of the Gaussian noise, in the model's normalised input units.
+    draws: K, perturbation draws per sample; the score is the mean over draws.
+    noise: "antithetic_orthogonal" (quasi-random: draws of one sample are made orthogonal, same norm law)
+        or "iid" (plain independent draws).
+    rank: r, projected size per side of each layer (capped by the layer's own sizes).
+    projection: "random" (seeded Gaussian / sqrt(r)), "pca" (top eigenvectors of the activation and
+        output-gradient covariances, one extra pass) or "identity" (no projection; small models).
+    curvature: "identity" | "diagonal" | "raw" | "kfac" | "ekfac".
+    damping: None = per layer 0.1 x the mean eigenvalue of that layer's curvature; a float = absolute
+        lambda added to H = (1/N) sum_n g_n g_n^T.
+    embedding: which representation the objective compares ("backbone": the encoder's output).
+    precision: "fp32" | "fp64" | "bf16"/"fp16" (autocast on CUDA for the forward passes; statistics in fp32/64).
+    """
+
+    perturbation: str | Callable[..., torch.Tensor] = "gaussian"
+    sigma: float = 0.2
+    draws: int = 8
+    noise: str = "orthogonal"
+    rank: int = 64
+    projection: str = "random"
+    curvature: str = "ekfac"
+    damping: float | None = None
+    embedding: str = "backbone"
+    batch_size: int = 256
+    device: str = "cpu"
+    precision: str = "fp32"
+    seed: int = 0
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.curvature not in CURVATURES:
+            problems.append(f"curvature must be one of {CURVATURES}, got {self.curvature!r}")
+        if self.projection not in PROJECTIONS:
+            problems.append(f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.embedding not in EMBEDDINGS:
+            problems.append(f"embedding must be one of {EMBEDDINGS}, got {self.embedding!r}")
+        if self.noise not in ("orthogonal", "iid"):
+            problems.append(f"noise must be 'orthogonal' or 'iid', got {self.noise!r}")
+        if int(self.draws) < 1:
+            problems.append(f"draws must be >= 1, got {self.draws}")
+        if int(self.rank) < 1:
+            problems.append(f"rank must be >= 1, got {self.rank}")
+        if int(self.batch_size) < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.sigma <= 0:
+            problems.append(f"sigma must be > 0, got {self.sigma}")
+        if self.damping is not None and self.damping < 0:
+            problems.append(f"damping must be None or >= 0, got {self.damping}")
+        if problems:
+            raise ValueError("invalid InfluenceConfig: " + "; ".join(problems))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the model and the statistics (fp64 only when asked for)."""
+        return torch.float64 if self.precision == "fp64" else torch.float32
+
+    def to_params(self) -> dict[str, Any]:
+        """Flat, loggable view (strings and numbers), e.g. for MLflow params."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra":
+                out.update({f"extra.{k}": v for k, v in value.items()})
+            elif callable(value):
+                out[f.name] = getattr(value, "__name__", type(value).__name__)
+            else:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "InfluenceConfig":
+        """Build from a (YAML) mapping; unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown scorer option(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,180 @@
+"""Curvature of the Influence-SSL objective in each layer's projected space, and its damped inverse.
+
+H_l = (1/M) sum_m vec(g~_m) vec(g~_m)^T over the M = N x K (sample, draw) pairs, per layer l (block
+diagonal across layers). Every estimator is fitted from sums and counts, so shards can fit independently
+and `merge`. Eigendecompositions run in float64. Damping: an absolute lambda, or None for the per-layer
+heuristic lambda_l = 0.1 x mean eigenvalue of H_l.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from influencegate.influence.capture import FactorSums
+
+HEURISTIC_DAMPING = 0.1
+
+
+def _damping(mean_eigenvalue: float, damping: float | None) -> float:
+    return HEURISTIC_DAMPING * mean_eigenvalue if damping is None else float(damping)
+
+
+class LayerCurvature:
+    """Base class: accumulate per-sample projected gradients, then score with the damped inverse.
+
+    `needs_factors`: the estimator needs the Kronecker factors (a first pass) before `update`.
+    `needs_gradients`: `update` must see the per-sample gradients of the whole dataset.
+    """
+
+    needs_factors = False
+    needs_gradients = True
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        self.count = 0.0
+        self.damping_value = float("nan")
+
+    def update(self, g: torch.Tensor) -> None:
+        """Add a batch of projected gradients, B x r_out x r_in."""
+        raise NotImplementedError
+
+    def finalize(self, damping: float | None) -> None:
+        """Fix the damped inverse from the sums (after all updates)."""
+        raise NotImplementedError
+
+    def score(self, g: torch.Tensor) -> torch.Tensor:
+        """g^T (H + lambda I)^-1 g per sample, g: B x r_out x r_in -> B (float64)."""
+        raise NotImplementedError
+
+    def merge(self, other: "LayerCurvature") -> None:
+        """Add another shard's sums (same class and shape) into this one."""
+        for key, value in vars(other).items():
+            if isinstance(value, torch.Tensor) and key.endswith("_sum"):
+                getattr(self, key).add_(value)
+        self.count += other.count
+
+
+class IdentityCurvature(LayerCurvature):
+    """H = I, no damping: the score is the squared norm of the projected gradient."""
+
+    needs_gradients = False
+
+    def update(self, g: torch.Tensor) -> None:
+        self.count += g.shape[0]
+
+    def finalize(self, damping: float | None) -> None:
+        self.damping_value = 0.0
+
+    def score(self, g: torch.Tensor) -> torch.Tensor:
+        return g.double().pow(2).sum(dim=(1, 2))
+
+
+class DiagonalCurvature(LayerCurvature):
+    """The diagonal of H: mean of squared projected-gradient entries."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        super().__init__(shape)
+        self.sq_sum = torch.zeros(shape, dtype=torch.float64)
+
+    def update(self, g: torch.Tensor) -> None:
+        self.sq_sum += g.double().pow(2).sum(0).cpu()
+        self.count += g.shape[0]
+
+    def finalize(self, damping: float | None) -> None:
+        diag = self.sq_sum / max(self.count, 1.0)
+        self.damping_value = _damping(diag.mean().item(), damping)
+        self.inverse = 1.0 / (diag + self.damping_value)
+
+    def score(self, g: torch.Tensor) -> torch.Tensor:
+        return (g.double().pow(2) * self.inverse.to(g.device)).sum(dim=(1, 2))
+
+
+class RawCurvature(LayerCurvature):
+    """The full projected covariance, (r_out r_in) x (r_out r_in)."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        super().__init__(shape)
+        dim = shape[0] * shape[1]
+        self.outer_sum = torch.zeros(dim, dim, dtype=torch.float64)
+
+    def update(self, g: torch.Tensor) -> None:
+        flat = g.reshape(g.shape[0], -1)
+        self.outer_sum += (flat.T @ flat).double().cpu()
+        self.count += g.shape[0]
+
+    def finalize(self, damping: float | None) -> None:
+        h = self.outer_sum / max(self.count, 1.0)
+        evals, evecs = torch.linalg.eigh(h)
+        self.damping_value = _damping(evals.mean().item(), damping)
+        self.inverse = (evecs / (evals.clamp_min(0) + self.damping_value)) @ evecs.T
+
+    def score(self, g: torch.Tensor) -> torch.Tensor:
+        flat = g.reshape(g.shape[0], -1).double()
+        return torch.einsum("bi,ij,bj->b", flat, self.inverse.to(g.device), flat)
+
+
+class KfacCurvature(LayerCurvature):
+    """H ~ S (x) A from the Kronecker factors; eigenvalues are products e_S,i x e_A,j."""
+
+    needs_factors = True
+    needs_gradients = False
+
+    def set_factors(self, factors: FactorSums) -> None:
+        """Eigendecompose A = a_sum / a_rows and S = s_sum / s_count (float64)."""
+        a = factors.a_sum / max(factors.a_rows, 1.0)
+        s = factors.s_sum / max(factors.s_count, 1.0)
+        self.e_a, self.q_a = torch.linalg.eigh(a)
+        self.e_s, self.q_s = torch.linalg.eigh(s)
+        self.count = factors.s_count
+
+    def eigenvalues(self) -> torch.Tensor:
+        return torch.outer(self.e_s.clamp_min(0), self.e_a.clamp_min(0))
+
+    def rotate(self, g: torch.Tensor) -> torch.Tensor:
+        """g~ in the Kronecker eigenbasis: Q_S^T g~ Q_A, B x r_out x r_in."""
+        return self.q_s.T.to(g.device) @ g.double() @ self.q_a.to(g.device)
+
+    def update(self, g: torch.Tensor) -> None:
+        """KFAC needs no per-sample pass: its statistics are the factors."""
+
+    def finalize(self, damping: float | None) -> None:
+        lam = self.eigenvalues()
+        self.damping_value = _damping(lam.mean().item(), damping)
+        self.inverse_eigenvalues = 1.0 / (lam + self.damping_value)
+
+    def score(self, g: torch.Tensor) -> torch.Tensor:
+        return (self.rotate(g).pow(2) * self.inverse_eigenvalues.to(g.device)).sum(dim=(1, 2))
+
+
+class EkfacCurvature(KfacCurvature):
+    """KFAC eigenbasis with eigenvalues refitted on the per-sample projected gradients (George et al. 2018)."""
+
+    needs_gradients = True
+
+    def set_factors(self, factors: FactorSums) -> None:
+        super().set_factors(factors)
+        self.count = 0.0
+        self.eig_sum = torch.zeros(self.shape, dtype=torch.float64)
+
+    def update(self, g: torch.Tensor) -> None:
+        self.eig_sum += self.rotate(g).pow(2).sum(0).cpu()
+        self.count += g.shape[0]
+
+    def eigenvalues(self) -> torch.Tensor:
+        return self.eig_sum / max(self.count, 1.0)
+
+
+CURVATURE_CLASSES: dict[str, type[LayerCurvature]] = {
+    "identity": IdentityCurvature, "diagonal": DiagonalCurvature, "raw": RawCurvature,
+    "kfac": KfacCurvature, "ekfac": EkfacCurvature,
+}
+
+
+@dataclass
+class CurvatureSummary:
+    """Per-layer facts worth logging: projected shape and the damping actually used."""
+
+    layer: str
+    shape: tuple[int, int]
+    damping: float
