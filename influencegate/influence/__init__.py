@@ -1,6 +1,6 @@
 """Influence-SSL: label-free self-influence of training images on an encoder."""
 from influencegate.influence.config import InfluenceConfig
-from influencegate.influence.exact import exact_self_influence, per_sample_gradients, spearman
+from influencegate.influence.exact import ExactGradients, exact_self_influence, per_sample_gradients, spearman
 from influencegate.influence.scorer import InfluenceScorer
 
-__all__ = ["InfluenceConfig", "InfluenceScorer", "exact_self_influence", "per_sample_gradients", "spearman"]
+__all__ = ["ExactGradients", "InfluenceConfig", "InfluenceScorer", "exact_self_influence", "per_sample_gradients", "spearman"]

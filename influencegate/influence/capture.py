@@ -117,9 +117,15 @@ def frozen_copy(encoder: nn.Module, device: str | torch.device, dtype: torch.dty
     return model
 
 
-def ssl_distance(z: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
-    """d = 1 - cos(z, z_hat) per row; z, z_hat: B x D (flattened) -> B."""
-    return 1.0 - F.cosine_similarity(z.flatten(1).float(), z_hat.flatten(1).float(), dim=1)
+def ssl_distance(z: torch.Tensor, z_hat: torch.Tensor, objective: str = "cosine") -> torch.Tensor:
+    """Per-row objective, z and z_hat B x D (flattened) -> B: 1 - cos(z, z_hat), or |z - z_hat|^2 for
+    "euclidean". Computed in at least float32 (float64 stays float64)."""
+    z, z_hat = z.flatten(1), z_hat.flatten(1)
+    if z.dtype != torch.float64:
+        z, z_hat = z.float(), z_hat.float()
+    if objective == "euclidean":
+        return (z - z_hat).pow(2).sum(1)
+    return 1.0 - F.cosine_similarity(z, z_hat, dim=1)
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -131,7 +137,7 @@ def autocast_context(device: torch.device, precision: str):
 
 def projected_gradient_batches(model: nn.Module, capture: GradientCapture, perturb: Callable,
                                loader: DataLoader, draws: int, device: torch.device, dtype: torch.dtype,
-                               precision: str = "fp32", desc: str = "influence",
+                               precision: str = "fp32", objective: str = "cosine", desc: str = "influence",
                                progress: bool = True) -> Iterator[Batch]:
     """Yield the projected per-sample gradients of every (batch, draw), streaming over `loader`.
 
@@ -152,7 +158,7 @@ def projected_gradient_batches(model: nn.Module, capture: GradientCapture, pertu
                 with autocast_context(device, precision):
                     z_hat = model(x_hat)
                 capture.grads = {}
-                ssl_distance(z, z_hat).sum().backward(retain_graph=k < draws - 1)
+                ssl_distance(z, z_hat, objective).sum().backward(retain_graph=k < draws - 1)
                 capture.count_draws(len(ids))
                 yield ids, k, capture.grads
             bar.update(len(ids))

@@ -10,6 +10,7 @@ CURVATURES = ("identity", "diagonal", "raw", "kfac", "ekfac")
 PROJECTIONS = ("random", "pca", "identity")
 PRECISIONS = ("fp32", "fp64", "bf16", "fp16")
 EMBEDDINGS = ("backbone",)
+OBJECTIVES = ("cosine", "euclidean")
 
 
 @dataclass
@@ -20,8 +21,10 @@ class InfluenceConfig:
         "+", e.g. "flip+jitter+grayscale") or a callable ``(images, sample_ids) -> perturbed images``.
     sigma: standard deviation of the Gaussian noise, in the model's normalised input units.
     draws: K, perturbation draws per sample; the score is the mean over draws.
-    noise: "antithetic_orthogonal" (quasi-random: draws of one sample are made orthogonal, same norm law)
-        or "iid" (plain independent draws).
+    noise: "orthogonal" (quasi-random: the K Gaussian draws of one sample are made mutually orthogonal, each
+        keeping the N(0, I) law) or "iid" (plain independent draws).
+    objective: "cosine", d = 1 - cos(phi(x), phi(x_hat)) (the paper's Eq. 6), or "euclidean",
+        d = |phi(x) - phi(x_hat)|^2 (the setting of the paper's Theorem 1).
     rank: r, projected size per side of each layer (capped by the layer's own sizes).
     projection: "random" (seeded Gaussian / sqrt(r)), "pca" (top eigenvectors of the activation and
         output-gradient covariances, one extra pass) or "identity" (no projection; small models).
@@ -41,6 +44,7 @@ class InfluenceConfig:
     curvature: str = "ekfac"
     damping: float | None = None
     embedding: str = "backbone"
+    objective: str = "cosine"
     batch_size: int = 256
     device: str = "cpu"
     precision: str = "fp32"
@@ -58,6 +62,8 @@ class InfluenceConfig:
             problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.embedding not in EMBEDDINGS:
             problems.append(f"embedding must be one of {EMBEDDINGS}, got {self.embedding!r}")
+        if self.objective not in OBJECTIVES:
+            problems.append(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.noise not in ("orthogonal", "iid"):
             problems.append(f"noise must be 'orthogonal' or 'iid', got {self.noise!r}")
         if int(self.draws) < 1:

@@ -5,6 +5,7 @@ the definition of the objective and of the perturbed images (same seeds), not th
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -24,42 +25,61 @@ from influencegate.influence.scorer import sample_loader
 from influencegate.influence.table import scores_table
 
 
-def per_sample_gradients(encoder: nn.Module, dataset: Dataset, config: InfluenceConfig
-                         ) -> tuple[list[str], torch.Tensor, dict[str, slice]]:
-    """Full weight gradients of d(x, x_hat_k) for every (sample, draw).
+@dataclass
+class ExactGradients:
+    """Full per-sample gradients of the objective, the reference all approximations are measured against.
 
-    Returns (sample_ids N, G of shape N x K x P in float64 on CPU, {layer: slice of the P columns}).
-    P = total weight count of the tracked layers (biases excluded). Memory N x K x P: small models only.
+    sample_ids: N ids; g: N x K x P float64 (P = weight count of the tracked layers, biases excluded);
+    blocks: {layer: slice of the P columns}; hessian: P x P Hessian of the mean objective, when asked for.
+    """
+
+    sample_ids: list[str]
+    g: torch.Tensor
+    blocks: dict[str, slice]
+    hessian: torch.Tensor | None = None
+
+
+def per_sample_gradients(encoder: nn.Module, dataset: Dataset, config: InfluenceConfig,
+                         layers: Sequence[str] | None = None, with_hessian: bool = False) -> ExactGradients:
+    """Full weight gradients of d(x, x_hat_k) for every (sample, draw), and optionally the exact Hessian
+    of the mean objective (1/(N K)) sum d over the same weights. Memory N x K x P (+ P x P): small models only.
     """
     model = frozen_copy(encoder, "cpu", config.dtype)
-    layers = tracked_layers(model)
-    names = [f"{n}.weight" for n in layers]
+    names = [f"{n}.weight" for n in tracked_layers(model) if layers is None or n in layers]
     perturb = make_perturbation(config.perturbation, config.sigma, config.draws, config.seed, config.noise)
-
-    def objective(weights: dict[str, torch.Tensor], x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-        z = functional_call(model, weights, (x.unsqueeze(0),))
-        z_hat = functional_call(model, weights, (x_hat.unsqueeze(0),))
-        return ssl_distance(z, z_hat)[0]
-
-    per_sample = vmap(grad(objective), in_dims=(None, 0, 0))
     weights = {n: model.get_parameter(n).detach() for n in names}
+
+    def objective(w: dict[str, torch.Tensor], x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        z = functional_call(model, w, (x,))
+        return ssl_distance(z, functional_call(model, w, (x_hat,)), config.objective)
+
+    per_sample = vmap(grad(lambda w, x, xh: objective(w, x[None], xh[None])[0]), in_dims=(None, 0, 0))
     ids: list[str] = []
-    rows = []
+    rows, pairs = [], []
     for batch_ids, images in tqdm(sample_loader(dataset, config.batch_size), desc="exact", disable=not config.progress):
         batch_ids = list(batch_ids)
         x = images.to(config.dtype)
         draws = []
         for k in range(config.draws):
-            g = per_sample(weights, x, perturb(x, batch_ids, k).to(config.dtype))
+            x_hat = perturb(x, batch_ids, k).to(config.dtype)
+            g = per_sample(weights, x, x_hat)
             draws.append(torch.cat([g[n].reshape(len(batch_ids), -1) for n in names], dim=1))
+            if with_hessian:
+                pairs.append((x, x_hat))
         rows.append(torch.stack(draws, dim=1).double())
         ids.extend(batch_ids)
-    slices, start = {}, 0
-    for layer, n in zip(layers, names):
-        size = weights[n].numel()
-        slices[layer] = slice(start, start + size)
-        start += size
-    return ids, torch.cat(rows), slices
+    sizes = [weights[n].numel() for n in names]
+    offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    blocks = {n[: -len(".weight")]: slice(offsets[i], offsets[i + 1]) for i, n in enumerate(names)}
+    hessian = None
+    if with_hessian:
+        def mean_objective(flat: torch.Tensor) -> torch.Tensor:
+            w = {n: flat[offsets[i]:offsets[i + 1]].reshape(weights[n].shape) for i, n in enumerate(names)}
+            return sum(objective(w, x, xh).sum() for x, xh in pairs) / (len(ids) * config.draws)
+
+        flat = torch.cat([weights[n].reshape(-1) for n in names])
+        hessian = torch.func.hessian(mean_objective)(flat).double()
+    return ExactGradients(ids, torch.cat(rows), blocks, hessian)
 
 
 def damped_quadratic_scores(g: torch.Tensor, damping: torch.Tensor) -> torch.Tensor:
@@ -79,31 +99,49 @@ def damped_quadratic_scores(g: torch.Tensor, damping: torch.Tensor) -> torch.Ten
 
 
 def exact_self_influence(encoder: nn.Module, dataset: Dataset, config: InfluenceConfig | None = None,
-                         block_diagonal: bool = True, gradients: tuple | None = None) -> pd.DataFrame:
+                         block_diagonal: bool = True, curvature: str = "fisher",
+                         layers: Sequence[str] | None = None,
+                         gradients: ExactGradients | None = None) -> pd.DataFrame:
     """Exact influence(x) = (1/K) sum_k g_k^T (H + Lambda)^-1 g_k with full per-sample gradients.
 
-    H = (1/(N K)) sum_(n,k) g_nk g_nk^T over all tracked weights. `block_diagonal=True` keeps only the
-    per-layer blocks of H (what every scalable approximation does); False uses the full H.
-    Lambda: `config.damping` times I when set (absolute, same meaning as in the scorer), else per layer
-    0.1 x the mean eigenvalue (trace / size) of that layer's block, on that block's diagonal.
-    `gradients`: a precomputed `per_sample_gradients(...)` result, to compare several settings cheaply.
-    Returns the scores table (same columns as `InfluenceScorer.score`).
+    curvature="fisher": H = (1/(N K)) sum_(n,k) g_nk g_nk^T (the empirical Fisher the scorer approximates);
+    "hessian": H = the exact Hessian of the mean objective (the paper's Theorem 1 setting).
+    `block_diagonal=True` keeps only the per-layer blocks of H (what every scalable approximation does);
+    False uses the full H. Lambda: `config.damping` times I when set (absolute, same meaning as in the
+    scorer), else per layer 0.1 x the mean eigenvalue (trace / size) of that layer's block, on its diagonal.
+    `layers`: restrict to these tracked layers. `gradients`: a precomputed `per_sample_gradients(...)`
+    result, to compare several settings cheaply. Returns the scores table (columns of `InfluenceScorer.score`).
     """
+    if curvature not in ("fisher", "hessian"):
+        raise ValueError(f"curvature must be 'fisher' or 'hessian', got {curvature!r}")
     config = config or InfluenceConfig()
-    ids, g, slices = gradients or per_sample_gradients(encoder, dataset, config)
-    n, k, p = g.shape
-    flat = g.reshape(n * k, p)
-    damping = torch.empty(p, dtype=torch.float64)
-    for block in slices.values():
-        cols = flat[:, block]
-        mean_eig = cols.pow(2).sum().item() / (n * k) / cols.shape[1]
-        damping[block] = HEURISTIC_DAMPING * mean_eig if config.damping is None else config.damping
-    if block_diagonal:
-        scores = sum(damped_quadratic_scores(flat[:, b], damping[b]) for b in slices.values())
+    ex = gradients or per_sample_gradients(encoder, dataset, config, layers, with_hessian=curvature == "hessian")
+    n, k, p = ex.g.shape
+    flat = ex.g.reshape(n * k, p)
+    if curvature == "hessian":
+        if ex.hessian is None:
+            raise ValueError("these gradients carry no Hessian: compute them with with_hessian=True")
+        h = ex.hessian.clone()
     else:
-        scores = damped_quadratic_scores(flat, damping)
+        h = None
+    damping = torch.empty(p, dtype=torch.float64)
+    for block in ex.blocks.values():
+        trace = torch.diagonal(h)[block].sum().item() if h is not None else flat[:, block].pow(2).sum().item() / (n * k)
+        damping[block] = HEURISTIC_DAMPING * trace / (block.stop - block.start) if config.damping is None else config.damping
+    if h is None:
+        solve = damped_quadratic_scores
+        parts = [flat[:, b] for b in ex.blocks.values()] if block_diagonal else [flat]
+        lams = [damping[b] for b in ex.blocks.values()] if block_diagonal else [damping]
+        scores = sum(solve(g, lam) for g, lam in zip(parts, lams))
+    else:
+        if block_diagonal:
+            mask = torch.zeros_like(h, dtype=torch.bool)
+            for b in ex.blocks.values():
+                mask[b, b] = True
+            h = torch.where(mask, h, torch.zeros_like(h))
+        scores = (flat * torch.linalg.solve(h + torch.diag(damping), flat.T).T).sum(1)
     influence = scores.reshape(n, k).mean(1).numpy()
-    return scores_table(ids, influence, getattr(dataset, "records", None))
+    return scores_table(ex.sample_ids, influence, getattr(dataset, "records", None))
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:

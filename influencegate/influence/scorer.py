@@ -66,7 +66,8 @@ class InfluenceScorer:
         capture = GradientCapture({n: p.to(self.device, stat_dtype) for n, p in projectors.items()},
                                   dtype=stat_dtype, collect_factors=collect_factors)
         batches = projected_gradient_batches(self.model, capture, self.perturb, sample_loader(dataset, cfg.batch_size),
-                                             cfg.draws, self.device, cfg.dtype, cfg.precision, desc, cfg.progress)
+                                             cfg.draws, self.device, cfg.dtype, cfg.precision, cfg.objective, desc,
+                                             cfg.progress)
         return capture, batches
 
     def _fit_projectors(self, dataset: Dataset) -> dict[str, LayerProjector]:
