@@ -3,9 +3,11 @@
 For a batch x (B images) and each draw k, the objective d_k(x) = 1 - cos(phi(x), phi(x_hat_k)) is
 differentiated through both forward passes. Weight gradients are never formed: the encoder's parameters
 are frozen and only activation gradients flow (the input carries requires_grad), which also saves the
-weight-gradient half of every backward. Forward hooks project each tracked layer's input once, tensor
-hooks project its output gradient and add delta~ a~^T to a per-layer buffer, summed over positions and over
-the layer's two uses. The x-branch is run once per batch and its graph kept for the K draws.
+weight-gradient half of every backward. A pass stacks [x repeated c times; x_hat for c draws] into one
+forward of 2 c B rows and one backward: forward hooks project each tracked layer's input, tensor hooks
+project its output gradient and form delta~ a~^T per row, summed over positions; the two rows of a
+(sample, draw) pair (the layer's two uses) are then added. Few large passes beat a per-draw loop on CPU
+(kernel and hook overheads) and keep the GPU busy; `draws_per_pass` bounds the memory.
 """
 from __future__ import annotations
 
@@ -55,7 +57,6 @@ class GradientCapture:
     collect_factors: bool = False
     grads: dict[str, torch.Tensor] = field(default_factory=dict)
     factors: dict[str, FactorSums] = field(default_factory=dict)
-    forward_weight: float = 1.0
     _handles: list = field(default_factory=list)
 
     def __enter__(self) -> "GradientCapture":
@@ -73,15 +74,15 @@ class GradientCapture:
             if not output.requires_grad:
                 return
             a = proj.project_in(inputs[0].detach().to(self.dtype))
-            weight = self.forward_weight
             if self.collect_factors:
                 sums = self._factor_sums(name, proj)
-                sums.a_sum += weight * torch.einsum("bil,bjl->ij", a, a).double()
-                sums.a_rows += weight * a.shape[0] * a.shape[2]
+                sums.a_sum += torch.einsum("bil,bjl->ij", a, a).double()
+                sums.a_rows += a.shape[0] * a.shape[2]
 
             def on_grad(grad: torch.Tensor) -> None:
                 delta = proj.project_out(grad.detach().to(self.dtype))
                 g = torch.einsum("bol,bil->boi", delta, a)
+                g = g.reshape(2, -1, *g.shape[1:]).sum(0)  # rows [x-branch; x_hat-branch] -> one per pair
                 self.grads[name] = self.grads[name] + g if name in self.grads else g
                 if self.collect_factors:
                     self.factors[name].s_sum += torch.einsum("bol,bpl->op", delta, delta).double()
@@ -138,28 +139,29 @@ def autocast_context(device: torch.device, precision: str):
 def projected_gradient_batches(model: nn.Module, capture: GradientCapture, perturb: Callable,
                                loader: DataLoader, draws: int, device: torch.device, dtype: torch.dtype,
                                precision: str = "fp32", objective: str = "cosine", desc: str = "influence",
-                               progress: bool = True) -> Iterator[Batch]:
+                               progress: bool = True, draws_per_pass: int | None = None) -> Iterator[Batch]:
     """Yield the projected per-sample gradients of every (batch, draw), streaming over `loader`.
 
-    The loader yields (sample_ids, images B x C x H x W). Memory is one batch's graph, flat in N.
+    The loader yields (sample_ids, images B x C x H x W). A pass covers c = draws_per_pass draws (all K
+    when None): 2 c B rows forward and backward. Memory is one pass's graph, flat in N.
     """
+    chunk = draws if draws_per_pass is None else max(1, min(draws, draws_per_pass))
     total = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
     bar = tqdm(total=total, desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
     with capture:
         for ids, images in loader:
-            ids = list(ids)
-            x = images.to(device=device, dtype=dtype).requires_grad_(True)
-            capture.forward_weight = float(draws)
-            with autocast_context(device, precision):
-                z = model(x)
-            capture.forward_weight = 1.0
-            for k in range(draws):
-                x_hat = perturb(x.detach(), ids, k).to(device=device, dtype=dtype).requires_grad_(True)
+            ids, b = list(ids), images.shape[0]
+            x = images.to(device=device, dtype=dtype)
+            for first in range(0, draws, chunk):
+                ks = range(first, min(draws, first + chunk))
+                x_hat = torch.cat([perturb(x, ids, k).to(device=device, dtype=dtype) for k in ks])
+                inputs = torch.cat([x.repeat(len(ks), *([1] * (x.dim() - 1))), x_hat]).requires_grad_(True)
                 with autocast_context(device, precision):
-                    z_hat = model(x_hat)
+                    z = model(inputs)
                 capture.grads = {}
-                ssl_distance(z, z_hat, objective).sum().backward(retain_graph=k < draws - 1)
-                capture.count_draws(len(ids))
-                yield ids, k, capture.grads
-            bar.update(len(ids))
+                ssl_distance(z[: len(ks) * b], z[len(ks) * b:], objective).sum().backward()
+                capture.count_draws(len(ks) * b)
+                for i, k in enumerate(ks):
+                    yield ids, k, {n: g[i * b:(i + 1) * b] for n, g in capture.grads.items()}
+            bar.update(b)
     bar.close()

@@ -32,6 +32,8 @@ class InfluenceConfig:
     damping: None = per layer 0.1 x the mean eigenvalue of that layer's curvature; a float = absolute
         lambda added to H = (1/N) sum_n g_n g_n^T.
     embedding: which representation the objective compares ("backbone": the encoder's output).
+    draws_per_pass: draws stacked into one forward/backward (None: all K, i.e. 2 K batch_size rows at once;
+        lower it, or batch_size, when memory is short).
     precision: "fp32" | "fp64" | "bf16"/"fp16" (autocast on CUDA for the forward passes; statistics in fp32/64).
     """
 
@@ -46,6 +48,7 @@ class InfluenceConfig:
     embedding: str = "backbone"
     objective: str = "cosine"
     batch_size: int = 256
+    draws_per_pass: int | None = None
     device: str = "cpu"
     precision: str = "fp32"
     seed: int = 0

@@ -24,21 +24,23 @@ def sample_generator(seed: int, sample_id: str, salt: str = "") -> torch.Generat
     return gen
 
 
-def gaussian_noise_draws(shape: Sequence[int], draws: int, gen: torch.Generator, orthogonal: bool) -> torch.Tensor:
-    """K standard Gaussian noise tensors for one sample, K x prod(shape) reshaped to K x *shape.
+def gaussian_noise_draws(shape: Sequence[int], draws: int, generators: Sequence[torch.Generator],
+                         orthogonal: bool) -> torch.Tensor:
+    """K standard Gaussian noise tensors per sample, one generator per sample: B x K x *shape.
 
-    With `orthogonal`, the K directions are made mutually orthogonal (QR of the Gaussian block) while each
-    keeps its own chi-distributed norm, so every single draw still follows N(0, I) exactly; the draws are
-    merely negatively dependent, which lowers the variance of the mean over draws (quasi-random noise).
+    With `orthogonal`, the K directions of a sample are made mutually orthogonal (QR of its Gaussian block)
+    while each keeps its own chi-distributed norm, so every single draw still follows N(0, I) exactly; the
+    draws are merely negatively dependent, which lowers the variance of the mean over draws (quasi-random).
     """
     dim = math.prod(shape)
-    z = torch.randn(draws, dim, generator=gen, dtype=torch.float64)
+    z = torch.stack([torch.randn(draws, dim, generator=g, dtype=torch.float64) for g in generators])
     if orthogonal and 1 < draws <= dim:
-        norms = torch.randn(draws, dim, generator=gen, dtype=torch.float64).norm(dim=1, keepdim=True)
-        q, r = torch.linalg.qr(z.T)  # dim x K, orthonormal columns
-        q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)  # Haar-distributed frame
-        z = q.T * norms
-    return z.reshape(draws, *shape).float()
+        norms = torch.stack([torch.randn(draws, dim, generator=g, dtype=torch.float64).norm(dim=1)
+                             for g in generators])
+        q, r = torch.linalg.qr(z.transpose(1, 2))  # B x dim x K, orthonormal columns
+        q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2)).unsqueeze(1)  # Haar-distributed frames
+        z = q.transpose(1, 2) * norms.unsqueeze(2)
+    return z.reshape(len(generators), draws, *shape).float()
 
 
 class Perturbation:
@@ -64,9 +66,8 @@ class Perturbation:
         """All K noise draws of the batch, B x K x C x H x W, cached while the batch is the same."""
         ids = tuple(sample_ids)
         if ids != self._noise_ids:
-            self._noise = torch.stack([
-                gaussian_noise_draws(shape, self.draws, sample_generator(self.seed, sid, "gauss"), self.orthogonal)
-                for sid in ids])
+            gens = [sample_generator(self.seed, sid, "gauss") for sid in ids]
+            self._noise = gaussian_noise_draws(shape, self.draws, gens, self.orthogonal)
             self._noise_ids = ids
         return self._noise
 

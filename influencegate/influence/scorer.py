@@ -67,7 +67,7 @@ class InfluenceScorer:
                                   dtype=stat_dtype, collect_factors=collect_factors)
         batches = projected_gradient_batches(self.model, capture, self.perturb, sample_loader(dataset, cfg.batch_size),
                                              cfg.draws, self.device, cfg.dtype, cfg.precision, cfg.objective, desc,
-                                             cfg.progress)
+                                             cfg.progress, cfg.draws_per_pass)
         return capture, batches
 
     def _fit_projectors(self, dataset: Dataset) -> dict[str, LayerProjector]:
