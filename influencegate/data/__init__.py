@@ -1,0 +1,27 @@
+"""Datasets, manifests, sample ids and the embedded default data (scikit-learn digits)."""
+from influencegate.data.constants import (
+    CIFAR10_GRAY_MEAN,
+    CIFAR10_GRAY_STD,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    DIGITS_MEAN,
+    DIGITS_STD,
+    IMAGE_EXTENSIONS,
+)
+from influencegate.data.dataset import ImageDataset, denormalize
+from influencegate.data.errors import DatasetError
+from influencegate.data.loader import load_images
+
+__all__ = [
+    "CIFAR10_GRAY_MEAN",
+    "CIFAR10_GRAY_STD",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "DIGITS_MEAN",
+    "DIGITS_STD",
+    "IMAGE_EXTENSIONS",
+    "DatasetError",
+    "ImageDataset",
+    "denormalize",
+    "load_images",
+]

@@ -1,0 +1,53 @@
+"""Decoding one image file into a fixed-size tensor, with a short human reason when it fails."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+# 8-bit modes PIL converts to "RGB"/"L" without losing range; 16-bit and float modes ("I;16", "I", "F")
+# would be clipped to 255 by PIL, so they are reported instead of silently saturated.
+_SUPPORTED_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+
+
+class SampleError(Exception):
+    """A single sample cannot be used; ``str(error)`` is the short reason stored in the ``error`` column."""
+
+
+def read_bytes(path: Path) -> bytes:
+    """The raw bytes of ``path``; raises SampleError("missing file" / "unreadable file: ...")."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise SampleError("missing file") from None
+    except OSError as exc:
+        raise SampleError(f"unreadable file: {exc.strerror or exc}") from None
+
+
+def decode_image(data: bytes, image_size: int, channels: int) -> torch.Tensor:
+    """Decode encoded image bytes, convert to ``channels`` (1 = grayscale "L", 3 = "RGB") and resize.
+
+    The image is resized (squashed, not cropped) to image_size x image_size with bilinear filtering.
+    Returns a float32 tensor channels x image_size x image_size in [0, 1] (not yet normalised).
+    Raises SampleError with a short reason for unreadable files and unsupported modes.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if image.mode not in _SUPPORTED_MODES:
+                raise SampleError(f"unsupported image mode {image.mode!r} (expected an 8-bit image)")
+            converted = image.convert("L" if channels == 1 else "RGB")
+            resized = converted.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    except SampleError:
+        raise
+    except UnidentifiedImageError:
+        raise SampleError("unreadable image: cannot identify image file") from None
+    except Image.DecompressionBombError as exc:
+        raise SampleError(f"image too large: {exc}") from None
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
+        raise SampleError(f"unreadable image: {exc}") from None
+    pixels = np.asarray(resized, dtype=np.uint8).reshape(image_size, image_size, channels)
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).to(torch.float32).div_(255.0)

@@ -1,0 +1,28 @@
+"""Encoders, checkpoint loading, SSL objectives, augmentations and the small SSL trainer."""
+from influencegate.models.augment import AugmentConfig, augment, default_augment_config
+from influencegate.models.backbones import cifar_resnet18, torchvision_encoder
+from influencegate.models.checkpoints import load_encoder, save_encoder
+from influencegate.models.heads import METHODS
+from influencegate.models.registry import ENCODERS, build_encoder
+from influencegate.models.small_cnn import SmallCNN
+from influencegate.models.ssl_losses import barlow_twins_loss, byol_loss, simclr_loss
+from influencegate.models.trainer import PretrainResult, pretrain
+
+__all__ = [
+    "ENCODERS",
+    "METHODS",
+    "AugmentConfig",
+    "PretrainResult",
+    "SmallCNN",
+    "augment",
+    "barlow_twins_loss",
+    "build_encoder",
+    "byol_loss",
+    "cifar_resnet18",
+    "default_augment_config",
+    "load_encoder",
+    "pretrain",
+    "save_encoder",
+    "simclr_loss",
+    "torchvision_encoder",
+]
