@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	touch $@
 
 demo: setup
-	$(VENV)/bin/influencegate score digits --pretrain simclr --out outputs/scores.parquet
+	$(VENV)/bin/influencegate demo
 
 test: setup
 	$(PY) -m pytest -q

@@ -49,7 +49,7 @@ def test_identity_curvature_is_squared_norm_of_separately_projected_gradients(mo
     table = InfluenceScorer(model, cfg).fit(tiny_data).score(tiny_data)
 
     ex = per_sample_gradients(model, tiny_data, cfg)
-    projectors = random_projectors(tracked_layers(model), cfg.rank, cfg.seed)
+    projectors = random_projectors(tracked_layers(model), cfg.rank, cfg.projection_seed)
     expected = np.zeros(len(ex.sample_ids))
     for name, block in ex.blocks.items():
         proj = projectors[name]

@@ -34,6 +34,8 @@ class InfluenceConfig:
     embedding: which representation the objective compares ("backbone": the encoder's output).
     draws_per_pass: draws stacked into one forward/backward (None: all K, i.e. 2 K batch_size rows at once;
         lower it, or batch_size, when memory is short).
+    seed: seeds the perturbations (per sample id and draw). projection_seed: seeds the random projections,
+        kept apart so that the perturbation seed alone can be varied (stability checks).
     precision: "fp32" | "fp64" | "bf16"/"fp16" (autocast on CUDA for the forward passes; statistics in fp32/64).
     """
 
@@ -52,6 +54,7 @@ class InfluenceConfig:
     device: str = "cpu"
     precision: str = "fp32"
     seed: int = 0
+    projection_seed: int = 0
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -73,8 +73,8 @@ class InfluenceScorer:
     def _fit_projectors(self, dataset: Dataset) -> dict[str, LayerProjector]:
         cfg = self.config
         if cfg.projection != "pca":
-            return random_projectors(self.layers, cfg.rank, cfg.seed, identity=cfg.projection == "identity")
-        exact = random_projectors(self.layers, cfg.rank, cfg.seed, identity=True)
+            return random_projectors(self.layers, cfg.rank, cfg.projection_seed, identity=cfg.projection == "identity")
+        exact = random_projectors(self.layers, cfg.rank, cfg.projection_seed, identity=True)
         capture, batches = self._pass(dataset, exact, "pca projections", collect_factors=True)
         for _ in batches:
             pass

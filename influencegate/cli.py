@@ -1,0 +1,228 @@
+"""The `influencegate` command.
+
+    influencegate score DATA --out scores.parquet [--encoder CKPT | --pretrain simclr --epochs N] [scorer options]
+    influencegate demo                               the embedded default (digits) end to end through ZenML
+    influencegate audit CONFIG.yaml [--set k=v ...]  exit 0 approved, 1 rejected, 2 usage or input error
+    influencegate status NAME                        versions of a dataset and which one is approved
+
+`score` is pure core (torch/numpy/pandas). ZenML, MLflow, Great Expectations and Evidently are imported
+only inside `demo`, `audit` and `status`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_APPROVED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+TELEMETRY_OFF = {"ZENML_ANALYTICS_OPT_IN": "false", "GX_ANALYTICS_ENABLED": "false",
+                 "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+class UsageError(Exception):
+    """A user mistake: reported as one line, exit code 2."""
+
+
+def _fail(message: str) -> int:
+    print(f"influencegate: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# -- score (core only) -------------------------------------------------------------------------------------
+def _scorer_config(args: argparse.Namespace) -> Any:
+    from influencegate import InfluenceConfig
+
+    values = {k: getattr(args, k) for k in ("rank", "curvature", "draws", "sigma", "projection", "damping",
+                                            "batch_size", "precision", "seed", "device") if getattr(args, k) is not None}
+    try:
+        return InfluenceConfig.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score DATA and write the scores table (parquet, or csv by extension)."""
+    from influencegate.audit import load_or_pretrain, score_dataset, summary_stats
+    from influencegate.data import DatasetError, load_images
+
+    config = _scorer_config(args)
+    if args.encoder and args.pretrain:
+        raise UsageError("give either --encoder or --pretrain, not both")
+    if args.encoder and not args.encoder.startswith("torchvision:") and not Path(args.encoder).is_file():
+        raise UsageError(f"encoder checkpoint not found: {args.encoder!r}")
+    try:
+        dataset = load_images(args.data, image_size=args.image_size, channels=args.channels)
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"dataset {dataset.name} version {dataset.version}: {len(dataset)} readable, {len(dataset.failed)} failed")
+    try:
+        encoder, _, seconds = load_or_pretrain(dataset, args.encoder, args.pretrain or "simclr", args.epochs, args.seed or 0,
+                                               save_to=args.save_encoder)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if seconds:
+        print(f"pretrained {args.pretrain or 'simclr'} for {args.epochs} epochs in {seconds:.1f} s")
+    table, seconds = score_dataset(dataset, encoder, config)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        table.to_csv(out, index=False)
+    else:
+        table.to_parquet(out, index=False)
+    stats = summary_stats(table)
+    print(f"scored {int(stats['n_scored'])} samples in {seconds:.1f} s -> {out} "
+          f"(median log_influence {stats['log_influence_q50']:.3f}, {int(stats['n_high_influence'])} high influence)")
+    return 0
+
+
+# -- MLOps commands (lazy imports) ----------------------------------------------------------------------------
+def _mlops_env() -> None:
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+
+
+def _quiet_logs() -> None:
+    import logging
+
+    for name in ("great_expectations", "mlflow", "alembic", "evidently"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _run_config(config: dict[str, Any]) -> int:
+    from influencegate.pipelines import run_audit
+
+    start = time.perf_counter()
+    try:
+        decision, run = run_audit(config)
+    except Exception as exc:  # a failed pipeline is never an approval
+        print(f"influencegate: audit failed, dataset NOT approved: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    mlflow_info = decision.get("mlflow") or {}
+    print(f"\n{decision['status'].upper()}: {decision['dataset_name']} version {decision['dataset_version']} "
+          f"(suite {decision['suite']['name']} {decision['suite']['hash']}, {time.perf_counter() - start:.0f} s)")
+    for reason in decision.get("reasons", []):
+        print(f"  failed: {reason}")
+    print(f"  ZenML run: {run.name}")
+    if mlflow_info:
+        print(f"  MLflow run: {mlflow_info.get('run_id')} at {mlflow_info.get('tracking_uri')} "
+              f"(see it with: mlflow ui --backend-store-uri {mlflow_info.get('tracking_uri')})")
+    return EXIT_APPROVED if decision.get("approved") is True else EXIT_REJECTED
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Run dataset_audit_pipeline with a YAML config; exit code = the gate's decision."""
+    _mlops_env()
+    if not Path(args.config).is_file():
+        raise UsageError(f"config file not found: {args.config!r}")
+    from influencegate.pipelines.config import ConfigError, load_audit_config, preflight
+
+    try:
+        config = load_audit_config(args.config, args.set or [])
+        preflight(config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    _quiet_logs()
+    return _run_config(config)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The embedded default audit (configs/audit_digits.yaml, or its built-in copy)."""
+    _mlops_env()
+    from influencegate.pipelines.config import ConfigError, load_audit_config
+
+    try:
+        config = load_audit_config(None, args.set or [])
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    _quiet_logs()
+    return _run_config(config)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the audited versions of a dataset; exit 0 when one is approved, 1 when none is."""
+    _mlops_env()
+    from influencegate.integrations.zenml import list_versions
+
+    table = list_versions(args.name)
+    if table.empty:
+        print(f"no audit of dataset {args.name!r} recorded")
+        return EXIT_REJECTED
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+        print(table.assign(created=table["created"].astype(str).str[:19]).to_string(index=False))
+    approved = table[table["latest_approved"]]
+    if approved.empty:
+        print(f"\nno approved version of {args.name!r}")
+        return EXIT_REJECTED
+    print(f"\napproved: {args.name} version {approved.iloc[0]['dataset_version']}")
+    return EXIT_APPROVED
+
+
+# -- parser --------------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        self.exit(EXIT_USAGE, f"influencegate: error: {message} (see influencegate --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="influencegate", description="Label-free influence auditing of pretraining datasets.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    score = sub.add_parser("score", help="score every sample of a dataset (core only, no MLOps tools)")
+    score.add_argument("data", nargs="?", default="digits", help="'digits', a folder of images or a manifest")
+    score.add_argument("--out", default="scores.parquet", help="output table (.parquet or .csv)")
+    score.add_argument("--encoder", help="encoder checkpoint (or torchvision:<name>)")
+    score.add_argument("--pretrain", choices=["simclr", "byol", "barlow_twins", "barlow"], help="pretrain an encoder first")
+    score.add_argument("--epochs", type=int, default=20)
+    score.add_argument("--save-encoder", help="write the pretrained encoder here")
+    score.add_argument("--image-size", type=int)
+    score.add_argument("--channels", type=int, choices=[1, 3])
+    score.add_argument("--device", choices=["cpu", "cuda"])
+    score.add_argument("--rank", type=int)
+    score.add_argument("--curvature", choices=["identity", "diagonal", "raw", "kfac", "ekfac"])
+    score.add_argument("--draws", type=int)
+    score.add_argument("--sigma", type=float)
+    score.add_argument("--projection", choices=["random", "pca", "identity"])
+    score.add_argument("--damping", type=float)
+    score.add_argument("--batch-size", type=int)
+    score.add_argument("--precision", choices=["fp32", "fp64", "bf16", "fp16"])
+    score.add_argument("--seed", type=int)
+    score.set_defaults(func=cmd_score)
+
+    demo = sub.add_parser("demo", help="audit the embedded default (digits) end to end through ZenML")
+    demo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    demo.set_defaults(func=cmd_demo)
+
+    audit = sub.add_parser("audit", help="audit a dataset version with a YAML config; exit 0 approved, 1 rejected")
+    audit.add_argument("config", help="YAML config (see configs/audit_digits.yaml)")
+    audit.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. scorer.rank=32")
+    audit.set_defaults(func=cmd_audit)
+
+    status = sub.add_parser("status", help="versions of a dataset and which one is approved")
+    status.add_argument("name", help="dataset name (e.g. digits)")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 approved / success, 1 rejected, 2 usage or input error)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a one-line usage error (2)
+        return int(exc.code or 0)
+    if getattr(args, "pretrain", None) == "barlow":
+        args.pretrain = "barlow_twins"
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

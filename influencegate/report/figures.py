@@ -1,0 +1,106 @@
+"""Figures of an audit: the log_influence histogram and grids of the most / least influential images.
+
+Pure PIL / matplotlib (Agg backend), no tracking calls: callers decide where the PNGs go.
+"""
+from __future__ import annotations
+
+import io
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+
+def _figure_to_image(fig: Any) -> Image.Image:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    buffer.seek(0)
+    image = Image.open(buffer).convert("RGB")
+    image.load()
+    return image
+
+
+def influence_histogram(table: pd.DataFrame, title: str = "log_influence", bins: int = 50) -> Image.Image:
+    """Histogram of the scored rows' log_influence (natural log of the self-influence), as an RGB PIL image.
+
+    High-influence samples (`is_high_influence`, when the column exists) are drawn in a second colour.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    values = pd.to_numeric(table.get("log_influence"), errors="coerce")
+    finite = values[np.isfinite(values)] if values is not None else pd.Series(dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if len(finite):
+        edges = np.histogram_bin_edges(finite, bins=bins)
+        high = table.get("is_high_influence")
+        if high is not None and bool(high.fillna(False).any()):
+            mask = high.fillna(False).astype(bool).reindex(finite.index, fill_value=False)
+            ax.hist([finite[~mask], finite[mask]], bins=edges, stacked=True, color=["#4c72b0", "#dd8452"],
+                    label=["scored", "high influence"])
+            ax.legend()
+        else:
+            ax.hist(finite, bins=edges, color="#4c72b0")
+    else:
+        ax.text(0.5, 0.5, "no scored samples", ha="center", va="center", transform=ax.transAxes)
+    n_errors = int(table["error"].notna().sum()) if "error" in table.columns else 0
+    ax.set_title(f"{title} (n={len(finite)}, errors={n_errors})")
+    ax.set_xlabel("log_influence (natural log of self-influence)")
+    ax.set_ylabel("samples")
+    image = _figure_to_image(fig)
+    plt.close(fig)
+    return image
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """C x H x W array with pixels in [0, 1] -> H x W x 3 uint8."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        image = image[None]
+    image = np.clip(image, 0.0, 1.0)
+    if image.shape[0] == 1:
+        image = np.repeat(image, 3, axis=0)
+    return (image[:3].transpose(1, 2, 0) * 255).round().astype(np.uint8)
+
+
+def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], title: str = "", columns: int = 8,
+               cell: int = 64) -> Image.Image:
+    """A captioned grid of images (each C x H x W, pixels in [0, 1]) scaled to `cell` pixels, as RGB PIL."""
+    count = len(images)
+    columns = max(1, min(columns, count or 1))
+    rows = max(1, -(-count // columns))
+    caption_h, title_h = 14, 18 if title else 0
+    grid = Image.new("RGB", (columns * (cell + 4) + 4, title_h + rows * (cell + caption_h + 4) + 4), "white")
+    draw = ImageDraw.Draw(grid)
+    if title:
+        draw.text((4, 2), title, fill="black")
+    for i, (array, caption) in enumerate(zip(images, captions)):
+        r, c = divmod(i, columns)
+        x, y = 4 + c * (cell + 4), title_h + 4 + r * (cell + caption_h + 4)
+        tile = Image.fromarray(_to_uint8(array)).resize((cell, cell), Image.NEAREST)
+        grid.paste(tile, (x, y))
+        draw.text((x, y + cell + 1), str(caption)[:12], fill="black")
+    if count == 0:
+        draw.text((4, title_h + 4), "no images", fill="black")
+    return grid
+
+
+def influence_grids(table: pd.DataFrame, dataset: Any, k: int = 16) -> tuple[Image.Image, Image.Image]:
+    """(most influential, least influential) grids of the k top / bottom scored samples of `dataset`
+    (an ImageDataset: images are denormalised for display). Captions: the influence rank."""
+    from influencegate.data import denormalize
+
+    index = {sid: i for i, sid in enumerate(dataset.sample_ids)}
+    scored = table[table["influence"].notna() & table["sample_id"].isin(index)].sort_values("influence_rank")
+    pixels = denormalize(dataset.images, dataset).cpu().numpy() if len(dataset) else np.zeros((0, 1, 1, 1))
+
+    def grid(rows: pd.DataFrame, title: str) -> Image.Image:
+        images = [pixels[index[s]] for s in rows["sample_id"]]
+        captions = [f"#{int(r)}" for r in rows["influence_rank"]]
+        return image_grid(images, captions, title=title)
+
+    return (grid(scored.head(k), f"{dataset.name}: {k} most influential"),
+            grid(scored.tail(k).iloc[::-1], f"{dataset.name}: {k} least influential"))

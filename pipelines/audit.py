@@ -1,0 +1,49 @@
+"""dataset_audit_pipeline: load -> encoder -> score -> figures -> drift -> gate -> MLflow -> approval."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from zenml import pipeline
+
+from influencegate.pipelines.config import DEFAULT_PARAMETERS
+from influencegate.steps import (compare_with_approved, load_dataset, load_or_pretrain_encoder, log_to_mlflow,
+                                 record_approval, render_figures, score_influence, validate_and_gate)
+
+
+@pipeline(enable_cache=False)
+def dataset_audit_pipeline(dataset: Optional[dict] = None, encoder: Optional[dict] = None, scorer: Optional[dict] = None,
+                           suite: Optional[str] = None, gate: Optional[dict] = None, tracking: Optional[dict] = None) -> None:
+    """Audit one dataset version end to end; every argument is a section of configs/audit_digits.yaml
+    (None: the embedded default, the digits). Its gate decision is the artifact `influencegate_gate_decision`."""
+    dataset = dataset or DEFAULT_PARAMETERS["dataset"]
+    encoder = encoder or DEFAULT_PARAMETERS["encoder"]
+    scorer = DEFAULT_PARAMETERS["scorer"] if scorer is None else scorer
+    gate = gate or DEFAULT_PARAMETERS["gate"]
+    tracking = tracking or DEFAULT_PARAMETERS["tracking"]
+    ref, records = load_dataset(**dataset)
+    model, encoder_info = load_or_pretrain_encoder(ref, **encoder)
+    scores, summary, scoring_info = score_influence(ref, model, scorer)
+    histogram, most, least = render_figures(ref, scores)
+    report, drift = compare_with_approved(ref, scores, threshold=gate.get("drift_threshold", 0.05))
+    decision, _, docs = validate_and_gate(ref, scores, summary, scoring_info, drift, suite,
+                                          drift_blocks=bool(gate.get("drift_blocks", False)))
+    run = log_to_mlflow(ref, records, scores, summary, scoring_info, encoder_info, decision, docs, histogram, most,
+                        least, report, drift, tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"))
+    record_approval(decision, run)
+
+
+def run_audit(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Run the pipeline for a normalised config (`load_audit_config`); returns (decision, pipeline run).
+
+    The decision is read back from the recorded artifact, so what the caller sees is what was recorded.
+    """
+    from zenml.client import Client
+
+    from influencegate.integrations.zenml.approvals import DECISION_ARTIFACT
+
+    options = {k: v for k, v in config.items() if k != "parameters"}
+    run = dataset_audit_pipeline.with_options(**options)(**config["parameters"])
+    found = Client().list_artifact_versions(name=DECISION_ARTIFACT, pipeline_run=run.id, size=1).items
+    if not found:
+        raise RuntimeError(f"pipeline run {run.name} recorded no gate decision (status {run.status})")
+    return found[0].load(), run

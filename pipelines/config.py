@@ -1,0 +1,162 @@
+"""Audit run configs: YAML files in configs/ (a ZenML run config whose `parameters` are the pipeline's).
+
+Top-level keys: `parameters` (dataset, encoder, scorer, suite, gate, tracking: see configs/audit_digits.yaml)
+and ZenML run options (`run_name`, `enable_cache`, `settings`, `tags`). Relative paths of the suite, the
+dataset source and the encoder checkpoint are resolved against the config file's folder.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG_PATH = CONFIG_DIR / "audit_digits.yaml"
+PARAMETERS = ("dataset", "encoder", "scorer", "suite", "gate", "tracking")
+RUN_OPTIONS = ("run_name", "enable_cache", "settings", "tags")
+SECTIONS = {
+    "dataset": ("source", "image_size", "channels", "name"),
+    "encoder": ("checkpoint", "method", "epochs", "seed", "architecture", "save_to"),
+    "gate": ("drift_blocks", "drift_threshold"),
+    "tracking": ("uri", "experiment"),
+}
+
+#: The embedded default (also what configs/audit_digits.yaml spells out): the digits audited end to end.
+DEFAULT_PARAMETERS: dict[str, Any] = {
+    "dataset": {"source": "digits"},
+    "encoder": {"method": "simclr", "epochs": 10, "seed": 0, "architecture": "small_cnn"},
+    "scorer": {"rank": 16, "draws": 4, "curvature": "kfac", "sigma": 0.2, "seed": 0},
+    "suite": "expectations/default.json",
+    "gate": {"drift_blocks": False, "drift_threshold": 0.05},
+    "tracking": {"uri": None, "experiment": "influencegate"},
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong (a usage error: the CLI exits 2)."""
+
+
+def _parse_value(text: str) -> Any:
+    """YAML scalar parsing for --set values (numbers, true/false, null, lists)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` overrides; keys not naming a run option go under `parameters`
+    (so `scorer.rank=32` and `parameters.scorer.rank=32` are the same)."""
+    config = copy.deepcopy(config)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        parts = key.strip().split(".")
+        if parts[0] not in RUN_OPTIONS and parts[0] != "parameters":
+            parts = ["parameters", *parts]
+        node = config
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None or isinstance(child, str):
+                child = {} if child is None else {"source": child} if part == "dataset" else child
+                node[part] = child
+            if not isinstance(child, dict):
+                raise ConfigError(f"cannot set {key!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = _parse_value(value)
+    return config
+
+
+def _resolve(path: Any, base: Path) -> Any:
+    """`path` against `base` when relative and it exists there (else unchanged: e.g. 'digits')."""
+    if not path or not isinstance(path, str) or path == "digits" or ":" in path.split("/")[0]:
+        return path
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute() and (base / candidate).exists():
+        return str((base / candidate).resolve())
+    return str(candidate)
+
+
+def normalise(config: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
+    """Validate a raw config and fill defaults. Returns {"parameters": {...}, <run options>}.
+
+    Raises ConfigError naming unknown keys or sections of the wrong type.
+    """
+    base = base or CONFIG_DIR
+    unknown = sorted(set(config) - set(RUN_OPTIONS) - {"parameters"})
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}; allowed: parameters, {', '.join(RUN_OPTIONS)}")
+    raw = dict(config.get("parameters") or {})
+    unknown = sorted(set(raw) - set(PARAMETERS))
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {unknown}; allowed: {', '.join(PARAMETERS)}")
+    if isinstance(raw.get("dataset"), str):
+        raw["dataset"] = {"source": raw["dataset"]}
+    params: dict[str, Any] = {}
+    for name in PARAMETERS:
+        default = copy.deepcopy(DEFAULT_PARAMETERS[name])
+        value = raw.get(name, default)
+        if isinstance(default, dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"parameters.{name} must be a mapping, got {value!r}")
+            # A scorer section replaces the demo's scorer settings (omitted keys: InfluenceConfig defaults);
+            # the other sections are merged key by key over the defaults.
+            value = dict(value) if name == "scorer" else {**default, **value}
+            allowed = SECTIONS.get(name)
+            bad = sorted(set(value) - set(allowed)) if allowed else []
+            if bad:
+                raise ConfigError(f"unknown key(s) {bad} in parameters.{name}; allowed: {', '.join(allowed)}")
+        params[name] = value
+    from influencegate import InfluenceConfig
+
+    try:
+        InfluenceConfig.from_dict(dict(params["scorer"]))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"parameters.scorer: {exc}") from exc
+    # The suite: relative to the config file, else to the shipped configs/ folder (configs/expectations/...).
+    suite = _resolve(params["suite"], base)
+    params["suite"] = suite if not suite or Path(suite).is_absolute() else _resolve(suite, CONFIG_DIR)
+    params["dataset"]["source"] = _resolve(params["dataset"].get("source") or "digits", base)
+    params["encoder"]["checkpoint"] = _resolve(params["encoder"].get("checkpoint"), base)
+    out = {k: copy.deepcopy(v) for k, v in config.items() if k in RUN_OPTIONS}
+    out["parameters"] = params
+    return out
+
+
+def load_audit_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Read a YAML audit config (None: configs/audit_digits.yaml, or the embedded default when the file is
+    absent), apply `--set` overrides, validate. Raises ConfigError for any problem."""
+    if path is None and not DEFAULT_CONFIG_PATH.is_file():
+        raw: dict[str, Any] = {"parameters": copy.deepcopy(DEFAULT_PARAMETERS)}
+        base = Path.cwd()
+    else:
+        file = Path(path) if path else DEFAULT_CONFIG_PATH
+        if not file.is_file():
+            raise ConfigError(f"config file not found: {str(file)!r}")
+        try:
+            raw = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(file)!r} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {str(file)!r} must hold a mapping")
+        base = file.resolve().parent
+    return normalise(apply_overrides(raw, overrides), base)
+
+
+def preflight(config: Mapping[str, Any]) -> None:
+    """Cheap input checks before a pipeline starts (so input errors are exit 2, not a failed run):
+    the dataset source, the suite file and the encoder checkpoint exist."""
+    params = config["parameters"]
+    source = params["dataset"]["source"]
+    if source != "digits" and not Path(source).exists():
+        raise ConfigError(f"dataset source not found: {source!r} (use 'digits', a folder or a manifest)")
+    if params["suite"] and not Path(params["suite"]).is_file():
+        raise ConfigError(f"expectation suite not found: {params['suite']!r}")
+    checkpoint = params["encoder"].get("checkpoint")
+    if checkpoint and not str(checkpoint).startswith("torchvision:") and not Path(checkpoint).is_file():
+        raise ConfigError(f"encoder checkpoint not found: {checkpoint!r}")
+    if not checkpoint and not params["encoder"].get("method"):
+        raise ConfigError("parameters.encoder needs a checkpoint or a pretraining method")

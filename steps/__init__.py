@@ -1,0 +1,15 @@
+"""ZenML steps of influencegate: thin, typed wrappers around the core and the integrations.
+
+Use them in your own pipeline::
+
+    from influencegate.steps import load_dataset, load_or_pretrain_encoder, score_influence, validate_and_gate
+"""
+from influencegate.steps.data import load_dataset
+from influencegate.steps.drift import compare_with_approved
+from influencegate.steps.encoder import load_or_pretrain_encoder
+from influencegate.steps.gate import record_approval, validate_and_gate
+from influencegate.steps.scoring import render_figures, score_influence
+from influencegate.steps.tracking import log_to_mlflow
+
+__all__ = ["compare_with_approved", "load_dataset", "load_or_pretrain_encoder", "log_to_mlflow", "record_approval",
+           "render_figures", "score_influence", "validate_and_gate"]

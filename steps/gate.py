@@ -1,0 +1,40 @@
+"""Validate the scores with the expectation suite and decide (fails closed); record the approval."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional, Tuple
+
+import pandas as pd
+from zenml import ArtifactConfig, step
+from zenml.types import HTMLString
+
+from influencegate.integrations.great_expectations import decision_html, run_gate
+from influencegate.integrations.zenml.approvals import BASE_TAG, DECISION_ARTIFACT, tag_current_output
+
+
+@step(enable_cache=False)
+def validate_and_gate(dataset: dict, scores: pd.DataFrame, summary: dict, scoring_info: dict,
+                      drift: Optional[dict] = None, suite: Optional[str] = None, drift_blocks: bool = False) -> Tuple[
+        Annotated[dict, "gate_decision"], Annotated[HTMLString, "gate_report"], Annotated[Path, "data_docs"]]:
+    """Run the Great Expectations suite (`suite`: JSON path; default configs/expectations/default.json) on the
+    scores table and the one-row summary. With `drift_blocks`, failing Evidently drift tests reject too.
+
+    Returns the decision (DESIGN.md section 2), its HTML rendering and the GE Data Docs folder.
+    """
+    docs = Path(tempfile.mkdtemp(prefix="influencegate_data_docs_"))
+    extra = [t for t in (drift or {}).get("tests", [])] if drift_blocks else None
+    decision = run_gate(scores, pd.DataFrame([summary]), suite, dataset_name=dataset["name"],
+                        dataset_version=dataset["version"], scorer_config=scoring_info.get("config", {}),
+                        docs_dir=docs, extra_checks=extra)
+    return decision, HTMLString(decision_html(decision)), docs
+
+
+@step(enable_cache=False)
+def record_approval(decision: dict, mlflow_run: Optional[dict] = None) -> Annotated[
+        dict, ArtifactConfig(name=DECISION_ARTIFACT, tags=[BASE_TAG])]:
+    """Record the decision as the tagged ZenML artifact `influencegate_gate_decision` (tags: dataset:<name>,
+    version:<id>, approved|rejected), with the MLflow run it was logged to."""
+    record = {**decision, "mlflow": mlflow_run or {}}
+    tag_current_output(record)
+    return record

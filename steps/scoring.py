@@ -1,0 +1,39 @@
+"""Fit the influence scorer and score every sample; figures of the result."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional, Tuple
+
+import pandas as pd
+from PIL import Image
+from torch import nn
+from zenml import ArtifactConfig, step
+
+from influencegate import InfluenceConfig
+from influencegate.audit import open_dataset, score_dataset, summary_stats
+from influencegate.integrations.zenml.approvals import SCORES_ARTIFACT
+from influencegate.report import influence_grids, influence_histogram
+
+
+@step
+def score_influence(dataset: dict, encoder: nn.Module, scorer: Optional[dict[str, Any]] = None) -> Tuple[
+        Annotated[pd.DataFrame, ArtifactConfig(name=SCORES_ARTIFACT)],
+        Annotated[dict, "score_summary"],
+        Annotated[dict, "scoring_info"]]:
+    """Influence-SSL scores of `dataset` under `encoder` (`scorer`: InfluenceConfig fields, YAML-style).
+
+    Returns the scores table (DESIGN.md section 2, with is_high_influence), its summary statistics
+    (`influencegate.audit.summary_stats`) and {"config": flat scorer config, "seconds": scoring time}.
+    """
+    config = InfluenceConfig.from_dict({"progress": False, **(scorer or {})})
+    table, seconds = score_dataset(open_dataset(dataset), encoder, config)
+    return table, summary_stats(table), {"config": config.to_params(), "seconds": round(seconds, 3)}
+
+
+@step
+def render_figures(dataset: dict, scores: pd.DataFrame, k: int = 16) -> Tuple[
+        Annotated[Image.Image, "log_influence_histogram"],
+        Annotated[Image.Image, "most_influential"],
+        Annotated[Image.Image, "least_influential"]]:
+    """Histogram of log_influence and grids of the `k` most and least influential images."""
+    most, least = influence_grids(scores, open_dataset(dataset), k=k)
+    return influence_histogram(scores, title=f"{dataset['name']} log_influence"), most, least

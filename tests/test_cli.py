@@ -1,0 +1,53 @@
+"""The `influencegate` command: usage errors are one line with exit 2; `score` stays free of MLOps imports."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from influencegate.cli import main
+
+MLOPS = ("zenml", "mlflow", "great_expectations", "evidently")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["audit", "does_not_exist.yaml"], "config file not found"),
+    (["audit", "{config}", "--set", "scorer.rank"], "--set expects key=value"),
+    (["audit", "{config}", "--set", "scorer.bogus=1"], "unknown scorer option"),
+    (["audit", "{config}", "--set", "dataset.source=/no/such/folder"], "dataset source not found"),
+    (["audit", "{config}", "--set", "encoder.checkpoint=/no/such.pt"], "encoder checkpoint not found"),
+    (["audit", "{config}", "--set", "suite=/no/suite.json"], "expectation suite not found"),
+    (["audit", "{config}", "--set", "nonsense.key=1"], "unknown parameter"),
+    (["score", "/no/such/folder"], "dataset source not found"),
+    (["score", "digits", "--curvature", "magic"], "invalid choice"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_usage_errors_exit_2_with_one_line(argv, message, tmp_path: Path, capsys) -> None:
+    config = Path(__file__).resolve().parents[1] / "configs" / "audit_digits.yaml"
+    argv = [a.replace("{config}", str(config)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_score_writes_table_without_mlops_imports(tmp_path: Path, encoder_checkpoint: Path, digits_folder) -> None:
+    folder = digits_folder(tmp_path / "imgs", count=40, corrupt=2)
+    out = tmp_path / "scores.parquet"
+    code = (
+        "import sys; from influencegate.cli import main\n"
+        f"rc = main(['score', {str(folder)!r}, '--out', {str(out)!r}, '--encoder', {str(encoder_checkpoint)!r},"
+        " '--image-size', '8', '--channels', '1', '--rank', '4', '--draws', '2', '--curvature', 'kfac'])\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {MLOPS!r})\n"
+        "print('MLOPS', bad); sys.exit(rc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "MLOPS []" in result.stdout
+    table = pd.read_parquet(out)
+    assert len(table) == 40 and table["error"].notna().sum() == 2
+    assert list(table.columns[:7]) == ["sample_id", "path", "influence", "log_influence", "influence_rank",
+                                      "influence_percentile", "is_high_influence"]

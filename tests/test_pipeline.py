@@ -1,0 +1,119 @@
+"""ZenML pipelines on the real local stack, with a real MLflow store and real GE / Evidently."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import pytest
+from zenml import pipeline, step
+
+from influencegate.steps import load_dataset, load_or_pretrain_encoder, score_influence, validate_and_gate
+
+pytestmark = pytest.mark.slow
+
+EXPECTED_ARTIFACTS = {
+    "scores/scores.parquet", "scores/scores_table.json", "scores/summary.json", "figures/log_influence_hist.png",
+    "figures/most_influential.png", "figures/least_influential.png", "gate/decision.json",
+    "gate/data_docs/index.html", "drift/evidently_report.html", "drift/summary.json",
+}
+
+
+@step
+def keep_approved(decision: dict) -> Annotated[bool, "approved"]:
+    """A user's own step consuming the gate decision."""
+    return bool(decision["approved"])
+
+
+@pipeline(enable_cache=False)
+def my_pretraining_pipeline(source: str, checkpoint: str) -> None:
+    """A user's pipeline built from influencegate.steps (steps and pipelines must live at module level)."""
+    dataset, _ = load_dataset(source, image_size=8, channels=1)
+    encoder, _ = load_or_pretrain_encoder(dataset, checkpoint=checkpoint)
+    scores, summary, info = score_influence(dataset, encoder, {"rank": 8, "draws": 2, "curvature": "kfac"})
+    decision, _, _ = validate_and_gate(dataset, scores, summary, info)
+    keep_approved(decision)
+
+
+def _artifact_files(client, run_id: str, path: str | None = None) -> set[str]:
+    files = set()
+    for item in client.list_artifacts(run_id, path):
+        if item.is_dir:
+            if item.path.startswith("gate/data_docs/"):
+                continue  # GE's static assets: index.html at the top is enough
+            files |= _artifact_files(client, run_id, item.path)
+        else:
+            files.add(item.path)
+    return files
+
+
+def test_own_pipeline_with_influencegate_steps(tmp_path: Path, monkeypatch, digits_folder, encoder_checkpoint) -> None:
+    """A user's pipeline composed from influencegate.steps runs on the local stack."""
+    monkeypatch.chdir(tmp_path)
+    folder = digits_folder(tmp_path / "my_images", count=80)
+    run = my_pretraining_pipeline(source=str(folder), checkpoint=str(encoder_checkpoint))
+    assert str(run.status) in ("completed", "ExecutionStatus.COMPLETED")
+    assert set(run.steps) == {"load_dataset", "load_or_pretrain_encoder", "score_influence", "validate_and_gate",
+                              "keep_approved"}
+    scores = run.steps["score_influence"].outputs["influencegate_scores"][0].load()
+    assert len(scores) == 80 and scores["influence"].notna().all()
+    assert run.steps["keep_approved"].outputs["approved"][0].load() is True
+
+
+def test_two_versions_compare_against_first_approved_and_mlflow_has_everything(
+        tmp_path: Path, monkeypatch, digits_folder, audit_config, mlflow_uri, capsys) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from influencegate.cli import main
+    from influencegate.integrations.zenml import last_approved
+
+    monkeypatch.chdir(tmp_path)
+    folder = digits_folder(tmp_path / "handwriting", count=100)
+    config = audit_config(folder)
+
+    assert main(["audit", str(config)]) == 0
+    first = last_approved("handwriting")
+    assert first is not None
+    v1 = first["decision"]["dataset_version"]
+    assert first["decision"]["approved"] is True and len(first["scores"]) == 100
+
+    digits_folder(folder, count=40, offset=100)  # version 2: the same dataset with 40 more images
+    assert main(["audit", str(config), "--set", "scorer.seed=1"]) == 0
+    second = last_approved("handwriting")
+    v2 = second["decision"]["dataset_version"]
+    assert v2 != v1 and len(second["scores"]) == 140
+
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("influencegate-tests")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`dataset.name` = 'handwriting'",
+                              order_by=["attributes.start_time ASC"])
+    assert [r.data.tags["dataset.version"] for r in runs] == [v1, v2]
+    run = runs[1]
+    assert run.data.tags["gate.status"] == "approved"
+    assert run.data.tags["dataset.name"] == "handwriting" and run.data.tags["dataset.version"] == v2
+    assert run.data.params["scorer.rank"] == "8" and run.data.params["scorer.seed"] == "1"
+    assert "scorer.curvature" in run.data.params and "encoder.checkpoint" in run.data.params
+    assert run.data.metrics["gate.approved"] == 1.0 and run.data.metrics["n_rows"] == 140
+    for metric in ("error_fraction", "log_influence_q50", "log_influence_spread", "high_influence_fraction",
+                   "drift.log_influence.score", "seconds.score"):
+        assert metric in run.data.metrics, metric
+    assert EXPECTED_ARTIFACTS <= _artifact_files(client, run.info.run_id)
+    assert [(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs] == [("handwriting", v2)]
+
+    drift = json.loads(Path(client.download_artifacts(run.info.run_id, "drift/summary.json", str(tmp_path))).read_text())
+    assert drift["compared"] is True
+    assert drift["reference_version"] == v1 and drift["current_version"] == v2
+    assert set(drift["columns"]) == {"log_influence", "influence"}
+    html = Path(client.download_artifacts(run.info.run_id, "drift/evidently_report.html", str(tmp_path))).read_text()
+    assert len(html) > 10_000  # the real Evidently report, not the "no reference" page
+    first_drift = json.loads(Path(client.download_artifacts(runs[0].info.run_id, "drift/summary.json",
+                                                            str(tmp_path / "r1"))).read_text())
+    assert first_drift["compared"] is False  # the first version had nothing to compare with
+
+    decision = json.loads(Path(client.download_artifacts(run.info.run_id, "gate/decision.json", str(tmp_path))).read_text())
+    assert decision["dataset_version"] == v2 and decision["approved"] is True
+
+    capsys.readouterr()
+    assert main(["status", "handwriting"]) == 0
+    out = capsys.readouterr().out
+    assert v1 in out and v2 in out and f"approved: handwriting version {v2}" in out
