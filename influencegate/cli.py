@@ -35,7 +35,7 @@ def _fail(message: str) -> int:
 def _scorer_config(args: argparse.Namespace) -> Any:
     from influencegate import InfluenceConfig
 
-    values = {k: getattr(args, k) for k in ("rank", "curvature", "draws", "sigma", "projection", "damping",
+    values = {k: getattr(args, k) for k in ("rank", "curvature", "draws", "noise", "sigma", "projection", "damping",
                                             "batch_size", "precision", "seed", "device") if getattr(args, k) is not None}
     try:
         return InfluenceConfig.from_dict(values)
@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--rank", type=int)
     score.add_argument("--curvature", choices=["identity", "diagonal", "raw", "kfac", "ekfac"])
     score.add_argument("--draws", type=int)
+    score.add_argument("--noise", choices=["common", "orthogonal", "iid"])
     score.add_argument("--sigma", type=float)
     score.add_argument("--projection", choices=["random", "pca", "identity"])
     score.add_argument("--damping", type=float)

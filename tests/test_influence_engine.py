@@ -166,3 +166,22 @@ def test_bad_input_gives_clear_errors(tiny_data):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             InfluenceScorer(tiny_cnn(), config(device="cuda"))
+
+
+@pytest.mark.parametrize("noise", ["common", "orthogonal", "iid"])
+def test_noise_modes(noise):
+    """common: the same draw for every sample; common/orthogonal: a sample's K draws are orthogonal;
+    every mode: deterministic per (seed, sample id, draw), roughly N(0, sigma^2) per pixel."""
+    perturb = make_perturbation("gaussian", sigma=1.0, draws=4, seed=3, noise=noise)
+    images = torch.zeros(3, 1, 16, 16)
+    draws = torch.stack([perturb(images, ["a", "b", "c"], k) for k in range(4)], dim=1).reshape(3, 4, -1)
+    again = perturb(images[1:2], ["b"], 2).reshape(-1)
+    np.testing.assert_array_equal(draws[1, 2], again)
+    gram = draws[0] @ draws[0].T
+    off_diagonal = (gram - torch.diag(torch.diagonal(gram))).abs().max().item()
+    if noise == "iid":
+        assert off_diagonal > 1.0
+    else:
+        assert off_diagonal < 1e-3
+    assert torch.equal(draws[0], draws[1]) == (noise == "common")
+    assert 0.7 < draws.std().item() < 1.3

@@ -55,6 +55,7 @@ class GradientCapture:
     projectors: dict[str, LayerProjector]
     dtype: torch.dtype = torch.float32
     collect_factors: bool = False
+    collect_grads: bool = True
     grads: dict[str, torch.Tensor] = field(default_factory=dict)
     factors: dict[str, FactorSums] = field(default_factory=dict)
     _handles: list = field(default_factory=list)
@@ -75,15 +76,16 @@ class GradientCapture:
                 return
             a = proj.project_in(inputs[0].detach().to(self.dtype))
             if self.collect_factors:
-                sums = self._factor_sums(name, proj)
+                sums = self._factor_sums(name, proj, a.device)
                 sums.a_sum += torch.einsum("bil,bjl->ij", a, a).double()
                 sums.a_rows += a.shape[0] * a.shape[2]
 
             def on_grad(grad: torch.Tensor) -> None:
                 delta = proj.project_out(grad.detach().to(self.dtype))
-                g = torch.einsum("bol,bil->boi", delta, a)
-                g = g.reshape(2, -1, *g.shape[1:]).sum(0)  # rows [x-branch; x_hat-branch] -> one per pair
-                self.grads[name] = self.grads[name] + g if name in self.grads else g
+                if self.collect_grads:
+                    g = torch.einsum("bol,bil->boi", delta, a)
+                    g = g.reshape(2, -1, *g.shape[1:]).sum(0)  # rows [x-branch; x_hat-branch] -> one per pair
+                    self.grads[name] = self.grads[name] + g if name in self.grads else g
                 if self.collect_factors:
                     self.factors[name].s_sum += torch.einsum("bol,bpl->op", delta, delta).double()
 
@@ -91,11 +93,11 @@ class GradientCapture:
 
         return hook
 
-    def _factor_sums(self, name: str, proj: LayerProjector) -> FactorSums:
+    def _factor_sums(self, name: str, proj: LayerProjector, device: torch.device) -> FactorSums:
         if name not in self.factors:
             r_out, r_in = proj.shape
-            self.factors[name] = FactorSums(torch.zeros(r_in, r_in, dtype=torch.float64),
-                                            torch.zeros(r_out, r_out, dtype=torch.float64))
+            self.factors[name] = FactorSums(torch.zeros(r_in, r_in, dtype=torch.float64, device=device),
+                                            torch.zeros(r_out, r_out, dtype=torch.float64, device=device))
         return self.factors[name]
 
     def count_draws(self, n: int) -> None:

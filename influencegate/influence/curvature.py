@@ -122,10 +122,11 @@ class KfacCurvature(LayerCurvature):
 
     def set_factors(self, factors: FactorSums) -> None:
         """Eigendecompose A = a_sum / a_rows and S = s_sum / s_count (float64)."""
-        a = factors.a_sum / max(factors.a_rows, 1.0)
-        s = factors.s_sum / max(factors.s_count, 1.0)
+        a = factors.a_sum.cpu() / max(factors.a_rows, 1.0)
+        s = factors.s_sum.cpu() / max(factors.s_count, 1.0)
         self.e_a, self.q_a = torch.linalg.eigh(a)
         self.e_s, self.q_s = torch.linalg.eigh(s)
+        self._bases: tuple[torch.Tensor, torch.Tensor] | None = None  # the bases cast to the gradients' device
         self.count = factors.s_count
 
     def eigenvalues(self) -> torch.Tensor:
@@ -133,7 +134,9 @@ class KfacCurvature(LayerCurvature):
 
     def rotate(self, g: torch.Tensor) -> torch.Tensor:
         """g~ in the Kronecker eigenbasis: Q_S^T g~ Q_A, B x r_out x r_in."""
-        q_s, q_a = self.q_s.to(g.device, g.dtype), self.q_a.to(g.device, g.dtype)
+        if self._bases is None or self._bases[0].device != g.device or self._bases[0].dtype != g.dtype:
+            self._bases = (self.q_s.to(g.device, g.dtype), self.q_a.to(g.device, g.dtype))
+        q_s, q_a = self._bases
         b, r_out, r_in = g.shape
         right = (g.reshape(b * r_out, r_in) @ q_a).reshape(b, r_out, r_in)  # two plain 2-D matmuls: the
         both = q_s.T @ right.transpose(0, 1).reshape(r_out, b * r_in)       # batched form is much slower on CPU

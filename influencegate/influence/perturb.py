@@ -53,17 +53,25 @@ class Perturbation:
 
     NAMES = ("gaussian", "crop", "flip", "jitter", "grayscale", "blur")
 
-    def __init__(self, spec: str, sigma: float, draws: int, seed: int, orthogonal: bool = True) -> None:
+    def __init__(self, spec: str, sigma: float, draws: int, seed: int, orthogonal: bool = True,
+                 common: bool = False) -> None:
         parts = [p.strip() for p in spec.split("+") if p.strip()]
         unknown = [p for p in parts if p not in self.NAMES]
         if not parts or unknown:
             raise ValueError(f"unknown perturbation {spec!r}; use one of {self.NAMES} or compositions like 'flip+jitter'")
         self.parts, self.sigma, self.draws, self.seed, self.orthogonal = parts, sigma, draws, seed, orthogonal
+        self.common = common
         self._noise_ids: tuple[str, ...] = ()
         self._noise = torch.empty(0)
 
     def _batch_noise(self, shape: Sequence[int], sample_ids: Sequence[str]) -> torch.Tensor:
-        """All K noise draws of the batch, B x K x C x H x W, cached while the batch is the same."""
+        """All K noise draws of the batch, B x K x C x H x W (1 x K x ... with common noise, broadcast),
+        cached while the batch is the same."""
+        if self.common:  # common random numbers: draw k is the same noise tensor for every sample
+            if self._noise.shape[2:] != tuple(shape):
+                gen = sample_generator(self.seed, "common", "gauss")
+                self._noise = gaussian_noise_draws(shape, self.draws, [gen], self.orthogonal)
+            return self._noise
         ids = tuple(sample_ids)
         if ids != self._noise_ids:
             gens = [sample_generator(self.seed, sid, "gauss") for sid in ids]
@@ -73,12 +81,14 @@ class Perturbation:
 
     def __call__(self, images: torch.Tensor, sample_ids: Sequence[str], draw: int) -> torch.Tensor:
         noise = self._batch_noise(images.shape[1:], sample_ids)[:, draw] if "gaussian" in self.parts else None
+        if self.parts == ["gaussian"]:  # the default: one vectorised add on the images' device
+            return images + self.sigma * noise.to(images.device, images.dtype)
         out = []
         for i, (image, sid) in enumerate(zip(images, sample_ids)):
             gen = sample_generator(self.seed, sid, salt=f"draw{draw}")
             x = image.detach().to("cpu", torch.float32)
             for part in self.parts:
-                x = x + self.sigma * noise[i] if part == "gaussian" else _APPLY[part](x, gen)
+                x = x + self.sigma * noise[i % len(noise)] if part == "gaussian" else _APPLY[part](x, gen)
             out.append(x)
         return torch.stack(out).to(images.device, images.dtype)
 
@@ -135,4 +145,5 @@ def make_perturbation(spec: str | Callable, sigma: float, draws: int, seed: int,
         except (TypeError, ValueError):
             takes_draw = False
         return (lambda x, ids, k: spec(x, ids, k)) if takes_draw else (lambda x, ids, k: spec(x, ids))
-    return Perturbation(spec, sigma=sigma, draws=draws, seed=seed, orthogonal=(noise == "orthogonal"))
+    return Perturbation(spec, sigma=sigma, draws=draws, seed=seed, orthogonal=noise in ("orthogonal", "common"),
+                        common=noise == "common")

@@ -59,12 +59,12 @@ class InfluenceScorer:
 
     # -- passes -----------------------------------------------------------------------------------------
     def _pass(self, dataset: Dataset, projectors: dict[str, LayerProjector], desc: str,
-              collect_factors: bool = False):
+              collect_factors: bool = False, collect_grads: bool = True):
         """(capture, iterator over (ids, draw, grads)) of one streaming pass."""
         cfg = self.config
         stat_dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
         capture = GradientCapture({n: p.to(self.device, stat_dtype) for n, p in projectors.items()},
-                                  dtype=stat_dtype, collect_factors=collect_factors)
+                                  dtype=stat_dtype, collect_factors=collect_factors, collect_grads=collect_grads)
         batches = projected_gradient_batches(self.model, capture, self.perturb, sample_loader(dataset, cfg.batch_size),
                                              cfg.draws, self.device, cfg.dtype, cfg.precision, cfg.objective, desc,
                                              cfg.progress, cfg.draws_per_pass)
@@ -75,7 +75,7 @@ class InfluenceScorer:
         if cfg.projection != "pca":
             return random_projectors(self.layers, cfg.rank, cfg.projection_seed, identity=cfg.projection == "identity")
         exact = random_projectors(self.layers, cfg.rank, cfg.projection_seed, identity=True)
-        capture, batches = self._pass(dataset, exact, "pca projections", collect_factors=True)
+        capture, batches = self._pass(dataset, exact, "pca projections", collect_factors=True, collect_grads=False)
         for _ in batches:
             pass
         covariances = {n: (f.a_sum / max(f.a_rows, 1.0), f.s_sum / max(f.s_count, 1.0))
@@ -89,7 +89,8 @@ class InfluenceScorer:
         curvature_class = CURVATURE_CLASSES[cfg.curvature]
         self.curvature = {n: curvature_class(p.shape) for n, p in self.projectors.items()}
         if curvature_class.needs_factors:
-            capture, batches = self._pass(dataset, self.projectors, "curvature factors", collect_factors=True)
+            capture, batches = self._pass(dataset, self.projectors, "curvature factors", collect_factors=True,
+                                          collect_grads=False)
             for _ in batches:
                 pass
             for name, curv in self.curvature.items():
