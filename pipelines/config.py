@@ -27,7 +27,7 @@ SECTIONS = {
 DEFAULT_PARAMETERS: dict[str, Any] = {
     "dataset": {"source": "digits"},
     "encoder": {"method": "simclr", "epochs": 10, "seed": 0, "architecture": "small_cnn"},
-    "scorer": {"rank": 16, "draws": 4, "curvature": "kfac", "sigma": 0.2, "seed": 0},
+    "scorer": {},  # InfluenceConfig defaults
     "suite": "expectations/default.json",
     "gate": {"drift_blocks": False, "drift_threshold": 0.05},
     "tracking": {"uri": None, "experiment": "influencegate"},

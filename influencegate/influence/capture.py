@@ -23,6 +23,9 @@ from tqdm.auto import tqdm
 
 from influencegate.influence.layers import LayerProjector
 
+MAX_ROWS_PER_PASS = 4096
+"""Rows (images) per forward/backward when draws_per_pass is None: 2 x 8 draws x 256 samples."""
+
 Batch = tuple[list[str], int, dict[str, torch.Tensor]]
 """(sample_ids, draw index k, {layer name: projected gradients B x r_out x r_in})."""
 
@@ -144,10 +147,11 @@ def projected_gradient_batches(model: nn.Module, capture: GradientCapture, pertu
                                progress: bool = True, draws_per_pass: int | None = None) -> Iterator[Batch]:
     """Yield the projected per-sample gradients of every (batch, draw), streaming over `loader`.
 
-    The loader yields (sample_ids, images B x C x H x W). A pass covers c = draws_per_pass draws (all K
-    when None): 2 c B rows forward and backward. Memory is one pass's graph, flat in N.
+    The loader yields (sample_ids, images B x C x H x W). A pass covers c = draws_per_pass draws (when
+    None, as many as keep 2 c B <= MAX_ROWS_PER_PASS rows): 2 c B rows forward and backward. Memory is
+    one pass's graph, flat in N.
     """
-    chunk = draws if draws_per_pass is None else max(1, min(draws, draws_per_pass))
+    chunk = max(1, min(draws, draws_per_pass or MAX_ROWS_PER_PASS // (2 * loader.batch_size)))
     total = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
     bar = tqdm(total=total, desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
     with capture:

@@ -36,8 +36,8 @@ class InfluenceConfig:
     damping: None = per layer 0.1 x the mean eigenvalue of that layer's curvature; a float = absolute
         lambda added to H = (1/N) sum_n g_n g_n^T.
     embedding: which representation the objective compares ("backbone": the encoder's output).
-    draws_per_pass: draws stacked into one forward/backward (None: all K, i.e. 2 K batch_size rows at once;
-        lower it, or batch_size, when memory is short).
+    draws_per_pass: draws stacked into one forward/backward, 2 x draws_per_pass x batch_size rows (None:
+        as many as fit in 4096 rows; lower it, or batch_size, when memory is short).
     seed: seeds the perturbations (per sample id and draw). projection_seed: seeds the random projections,
         kept apart so that the perturbation seed alone can be varied (stability checks).
     precision: "fp32" | "fp64" | "bf16"/"fp16" (autocast on CUDA for the forward passes; statistics in fp32/64).
@@ -45,11 +45,11 @@ class InfluenceConfig:
 
     perturbation: str | Callable[..., torch.Tensor] = "gaussian"
     sigma: float = 0.2
-    draws: int = 8
+    draws: int = 64
     noise: str = "common"
-    rank: int = 64
+    rank: int = 32
     projection: str = "random"
-    curvature: str = "ekfac"
+    curvature: str = "raw"
     damping: float | None = None
     embedding: str = "backbone"
     objective: str = "cosine"
