@@ -1,0 +1,76 @@
+"""Outliers: high influence combined with distance to the k nearest neighbours in embedding space."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from influencegate.audit import robust_z
+from influencegate.findings.base import Finding, align_embeddings, check_table
+from influencegate.findings.similarity import DEFAULT_BLOCK, knn_cosine
+
+#: Neighbours averaged for the distance score.
+OUTLIER_K = 10
+#: outlier_score above which a sample is an outlier: the same 3.5 robust-z cut as is_high_influence
+#: (Iglewicz & Hoaglin), applied to the combined score.
+OUTLIER_Z = 3.5
+COMBINE_RULES = ("mean", "max")
+
+
+class Outliers(Finding):
+    """outlier_score = combine(robust_z(log_influence), robust_z(knn_distance)); is_outlier = score > z.
+
+    knn_distance: mean cosine distance (1 - cosine of L2-normalised embeddings) to the k nearest other
+    samples (blockwise, exact). robust_z: (x - median) / (1.4826 MAD), influencegate.audit.robust_z, over the
+    rows that have both values.
+    combine: "mean" (default) = the average of the two z-scores: a sample must be unusual on both counts (or
+      extreme on one) to score high; "max" = the larger of the two: either signal alone suffices.
+    Rows with an error or without an embedding get NaN and is_outlier False.
+    """
+
+    name = "outliers"
+    columns = ("is_outlier", "outlier_score")
+
+    def __init__(self, k: int = OUTLIER_K, z: float = OUTLIER_Z, combine: str = "mean",
+                 block_size: int = DEFAULT_BLOCK, device: str = "cpu") -> None:
+        if combine not in COMBINE_RULES:
+            raise ValueError(f"combine must be one of {COMBINE_RULES}, got {combine!r}")
+        if int(k) < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k, self.z, self.combine = int(k), float(z), combine
+        self.block_size, self.device = block_size, device
+        self._result: pd.DataFrame | None = None
+        self.components: pd.DataFrame | None = None
+
+    def find(self, table: pd.DataFrame, embeddings: np.ndarray | None = None, *,
+             sample_ids: Sequence[str] | None = None, **_: Any) -> pd.DataFrame:
+        check_table(table, ["sample_id", "log_influence"], "outliers")
+        positions, emb = align_embeddings(table, embeddings, sample_ids, "outliers")
+        if len(positions) < 2:
+            raise ValueError("outliers: need at least 2 samples with embeddings")
+        sims, _ = knn_cosine(emb, self.k, self.block_size, self.device)
+        knn = pd.Series(np.nan, index=table.index)
+        knn.iloc[positions] = (1.0 - sims.astype(np.float64)).mean(axis=1)
+        log_inf = pd.to_numeric(table["log_influence"], errors="coerce").astype(float)
+        both = knn.notna() & log_inf.notna() & np.isfinite(log_inf)
+        z_inf = pd.Series(np.nan, index=table.index)
+        z_knn = pd.Series(np.nan, index=table.index)
+        z_inf[both] = robust_z(log_inf[both])
+        z_knn[both] = robust_z(knn[both])
+        a, b = z_inf.to_numpy(), z_knn.to_numpy()
+        score = (a + b) / 2.0 if self.combine == "mean" else np.maximum(a, b)  # NaN where either is NaN
+        result = pd.DataFrame({"is_outlier": np.nan_to_num(score, nan=-np.inf) > self.z, "outlier_score": score},
+                              index=table.index)
+        self.components = pd.DataFrame({"knn_distance": knn, "z_log_influence": z_inf, "z_knn_distance": z_knn},
+                                       index=table.index)
+        self._result = result
+        return result
+
+    def summary(self) -> dict[str, Any]:
+        result = self._require_found("_result")
+        scored = result["outlier_score"].notna()
+        return {"k": self.k, "z": self.z, "combine": self.combine, "examined": int(scored.sum()),
+                "outliers": int(result["is_outlier"].sum()),
+                "outlier_fraction": float(result["is_outlier"].sum() / max(int(scored.sum()), 1)),
+                "max_outlier_score": float(result["outlier_score"].max()) if scored.any() else None}

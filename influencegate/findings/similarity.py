@@ -1,0 +1,84 @@
+"""Blockwise cosine-similarity search over embeddings (CPU or CUDA), never the full N x N matrix at once.
+
+Memory: one block_size x block_size similarity tile at a time (2048 x 2048 float32 = 16 MiB), plus the
+(normalised) embeddings on the device. Exact search; for millions of samples an approximate index (faiss)
+would replace this (not implemented here).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+DEFAULT_BLOCK = 2048
+
+
+def normalized(embeddings: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """float32 tensor of the rows scaled to unit L2 norm (a zero row stays zero), on `device`."""
+    x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32), device=device)
+    return torch.nn.functional.normalize(x, dim=1, eps=1e-12)
+
+
+def _check_block(block_size: int) -> int:
+    if int(block_size) < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size}")
+    return int(block_size)
+
+
+@torch.no_grad()
+def cosine_pairs(embeddings: np.ndarray, threshold: float, block_size: int = DEFAULT_BLOCK,
+                 device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs i < j with cosine(e_i, e_j) >= threshold: (i, j, similarity) as int64, int64, float32 arrays
+    sorted by (i, j). Tiles of block_size x block_size over the upper triangle only."""
+    block = _check_block(block_size)
+    x = normalized(embeddings, device)
+    n = x.shape[0]
+    rows, cols, sims = [], [], []
+    for r0 in range(0, n, block):
+        a = x[r0:r0 + block]
+        for c0 in range(r0, n, block):
+            s = a @ x[c0:c0 + block].T
+            ii, jj = torch.nonzero(s >= threshold, as_tuple=True)
+            gi, gj = ii + r0, jj + c0
+            keep = gi < gj
+            rows.append(gi[keep].cpu())
+            cols.append(gj[keep].cpu())
+            sims.append(s[ii[keep], jj[keep]].float().cpu())
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy(), np.zeros(0, dtype=np.float32)
+    i, j, v = (torch.cat(t).numpy() for t in (rows, cols, sims))
+    order = np.lexsort((j, i))
+    return i[order].astype(np.int64), j[order].astype(np.int64), v[order].astype(np.float32)
+
+
+@torch.no_grad()
+def knn_cosine(embeddings: np.ndarray, k: int, block_size: int = DEFAULT_BLOCK,
+               device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(similarities M x k descending, indices M x k) of each row's k nearest other rows by cosine
+    (itself excluded). k is capped at M - 1."""
+    block = _check_block(block_size)
+    x = normalized(embeddings, device)
+    n = x.shape[0]
+    k = min(int(k), n - 1)
+    if k < 1:
+        raise ValueError(f"k nearest neighbours need at least 2 samples and k >= 1 (have {n} samples, k={k})")
+    out_s, out_i = [], []
+    for r0 in range(0, n, block):
+        a = x[r0:r0 + block]
+        best_s = torch.full((a.shape[0], 0), -2.0, device=x.device)
+        best_i = torch.zeros((a.shape[0], 0), dtype=torch.long, device=x.device)
+        for c0 in range(0, n, block):
+            s = a @ x[c0:c0 + block].T
+            if c0 < r0 + a.shape[0] and r0 < c0 + s.shape[1]:  # tile crosses the diagonal: drop self-pairs
+                r = torch.arange(a.shape[0], device=x.device)
+                c = r + r0 - c0
+                ok = (c >= 0) & (c < s.shape[1])
+                s[r[ok], c[ok]] = -3.0
+            cand_s = torch.cat([best_s, s], dim=1)
+            cand_i = torch.cat([best_i, torch.arange(c0, c0 + s.shape[1], device=x.device).expand(a.shape[0], -1)],
+                               dim=1)
+            top = torch.topk(cand_s, min(k, cand_s.shape[1]), dim=1)
+            best_s, best_i = top.values, torch.gather(cand_i, 1, top.indices)
+        out_s.append(best_s.cpu())
+        out_i.append(best_i.cpu())
+    return torch.cat(out_s).numpy(), torch.cat(out_i).numpy()
