@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=None, help="use the first n digits (default: all 1797)")
     parser.add_argument("--ranks", default="8,16,32,64")
     parser.add_argument("--draws-grid", default="1,2,4,8,16")
+    parser.add_argument("--curvatures", default="identity,diagonal,kfac,ekfac,raw")
     parser.add_argument("--noises", default="iid,orthogonal,common")
     parser.add_argument("--out", default="fidelity.json", help="file name under benchmarks/results/")
     parser.add_argument("--skip", default="", help="comma list of sections to skip: fidelity,stability,encoders")
@@ -63,7 +64,7 @@ def main() -> None:
         out["exact_seconds"] = time.perf_counter() - t0
         out["exact_block_vs_full_spearman"] = spearman(exact_block, exact)
         rows = []
-        for curvature in ("identity", "diagonal", "kfac", "ekfac", "raw"):
+        for curvature in args.curvatures.split(","):
             for rank in [int(r) for r in args.ranks.split(",")]:
                 scores, seconds = timed_scores(encoder, data, replace(base, curvature=curvature, rank=rank))
                 rows.append(dict(curvature=curvature, rank=rank, spearman=spearman(scores, exact), seconds=seconds))

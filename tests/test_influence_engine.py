@@ -185,3 +185,18 @@ def test_noise_modes(noise):
         assert off_diagonal < 1e-3
     assert torch.equal(draws[0], draws[1]) == (noise == "common")
     assert 0.7 < draws.std().item() < 1.3
+
+
+@pytest.mark.parametrize("curvature", ["diagonal", "raw"])
+def test_curvature_fitted_on_shards_and_merged_equals_one_fit(curvature, tiny_data):
+    """Curvature statistics are sums and counts: two shards fitted apart and merged give the full fit."""
+    model = tiny_cnn()
+    cfg = config(curvature=curvature)
+    full = InfluenceScorer(model, cfg).fit(tiny_data)
+    ids = tiny_data.sample_ids
+    first = InfluenceScorer(model, cfg).fit(tiny_data.subset(ids[:13]))
+    second = InfluenceScorer(model, cfg).fit(tiny_data.subset(ids[13:]))
+    for name, curv in first.curvature.items():
+        curv.merge(second.curvature[name])
+        curv.finalize(cfg.damping)
+    np.testing.assert_allclose(first.score(tiny_data)["influence"], full.score(tiny_data)["influence"], rtol=1e-9)

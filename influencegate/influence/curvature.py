@@ -7,8 +7,6 @@ heuristic lambda_l = 0.1 x mean eigenvalue of H_l.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from influencegate.influence.capture import FactorSums
@@ -48,7 +46,9 @@ class LayerCurvature:
         raise NotImplementedError
 
     def merge(self, other: "LayerCurvature") -> None:
-        """Add another shard's sums (same class and shape) into this one."""
+        """Add another shard's sums (same class and shape) into this one; then `finalize` again.
+        Valid for identity, diagonal and raw; KFAC/EK-FAC shards merge their `FactorSums` instead (their
+        eigenbases differ per shard)."""
         for key, value in vars(other).items():
             if isinstance(value, torch.Tensor) and key.endswith("_sum"):
                 getattr(self, key).add_(value)
@@ -177,11 +177,3 @@ CURVATURE_CLASSES: dict[str, type[LayerCurvature]] = {
     "kfac": KfacCurvature, "ekfac": EkfacCurvature,
 }
 
-
-@dataclass
-class CurvatureSummary:
-    """Per-layer facts worth logging: projected shape and the damping actually used."""
-
-    layer: str
-    shape: tuple[int, int]
-    damping: float

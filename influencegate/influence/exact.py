@@ -118,28 +118,20 @@ def exact_self_influence(encoder: nn.Module, dataset: Dataset, config: Influence
     ex = gradients or per_sample_gradients(encoder, dataset, config, layers, with_hessian=curvature == "hessian")
     n, k, p = ex.g.shape
     flat = ex.g.reshape(n * k, p)
-    if curvature == "hessian":
-        if ex.hessian is None:
-            raise ValueError("these gradients carry no Hessian: compute them with with_hessian=True")
-        h = ex.hessian.clone()
-    else:
-        h = None
+    if curvature == "hessian" and ex.hessian is None:
+        raise ValueError("these gradients carry no Hessian: compute them with with_hessian=True")
+    h = ex.hessian if curvature == "hessian" else None
     damping = torch.empty(p, dtype=torch.float64)
     for block in ex.blocks.values():
-        trace = torch.diagonal(h)[block].sum().item() if h is not None else flat[:, block].pow(2).sum().item() / (n * k)
+        trace = (torch.diagonal(h)[block].sum().item() if h is not None
+                 else flat[:, block].pow(2).sum().item() / (n * k))
         damping[block] = HEURISTIC_DAMPING * trace / (block.stop - block.start) if config.damping is None else config.damping
+    blocks = list(ex.blocks.values()) if block_diagonal else [slice(0, p)]
     if h is None:
-        solve = damped_quadratic_scores
-        parts = [flat[:, b] for b in ex.blocks.values()] if block_diagonal else [flat]
-        lams = [damping[b] for b in ex.blocks.values()] if block_diagonal else [damping]
-        scores = sum(solve(g, lam) for g, lam in zip(parts, lams))
+        scores = sum(damped_quadratic_scores(flat[:, b], damping[b]) for b in blocks)
     else:
-        if block_diagonal:
-            mask = torch.zeros_like(h, dtype=torch.bool)
-            for b in ex.blocks.values():
-                mask[b, b] = True
-            h = torch.where(mask, h, torch.zeros_like(h))
-        scores = (flat * torch.linalg.solve(h + torch.diag(damping), flat.T).T).sum(1)
+        scores = sum((flat[:, b] * torch.linalg.solve(h[b, b] + torch.diag(damping[b]), flat[:, b].T).T).sum(1)
+                     for b in blocks)
     influence = scores.reshape(n, k).mean(1).numpy()
     return scores_table(ex.sample_ids, influence, getattr(dataset, "records", None))
 

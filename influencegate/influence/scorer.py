@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from influencegate.influence.capture import GradientCapture, frozen_copy, projected_gradient_batches
 from influencegate.influence.config import InfluenceConfig
-from influencegate.influence.curvature import CURVATURE_CLASSES, CurvatureSummary, LayerCurvature
+from influencegate.influence.curvature import CURVATURE_CLASSES, LayerCurvature
 from influencegate.influence.layers import (LayerProjector, pca_projectors, random_projectors, tracked_layers)
 from influencegate.influence.perturb import make_perturbation
 from influencegate.influence.table import scores_table
@@ -131,10 +131,6 @@ class InfluenceScorer:
         """The scores table (DESIGN.md section 2): every record of the dataset, failed ones with `error`."""
         ids, influence = self.influence(dataset)
         return scores_table(ids, influence, getattr(dataset, "records", None))
-
-    def summary(self) -> list[CurvatureSummary]:
-        """Per tracked layer: projected shape and damping used (after fit)."""
-        return [CurvatureSummary(n, c.shape, c.damping_value) for n, c in self.curvature.items()]
 
     @torch.no_grad()
     def embeddings(self, dataset: Dataset) -> np.ndarray:
