@@ -112,15 +112,15 @@ def _run_config(config: dict[str, Any]) -> int:
     return EXIT_APPROVED if decision.get("approved") is True else EXIT_REJECTED
 
 
-def cmd_audit(args: argparse.Namespace) -> int:
-    """Run dataset_audit_pipeline with a YAML config; exit code = the gate's decision."""
+def _audit(config_path: str | None, overrides: list[str]) -> int:
+    """Load (config_path None: the embedded default), check, and run the audit; exit code = the decision."""
     _mlops_env()
-    if not Path(args.config).is_file():
-        raise UsageError(f"config file not found: {args.config!r}")
+    if config_path is not None and not Path(config_path).is_file():
+        raise UsageError(f"config file not found: {config_path!r}")
     from influencegate.pipelines.config import ConfigError, load_audit_config, preflight
 
     try:
-        config = load_audit_config(args.config, args.set or [])
+        config = load_audit_config(config_path, overrides)
         preflight(config)
     except ConfigError as exc:
         raise UsageError(str(exc)) from exc
@@ -128,17 +128,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return _run_config(config)
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Run dataset_audit_pipeline with a YAML config; exit code = the gate's decision."""
+    return _audit(args.config, args.set or [])
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default audit (configs/audit_digits.yaml, or its built-in copy)."""
-    _mlops_env()
-    from influencegate.pipelines.config import ConfigError, load_audit_config
-
-    try:
-        config = load_audit_config(None, args.set or [])
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from exc
-    _quiet_logs()
-    return _run_config(config)
+    return _audit(None, args.set or [])
 
 
 def cmd_status(args: argparse.Namespace) -> int:
