@@ -45,7 +45,11 @@ def per_sample_gradients(encoder: nn.Module, dataset: Dataset, config: Influence
     of the mean objective (1/(N K)) sum d over the same weights. Memory N x K x P (+ P x P): small models only.
     """
     model = frozen_copy(encoder, "cpu", config.dtype)
-    names = [f"{n}.weight" for n in tracked_layers(model) if layers is None or n in layers]
+    tracked = tracked_layers(model)
+    missing = sorted(set(layers or []) - set(tracked))
+    if missing:
+        raise ValueError(f"unknown layer(s) {missing}; tracked layers are {list(tracked)}")
+    names = [f"{n}.weight" for n in tracked if layers is None or n in layers]
     perturb = make_perturbation(config.perturbation, config.sigma, config.draws, config.seed, config.noise)
     weights = {n: model.get_parameter(n).detach() for n in names}
 

@@ -6,6 +6,7 @@ exact reference) see exactly the same perturbed image of a sample, whatever the 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 from typing import Callable, Sequence
 
@@ -139,8 +140,6 @@ def make_perturbation(spec: str | Callable, sigma: float, draws: int, seed: int,
     """
     if callable(spec):
         try:
-            import inspect
-
             takes_draw = len(inspect.signature(spec).parameters) >= 3
         except (TypeError, ValueError):
             takes_draw = False
