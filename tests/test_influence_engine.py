@@ -81,6 +81,40 @@ def test_heuristic_damping_matches_exact_block_diagonal(model_name, tiny_data):
     np.testing.assert_allclose(ours, exact, rtol=1e-8)
 
 
+@pytest.mark.parametrize("inverse_rank", [2, 5, None])
+def test_low_rank_inverse_and_fit_draws_match_their_closed_form(inverse_rank, tiny_data):
+    """H_l from the first fit_draws draws of exact per-sample gradients; score = mean over all K draws of
+    sum_l g^T M_l g with M_l the exact damped inverse, or its top-m eigenpairs plus one weight for the other
+    directions, sum e/(e + lambda) / sum e over them."""
+    model, lam = tiny_cnn(), 0.05
+    cfg = config(curvature="raw", projection="identity", damping=lam, draws=3, fit_draws=2, inverse_rank=inverse_rank)
+    ours = InfluenceScorer(model, cfg).fit(tiny_data).score(tiny_data)["influence"].to_numpy()
+    ex = per_sample_gradients(model, tiny_data, cfg)
+    expected = np.zeros(len(ex.sample_ids))
+    for block in ex.blocks.values():
+        g = ex.g[:, :, block].numpy()  # N x K x D
+        fit_rows = g[:, :2].reshape(-1, g.shape[2])
+        evals, evecs = np.linalg.eigh(fit_rows.T @ fit_rows / len(fit_rows))
+        evals = np.clip(evals, 0, None)
+        m = len(evals) if inverse_rank is None else min(inverse_rank, len(evals))
+        rest = evals[: len(evals) - m]
+        weights = np.full(len(evals), (rest / (rest + lam)).sum() / rest.sum() if m < len(evals) else 0.0)
+        weights[len(evals) - m:] = 1.0 / (evals[len(evals) - m:] + lam)
+        assert inverse_rank is None or m < len(evals)  # the low rank really truncates every layer here
+        expected += ((g @ evecs) ** 2 * weights).sum(2).mean(1)
+    np.testing.assert_allclose(ours, expected, rtol=1e-9)
+
+
+def test_fit_draws_default_asks_for_32_rows_per_curvature_dimension():
+    cfg = InfluenceConfig(draws=64)
+    assert cfg.curvature_draws(1797, 1024) == 19  # ceil(32 * 1024 / 1797)
+    assert cfg.curvature_draws(600, 1024) == 55
+    assert cfg.curvature_draws(100, 1024) == 64  # capped at K
+    assert cfg.curvature_draws(10**6, 1024) == 1
+    assert InfluenceConfig(draws=64, fit_draws=8).curvature_draws(600, 1024) == 8
+    assert InfluenceConfig(draws=4, fit_draws=8).curvature_draws(600, 1024) == 4
+
+
 @pytest.mark.parametrize("model_name", sorted(MODELS))
 def test_objective_gradient_matches_finite_differences(model_name, tiny_data):
     model = MODELS[model_name]()

@@ -61,6 +61,9 @@ class GradientCapture:
     collect_grads: bool = True
     grads: dict[str, torch.Tensor] = field(default_factory=dict)
     factors: dict[str, FactorSums] = field(default_factory=dict)
+    #: the x-branch of the current pass holds this many identical copies of the batch (rows [x] * c + x_hat):
+    #: their inputs are projected once and repeated, which is exact and saves half the input projections
+    x_copies: int = 1
     _handles: list = field(default_factory=list)
 
     def __enter__(self) -> "GradientCapture":
@@ -77,7 +80,7 @@ class GradientCapture:
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             if not output.requires_grad:
                 return
-            a = proj.project_in(inputs[0].detach().to(self.dtype))
+            a = self._project_inputs(proj, inputs[0].detach().to(self.dtype))
             if self.collect_factors:
                 sums = self._factor_sums(name, proj, a.device)
                 sums.a_sum += torch.einsum("bil,bjl->ij", a, a).double()
@@ -95,6 +98,14 @@ class GradientCapture:
             output.register_hook(on_grad)
 
         return hook
+
+    def _project_inputs(self, proj: LayerProjector, a: torch.Tensor) -> torch.Tensor:
+        """a~ of every row; the x-branch rows (the first half, x_copies copies of the batch) projected once."""
+        half = a.shape[0] // 2
+        if self.x_copies == 1 or half % self.x_copies:
+            return proj.project_in(a)
+        x_part = proj.project_in(a[: half // self.x_copies])
+        return torch.cat([x_part.repeat(self.x_copies, 1, 1), proj.project_in(a[half:])])
 
     def _factor_sums(self, name: str, proj: LayerProjector, device: torch.device) -> FactorSums:
         if name not in self.factors:
@@ -164,7 +175,7 @@ def projected_gradient_batches(model: nn.Module, capture: GradientCapture, pertu
                 inputs = torch.cat([x.repeat(len(ks), *([1] * (x.dim() - 1))), x_hat]).requires_grad_(True)
                 with autocast_context(device, precision):
                     z = model(inputs)
-                capture.grads = {}
+                capture.grads, capture.x_copies = {}, len(ks)
                 ssl_distance(z[: len(ks) * b], z[len(ks) * b:], objective).sum().backward()
                 capture.count_draws(len(ks) * b)
                 for i, k in enumerate(ks):

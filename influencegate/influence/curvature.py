@@ -32,6 +32,16 @@ class LayerCurvature:
         self.shape = shape
         self.count = 0.0
         self.damping_value = float("nan")
+        self._cast_cache: dict[tuple[str, torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _cast(self, attr: str, like: torch.Tensor) -> torch.Tensor:
+        """The float64 statistic `attr` in the device and dtype of `like` (cached: scoring reuses it for every
+        batch). Scores are computed in the gradients' dtype, float32 by default: the float64 matmul was 2x
+        slower and the ranking does not change (errors ~1e-6 relative)."""
+        source, key = getattr(self, attr), (attr, like.device, like.dtype)
+        if key not in self._cast_cache or self._cast_cache[key][0] is not source:
+            self._cast_cache[key] = (source, source.to(like.device, like.dtype))
+        return self._cast_cache[key][1]
 
     def update(self, g: torch.Tensor) -> None:
         """Add a batch of projected gradients, B x r_out x r_in."""
@@ -87,15 +97,26 @@ class DiagonalCurvature(LayerCurvature):
         self.inverse = 1.0 / (diag + self.damping_value)
 
     def score(self, g: torch.Tensor) -> torch.Tensor:
-        return (g.double().pow(2) * self.inverse.to(g.device)).sum(dim=(1, 2))
+        return (g.pow(2) * self._cast("inverse", g)).sum(dim=(1, 2)).double()
 
 
 class RawCurvature(LayerCurvature):
-    """The full projected covariance, (r_out r_in) x (r_out r_in)."""
+    """The full projected covariance H, D x D with D = r_out r_in, and its damped inverse.
 
-    def __init__(self, shape: tuple[int, int]) -> None:
+    inverse_rank: None = the exact inverse (H + lambda I)^-1 (D^2 work per scored row). An integer m < D
+    keeps the top-m eigenpairs exactly and gives the other D - m directions one weight
+    w = sum_(i>m) e_i / (e_i + lambda) / sum_(i>m) e_i, which makes the expected contribution of those directions
+    exact for gradients distributed like the data (E[(q_i.g)^2] = e_i):
+    score = sum_(i<=m) (q_i.g)^2 / (e_i + lambda) + w (|g|^2 - sum_(i<=m) (q_i.g)^2), D m work per row.
+    (Weighting them by the mean of 1/(e_i + lambda) instead over-weights the rest a hundredfold: digits, m = 128,
+    Spearman 0.24 against the exact score.) On digits (SmallCNN, r = 32, D up to 1024) m = 128 ranks like the exact inverse to
+    Spearman 0.9985 (m = 64: 0.996, 256: 0.9998) at an 8x cheaper score.
+    """
+
+    def __init__(self, shape: tuple[int, int], inverse_rank: int | None = None) -> None:
         super().__init__(shape)
         dim = shape[0] * shape[1]
+        self.inverse_rank = inverse_rank
         self.outer_sum = torch.zeros(dim, dim, dtype=torch.float64)
 
     def update(self, g: torch.Tensor) -> None:
@@ -105,13 +126,27 @@ class RawCurvature(LayerCurvature):
 
     def finalize(self, damping: float | None) -> None:
         h = self.outer_sum / max(self.count, 1.0)
-        evals, evecs = torch.linalg.eigh(h)
+        evals, evecs = torch.linalg.eigh(h)  # ascending
         self.damping_value = _damping(evals.mean().item(), damping)
-        self.inverse = (evecs / (evals.clamp_min(0) + self.damping_value)) @ evecs.T
+        evals = evals.clamp_min(0)
+        dim, keep = len(evals), len(evals) if self.inverse_rank is None else min(int(self.inverse_rank), len(evals))
+        if keep == dim:
+            self.inverse = (evecs / (evals + self.damping_value)) @ evecs.T
+            return
+        rest = evals[: dim - keep]
+        rest_weight = (rest / (rest + self.damping_value)).sum() / rest.sum().clamp_min(1e-300)
+        self.basis = evecs[:, dim - keep:]  # D x m, the top-m eigenvectors
+        self.basis_weights = 1.0 / (evals[dim - keep:] + self.damping_value) - rest_weight
+        self.rest_weight = rest_weight.reshape(1)
+        self.inverse = None
 
     def score(self, g: torch.Tensor) -> torch.Tensor:
-        flat = g.reshape(g.shape[0], -1).double()
-        return torch.einsum("bi,ij,bj->b", flat, self.inverse.to(g.device), flat)
+        flat = g.reshape(g.shape[0], -1)
+        if self.inverse is not None:
+            return ((flat @ self._cast("inverse", flat)) * flat).sum(1).double()
+        projected = flat @ self._cast("basis", flat)
+        return (flat.pow(2).sum(1) * self._cast("rest_weight", flat)
+                + (projected.pow(2) * self._cast("basis_weights", flat)).sum(1)).double()
 
 
 class KfacCurvature(LayerCurvature):
@@ -126,7 +161,6 @@ class KfacCurvature(LayerCurvature):
         s = factors.s_sum.cpu() / max(factors.s_count, 1.0)
         self.e_a, self.q_a = torch.linalg.eigh(a)
         self.e_s, self.q_s = torch.linalg.eigh(s)
-        self._bases: tuple[torch.Tensor, torch.Tensor] | None = None  # the bases cast to the gradients' device
         self.count = factors.s_count
 
     def eigenvalues(self) -> torch.Tensor:
@@ -134,9 +168,7 @@ class KfacCurvature(LayerCurvature):
 
     def rotate(self, g: torch.Tensor) -> torch.Tensor:
         """g~ in the Kronecker eigenbasis: Q_S^T g~ Q_A, B x r_out x r_in."""
-        if self._bases is None or self._bases[0].device != g.device or self._bases[0].dtype != g.dtype:
-            self._bases = (self.q_s.to(g.device, g.dtype), self.q_a.to(g.device, g.dtype))
-        q_s, q_a = self._bases
+        q_s, q_a = self._cast("q_s", g), self._cast("q_a", g)
         b, r_out, r_in = g.shape
         right = (g.reshape(b * r_out, r_in) @ q_a).reshape(b, r_out, r_in)  # two plain 2-D matmuls: the
         both = q_s.T @ right.transpose(0, 1).reshape(r_out, b * r_in)       # batched form is much slower on CPU
@@ -151,7 +183,8 @@ class KfacCurvature(LayerCurvature):
         self.inverse_eigenvalues = 1.0 / (lam + self.damping_value)
 
     def score(self, g: torch.Tensor) -> torch.Tensor:
-        return (self.rotate(g).pow(2) * self.inverse_eigenvalues.to(g.device)).sum(dim=(1, 2))
+        rotated = self.rotate(g)
+        return (rotated.pow(2) * self._cast("inverse_eigenvalues", rotated)).sum(dim=(1, 2))
 
 
 class EkfacCurvature(KfacCurvature):

@@ -37,6 +37,12 @@ def layer_sizes(module: nn.Module) -> tuple[int, int]:
     return module.out_channels, module.in_channels * kh * kw
 
 
+def projected_shape(module: nn.Module, rank: int, identity: bool = False) -> tuple[int, int]:
+    """(r_out, r_in) of the layer's projected gradient: each side min(rank, its size), or its size unprojected."""
+    d_out, d_in = layer_sizes(module)
+    return (d_out, d_in) if identity else (min(rank, d_out), min(rank, d_in))
+
+
 def _seeded_gaussian(rows: int, cols: int, seed: int, name: str, side: str) -> torch.Tensor:
     digest = hashlib.blake2b(f"{seed}\x1f{name}\x1f{side}".encode(), digest_size=8).digest()
     gen = torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))

@@ -1,6 +1,7 @@
 """InfluenceScorer: Influence-SSL self-influence of every sample, LoGra-style, streaming over the data."""
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Sequence
 
@@ -12,8 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from influencegate.influence.capture import GradientCapture, frozen_copy, projected_gradient_batches
 from influencegate.influence.config import InfluenceConfig
-from influencegate.influence.curvature import CURVATURE_CLASSES, LayerCurvature
-from influencegate.influence.layers import (LayerProjector, pca_projectors, random_projectors, tracked_layers)
+from influencegate.influence.curvature import CURVATURE_CLASSES, LayerCurvature, RawCurvature
+from influencegate.influence.layers import (LayerProjector, pca_projectors, projected_shape, random_projectors,
+                                            tracked_layers)
 from influencegate.influence.perturb import make_perturbation
 from influencegate.influence.table import scores_table
 
@@ -59,23 +61,25 @@ class InfluenceScorer:
 
     # -- passes -----------------------------------------------------------------------------------------
     def _pass(self, dataset: Dataset, projectors: dict[str, LayerProjector], desc: str,
-              collect_factors: bool = False, collect_grads: bool = True):
-        """(capture, iterator over (ids, draw, grads)) of one streaming pass."""
+              collect_factors: bool = False, collect_grads: bool = True, draws: int | None = None):
+        """(capture, iterator over (ids, draw, grads)) of one streaming pass over the first `draws` draws
+        (None: all K)."""
         cfg = self.config
         stat_dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
         capture = GradientCapture({n: p.to(self.device, stat_dtype) for n, p in projectors.items()},
                                   dtype=stat_dtype, collect_factors=collect_factors, collect_grads=collect_grads)
         batches = projected_gradient_batches(self.model, capture, self.perturb, sample_loader(dataset, cfg.batch_size),
-                                             cfg.draws, self.device, cfg.dtype, cfg.precision, cfg.objective, desc,
+                                             draws or cfg.draws, self.device, cfg.dtype, cfg.precision, cfg.objective, desc,
                                              cfg.progress, cfg.draws_per_pass)
         return capture, batches
 
-    def _fit_projectors(self, dataset: Dataset) -> dict[str, LayerProjector]:
+    def _fit_projectors(self, dataset: Dataset, draws: int) -> dict[str, LayerProjector]:
         cfg = self.config
         if cfg.projection != "pca":
             return random_projectors(self.layers, cfg.rank, cfg.projection_seed, identity=cfg.projection == "identity")
         exact = random_projectors(self.layers, cfg.rank, cfg.projection_seed, identity=True)
-        capture, batches = self._pass(dataset, exact, "pca projections", collect_factors=True, collect_grads=False)
+        capture, batches = self._pass(dataset, exact, "pca projections", collect_factors=True, collect_grads=False,
+                                      draws=draws)
         for _ in batches:
             pass
         covariances = {n: (f.a_sum / max(f.a_rows, 1.0), f.s_sum / max(f.s_count, 1.0))
@@ -85,18 +89,22 @@ class InfluenceScorer:
     def fit(self, dataset: Dataset) -> "InfluenceScorer":
         """Fit projections and per-layer curvature on `dataset` (streaming; memory flat in N)."""
         cfg = self.config
-        self.projectors = self._fit_projectors(dataset)
+        dimension = max(math.prod(projected_shape(m, cfg.rank, cfg.projection == "identity"))
+                        for m in self.layers.values())
+        self.fit_draws = cfg.curvature_draws(len(dataset), dimension)
+        self.projectors = self._fit_projectors(dataset, self.fit_draws)
         curvature_class = CURVATURE_CLASSES[cfg.curvature]
-        self.curvature = {n: curvature_class(p.shape) for n, p in self.projectors.items()}
+        options = {"inverse_rank": cfg.inverse_rank} if curvature_class is RawCurvature else {}
+        self.curvature = {n: curvature_class(p.shape, **options) for n, p in self.projectors.items()}
         if curvature_class.needs_factors:
             capture, batches = self._pass(dataset, self.projectors, "curvature factors", collect_factors=True,
-                                          collect_grads=False)
+                                          collect_grads=False, draws=self.fit_draws)
             for _ in batches:
                 pass
             for name, curv in self.curvature.items():
                 curv.set_factors(capture.factors[name])
         if curvature_class.needs_gradients:
-            _, batches = self._pass(dataset, self.projectors, "curvature")
+            _, batches = self._pass(dataset, self.projectors, "curvature", draws=self.fit_draws)
             for ids, _, grads in batches:
                 for name, curv in self.curvature.items():
                     curv.update(self._layer_grad(grads, name, len(ids)))
@@ -132,9 +140,16 @@ class InfluenceScorer:
         ids, influence = self.influence(dataset)
         return scores_table(ids, influence, getattr(dataset, "records", None))
 
-    @torch.no_grad()
     def embeddings(self, dataset: Dataset) -> np.ndarray:
         """Encoder outputs of the readable samples, N x D float32, in dataset order."""
-        chunks = [self.model(images.to(self.device, self.config.dtype)).flatten(1).float().cpu()
-                  for _, images in sample_loader(dataset, self.config.batch_size)]
-        return torch.cat(chunks).numpy()
+        return encode(self.model, dataset, self.config.batch_size, self.device, self.config.dtype)
+
+
+@torch.no_grad()
+def encode(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "cpu",
+           dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """`model` outputs (flattened) of the dataset's readable samples, N x D float32, in dataset order; the
+    model must already sit on `device` in eval mode."""
+    chunks = [model(images.to(device, dtype)).flatten(1).float().cpu()
+              for _, images in sample_loader(dataset, batch_size)]
+    return torch.cat(chunks).numpy()
