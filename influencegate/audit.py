@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -137,6 +137,30 @@ def score_dataset(dataset: Any, encoder: Any, config: Any) -> tuple[pd.DataFrame
     scorer = InfluenceScorer(encoder, config).fit(dataset)
     table = add_high_influence(scorer.score(dataset))
     return table, time.perf_counter() - start
+
+
+def find_issues(dataset: Any, encoder: Any, table: pd.DataFrame, config: Any = None, batch_size: int = 256,
+                device: str = "cpu") -> Any:
+    """Findings of a scored dataset (`influencegate.findings.find_all`): the encoder's embeddings of the
+    readable samples (one forward pass) and their images feed duplicates, outliers and the fairness audit.
+
+    config: a `FindingsConfig`, a mapping of its fields, or None for the defaults. Returns a FindingsResult.
+    """
+    import torch
+
+    from influencegate.findings.run import FindingsConfig, find_all
+    from influencegate.influence.scorer import encode
+
+    if not isinstance(config, FindingsConfig):
+        config = FindingsConfig.from_dict(config)
+    model = encoder.to(device).eval()
+    embeddings = encode(model, dataset, batch_size, torch.device(device))
+    return find_all(table, embeddings, dataset.images, config, sample_ids=dataset.sample_ids)
+
+
+def summary_with_findings(table: pd.DataFrame, findings_metrics: Mapping[str, float]) -> dict[str, float]:
+    """`summary_stats` of the table plus the findings' metrics (what the gate's summary table holds)."""
+    return {**summary_stats(table), **{k: float(v) for k, v in findings_metrics.items()}}
 
 
 def dataset_ref(dataset: Any, image_size: int | None = None, channels: int | None = None) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The `influencegate` command.
 
     influencegate score DATA --out scores.parquet [--encoder CKPT | --pretrain simclr --epochs N] [scorer options]
+                        [--groups COL,COL] [--no-findings]
     influencegate demo                               the embedded default (digits) end to end through ZenML
     influencegate audit CONFIG.yaml [--set k=v ...]  exit 0 approved, 1 rejected, 2 usage or input error
     influencegate status NAME                        versions of a dataset and which one is approved
@@ -45,7 +46,7 @@ def _scorer_config(args: argparse.Namespace) -> Any:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Score DATA and write the scores table (parquet, or csv by extension)."""
-    from influencegate.audit import load_or_pretrain, score_dataset, summary_stats
+    from influencegate.audit import find_issues, load_or_pretrain, score_dataset, summary_stats
     from influencegate.data import DatasetError, load_images
 
     config = _scorer_config(args)
@@ -58,6 +59,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     except DatasetError as exc:
         raise UsageError(str(exc)) from exc
     print(f"dataset {dataset.name} version {dataset.version}: {len(dataset)} readable, {len(dataset.failed)} failed")
+    groups = [g.strip() for g in (args.groups or "").split(",") if g.strip()]
+    columns = [c for c in dataset.records.columns if c not in ("sample_id", "path", "error")]
+    if [g for g in groups if g not in columns]:
+        raise UsageError(f"--groups names column(s) {[g for g in groups if g not in columns]} that the data does "
+                         f"not have; its columns are {columns}")
     try:
         encoder, _, seconds = load_or_pretrain(dataset, args.encoder, args.pretrain or "simclr", args.epochs, args.seed or 0,
                                                save_to=args.save_encoder)
@@ -66,6 +72,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     if seconds:
         print(f"pretrained {args.pretrain or 'simclr'} for {args.epochs} epochs in {seconds:.1f} s")
     table, seconds = score_dataset(dataset, encoder, config)
+    texts: dict[str, str] = {}
+    if not args.no_findings:
+        found = find_issues(dataset, encoder, table, {"groups": groups}, device=config.device)
+        table, texts = found.table, found.texts
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
@@ -75,6 +85,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     stats = summary_stats(table)
     print(f"scored {int(stats['n_scored'])} samples in {seconds:.1f} s -> {out} "
           f"(median log_influence {stats['log_influence_q50']:.3f}, {int(stats['n_high_influence'])} high influence)")
+    for text in texts.values():
+        print(text)
     return 0
 
 
@@ -189,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--batch-size", type=int)
     score.add_argument("--precision", choices=["fp32", "fp64", "bf16", "fp16"])
     score.add_argument("--seed", type=int)
+    score.add_argument("--groups", help="comma-separated group columns of the manifest to audit for fairness")
+    score.add_argument("--no-findings", action="store_true",
+                       help="scores only: skip duplicates, outliers and the fairness audit")
     score.set_defaults(func=cmd_score)
 
     demo = sub.add_parser("demo", help="audit the embedded default (digits) end to end through ZenML")

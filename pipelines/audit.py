@@ -1,34 +1,45 @@
-"""dataset_audit_pipeline: load -> encoder -> score -> figures -> drift -> gate -> MLflow -> approval."""
+"""dataset_audit_pipeline: load -> encoder -> score -> findings -> figures -> drift -> gate -> MLflow -> approval."""
 from __future__ import annotations
 
 from typing import Any, Optional
 
 from zenml import pipeline
 
+from influencegate.findings.run import FindingsConfig
 from influencegate.pipelines.config import DEFAULT_PARAMETERS
-from influencegate.steps import (compare_with_approved, load_dataset, load_or_pretrain_encoder, log_to_mlflow,
-                                 record_approval, render_figures, score_influence, validate_and_gate)
+from influencegate.steps import (compare_with_approved, find_issues, load_dataset, load_or_pretrain_encoder,
+                                 log_to_mlflow, record_approval, render_figures, render_findings, score_influence,
+                                 validate_and_gate)
 
 
 @pipeline(enable_cache=False)
 def dataset_audit_pipeline(dataset: Optional[dict] = None, encoder: Optional[dict] = None, scorer: Optional[dict] = None,
-                           suite: Optional[str] = None, gate: Optional[dict] = None, tracking: Optional[dict] = None) -> None:
+                           findings: Optional[dict] = None, suite: Optional[str] = None, gate: Optional[dict] = None,
+                           tracking: Optional[dict] = None) -> None:
     """Audit one dataset version end to end; every argument is a section of configs/audit_digits.yaml
     (None: the embedded default, the digits). Its gate decision is the artifact `influencegate_gate_decision`."""
     dataset = dataset or DEFAULT_PARAMETERS["dataset"]
     encoder = encoder or DEFAULT_PARAMETERS["encoder"]
     scorer = DEFAULT_PARAMETERS["scorer"] if scorer is None else scorer
+    findings = DEFAULT_PARAMETERS["findings"] if findings is None else findings
     gate = gate or DEFAULT_PARAMETERS["gate"]
     tracking = tracking or DEFAULT_PARAMETERS["tracking"]
     ref, records = load_dataset(**dataset)
     model, encoder_info = load_or_pretrain_encoder(ref, **encoder)
-    scores, summary, scoring_info = score_influence(ref, model, scorer)
+    device = (scorer or {}).get("device", "cpu")
+    influence, _, scoring_info = score_influence(ref, model, scorer)
+    scores, summary, fairness, duplicate_groups, texts = find_issues(ref, model, influence, findings, device=device)
     histogram, most, least = render_figures(ref, scores)
+    duplicates, outliers, group_histograms, embedding_map, findings_report = render_findings(
+        ref, model, scores, summary, texts, groups=FindingsConfig.from_dict(findings).groups, device=device)
     report, drift = compare_with_approved(ref, scores, threshold=gate.get("drift_threshold", 0.05))
     decision, _, docs = validate_and_gate(ref, scores, summary, scoring_info, drift, suite,
                                           drift_blocks=bool(gate.get("drift_blocks", False)))
     run = log_to_mlflow(ref, records, scores, summary, scoring_info, encoder_info, decision, docs, histogram, most,
-                        least, report, drift, tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"))
+                        least, report, drift, fairness=fairness, duplicate_groups=duplicate_groups,
+                        duplicate_gallery=duplicates, outlier_gallery=outliers, group_histograms=group_histograms,
+                        embedding_map=embedding_map, findings_report=findings_report,
+                        tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"))
     record_approval(decision, run)
 
 

@@ -14,7 +14,7 @@ import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "audit_digits.yaml"
-PARAMETERS = ("dataset", "encoder", "scorer", "suite", "gate", "tracking")
+PARAMETERS = ("dataset", "encoder", "scorer", "findings", "suite", "gate", "tracking")
 RUN_OPTIONS = ("run_name", "enable_cache", "settings", "tags")
 SECTIONS = {
     "dataset": ("source", "image_size", "channels", "name"),
@@ -28,6 +28,7 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "dataset": {"source": "digits"},
     "encoder": {"method": "simclr", "epochs": 10, "seed": 0, "architecture": "small_cnn"},
     "scorer": {},  # InfluenceConfig defaults
+    "findings": {},  # FindingsConfig defaults: duplicates and outliers, no fairness groups
     "suite": "expectations/default.json",
     "gate": {"drift_blocks": False, "drift_threshold": 0.05},
     "tracking": {"uri": None, "experiment": "influencegate"},
@@ -102,9 +103,9 @@ def normalise(config: Mapping[str, Any], base: Path | None = None) -> dict[str, 
         if isinstance(default, dict):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"parameters.{name} must be a mapping, got {value!r}")
-            # A scorer section replaces the demo's scorer settings (omitted keys: InfluenceConfig defaults);
-            # the other sections are merged key by key over the defaults.
-            value = dict(value) if name == "scorer" else {**default, **value}
+            # A scorer/findings section replaces the demo's settings (omitted keys: the config class's
+            # defaults); the other sections are merged key by key over the defaults.
+            value = dict(value) if name in ("scorer", "findings") else {**default, **value}
             allowed = SECTIONS.get(name)
             bad = sorted(set(value) - set(allowed)) if allowed else []
             if bad:
@@ -116,6 +117,12 @@ def normalise(config: Mapping[str, Any], base: Path | None = None) -> dict[str, 
         InfluenceConfig.from_dict(dict(params["scorer"]))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"parameters.scorer: {exc}") from exc
+    from influencegate.findings.run import FindingsConfig
+
+    try:
+        FindingsConfig.from_dict(dict(params["findings"]))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"parameters.findings: {exc}") from exc
     # The suite: relative to the config file, else to the shipped configs/ folder (configs/expectations/...).
     suite = _resolve(params["suite"], base)
     params["suite"] = suite if not suite or Path(suite).is_absolute() else _resolve(suite, CONFIG_DIR)

@@ -2,14 +2,16 @@
 
 Use them in your own pipeline::
 
-    from influencegate.steps import load_dataset, load_or_pretrain_encoder, score_influence, validate_and_gate
+    from influencegate.steps import (load_dataset, load_or_pretrain_encoder, score_influence, find_issues,
+                                     validate_and_gate)
 """
 from influencegate.steps.data import load_dataset
 from influencegate.steps.drift import compare_with_approved
 from influencegate.steps.encoder import load_or_pretrain_encoder
+from influencegate.steps.findings import find_issues, render_findings
 from influencegate.steps.gate import record_approval, validate_and_gate
 from influencegate.steps.scoring import render_figures, score_influence
 from influencegate.steps.tracking import log_to_mlflow
 
-__all__ = ["compare_with_approved", "load_dataset", "load_or_pretrain_encoder", "log_to_mlflow", "record_approval",
-           "render_figures", "score_influence", "validate_and_gate"]
+__all__ = ["compare_with_approved", "find_issues", "load_dataset", "load_or_pretrain_encoder", "log_to_mlflow",
+           "record_approval", "render_figures", "render_findings", "score_influence", "validate_and_gate"]

@@ -6,22 +6,22 @@ from typing import Annotated, Any, Optional, Tuple
 import pandas as pd
 from PIL import Image
 from torch import nn
-from zenml import ArtifactConfig, step
+from zenml import step
 
 from influencegate import InfluenceConfig
 from influencegate.audit import open_dataset, score_dataset, summary_stats
-from influencegate.integrations.zenml.approvals import SCORES_ARTIFACT
 from influencegate.report import influence_grids, influence_histogram
 
 
 @step
 def score_influence(dataset: dict, encoder: nn.Module, scorer: Optional[dict[str, Any]] = None) -> Tuple[
-        Annotated[pd.DataFrame, ArtifactConfig(name=SCORES_ARTIFACT)],
+        Annotated[pd.DataFrame, "influence_scores"],
         Annotated[dict, "score_summary"],
         Annotated[dict, "scoring_info"]]:
     """Influence-SSL scores of `dataset` under `encoder` (`scorer`: InfluenceConfig fields, YAML-style).
 
-    Returns the scores table (DESIGN.md section 2, with is_high_influence), its summary statistics
+    Returns the scores table (DESIGN.md section 2, with is_high_influence; `find_issues` adds the findings and
+    becomes the run's `influencegate_scores` artifact), its summary statistics
     (`influencegate.audit.summary_stats`) and {"config": flat scorer config, "seconds": scoring time}.
     """
     config = InfluenceConfig.from_dict({"progress": False, **(scorer or {})})

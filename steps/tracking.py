@@ -17,7 +17,11 @@ def log_to_mlflow(dataset: dict, records: pd.DataFrame, scores: pd.DataFrame, su
                   encoder_info: dict, decision: dict, data_docs: Path, histogram: Image.Image,
                   most_influential: Image.Image, least_influential: Image.Image,
                   evidently_report: Optional[HTMLString] = None, drift: Optional[dict] = None,
-                  tracking_uri: Optional[str] = None, experiment: Optional[str] = None) -> Annotated[dict, "mlflow_run"]:
+                  fairness: Optional[pd.DataFrame] = None, duplicate_groups: Optional[pd.DataFrame] = None,
+                  duplicate_gallery: Optional[Image.Image] = None, outlier_gallery: Optional[Image.Image] = None,
+                  group_histograms: Optional[Image.Image] = None, embedding_map: Optional[Image.Image] = None,
+                  findings_report: Optional[HTMLString] = None, tracking_uri: Optional[str] = None,
+                  experiment: Optional[str] = None) -> Annotated[dict, "mlflow_run"]:
     """One MLflow run with everything the audit produced (see `influencegate.integrations.mlflow.log_audit`).
 
     No tracker is hard-coded: run this step `.with_options(experiment_tracker="<your mlflow tracker>")` and it
@@ -27,6 +31,10 @@ def log_to_mlflow(dataset: dict, records: pd.DataFrame, scores: pd.DataFrame, su
     timings = {"seconds.score": scoring_info.get("seconds"), "seconds.pretrain": encoder_info.get("pretrain_seconds")}
     return log_audit(scores=scores, summary={**summary, **timings}, decision={**decision, "data_docs": str(data_docs)},
                      dataset=dataset, records=records, scorer_params=scoring_info.get("config", {}), encoder=encoder_info,
-                     figures={"histogram": histogram, "most": most_influential, "least": least_influential},
-                     evidently_html=str(evidently_report) if evidently_report else None, drift=drift,
+                     figures={"histogram": histogram, "most": most_influential, "least": least_influential,
+                              "duplicate_gallery": duplicate_gallery, "outlier_gallery": outlier_gallery,
+                              "group_histograms": group_histograms, "embedding_map": embedding_map},
+                     tables={"fairness": fairness, "duplicate_groups": duplicate_groups},
+                     html={"findings_report": str(findings_report) if findings_report else None,
+                           "evidently": str(evidently_report) if evidently_report else None}, drift=drift,
                      uri=tracking_uri, experiment=experiment)

@@ -23,6 +23,7 @@ MLOPS = ("zenml", "mlflow", "great_expectations", "evidently")
     (["audit", "{config}", "--set", "nonsense.key=1"], "unknown parameter"),
     (["score", "/no/such/folder"], "dataset source not found"),
     (["score", "digits", "--curvature", "magic"], "invalid choice"),
+    (["score", "digits", "--groups", "race"], "--groups names column(s) ['race']"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_usage_errors_exit_2_with_one_line(argv, message, tmp_path: Path, capsys) -> None:
@@ -49,5 +50,8 @@ def test_score_writes_table_without_mlops_imports(tmp_path: Path, encoder_checkp
     assert "MLOPS []" in result.stdout
     table = pd.read_parquet(out)
     assert len(table) == 40 and table["error"].notna().sum() == 2
-    assert list(table.columns[:7]) == ["sample_id", "path", "influence", "log_influence", "influence_rank",
-                                      "influence_percentile", "is_high_influence"]
+    assert list(table.columns[:12]) == ["sample_id", "path", "influence", "log_influence", "influence_rank",
+                                       "influence_percentile", "is_high_influence", "is_outlier", "outlier_score",
+                                       "duplicate_group", "is_duplicate", "duplicate_of"]
+    assert table.loc[table["error"].notna(), "is_duplicate"].eq(False).all()  # failed rows: neutral values, kept
+    assert "removable copies" in result.stdout and "outliers" in result.stdout

@@ -9,9 +9,21 @@ import pandas as pd
 import pytest
 import torch
 
-from influencegate.findings import (Duplicates, Fairness, Outliers, adjust_pvalues, content_hashes, cosine_pairs,
-                                    knn_cosine, share_test)
+from influencegate.findings import (Duplicates, Fairness, ImageMatch, Outliers, adjust_pvalues, content_hashes,
+                                    cosine_pairs, image_pairs, knn_cosine, share_test)
 from influencegate.findings.base import align_embeddings
+from influencegate.findings.image_similarity import thumbnails
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These tests run many tiny tensor ops; on a shared, oversubscribed machine torch's intra-op threads
+    make each of them orders of magnitude slower (the image-similarity reference test: ~0.3 s on one thread,
+    over 10 s on two contended ones). Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def scores(influence: np.ndarray, ids: list[str] | None = None, **groups) -> pd.DataFrame:
@@ -77,9 +89,10 @@ def planted_duplicates():
     return scores(influence), emb, images
 
 
-def test_duplicates_groups_and_canonical_member():
+@pytest.mark.parametrize("near", ["embedding", "image", "both"])
+def test_duplicates_groups_and_canonical_member(near):
     table, emb, images = planted_duplicates()
-    dup = Duplicates(threshold=0.98)
+    dup = Duplicates(threshold=0.98, near=near)
     out = dup.find(table, emb, images=images)
     assert list(out.columns) == ["duplicate_group", "is_duplicate", "duplicate_of"]
     assert out.index.equals(table.index)
@@ -95,6 +108,9 @@ def test_duplicates_groups_and_canonical_member():
     assert out["is_duplicate"].sum() == 4
     summary = dup.summary()
     assert summary["groups"] == 3 and summary["duplicates"] == 4 and summary["exact_pairs"] == 1
+    assert summary["signals"] == {"embedding": "embedding", "image": "image", "both": "image+embedding"}[near]
+    assert (summary["image_pairs"] > 0) == (near != "embedding")
+    assert (summary["embedding_pairs"] > 0) == (near != "image")
     assert summary["duplicate_fraction"] == pytest.approx(4 / 60)
     assert summary["median_influence_percentile_duplicates"] < 10
     g = dup.groups()
@@ -109,10 +125,39 @@ def test_duplicates_keep_rules_and_exact_only():
     assert out.loc[5, "duplicate_of"] == "s0041" and out.loc[5, "is_duplicate"] and not out.loc[41, "is_duplicate"]
     out = Duplicates(threshold=0.98, keep="least_influential").find(table, emb, images=images)
     assert out.loc[40, "duplicate_of"] in ("s0040", "s0042") or out.loc[40, "duplicate_of"] == out.loc[5, "duplicate_of"]
-    # exact only (no embeddings): just the hash-equal pair
-    out = Duplicates().find(table, None, images=images)
+    # exact only: just the hash-equal pair
+    out = Duplicates(near="none").find(table, emb, images=images)
     assert sorted(table["sample_id"][out["duplicate_group"] >= 0]) == ["s0020", "s0043"]
     assert len(set(content_hashes(images))) == 59
+    # images alone (near="auto"): the pixel similarity finds the near copies (a brightness offset) too
+    out = Duplicates().find(table, None, images=images)
+    assert sorted(table["sample_id"][out["duplicate_group"] >= 0]) == ["s0005", "s0012", "s0020", "s0040", "s0041",
+                                                                       "s0042", "s0043"]
+
+
+def test_duplicates_auto_falls_back_to_embeddings_above_image_max_samples():
+    """near="auto" compares pixels up to image_max_samples examined samples, the embedding cosine above it
+    (O(M^2) image search guard), and says so in summary() and in find_all's text."""
+    from influencegate.findings.run import FindingsConfig, find_all
+
+    table, emb, images = planted_duplicates()  # 60 samples
+    expected = {"image": Duplicates(threshold=0.98, near="image").find(table, emb, images=images),
+                "embedding": Duplicates(threshold=0.98, near="embedding").find(table, emb, images=images)}
+    for limit, signal in ((60, "image"), (59, "embedding")):
+        dup = Duplicates(threshold=0.98, image_max_samples=limit)
+        pd.testing.assert_frame_equal(dup.find(table, emb, images=images), expected[signal])
+        summary = dup.summary()
+        assert summary["signals"] == signal and summary["auto_fallback"] == (signal == "embedding")
+        assert summary["image_max_samples"] == limit and summary["exact_pairs"] == 1  # exact copies either way
+        assert (summary["image_pairs"] > 0) == (signal == "image")
+    # explicit near="image" is never redirected; auto without embeddings above the limit is a clear error
+    assert Duplicates(near="image", image_max_samples=1).find(table, emb, images=images).equals(
+        Duplicates(near="image").find(table, emb, images=images))
+    with pytest.raises(ValueError, match="image_max_samples=59.*no embeddings"):
+        Duplicates(image_max_samples=59).find(table, None, images=images)
+    found = find_all(table, emb, images, FindingsConfig(duplicates={"image_max_samples": 10}, outliers=None))
+    assert "embedding cosine only" in found.texts["duplicates"] and "image_max_samples = 10" in found.texts["duplicates"]
+    assert "cosine only" not in find_all(table, emb, images, FindingsConfig(outliers=None)).texts["duplicates"]
 
 
 def test_duplicates_error_rows_and_sample_ids():
@@ -120,13 +165,114 @@ def test_duplicates_error_rows_and_sample_ids():
     bad = pd.DataFrame({"sample_id": ["broken.png"], "path": None, "influence": np.nan, "log_influence": np.nan,
                         "influence_rank": pd.NA, "influence_percentile": np.nan, "error": "unreadable file"})
     table = pd.concat([bad.astype(table.dtypes.to_dict()), table], ignore_index=True)  # error row first: embeddings align by sample_ids or order
-    out = Duplicates(threshold=0.98).find(table, emb, images=images)
-    assert out.loc[0, "duplicate_group"] == -1 and not out.loc[0, "is_duplicate"]
-    assert out.loc[41, "duplicate_of"] == "s0005"
-    perm = np.random.default_rng(0).permutation(len(emb))
-    ids = [f"s{i:04d}" for i in perm]
-    out2 = Duplicates(threshold=0.98).find(table, emb[perm], images=images[perm], sample_ids=ids)
-    pd.testing.assert_frame_equal(out, out2)
+    for near in ("embedding", "image"):
+        out = Duplicates(threshold=0.98, near=near).find(table, emb, images=images)
+        assert out.loc[0, "duplicate_group"] == -1 and not out.loc[0, "is_duplicate"]
+        assert out.loc[41, "duplicate_of"] == "s0005"
+        perm = np.random.default_rng(0).permutation(len(emb))
+        ids = [f"s{i:04d}" for i in perm]
+        out2 = Duplicates(threshold=0.98, near=near).find(table, emb[perm], images=images[perm], sample_ids=ids)
+        pd.testing.assert_frame_equal(out, out2)
+
+
+# -- image similarity --------------------------------------------------------------------------------------
+def smooth_images(n: int, side: int = 8, seed: int = 0) -> np.ndarray:
+    """n distinct smooth random images, n x 1 x side x side (pairwise similarities far below 0.98)."""
+    x = torch.as_tensor(np.random.default_rng(seed).normal(size=(n, 1, side // 2, side // 2)), dtype=torch.float32)
+    return torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False).numpy()
+
+
+def reference_similarity(a: np.ndarray, b: np.ndarray, max_shift: int = 2, min_crop: int = 6) -> float:
+    """Plain numpy restatement of the module docstring's s(a, b) for two S x S images (independent check)."""
+    side = a.shape[0]
+
+    def crops(x: np.ndarray):
+        for c in range(min_crop, side):
+            for oy in range(side - c + 1):
+                for ox in range(side - c + 1):
+                    window = torch.as_tensor(x[oy:oy + c, ox:ox + c])[None, None]
+                    yield torch.nn.functional.interpolate(window, size=(side, side), mode="bilinear",
+                                                          align_corners=False)[0, 0].numpy()
+
+    best = -1.0
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            ya, yb = slice(max(dy, 0), side + min(dy, 0)), slice(max(-dy, 0), side + min(-dy, 0))
+            xa, xb = slice(max(dx, 0), side + min(dx, 0)), slice(max(-dx, 0), side + min(-dx, 0))
+            best = max(best, np.corrcoef(a[ya, xa].ravel(), b[yb, xb].ravel())[0, 1])
+    for x, y in ((a, b), (b, a)):
+        for window in crops(y):
+            best = max(best, np.corrcoef(x.ravel(), window.ravel())[0, 1])
+    return float(best)
+
+
+def test_image_similarity_matches_reference_and_is_blockwise_invariant():
+    images = smooth_images(10)
+    i, j, s = image_pairs(images, ImageMatch(threshold=-1.0, ratio=0.0), block_size=4)
+    assert len(i) == 10 * 9 // 2 and (i < j).all()  # every pair once
+    ref = np.array([reference_similarity(images[a, 0], images[b, 0]) for a, b in zip(i, j)])
+    np.testing.assert_allclose(s, ref, atol=1e-4)
+    assert s.max() < 0.98  # distinct images stay far below the thresholds
+    for block in (3, 4096):
+        i2, j2, s2 = image_pairs(images, ImageMatch(threshold=-1.0, ratio=0.0), block_size=block)
+        np.testing.assert_array_equal(i2, i)
+        np.testing.assert_array_equal(j2, j)
+        np.testing.assert_allclose(s2, s, atol=1e-5)
+
+
+def test_image_pairs_find_shifted_cropped_and_noisy_copies_only():
+    rng = np.random.default_rng(11)
+    images = smooth_images(80, seed=11)
+    src = images[[3, 10, 20, 30]]
+    shifted = np.zeros_like(src[0])
+    shifted[:, 2:, :7] = src[0][:, :6, 1:]  # 2 px down, 1 px left, zero fill
+    crop = torch.nn.functional.interpolate(torch.as_tensor(src[1][None, :, 1:7, 0:6]), size=(8, 8), mode="bilinear",
+                                           align_corners=False)[0].numpy()  # a 6 x 6 window resized back
+    noisy = src[2] + rng.normal(0, 0.03 * src[2].std(), src[2].shape)
+    brighter = 2.0 * src[3] + 1.0
+    data = np.concatenate([images, np.stack([shifted, crop, noisy, brighter]).astype(np.float32)])
+    i, j, s = image_pairs(data, ImageMatch())
+    assert list(zip(i.tolist(), j.tolist())) == [(3, 80), (10, 81), (20, 82), (30, 83)]
+    assert (s > 0.996).all()
+    # a shift beyond max_shift, or a crop below min_crop, is not searched
+    i, _, _ = image_pairs(data, ImageMatch(max_shift=0.1, min_crop=0.9))
+    assert 80 not in i and 81 not in i
+
+
+def test_relative_rule_links_a_distinct_copy_but_not_a_crowd_of_look_alikes():
+    rng = np.random.default_rng(12)
+    base = smooth_images(1, seed=12)[0]
+    base = (base - base.mean()) / base.std()
+    crowd = [base + rng.normal(0, 0.1, base.shape) for _ in range(8)]  # 8 look-alikes of one image
+    others = smooth_images(20, seed=13)
+    distinct = (others[0] - others[0].mean()) / others[0].std()
+    copy = distinct + rng.normal(0, 0.1, distinct.shape)  # as far from its original as the look-alikes
+    data = np.concatenate([np.stack(crowd), others[1:], np.stack([distinct, copy])]).astype(np.float32)
+    n = len(data)
+    i, j, s_all = image_pairs(data, ImageMatch(threshold=-1.0, ratio=0.0))
+    among_crowd = s_all[(i < 8) & (j < 8)]
+    assert (among_crowd > 0.98).all() and (among_crowd < 0.9955).all()  # above the floor, below the threshold
+    others_s = s_all[~((i < 8) & (j < 8))]
+    assert 0.98 <= others_s[-1] < 0.9955 and np.sort(others_s)[-2] < 0.9  # the copy pair, then nothing close
+    i, j, s = image_pairs(data, ImageMatch())
+    assert list(zip(i.tolist(), j.tolist())) == [(n - 2, n - 1)]  # the relative rule links the copy only
+    assert len(image_pairs(data, ImageMatch(ratio=0.0))[0]) == 0  # the absolute rule alone: nothing
+    found = Duplicates().find(scores(np.ones(n)), None, images=data)
+    assert found["duplicate_group"].iloc[-2] == found["duplicate_group"].iloc[-1] >= 0
+    assert (found["duplicate_group"].iloc[:-2] == -1).all()
+
+
+def test_thumbnails_any_size_never_upsampled_and_flat_images_match_nothing():
+    big = smooth_images(12, side=32, seed=14).repeat(3, axis=1)  # 3 x 32 x 32
+    assert thumbnails(big, 16).shape == (12, 16, 16)
+    assert thumbnails(smooth_images(3), 16).shape == (3, 8, 8)
+    moved = np.zeros_like(big[:1])
+    moved[..., 4:, :] = big[:1, :, :28, :]  # 4 px = 1/8 of the side
+    i, j, _ = image_pairs(np.concatenate([big, moved]), ImageMatch())
+    assert list(zip(i.tolist(), j.tolist())) == [(0, 12)]
+    flat = np.concatenate([np.zeros((2, 1, 8, 8)), np.ones((1, 1, 8, 8)), smooth_images(5)]).astype(np.float32)
+    i, _, s = image_pairs(flat, ImageMatch(threshold=-1.0, ratio=0.0))
+    assert np.isfinite(s).all() and not ((i < 3) & (s > 0.5)).any()  # flat regions: NCC 0, not NaN
 
 
 # -- outliers ----------------------------------------------------------------------------------------------
@@ -233,10 +379,28 @@ def test_bad_input_gives_clear_errors():
         Outliers().find(table, None)
     with pytest.raises(ValueError, match="not in the scores table"):
         align_embeddings(table, emb, [f"x{i}" for i in range(10)], "test")
-    with pytest.raises(ValueError, match=r"embeddings \(near-duplicates\) and/or images"):
+    with pytest.raises(ValueError, match=r"images \(exact and near-duplicates\) and/or embeddings"):
         Duplicates().find(table)
+    with pytest.raises(ValueError, match="near='image' needs images"):
+        Duplicates(near="image").find(table, emb)
+    with pytest.raises(ValueError, match="near='both' needs embeddings"):
+        Duplicates(near="both").find(table, None, images=np.zeros((10, 1, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="near must be one of"):
+        Duplicates(near="pixels")
+    with pytest.raises(ValueError, match="9 images for 10"):
+        Duplicates().find(table, emb, images=np.zeros((9, 1, 8, 8), np.float32))
+    for bad in ({"threshold": 1.2}, {"k": 0}, {"max_shift": 0.5}, {"min_crop": 0.0}, {"thumb_size": 1}):
+        with pytest.raises(ValueError):
+            ImageMatch(**bad)
+    assert Duplicates(image={"ratio": 0.0, "k": 3}).image == ImageMatch(ratio=0.0, k=3)  # YAML-style mapping
+    with pytest.raises(TypeError):
+        Duplicates(image={"radius": 2})
+    with pytest.raises(ValueError, match="ImageMatch"):
+        Duplicates(image=0.99)
     with pytest.raises(ValueError, match="threshold"):
         Duplicates(threshold=1.5)
+    with pytest.raises(ValueError, match="image_max_samples"):
+        Duplicates(image_max_samples=-1)
     with pytest.raises(ValueError, match="DataFrame"):
         Duplicates().find([1, 2], emb)
     with pytest.raises(RuntimeError, match="before summary"):
@@ -263,7 +427,7 @@ def test_findings_on_scorer_output():
     for c in range(3):  # an exact copy shares its source's group and is never the canonical member
         assert by_id.loc[f"copy{c}", "duplicate_group"] == by_id.loc[ids[c], "duplicate_group"] >= 0
         assert by_id.loc[f"copy{c}", "is_duplicate"]
-    assert Duplicates().find(table, None, images=ds.images)["is_duplicate"].sum() == 3
+    assert Duplicates(near="none").find(table, None, images=ds.images)["is_duplicate"].sum() == 3
     out = Outliers().find(table, emb)
     assert out["outlier_score"].notna().all()
 

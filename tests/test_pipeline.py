@@ -8,7 +8,7 @@ from typing import Annotated
 import pytest
 from zenml import pipeline, step
 
-from influencegate.steps import load_dataset, load_or_pretrain_encoder, score_influence, validate_and_gate
+from influencegate.steps import find_issues, load_dataset, load_or_pretrain_encoder, score_influence, validate_and_gate
 
 pytestmark = pytest.mark.slow
 
@@ -16,6 +16,8 @@ EXPECTED_ARTIFACTS = {
     "scores/scores.parquet", "scores/scores_table.json", "scores/summary.json", "figures/log_influence_hist.png",
     "figures/most_influential.png", "figures/least_influential.png", "gate/decision.json",
     "gate/data_docs/index.html", "drift/evidently_report.html", "drift/summary.json",
+    "figures/duplicate_groups.png", "figures/outliers.png", "figures/log_influence_by_group.png",
+    "figures/embedding_map_tsne.png", "findings/summary.html",
 }
 
 
@@ -30,7 +32,8 @@ def my_pretraining_pipeline(source: str, checkpoint: str) -> None:
     """A user's pipeline built from influencegate.steps (steps and pipelines must live at module level)."""
     dataset, _ = load_dataset(source, image_size=8, channels=1)
     encoder, _ = load_or_pretrain_encoder(dataset, checkpoint=checkpoint)
-    scores, summary, info = score_influence(dataset, encoder, {"rank": 8, "draws": 2, "curvature": "kfac"})
+    influence, _, info = score_influence(dataset, encoder, {"rank": 8, "draws": 2, "curvature": "kfac"})
+    scores, summary, _, _, _ = find_issues(dataset, encoder, influence)
     decision, _, _ = validate_and_gate(dataset, scores, summary, info)
     keep_approved(decision)
 
@@ -53,10 +56,11 @@ def test_own_pipeline_with_influencegate_steps(tmp_path: Path, monkeypatch, digi
     folder = digits_folder(tmp_path / "my_images", count=80)
     run = my_pretraining_pipeline(source=str(folder), checkpoint=str(encoder_checkpoint))
     assert str(run.status) in ("completed", "ExecutionStatus.COMPLETED")
-    assert set(run.steps) == {"load_dataset", "load_or_pretrain_encoder", "score_influence", "validate_and_gate",
-                              "keep_approved"}
-    scores = run.steps["score_influence"].outputs["influencegate_scores"][0].load()
+    assert set(run.steps) == {"load_dataset", "load_or_pretrain_encoder", "score_influence", "find_issues",
+                              "validate_and_gate", "keep_approved"}
+    scores = run.steps["find_issues"].outputs["influencegate_scores"][0].load()
     assert len(scores) == 80 and scores["influence"].notna().all()
+    assert {"is_outlier", "outlier_score", "duplicate_group", "is_duplicate", "duplicate_of"} <= set(scores.columns)
     assert run.steps["keep_approved"].outputs["approved"][0].load() is True
 
 
@@ -95,7 +99,8 @@ def test_two_versions_compare_against_first_approved_and_mlflow_has_everything(
     assert "scorer.curvature" in run.data.params and "encoder.checkpoint" in run.data.params
     assert run.data.metrics["gate.approved"] == 1.0 and run.data.metrics["n_rows"] == 140
     for metric in ("error_fraction", "log_influence_q50", "log_influence_spread", "high_influence_fraction",
-                   "drift.log_influence.score", "seconds.score"):
+                   "drift.log_influence.score", "seconds.score", "duplicate_fraction", "outlier_fraction",
+                   "fairness_min_p_value"):
         assert metric in run.data.metrics, metric
     assert EXPECTED_ARTIFACTS <= _artifact_files(client, run.info.run_id)
     assert [(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs] == [("handwriting", v2)]

@@ -1,9 +1,11 @@
-"""Exact and near-duplicates: content hash of the image tensor, cosine similarity of embeddings, connected
-components, one canonical member kept per group (DESIGN.md sections 2 and 5)."""
+"""Exact and near-duplicates: content hash of the image tensor; near-duplicates by a shift/crop-tolerant pixel
+similarity of thumbnails (image_similarity.py) and/or the cosine similarity of embeddings; connected components,
+one canonical member kept per group (DESIGN.md sections 2 and 5)."""
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from dataclasses import asdict
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -12,15 +14,30 @@ import torch
 from scipy.sparse.csgraph import connected_components
 
 from influencegate.findings.base import Finding, align_embeddings, check_table
+from influencegate.findings.image_similarity import ImageMatch, image_pairs
 from influencegate.findings.similarity import DEFAULT_BLOCK, cosine_pairs
 
-#: Default cosine threshold (of the centred, L2-normalised embeddings) for a near-duplicate pair. Chosen by
-#: measurement (benchmarks/findings_quality.py: digits + 60 planted near-copies + 20 exact copies, SmallCNN
-#: SimCLR 15 epochs, four runs with different encoder initialisations, whose sweeps differ): the
-#: highest-recall threshold whose precision stayed >= 0.85 in every run (0.87-0.97; 0.993-0.994 fell to 0.73-0.76 in
-#: two runs; 0.996+ loses recall). Embedding-dependent: re-measure for another encoder.
+#: Default cosine threshold (of the centred, L2-normalised embeddings) for a near-duplicate pair by embeddings.
+#: Chosen by measurement (benchmarks/findings_quality.py: digits + 60 planted near-copies + 20 exact copies,
+#: SmallCNN SimCLR 15 epochs, four runs with different encoder initialisations, whose sweeps differ): the
+#: highest-recall threshold whose precision stayed >= 0.85 in every run (0.87-0.97; 0.993-0.994 fell to
+#: 0.73-0.76 in two runs; 0.996+ loses recall). It finds noisy copies but almost no shifted or cropped ones:
+#: the pixel similarity (ImageMatch) is the default signal whenever images are given.
+#: Embedding-dependent: re-measure for another encoder.
 NEAR_DUPLICATE_THRESHOLD = 0.995
+#: Largest number of examined samples for which near="auto" uses the image similarity; above it "auto" links by
+#: the embedding cosine instead. Both searches are all-pairs, O(M^2), but with very different constants,
+#: measured on this project's 2-core CPU, one torch thread, random inputs, M = 1,000-8,000 (image) and
+#: 10,000-40,000 (cosine): image_similarity.image_pairs 1.25-1.63 us per M^2 with 16 x 16 thumbnails (every
+#: image of side >= 16 px at the default thumb_size) and 0.11-0.25 us per M^2 with 8 x 8 ones (digits);
+#: similarity.cosine_pairs (D = 32) 3-4 ns per M^2. At 10,000 images the image search takes ~2-3 min (16 px)
+#: or 10-25 s (8 px), less than scoring them with the smallest encoder (SmallCNN, default config: ~30
+#: samples/s on this CPU, benchmarks/results/influence_speed_cpu.json, ~5 min); at 100,000 it would take
+#: 3.5-4.5 h (16 px) or 20-40 min (8 px), the cosine ~30 s. Raise it on a GPU (device="cuda"), or pass
+#: near="image" to force the pixel search.
+IMAGE_MAX_SAMPLES = 10_000
 KEEP_RULES = ("first", "most_influential", "least_influential")
+NEAR_SIGNALS = ("auto", "image", "embedding", "both", "none")
 
 
 def content_hashes(images: torch.Tensor | np.ndarray) -> list[str]:
@@ -46,66 +63,114 @@ def exact_pairs(hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 class Duplicates(Finding):
     """Near-duplicate groups. Columns: duplicate_group (int, -1 = none), is_duplicate, duplicate_of.
 
-    threshold: cosine similarity at or above which two samples are linked.
-    center: subtract the mean embedding (of the examined rows) before L2-normalising (default True). SSL
-      embeddings share a large common direction: on the digits benchmark the raw cosine of a sample to its
-      nearest neighbour has median 0.999, so any threshold chains almost everything into one group;
-      centred, the median is 0.95 and planted copies separate.
+    Links between two samples, any of:
+      * exact (exact=True, needs `images`): identical image tensors (content hash);
+      * image (needs `images`): the shift/crop-tolerant pixel similarity of thumbnails, linked by `image`'s
+        absolute or relative rule (ImageMatch; image_similarity.py). On the digits benchmark with planted
+        copies (noise, shifts of 1-2 px, crops; benchmarks/findings_quality.py): recall 1.0 at precision
+        >= 0.997 on five planting/encoder seeds, where the embedding cosine alone reaches recall 0.17-0.30
+        (cleanlab's near_duplicate check on the same embeddings: 0.23-0.33);
+      * embedding (needs `embeddings`): cosine similarity >= threshold of the embeddings, centred first when
+        center=True. SSL embeddings share a large common direction: on the digits benchmark the raw cosine of
+        a sample to its nearest neighbour has median 0.999, so any threshold chains almost everything into one
+        group; centred, the median is 0.95 and planted copies separate.
+    near: which near-duplicate signal links: "auto" (default) = image when `images` are given and at most
+      `image_max_samples` samples are examined, else embedding; "image", "embedding", "both" (either links),
+      or "none" (exact duplicates only). "image" and "both" search all pairs of images at any size.
+    image_max_samples: the scale guard of near="auto" (IMAGE_MAX_SAMPLES, measured: see there). Above it the
+      embedding cosine links (summary(): signals "embedding", auto_fallback True); with images but no
+      embeddings that is a ValueError rather than a search of hours.
     Groups are the connected components of the links (so a chain a~b~c is one group even when a and c are
-    below the threshold). exact: also link samples whose image tensors hash identically (needs `images`).
+    not linked themselves).
     keep: the canonical member of a group, the one kept (`duplicate_of` names it for every member):
       "first" (default) = the first in table order: stable across scorer seeds and devices, and in a dataset
         with appended copies it is the original; "most_influential" = the lowest influence_rank (ties: first);
         "least_influential" = the highest influence_rank.
     Group ids are 0, 1, ... in the table order of their canonical members.
+    image: the pixel-similarity settings, an ImageMatch or a mapping of its fields (YAML-style).
+    block_size, device: tiles of the blockwise searches (similarity.py, image_similarity.py) and where they run.
     """
 
     name = "duplicates"
     columns = ("duplicate_group", "is_duplicate", "duplicate_of")
 
     def __init__(self, threshold: float = NEAR_DUPLICATE_THRESHOLD, exact: bool = True, keep: str = "first",
-                 center: bool = True, block_size: int = DEFAULT_BLOCK, device: str = "cpu") -> None:
+                 center: bool = True, block_size: int = DEFAULT_BLOCK, device: str = "cpu", near: str = "auto",
+                 image: ImageMatch | Mapping[str, Any] = ImageMatch(),
+                 image_max_samples: int = IMAGE_MAX_SAMPLES) -> None:
         if not -1.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
         if keep not in KEEP_RULES:
             raise ValueError(f"keep must be one of {KEEP_RULES}, got {keep!r}")
-        self.threshold, self.exact, self.keep = float(threshold), exact, keep
+        if near not in NEAR_SIGNALS:
+            raise ValueError(f"near must be one of {NEAR_SIGNALS}, got {near!r}")
+        if isinstance(image, Mapping):  # YAML-style configuration
+            image = ImageMatch(**image)
+        if not isinstance(image, ImageMatch):
+            raise ValueError(f"image must be an ImageMatch or a mapping of its fields, got {type(image).__name__}")
+        if int(image_max_samples) < 0:
+            raise ValueError(f"image_max_samples must be >= 0, got {image_max_samples}")
+        self.threshold, self.exact, self.keep, self.near, self.image = float(threshold), exact, keep, near, image
         self.center, self.block_size, self.device = center, block_size, device
+        self.image_max_samples = int(image_max_samples)
         self._result: pd.DataFrame | None = None
         self._table: pd.DataFrame | None = None
         self._stats: dict[str, Any] = {}
+
+    def _signals(self, has_embeddings: bool, has_images: bool, m: int) -> tuple[bool, bool]:
+        """(link by image similarity, link by embedding cosine) for this call of m samples; ValueError if an
+        input is missing."""
+        if self.near == "auto":
+            if has_images and m > self.image_max_samples and not has_embeddings:
+                raise ValueError(f"duplicates: near='auto' with {m} images > image_max_samples="
+                                 f"{self.image_max_samples} links by the embedding cosine, but no embeddings were "
+                                 "given; pass embeddings, near='image' (all-pairs pixel search, O(M^2)) or a larger "
+                                 "image_max_samples")
+            use_image = has_images and m <= self.image_max_samples
+            return use_image, not use_image
+        use_image, use_embedding = self.near in ("image", "both"), self.near in ("embedding", "both")
+        if use_image and not has_images:
+            raise ValueError(f"duplicates: near={self.near!r} needs images (M x C x H x W)")
+        if use_embedding and not has_embeddings:
+            raise ValueError(f"duplicates: near={self.near!r} needs embeddings (M x D)")
+        return use_image, use_embedding
 
     def find(self, table: pd.DataFrame, embeddings: np.ndarray | None = None, *,
              images: torch.Tensor | np.ndarray | None = None, sample_ids: Sequence[str] | None = None,
              **_: Any) -> pd.DataFrame:
         """embeddings: M x D for the readable rows (see base.align_embeddings); images: M x C x H x W in the
-        same order as the embeddings (for the exact check). At least one of them is needed."""
+        same order (as given to the scorer, any normalisation), for the exact check and the image similarity.
+        At least one of them is needed."""
         needed = ["sample_id"] + (["influence_rank"] if self.keep != "first" else [])
         check_table(table, needed, "duplicates")
         if embeddings is None and images is None:
-            raise ValueError("duplicates: pass embeddings (near-duplicates) and/or images (exact duplicates)")
-        if embeddings is not None:
-            positions, emb = align_embeddings(table, embeddings, sample_ids, "duplicates")
-        else:
-            positions, emb = align_embeddings(table, np.zeros((len(images), 1), np.float32), sample_ids, "duplicates")
+            raise ValueError("duplicates: pass images (exact and near-duplicates) and/or embeddings (near-duplicates)")
+        rows = embeddings if embeddings is not None else np.zeros((len(images), 1), np.float32)
+        positions, emb = align_embeddings(table, rows, sample_ids, "duplicates")
         m = len(positions)
+        if images is not None and len(images) != m:
+            raise ValueError(f"duplicates: {len(images)} images for {m} embeddings/rows")
+        use_image, use_embedding = self._signals(embeddings is not None, images is not None, m)
         edges_i, edges_j = [], []
-        n_near_pairs = n_exact_pairs = 0
-        if embeddings is not None and m > 1:
+        counts = {"embedding_pairs": 0, "image_pairs": 0, "image_pairs_relative": 0, "exact_pairs": 0}
+        if use_embedding and m > 1:
             if self.center:
                 emb = emb - emb.mean(axis=0, keepdims=True)
             i, j, _ = cosine_pairs(emb, self.threshold, self.block_size, self.device)
             edges_i.append(i)
             edges_j.append(j)
-            n_near_pairs = len(i)
+            counts["embedding_pairs"] = len(i)
+        if use_image and m > 1:
+            i, j, s = image_pairs(images, self.image, self.block_size, self.device)
+            edges_i.append(i)
+            edges_j.append(j)
+            counts["image_pairs"], counts["image_pairs_relative"] = len(i), int((s < self.image.threshold).sum())
         exact_members = np.zeros(m, dtype=bool)
         if self.exact and images is not None:
-            if len(images) != m:
-                raise ValueError(f"duplicates: {len(images)} images for {m} embeddings/rows")
             i, j = exact_pairs(content_hashes(images))
             edges_i.append(i)
             edges_j.append(j)
-            n_exact_pairs = len(i)
+            counts["exact_pairs"] = len(i)
             exact_members[i] = exact_members[j] = True
         ii = np.concatenate(edges_i) if edges_i else np.zeros(0, np.int64)
         jj = np.concatenate(edges_j) if edges_j else np.zeros(0, np.int64)
@@ -134,7 +199,9 @@ class Duplicates(Finding):
         result = pd.DataFrame({"duplicate_group": group, "is_duplicate": is_dup, "duplicate_of": dup_of},
                               index=table.index)
         self._result, self._table = result, table
-        self._stats = {"near_pairs": int(n_near_pairs), "exact_pairs": int(n_exact_pairs),
+        signals = [name for name, used in (("image", use_image), ("embedding", use_embedding)) if used]
+        auto_fallback = self.near == "auto" and images is not None and not use_image
+        self._stats = {"signals": "+".join(signals) or "none", "auto_fallback": auto_fallback, **counts,
                        "exact_members": int(exact_members.sum()), "examined": int(m)}
         return result
 
@@ -160,13 +227,19 @@ class Duplicates(Finding):
         return members.sort_values(order, kind="stable").reset_index(drop=True)
 
     def summary(self) -> dict[str, Any]:
-        """threshold, counts (groups, members, duplicates = removable copies), duplicate_fraction (copies /
-        examined rows), exact pairs, and the median influence percentile of the copies and of all members."""
+        """Settings (near, the signals used, auto_fallback = near="auto" linked by the embedding cosine although
+        images were given, because more than image_max_samples were examined; threshold = embedding cosine,
+        image_* = ImageMatch), link counts
+        per signal (image_pairs_relative: linked by the relative rule only), group counts (groups, members,
+        duplicates = removable copies), duplicate_fraction (copies / examined rows), and the median influence
+        percentile of the copies and of all members."""
         result = self._require_found("_result")
         table = self._table
         grouped = result["duplicate_group"] >= 0
         out: dict[str, Any] = {
-            "threshold": self.threshold, "center": self.center, "keep": self.keep, **self._stats,
+            "near": self.near, "image_max_samples": self.image_max_samples, "threshold": self.threshold,
+            "center": self.center, "keep": self.keep,
+            **{f"image_{k}": v for k, v in asdict(self.image).items()}, **self._stats,
             "groups": int(result.loc[grouped, "duplicate_group"].nunique()),
             "group_members": int(grouped.sum()),
             "duplicates": int(result["is_duplicate"].sum()),

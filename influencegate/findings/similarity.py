@@ -18,7 +18,8 @@ def normalized(embeddings: np.ndarray, device: str | torch.device = "cpu") -> to
     return torch.nn.functional.normalize(x, dim=1, eps=1e-12)
 
 
-def _check_block(block_size: int) -> int:
+def check_block(block_size: int) -> int:
+    """block_size as an int; ValueError unless it is >= 1."""
     if int(block_size) < 1:
         raise ValueError(f"block_size must be a positive integer, got {block_size}")
     return int(block_size)
@@ -29,7 +30,7 @@ def cosine_pairs(embeddings: np.ndarray, threshold: float, block_size: int = DEF
                  device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs i < j with cosine(e_i, e_j) >= threshold: (i, j, similarity) as int64, int64, float32 arrays
     sorted by (i, j). Tiles of block_size x block_size over the upper triangle only."""
-    block = _check_block(block_size)
+    block = check_block(block_size)
     x = normalized(embeddings, device)
     n = x.shape[0]
     rows, cols, sims = [], [], []
@@ -56,7 +57,7 @@ def knn_cosine(embeddings: np.ndarray, k: int, block_size: int = DEFAULT_BLOCK,
                device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """(similarities M x k descending, indices M x k) of each row's k nearest other rows by cosine
     (itself excluded). k is capped at M - 1."""
-    block = _check_block(block_size)
+    block = check_block(block_size)
     x = normalized(embeddings, device)
     n = x.shape[0]
     k = min(int(k), n - 1)

@@ -68,21 +68,25 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], title: str = "", columns: int = 8,
                cell: int = 64) -> Image.Image:
-    """A captioned grid of images (each C x H x W, pixels in [0, 1]) scaled to `cell` pixels, as RGB PIL."""
+    """A captioned grid of images (each C x H x W, pixels in [0, 1]) scaled to `cell` pixels, as RGB PIL.
+    A caption may hold several lines ("\n"); each line is cut to max(12, cell // 6) characters."""
     count = len(images)
     columns = max(1, min(columns, count or 1))
     rows = max(1, -(-count // columns))
-    caption_h, title_h = 14, 18 if title else 0
+    lines = [str(caption).split("\n") for caption in captions]
+    line_h, width = 12, max(12, cell // 6)
+    caption_h, title_h = line_h * max((len(c) for c in lines), default=1) + 2, 18 if title else 0
     grid = Image.new("RGB", (columns * (cell + 4) + 4, title_h + rows * (cell + caption_h + 4) + 4), "white")
     draw = ImageDraw.Draw(grid)
     if title:
         draw.text((4, 2), title, fill="black")
-    for i, (array, caption) in enumerate(zip(images, captions)):
+    for i, (array, caption) in enumerate(zip(images, lines)):
         r, c = divmod(i, columns)
         x, y = 4 + c * (cell + 4), title_h + 4 + r * (cell + caption_h + 4)
         tile = Image.fromarray(_to_uint8(array)).resize((cell, cell), Image.NEAREST)
         grid.paste(tile, (x, y))
-        draw.text((x, y + cell + 1), str(caption)[:12], fill="black")
+        for k, line in enumerate(caption):
+            draw.text((x, y + cell + 1 + k * line_h), line[:width], fill="black")
     if count == 0:
         draw.text((4, title_h + 4), "no images", fill="black")
     return grid

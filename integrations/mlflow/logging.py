@@ -28,6 +28,13 @@ ARTIFACTS = {
     "histogram": "figures/log_influence_hist.png",
     "most": "figures/most_influential.png",
     "least": "figures/least_influential.png",
+    "duplicate_gallery": "figures/duplicate_groups.png",
+    "outlier_gallery": "figures/outliers.png",
+    "group_histograms": "figures/log_influence_by_group.png",
+    "embedding_map": "figures/embedding_map_tsne.png",
+    "findings_report": "findings/summary.html",
+    "fairness": "findings/fairness.json",
+    "duplicate_groups": "findings/duplicate_groups.json",
     "decision": "gate/decision.json",
     "data_docs": "gate/data_docs",
     "evidently": "drift/evidently_report.html",
@@ -72,6 +79,11 @@ def _metrics(prefix: str, values: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def _metric_name(value: Any) -> str:
+    """A value usable inside an MLflow metric name (letters, digits, _ - . / and spaces)."""
+    return "".join(c if c.isalnum() or c in "_-/ " else "_" for c in str(value))
+
+
 def _loggable_table(table: pd.DataFrame) -> pd.DataFrame:
     """Plain dtypes for mlflow.log_table (nullable ints -> float, objects -> str or None)."""
     out = table.copy()
@@ -104,14 +116,16 @@ def dataset_input(records: pd.DataFrame, dataset: Mapping[str, Any]) -> Any:
 def log_audit(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: Mapping[str, Any],
               dataset: Mapping[str, Any], records: pd.DataFrame | None = None,
               scorer_params: Mapping[str, Any] | None = None, encoder: Mapping[str, Any] | None = None,
-              figures: Mapping[str, Any] | None = None, evidently_html: str | None = None,
-              drift: Mapping[str, Any] | None = None, uri: str | None = None, experiment: str | None = None,
+              figures: Mapping[str, Any] | None = None, tables: Mapping[str, pd.DataFrame | None] | None = None,
+              html: Mapping[str, str | None] | None = None, drift: Mapping[str, Any] | None = None, uri: str | None = None, experiment: str | None = None,
               run_name: str | None = None, extra_tags: Mapping[str, str] | None = None) -> dict[str, str]:
     """Log one audit; returns {"run_id", "experiment_id", "tracking_uri", "artifact_uri"}.
 
     dataset: {"name", "version", "source"}; records: the dataset's rows (logged as the run's input with the
-    version id as digest); figures: {"histogram" | "most" | "least": PIL image}; decision: the gate decision
-    (its `data_docs` folder is uploaded under gate/data_docs); drift: the Evidently summary.
+    version id as digest); figures: {ARTIFACTS key: PIL image} (histogram, most, least, duplicate_gallery,
+    outlier_gallery, group_histograms, embedding_map); tables: {"fairness" | "duplicate_groups": DataFrame};
+    html: {"findings_report" | "evidently": page}; decision: the gate decision (its `data_docs` folder is
+    uploaded under gate/data_docs); drift: the Evidently summary. None values are skipped.
     """
     import mlflow
     import mlflow.data
@@ -129,6 +143,10 @@ def log_audit(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: Map
         metrics["gate.approved"] = 1.0 if decision.get("approved") else 0.0
         metrics["gate.n_failed"] = float(len(decision.get("failed_expectations") or []))
         metrics["gate.n_expectations"] = float(len(decision.get("expectations") or []))
+        fairness = (tables or {}).get("fairness")
+        if fairness is not None and not fairness.empty:
+            for row in fairness.itertuples():
+                metrics[f"fairness.{_metric_name(row.column)}.{_metric_name(row.group)}.ratio"] = float(row.ratio)
         for column, values in ((drift or {}).get("columns") or {}).items():
             metrics[f"drift.{column}.score"] = float(values.get("drift_score", math.nan))
         mlflow.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
@@ -146,8 +164,12 @@ def log_audit(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: Map
         docs = decision.get("data_docs")
         if docs and Path(docs).is_dir():
             mlflow.log_artifacts(str(docs), artifact_path=ARTIFACTS["data_docs"])
-        if evidently_html:
-            mlflow.log_text(evidently_html, ARTIFACTS["evidently"])
+        for key, frame in (tables or {}).items():
+            if frame is not None and not frame.empty:
+                mlflow.log_table(_loggable_table(frame), artifact_file=ARTIFACTS[key])
+        for key, page in (html or {}).items():
+            if page:
+                mlflow.log_text(page, ARTIFACTS[key])
         if drift is not None:
             mlflow.log_dict(dict(drift), ARTIFACTS["drift"])
         if records is not None:
