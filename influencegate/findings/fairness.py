@@ -13,6 +13,14 @@ rate stays at alpha also when k is a large part of N. (The binomial tests are sl
 same reason.) A column is flagged when the omnibus p-value is below alpha.
 Rows with an error, a missing influence_rank or a missing group value are left out of that column's audit
 (counted in `excluded`).
+
+Measured sensitivity (benchmarks/findings_quality.py, fairness.planted_skew; defaults: top 10%, alpha 0.05,
+Holm): a random 10-15% of the 1,797 digits made atypical by Gaussian pixel noise of standard deviation sigma
+(pixel range [0, 1]), SmallCNN SimCLR-pretrained on the mixed set, five seeds. Flagged at p < 0.01 (chi-square
+and the group's Holm-adjusted binomial test) on 5/5 seeds at sigma 0.4 and 0.5 (top-share ratio 1.7-5.2),
+3/5 at 0.3, 1/5 at 0.2 and 0/5 at 0.1: the audit sees a group only once its images are atypical enough to
+reach the top of the influence ranking, not every visible corruption. False alarms on random balanced
+assignments: 0.06-0.08 at alpha 0.05 (100 repeats).
 """
 from __future__ import annotations
 
