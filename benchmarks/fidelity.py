@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--draws-grid", default="1,2,4,8,16")
     parser.add_argument("--curvatures", default="identity,diagonal,kfac,ekfac,raw")
     parser.add_argument("--noises", default="iid,orthogonal,common")
+    parser.add_argument("--fit-draws", default="auto", help="comma list of fit_draws values ('auto' = None)")
+    parser.add_argument("--inverse-ranks", default="128", help="comma list of raw inverse_rank values ('none' = exact)")
     parser.add_argument("--out", default="fidelity.json", help="file name under benchmarks/results/")
     parser.add_argument("--skip", default="", help="comma list of sections to skip: fidelity,stability,encoders")
     args = parser.parse_args()
@@ -64,11 +66,17 @@ def main() -> None:
         out["exact_seconds"] = time.perf_counter() - t0
         out["exact_block_vs_full_spearman"] = spearman(exact_block, exact)
         rows = []
+        options = lambda text, none: [None if v == none else int(v) for v in text.split(",")]  # noqa: E731
         for curvature in args.curvatures.split(","):
             for rank in [int(r) for r in args.ranks.split(",")]:
-                scores, seconds = timed_scores(encoder, data, replace(base, curvature=curvature, rank=rank))
-                rows.append(dict(curvature=curvature, rank=rank, spearman=spearman(scores, exact), seconds=seconds))
-                print(json.dumps(rows[-1]), flush=True)
+                for fit_draws in options(args.fit_draws, "auto"):
+                    for inverse_rank in options(args.inverse_ranks, "none") if curvature == "raw" else [None]:
+                        cfg = replace(base, curvature=curvature, rank=rank, fit_draws=fit_draws,
+                                      inverse_rank=inverse_rank)
+                        scores, seconds = timed_scores(encoder, data, cfg)
+                        rows.append(dict(curvature=curvature, rank=rank, fit_draws=fit_draws, inverse_rank=inverse_rank,
+                                         spearman=spearman(scores, exact), seconds=seconds))
+                        print(json.dumps(rows[-1]), flush=True)
         out["fidelity"] = rows
 
     if "stability" not in skip:

@@ -2,11 +2,13 @@
 
     influencegate score DATA --out scores.parquet [--encoder CKPT | --pretrain simclr --epochs N] [scorer options]
                         [--groups COL,COL] [--no-findings]
+    influencegate score-pairs DATA --out pairs.parquet [--reference CLEAN_DATA]   ECIF scores of image-text pairs
     influencegate demo                               the embedded default (digits) end to end through ZenML
     influencegate audit CONFIG.yaml [--set k=v ...]  exit 0 approved, 1 rejected, 2 usage or input error
+    influencegate align [CONFIG.yaml] [--set k=v ...]  pair audit through ZenML; exit 0 approved, 1 rejected, 2 error
     influencegate status NAME                        versions of a dataset and which one is approved
 
-`score` is pure core (torch/numpy/pandas). ZenML, MLflow, Great Expectations and Evidently are imported
+`score` and `score-pairs` are pure core (torch/numpy/pandas). ZenML, MLflow, Great Expectations and Evidently are imported
 only inside `demo`, `audit` and `status`.
 """
 from __future__ import annotations
@@ -77,17 +79,53 @@ def cmd_score(args: argparse.Namespace) -> int:
         found = find_issues(dataset, encoder, table, {"groups": groups}, device=config.device)
         table, texts = found.table, found.texts
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".csv":
-        table.to_csv(out, index=False)
-    else:
-        table.to_parquet(out, index=False)
+    _write_table(table, out)
     stats = summary_stats(table)
     print(f"scored {int(stats['n_scored'])} samples in {seconds:.1f} s -> {out} "
           f"(median log_influence {stats['log_influence_q50']:.3f}, {int(stats['n_high_influence'])} high influence)")
     for text in texts.values():
         print(text)
     return 0
+
+
+def cmd_score_pairs(args: argparse.Namespace) -> int:
+    """ECIF scores of the image-text pairs in DATA, written as the pair scores table (parquet or csv)."""
+    from influencegate.align import known_misalignment, load_pairs, pair_summary_stats, score_pair_dataset
+    from influencegate.data import DatasetError
+    from influencegate.ecif import EcifConfig
+
+    try:
+        config = EcifConfig.from_dict({"device": args.device or "cpu", "seed": args.seed or 0})
+        dataset = load_pairs(args.data, image_size=args.image_size, channels=args.channels,
+                             shuffled_fraction=args.shuffled_fraction, seed=args.seed or 0)
+        reference = load_pairs(args.reference, image_size=args.image_size, channels=args.channels,
+                               shuffled_fraction=0.0, seed=args.seed or 0) if args.reference else None
+    except (DatasetError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"pairs {dataset.name} version {dataset.version}: {len(dataset)} readable, {len(dataset.failed)} failed"
+          + (f"; reference {reference.name} ({len(reference)} pairs)" if reference is not None else "; no reference: "
+             "self-influence"))
+    try:
+        table, seconds = score_pair_dataset(dataset, reference, config)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    _write_table(table, Path(args.out))
+    stats = pair_summary_stats(table, known_misalignment(dataset))
+    print(f"scored {int(stats['n_scored'])} pairs in {seconds['total']:.1f} s -> {args.out} "
+          f"({int(stats['n_misaligned'])} flagged misaligned)")
+    if "misalignment_auroc" in stats:
+        print(f"known corruption: AUROC {stats['misalignment_auroc']:.3f} (CLIP-score baseline "
+              f"{stats['clip_score_auroc']:.3f})")
+    return 0
+
+
+def _write_table(table: Any, out: Path) -> None:
+    """Write a table as csv (by extension) or parquet, creating the folder."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        table.to_csv(out, index=False)
+    else:
+        table.to_parquet(out, index=False)
 
 
 # -- MLOps commands (lazy imports) ----------------------------------------------------------------------------
@@ -103,12 +141,12 @@ def _quiet_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _run_config(config: dict[str, Any]) -> int:
-    from influencegate.pipelines import run_audit
+def _run_config(config: dict[str, Any], runner: str = "run_audit") -> int:
+    from influencegate import pipelines
 
     start = time.perf_counter()
     try:
-        decision, run = run_audit(config)
+        decision, run = getattr(pipelines, runner)(config)
     except Exception as exc:  # a failed pipeline is never an approval
         print(f"influencegate: audit failed, dataset NOT approved: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_REJECTED
@@ -148,6 +186,21 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default audit (configs/audit_digits.yaml, or its built-in copy)."""
     return _audit(None, args.set or [])
+
+
+def cmd_align(args: argparse.Namespace) -> int:
+    """Run pair_alignment_pipeline with a YAML config (default configs/align_digits.yaml); exit = the decision."""
+    _mlops_env()
+    if args.config is not None and not Path(args.config).is_file():
+        raise UsageError(f"config file not found: {args.config!r}")
+    from influencegate.pipelines import ConfigError, load_align_config
+
+    try:
+        config = load_align_config(args.config, args.set or [])
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    _quiet_logs()
+    return _run_config(config, "run_alignment")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -205,6 +258,24 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--no-findings", action="store_true",
                        help="scores only: skip duplicates, outliers and the fairness audit")
     score.set_defaults(func=cmd_score)
+
+    pairs = sub.add_parser("score-pairs", help="ECIF misalignment scores of image-text pairs (core only)")
+    pairs.add_argument("data", nargs="?", default="digits-captions",
+                       help="a manifest with path and caption columns, or 'digits-captions'")
+    pairs.add_argument("--out", default="pair_scores.parquet", help="output table (.parquet or .csv)")
+    pairs.add_argument("--reference", help="clean pairs (a manifest) to measure misalignment on; else self-influence")
+    pairs.add_argument("--shuffled-fraction", type=float, default=0.2,
+                       help="digits-captions only: share of captions shuffled (known corruption)")
+    pairs.add_argument("--image-size", type=int)
+    pairs.add_argument("--channels", type=int, choices=[1, 3])
+    pairs.add_argument("--device", choices=["cpu", "cuda"])
+    pairs.add_argument("--seed", type=int)
+    pairs.set_defaults(func=cmd_score_pairs)
+
+    align = sub.add_parser("align", help="audit image-text pairs with ECIF through ZenML; exit 0 approved, 1 rejected")
+    align.add_argument("config", nargs="?", help="YAML config (default configs/align_digits.yaml)")
+    align.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    align.set_defaults(func=cmd_align)
 
     demo = sub.add_parser("demo", help="audit the embedded default (digits) end to end through ZenML")
     demo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")

@@ -43,18 +43,21 @@ def dataset_audit_pipeline(dataset: Optional[dict] = None, encoder: Optional[dic
     record_approval(decision, run)
 
 
-def run_audit(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """Run the pipeline for a normalised config (`load_audit_config`); returns (decision, pipeline run).
-
-    The decision is read back from the recorded artifact, so what the caller sees is what was recorded.
-    """
+def recorded_decision(run: Any) -> dict[str, Any]:
+    """The gate decision a pipeline run recorded (artifact `influencegate_gate_decision`), read back so that
+    what the caller sees is what was recorded; RuntimeError when the run recorded none."""
     from zenml.client import Client
 
     from influencegate.integrations.zenml.approvals import DECISION_ARTIFACT
 
-    options = {k: v for k, v in config.items() if k != "parameters"}
-    run = dataset_audit_pipeline.with_options(**options)(**config["parameters"])
     found = Client().list_artifact_versions(name=DECISION_ARTIFACT, pipeline_run=run.id, size=1).items
     if not found:
         raise RuntimeError(f"pipeline run {run.name} recorded no gate decision (status {run.status})")
-    return found[0].load(), run
+    return found[0].load()
+
+
+def run_audit(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Run the pipeline for a normalised config (`load_audit_config`); returns (decision, pipeline run)."""
+    options = {k: v for k, v in config.items() if k != "parameters"}
+    run = dataset_audit_pipeline.with_options(**options)(**config["parameters"])
+    return recorded_decision(run), run

@@ -1,4 +1,5 @@
 """Datasets, manifests, sample ids and the embedded default data (scikit-learn digits)."""
+from influencegate.data.captions import caption_digits, captioned_digits, class_prompts, shuffle_captions
 from influencegate.data.constants import (
     CIFAR10_GRAY_MEAN,
     CIFAR10_GRAY_STD,
@@ -22,6 +23,10 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "DatasetError",
     "ImageDataset",
+    "caption_digits",
+    "captioned_digits",
+    "class_prompts",
     "denormalize",
     "load_images",
+    "shuffle_captions",
 ]

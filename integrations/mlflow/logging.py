@@ -35,6 +35,9 @@ ARTIFACTS = {
     "findings_report": "findings/summary.html",
     "fairness": "findings/fairness.json",
     "duplicate_groups": "findings/duplicate_groups.json",
+    "misaligned_gallery": "figures/most_misaligned_pairs.png",
+    "roc": "figures/misalignment_roc.png",
+    "gate_report": "gate/report.html",
     "decision": "gate/decision.json",
     "data_docs": "gate/data_docs",
     "evidently": "drift/evidently_report.html",
@@ -115,7 +118,7 @@ def dataset_input(records: pd.DataFrame, dataset: Mapping[str, Any]) -> Any:
 
 def log_audit(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: Mapping[str, Any],
               dataset: Mapping[str, Any], records: pd.DataFrame | None = None,
-              scorer_params: Mapping[str, Any] | None = None, encoder: Mapping[str, Any] | None = None,
+              scorer_params: Mapping[str, Any] | None = None, scorer_prefix: str = "scorer", encoder: Mapping[str, Any] | None = None,
               figures: Mapping[str, Any] | None = None, tables: Mapping[str, pd.DataFrame | None] | None = None,
               html: Mapping[str, str | None] | None = None, drift: Mapping[str, Any] | None = None, uri: str | None = None, experiment: str | None = None,
               run_name: str | None = None, extra_tags: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -135,7 +138,7 @@ def log_audit(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: Map
         mlflow.set_tags({"dataset.name": name, "dataset.version": version, "gate.status": str(decision.get("status")),
                          "gate.suite": str((decision.get("suite") or {}).get("name")),
                          "gate.suite_hash": str((decision.get("suite") or {}).get("hash")), **(extra_tags or {})})
-        params = {**_params("scorer", scorer_params or {}), **_params("encoder", encoder or {}),
+        params = {**_params(scorer_prefix, scorer_params or {}), **_params("encoder", encoder or {}),
                   **_params("dataset", {k: v for k, v in dataset.items() if k != "records"}),
                   **_params("suite", decision.get("suite") or {})}
         mlflow.log_params(params)

@@ -1,0 +1,104 @@
+"""Damped inverse-Hessian solves (H + damping I) x = b for the objective R at its minimiser.
+
+Exact: the P x P Hessian (torch.func.hessian) factorised once; for small P (default P <= 3000).
+Conjugate gradients: Hessian-vector products only, P x K right-hand sides at once; beyond that.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from influencegate.ecif.problem import ContrastiveProblem
+
+
+class ExactSolver:
+    """Solves with the exact damped Hessian, factorised once (Cholesky; LU when it is not positive definite).
+
+    hessian: P x P float64 (R's Hessian, which already holds delta I); damping: added to its diagonal.
+    """
+
+    method = "exact"
+
+    def __init__(self, hessian: torch.Tensor, damping: float = 0.0) -> None:
+        self.matrix = hessian + damping * torch.eye(hessian.shape[0], dtype=hessian.dtype)
+        factor, info = torch.linalg.cholesky_ex(self.matrix)
+        self.positive_definite = int(info) == 0
+        self._cholesky = factor if self.positive_definite else None
+        self._lu = None if self.positive_definite else torch.linalg.lu_factor(self.matrix)
+
+    def solve(self, b: torch.Tensor) -> torch.Tensor:
+        """x = (H + damping I)^-1 b for b (P,) or P x K; same shape, float64."""
+        rhs = b[:, None] if b.ndim == 1 else b
+        x = (torch.cholesky_solve(rhs, self._cholesky) if self.positive_definite
+             else torch.linalg.lu_solve(*self._lu, rhs))
+        return x[:, 0] if b.ndim == 1 else x
+
+
+@dataclass
+class CGSolver:
+    """Conjugate gradients on (H + damping I) x = b using the problem's Hessian-vector products at theta.
+
+    Each column stops when its residual is below tol x |b| (relative, 2-norm). Raises ArithmeticError on
+    negative curvature (H + damping I not positive definite: raise the damping) and when max_iter is
+    reached without convergence. ``iterations`` records the last solve's count.
+    """
+
+    problem: ContrastiveProblem
+    theta: torch.Tensor
+    damping: float = 0.0
+    tol: float = 1e-10
+    max_iter: int = 1000
+    progress: bool = False
+    iterations: int = field(default=0, init=False)
+    method = "cg"
+
+    def __post_init__(self) -> None:
+        self._hessian = self.problem.hessian_operator(self.theta)
+
+    def apply(self, v: torch.Tensor) -> torch.Tensor:
+        """(H + damping I) v for v (P,) or P x K."""
+        return self._hessian(v) + self.damping * v
+
+    def solve(self, b: torch.Tensor) -> torch.Tensor:
+        """x = (H + damping I)^-1 b for b (P,) or P x K; same shape, float64."""
+        rhs = (b[:, None] if b.ndim == 1 else b).to(torch.float64)
+        x = torch.zeros_like(rhs)
+        r = rhs.clone()
+        p = r.clone()
+        rr = (r * r).sum(0)
+        target = (self.tol * rhs.norm(dim=0)) ** 2
+        bar = tqdm(total=self.max_iter, desc="ecif CG", unit="it", disable=not self.progress)
+        self.iterations = 0
+        while bool((rr > target).any()):
+            if self.iterations == self.max_iter:
+                bar.close()
+                worst = math.sqrt(float((rr / rhs.norm(dim=0).clamp_min(1e-300) ** 2).max()))
+                raise ArithmeticError(f"CG did not converge in {self.max_iter} iterations (relative residual {worst:.2e}); "
+                                      "raise cg_max_iter or the damping")
+            active = rr > target
+            hp = self.apply(p)
+            curvature = (p * hp).sum(0)
+            if bool((curvature[active] <= 0).any()):
+                bar.close()
+                raise ArithmeticError("negative curvature in CG: the damped Hessian is not positive definite; raise the damping")
+            alpha = torch.where(active, rr / torch.where(active, curvature, 1.0), 0.0)
+            x = x + alpha * p
+            r = r - alpha * hp
+            rr_new = (r * r).sum(0)
+            p = r + torch.where(active, rr_new / torch.where(active, rr, 1.0), 0.0) * p
+            rr = rr_new
+            self.iterations += 1
+            bar.update(1)
+        bar.close()
+        return x[:, 0] if b.ndim == 1 else x
+
+
+def make_solver(problem: ContrastiveProblem, theta: torch.Tensor, damping: float, exact_max_params: int,
+                cg_tol: float = 1e-10, cg_max_iter: int = 1000, progress: bool = False) -> ExactSolver | CGSolver:
+    """The exact solver when P <= exact_max_params, conjugate gradients otherwise."""
+    if problem.n_params <= exact_max_params:
+        return ExactSolver(problem.hessian(theta), damping)
+    return CGSolver(problem, theta, damping, cg_tol, cg_max_iter, progress)

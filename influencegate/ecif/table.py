@@ -1,0 +1,62 @@
+"""The pair scores table of DESIGN.md section 2."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+PAIR_COLUMNS = [
+    "sample_id", "path", "caption", "misalignment_score", "misalignment_rank", "is_misaligned",
+    "clip_score", "positive_if", "negative_if", "error",
+]
+
+
+def pair_scores_table(
+    sample_ids: Sequence[str],
+    paths: Sequence[str | None],
+    captions: Sequence[str],
+    misalignment_score: np.ndarray,
+    is_misaligned: np.ndarray,
+    clip_score: np.ndarray,
+    positive_if: np.ndarray,
+    negative_if: np.ndarray,
+    failed: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """One row per pair, columns PAIR_COLUMNS in that order.
+
+    The scored pairs come first (in the given order), then the rows of ``failed`` (columns sample_id, path,
+    caption, error): those keep NaN scores and their error, they are never dropped. A scored pair whose
+    misalignment_score is not finite gets error "non-finite score". misalignment_rank: 1 = most misaligned
+    among the finite scores (Int64, NA elsewhere); is_misaligned is False on rows with an error.
+    """
+    n = len(sample_ids)
+    arrays = {"misalignment_score": misalignment_score, "is_misaligned": is_misaligned, "clip_score": clip_score,
+              "positive_if": positive_if, "negative_if": negative_if}
+    wrong = {k: len(v) for k, v in arrays.items() if len(v) != n} | {
+        k: len(v) for k, v in (("paths", paths), ("captions", captions)) if len(v) != n}
+    if wrong:
+        raise ValueError(f"{n} sample ids but lengths {wrong}")
+    score = np.asarray(misalignment_score, dtype=np.float64)
+    finite = np.isfinite(score)
+    table = pd.DataFrame({
+        "sample_id": [str(s) for s in sample_ids],
+        "path": list(paths),
+        "caption": list(captions),
+        "misalignment_score": score,
+        "misalignment_rank": pd.Series(score).where(finite).rank(ascending=False, method="first").astype("Int64"),
+        "is_misaligned": np.asarray(is_misaligned, dtype=bool) & finite,
+        "clip_score": np.asarray(clip_score, dtype=np.float64),
+        "positive_if": np.asarray(positive_if, dtype=np.float64),
+        "negative_if": np.asarray(negative_if, dtype=np.float64),
+        "error": [None if ok else "non-finite score" for ok in finite],
+    })
+    if failed is not None and len(failed):
+        rest = pd.DataFrame({c: failed[c].tolist() if c in failed.columns else [None] * len(failed)
+                             for c in ("sample_id", "path", "caption", "error")})
+        rest["error"] = rest["error"].where(rest["error"].notna(), "not scored")
+        table = pd.concat([table, rest], ignore_index=True)
+        table["is_misaligned"] = table["is_misaligned"].fillna(False).astype(bool)
+        table["misalignment_rank"] = table["misalignment_rank"].astype("Int64")
+    table["error"] = table["error"].astype(object).where(table["error"].notna(), None)
+    return table[PAIR_COLUMNS]

@@ -1,0 +1,99 @@
+"""pair_alignment_pipeline: load pairs -> ECIF scores -> figures -> gate -> MLflow -> approval, and its YAML
+config (configs/align_digits.yaml): `parameters` = pairs, reference, ecif, suite, tracking."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+from zenml import pipeline
+
+from influencegate.pipelines.config import CONFIG_DIR, RUN_OPTIONS, ConfigError, _resolve, apply_overrides
+from influencegate.steps import (load_pair_dataset, log_pairs_to_mlflow, record_approval, render_pair_figures,
+                                 score_image_text_pairs, validate_and_gate)
+
+DEFAULT_ALIGN_CONFIG_PATH = CONFIG_DIR / "align_digits.yaml"
+PAIR_KEYS = ("source", "image_size", "channels", "name", "shuffled_fraction", "seed")
+#: The embedded default: digits with templated captions, 20% of them shuffled, scored by self-influence.
+DEFAULT_ALIGN_PARAMETERS: dict[str, Any] = {
+    "pairs": {"source": "digits-captions", "shuffled_fraction": 0.2, "seed": 0},
+    "reference": None,
+    "ecif": {},
+    "suite": "expectations/pairs.json",
+    "tracking": {"uri": None, "experiment": "influencegate-pairs"},
+}
+
+
+@pipeline(enable_cache=False)
+def pair_alignment_pipeline(pairs: Optional[dict] = None, reference: Optional[dict] = None,
+                            ecif: Optional[dict] = None, suite: Optional[str] = None,
+                            tracking: Optional[dict] = None) -> None:
+    """Audit one version of image-text pairs with ECIF; every argument is a section of
+    configs/align_digits.yaml (None: the embedded default). `reference`: clean pairs (same keys as `pairs`)
+    whose loss the misalignment score is measured on; None = self-influence."""
+    pairs = pairs or DEFAULT_ALIGN_PARAMETERS["pairs"]
+    tracking = tracking or DEFAULT_ALIGN_PARAMETERS["tracking"]
+    ref, records = load_pair_dataset(**pairs)
+    clean = load_pair_dataset(**reference, id="load_reference_pairs")[0] if reference else None
+    scores, summary, info = score_image_text_pairs(ref, clean, ecif or {})
+    gallery, roc = render_pair_figures(ref, scores)
+    decision, report, docs = validate_and_gate(ref, scores, summary, info, None,
+                                               suite or DEFAULT_ALIGN_PARAMETERS["suite"])
+    run = log_pairs_to_mlflow(ref, records, scores, summary, info, decision, docs, gallery, roc, report,
+                              tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"))
+    record_approval(decision, run)
+
+
+def load_align_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Read a YAML pair-audit config (None: configs/align_digits.yaml), apply `--set` overrides, validate and
+    fill defaults. Returns {"parameters": {...}, <run options>}; ConfigError for any problem."""
+    from influencegate.ecif import EcifConfig
+
+    file = Path(path) if path else DEFAULT_ALIGN_CONFIG_PATH
+    if not file.is_file():
+        raise ConfigError(f"config file not found: {str(file)!r}")
+    try:
+        raw = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(file)!r} is not valid YAML: {exc}") from exc
+    raw = apply_overrides(raw if isinstance(raw, dict) else {}, overrides)
+    base = file.resolve().parent
+    unknown = sorted(set(raw) - set(RUN_OPTIONS) - {"parameters"})
+    given = dict(raw.get("parameters") or {})
+    unknown += sorted(f"parameters.{k}" for k in set(given) - set(DEFAULT_ALIGN_PARAMETERS))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}; parameters are {', '.join(DEFAULT_ALIGN_PARAMETERS)}")
+    params = {k: copy.deepcopy(given.get(k, v)) for k, v in DEFAULT_ALIGN_PARAMETERS.items()}
+    for section in ("pairs", "reference"):
+        value = params[section]
+        if value is None and section == "reference":
+            continue
+        if isinstance(value, str):
+            value = {"source": value}
+        if not isinstance(value, dict) or sorted(set(value) - set(PAIR_KEYS)):
+            raise ConfigError(f"parameters.{section} must be a mapping with keys among {', '.join(PAIR_KEYS)}")
+        value["source"] = _resolve(value.get("source") or "digits-captions", base)
+        if value["source"] != "digits-captions" and not Path(value["source"]).exists():
+            raise ConfigError(f"{section} source not found: {value['source']!r} (a manifest with path and caption)")
+        params[section] = value
+    try:
+        EcifConfig.from_dict(dict(params["ecif"] or {}))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"parameters.ecif: {exc}") from exc
+    suite = _resolve(params["suite"], base)
+    params["suite"] = suite if Path(suite).is_absolute() else _resolve(suite, CONFIG_DIR)
+    if not Path(params["suite"]).is_file():
+        raise ConfigError(f"expectation suite not found: {params['suite']!r}")
+    out = {k: copy.deepcopy(v) for k, v in raw.items() if k in RUN_OPTIONS}
+    out["parameters"] = params
+    return out
+
+
+def run_alignment(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Run the pipeline for a config from `load_align_config`; returns (recorded decision, pipeline run)."""
+    from influencegate.pipelines.audit import recorded_decision
+
+    options = {k: v for k, v in config.items() if k != "parameters"}
+    run = pair_alignment_pipeline.with_options(**options)(**config["parameters"])
+    return recorded_decision(run), run

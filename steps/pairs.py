@@ -1,0 +1,71 @@
+"""Steps of the pair-alignment audit (ECIF): load image-text pairs, score them, picture them, log them."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional, Tuple
+
+import pandas as pd
+from PIL import Image
+from zenml import ArtifactConfig, step
+from zenml.types import HTMLString
+
+from influencegate.align import (known_misalignment, load_pairs, open_pairs, pair_ref, pair_summary_stats,
+                                 score_pair_dataset)
+from influencegate.integrations.mlflow import log_audit
+from influencegate.report.pairs import misaligned_gallery, roc_figure
+
+PAIR_SCORES_ARTIFACT = "influencegate_pair_scores"
+
+
+@step(enable_cache=False)
+def load_pair_dataset(source: str = "digits-captions", image_size: Optional[int] = None,
+                      channels: Optional[int] = None, name: Optional[str] = None, shuffled_fraction: float = 0.2,
+                      seed: int = 0) -> Tuple[Annotated[dict, "pairs"], Annotated[pd.DataFrame, "pair_records"]]:
+    """Load image-text pairs (`influencegate.align.load_pairs`): a manifest with path and caption columns, or
+    "digits-captions". Returns the reference later steps take and every row (failed ones included)."""
+    options = dict(source=source, image_size=image_size, channels=channels, name=name,
+                   shuffled_fraction=shuffled_fraction, seed=seed)
+    dataset = load_pairs(**options)
+    return pair_ref(dataset, **options), dataset.records
+
+
+@step
+def score_image_text_pairs(pairs: dict, reference: Optional[dict] = None, ecif: Optional[dict[str, Any]] = None) -> Tuple[
+        Annotated[pd.DataFrame, ArtifactConfig(name=PAIR_SCORES_ARTIFACT)],
+        Annotated[dict, "pair_summary"],
+        Annotated[dict, "ecif_info"]]:
+    """ECIF scores of every pair (the pair scores table of DESIGN.md section 2), against the clean `reference`
+    pairs when given (else self-influence); `ecif`: EcifConfig fields. The summary holds misalignment_auroc and
+    clip_score_auroc when the pairs carry known corruption labels."""
+    from influencegate.ecif import EcifConfig
+
+    config = EcifConfig.from_dict({"progress": False, **(ecif or {})})
+    dataset = open_pairs(pairs)
+    table, seconds = score_pair_dataset(dataset, open_pairs(reference) if reference else None, config)
+    info = {"config": config.to_params(), "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "reference": (reference or {}).get("name")}
+    return table, pair_summary_stats(table, known_misalignment(dataset)), info
+
+
+@step
+def render_pair_figures(pairs: dict, scores: pd.DataFrame, k: int = 16) -> Tuple[
+        Annotated[Image.Image, "most_misaligned_pairs"], Annotated[Image.Image, "misalignment_roc"]]:
+    """The k most misaligned pairs with their captions, and the ROC against known corruption labels."""
+    dataset = open_pairs(pairs)
+    return misaligned_gallery(scores, dataset, k=k), roc_figure(scores, known_misalignment(dataset))
+
+
+@step(enable_cache=False)
+def log_pairs_to_mlflow(pairs: dict, records: pd.DataFrame, scores: pd.DataFrame, summary: dict, ecif_info: dict,
+                        decision: dict, data_docs: Path, gallery: Image.Image, roc: Image.Image,
+                        gate_report: Optional[HTMLString] = None, tracking_uri: Optional[str] = None,
+                        experiment: Optional[str] = None) -> Annotated[dict, "mlflow_run"]:
+    """One MLflow run of the pair audit: the pair scores table, the summary, the ECIF config, the gallery, the
+    ROC and the gate decision (see `influencegate.integrations.mlflow.log_audit`)."""
+    timings = {f"seconds.{k}": v for k, v in (ecif_info.get("seconds") or {}).items()}
+    return log_audit(scores=scores, summary={**summary, **timings}, decision={**decision, "data_docs": str(data_docs)},
+                     dataset={**pairs, "kind": "image-text pairs"}, records=records,
+                     scorer_params=ecif_info.get("config", {}), scorer_prefix="ecif",
+                     figures={"misaligned_gallery": gallery, "roc": roc},
+                     html={"gate_report": str(gate_report) if gate_report else None},
+                     uri=tracking_uri, experiment=experiment, extra_tags={"audit.kind": "pairs"})

