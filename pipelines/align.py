@@ -6,10 +6,10 @@ import copy
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import yaml
 from zenml import pipeline
 
-from influencegate.pipelines.config import CONFIG_DIR, RUN_OPTIONS, ConfigError, _resolve, apply_overrides
+from influencegate.pipelines.config import (CONFIG_DIR, RUN_OPTIONS, ConfigError, resolve_relative, apply_overrides,
+                                            read_yaml_config)
 from influencegate.steps import (load_pair_dataset, log_pairs_to_mlflow, record_approval, render_pair_figures,
                                  score_image_text_pairs, validate_and_gate)
 
@@ -51,13 +51,7 @@ def load_align_config(path: str | Path | None = None, overrides: Sequence[str] =
     from influencegate.ecif import EcifConfig
 
     file = Path(path) if path else DEFAULT_ALIGN_CONFIG_PATH
-    if not file.is_file():
-        raise ConfigError(f"config file not found: {str(file)!r}")
-    try:
-        raw = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(file)!r} is not valid YAML: {exc}") from exc
-    raw = apply_overrides(raw if isinstance(raw, dict) else {}, overrides)
+    raw = apply_overrides(read_yaml_config(file), overrides)
     base = file.resolve().parent
     unknown = sorted(set(raw) - set(RUN_OPTIONS) - {"parameters"})
     given = dict(raw.get("parameters") or {})
@@ -73,7 +67,7 @@ def load_align_config(path: str | Path | None = None, overrides: Sequence[str] =
             value = {"source": value}
         if not isinstance(value, dict) or sorted(set(value) - set(PAIR_KEYS)):
             raise ConfigError(f"parameters.{section} must be a mapping with keys among {', '.join(PAIR_KEYS)}")
-        value["source"] = _resolve(value.get("source") or "digits-captions", base)
+        value["source"] = resolve_relative(value.get("source") or "digits-captions", base)
         if value["source"] != "digits-captions" and not Path(value["source"]).exists():
             raise ConfigError(f"{section} source not found: {value['source']!r} (a manifest with path and caption)")
         params[section] = value
@@ -81,8 +75,8 @@ def load_align_config(path: str | Path | None = None, overrides: Sequence[str] =
         EcifConfig.from_dict(dict(params["ecif"] or {}))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"parameters.ecif: {exc}") from exc
-    suite = _resolve(params["suite"], base)
-    params["suite"] = suite if Path(suite).is_absolute() else _resolve(suite, CONFIG_DIR)
+    suite = resolve_relative(params["suite"], base)
+    params["suite"] = suite if Path(suite).is_absolute() else resolve_relative(suite, CONFIG_DIR)
     if not Path(params["suite"]).is_file():
         raise ConfigError(f"expectation suite not found: {params['suite']!r}")
     out = {k: copy.deepcopy(v) for k, v in raw.items() if k in RUN_OPTIONS}

@@ -71,7 +71,7 @@ def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[st
     return config
 
 
-def _resolve(path: Any, base: Path) -> Any:
+def resolve_relative(path: Any, base: Path) -> Any:
     """`path` against `base` when relative and it exists there (else unchanged: e.g. 'digits')."""
     if not path or not isinstance(path, str) or path == "digits" or ":" in path.split("/")[0]:
         return path
@@ -124,13 +124,26 @@ def normalise(config: Mapping[str, Any], base: Path | None = None) -> dict[str, 
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"parameters.findings: {exc}") from exc
     # The suite: relative to the config file, else to the shipped configs/ folder (configs/expectations/...).
-    suite = _resolve(params["suite"], base)
-    params["suite"] = suite if not suite or Path(suite).is_absolute() else _resolve(suite, CONFIG_DIR)
-    params["dataset"]["source"] = _resolve(params["dataset"].get("source") or "digits", base)
-    params["encoder"]["checkpoint"] = _resolve(params["encoder"].get("checkpoint"), base)
+    suite = resolve_relative(params["suite"], base)
+    params["suite"] = suite if not suite or Path(suite).is_absolute() else resolve_relative(suite, CONFIG_DIR)
+    params["dataset"]["source"] = resolve_relative(params["dataset"].get("source") or "digits", base)
+    params["encoder"]["checkpoint"] = resolve_relative(params["encoder"].get("checkpoint"), base)
     out = {k: copy.deepcopy(v) for k, v in config.items() if k in RUN_OPTIONS}
     out["parameters"] = params
     return out
+
+
+def read_yaml_config(file: Path) -> dict[str, Any]:
+    """The mapping in a YAML config file; ConfigError when it is missing, not YAML or not a mapping."""
+    if not file.is_file():
+        raise ConfigError(f"config file not found: {str(file)!r}")
+    try:
+        raw = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(file)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(file)!r} must hold a mapping")
+    return raw
 
 
 def load_audit_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -141,15 +154,7 @@ def load_audit_config(path: str | Path | None = None, overrides: Sequence[str] =
         base = Path.cwd()
     else:
         file = Path(path) if path else DEFAULT_CONFIG_PATH
-        if not file.is_file():
-            raise ConfigError(f"config file not found: {str(file)!r}")
-        try:
-            raw = yaml.safe_load(file.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(file)!r} is not valid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {str(file)!r} must hold a mapping")
-        base = file.resolve().parent
+        raw, base = read_yaml_config(file), file.resolve().parent
     return normalise(apply_overrides(raw, overrides), base)
 
 

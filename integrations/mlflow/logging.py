@@ -118,9 +118,10 @@ def dataset_input(records: pd.DataFrame, dataset: Mapping[str, Any]) -> Any:
 
 def log_audit(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: Mapping[str, Any],
               dataset: Mapping[str, Any], records: pd.DataFrame | None = None,
-              scorer_params: Mapping[str, Any] | None = None, scorer_prefix: str = "scorer", encoder: Mapping[str, Any] | None = None,
-              figures: Mapping[str, Any] | None = None, tables: Mapping[str, pd.DataFrame | None] | None = None,
-              html: Mapping[str, str | None] | None = None, drift: Mapping[str, Any] | None = None, uri: str | None = None, experiment: str | None = None,
+              scorer_params: Mapping[str, Any] | None = None, scorer_prefix: str = "scorer",
+              encoder: Mapping[str, Any] | None = None, figures: Mapping[str, Any] | None = None,
+              tables: Mapping[str, pd.DataFrame | None] | None = None, html: Mapping[str, str | None] | None = None,
+              drift: Mapping[str, Any] | None = None, uri: str | None = None, experiment: str | None = None,
               run_name: str | None = None, extra_tags: Mapping[str, str] | None = None) -> dict[str, str]:
     """Log one audit; returns {"run_id", "experiment_id", "tracking_uri", "artifact_uri"}.
 
@@ -128,7 +129,8 @@ def log_audit(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: Map
     version id as digest); figures: {ARTIFACTS key: PIL image} (histogram, most, least, duplicate_gallery,
     outlier_gallery, group_histograms, embedding_map); tables: {"fairness" | "duplicate_groups": DataFrame};
     html: {"findings_report" | "evidently": page}; decision: the gate decision (its `data_docs` folder is
-    uploaded under gate/data_docs); drift: the Evidently summary. None values are skipped.
+    uploaded under gate/data_docs); drift: the Evidently summary; scorer_prefix: the params prefix of
+    scorer_params ("scorer", "ecif"). None values are skipped.
     """
     import mlflow
     import mlflow.data
