@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from influencegate.audit import add_high_influence, summary_table
+from influencegate.audit import add_high_influence, summary_table, summary_with_findings
+from influencegate.findings.run import find_all
 from influencegate.integrations.great_expectations import DEFAULT_SUITE, load_suite, run_gate, suite_hash
 
 ERROR_FRACTION = "summary.error_fraction.expect_column_values_to_be_between"
@@ -29,7 +30,11 @@ def scores_table(n: int = 400, errors: int = 0, seed: int = 0) -> pd.DataFrame:
 
 
 def gate(table: pd.DataFrame, **kwargs):
-    return run_gate(table, summary_table(table), dataset_name="synthetic", dataset_version="v1",
+    """The default gate on `table` with its real findings (random 16-d embeddings: no copies, no skew)."""
+    embeddings = np.random.default_rng(1).normal(size=(int(table["error"].isna().sum()), 16)).astype(np.float32)
+    found = find_all(table, embeddings)
+    summary = pd.DataFrame([summary_with_findings(found.table, found.metrics)])
+    return run_gate(found.table, summary, dataset_name="synthetic", dataset_version="v1",
                     scorer_config={"rank": 8}, **kwargs)
 
 
