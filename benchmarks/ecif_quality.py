@@ -12,6 +12,8 @@ S linear in theta, convex), scored against the clean reference set.
   32 pairs drawn at random; Pearson of the full prediction and of the positive part alone.
 - detection (item 4): AUROC of misalignment_score and of the CLIP-score baseline (-clip_score) for the
   shuffled pairs; what is_misaligned flags.
+- self_influence: the reference-free mode (self-influence g^T H^-1 g through the low-rank inverse, the
+  EcifScorer path when P > exact_max_params): its AUROC, and its agreement with CG solves on 16 pairs.
 - removal (item 4): zero-shot accuracy on the test images (argmax over the 10 digits' prompt-ensembled
   captions) of the model trained on all pairs, after removing the top 20% by ECIF with the parameter edit,
   after retraining without the same pairs, and for reference after retraining without the CLIP-score top
@@ -31,12 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from influencegate.data import load_images
 from influencegate.data.captions import caption_digits, class_prompts, shuffle_captions
-from influencegate.ecif import EcifConfig, EcifScorer, PairSet
-from influencegate.models import SmallCNN, pretrain
+from influencegate.ecif import EcifConfig, EcifScorer, PairSet, pair_gradients
+from influencegate.models import build_encoder
+from influencegate.models import pretrain
 
 RESULTS = Path(__file__).parent / "results"
 N_TRAIN, N_REFERENCE, FRACTION = 1200, 200, 0.2
@@ -50,7 +54,7 @@ def make_split(seed: int, pretrain_epochs: int) -> dict:
     train, reference, test = order[:N_TRAIN], order[N_TRAIN:N_TRAIN + N_REFERENCE], order[N_TRAIN + N_REFERENCE:]
     captions, _, bad = shuffle_captions(caption_digits(labels[train], seed), labels[train], FRACTION, seed + 1)
     ids = np.array(digits.sample_ids)
-    encoder = pretrain(SmallCNN(in_channels=1), digits.subset(list(ids[np.r_[train, reference]])), method="simclr",
+    encoder = pretrain(build_encoder("small_cnn", seed=seed, in_channels=1), digits.subset(list(ids[np.r_[train, reference]])), method="simclr",
                        epochs=pretrain_epochs, seed=seed, progress=False).encoder
     return {
         "pairs": PairSet(list(ids[train]), captions, digits.images[train]),
@@ -102,6 +106,23 @@ def loo_section(split: dict, config: EcifConfig, n_pairs: int, removals: int, se
     }
 
 
+def self_influence_section(scorer: EcifScorer, bad: np.ndarray, sample: int = 16) -> dict:
+    start = time.perf_counter()
+    table = scorer.score(None)
+    seconds = time.perf_counter() - start
+    g = sum(pair_gradients(scorer.problem, scorer.theta))[:sample]
+    cg = (g * scorer.solver.solve(g.T).T).sum(1).numpy()
+    low_rank = table["misalignment_score"].to_numpy()[:sample]
+    return {
+        "solver": scorer.self_influence_solver.method,
+        "seconds": seconds,
+        "auroc": float(roc_auc_score(bad, table["misalignment_score"].iloc[: len(bad)])),
+        "spearman_vs_cg_on_sample": float(spearmanr(low_rank, cg).statistic),
+        "max_relative_error_vs_cg_on_sample": float(np.max(np.abs(low_rank - cg) / cg)),
+        "sample": sample,
+    }
+
+
 def detection_section(split: dict, config: EcifConfig) -> dict:
     pairs, bad = split["pairs"], split["bad"]
     start = time.perf_counter()
@@ -113,6 +134,7 @@ def detection_section(split: dict, config: EcifConfig) -> dict:
     scored = table.iloc[: len(pairs)]
     flagged = scored["is_misaligned"].to_numpy()
     result = {
+        "dual_encoder": scorer.dual_settings,
         "fit_seconds": fit_seconds,
         "fit_grad_norm": scorer.fit_result.grad_norm,
         "score_seconds": score_seconds,
@@ -125,6 +147,7 @@ def detection_section(split: dict, config: EcifConfig) -> dict:
         "flagged_precision": float(bad[flagged].mean()) if flagged.any() else None,
         "flagged_recall": float(flagged[bad].mean()),
     }
+    result["self_influence"] = self_influence_section(scorer, bad)
     prompts = scorer.text_inputs(sum(class_prompts(), [])).reshape(10, -1, scorer.problem.texts.shape[1])
     k = int(round(FRACTION * len(pairs)))
     by_ecif = scored.sort_values("misalignment_rank")["sample_id"].tolist()[:k]
@@ -156,8 +179,13 @@ def detection_section(split: dict, config: EcifConfig) -> dict:
 
 
 def summarise(runs: list[dict], keys: list[str]) -> dict:
-    return {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs], ddof=1)) if len(runs) > 1 else 0.0,
-                "values": [r[k] for r in runs]} for k in keys}
+    """{key: mean, sample std (0 for one run) and the values over runs}."""
+    out = {}
+    for k in keys:
+        values = [r[k] for r in runs]
+        out[k] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                  "values": values}
+    return out
 
 
 def main() -> None:
@@ -186,8 +214,12 @@ def main() -> None:
                           "loo": {k: v for k, v in out["loo"][-1].items() if k not in ("predicted", "true")},
                           "detection": out["detection"][-1]}, indent=1), flush=True)
     out["summary"] = {
-        "loo": summarise(out["loo"], ["pearson_full", "pearson_positive_only", "pearson_negative_only", "pearson_edit_vs_retrain"]),
-        "detection": summarise(out["detection"], ["auroc_ecif", "auroc_clip_score", "auroc_positive_only", "flagged_fraction"]),
+        "loo": summarise(out["loo"], ["pearson_full", "pearson_positive_only", "pearson_negative_only",
+                                      "pearson_edit_vs_retrain"]),
+        "detection": summarise(out["detection"], ["auroc_ecif", "auroc_clip_score", "auroc_positive_only",
+                                                  "flagged_fraction"]),
+        "self_influence": summarise([d["self_influence"] for d in out["detection"]],
+                                    ["auroc", "spearman_vs_cg_on_sample", "seconds"]),
         "removal": summarise([d["removal"] for d in out["detection"]],
                              ["accuracy_all_pairs", "accuracy_ecif_edit", "accuracy_ecif_retrain", "accuracy_clip_retrain",
                               "accuracy_oracle_retrain"]),

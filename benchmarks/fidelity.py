@@ -19,13 +19,14 @@ import torch
 from influencegate import InfluenceConfig, InfluenceScorer, exact_self_influence
 from influencegate.data import load_images
 from influencegate.influence import per_sample_gradients, spearman
-from influencegate.models import SmallCNN, pretrain
+from influencegate.models import build_encoder, pretrain
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def train_encoder(data, seed: int, epochs: int) -> torch.nn.Module:
-    return pretrain(SmallCNN(in_channels=1), data, method="simclr", epochs=epochs, seed=seed, progress=False).encoder
+    initial = build_encoder("small_cnn", seed=seed, in_channels=1)  # seeded: reruns train the same encoder
+    return pretrain(initial, data, method="simclr", epochs=epochs, seed=seed, progress=False).encoder
 
 
 def timed_scores(encoder, data, cfg: InfluenceConfig) -> tuple[list[float], float]:

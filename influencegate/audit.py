@@ -117,7 +117,7 @@ def load_or_pretrain(dataset: Any, checkpoint: str | Path | None = None, method:
     if not method:
         raise ValueError("give an encoder checkpoint or a pretraining method (simclr, byol, barlow_twins)")
     arch_kwargs = {"in_channels": int(dataset.images.shape[1])} if architecture == "small_cnn" else {}
-    encoder = models.build_encoder(architecture, **arch_kwargs)
+    encoder = models.build_encoder(architecture, seed=int(seed), **arch_kwargs)
     result = models.pretrain(encoder, dataset, method=method, epochs=int(epochs), seed=int(seed), progress=progress)
     losses = [float(x) for x in result.losses]
     if save_to:

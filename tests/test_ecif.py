@@ -20,6 +20,7 @@ from influencegate.ecif import (
     EcifScorer,
     ExactSolver,
     FlatDual,
+    LowRankSolver,
     PairSet,
     directional_parts,
     explicit_pair_influence,
@@ -91,7 +92,8 @@ def normalised():
     images, texts = clustered(20, seed=2, wrong=0.2)
     dual = DualEncoder(6, 5, embed_dim=4, tau=0.3, seed=3)
     problem = problem_for(dual, images, texts, batch_size=7, delta=0.5)
-    theta = problem.anchor + 0.3 * torch.randn(problem.n_params, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    theta = problem.anchor + 0.3 * torch.randn(problem.n_params, generator=torch.Generator().manual_seed(4),
+                                               dtype=torch.float64)
     ref_images, ref_texts = clustered(12, seed=5)
     return problem, theta, reference_loss(problem.model, ref_images, ref_texts, batch_size=6, seed=0)
 
@@ -113,6 +115,10 @@ def naive_symmetric_infonce(problem: ContrastiveProblem, theta, members: list[in
 @pytest.mark.parametrize("case", ["convex", "normalised"])
 def test_removal_identity_is_exact(case, request):
     problem, theta, _ = request.getfixturevalue(case)
+    module = problem.model.module_at(theta, torch.float64)  # the nn.Module path agrees with the functional one
+    members = problem.batches.members[0]
+    assert torch.allclose(module.similarity(problem.images[members], problem.texts[members]),
+                          problem.batch_similarity(theta, members), atol=1e-12)
     anchor_term = 0.5 * problem.delta * float((theta - problem.anchor).pow(2).sum())
     batches = [m.tolist() for m in problem.batches.members]
     r_full = sum(naive_symmetric_infonce(problem, theta, m) for m in batches) + anchor_term
@@ -187,11 +193,24 @@ def test_conjugate_gradients_match_the_exact_solve(convex):
     assert torch.allclose(cg.solve(block), exact.solve(block), rtol=0, atol=1e-9 * float(exact.solve(block).abs().max()))
 
 
+def test_low_rank_solver_is_exact_with_every_eigenpair_and_improves_with_the_rank(convex):
+    problem, theta, ref = convex
+    exact = ExactSolver(problem.hessian(theta))
+    gradients = torch.cat(pair_gradients(problem, theta)).T  # P x 2N right-hand sides
+    full = LowRankSolver(problem, theta, rank=problem.n_params)
+    assert len(full.eigenvalues) == problem.n_params
+    assert torch.allclose(full.solve(gradients), exact.solve(gradients), rtol=0, atol=1e-8)
+    g = loss_gradient(ref, theta)
+    errors = [float((LowRankSolver(problem, theta, rank=k).solve(g) - exact.solve(g)).norm()) for k in (8, 24)]
+    assert errors[0] > errors[1] > 0  # an approximation that improves with the rank
+
+
 def test_cg_reports_negative_curvature(normalised):
     problem, theta, _ = normalised
     assert not ExactSolver(problem.hessian(theta)).positive_definite  # a random point, not a minimum
     with pytest.raises(ArithmeticError, match="damp"):
-        CGSolver(problem, theta, damping=0.0, tol=1e-12, max_iter=200).solve(torch.linalg.eigh(problem.hessian(theta))[1][:, 0])
+        lowest = torch.linalg.eigh(problem.hessian(theta))[1][:, 0]
+        CGSolver(problem, theta, damping=0.0, tol=1e-12, max_iter=200).solve(lowest)
 
 
 # -- item 3 (small): predicted vs true leave-one-out change of the reference loss -------------------------
@@ -260,6 +279,9 @@ def test_scorer_table_detects_wrong_pairs_and_keeps_failed_rows():
     assert (self_table.iloc[:60]["misalignment_score"] > 0).all()
     assert np.allclose(self_table.iloc[:60]["misalignment_score"],
                        self_table.iloc[:60]["positive_if"] + self_table.iloc[:60]["negative_if"])
+    scorer.config.exact_max_params, scorer.config.lowrank_rank = 0, scorer.problem.n_params
+    low_rank = scorer.score(None)  # the low-rank path, here with every eigenpair: the same scores
+    assert np.allclose(low_rank["misalignment_score"].iloc[:60], self_table["misalignment_score"].iloc[:60], rtol=1e-6)
 
 
 def test_trace_back_finds_the_pair_behind_a_misprediction():
@@ -313,6 +335,22 @@ def test_bad_inputs_raise_clear_errors():
         scorer.trace_back(pairs.images[0], ["a star", "a circle"], target=5)
 
 
+def test_pair_set_from_dataset_sets_aside_unscorable_rows():
+    from influencegate.data.dataset import ImageDataset
+
+    ids = ["a", "b", "c", "d"]
+    records = pd.DataFrame({"sample_id": ids + ["e"], "caption": ["a star", None, "a circle", "  ", "a square"],
+                            "error": [None, None, None, None, "unreadable file"]})
+    data = ImageDataset.from_tensors(torch.arange(4.0).reshape(4, 1, 1, 1), ids, records=records)
+    pairs = PairSet.from_dataset(data)
+    assert pairs.sample_ids == ["a", "c"] and pairs.captions == ["a star", "a circle"]
+    assert pairs.images.flatten().tolist() == [0.0, 2.0]
+    assert dict(zip(pairs.failed["sample_id"], pairs.failed["error"])) == {
+        "e": "unreadable file", "b": "missing caption", "d": "missing caption"}
+    with pytest.raises(ValueError, match="caption"):
+        PairSet.from_dataset(ImageDataset.from_tensors(torch.zeros(2, 1, 1, 1), ["x", "y"]))
+
+
 def test_fixed_batches_are_a_seeded_partition():
     batches = make_batches(23, 5, seed=3)
     members = torch.cat(batches.members).sort().values
@@ -338,7 +376,8 @@ def test_lora_dual_encoder_trains_adapters_only_and_cheap_path_holds():
     _, texts = clustered(12, seed=6)
     with torch.no_grad():
         problem = problem_for(dual, images, texts, batch_size=6, delta=1.0, image_features=encoder(images.float()))
-    theta = problem.anchor + 0.1 * torch.randn(problem.n_params, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    theta = problem.anchor + 0.1 * torch.randn(problem.n_params, generator=torch.Generator().manual_seed(0),
+                                               dtype=torch.float64)
     solver = ExactSolver(problem.hessian(theta), damping=1.0)
     ref = reference_loss(problem.model, images[:6] + 0.1, texts[:6], batch_size=6, seed=1)
     ref_grad = loss_gradient(ref, theta)
@@ -357,11 +396,21 @@ def test_scorer_fits_lora_adapters_on_images():
     config = EcifConfig(**{**SMALL, "text_head": True, "embed_dim": 3, "lora_layers": ("head",), "lora_rank": 2})
     scorer = EcifScorer(config, image_encoder=encoder, text_encoder=word_encoder).fit(pairs)
     assert scorer.fit_result.converged
-    assert [n for n, p in scorer.dual_encoder.named_parameters() if p.requires_grad] == [
+    assert {n for n, p in scorer.dual_encoder.named_parameters() if p.requires_grad} == {
         "image_encoder.head.lora_a", "image_encoder.head.lora_b", "image_head.weight", "image_head.bias",
-        "text_head.weight", "text_head.bias"]
+        "text_head.weight", "text_head.bias"}
     table = scorer.score(None)
     assert table["error"].isna().all() and (table["misalignment_score"] > 0).all()
+
+
+def test_default_image_encoder_is_trained_deterministically():
+    pairs, _ = toy_pairs(20, seed=6, wrong=0.0)
+    images = torch.randn(20, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    pairs = PairSet(pairs.sample_ids, pairs.captions, images)
+    config = EcifConfig(**{**SMALL, "pretrain_epochs": 1})
+    first, second = (EcifScorer(config, text_encoder=word_encoder).fit(pairs) for _ in range(2))
+    assert isinstance(first.image_encoder, SmallCNN)
+    assert torch.equal(first.theta, second.theta)
 
 
 def test_minilm_encodes_captions_offline():

@@ -157,3 +157,16 @@ def test_pretrain_lowers_the_loss() -> None:
     assert result.losses[-1] < result.losses[0]
     with pytest.raises(ValueError, match="unknown SSL method"):
         pretrain(SmallCNN(), subset, method="moco", epochs=1, progress=False)
+
+
+def test_build_encoder_with_a_seed_is_reproducible_and_leaves_the_global_rng_alone():
+    import torch
+
+    from influencegate.models import build_encoder
+
+    state = torch.random.get_rng_state()
+    a, b = build_encoder("small_cnn", seed=3), build_encoder("small_cnn", seed=3)
+    c = build_encoder("small_cnn", seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(next(a.parameters()), next(c.parameters()))

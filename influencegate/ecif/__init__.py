@@ -8,7 +8,7 @@ from influencegate.ecif.contrastive import (
     negative_part,
     positive_part,
 )
-from influencegate.ecif.hessian import CGSolver, ExactSolver, make_solver
+from influencegate.ecif.hessian import CGSolver, ExactSolver, LowRankSolver, lanczos, make_solver
 from influencegate.ecif.influence import (
     explicit_pair_influence,
     loss_gradient,
@@ -34,11 +34,13 @@ __all__ = [
     "FitResult",
     "FixedBatches",
     "FlatDual",
+    "LowRankSolver",
     "PairSet",
     "batch_loss",
     "directional_parts",
     "explicit_pair_influence",
     "fit_contrastive",
+    "lanczos",
     "loss_gradient",
     "make_batches",
     "make_solver",

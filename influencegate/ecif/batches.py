@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+#: Most pairs handled by one batched operation (bounds memory: embeddings are GROUP_PAIRS x embed_dim).
+GROUP_PAIRS = 8192
+
 
 @dataclass(frozen=True)
 class FixedBatches:
@@ -30,6 +33,15 @@ class FixedBatches:
     def n_pairs(self) -> int:
         """Number of pairs still in some batch."""
         return int(sum(len(m) for m in self.members))
+
+    def groups(self) -> list[torch.Tensor]:
+        """The batches stacked by size: int64 tensors nb x B (batches of B pairs, at most GROUP_PAIRS pairs
+        per tensor), so that equal-sized batches are processed by one batched operation."""
+        out = []
+        for size in sorted({len(m) for m in self.members}):
+            stack = torch.stack([m for m in self.members if len(m) == size])
+            out.extend(torch.split(stack, max(1, GROUP_PAIRS // size)))
+        return out
 
     def without(self, positions: Iterable[int]) -> FixedBatches:
         """The same batches with ``positions`` left out (the others keep their batch; emptied batches go).

@@ -25,7 +25,9 @@ class EcifConfig:
             with the number of pairs). max_iter: L-BFGS iteration cap. tol: gradient-norm target |grad R|_2.
     Inverse Hessian:
         damping: added to the Hessian of R (which already holds delta I). exact_max_params: exact solve up
-        to this many trainable parameters, conjugate gradients beyond (cg_tol relative residual, cg_max_iter).
+        to this many trainable parameters; beyond, conjugate gradients (cg_tol relative residual,
+        cg_max_iter) for one right-hand side (reference, trace-back, removal), and for self-influence (one
+        right-hand side per pair) the low-rank approximation with the top lowrank_rank Lanczos eigenpairs.
     Scores:
         flag_z: a pair is_misaligned when the robust z-score of its misalignment_score exceeds this.
         reference_batch_size: batch size of the reference loss (None: batch_size).
@@ -51,6 +53,7 @@ class EcifConfig:
     exact_max_params: int = 2000
     cg_tol: float = 1e-10
     cg_max_iter: int = 2000
+    lowrank_rank: int = 300
     flag_z: float = 3.5
     reference_batch_size: int | None = None
     pretrain_epochs: int = 20
@@ -61,9 +64,9 @@ class EcifConfig:
 
     def __post_init__(self) -> None:
         self.lora_layers = tuple(self.lora_layers)
-        positive = {"embed_dim": self.embed_dim, "tau": self.tau, "lora_rank": self.lora_rank, "max_iter": self.max_iter,
-                    "tol": self.tol, "cg_tol": self.cg_tol, "cg_max_iter": self.cg_max_iter,
-                    "feature_batch_size": self.feature_batch_size}
+        positive = {"embed_dim": self.embed_dim, "tau": self.tau, "lora_rank": self.lora_rank,
+                    "max_iter": self.max_iter, "tol": self.tol, "cg_tol": self.cg_tol, "cg_max_iter": self.cg_max_iter,
+                    "lowrank_rank": self.lowrank_rank, "feature_batch_size": self.feature_batch_size}
         bad = [f"{k}={v}" for k, v in positive.items() if not v > 0]
         if bad:
             raise ValueError(f"these settings must be positive: {', '.join(bad)}")

@@ -1,11 +1,15 @@
 """Damped inverse-Hessian solves (H + damping I) x = b for the objective R at its minimiser.
 
-Exact: the P x P Hessian (torch.func.hessian) factorised once; for small P (default P <= 3000).
-Conjugate gradients: Hessian-vector products only, P x K right-hand sides at once; beyond that.
+Exact: the P x P Hessian (torch.func.hessian) factorised once; for small P (EcifConfig.exact_max_params).
+Conjugate gradients: Hessian-vector products only (reverse over reverse through one kept graph of grad R),
+P x K right-hand sides at once; beyond that.
+Low rank: Lanczos eigenpairs of the top of the spectrum and the floor delta elsewhere; an approximation for
+many right-hand sides at once (self-influence), where one CG solve per pair would cost too much.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -83,7 +87,8 @@ class CGSolver:
             curvature = (p * hp).sum(0)
             if bool((curvature[active] <= 0).any()):
                 bar.close()
-                raise ArithmeticError("negative curvature in CG: the damped Hessian is not positive definite; raise the damping")
+                raise ArithmeticError("negative curvature in CG: the damped Hessian is not positive definite; "
+                                      "raise the damping")
             alpha = torch.where(active, rr / torch.where(active, curvature, 1.0), 0.0)
             x = x + alpha * p
             r = r - alpha * hp
@@ -93,6 +98,61 @@ class CGSolver:
             self.iterations += 1
             bar.update(1)
         bar.close()
+        return x[:, 0] if b.ndim == 1 else x
+
+
+def lanczos(operator: Callable[[torch.Tensor], torch.Tensor], size: int, rank: int,
+            seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Extreme eigenpairs of a symmetric operator (size x size, given by products) by Lanczos with full
+    reorthogonalisation: (eigenvalues (k,), eigenvectors size x k, orthonormal), k = min(rank, size) or fewer
+    when an invariant subspace is found. Ritz pairs: the largest eigenvalues converge first. Seeded start."""
+    k = min(rank, size)
+    basis = torch.zeros(size, k + 1, dtype=torch.float64)
+    start = torch.randn(size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    basis[:, 0] = start / start.norm()
+    alphas, betas = [], []
+    for j in range(k):
+        w = operator(basis[:, j])
+        alphas.append(float(w @ basis[:, j]))
+        for _ in range(2):  # twice is enough (Kahan-Parlett)
+            w = w - basis[:, :j + 1] @ (basis[:, :j + 1].T @ w)
+        beta = float(w.norm())
+        if beta <= 1e-12 * max(abs(a) for a in alphas):
+            break
+        betas.append(beta)
+        basis[:, j + 1] = w / beta
+    m = len(alphas)
+    tridiagonal = (torch.diag(torch.tensor(alphas, dtype=torch.float64))
+                   + torch.diag(torch.tensor(betas[:m - 1], dtype=torch.float64), 1)
+                   + torch.diag(torch.tensor(betas[:m - 1], dtype=torch.float64), -1))
+    values, vectors = torch.linalg.eigh(tridiagonal)
+    return values, basis[:, :m] @ vectors
+
+
+class LowRankSolver:
+    """Approximate solves with the top of the spectrum: H ~= V diag(lambda) V^T + floor (I - V V^T).
+
+    (H + damping I)^-1 b ~= V diag(1 / (lambda + damping)) V^T b + (b - V V^T b) / (floor + damping), V the
+    Lanczos eigenvectors of H at theta (``rank`` of them, seeded). floor: the curvature assumed outside them,
+    delta (the Hessian of R is >= delta I when the data term is convex). For many right-hand sides at once
+    (self-influence of every pair), where CG would need one solve per pair; its accuracy against CG is
+    measured in benchmarks/ecif_quality.py.
+    """
+
+    method = "lowrank"
+
+    def __init__(self, problem: ContrastiveProblem, theta: torch.Tensor, rank: int, damping: float = 0.0,
+                 seed: int = 0) -> None:
+        self.eigenvalues, self.eigenvectors = lanczos(problem.hessian_operator(theta), problem.n_params, rank, seed)
+        self.damping = damping
+        self.floor = problem.delta
+
+    def solve(self, b: torch.Tensor) -> torch.Tensor:
+        """x ~= (H + damping I)^-1 b for b (P,) or P x K; same shape, float64."""
+        rhs = b[:, None] if b.ndim == 1 else b
+        coefficients = self.eigenvectors.T @ rhs  # k x K
+        x = (self.eigenvectors @ (coefficients / (self.eigenvalues + self.damping)[:, None])
+             + (rhs - self.eigenvectors @ coefficients) / (self.floor + self.damping))
         return x[:, 0] if b.ndim == 1 else x
 
 

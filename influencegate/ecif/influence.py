@@ -19,12 +19,11 @@ from torch.func import jacrev, jvp
 from tqdm.auto import tqdm
 
 from influencegate.ecif.contrastive import directional_parts, negative_part, positive_part
-from influencegate.ecif.hessian import CGSolver, ExactSolver
+from influencegate.ecif.hessian import CGSolver, ExactSolver, LowRankSolver
 from influencegate.ecif.problem import ContrastiveProblem
 from influencegate.models.dual import similarity_matrix
 
-Solver = ExactSolver | CGSolver
-_GROUP_PAIRS = 8192
+Solver = ExactSolver | CGSolver | LowRankSolver
 
 
 def loss_gradient(loss: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor) -> torch.Tensor:
@@ -34,30 +33,24 @@ def loss_gradient(loss: Callable[[torch.Tensor], torch.Tensor], theta: torch.Ten
 
 def similarity_jvps(problem: ContrastiveProblem, theta: torch.Tensor, direction: torch.Tensor,
                     progress: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(members (B,), S (B x B), dS (B x B)) for every batch: S at theta and its directional derivative
-    dS = (dS/dtheta) direction.
+    """(members nb x B, S nb x B x B, dS nb x B x B) for every group of equal-sized batches
+    (``batches.groups()``): S at theta and its directional derivative dS = (dS/dtheta) direction.
 
-    One forward-mode JVP of the embeddings per group of batches (up to _GROUP_PAIRS pairs): S = u v^T / tau
-    is bilinear in the embeddings, so dS = (du v^T + u dv^T) / tau. Cost: about two forward passes of the
-    trainable part over the data, plus B x B products per batch.
+    One forward-mode JVP of the group's embeddings: S = u v^T / tau is bilinear in the embeddings, so
+    dS = (du v^T + u dv^T) / tau, where du = 0 when no trainable parameter acts on the texts. Cost: about
+    two forward passes of the trainable part over the data, plus the batched B x B products.
     """
-    groups: list[list[torch.Tensor]] = [[]]
-    for members in problem.batches.members:
-        if groups[-1] and sum(len(m) for m in groups[-1]) + len(members) > _GROUP_PAIRS:
-            groups.append([])
-        groups[-1].append(members)
-    tau = problem.model.module.tau
-    for group in tqdm(groups, desc="ecif scores (JVP)", unit="group", disable=not progress):
-        index = torch.cat(group)
+    tau, text_moves = problem.model.module.tau, problem.model.texts_depend_on_theta
+    for members in tqdm(problem.batches.groups(), desc="ecif scores (JVP)", unit="group", disable=not progress):
+        index = members.reshape(-1)
         with torch.no_grad():
             (v, u), (dv, du) = jvp(lambda t: problem.model.embed(t, problem.images[index], problem.texts[index]),
                                    (theta,), (direction,))
-        start = 0
-        for members in group:
-            rows = slice(start, start + len(members))
-            start += len(members)
-            yield (members, similarity_matrix(u[rows], v[rows], tau),
-                   similarity_matrix(du[rows], v[rows], tau) + similarity_matrix(u[rows], dv[rows], tau))
+        v, u, dv, du = (x.reshape(*members.shape, -1) for x in (v, u, dv, du))
+        d_sim = similarity_matrix(u, dv, tau)
+        if text_moves:
+            d_sim = d_sim + similarity_matrix(du, v, tau)
+        yield members, similarity_matrix(u, v, tau), d_sim
 
 
 def pair_influence(problem: ContrastiveProblem, theta: torch.Tensor, s: torch.Tensor,
@@ -113,7 +106,7 @@ def removal_edit(problem: ContrastiveProblem, theta: torch.Tensor, solver: Solve
                  positions: Sequence[int]) -> torch.Tensor:
     """Parameters after removing the pairs at ``positions`` without retraining (P,):
     theta_new = theta + sum_n dtheta_n = theta + H^-1 sum_n grad(Pos_n + Neg_n): one backward pass per
-    affected batch and one solve. ValueError for a position that is not in any batch."""
+    group of batches holding removed pairs, and one solve. ValueError for a position that is not in any batch."""
     positions = torch.as_tensor(list(positions), dtype=torch.int64)
     if positions.numel() == 0:
         return theta.clone()
@@ -123,7 +116,7 @@ def removal_edit(problem: ContrastiveProblem, theta: torch.Tensor, solver: Solve
     total = torch.zeros_like(theta)
     chosen = torch.zeros(len(problem.batches.batch_id), dtype=torch.bool)
     chosen[positions] = True
-    for members in problem.batches.members:
+    for members in problem.batches.groups():
         mask = chosen[members]
         if mask.any():
             def removed_parts(t: torch.Tensor, members: torch.Tensor = members, mask: torch.Tensor = mask) -> torch.Tensor:

@@ -33,6 +33,11 @@ class FlatDual:
         """P, the number of trainable parameters."""
         return sum(self.sizes)
 
+    @property
+    def texts_depend_on_theta(self) -> bool:
+        """Whether any trainable parameter acts on the text side (a trainable text head)."""
+        return any(n.startswith("text_head.") for n in self.names)
+
     def flatten(self) -> torch.Tensor:
         """The module's current trainable parameters as theta (P,), float64, detached."""
         params = dict(self.module.named_parameters())
@@ -50,9 +55,11 @@ class FlatDual:
         return functional_call(self.module, self.unflatten(theta), (images, texts))
 
     def similarity(self, theta: torch.Tensor, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
-        """S = u v^T / tau at theta for texts (B_t x text_dim) against images (B_i x ...): B_t x B_i."""
-        v, u = self.embed(theta, images, texts)
-        return similarity_matrix(u, v, self.module.tau)
+        """S = u v^T / tau at theta for texts (... x B_t x text_dim) against images (... x B_i x item shape):
+        ... x B_t x B_i; leading dimensions index batches (embedded in one call)."""
+        lead = texts.ndim - 1  # batch dimensions, pairs included
+        v, u = self.embed(theta, images.reshape(-1, *images.shape[lead:]), texts.reshape(-1, texts.shape[-1]))
+        return similarity_matrix(u.reshape(*texts.shape[:lead], -1), v.reshape(*images.shape[:lead], -1), self.module.tau)
 
     def module_at(self, theta: torch.Tensor, dtype: torch.dtype = torch.float32) -> DualEncoder:
         """A standalone DualEncoder (eval mode, ``dtype``) carrying theta."""
@@ -101,12 +108,13 @@ class ContrastiveProblem:
         return self.model.n_params
 
     def batch_similarity(self, theta: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-        """S of the batch whose pair positions are ``members`` (B,): B x B."""
+        """S of the batch whose pair positions are ``members`` (B,): B x B; or of nb equal-sized batches
+        (members nb x B, from ``batches.groups()``): nb x B x B."""
         return self.model.similarity(theta, self.images[members], self.texts[members])
 
     def objective(self, theta: torch.Tensor) -> torch.Tensor:
         """R(theta), scalar, nats."""
-        data = sum(batch_loss(self.batch_similarity(theta, m)) for m in self.batches.members)
+        data = sum(batch_loss(self.batch_similarity(theta, g)) for g in self.batches.groups())
         offset = theta - self.anchor
         return data + 0.5 * self.delta * offset.dot(offset)
 
@@ -123,9 +131,9 @@ class ContrastiveProblem:
         n = len(self.batches.batch_id)
         out = torch.full((3, n), float("nan"), dtype=torch.float64)
         with torch.no_grad():
-            for m in self.batches.members:
-                s = self.batch_similarity(theta, m)
-                out[0, m], out[1, m], out[2, m] = positive_part(s), negative_part(s), negative_exact(s)
+            for g in self.batches.groups():
+                s = self.batch_similarity(theta, g)
+                out[0, g], out[1, g], out[2, g] = positive_part(s), negative_part(s), negative_exact(s)
         return out[0], out[1], out[2]
 
     def hessian_operator(self, theta: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -147,13 +155,9 @@ class ContrastiveProblem:
 
         return apply
 
-    def hvp(self, theta: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        """H v at theta for v (P,) or P x K (one-off; ``hessian_operator`` for many products at one theta)."""
-        return self.hessian_operator(theta)(vectors)
-
     def hessian(self, theta: torch.Tensor) -> torch.Tensor:
-        """The exact Hessian of R at theta, P x P float64 (torch.func.hessian per batch, summed)."""
+        """The exact Hessian of R at theta, P x P float64 (torch.func.hessian per group of batches, summed)."""
         h = self.delta * torch.eye(self.n_params, dtype=torch.float64)
-        for m in self.batches.members:
-            h = h + torch.func.hessian(lambda t: batch_loss(self.batch_similarity(t, m)))(theta)
+        for g in self.batches.groups():
+            h = h + torch.func.hessian(lambda t: batch_loss(self.batch_similarity(t, g)))(theta)
         return h

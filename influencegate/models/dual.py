@@ -46,7 +46,8 @@ def add_lora(module: nn.Module, layers: Sequence[str], rank: int = 4, alpha: flo
     linears = {name for name, m in module.named_modules() if isinstance(m, nn.Linear)}
     unknown = sorted(set(layers) - linears)
     if unknown:
-        raise ValueError(f"LoRA layers {unknown} are not Linear layers of the image encoder; Linear layers: {sorted(linears)}")
+        raise ValueError(f"LoRA layers {unknown} are not Linear layers of the image encoder; "
+                         f"Linear layers: {sorted(linears)}")
     generator = torch.Generator().manual_seed(seed)
     for name in layers:
         parent_name, _, child = name.rpartition(".")
@@ -70,8 +71,9 @@ def _standardize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torc
 
 
 def similarity_matrix(text_emb: torch.Tensor, image_emb: torch.Tensor, tau: float) -> torch.Tensor:
-    """S = text_emb @ image_emb.T / tau: B_t x embed_dim and B_i x embed_dim -> B_t x B_i (unitless logits)."""
-    return text_emb @ image_emb.T / tau
+    """S = text_emb @ image_emb^T / tau: ... x B_t x embed_dim and ... x B_i x embed_dim -> ... x B_t x B_i
+    (unitless logits)."""
+    return text_emb @ image_emb.transpose(-1, -2) / tau
 
 
 class DualEncoder(nn.Module):
@@ -159,7 +161,9 @@ class DualEncoder(nn.Module):
         """Fix the standardisation to the mean and sqrt(dim) x std (per dimension, std floored at 1e-6 x the
         largest) of frozen features: image_features M x image_dim, text_features M' x text_dim. The text side keeps the
         identity when there is no text head (the text features are then the joint space as they are)."""
-        sides = [("image", image_features)] + ([("text", text_features)] if text_features is not None and self.text_head else [])
+        sides = [("image", image_features)]
+        if text_features is not None and self.text_head is not None:
+            sides.append(("text", text_features))
         for side, x in sides:
             std = x.std(0) if len(x) > 1 else torch.ones_like(x[0])
             getattr(self, f"{side}_mean").copy_(x.mean(0))
@@ -200,5 +204,6 @@ class DualEncoder(nn.Module):
         embeddings averaged: prompt ensembling)."""
         prompts = class_texts if class_texts.ndim == 3 else class_texts[:, None]
         k, t, d = prompts.shape
-        classes = F.normalize(F.normalize(self.embed_texts(prompts.reshape(k * t, d)), dim=-1).reshape(k, t, -1).mean(1), dim=-1)
+        per_prompt = F.normalize(self.embed_texts(prompts.reshape(k * t, d)), dim=-1).reshape(k, t, -1)
+        classes = F.normalize(per_prompt.mean(1), dim=-1)
         return (F.normalize(self.embed_images(images), dim=-1) @ classes.T).argmax(1)

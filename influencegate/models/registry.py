@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from influencegate.models.backbones import cifar_resnet18, torchvision_encoder
@@ -16,13 +17,18 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_encoder(arch: str, **kwargs: object) -> nn.Module:
+def build_encoder(arch: str, seed: int | None = None, **kwargs: object) -> nn.Module:
     """A randomly initialised encoder: "small_cnn", "cifar_resnet18" or "torchvision:<model name>".
 
-    kwargs go to the constructor (e.g. ``in_channels=3`` for small_cnn). Raises ValueError for an unknown arch.
+    seed: initial weights drawn from torch.manual_seed(seed) (the global RNG is left as it was); None draws
+    them from the global RNG. kwargs go to the constructor (e.g. ``in_channels=3`` for small_cnn). Raises
+    ValueError for an unknown arch.
     """
-    if arch.startswith(TORCHVISION_PREFIX):
-        return torchvision_encoder(arch[len(TORCHVISION_PREFIX):], **kwargs)
-    if arch not in ENCODERS:
+    if not arch.startswith(TORCHVISION_PREFIX) and arch not in ENCODERS:
         raise ValueError(f"unknown encoder arch {arch!r}; use one of {', '.join(ENCODERS)} or 'torchvision:<name>'")
-    return ENCODERS[arch](**kwargs)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        if arch.startswith(TORCHVISION_PREFIX):
+            return torchvision_encoder(arch[len(TORCHVISION_PREFIX):], **kwargs)
+        return ENCODERS[arch](**kwargs)
