@@ -449,3 +449,22 @@ def test_duplicates_centre_embeddings_before_cosine():
     assert raw["duplicate_group"].nunique() == 1 and (raw["duplicate_group"] == 0).all()
     centred = Duplicates(threshold=0.99).find(table, emb)
     assert sorted(table["sample_id"][centred["duplicate_group"] >= 0]) == ["s0003", "s0049"]
+
+
+@pytest.mark.parametrize("index", ["faiss-flat", "faiss-hnsw"])
+def test_faiss_index_finds_what_the_exact_search_finds(index):
+    rng = np.random.default_rng(11)
+    emb = rng.normal(size=(600, 24)).astype(np.float32)
+    emb[500:520] = emb[:20] + 0.01 * rng.normal(size=(20, 24)).astype(np.float32)  # 20 planted near copies
+    exact_s, exact_i = knn_cosine(emb, 5)
+    faiss_s, faiss_i = knn_cosine(emb, 5, index=index)
+    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact_i, faiss_i)])
+    assert overlap == 1.0 if index == "faiss-flat" else overlap >= 0.95
+    if index == "faiss-flat":
+        np.testing.assert_allclose(faiss_s, exact_s, atol=1e-5)
+    ei, ej, _ = cosine_pairs(emb, 0.99)
+    fi, fj, _ = cosine_pairs(emb, 0.99, index=index)
+    assert list(zip(fi, fj)) == list(zip(ei, ej)) == [(i, 500 + i) for i in range(20)]
+    table = scores(np.ones(600))
+    assert Outliers(k=5, index=index).find(table, emb)["outlier_score"].notna().all()
+    assert Duplicates(index=index, threshold=0.99, near="embedding", center=False).find(table, emb)["is_duplicate"].sum() == 20

@@ -15,7 +15,7 @@ from scipy.sparse.csgraph import connected_components
 
 from influencegate.findings.base import Finding, align_embeddings, check_table
 from influencegate.findings.image_similarity import ImageMatch, image_pairs
-from influencegate.findings.similarity import DEFAULT_BLOCK, cosine_pairs
+from influencegate.findings.similarity import DEFAULT_BLOCK, check_index, cosine_pairs
 
 #: Default cosine threshold (of the centred, L2-normalised embeddings) for a near-duplicate pair by embeddings.
 #: Chosen by measurement (benchmarks/findings_quality.py: digits + 60 planted near-copies + 20 exact copies,
@@ -77,6 +77,8 @@ class Duplicates(Finding):
     near: which near-duplicate signal links: "auto" (default) = image when `images` are given and at most
       `image_max_samples` samples are examined, else embedding; "image", "embedding", "both" (either links),
       or "none" (exact duplicates only). "image" and "both" search all pairs of images at any size.
+    index: the embedding search, "exact" (blockwise, default) or a faiss index ("faiss-flat" exact,
+      "faiss-hnsw" approximate; pairs among each sample's 10 nearest neighbours) for very large sets.
     image_max_samples: the scale guard of near="auto" (IMAGE_MAX_SAMPLES, measured: see there). Above it the
       embedding cosine links (summary(): signals "embedding", auto_fallback True); with images but no
       embeddings that is a ValueError rather than a search of hours.
@@ -97,7 +99,7 @@ class Duplicates(Finding):
     def __init__(self, threshold: float = NEAR_DUPLICATE_THRESHOLD, exact: bool = True, keep: str = "first",
                  center: bool = True, block_size: int = DEFAULT_BLOCK, device: str = "cpu", near: str = "auto",
                  image: ImageMatch | Mapping[str, Any] = ImageMatch(),
-                 image_max_samples: int = IMAGE_MAX_SAMPLES) -> None:
+                 image_max_samples: int = IMAGE_MAX_SAMPLES, index: str = "exact") -> None:
         if not -1.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
         if keep not in KEEP_RULES:
@@ -113,6 +115,7 @@ class Duplicates(Finding):
         self.threshold, self.exact, self.keep, self.near, self.image = float(threshold), exact, keep, near, image
         self.center, self.block_size, self.device = center, block_size, device
         self.image_max_samples = int(image_max_samples)
+        self.index = check_index(index)
         self._result: pd.DataFrame | None = None
         self._table: pd.DataFrame | None = None
         self._stats: dict[str, Any] = {}
@@ -156,7 +159,7 @@ class Duplicates(Finding):
         if use_embedding and m > 1:
             if self.center:
                 emb = emb - emb.mean(axis=0, keepdims=True)
-            i, j, _ = cosine_pairs(emb, self.threshold, self.block_size, self.device)
+            i, j, _ = cosine_pairs(emb, self.threshold, self.block_size, self.device, self.index)
             edges_i.append(i)
             edges_j.append(j)
             counts["embedding_pairs"] = len(i)

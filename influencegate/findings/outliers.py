@@ -8,7 +8,7 @@ import pandas as pd
 
 from influencegate.audit import robust_z
 from influencegate.findings.base import Finding, align_embeddings, check_table
-from influencegate.findings.similarity import DEFAULT_BLOCK, knn_cosine
+from influencegate.findings.similarity import DEFAULT_BLOCK, check_index, knn_cosine
 
 #: Neighbours averaged for the distance score.
 OUTLIER_K = 10
@@ -22,7 +22,8 @@ class Outliers(Finding):
     """outlier_score = combine(robust_z(log_influence), robust_z(knn_distance)); is_outlier = score > z.
 
     knn_distance: mean cosine distance (1 - cosine of L2-normalised embeddings) to the k nearest other
-    samples (blockwise, exact). robust_z: (x - median) / (1.4826 MAD), influencegate.audit.robust_z, over the
+    samples (blockwise, exact; or through a faiss `index`, "faiss-flat" exact, "faiss-hnsw" approximate, for
+    large sets). robust_z: (x - median) / (1.4826 MAD), influencegate.audit.robust_z, over the
     rows that have both values.
     combine: "mean" (default) = the average of the two z-scores: a sample must be unusual on both counts (or
       extreme on one) to score high; "max" = the larger of the two: either signal alone suffices.
@@ -33,13 +34,13 @@ class Outliers(Finding):
     columns = ("is_outlier", "outlier_score")
 
     def __init__(self, k: int = OUTLIER_K, z: float = OUTLIER_Z, combine: str = "mean",
-                 block_size: int = DEFAULT_BLOCK, device: str = "cpu") -> None:
+                 block_size: int = DEFAULT_BLOCK, device: str = "cpu", index: str = "exact") -> None:
         if combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {COMBINE_RULES}, got {combine!r}")
         if int(k) < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.k, self.z, self.combine = int(k), float(z), combine
-        self.block_size, self.device = block_size, device
+        self.block_size, self.device, self.index = block_size, device, check_index(index)
         self._result: pd.DataFrame | None = None
         self.components: pd.DataFrame | None = None
 
@@ -49,7 +50,7 @@ class Outliers(Finding):
         positions, emb = align_embeddings(table, embeddings, sample_ids, "outliers")
         if len(positions) < 2:
             raise ValueError("outliers: need at least 2 samples with embeddings")
-        sims, _ = knn_cosine(emb, self.k, self.block_size, self.device)
+        sims, _ = knn_cosine(emb, self.k, self.block_size, self.device, self.index)
         knn = pd.Series(np.nan, index=table.index)
         knn.iloc[positions] = (1.0 - sims.astype(np.float64)).mean(axis=1)
         log_inf = pd.to_numeric(table["log_influence"], errors="coerce").astype(float)

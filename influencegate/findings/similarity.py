@@ -1,8 +1,8 @@
 """Blockwise cosine-similarity search over embeddings (CPU or CUDA), never the full N x N matrix at once.
 
 Memory: one block_size x block_size similarity tile at a time (2048 x 2048 float32 = 16 MiB), plus the
-(normalised) embeddings on the device. Exact search; for millions of samples an approximate index (faiss)
-would replace this (not implemented here).
+(normalised) embeddings on the device. Exact search; `index="faiss-flat"` / `"faiss-hnsw"` hands the search to
+a faiss index instead (`faiss_index.py`; HNSW is approximate and scales to millions of samples).
 """
 from __future__ import annotations
 
@@ -25,11 +25,29 @@ def check_block(block_size: int) -> int:
     return int(block_size)
 
 
+#: "exact" = the blockwise torch search below; the others are faiss indexes (faiss_index.INDEXES).
+SEARCH_INDEXES = ("exact", "faiss-flat", "faiss-hnsw")
+#: With a faiss index, near-duplicate pairs are searched among each row's FAISS_PAIR_K nearest neighbours.
+FAISS_PAIR_K = 10
+
+
+def check_index(index: str) -> str:
+    """index, or ValueError naming the choices."""
+    if index not in SEARCH_INDEXES:
+        raise ValueError(f"index must be one of {SEARCH_INDEXES}, got {index!r}")
+    return index
+
+
 @torch.no_grad()
 def cosine_pairs(embeddings: np.ndarray, threshold: float, block_size: int = DEFAULT_BLOCK,
-                 device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 device: str | torch.device = "cpu", index: str = "exact") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs i < j with cosine(e_i, e_j) >= threshold: (i, j, similarity) as int64, int64, float32 arrays
-    sorted by (i, j). Tiles of block_size x block_size over the upper triangle only."""
+    sorted by (i, j). Tiles of block_size x block_size over the upper triangle only; with a faiss `index`,
+    the pairs among each row's FAISS_PAIR_K nearest neighbours."""
+    if check_index(index) != "exact":
+        from influencegate.findings.faiss_index import faiss_pairs
+
+        return faiss_pairs(embeddings, threshold, FAISS_PAIR_K, index)
     block = check_block(block_size)
     x = normalized(embeddings, device)
     n = x.shape[0]
@@ -54,9 +72,13 @@ def cosine_pairs(embeddings: np.ndarray, threshold: float, block_size: int = DEF
 
 @torch.no_grad()
 def knn_cosine(embeddings: np.ndarray, k: int, block_size: int = DEFAULT_BLOCK,
-               device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+               device: str | torch.device = "cpu", index: str = "exact") -> tuple[np.ndarray, np.ndarray]:
     """(similarities M x k descending, indices M x k) of each row's k nearest other rows by cosine
-    (itself excluded). k is capped at M - 1."""
+    (itself excluded). k is capped at M - 1. `index`: "exact" (blockwise) or a faiss index."""
+    if check_index(index) != "exact":
+        from influencegate.findings.faiss_index import faiss_knn
+
+        return faiss_knn(embeddings, k, index)
     block = check_block(block_size)
     x = normalized(embeddings, device)
     n = x.shape[0]

@@ -1,0 +1,63 @@
+"""Nearest neighbours by cosine through a faiss index (optional: `pip install influencegate[index]`), for
+embedding sets too large for the exact blockwise search of `similarity.py`.
+
+"faiss-flat" is exact (IndexFlatIP on L2-normalised rows: the same neighbours as `knn_cosine`, faster on large
+CPU sets); "faiss-hnsw" is approximate (IndexHNSWFlat, 32 links per node, efSearch 128), sub-linear per query.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+INDEXES = ("faiss-flat", "faiss-hnsw")
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as exc:  # a usage error, not a crash: say what to install
+        raise ImportError("the faiss index needs faiss: pip install 'influencegate[index]' (faiss-cpu)") from exc
+    return faiss
+
+
+def faiss_knn(embeddings: np.ndarray, k: int, index: str = "faiss-hnsw") -> tuple[np.ndarray, np.ndarray]:
+    """(cosine similarities M x k descending, indices M x k) of each row's k nearest other rows (itself
+    excluded; k capped at M - 1); `index` is "faiss-flat" (exact) or "faiss-hnsw" (approximate)."""
+    if index not in INDEXES:
+        raise ValueError(f"index must be one of {INDEXES}, got {index!r}")
+    faiss = _faiss()
+    x = np.ascontiguousarray(embeddings, dtype=np.float32).copy()
+    n, d = x.shape
+    k = min(int(k), n - 1)
+    if k < 1:
+        raise ValueError(f"k nearest neighbours need at least 2 samples and k >= 1 (have {n} samples, k={k})")
+    faiss.normalize_L2(x)
+    if index == "faiss-flat":
+        searcher = faiss.IndexFlatIP(d)
+    else:
+        searcher = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+        searcher.hnsw.efSearch = max(128, 2 * k)
+    searcher.add(x)
+    sims, idx = searcher.search(x, k + 1)
+    own = idx == np.arange(n)[:, None]
+    keep = ~own
+    keep[own.sum(1) == 0, -1] = False  # a row whose own match fell out keeps its k best others
+    return sims[keep].reshape(n, k).astype(np.float32), idx[keep].reshape(n, k).astype(np.int64)
+
+
+def faiss_pairs(embeddings: np.ndarray, threshold: float, k: int = 10,
+                index: str = "faiss-hnsw") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs i < j with cosine >= threshold among each row's k nearest neighbours: (i, j, similarity), sorted
+    by (i, j). A row with more than k partners above the threshold keeps its k nearest (its group still
+    connects through them)."""
+    sims, idx = faiss_knn(embeddings, k, index)
+    rows = np.repeat(np.arange(len(idx)), idx.shape[1])
+    cols, values = idx.reshape(-1), sims.reshape(-1)
+    hit = (values >= threshold) & (cols >= 0)
+    i, j = np.minimum(rows[hit], cols[hit]), np.maximum(rows[hit], cols[hit])
+    pairs = {}
+    for a, b, v in zip(i.tolist(), j.tolist(), values[hit].tolist()):
+        if a != b:
+            pairs[(a, b)] = max(v, pairs.get((a, b), -2.0))
+    ordered = sorted(pairs)
+    return (np.array([p[0] for p in ordered], dtype=np.int64), np.array([p[1] for p in ordered], dtype=np.int64),
+            np.array([pairs[p] for p in ordered], dtype=np.float32))
