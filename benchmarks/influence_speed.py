@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import subprocess
 import sys
@@ -51,7 +50,6 @@ from benchmarks._common import (  # noqa: E402
     reset_device_peak,
     resolve_device,
     rss_now_bytes,
-    synchronize,
     timed,
     write_json,
 )

@@ -10,7 +10,6 @@ import math
 import time
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 #: The embedded default pairs: scikit-learn's digits with templated captions, a share of them shuffled.
