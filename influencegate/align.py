@@ -10,6 +10,7 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 #: The embedded default pairs: scikit-learn's digits with templated captions, a share of them shuffled.
@@ -72,19 +73,24 @@ def score_pair_dataset(dataset: Any, reference: Any | None = None, config: Any =
     return table, {**scorer.timings, "total": time.perf_counter() - start}
 
 
-def misalignment_auroc(table: pd.DataFrame, truth: pd.Series, column: str = "misalignment_score") -> float:
-    """AUROC of `column` (higher = more misaligned) against known corruption labels `truth` (a bool Series
-    indexed by sample_id) over the scored pairs that have a label; NaN when one class is missing."""
-    from sklearn.metrics import roc_auc_score
-
+def labelled_scores(table: pd.DataFrame, truth: pd.Series, column: str = "misalignment_score"
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(labels bool, scores float) of the scored pairs that have a known corruption label (`truth`: a bool
+    Series by sample_id); scores are oriented so that higher = more misaligned (clip_score is negated)."""
     scored = table[table[column].notna()]
     labels = scored["sample_id"].map(truth)
-    keep = labels.notna()
-    labels = labels[keep].astype(bool)
-    if labels.nunique() < 2:
-        return math.nan
-    values = scored.loc[keep, column].to_numpy(dtype=float)
-    return float(roc_auc_score(labels, values if column != "clip_score" else -values))
+    keep = labels.notna().to_numpy()
+    values = scored[column].to_numpy(dtype=float)[keep]
+    return labels[keep].astype(bool).to_numpy(), -values if column == "clip_score" else values
+
+
+def misalignment_auroc(table: pd.DataFrame, truth: pd.Series, column: str = "misalignment_score") -> float:
+    """AUROC of `column` (misalignment_score, or clip_score with low = misaligned) against known corruption
+    labels `truth` over the scored pairs that have one; NaN when one class is missing."""
+    from sklearn.metrics import roc_auc_score
+
+    labels, values = labelled_scores(table, truth, column)
+    return float(roc_auc_score(labels, values)) if len(np.unique(labels)) == 2 else math.nan
 
 
 def pair_summary_stats(table: pd.DataFrame, truth: pd.Series | None = None) -> dict[str, float]:

@@ -5,7 +5,7 @@ Pure PIL / matplotlib (Agg backend), no tracking calls: callers decide where the
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -92,19 +92,29 @@ def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], title: str
     return grid
 
 
-def influence_grids(table: pd.DataFrame, dataset: Any, k: int = 16) -> tuple[Image.Image, Image.Image]:
-    """(most influential, least influential) grids of the k top / bottom scored samples of `dataset`
-    (an ImageDataset: images are denormalised for display). Captions: the influence rank."""
+def dataset_images(dataset: Any) -> Callable[[str], np.ndarray]:
+    """images_by_id for an ImageDataset: sample_id -> C x H x W float32 pixels in [0, 1] (denormalised with the
+    dataset's mean and std); KeyError for an id without an image (e.g. an unreadable file)."""
     from influencegate.data import denormalize
 
     index = {sid: i for i, sid in enumerate(dataset.sample_ids)}
-    scored = table[table["influence"].notna() & table["sample_id"].isin(index)].sort_values("influence_rank")
-    pixels = denormalize(dataset.images, dataset).cpu().numpy() if len(dataset) else np.zeros((0, 1, 1, 1))
+
+    def lookup(sample_id: str) -> np.ndarray:
+        return denormalize(dataset.images[index[sample_id]], dataset).cpu().numpy()
+
+    return lookup
+
+
+def influence_grids(table: pd.DataFrame, dataset: Any, k: int = 16) -> tuple[Image.Image, Image.Image]:
+    """(most influential, least influential) grids of the k top / bottom scored samples of `dataset`
+    (an ImageDataset: images are denormalised for display). Captions: the influence rank."""
+    images = dataset_images(dataset)
+    scored = table[table["influence"].notna() & table["sample_id"].isin(set(dataset.sample_ids))]
+    scored = scored.sort_values("influence_rank")
 
     def grid(rows: pd.DataFrame, title: str) -> Image.Image:
-        images = [pixels[index[s]] for s in rows["sample_id"]]
         captions = [f"#{int(r)}" for r in rows["influence_rank"]]
-        return image_grid(images, captions, title=title)
+        return image_grid([images(s) for s in rows["sample_id"]], captions, title=title)
 
     return (grid(scored.head(k), f"{dataset.name}: {k} most influential"),
             grid(scored.tail(k).iloc[::-1], f"{dataset.name}: {k} least influential"))

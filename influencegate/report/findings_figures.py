@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from influencegate.report.figures import _figure_to_image, image_grid
+from influencegate.report.figures import _figure_to_image, dataset_images, image_grid
 
 ImagesById = Union[Mapping[str, np.ndarray], Callable[[str], np.ndarray]]
 #: drawn for a sample whose image is not available (C x H x W, mid grey)
@@ -46,19 +46,6 @@ def placeholder(text: str, size: tuple[int, int] = (480, 120)) -> Image.Image:
     draw.rectangle([0, 0, size[0] - 1, size[1] - 1], outline=(180, 180, 180))
     draw.multiline_text((10, 10), text, fill="black")
     return image
-
-
-def dataset_images(dataset: Any) -> Callable[[str], np.ndarray]:
-    """images_by_id for an ImageDataset: sample_id -> C x H x W float32 pixels in [0, 1] (denormalised with the
-    dataset's mean and std); KeyError for an id without an image (e.g. an unreadable file)."""
-    from influencegate.data import denormalize
-
-    index = {sid: i for i, sid in enumerate(dataset.sample_ids)}
-
-    def lookup(sample_id: str) -> np.ndarray:
-        return denormalize(dataset.images[index[sample_id]], dataset).cpu().numpy()
-
-    return lookup
 
 
 def _image(images_by_id: ImagesById, sample_id: str) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from influencegate.align import labelled_scores
 from influencegate.report.figures import _figure_to_image, image_grid
 from influencegate.report.findings_figures import _pyplot, dataset_images, placeholder
 
@@ -34,18 +35,15 @@ def roc_figure(table: pd.DataFrame, truth: pd.Series | None) -> Image.Image:
 
     if truth is None:
         return placeholder("ROC: no known corruption labels (a manifest column is_misaligned) were given")
-    scored = table[table["misalignment_score"].notna()]
-    labels = scored["sample_id"].map(truth)
-    keep = labels.notna().to_numpy()
-    y = labels[keep].astype(bool).to_numpy()
+    y, _ = labelled_scores(table, truth)
     if len(np.unique(y)) < 2:
         return placeholder("ROC: the labels hold a single class")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
-    for name, values in (("ECIF misalignment_score", scored["misalignment_score"].to_numpy(float)[keep]),
-                         ("CLIP score (baseline)", -scored["clip_score"].to_numpy(float)[keep])):
-        fpr, tpr, _ = roc_curve(y, values)
-        ax.plot(fpr, tpr, label=f"{name}: AUROC {roc_auc_score(y, values):.3f}")
+    for name, column in (("ECIF misalignment_score", "misalignment_score"), ("CLIP score (baseline)", "clip_score")):
+        labels, values = labelled_scores(table, truth, column)
+        fpr, tpr, _ = roc_curve(labels, values)
+        ax.plot(fpr, tpr, label=f"{name}: AUROC {roc_auc_score(labels, values):.3f}")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate",
            title=f"misaligned pairs: {int(y.sum())} of {len(y)}")
