@@ -11,7 +11,8 @@ S linear in theta, convex), scored against the clean reference set.
   (positive_if + negative_if) against true leave-one-out retraining (warm-started, |grad R| <= 1e-9) for
   32 pairs drawn at random; Pearson of the full prediction and of the positive part alone.
 - detection (item 4): AUROC of misalignment_score and of the CLIP-score baseline (-clip_score) for the
-  shuffled pairs; what is_misaligned flags.
+  shuffled pairs; what is_misaligned flags (precision, recall), and what it flags on the same pairs with
+  their true captions: whether the pairs gate (misaligned_fraction <= 5%) separates the two.
 - self_influence: the reference-free mode (self-influence g^T H^-1 g through the low-rank inverse, the
   EcifScorer path when P > exact_max_params): its AUROC, and its agreement with CG solves on 16 pairs.
 - removal (item 4): zero-shot accuracy on the test images (argmax over the 10 digits' prompt-ensembled
@@ -44,6 +45,7 @@ from influencegate.models import pretrain
 
 RESULTS = Path(__file__).parent / "results"
 N_TRAIN, N_REFERENCE, FRACTION = 1200, 200, 0.2
+GATE_MAX_FLAGGED = 0.05  # configs/expectations/pairs.json: misaligned_fraction <= 5%
 
 
 def make_split(seed: int, pretrain_epochs: int) -> dict:
@@ -52,12 +54,14 @@ def make_split(seed: int, pretrain_epochs: int) -> dict:
     labels = digits.records["label"].to_numpy()
     order = np.random.default_rng(seed).permutation(len(labels))
     train, reference, test = order[:N_TRAIN], order[N_TRAIN:N_TRAIN + N_REFERENCE], order[N_TRAIN + N_REFERENCE:]
-    captions, _, bad = shuffle_captions(caption_digits(labels[train], seed), labels[train], FRACTION, seed + 1)
+    clean_captions = caption_digits(labels[train], seed)
+    captions, _, bad = shuffle_captions(clean_captions, labels[train], FRACTION, seed + 1)
     ids = np.array(digits.sample_ids)
     encoder = pretrain(build_encoder("small_cnn", seed=seed, in_channels=1), digits.subset(list(ids[np.r_[train, reference]])), method="simclr",
                        epochs=pretrain_epochs, seed=seed, progress=False).encoder
     return {
         "pairs": PairSet(list(ids[train]), captions, digits.images[train]),
+        "clean_pairs": PairSet(list(ids[train]), clean_captions, digits.images[train]),
         "bad": bad,
         "reference": PairSet(list(ids[reference]), caption_digits(labels[reference], seed + 2), digits.images[reference]),
         "test_images": digits.images[test],
@@ -123,6 +127,12 @@ def self_influence_section(scorer: EcifScorer, bad: np.ndarray, sample: int = 16
     }
 
 
+def clean_flagged_fraction(split: dict, config: EcifConfig) -> float:
+    """Share of is_misaligned among the same training pairs with their true captions (a false-alarm rate)."""
+    table = EcifScorer(config, image_encoder=split["encoder"]).fit(split["clean_pairs"]).score(split["reference"])
+    return float(table["is_misaligned"].iloc[: len(split["clean_pairs"])].mean())
+
+
 def detection_section(split: dict, config: EcifConfig) -> dict:
     pairs, bad = split["pairs"], split["bad"]
     start = time.perf_counter()
@@ -144,8 +154,10 @@ def detection_section(split: dict, config: EcifConfig) -> dict:
         "auroc_positive_only": float(roc_auc_score(bad, -scored["positive_if"])),
         "auroc_negative_only": float(roc_auc_score(bad, -scored["negative_if"])),
         "flagged_fraction": float(flagged.mean()),
-        "flagged_precision": float(bad[flagged].mean()) if flagged.any() else None,
+        "flagged_precision": float(bad[flagged].mean()) if flagged.any() else float("nan"),
         "flagged_recall": float(flagged[bad].mean()),
+        "flag_rule": scorer.flag_rule,
+        "flagged_fraction_clean_captions": clean_flagged_fraction(split, config),
     }
     result["self_influence"] = self_influence_section(scorer, bad)
     prompts = scorer.text_inputs(sum(class_prompts(), [])).reshape(10, -1, scorer.problem.texts.shape[1])
@@ -217,7 +229,8 @@ def main() -> None:
         "loo": summarise(out["loo"], ["pearson_full", "pearson_positive_only", "pearson_negative_only",
                                       "pearson_edit_vs_retrain"]),
         "detection": summarise(out["detection"], ["auroc_ecif", "auroc_clip_score", "auroc_positive_only",
-                                                  "flagged_fraction"]),
+                                                  "flagged_fraction", "flagged_precision", "flagged_recall",
+                                                  "flagged_fraction_clean_captions"]),
         "self_influence": summarise([d["self_influence"] for d in out["detection"]],
                                     ["auroc", "spearman_vs_cg_on_sample", "seconds"]),
         "removal": summarise([d["removal"] for d in out["detection"]],
@@ -229,6 +242,9 @@ def main() -> None:
         "loo_pearson_full>=0.9": s["loo"]["pearson_full"]["mean"] >= 0.9,
         "auroc_ecif>=0.95": s["detection"]["auroc_ecif"]["mean"] >= 0.95,
         "auroc_ecif>=auroc_clip_score": s["detection"]["auroc_ecif"]["mean"] >= s["detection"]["auroc_clip_score"]["mean"],
+        # the pairs gate (misaligned_fraction <= 0.05) rejects every shuffled run and approves every clean one
+        "gate_rejects_20pct_shuffled": min(s["detection"]["flagged_fraction"]["values"]) > GATE_MAX_FLAGGED,
+        "gate_approves_clean_captions": max(s["detection"]["flagged_fraction_clean_captions"]["values"]) <= GATE_MAX_FLAGGED,
     }
     print(json.dumps({"summary": out["summary"], "targets": out["targets"]}, indent=1))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -18,21 +18,27 @@ DIGITS_CAPTIONS = "digits-captions"
 
 
 def load_pairs(source: str = DIGITS_CAPTIONS, image_size: int | None = None, channels: int | None = None,
-               name: str | None = None, shuffled_fraction: float = 0.2, seed: int = 0) -> Any:
+               name: str | None = None, shuffled_fraction: float = 0.2, seed: int = 0, part: str = "all") -> Any:
     """An ImageDataset of image-text pairs: a manifest with `path` and `caption` columns, or "digits-captions"
     (the embedded default: templated captions, `shuffled_fraction` of them shuffled with `seed`, the truth in
-    the records' `is_misaligned` column). Raises DatasetError for a source without a caption column."""
+    the records' `is_misaligned` column; `part` "audit" or "reference" selects one of its two disjoint parts,
+    see `influencegate.data.captions.captioned_digits`). Raises DatasetError for a source without a caption
+    column or a bad option."""
     from influencegate.data import DatasetError, load_images
-    from influencegate.data.captions import captioned_digits
+    from influencegate.data.captions import PARTS, captioned_digits
 
     if source == DIGITS_CAPTIONS:
         if not 0.0 <= float(shuffled_fraction) < 1.0:
             raise DatasetError(f"shuffled_fraction must be in [0, 1), got {shuffled_fraction}")
-        dataset = captioned_digits(float(shuffled_fraction), int(seed), image_size, channels)
+        if part not in PARTS:
+            raise DatasetError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
+        dataset = captioned_digits(float(shuffled_fraction), int(seed), image_size, channels, part)
         if name:
             dataset.name = name
         return dataset
     dataset = load_images(source, image_size=image_size, channels=channels, name=name)
+    if part != "all":
+        raise DatasetError(f"part={part!r} applies to {DIGITS_CAPTIONS!r} only; split a manifest into two files")
     if "caption" not in dataset.records.columns:
         raise DatasetError(f"{source!r} has no 'caption' column: image-text pairs need a manifest with path and "
                            "caption columns")
@@ -50,7 +56,7 @@ def open_pairs(ref: dict[str, Any]) -> Any:
     """Reload the pairs `ref` points to; DatasetError when they changed since (another version id)."""
     from influencegate.data import DatasetError
 
-    options = {k: ref.get(k) for k in ("source", "image_size", "channels", "name", "shuffled_fraction", "seed")
+    options = {k: ref.get(k) for k in ("source", "image_size", "channels", "name", "shuffled_fraction", "seed", "part")
                if ref.get(k) is not None}
     dataset = load_pairs(**options)
     if ref.get("version") and dataset.version != ref["version"]:
@@ -60,9 +66,10 @@ def open_pairs(ref: dict[str, Any]) -> Any:
 
 
 def score_pair_dataset(dataset: Any, reference: Any | None = None, config: Any = None,
-                       image_encoder: Any | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
-    """(pair scores table, timings in seconds) of ECIF on `dataset`'s pairs, against the clean pairs of
-    `reference` when given (else self-influence). config: an EcifConfig, a mapping of its fields, or None."""
+                       image_encoder: Any | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(pair scores table, info) of ECIF on `dataset`'s pairs, against the clean pairs of `reference` when
+    given (else self-influence). config: an EcifConfig, a mapping of its fields, or None. info: "seconds"
+    (per phase and "total") and "flag_rule" (how is_misaligned was decided: `EcifScorer.flag_rule`)."""
     from influencegate.ecif import EcifConfig, EcifScorer, PairSet
 
     if not isinstance(config, EcifConfig):
@@ -70,7 +77,7 @@ def score_pair_dataset(dataset: Any, reference: Any | None = None, config: Any =
     start = time.perf_counter()
     scorer = EcifScorer(config, image_encoder=image_encoder).fit(PairSet.from_dataset(dataset))
     table = scorer.score(PairSet.from_dataset(reference) if reference is not None else None)
-    return table, {**scorer.timings, "total": time.perf_counter() - start}
+    return table, {"seconds": {**scorer.timings, "total": time.perf_counter() - start}, "flag_rule": scorer.flag_rule}
 
 
 def labelled_scores(table: pd.DataFrame, truth: pd.Series, column: str = "misalignment_score"

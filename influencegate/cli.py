@@ -90,28 +90,31 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_score_pairs(args: argparse.Namespace) -> int:
     """ECIF scores of the image-text pairs in DATA, written as the pair scores table (parquet or csv)."""
-    from influencegate.align import known_misalignment, load_pairs, pair_summary_stats, score_pair_dataset
+    from influencegate.align import (DIGITS_CAPTIONS, known_misalignment, load_pairs, pair_summary_stats,
+                                     score_pair_dataset)
     from influencegate.data import DatasetError
     from influencegate.ecif import EcifConfig
 
     try:
         config = EcifConfig.from_dict({"device": args.device or "cpu", "seed": args.seed or 0})
+        # the embedded pairs against the embedded reference: its two disjoint parts
+        parts = ("audit", "reference") if args.data == args.reference == DIGITS_CAPTIONS else ("all", "all")
         dataset = load_pairs(args.data, image_size=args.image_size, channels=args.channels,
-                             shuffled_fraction=args.shuffled_fraction, seed=args.seed or 0)
+                             shuffled_fraction=args.shuffled_fraction, seed=args.seed or 0, part=parts[0])
         reference = load_pairs(args.reference, image_size=args.image_size, channels=args.channels,
-                               shuffled_fraction=0.0, seed=args.seed or 0) if args.reference else None
+                               shuffled_fraction=0.0, seed=args.seed or 0, part=parts[1]) if args.reference else None
     except (DatasetError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     print(f"pairs {dataset.name} version {dataset.version}: {len(dataset)} readable, {len(dataset.failed)} failed"
           + (f"; reference {reference.name} ({len(reference)} pairs)" if reference is not None else "; no reference: "
              "self-influence"))
     try:
-        table, seconds = score_pair_dataset(dataset, reference, config)
+        table, scored = score_pair_dataset(dataset, reference, config)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     _write_table(table, Path(args.out))
     stats = pair_summary_stats(table, known_misalignment(dataset))
-    print(f"scored {int(stats['n_scored'])} pairs in {seconds['total']:.1f} s -> {args.out} "
+    print(f"scored {int(stats['n_scored'])} pairs in {scored['seconds']['total']:.1f} s -> {args.out} "
           f"({int(stats['n_misaligned'])} flagged misaligned)")
     if "misalignment_auroc" in stats:
         print(f"known corruption: AUROC {stats['misalignment_auroc']:.3f} (CLIP-score baseline "
@@ -263,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("data", nargs="?", default="digits-captions",
                        help="a manifest with path and caption columns, or 'digits-captions'")
     pairs.add_argument("--out", default="pair_scores.parquet", help="output table (.parquet or .csv)")
-    pairs.add_argument("--reference", help="clean pairs (a manifest) to measure misalignment on; else self-influence")
+    pairs.add_argument("--reference", help="clean pairs (a manifest, or 'digits-captions' with digits-captions data: "
+                       "the 200 held-out digits) to measure misalignment on; else self-influence")
     pairs.add_argument("--shuffled-fraction", type=float, default=0.2,
                        help="digits-captions only: share of captions shuffled (known corruption)")
     pairs.add_argument("--image-size", type=int)

@@ -8,17 +8,19 @@ from typing import Any, Optional, Sequence
 
 from zenml import pipeline
 
+from influencegate.align import DIGITS_CAPTIONS
 from influencegate.pipelines.config import (CONFIG_DIR, RUN_OPTIONS, ConfigError, resolve_relative, apply_overrides,
                                             read_yaml_config)
 from influencegate.steps import (load_pair_dataset, log_pairs_to_mlflow, record_approval, render_pair_figures,
                                  score_image_text_pairs, validate_and_gate)
 
 DEFAULT_ALIGN_CONFIG_PATH = CONFIG_DIR / "align_digits.yaml"
-PAIR_KEYS = ("source", "image_size", "channels", "name", "shuffled_fraction", "seed")
-#: The embedded default: digits with templated captions, 20% of them shuffled, scored by self-influence.
+PAIR_KEYS = ("source", "image_size", "channels", "name", "shuffled_fraction", "seed", "part")
+#: The embedded default: 1,597 digits with templated captions, 20% of them shuffled, measured against the
+#: 200 other digits with clean captions (the reference).
 DEFAULT_ALIGN_PARAMETERS: dict[str, Any] = {
-    "pairs": {"source": "digits-captions", "shuffled_fraction": 0.2, "seed": 0},
-    "reference": None,
+    "pairs": {"source": DIGITS_CAPTIONS, "shuffled_fraction": 0.2, "seed": 0},
+    "reference": {"source": DIGITS_CAPTIONS, "shuffled_fraction": 0.0, "seed": 0},
     "ecif": {},
     "suite": "expectations/pairs.json",
     "tracking": {"uri": None, "experiment": "influencegate-pairs"},
@@ -47,7 +49,10 @@ def pair_alignment_pipeline(pairs: Optional[dict] = None, reference: Optional[di
 
 def load_align_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Read a YAML pair-audit config (None: configs/align_digits.yaml), apply `--set` overrides, validate and
-    fill defaults. Returns {"parameters": {...}, <run options>}; ConfigError for any problem."""
+    fill defaults. The embedded pairs against the embedded reference use its two disjoint parts (audit,
+    reference); pairs of one's own get no reference (self-influence) unless the config names one, and naming
+    the embedded reference for them is an error. Returns {"parameters": {...}, <run options>}; ConfigError
+    for any problem."""
     from influencegate.ecif import EcifConfig
 
     file = Path(path) if path else DEFAULT_ALIGN_CONFIG_PATH
@@ -67,10 +72,21 @@ def load_align_config(path: str | Path | None = None, overrides: Sequence[str] =
             value = {"source": value}
         if not isinstance(value, dict) or sorted(set(value) - set(PAIR_KEYS)):
             raise ConfigError(f"parameters.{section} must be a mapping with keys among {', '.join(PAIR_KEYS)}")
-        value["source"] = resolve_relative(value.get("source") or "digits-captions", base)
-        if value["source"] != "digits-captions" and not Path(value["source"]).exists():
+        value["source"] = resolve_relative(value.get("source") or DIGITS_CAPTIONS, base)
+        if value["source"] != DIGITS_CAPTIONS and not Path(value["source"]).exists():
             raise ConfigError(f"{section} source not found: {value['source']!r} (a manifest with path and caption)")
+        if value.get("part", "all") != "all" and value["source"] != DIGITS_CAPTIONS:
+            raise ConfigError(f"parameters.{section}.part applies to {DIGITS_CAPTIONS} only")
         params[section] = value
+    pairs, reference = params["pairs"], params["reference"]
+    if reference is not None and reference["source"] == DIGITS_CAPTIONS != pairs["source"]:
+        if "reference" in given:
+            raise ConfigError("the embedded reference (digits-captions) only fits the embedded pairs: set "
+                              "parameters.reference to clean pairs of your own, or to null (self-influence)")
+        params["reference"] = None  # pairs of one's own and no reference named: self-influence
+    elif reference is not None and reference["source"] == pairs["source"] == DIGITS_CAPTIONS:
+        pairs.setdefault("part", "audit")  # the embedded pairs against the embedded reference: disjoint parts
+        reference.setdefault("part", "reference")
     try:
         EcifConfig.from_dict(dict(params["ecif"] or {}))
     except (TypeError, ValueError) as exc:
@@ -82,6 +98,11 @@ def load_align_config(path: str | Path | None = None, overrides: Sequence[str] =
     out = {k: copy.deepcopy(v) for k, v in raw.items() if k in RUN_OPTIONS}
     out["parameters"] = params
     return out
+
+
+def _source(section: Any) -> Any:
+    """The source a pairs/reference section names (a mapping or a bare source string)."""
+    return section.get("source") if isinstance(section, dict) else section
 
 
 def run_alignment(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:

@@ -20,11 +20,11 @@ PAIR_SCORES_ARTIFACT = "influencegate_pair_scores"
 @step(enable_cache=False)
 def load_pair_dataset(source: str = "digits-captions", image_size: Optional[int] = None,
                       channels: Optional[int] = None, name: Optional[str] = None, shuffled_fraction: float = 0.2,
-                      seed: int = 0) -> Tuple[Annotated[dict, "pairs"], Annotated[pd.DataFrame, "pair_records"]]:
+                      seed: int = 0, part: str = "all") -> Tuple[Annotated[dict, "pairs"], Annotated[pd.DataFrame, "pair_records"]]:
     """Load image-text pairs (`influencegate.align.load_pairs`): a manifest with path and caption columns, or
-    "digits-captions". Returns the reference later steps take and every row (failed ones included)."""
+    "digits-captions" (or its "audit" / "reference" part). Returns the reference later steps take and every row (failed ones included)."""
     options = dict(source=source, image_size=image_size, channels=channels, name=name,
-                   shuffled_fraction=shuffled_fraction, seed=seed)
+                   shuffled_fraction=shuffled_fraction, seed=seed, part=part)
     dataset = load_pairs(**options)
     return pair_ref(dataset, **options), dataset.records
 
@@ -41,9 +41,9 @@ def score_image_text_pairs(pairs: dict, reference: Optional[dict] = None, ecif: 
 
     config = EcifConfig.from_dict({"progress": False, **(ecif or {})})
     dataset = open_pairs(pairs)
-    table, seconds = score_pair_dataset(dataset, open_pairs(reference) if reference else None, config)
-    info = {"config": config.to_params(), "seconds": {k: round(v, 3) for k, v in seconds.items()},
-            "reference": (reference or {}).get("name")}
+    table, scored = score_pair_dataset(dataset, open_pairs(reference) if reference else None, config)
+    info = {"config": {**config.to_params(), **scored["flag_rule"]},
+            "seconds": {k: round(v, 3) for k, v in scored["seconds"].items()}, "reference": (reference or {}).get("name")}
     return table, pair_summary_stats(table, known_misalignment(dataset)), info
 
 

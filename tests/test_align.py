@@ -69,6 +69,59 @@ def test_pairs_gate_rejects_too_many_misaligned_pairs():
     assert bad["failed_expectations"] == ["summary.misaligned_fraction.expect_column_values_to_be_between"]
 
 
+def test_embedded_pairs_split_into_disjoint_audit_and_reference_parts(tmp_path: Path, digits_folder):
+    from influencegate.align import load_pairs
+    from influencegate.data import DatasetError
+
+    audit = load_pairs("digits-captions", shuffled_fraction=0.2, part="audit")
+    reference = load_pairs("digits-captions", shuffled_fraction=0.0, part="reference")
+    assert (len(audit), len(reference)) == (1597, 200) and not set(audit.sample_ids) & set(reference.sample_ids)
+    assert audit.records["is_misaligned"].sum() == round(0.2 * 1597) and not reference.records["is_misaligned"].any()
+    assert load_pairs("digits-captions", shuffled_fraction=0.0, part="reference").sample_ids == reference.sample_ids
+    with pytest.raises(DatasetError, match="part must be one of"):
+        load_pairs("digits-captions", part="test")
+    with pytest.raises(DatasetError, match="applies to 'digits-captions' only"):
+        load_pairs(str(digits_folder(tmp_path / "imgs", count=4)), part="reference")
+
+
+def test_align_config_pairs_the_embedded_reference_with_the_embedded_pairs_only(pair_manifest: Path):
+    from influencegate.pipelines.align import load_align_config
+    from influencegate.pipelines.config import ConfigError
+
+    default = load_align_config()["parameters"]
+    assert (default["pairs"]["part"], default["reference"]["part"]) == ("audit", "reference")
+    with pytest.raises(ConfigError, match="embedded reference"):
+        load_align_config(overrides=[f"parameters.pairs.source={pair_manifest}"])
+    own = load_align_config(overrides=[f"parameters.pairs.source={pair_manifest}", "parameters.reference=null"])
+    assert own["parameters"]["reference"] is None
+    with pytest.raises(ConfigError, match="part applies to digits-captions only"):
+        load_align_config(overrides=[f"parameters.reference.source={pair_manifest}", "parameters.reference.part=audit"])
+
+
+@pytest.mark.parametrize("shuffled, approved", [(0.2, False), (0.0, True)])
+def test_pairs_gate_rejects_shuffled_captions_and_approves_clean_ones(shuffled, approved, tmp_path: Path, capsys):
+    """The embedded pairs scored for real (SmallCNN + MiniLM + ECIF against the 200 held-out digits), then the
+    real pairs suite: the calibrated is_misaligned flags must separate 20% shuffled captions from clean ones."""
+    from influencegate.integrations.great_expectations import run_gate
+    from influencegate.align import known_misalignment, pair_summary_stats
+
+    out = tmp_path / "pairs.parquet"
+    assert main(["score-pairs", "digits-captions", "--reference", "digits-captions", "--shuffled-fraction",
+                 str(shuffled), "--out", str(out)]) == 0
+    assert "reference digits-captions-reference" in capsys.readouterr().out
+    table = pd.read_parquet(out)
+    assert len(table) == 1597
+    summary = pair_summary_stats(table)
+    decision = run_gate(table, pd.DataFrame([summary]), PAIRS_SUITE, dataset_name="digits", dataset_version="v")
+    assert decision["approved"] is approved, summary["misaligned_fraction"]
+    if shuffled:
+        from influencegate.align import load_pairs
+
+        truth = known_misalignment(load_pairs("digits-captions", shuffled_fraction=shuffled, part="audit"))
+        flagged = table.loc[table["is_misaligned"], "sample_id"]
+        assert truth[flagged].mean() > 0.9  # precision of the flags
+
+
 @pytest.mark.slow
 def test_align_pipeline_logs_everything_and_records_the_decision(pair_manifest: Path, tmp_path: Path, monkeypatch,
                                                                  mlflow_uri: str, capsys):
@@ -90,6 +143,7 @@ def test_align_pipeline_logs_everything_and_records_the_decision(pair_manifest: 
     assert run.data.tags["gate.status"] == ("approved" if code == 0 else "rejected")
     assert {"misaligned_fraction", "misalignment_auroc", "clip_score_auroc", "n_scored"} <= set(run.data.metrics)
     assert run.data.metrics["n_scored"] == 64 and run.data.params["ecif.pretrain_epochs"] == "5"
+    assert run.data.params["ecif.flag_rule"] == "robust_z"  # own pairs, no reference named: self-influence
     files = {a.path for d in ("figures", "scores", "gate") for a in client.list_artifacts(run.info.run_id, d)}
     assert {"figures/most_misaligned_pairs.png", "figures/misalignment_roc.png", "scores/scores.parquet",
             "gate/decision.json"} <= files

@@ -284,6 +284,30 @@ def test_scorer_table_detects_wrong_pairs_and_keeps_failed_rows():
     assert np.allclose(low_rank["misalignment_score"].iloc[:60], self_table["misalignment_score"].iloc[:60], rtol=1e-6)
 
 
+def test_misaligned_flags_follow_the_reference_calibrated_rule():
+    pairs, bad = toy_pairs(60, seed=0, wrong=0.2)
+    reference, _ = toy_pairs(20, seed=1, wrong=0.0)
+    scorer = EcifScorer(EcifConfig(**SMALL, flag_alpha=0.2), text_encoder=word_encoder).fit(pairs)
+    table = scorer.score(reference)
+    # the threshold is the 20% quantile of the reference pairs' cosines, recomputed here from the embeddings
+    dual = scorer.dual_encoder_at(scorer.theta, torch.float64)
+    v, u = dual(scorer.image_inputs(reference.images), scorer.text_inputs(reference.captions))
+    cosines = torch.nn.functional.cosine_similarity(v, u, dim=1).detach().numpy()
+    threshold = scorer.flag_rule["flag_clip_threshold"]
+    assert threshold == pytest.approx(np.quantile(cosines, 0.2), rel=1e-5)
+    expected = (table["misalignment_score"] > 0) & (table["clip_score"] < threshold)
+    assert table["is_misaligned"].tolist() == expected.tolist()
+    flagged = table["is_misaligned"].to_numpy()
+    assert flagged.any() and bad[flagged].mean() > 0.8  # what it flags is mostly the wrong pairs
+    clean, _ = toy_pairs(60, seed=0, wrong=0.0)
+    clean_table = EcifScorer(EcifConfig(**SMALL, flag_alpha=0.2), text_encoder=word_encoder).fit(clean).score(reference)
+    assert clean_table["is_misaligned"].mean() < flagged.mean() / 2
+    self_table = scorer.score(None)  # no calibration set: the robust z-rule
+    assert scorer.flag_rule == {"flag_rule": "robust_z", "flag_z": 3.5}
+    deviation = self_table["misalignment_score"] - self_table["misalignment_score"].median()
+    assert self_table["is_misaligned"].tolist() == (deviation / (1.4826 * deviation.abs().median()) > 3.5).tolist()
+
+
 def test_trace_back_finds_the_pair_behind_a_misprediction():
     pairs, bad = toy_pairs(40, seed=3, wrong=0.0)
     scorer = EcifScorer(EcifConfig(**SMALL), text_encoder=word_encoder).fit(pairs)

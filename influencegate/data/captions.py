@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from influencegate.data.dataset import ImageDataset
 from influencegate.data.digits import load_digits_dataset
@@ -85,23 +86,45 @@ def shuffle_captions(captions: Sequence[str], labels: Sequence[int], fraction: f
     return new_captions, caption_labels, is_misaligned
 
 
+#: Digits held out as the clean reference part of ``captioned_digits`` (a fixed, seeded choice).
+REFERENCE_SIZE = 200
+#: Parts of ``captioned_digits``: every digit, the audited ones, or the held-out reference.
+PARTS = ("all", "audit", "reference")
+
+
+def digit_part(n: int, part: str) -> np.ndarray:
+    """Positions (sorted) of ``part`` among n digits: all of them, the REFERENCE_SIZE held out as a clean
+    reference (a fixed seeded choice, the same for every caption seed), or the rest ("audit")."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    if part == "all":
+        return np.arange(n)
+    held_out = np.zeros(n, dtype=bool)
+    held_out[np.random.default_rng(2024).choice(n, size=REFERENCE_SIZE, replace=False)] = True
+    return np.flatnonzero(held_out if part == "reference" else ~held_out)
+
+
 def captioned_digits(fraction: float = 0.0, seed: int = 0, image_size: int | None = None,
-                     channels: int | None = None) -> ImageDataset:
+                     channels: int | None = None, part: str = "all") -> ImageDataset:
     """scikit-learn's digits (``load_digits_dataset``) as image-text pairs.
 
-    records gain ``caption`` (templated, seeded), ``caption_label`` (the digit the caption names) and
-    ``is_misaligned`` (True for the round(fraction x N) pairs whose captions were shuffled, see
-    ``shuffle_captions``); ``label`` stays the image's digit. The version derives from the digits' version
-    and the captions.
+    part: "all" (1,797 pairs), "audit" (1,597) or "reference" (the REFERENCE_SIZE = 200 others, see
+    ``digit_part``): audit and reference never share an image, so the reference can serve as the clean set
+    the audited pairs are measured against. records gain ``caption`` (templated, seeded), ``caption_label``
+    (the digit the caption names) and ``is_misaligned`` (True for the round(fraction x n) pairs of the part
+    whose captions were shuffled, see ``shuffle_captions``); ``label`` stays the image's digit. The version
+    derives from the digits' version and the captions.
     """
     digits = load_digits_dataset(image_size, channels)
-    records = digits.records.copy()
+    rows = digit_part(len(digits), part)
+    records = digits.records.iloc[rows].reset_index(drop=True)
     labels = records["label"].to_numpy()
     captions, caption_labels, is_misaligned = shuffle_captions(caption_digits(labels, seed), labels, fraction, seed + 1)
     records["caption"], records["caption_label"], records["is_misaligned"] = captions, caption_labels, is_misaligned
+    suffix = "" if part == "all" else f"-{part}"
     return ImageDataset(
-        digits.images, digits.sample_ids, records,
-        name=f"digits-captions-{fraction:g}-seed{seed}",
+        digits.images[torch.from_numpy(rows)], [digits.sample_ids[i] for i in rows], records,
+        name=f"digits-captions{suffix}-{fraction:g}-seed{seed}",
         version=derived_version(digits.version, captions),
         mean=digits.mean, std=digits.std, source="digits",
     )

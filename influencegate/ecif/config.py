@@ -28,8 +28,13 @@ class EcifConfig:
         to this many trainable parameters; beyond, conjugate gradients (cg_tol relative residual,
         cg_max_iter) for one right-hand side (reference, trace-back, removal), and for self-influence (one
         right-hand side per pair) the low-rank approximation with the top lowrank_rank Lanczos eigenpairs.
-    Scores:
-        flag_z: a pair is_misaligned when the robust z-score of its misalignment_score exceeds this.
+    Scores (is_misaligned):
+        flag_alpha: with a clean reference set, a pair is_misaligned when removing it is predicted to lower
+            the reference loss (misalignment_score > 0) AND its clip_score is below the flag_alpha quantile of
+            the reference pairs' clip scores (a conformal test: about flag_alpha of clean pairs fall below it,
+            and fewer pass both conditions; measured in benchmarks/ecif_quality.py).
+        flag_z: without a reference set (no calibration data), a pair is_misaligned when the robust z-score of
+            its misalignment_score (self-influence) exceeds this.
         reference_batch_size: batch size of the reference loss (None: batch_size).
     Frozen encoders:
         pretrain_epochs: SimCLR epochs of the default SmallCNN image encoder (used when images come without
@@ -54,6 +59,7 @@ class EcifConfig:
     cg_tol: float = 1e-10
     cg_max_iter: int = 2000
     lowrank_rank: int = 300
+    flag_alpha: float = 0.05
     flag_z: float = 3.5
     reference_batch_size: int | None = None
     pretrain_epochs: int = 20
@@ -72,6 +78,8 @@ class EcifConfig:
             raise ValueError(f"these settings must be positive: {', '.join(bad)}")
         if self.batch_size < 2 or (self.reference_batch_size is not None and self.reference_batch_size < 2):
             raise ValueError("batch sizes must be at least 2 (a contrastive batch needs negatives)")
+        if not 0.0 < self.flag_alpha < 1.0:
+            raise ValueError(f"flag_alpha must be in (0, 1), got {self.flag_alpha}")
         if self.delta < 0 or self.damping < 0 or self.pretrain_epochs < 0 or self.exact_max_params < 0:
             raise ValueError("delta, damping, pretrain_epochs and exact_max_params must be >= 0")
         if self.delta + self.damping <= 0:

