@@ -100,11 +100,16 @@ def misalignment_auroc(table: pd.DataFrame, truth: pd.Series, column: str = "mis
     return float(roc_auc_score(labels, values)) if len(np.unique(labels)) == 2 else math.nan
 
 
-def pair_summary_stats(table: pd.DataFrame, truth: pd.Series | None = None) -> dict[str, float]:
+def pair_summary_stats(table: pd.DataFrame, truth: pd.Series | None = None,
+                       flag_rule: dict[str, Any] | None = None) -> dict[str, float]:
     """Flat metrics of a pair scores table: n_rows, n_scored, n_errors, error_fraction, n_misaligned,
-    misaligned_fraction (of the scored pairs), misalignment_score_q50/q99, clip_score_mean; with known
-    corruption labels `truth` (bool Series by sample_id) also misalignment_auroc and clip_score_auroc (the
-    baseline: low CLIP score = misaligned). A value that cannot be computed is NaN (the gate fails closed)."""
+    misaligned_fraction (of the scored pairs), misalignment_score_q50/q99, clip_score_mean, and
+    flags_calibrated: 1 when is_misaligned was calibrated on a clean reference set (`flag_rule`, from
+    `score_pair_dataset`), 0 when it was not (robust z-rule), NaN when unknown. With known corruption labels
+    `truth` (bool Series by sample_id) also misalignment_auroc and clip_score_auroc (the baseline: low CLIP
+    score = misaligned). A value that cannot be computed is NaN (the gate fails closed)."""
+    from influencegate.ecif.scorer import REFERENCE_FLAG_RULE
+
     n_rows = len(table)
     has_error = table["error"].notna()
     score = pd.to_numeric(table["misalignment_score"], errors="coerce")
@@ -119,6 +124,7 @@ def pair_summary_stats(table: pd.DataFrame, truth: pd.Series | None = None) -> d
         "misalignment_score_q50": float(score[scored].quantile(0.5)) if n_scored else math.nan,
         "misalignment_score_q99": float(score[scored].quantile(0.99)) if n_scored else math.nan,
         "clip_score_mean": float(pd.to_numeric(table["clip_score"], errors="coerce")[scored].mean()) if n_scored else math.nan,
+        "flags_calibrated": float(flag_rule.get("flag_rule") == REFERENCE_FLAG_RULE) if flag_rule else math.nan,
     }
     if truth is not None:
         stats["misalignment_auroc"] = misalignment_auroc(table, truth)

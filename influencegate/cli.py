@@ -113,7 +113,7 @@ def cmd_score_pairs(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     _write_table(table, Path(args.out))
-    stats = pair_summary_stats(table, known_misalignment(dataset))
+    stats = pair_summary_stats(table, known_misalignment(dataset), scored["flag_rule"])
     print(f"scored {int(stats['n_scored'])} pairs in {scored['seconds']['total']:.1f} s -> {args.out} "
           f"({int(stats['n_misaligned'])} flagged misaligned)")
     if "misalignment_auroc" in stats:

@@ -44,7 +44,7 @@ def score_image_text_pairs(pairs: dict, reference: Optional[dict] = None, ecif: 
     table, scored = score_pair_dataset(dataset, open_pairs(reference) if reference else None, config)
     info = {"config": {**config.to_params(), **scored["flag_rule"]},
             "seconds": {k: round(v, 3) for k, v in scored["seconds"].items()}, "reference": (reference or {}).get("name")}
-    return table, pair_summary_stats(table, known_misalignment(dataset)), info
+    return table, pair_summary_stats(table, known_misalignment(dataset), scored["flag_rule"]), info
 
 
 @step

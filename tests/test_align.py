@@ -61,9 +61,12 @@ def test_pairs_gate_rejects_too_many_misaligned_pairs():
     from influencegate.integrations.great_expectations import run_gate
 
     table = pd.DataFrame({"sample_id": ["a", "b"], "misalignment_score": [1.0, 0.0], "error": [None, None]})
-    base = {"n_scored": 100.0, "error_fraction": 0.0, "misaligned_fraction": 0.02}
+    base = {"n_scored": 100.0, "error_fraction": 0.0, "misaligned_fraction": 0.02, "flags_calibrated": 1.0}
     ok = run_gate(table, pd.DataFrame([base]), PAIRS_SUITE, dataset_name="p", dataset_version="v")
     assert ok["approved"] is True
+    uncalibrated = run_gate(table, pd.DataFrame([{**base, "flags_calibrated": 0.0}]), PAIRS_SUITE, dataset_name="p",
+                            dataset_version="v")
+    assert uncalibrated["failed_expectations"] == ["summary.flags_calibrated.expect_column_values_to_be_between"]
     bad = run_gate(table, pd.DataFrame([{**base, "misaligned_fraction": 0.2}]), PAIRS_SUITE, dataset_name="p",
                    dataset_version="v")
     assert bad["failed_expectations"] == ["summary.misaligned_fraction.expect_column_values_to_be_between"]
@@ -99,27 +102,30 @@ def test_align_config_pairs_the_embedded_reference_with_the_embedded_pairs_only(
 
 
 @pytest.mark.parametrize("shuffled, approved", [(0.2, False), (0.0, True)])
-def test_pairs_gate_rejects_shuffled_captions_and_approves_clean_ones(shuffled, approved, tmp_path: Path, capsys):
+def test_pairs_gate_rejects_shuffled_captions_and_approves_clean_ones(shuffled, approved):
     """The embedded pairs scored for real (SmallCNN + MiniLM + ECIF against the 200 held-out digits), then the
     real pairs suite: the calibrated is_misaligned flags must separate 20% shuffled captions from clean ones."""
+    from influencegate.align import known_misalignment, load_pairs, pair_summary_stats, score_pair_dataset
     from influencegate.integrations.great_expectations import run_gate
-    from influencegate.align import known_misalignment, pair_summary_stats
 
-    out = tmp_path / "pairs.parquet"
-    assert main(["score-pairs", "digits-captions", "--reference", "digits-captions", "--shuffled-fraction",
-                 str(shuffled), "--out", str(out)]) == 0
-    assert "reference digits-captions-reference" in capsys.readouterr().out
-    table = pd.read_parquet(out)
-    assert len(table) == 1597
-    summary = pair_summary_stats(table)
+    pairs = load_pairs("digits-captions", shuffled_fraction=shuffled, part="audit")
+    reference = load_pairs("digits-captions", shuffled_fraction=0.0, part="reference")
+    table, info = score_pair_dataset(pairs, reference, {"progress": False})
+    summary = pair_summary_stats(table, None, info["flag_rule"])
+    assert len(table) == 1597 and summary["flags_calibrated"] == 1.0
     decision = run_gate(table, pd.DataFrame([summary]), PAIRS_SUITE, dataset_name="digits", dataset_version="v")
     assert decision["approved"] is approved, summary["misaligned_fraction"]
     if shuffled:
-        from influencegate.align import load_pairs
+        truth = known_misalignment(pairs)
+        assert truth[table.loc[table["is_misaligned"], "sample_id"]].mean() > 0.9  # precision of the flags
 
-        truth = known_misalignment(load_pairs("digits-captions", shuffled_fraction=shuffled, part="audit"))
-        flagged = table.loc[table["is_misaligned"], "sample_id"]
-        assert truth[flagged].mean() > 0.9  # precision of the flags
+
+def test_score_pairs_cli_measures_the_embedded_pairs_against_the_embedded_reference(tmp_path: Path, capsys):
+    out = tmp_path / "pairs.csv"
+    assert main(["score-pairs", "digits-captions", "--reference", "digits-captions", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "pairs digits-captions-audit-0.2-seed0" in printed and "reference digits-captions-reference" in printed
+    assert len(pd.read_csv(out)) == 1597
 
 
 @pytest.mark.slow
@@ -143,7 +149,9 @@ def test_align_pipeline_logs_everything_and_records_the_decision(pair_manifest: 
     assert run.data.tags["gate.status"] == ("approved" if code == 0 else "rejected")
     assert {"misaligned_fraction", "misalignment_auroc", "clip_score_auroc", "n_scored"} <= set(run.data.metrics)
     assert run.data.metrics["n_scored"] == 64 and run.data.params["ecif.pretrain_epochs"] == "5"
-    assert run.data.params["ecif.flag_rule"] == "robust_z"  # own pairs, no reference named: self-influence
+    # own pairs, no reference named: self-influence, uncalibrated flags, and the gate fails closed
+    assert run.data.params["ecif.flag_rule"] == "robust_z" and run.data.metrics["flags_calibrated"] == 0.0
+    assert code == 1 and run.data.tags["gate.status"] == "rejected"
     files = {a.path for d in ("figures", "scores", "gate") for a in client.list_artifacts(run.info.run_id, d)}
     assert {"figures/most_misaligned_pairs.png", "figures/misalignment_roc.png", "scores/scores.parquet",
             "gate/decision.json"} <= files

@@ -37,6 +37,8 @@ from influencegate.models.dual import DualEncoder
 from influencegate.models.registry import build_encoder
 from influencegate.models.trainer import pretrain
 
+#: ``flag_rule["flag_rule"]`` of flags calibrated on a clean reference set.
+REFERENCE_FLAG_RULE = "harmful_and_below_reference_quantile"
 TextEncoder = Callable[[Sequence[str]], torch.Tensor]
 
 
@@ -315,7 +317,7 @@ class EcifScorer:
         pos, neg = self.influence_on(self._reference_loss(images, texts))
         score, clip = -(pos + neg), self.clip_scores()
         threshold = float(np.quantile(self._cosines(images, texts), self.config.flag_alpha))
-        self.flag_rule = {"flag_rule": "harmful_and_below_reference_quantile", "flag_alpha": self.config.flag_alpha,
+        self.flag_rule = {"flag_rule": REFERENCE_FLAG_RULE, "flag_alpha": self.config.flag_alpha,
                           "flag_clip_threshold": threshold}
         return self._table(score, pos, neg, (score > 0) & (clip < threshold), clip)
 
