@@ -15,6 +15,8 @@ S linear in theta, convex), scored against the clean reference set.
   their true captions: whether the pairs gate (misaligned_fraction <= 5%) separates the two.
 - self_influence: the reference-free mode (self-influence g^T H^-1 g through the low-rank inverse, the
   EcifScorer path when P > exact_max_params): its AUROC, and its agreement with CG solves on 16 pairs.
+- systematic: captions wrong in a consistent way (a share of one digit's images captioned as another digit,
+  SYSTEMATIC), which the head learns: ECIF against the CLIP score where the pair's own cosine cannot see it.
 - removal (item 4): zero-shot accuracy on the test images (argmax over the 10 digits' prompt-ensembled
   captions) of the model trained on all pairs, after removing the top 20% by ECIF with the parameter edit,
   after retraining without the same pairs, and for reference after retraining without the CLIP-score top
@@ -38,14 +40,16 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from influencegate.data import load_images
-from influencegate.data.captions import caption_digits, class_prompts, shuffle_captions
+from influencegate.data.captions import CAPTION_TEMPLATES, caption_digits, class_prompts, digit_caption, shuffle_captions
 from influencegate.ecif import EcifConfig, EcifScorer, PairSet, pair_gradients
 from influencegate.models import build_encoder
 from influencegate.models import pretrain
 
 RESULTS = Path(__file__).parent / "results"
 N_TRAIN, N_REFERENCE, FRACTION = 1200, 200, 0.2
-GATE_MAX_FLAGGED = 0.05  # configs/expectations/pairs.json: misaligned_fraction <= 5%
+GATE_MAX_FLAGGED = 0.05
+#: (source digit, caption digit, share of the source digit's images) of the systematic-error section.
+SYSTEMATIC = ((3, 8, 0.5), (1, 7, 0.7), (5, 6, 0.5))  # configs/expectations/pairs.json: misaligned_fraction <= 5%
 
 
 def make_split(seed: int, pretrain_epochs: int) -> dict:
@@ -60,6 +64,7 @@ def make_split(seed: int, pretrain_epochs: int) -> dict:
     encoder = pretrain(build_encoder("small_cnn", seed=seed, in_channels=1), digits.subset(list(ids[np.r_[train, reference]])), method="simclr",
                        epochs=pretrain_epochs, seed=seed, progress=False).encoder
     return {
+        "train_labels": labels[train],
         "pairs": PairSet(list(ids[train]), captions, digits.images[train]),
         "clean_pairs": PairSet(list(ids[train]), clean_captions, digits.images[train]),
         "bad": bad,
@@ -190,6 +195,34 @@ def detection_section(split: dict, config: EcifConfig) -> dict:
     return result
 
 
+def systematic_section(split: dict, config: EcifConfig, seed: int) -> list[dict]:
+    """Systematic caption errors (a template bug, not noise): for each (source, target, share) of
+    SYSTEMATIC, that share of the source digit's training images (seeded) get a caption of the target digit,
+    the other captions stay true. The head learns such an error, so the pair's own cosine hides it; the
+    AUROC of ECIF and of the CLIP score, and what is_misaligned flags."""
+    labels, clean = split["train_labels"], split["clean_pairs"]
+    rng = np.random.default_rng(seed + 3)
+    rows = []
+    for source, target, share in SYSTEMATIC:
+        members = np.flatnonzero(labels == source)
+        chosen = rng.choice(members, size=int(round(share * len(members))), replace=False)
+        captions = list(clean.captions)
+        for i, template in zip(chosen, rng.integers(0, len(CAPTION_TEMPLATES), size=len(chosen))):
+            captions[i] = digit_caption(target, int(template))
+        bad = np.isin(np.arange(len(captions)), chosen)
+        pairs = PairSet(clean.sample_ids, captions, clean.images)
+        table = EcifScorer(config, image_encoder=split["encoder"]).fit(pairs).score(split["reference"]).iloc[: len(pairs)]
+        flagged = table["is_misaligned"].to_numpy()
+        rows.append({
+            "source_digit": source, "caption_digit": target, "share_of_source": share, "n_misaligned": int(bad.sum()),
+            "auroc_ecif": float(roc_auc_score(bad, table["misalignment_score"])),
+            "auroc_clip_score": float(roc_auc_score(bad, -table["clip_score"])),
+            "flagged_fraction": float(flagged.mean()),
+            "flagged_recall": float(flagged[bad].mean()),
+        })
+    return rows
+
+
 def summarise(runs: list[dict], keys: list[str]) -> dict:
     """{key: mean, sample std (0 for one run) and the values over runs}."""
     out = {}
@@ -215,16 +248,17 @@ def main() -> None:
     loo_pairs, removals = (150, 24) if args.quick else (args.loo_pairs, args.removals)
     config = EcifConfig(progress=False)
     out: dict = {"config": config.to_params(), "seeds": seeds, "n_train": N_TRAIN, "n_reference": N_REFERENCE,
-                 "shuffled_fraction": FRACTION, "torch_threads": torch.get_num_threads(), "loo": [], "detection": []}
+                 "shuffled_fraction": FRACTION, "torch_threads": torch.get_num_threads(), "loo": [], "detection": [], "systematic": []}
     loo_config = replace(config, tol=1e-9)
     for seed in seeds:
         start = time.perf_counter()
         split = make_split(seed, args.pretrain_epochs)
         out["loo"].append({"seed": seed, **loo_section(split, loo_config, loo_pairs, removals, seed)})
         out["detection"].append({"seed": seed, **detection_section(split, config)})
+        out["systematic"].append({"seed": seed, "cases": systematic_section(split, config, seed)})
         print(json.dumps({"seed": seed, "seconds": time.perf_counter() - start,
                           "loo": {k: v for k, v in out["loo"][-1].items() if k not in ("predicted", "true")},
-                          "detection": out["detection"][-1]}, indent=1), flush=True)
+                          "detection": out["detection"][-1], "systematic": out["systematic"][-1]}, indent=1), flush=True)
     out["summary"] = {
         "loo": summarise(out["loo"], ["pearson_full", "pearson_positive_only", "pearson_negative_only",
                                       "pearson_edit_vs_retrain"]),
@@ -237,6 +271,10 @@ def main() -> None:
                              ["accuracy_all_pairs", "accuracy_ecif_edit", "accuracy_ecif_retrain", "accuracy_clip_retrain",
                               "accuracy_oracle_retrain"]),
     }
+    out["summary"]["systematic"] = {
+        f"{source}->{target}": summarise([next(c for c in run["cases"] if c["source_digit"] == source)
+                                          for run in out["systematic"]], ["auroc_ecif", "auroc_clip_score", "flagged_recall"])
+        for source, target, _ in SYSTEMATIC}
     s = out["summary"]
     out["targets"] = {
         "loo_pearson_full>=0.9": s["loo"]["pearson_full"]["mean"] >= 0.9,
