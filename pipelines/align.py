@@ -19,8 +19,8 @@ PAIR_KEYS = ("source", "image_size", "channels", "name", "shuffled_fraction", "s
 #: The embedded default: 1,597 digits with templated captions, 20% of them shuffled, measured against the
 #: 200 other digits with clean captions (the reference).
 DEFAULT_ALIGN_PARAMETERS: dict[str, Any] = {
-    "pairs": {"source": DIGITS_CAPTIONS, "shuffled_fraction": 0.2, "seed": 0},
-    "reference": {"source": DIGITS_CAPTIONS, "shuffled_fraction": 0.0, "seed": 0},
+    "pairs": {"source": DIGITS_CAPTIONS, "part": "audit", "shuffled_fraction": 0.2, "seed": 0},
+    "reference": {"source": DIGITS_CAPTIONS, "part": "reference", "shuffled_fraction": 0.0, "seed": 0},
     "ecif": {},
     "suite": "expectations/pairs.json",
     "tracking": {"uri": None, "experiment": "influencegate-pairs"},
@@ -33,8 +33,10 @@ def pair_alignment_pipeline(pairs: Optional[dict] = None, reference: Optional[di
                             tracking: Optional[dict] = None) -> None:
     """Audit one version of image-text pairs with ECIF; every argument is a section of
     configs/align_digits.yaml (None: the embedded default). `reference`: clean pairs (same keys as `pairs`)
-    whose loss the misalignment score is measured on; None = self-influence."""
-    pairs = pairs or DEFAULT_ALIGN_PARAMETERS["pairs"]
+    whose loss the misalignment score is measured on; None = self-influence (with `pairs` None too: the
+    embedded reference)."""
+    if pairs is None:
+        pairs, reference = DEFAULT_ALIGN_PARAMETERS["pairs"], reference or DEFAULT_ALIGN_PARAMETERS["reference"]
     tracking = tracking or DEFAULT_ALIGN_PARAMETERS["tracking"]
     ref, records = load_pair_dataset(**pairs)
     clean = load_pair_dataset(**reference, id="load_reference_pairs")[0] if reference else None
@@ -87,6 +89,9 @@ def load_align_config(path: str | Path | None = None, overrides: Sequence[str] =
     elif reference is not None and reference["source"] == pairs["source"] == DIGITS_CAPTIONS:
         pairs.setdefault("part", "audit")  # the embedded pairs against the embedded reference: disjoint parts
         reference.setdefault("part", "reference")
+        if {pairs["part"], reference["part"]} != {"audit", "reference"}:
+            raise ConfigError(f"pairs part {pairs['part']!r} and reference part {reference['part']!r} share digits: "
+                              "a reference must be held out (use audit and reference)")
     try:
         EcifConfig.from_dict(dict(params["ecif"] or {}))
     except (TypeError, ValueError) as exc:

@@ -97,6 +97,8 @@ def test_align_config_pairs_the_embedded_reference_with_the_embedded_pairs_only(
         load_align_config(overrides=[f"parameters.pairs.source={pair_manifest}"])
     own = load_align_config(overrides=[f"parameters.pairs.source={pair_manifest}", "parameters.reference=null"])
     assert own["parameters"]["reference"] is None
+    with pytest.raises(ConfigError, match="share digits"):
+        load_align_config(overrides=["parameters.pairs.part=all"])
     with pytest.raises(ConfigError, match="part applies to digits-captions only"):
         load_align_config(overrides=[f"parameters.reference.source={pair_manifest}", "parameters.reference.part=audit"])
 
