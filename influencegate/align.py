@@ -47,22 +47,19 @@ def load_pairs(source: str = DIGITS_CAPTIONS, image_size: int | None = None, cha
 
 def pair_ref(dataset: Any, **load_options: Any) -> dict[str, Any]:
     """A small, serialisable reference to loaded pairs (what ZenML steps pass around): the options that
-    reload them (`load_pairs`), name, version, n_rows, n_readable, n_failed."""
-    return {**load_options, "name": str(dataset.name), "version": str(dataset.version),
-            "n_rows": int(len(dataset.records)), "n_readable": int(len(dataset)), "n_failed": int(len(dataset.failed))}
+    reload them (`load_pairs`) and `audit.version_ref`'s name, version and counts."""
+    from influencegate.audit import version_ref
+
+    return {**load_options, **version_ref(dataset)}
 
 
 def open_pairs(ref: dict[str, Any]) -> Any:
     """Reload the pairs `ref` points to; DatasetError when they changed since (another version id)."""
-    from influencegate.data import DatasetError
+    from influencegate.audit import same_version
 
     options = {k: ref.get(k) for k in ("source", "image_size", "channels", "name", "shuffled_fraction", "seed", "part")
                if ref.get(k) is not None}
-    dataset = load_pairs(**options)
-    if ref.get("version") and dataset.version != ref["version"]:
-        raise DatasetError(f"pairs {ref.get('name')!r} changed during the audit: version {dataset.version} "
-                           f"instead of {ref['version']}")
-    return dataset
+    return same_version(load_pairs(**options), ref, f"pairs {ref.get('name')!r}")
 
 
 def score_pair_dataset(dataset: Any, reference: Any | None = None, config: Any = None,

@@ -163,22 +163,33 @@ def summary_with_findings(table: pd.DataFrame, findings_metrics: Mapping[str, fl
     return {**summary_stats(table), **{k: float(v) for k, v in findings_metrics.items()}}
 
 
+def version_ref(dataset: Any) -> dict[str, Any]:
+    """What identifies a loaded version and its size: name, version, n_rows, n_readable, n_failed."""
+    return {"name": str(dataset.name), "version": str(dataset.version), "n_rows": int(len(dataset.records)),
+            "n_readable": int(len(dataset)), "n_failed": int(len(dataset.failed))}
+
+
+def same_version(dataset: Any, ref: dict[str, Any], what: str) -> Any:
+    """`dataset` when it is the version `ref` names (or `ref` names none); DatasetError naming `what`
+    when the data changed since the reference was taken."""
+    from influencegate.data import DatasetError
+
+    if ref.get("version") and dataset.version != ref["version"]:
+        raise DatasetError(f"{what} changed during the audit: version {dataset.version} instead of {ref['version']}")
+    return dataset
+
+
 def dataset_ref(dataset: Any, image_size: int | None = None, channels: int | None = None) -> dict[str, Any]:
     """A small, serialisable reference to a loaded dataset version (what ZenML steps pass around instead of
-    the images): source, name, version, image_size, channels, n_rows, n_readable, n_failed."""
-    return {"source": str(dataset.source), "name": str(dataset.name), "version": str(dataset.version),
-            "image_size": image_size, "channels": channels, "n_rows": int(len(dataset.records)),
-            "n_readable": int(len(dataset)), "n_failed": int(len(dataset.failed))}
+    the images): source, image_size, channels and `version_ref`'s name, version and counts."""
+    return {"source": str(dataset.source), "image_size": image_size, "channels": channels, **version_ref(dataset)}
 
 
 def open_dataset(ref: dict[str, Any]) -> Any:
     """Load the dataset version `ref` points to (see `dataset_ref`); raises DatasetError when the data at
     the source no longer has that version id (it changed since the reference was taken)."""
-    from influencegate.data import DatasetError, load_images
+    from influencegate.data import load_images
 
     dataset = load_images(ref["source"], image_size=ref.get("image_size"), channels=ref.get("channels"),
                           name=ref.get("name"))
-    if ref.get("version") and dataset.version != ref["version"]:
-        raise DatasetError(f"dataset {ref.get('name')!r} at {ref['source']!r} changed during the audit: "
-                           f"version {dataset.version} instead of {ref['version']}")
-    return dataset
+    return same_version(dataset, ref, f"dataset {ref.get('name')!r} at {ref['source']!r}")

@@ -47,6 +47,21 @@ def test_score_pairs_writes_the_pair_table_and_keeps_failed_rows(pair_manifest: 
     assert "AUROC" in capsys.readouterr().out  # the manifest's is_misaligned labels are used
 
 
+def test_reopening_pairs_detects_a_changed_manifest(pair_manifest: Path):
+    from influencegate.align import load_pairs, open_pairs, pair_ref
+    from influencegate.data import DatasetError
+
+    options = {"source": str(pair_manifest), "image_size": 8, "channels": 1}
+    ref = pair_ref(load_pairs(**options), **options)
+    assert ref["n_rows"] == 65 and ref["n_readable"] == 64 and ref["n_failed"] == 1
+    assert open_pairs(ref).version == ref["version"]
+    rows = pd.read_csv(pair_manifest)
+    rows.loc[0, "caption"] = "a handwritten nine"
+    rows.to_csv(pair_manifest, index=False)
+    with pytest.raises(DatasetError, match="changed during the audit"):
+        open_pairs(ref)
+
+
 def test_pair_inputs_without_captions_are_usage_errors(tmp_path: Path, digits_folder, capsys):
     folder = digits_folder(tmp_path / "imgs", count=8)
     assert main(["score-pairs", str(folder)]) == 2
