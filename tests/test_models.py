@@ -170,3 +170,5 @@ def test_build_encoder_with_a_seed_is_reproducible_and_leaves_the_global_rng_alo
     assert torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert not torch.equal(next(a.parameters()), next(c.parameters()))
+    d, e = build_encoder("small_cnn"), build_encoder("small_cnn")  # unseeded: the global RNG advances
+    assert not torch.equal(next(d.parameters()), next(e.parameters()))

@@ -52,12 +52,10 @@ def faiss_pairs(embeddings: np.ndarray, threshold: float, k: int = 10,
     sims, idx = faiss_knn(embeddings, k, index)
     rows = np.repeat(np.arange(len(idx)), idx.shape[1])
     cols, values = idx.reshape(-1), sims.reshape(-1)
-    hit = (values >= threshold) & (cols >= 0)
-    i, j = np.minimum(rows[hit], cols[hit]), np.maximum(rows[hit], cols[hit])
-    pairs = {}
-    for a, b, v in zip(i.tolist(), j.tolist(), values[hit].tolist()):
-        if a != b:
-            pairs[(a, b)] = max(v, pairs.get((a, b), -2.0))
-    ordered = sorted(pairs)
-    return (np.array([p[0] for p in ordered], dtype=np.int64), np.array([p[1] for p in ordered], dtype=np.int64),
-            np.array([pairs[p] for p in ordered], dtype=np.float32))
+    hit = (values >= threshold) & (cols >= 0) & (cols != rows)
+    i, j, v = np.minimum(rows[hit], cols[hit]), np.maximum(rows[hit], cols[hit]), values[hit]
+    order = np.lexsort((-v, j, i))  # by (i, j), the largest similarity of a pair found from both rows first
+    i, j, v = i[order], j[order], v[order]
+    first = np.ones(len(i), dtype=bool)
+    first[1:] = (i[1:] != i[:-1]) | (j[1:] != j[:-1])
+    return i[first].astype(np.int64), j[first].astype(np.int64), v[first].astype(np.float32)

@@ -21,14 +21,19 @@ def build_encoder(arch: str, seed: int | None = None, **kwargs: object) -> nn.Mo
     """A randomly initialised encoder: "small_cnn", "cifar_resnet18" or "torchvision:<model name>".
 
     seed: initial weights drawn from torch.manual_seed(seed) (the global RNG is left as it was); None draws
-    them from the global RNG. kwargs go to the constructor (e.g. ``in_channels=3`` for small_cnn). Raises
+    them from the global RNG (which advances, so two unseeded encoders differ). kwargs go to the constructor (e.g. ``in_channels=3`` for small_cnn). Raises
     ValueError for an unknown arch.
     """
     if not arch.startswith(TORCHVISION_PREFIX) and arch not in ENCODERS:
         raise ValueError(f"unknown encoder arch {arch!r}; use one of {', '.join(ENCODERS)} or 'torchvision:<name>'")
+    if seed is None:
+        return _construct(arch, kwargs)
     with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        if arch.startswith(TORCHVISION_PREFIX):
-            return torchvision_encoder(arch[len(TORCHVISION_PREFIX):], **kwargs)
-        return ENCODERS[arch](**kwargs)
+        torch.manual_seed(seed)
+        return _construct(arch, kwargs)
+
+
+def _construct(arch: str, kwargs: dict[str, object]) -> nn.Module:
+    if arch.startswith(TORCHVISION_PREFIX):
+        return torchvision_encoder(arch[len(TORCHVISION_PREFIX):], **kwargs)
+    return ENCODERS[arch](**kwargs)

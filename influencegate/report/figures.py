@@ -21,16 +21,22 @@ def _figure_to_image(fig: Any) -> Image.Image:
     return image
 
 
-def influence_histogram(table: pd.DataFrame, title: str = "log_influence", bins: int = 50) -> Image.Image:
-    """Histogram of the scored rows' log_influence (natural log of the self-influence), as an RGB PIL image.
-
-    High-influence samples (`is_high_influence`, when the column exists) are drawn in a second colour.
-    """
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def influence_histogram(table: pd.DataFrame, title: str = "log_influence", bins: int = 50) -> Image.Image:
+    """Histogram of the scored rows' log_influence (natural log of the self-influence), as an RGB PIL image.
+
+    High-influence samples (`is_high_influence`, when the column exists) are drawn in a second colour.
+    """
+    plt = pyplot()
     values = pd.to_numeric(table.get("log_influence"), errors="coerce")
     finite = values[np.isfinite(values)] if values is not None else pd.Series(dtype=float)
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -23,20 +23,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from influencegate.report.figures import _figure_to_image, dataset_images, image_grid
+from influencegate.report.figures import _figure_to_image, dataset_images, image_grid, pyplot
 
 ImagesById = Union[Mapping[str, np.ndarray], Callable[[str], np.ndarray]]
 #: drawn for a sample whose image is not available (C x H x W, mid grey)
 _MISSING = np.full((1, 8, 8), 0.5, dtype=np.float32)
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def placeholder(text: str, size: tuple[int, int] = (480, 120)) -> Image.Image:
@@ -149,7 +140,7 @@ def group_histograms(table: pd.DataFrame, group_column: str, bins: int = 40, max
     data = pd.DataFrame({"x": values[keep], "g": table.loc[keep, group_column].astype(str)})
     if data.empty:
         return placeholder(f"log_influence per group: no scored sample has a {group_column!r} value")
-    plt = _pyplot()
+    plt = pyplot()
     sizes = data["g"].value_counts()
     shown = list(sizes.index[:max_groups])
     edges = np.histogram_bin_edges(data["x"], bins=bins)
@@ -206,7 +197,7 @@ def embedding_map(embeddings: np.ndarray, table: pd.DataFrame, seed: int = 0, ma
               ).fit_transform(x)
     colour = pd.to_numeric(rows["log_influence"], errors="coerce").to_numpy()[pick] \
         if "log_influence" in rows.columns else np.full(len(pick), np.nan)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 6))
     known = np.isfinite(colour)
     ax.scatter(xy[~known, 0], xy[~known, 1], s=8, c="lightgrey", label="no log_influence" if (~known).any() else None)

@@ -10,8 +10,8 @@ import pandas as pd
 from PIL import Image
 
 from influencegate.align import labelled_scores
-from influencegate.report.figures import _figure_to_image, image_grid
-from influencegate.report.findings_figures import _pyplot, dataset_images, placeholder
+from influencegate.report.figures import _figure_to_image, dataset_images, image_grid, pyplot
+from influencegate.report.findings_figures import placeholder
 
 
 def misaligned_gallery(table: pd.DataFrame, dataset: Any, k: int = 16, columns: int = 4, cell: int = 96) -> Image.Image:
@@ -38,7 +38,7 @@ def roc_figure(table: pd.DataFrame, truth: pd.Series | None) -> Image.Image:
     y, _ = labelled_scores(table, truth)
     if len(np.unique(y)) < 2:
         return placeholder("ROC: the labels hold a single class")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
     for name, column in (("ECIF misalignment_score", "misalignment_score"), ("CLIP score (baseline)", "clip_score")):
         labels, values = labelled_scores(table, truth, column)
