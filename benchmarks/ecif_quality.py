@@ -52,12 +52,13 @@ GATE_MAX_FLAGGED = 0.05
 SYSTEMATIC = ((3, 8, 0.5), (1, 7, 0.7), (5, 6, 0.5))  # configs/expectations/pairs.json: misaligned_fraction <= 5%
 
 
-def make_split(seed: int, pretrain_epochs: int) -> dict:
-    """Pairs, reference, test images and labels, and the SSL image encoder for one seed."""
+def make_split(seed: int, pretrain_epochs: int, n_reference: int = N_REFERENCE) -> dict:
+    """Pairs, reference (n_reference pairs), test images and labels (the rest), and the SSL image encoder
+    (trained on the training and reference images) for one seed."""
     digits = load_images("digits")
     labels = digits.records["label"].to_numpy()
     order = np.random.default_rng(seed).permutation(len(labels))
-    train, reference, test = order[:N_TRAIN], order[N_TRAIN:N_TRAIN + N_REFERENCE], order[N_TRAIN + N_REFERENCE:]
+    train, reference, test = order[:N_TRAIN], order[N_TRAIN:N_TRAIN + n_reference], order[N_TRAIN + n_reference:]
     clean_captions = caption_digits(labels[train], seed)
     captions, _, bad = shuffle_captions(clean_captions, labels[train], FRACTION, seed + 1)
     ids = np.array(digits.sample_ids)
