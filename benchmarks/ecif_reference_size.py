@@ -19,7 +19,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 

@@ -11,10 +11,11 @@ from zenml.types import HTMLString
 
 from influencegate.audit import find_issues as find_issues_in, open_dataset, summary_with_findings
 from influencegate.integrations.zenml.approvals import SCORES_ARTIFACT
+from influencegate.integrations.zenml.tables import TableMaterializer
 from influencegate.report import findings_figures
 
 
-@step
+@step(output_materializers={"fairness_audit": TableMaterializer, "duplicate_groups": TableMaterializer})
 def find_issues(dataset: dict, encoder: nn.Module, scores: pd.DataFrame, findings: Optional[dict[str, Any]] = None,
                 device: str = "cpu") -> Tuple[
         Annotated[pd.DataFrame, ArtifactConfig(name=SCORES_ARTIFACT)],

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from influencegate.findings.fairness import RESULT_COLUMNS as FAIRNESS_COLUMNS
 from influencegate.findings.run import LEADING_COLUMNS, FindingsConfig, find_all
 from influencegate.influence.table import scores_table
 
@@ -48,6 +49,8 @@ def test_find_all_fills_the_contract_columns_and_metrics(audited):
     assert found.metrics["fairness_min_p_value"] < 1e-3 and found.metrics["fairness_flagged"] == 1.0
     assert found.metrics["fairness_max_group_ratio"] == pytest.approx(4.0)  # 100% of the top vs 25% of the data
     assert set(found.fairness["group"]) == {"a", "b"}
+    assert list(found.fairness.columns) == list(FAIRNESS_COLUMNS)
+    assert list(find_all(table, embeddings, images).fairness.columns) == list(FAIRNESS_COLUMNS)  # no groups: empty
     assert "group" in found.texts["fairness"] and "near-duplicate" in found.texts["duplicates"]
     assert 0 <= found.metrics["outlier_fraction"] < 0.05
 

@@ -2,10 +2,13 @@
 Fisher, and finite differences of the objective."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from influencegate import InfluenceConfig, InfluenceScorer, exact_self_influence
 from influencegate.data import ImageDataset
@@ -234,3 +237,62 @@ def test_curvature_fitted_on_shards_and_merged_equals_one_fit(curvature, tiny_da
         curv.merge(second.curvature[name])
         curv.finalize(cfg.damping)
     np.testing.assert_allclose(first.score(tiny_data)["influence"], full.score(tiny_data)["influence"], rtol=1e-9)
+
+
+def _reference_augment(image: torch.Tensor, u: list[float], part: str) -> torch.Tensor:
+    """One image, one part, written plainly with Python floats, F.interpolate and F.conv2d (the independent
+    reference of the batched augmentations); u: the part's uniforms (3 for crop, 2 for jitter, else 1)."""
+    c, h, w = image.shape
+    if part == "crop":
+        scale = 0.5 + 0.5 * u[0]
+        ch, cw = max(1, round(h * math.sqrt(scale))), max(1, round(w * math.sqrt(scale)))
+        top, left = math.floor(u[1] * (h - ch + 1)), math.floor(u[2] * (w - cw + 1))
+        patch = image[:, top:top + ch, left:left + cw].unsqueeze(0)
+        return F.interpolate(patch, size=(h, w), mode="bilinear", align_corners=False).squeeze(0)
+    if part == "jitter":
+        brightness, contrast = 0.8 * (u[0] - 0.5), 1.0 + 0.8 * (u[1] - 0.5)
+        return (image - image.mean()) * contrast + image.mean() + brightness
+    if part == "flip":
+        return image.flip(-1) if u[0] < 0.5 else image
+    if part == "grayscale":
+        return image.mean(dim=0, keepdim=True).expand_as(image) if u[0] < 0.2 else image
+    k1 = torch.tensor([0.25, 0.5, 0.25])
+    kernel = (k1[:, None] * k1[None, :]).expand(c, 1, 3, 3)
+    return F.conv2d(image.unsqueeze(0), kernel, padding=1, groups=c).squeeze(0) if u[0] < 0.5 else image
+
+
+@pytest.mark.parametrize("spec", ["crop", "flip", "jitter", "grayscale", "blur", "crop+flip+jitter+grayscale+blur",
+                                  "gaussian+crop+blur"])
+def test_batched_augmentations_match_the_per_image_reference(spec):
+    """Non-Gaussian perturbations transform the whole batch at once; each image must come out as the plain
+    per-image computation with its own (seed, sample id, draw) generator gives it (H != W checks the axes)."""
+    from influencegate.influence.perturb import sample_generator
+
+    images = torch.randn(12, 3, 9, 7, generator=torch.Generator().manual_seed(0))
+    ids = [f"s{i}" for i in range(12)]
+    perturb = make_perturbation(spec, sigma=0.3, draws=3, seed=5, noise="orthogonal")
+    noise = make_perturbation("gaussian", sigma=0.3, draws=3, seed=5, noise="orthogonal")
+    changed = 0
+    for draw in range(3):
+        out = perturb(images, ids, draw)
+        gaussian = noise(torch.zeros_like(images), ids, draw)  # the same Gaussian draw, alone
+        for i, sid in enumerate(ids):
+            parts = spec.split("+")
+            counts = [{"crop": 3, "jitter": 2}.get(part, 1) for part in parts if part != "gaussian"]
+            uniforms = torch.rand(sum(counts), generator=sample_generator(5, sid, salt=f"draw{draw}"),
+                                  dtype=torch.float64).tolist()
+            x = images[i]
+            for part in parts:
+                if part == "gaussian":
+                    x = x + gaussian[i]
+                else:
+                    x = _reference_augment(x, uniforms[:counts[0]], part)
+                    uniforms, counts = uniforms[counts[0]:], counts[1:]
+            torch.testing.assert_close(out[i], x, rtol=1e-5, atol=1e-5)
+            changed += not torch.equal(out[i], images[i])
+    assert changed >= 5  # of 36 images x draws; the comparison is not vacuous
+
+
+def test_a_part_named_twice_is_an_error():
+    with pytest.raises(ValueError, match="names a part twice"):
+        make_perturbation("flip+flip", sigma=0.1, draws=2, seed=0, noise="iid")

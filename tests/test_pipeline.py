@@ -62,6 +62,14 @@ def test_own_pipeline_with_influencegate_steps(tmp_path: Path, monkeypatch, digi
     assert len(scores) == 80 and scores["influence"].notna().all()
     assert {"is_outlier", "outlier_score", "duplicate_group", "is_duplicate", "duplicate_of"} <= set(scores.columns)
     assert run.steps["keep_approved"].outputs["approved"][0].load() is True
+    # no group columns were audited and (80 distinct digits) no duplicates found: both side tables are empty,
+    # and still carry their metadata and visualisations in ZenML (TableMaterializer)
+    for name in ("fairness_audit", "duplicate_groups"):
+        artifact = run.steps["find_issues"].outputs[name][0]
+        table = artifact.load()
+        assert len(table) == 0 and len(table.columns) > 0, name
+        assert tuple(artifact.run_metadata["shape"]) == table.shape, name
+        assert artifact.visualizations, name
 
 
 def test_two_versions_compare_against_first_approved_and_mlflow_has_everything(

@@ -37,6 +37,10 @@ TOP_FRACTION = 0.1
 ALPHA = 0.05
 CORRECTIONS = ("holm", "bh")
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+QUANTILE_COLUMNS = tuple(f"log_influence_q{int(round(q * 100)):02d}" for q in QUANTILES)
+#: Columns of the per-group result table, in order (the same whether or not any column was audited).
+RESULT_COLUMNS = ("column", "group", "n", "share", "top_count", "top_share", "ratio", "chi2", "chi2_p", "binom_p",
+                  "binom_p_adj", "significant", "column_flagged", *QUANTILE_COLUMNS, "log_influence_mean")
 
 
 def adjust_pvalues(p: np.ndarray, method: str = "holm") -> np.ndarray:
@@ -121,7 +125,7 @@ class Fairness(Finding):
         rows, self._meta = [], {}
         for column in self.group_columns:
             rows.extend(self._audit_column(table, column))
-        self._result = pd.DataFrame(rows)
+        self._result = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
         return self._result
 
     def _audit_column(self, table: pd.DataFrame, column: str) -> list[dict[str, Any]]:
@@ -153,8 +157,8 @@ class Fairness(Finding):
                    "ratio": float(o_g[g] / k / share[g]) if share[g] > 0 else np.nan,
                    "chi2": chi2, "chi2_p": chi2_p, "binom_p": float(binom_p[g]), "binom_p_adj": float(binom_adj[g]),
                    "significant": bool(binom_adj[g] < self.alpha), "column_flagged": bool(chi2_p < self.alpha)}
-            for q in QUANTILES:
-                row[f"log_influence_q{int(round(q * 100)):02d}"] = float(np.quantile(values, q)) if len(values) else np.nan
+            for q, name in zip(QUANTILES, QUANTILE_COLUMNS):
+                row[name] = float(np.quantile(values, q)) if len(values) else np.nan
             row["log_influence_mean"] = float(values.mean()) if len(values) else np.nan
             out.append(row)
         return out

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from influencegate.findings.duplicates import Duplicates
-from influencegate.findings.fairness import Fairness
+from influencegate.findings.fairness import RESULT_COLUMNS as FAIRNESS_COLUMNS, Fairness
 from influencegate.findings.outliers import Outliers
 
 #: DESIGN.md section 2: the columns that lead the scores table, in this order; group columns follow them,
@@ -118,7 +118,7 @@ def find_all(table: pd.DataFrame, embeddings: np.ndarray, images: torch.Tensor |
                                   if found["auto_fallback"] else ""))
     else:
         metrics.update(duplicate_fraction=math.nan, n_duplicates=math.nan, duplicate_groups=math.nan)
-    fairness_table = pd.DataFrame()
+    fairness_table = pd.DataFrame(columns=list(FAIRNESS_COLUMNS))
     metrics.update(fairness_columns_audited=float(len(config.groups)), fairness_min_p_value=1.0,
                    fairness_max_group_ratio=1.0, fairness_flagged=0.0)
     if config.groups:

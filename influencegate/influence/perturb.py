@@ -60,6 +60,8 @@ class Perturbation:
         unknown = [p for p in parts if p not in self.NAMES]
         if not parts or unknown:
             raise ValueError(f"unknown perturbation {spec!r}; use one of {self.NAMES} or compositions like 'flip+jitter'")
+        if len(set(parts)) < len(parts):
+            raise ValueError(f"perturbation {spec!r} names a part twice; each of {self.NAMES} may appear once")
         self.parts, self.sigma, self.draws, self.seed, self.orthogonal = parts, sigma, draws, seed, orthogonal
         self.common = common
         self._noise_ids: tuple[str, ...] = ()
@@ -82,51 +84,98 @@ class Perturbation:
 
     def __call__(self, images: torch.Tensor, sample_ids: Sequence[str], draw: int) -> torch.Tensor:
         noise = self._batch_noise(images.shape[1:], sample_ids)[:, draw] if "gaussian" in self.parts else None
-        if self.parts == ["gaussian"]:  # the default: one vectorised add on the images' device
-            return images + self.sigma * noise.to(images.device, images.dtype)
-        out = []
-        for i, (image, sid) in enumerate(zip(images, sample_ids)):
-            gen = sample_generator(self.seed, sid, salt=f"draw{draw}")
-            x = image.detach().to("cpu", torch.float32)
-            for part in self.parts:
-                x = x + self.sigma * noise[i % len(noise)] if part == "gaussian" else _APPLY[part](x, gen)
-            out.append(x)
-        return torch.stack(out).to(images.device, images.dtype)
+        x = images
+        if self.parts != ["gaussian"]:
+            gens = [sample_generator(self.seed, sid, salt=f"draw{draw}") for sid in sample_ids]
+            params = draw_parameters(self.parts, gens, x.shape[-2:])
+        for part in self.parts:  # left to right, each for the whole batch on the images' device
+            if part == "gaussian":
+                x = x + self.sigma * noise.to(x.device, x.dtype)
+            else:
+                x = _APPLY[part](x, {name: value.to(x.device) for name, value in params[part].items()})
+        return x
 
 
-def _crop(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    _, h, w = x.shape
-    scale = 0.5 + 0.5 * torch.rand((), generator=gen).item()
-    ch, cw = max(1, round(h * math.sqrt(scale))), max(1, round(w * math.sqrt(scale)))
-    top = int(torch.randint(0, h - ch + 1, (), generator=gen))
-    left = int(torch.randint(0, w - cw + 1, (), generator=gen))
-    patch = x[:, top:top + ch, left:left + cw].unsqueeze(0)
-    return F.interpolate(patch, size=(h, w), mode="bilinear", align_corners=False).squeeze(0)
+#: Uniform random numbers each non-Gaussian part draws per sample and draw index.
+UNIFORMS = {"crop": 3, "flip": 1, "jitter": 2, "grayscale": 1, "blur": 1}
 
 
-def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    return x.flip(-1) if torch.rand((), generator=gen).item() < 0.5 else x
+def draw_parameters(parts: Sequence[str], generators: Sequence[torch.Generator],
+                    size: Sequence[int]) -> dict[str, dict[str, torch.Tensor]]:
+    """The random parameters of each non-Gaussian part for every sample: {part: {name: tensor of B}}.
+
+    Sample b draws its uniforms U[0, 1) in one call from generators[b] (float64, UNIFORMS[part] per part, the
+    parts in order); the rest is computed for the whole batch. crop: scale = 0.5 + 0.5 u0 of the area, window
+    height/width = max(1, round(side sqrt(scale))), top/left = floor(u1/u2 x (side - window + 1)); jitter:
+    brightness = 0.8 (u0 - 0.5), contrast = 1 + 0.8 (u1 - 0.5); flip, grayscale, blur: u (applied below their
+    probability).
+    """
+    h, w = size
+    parts = [part for part in parts if part != "gaussian"]
+    u = torch.stack([torch.rand(sum(UNIFORMS[part] for part in parts), generator=gen, dtype=torch.float64)
+                     for gen in generators])
+    out, column = {}, 0
+    for part in parts:
+        v = u[:, column:column + UNIFORMS[part]]
+        column += UNIFORMS[part]
+        if part == "crop":
+            root = (0.5 + 0.5 * v[:, 0]).sqrt()
+            height, width = (h * root).round().clamp(min=1), (w * root).round().clamp(min=1)
+            out[part] = {"top": (v[:, 1] * (h - height + 1)).floor(), "left": (v[:, 2] * (w - width + 1)).floor(),
+                         "height": height, "width": width}
+        elif part == "jitter":
+            out[part] = {"brightness": 0.8 * (v[:, 0] - 0.5), "contrast": 1.0 + 0.8 * (v[:, 1] - 0.5)}
+        else:
+            out[part] = {"u": v[:, 0]}
+    return out
 
 
-def _jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    brightness = 0.8 * (torch.rand((), generator=gen).item() - 0.5)
-    contrast = 1.0 + 0.8 * (torch.rand((), generator=gen).item() - 0.5)
-    mean = x.mean()
+def _select(mask: torch.Tensor, changed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per sample (mask: B bools), the changed image or the original one."""
+    return torch.where(mask.view(-1, 1, 1, 1), changed, x)
+
+
+def _interpolation_matrices(start: torch.Tensor, length: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """B x size x size matrices that resize each sample's window [start, start + length) of an axis of `size`
+    pixels back to `size` pixels: bilinear with align_corners=False and the edge clamping of F.interpolate
+    (two weights per output pixel, summing to 1); start, length: B."""
+    length = length.to(torch.float32).view(-1, 1)
+    src = ((torch.arange(size, dtype=torch.float32, device=start.device) + 0.5) * (length / size) - 0.5).clamp(min=0)
+    i0 = src.floor()
+    weight = (src - i0).to(dtype)
+    first = start.long().view(-1, 1)
+    i1 = torch.minimum(i0 + 1, length - 1).long() + first
+    matrices = torch.zeros(len(start), size, size, dtype=dtype, device=start.device)
+    matrices.scatter_add_(2, (i0.long() + first).unsqueeze(2), (1 - weight).unsqueeze(2))
+    return matrices.scatter_add_(2, i1.unsqueeze(2), weight.unsqueeze(2))
+
+
+def _crop(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Random resized crop: each sample's window (scale 0.5-1 of the area) resized back to H x W, as
+    rows (B x H x H) @ image @ columns^T (B x W x W) per channel."""
+    rows = _interpolation_matrices(p["top"], p["height"], x.shape[2], x.dtype).unsqueeze(1)
+    columns = _interpolation_matrices(p["left"], p["width"], x.shape[3], x.dtype).unsqueeze(1)
+    return rows @ x @ columns.transpose(2, 3)
+
+
+def _flip(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    return _select(p["u"] < 0.5, x.flip(-1), x)
+
+
+def _jitter(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    contrast, brightness = (p[k].to(x.dtype).view(-1, 1, 1, 1) for k in ("contrast", "brightness"))
     return (x - mean) * contrast + mean + brightness
 
 
-def _grayscale(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    if torch.rand((), generator=gen).item() < 0.2:
-        return x.mean(dim=0, keepdim=True).expand_as(x).clone()
-    return x
+def _grayscale(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    return _select(p["u"] < 0.2, x.mean(dim=1, keepdim=True).expand_as(x), x)
 
 
-def _blur(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    if torch.rand((), generator=gen).item() >= 0.5:
-        return x
-    k1 = torch.tensor([0.25, 0.5, 0.25])
-    kernel = (k1[:, None] * k1[None, :]).expand(x.shape[0], 1, 3, 3)
-    return F.conv2d(x.unsqueeze(0), kernel, padding=1, groups=x.shape[0]).squeeze(0)
+def _blur(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    k1 = torch.tensor([0.25, 0.5, 0.25], dtype=x.dtype, device=x.device)
+    kernel = (k1[:, None] * k1[None, :]).expand(x.shape[1], 1, 3, 3)
+    return _select(p["u"] < 0.5, F.conv2d(x, kernel, padding=1, groups=x.shape[1]), x)
 
 
 _APPLY = {"crop": _crop, "flip": _flip, "jitter": _jitter, "grayscale": _grayscale, "blur": _blur}

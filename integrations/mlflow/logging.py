@@ -98,9 +98,10 @@ def _loggable_table(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def dataset_input(records: pd.DataFrame, dataset: Mapping[str, Any]) -> Any:
-    """The dataset version as an MLflow dataset: its rows, named by the dataset, digest = the version id.
-    The source is the folder/manifest (a local artifact source) or, for the embedded digits, a code source."""
+def log_dataset_input(records: pd.DataFrame, dataset: Mapping[str, Any]) -> None:
+    """Log the dataset version as the active run's MLflow dataset input ("audit"): its rows, named by the
+    dataset, digest = the version id. The source is the folder/manifest (a local artifact source) or, for the
+    embedded digits, a code source."""
     import warnings
 
     import mlflow.data
@@ -109,11 +110,12 @@ def dataset_input(records: pd.DataFrame, dataset: Mapping[str, Any]) -> Any:
     location = str(dataset.get("source") or "")
     source: Any = (str(Path(location).resolve()) if location and Path(location).exists()
                    else CodeDatasetSource(tags={"influencegate.source": location or str(dataset.get("name"))}))
-    # Silenced: MLflow's hints on ambiguous local sources and integer columns do not apply to an audit input.
+    # Silenced: MLflow's hints on ambiguous local sources and on integer columns (its schema inference, which
+    # runs when the input is logged) are about model signatures and do not apply to an audit input.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return mlflow.data.from_pandas(_loggable_table(records), source=source, name=str(dataset.get("name")),
-                                       digest=str(dataset.get("version")))
+        mlflow.log_input(mlflow.data.from_pandas(_loggable_table(records), source=source, name=str(dataset.get("name")),
+                                                 digest=str(dataset.get("version"))), context="audit")
 
 
 def log_audit(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: Mapping[str, Any],
@@ -178,7 +180,7 @@ def log_audit(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: Map
         if drift is not None:
             mlflow.log_dict(dict(drift), ARTIFACTS["drift"])
         if records is not None:
-            mlflow.log_input(dataset_input(records, dataset), context="audit")
+            log_dataset_input(records, dataset)
         info = run.info
         return {"run_id": info.run_id, "experiment_id": info.experiment_id,
                 "tracking_uri": mlflow.get_tracking_uri(), "artifact_uri": info.artifact_uri}
