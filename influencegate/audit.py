@@ -127,16 +127,26 @@ def load_or_pretrain(dataset: Any, checkpoint: str | Path | None = None, method:
     return result.encoder.eval(), losses, float(result.seconds)
 
 
-def score_dataset(dataset: Any, encoder: Any, config: Any) -> tuple[pd.DataFrame, float]:
-    """(scores table with `is_high_influence`, seconds) for an encoder and an InfluenceConfig."""
+def score_dataset(dataset: Any, encoder: Any, config: Any, resume_dir: str | Path | None = None,
+                  shard_size: int = 4096) -> tuple[pd.DataFrame, float, dict[str, int]]:
+    """(scores table with `is_high_influence`, seconds, resume info) for an encoder and an InfluenceConfig.
+
+    resume_dir: keep the fit and the scores shard by shard (`shard_size` samples) there and resume what an
+    earlier, interrupted run of the same config, encoder and dataset left (`influence.score_resumable`);
+    the info then says how many shards were reused ({} without resume_dir).
+    """
     import time
 
     from influencegate import InfluenceScorer
+    from influencegate.influence import score_resumable
 
     start = time.perf_counter()
-    scorer = InfluenceScorer(encoder, config).fit(dataset)
-    table = add_high_influence(scorer.score(dataset))
-    return table, time.perf_counter() - start
+    scorer = InfluenceScorer(encoder, config)
+    if resume_dir is None:
+        table, info = scorer.fit(dataset).score(dataset), {}
+    else:
+        table, info = score_resumable(scorer, dataset, resume_dir, shard_size)
+    return add_high_influence(table), time.perf_counter() - start, info
 
 
 def find_issues(dataset: Any, encoder: Any, table: pd.DataFrame, config: Any = None, batch_size: int = 256,

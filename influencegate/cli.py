@@ -1,7 +1,7 @@
 """The `influencegate` command.
 
     influencegate score DATA --out scores.parquet [--encoder CKPT | --pretrain simclr --epochs N] [scorer options]
-                        [--groups COL,COL] [--no-findings]
+                        [--groups COL,COL] [--no-findings] [--resume-dir DIR [--shard-size N]]
     influencegate score-pairs DATA --out pairs.parquet [--reference CLEAN_DATA]   ECIF scores of image-text pairs
     influencegate demo                               the embedded default (digits) end to end through ZenML
     influencegate audit CONFIG.yaml [--set k=v ...]  exit 0 approved, 1 rejected, 2 usage or input error
@@ -73,7 +73,13 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     if seconds:
         print(f"pretrained {args.pretrain or 'simclr'} for {args.epochs} epochs in {seconds:.1f} s")
-    table, seconds = score_dataset(dataset, encoder, config)
+    try:
+        table, seconds, resume = score_dataset(dataset, encoder, config, args.resume_dir, args.shard_size)
+    except ValueError as exc:  # a resume directory of another run, or a bad shard size
+        raise UsageError(str(exc)) from exc
+    if resume:
+        print(f"{args.resume_dir}: {resume['shards_reused']} of {resume['shards']} shards reused"
+              + (", fit reused" if resume["fit_reused"] else ""))
     texts: dict[str, str] = {}
     if not args.no_findings:
         found = find_issues(dataset, encoder, table, {"groups": groups}, device=config.device)
@@ -257,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--batch-size", type=int)
     score.add_argument("--precision", choices=["fp32", "fp64", "bf16", "fp16"])
     score.add_argument("--seed", type=int)
+    score.add_argument("--resume-dir", help="keep the fit and the scores shard by shard here; run the same command "
+                                            "again to resume an interrupted run (same config, encoder and data)")
+    score.add_argument("--shard-size", type=int, default=4096, help="samples per shard with --resume-dir")
     score.add_argument("--groups", help="comma-separated group columns of the manifest to audit for fairness")
     score.add_argument("--no-findings", action="store_true",
                        help="scores only: skip duplicates, outliers and the fairness audit")

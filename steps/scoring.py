@@ -14,7 +14,8 @@ from influencegate.report import influence_grids, influence_histogram
 
 
 @step
-def score_influence(dataset: dict, encoder: nn.Module, scorer: Optional[dict[str, Any]] = None) -> Tuple[
+def score_influence(dataset: dict, encoder: nn.Module, scorer: Optional[dict[str, Any]] = None,
+                    resume_dir: Optional[str] = None) -> Tuple[
         Annotated[pd.DataFrame, "influence_scores"],
         Annotated[dict, "score_summary"],
         Annotated[dict, "scoring_info"]]:
@@ -22,11 +23,13 @@ def score_influence(dataset: dict, encoder: nn.Module, scorer: Optional[dict[str
 
     Returns the scores table (DESIGN.md section 2, with is_high_influence; `find_issues` adds the findings and
     becomes the run's `influencegate_scores` artifact), its summary statistics
-    (`influencegate.audit.summary_stats`) and {"config": flat scorer config, "seconds": scoring time}.
+    (`influencegate.audit.summary_stats`) and {"config": flat scorer config, "seconds": scoring time, "resume":
+    shards written and reused}. resume_dir: a directory where the fit and the scores are kept shard by shard,
+    so that a step that was interrupted resumes there when it is run again (`influence.score_resumable`).
     """
     config = InfluenceConfig.from_dict({"progress": False, **(scorer or {})})
-    table, seconds = score_dataset(open_dataset(dataset), encoder, config)
-    return table, summary_stats(table), {"config": config.to_params(), "seconds": round(seconds, 3)}
+    table, seconds, resume = score_dataset(open_dataset(dataset), encoder, config, resume_dir)
+    return table, summary_stats(table), {"config": config.to_params(), "seconds": round(seconds, 3), "resume": resume}
 
 
 @step

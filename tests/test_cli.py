@@ -55,3 +55,23 @@ def test_score_writes_table_without_mlops_imports(tmp_path: Path, encoder_checkp
                                        "duplicate_group", "is_duplicate", "duplicate_of"]
     assert table.loc[table["error"].notna(), "is_duplicate"].eq(False).all()  # failed rows: neutral values, kept
     assert "removable copies" in result.stdout and "outliers" in result.stdout
+
+
+def test_score_resumes_from_its_directory_and_refuses_another_run(tmp_path: Path, encoder_checkpoint: Path,
+                                                                  digits_folder, capsys) -> None:
+    """--resume-dir: a second identical command reuses the fit and every shard and writes the same table
+    (failed rows included); the same directory with another seed is a one-line usage error."""
+    folder = digits_folder(tmp_path / "imgs", count=50, corrupt=3)
+    base = ["score", str(folder), "--encoder", str(encoder_checkpoint), "--image-size", "8", "--channels", "1",
+            "--rank", "4", "--draws", "2", "--no-findings", "--resume-dir", str(tmp_path / "run"), "--shard-size", "20"]
+    assert main([*base, "--out", str(tmp_path / "a.parquet")]) == 0
+    assert "0 of 3 shards reused" in capsys.readouterr().out
+    assert main([*base, "--out", str(tmp_path / "b.parquet")]) == 0
+    assert "3 of 3 shards reused, fit reused" in capsys.readouterr().out
+    first, second = pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")
+    pd.testing.assert_frame_equal(first, second)
+    assert len(first) == 50 and first["error"].notna().sum() == 3
+    assert main([*base, "--seed", "1", "--out", str(tmp_path / "c.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "holds a scoring run with another config" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c.parquet").exists()

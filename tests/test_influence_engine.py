@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -296,3 +297,59 @@ def test_batched_augmentations_match_the_per_image_reference(spec):
 def test_a_part_named_twice_is_an_error():
     with pytest.raises(ValueError, match="names a part twice"):
         make_perturbation("flip+flip", sigma=0.1, draws=2, seed=0, noise="iid")
+
+
+@pytest.mark.parametrize("curvature, projection", [("raw", "random"), ("ekfac", "pca")])
+def test_sharded_resumable_scoring_equals_one_score_and_resumes_after_a_crash(curvature, projection, tiny_data,
+                                                                             tmp_path):
+    """score_resumable writes the fit and every shard; a run killed after two shards resumes with them, and
+    a lost shard is recomputed; the table equals one fit + score."""
+    from influencegate.influence import score_resumable
+
+    model, cfg = tiny_cnn(), config(curvature=curvature, projection=projection, rank=3)
+    expected = InfluenceScorer(model, cfg).fit(tiny_data).score(tiny_data)
+
+    crashing = InfluenceScorer(model, cfg)
+    calls = {"n": 0}
+    original = crashing.influence
+
+    def dies_on_the_third_shard(dataset):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("the machine went away")
+        return original(dataset)
+
+    crashing.influence = dies_on_the_third_shard
+    with pytest.raises(KeyboardInterrupt):
+        score_resumable(crashing, tiny_data, tmp_path, shard_size=10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curvature.pt", "run.json", "shard-00000.npz",
+                                                          "shard-00001.npz"]
+
+    table, info = score_resumable(InfluenceScorer(model, cfg), tiny_data, tmp_path, shard_size=10)
+    assert info == {"shards": 4, "shards_reused": 2, "fit_reused": 1}
+    pd.testing.assert_frame_equal(table, expected, check_exact=False, rtol=1e-9)
+
+    (tmp_path / "shard-00001.npz").unlink()
+    table, info = score_resumable(InfluenceScorer(model, cfg), tiny_data, tmp_path, shard_size=10)
+    assert info == {"shards": 4, "shards_reused": 3, "fit_reused": 1}
+    pd.testing.assert_frame_equal(table, expected, check_exact=False, rtol=1e-9)
+
+
+def test_resumable_scoring_refuses_a_directory_of_another_run(tiny_data, tmp_path):
+    from influencegate.influence import score_resumable
+
+    score_resumable(InfluenceScorer(tiny_cnn(), config()), tiny_data, tmp_path, shard_size=18)
+    with pytest.raises(ValueError, match="another config"):
+        score_resumable(InfluenceScorer(tiny_cnn(), config(seed=1)), tiny_data, tmp_path, shard_size=18)
+    other = tiny_cnn()
+    with torch.no_grad():
+        other[0].weight.add_(0.01)
+    with pytest.raises(ValueError, match="another encoder_sha256"):
+        score_resumable(InfluenceScorer(other, config()), tiny_data, tmp_path, shard_size=18)
+    with pytest.raises(ValueError, match="another n_samples, sample_ids_sha256"):
+        score_resumable(InfluenceScorer(tiny_cnn(), config()), tiny_data.subset(tiny_data.sample_ids[:20]), tmp_path)
+    with pytest.raises(ValueError, match="shard_size must be >= 1"):
+        score_resumable(InfluenceScorer(tiny_cnn(), config()), tiny_data, tmp_path / "new", shard_size=0)
+    # device and progress do not change a score: the same run may resume with them changed
+    _, info = score_resumable(InfluenceScorer(tiny_cnn(), config(progress=True)), tiny_data, tmp_path, shard_size=18)
+    assert info["shards_reused"] == 2
