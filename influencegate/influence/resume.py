@@ -35,7 +35,8 @@ NEUTRAL_FIELDS = ("device", "progress")
 
 def run_fingerprint(scorer: InfluenceScorer, sample_ids: list[str]) -> dict[str, Any]:
     """What a directory's files depend on: the scorer config (less NEUTRAL_FIELDS), the tracked layers, a
-    hash of the encoder's weights and of the dataset's readable sample ids, and their count."""
+    hash of the encoder's weights and of the dataset's readable sample ids, and their count. A callable
+    perturbation is known by its name only: changing what it does means a new directory."""
     config = {k: v for k, v in scorer.config.to_params().items() if k not in NEUTRAL_FIELDS}
     weights = hashlib.sha256()
     for name, tensor in sorted(scorer.model.state_dict().items()):
