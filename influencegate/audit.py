@@ -128,21 +128,28 @@ def load_or_pretrain(dataset: Any, checkpoint: str | Path | None = None, method:
 
 
 def score_dataset(dataset: Any, encoder: Any, config: Any, resume_dir: str | Path | None = None,
-                  shard_size: int = 4096) -> tuple[pd.DataFrame, float, dict[str, int]]:
+                  shard_size: int = 4096, distributed: bool = False) -> tuple[pd.DataFrame, float, dict[str, int]]:
     """(scores table with `is_high_influence`, seconds, resume info) for an encoder and an InfluenceConfig.
 
     resume_dir: keep the fit and the scores shard by shard (`shard_size` samples) there and resume what an
     earlier, interrupted run of the same config, encoder and dataset left (`influence.score_resumable`);
     the info then says how many shards were reused ({} without resume_dir).
+    distributed: this process is one rank of an initialised torch.distributed group; the ranks split the
+    samples and every rank returns the whole table (`influence.distributed.score_distributed`).
     """
     import time
 
     from influencegate import InfluenceScorer
     from influencegate.influence import score_resumable
+    from influencegate.influence.distributed import score_distributed
 
+    if distributed and resume_dir is not None:
+        raise ValueError("resuming a multi-process (torchrun) run is not supported: give either one")
     start = time.perf_counter()
     scorer = InfluenceScorer(encoder, config)
-    if resume_dir is None:
+    if distributed:
+        table, info = score_distributed(scorer, dataset), {}
+    elif resume_dir is None:
         table, info = scorer.fit(dataset).score(dataset), {}
     else:
         table, info = score_resumable(scorer, dataset, resume_dir, shard_size)

@@ -2,6 +2,7 @@
 
     influencegate score DATA --out scores.parquet [--encoder CKPT | --pretrain simclr --epochs N] [scorer options]
                         [--groups COL,COL] [--no-findings] [--resume-dir DIR [--shard-size N]]
+    torchrun --nproc_per_node=G -m influencegate.cli score DATA --encoder CKPT ...   the same over G processes
     influencegate score-pairs DATA --out pairs.parquet [--reference CLEAN_DATA]   ECIF scores of image-text pairs
     influencegate demo                               the embedded default (digits) end to end through ZenML
     influencegate audit CONFIG.yaml [--set k=v ...]  exit 0 approved, 1 rejected, 2 usage or input error
@@ -48,12 +49,19 @@ def _scorer_config(args: argparse.Namespace) -> Any:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Score DATA and write the scores table (parquet, or csv by extension)."""
+    import torch.distributed
+
     from influencegate.audit import find_issues, load_or_pretrain, score_dataset, summary_stats
     from influencegate.data import DatasetError, load_images
+    from influencegate.influence.distributed import init_from_env, launched_with_ranks
 
     config = _scorer_config(args)
     if args.encoder and args.pretrain:
         raise UsageError("give either --encoder or --pretrain, not both")
+    if launched_with_ranks() and not args.encoder:
+        raise UsageError("under torchrun every rank must score the same encoder: pretrain once (score --pretrain "
+                         "... --save-encoder CKPT), then launch torchrun with --encoder CKPT")
+    distributed = init_from_env(config.device)
     if args.encoder and not args.encoder.startswith("torchvision:") and not Path(args.encoder).is_file():
         raise UsageError(f"encoder checkpoint not found: {args.encoder!r}")
     try:
@@ -74,9 +82,14 @@ def cmd_score(args: argparse.Namespace) -> int:
     if seconds:
         print(f"pretrained {args.pretrain or 'simclr'} for {args.epochs} epochs in {seconds:.1f} s")
     try:
-        table, seconds, resume = score_dataset(dataset, encoder, config, args.resume_dir, args.shard_size)
-    except ValueError as exc:  # a resume directory of another run, or a bad shard size
+        table, seconds, resume = score_dataset(dataset, encoder, config, args.resume_dir, args.shard_size, distributed)
+    except ValueError as exc:  # a resume directory of another run, a bad shard size, too few samples for the ranks
         raise UsageError(str(exc)) from exc
+    if distributed:  # every rank holds the table; rank 0 runs the findings and writes it
+        rank = torch.distributed.get_rank()
+        torch.distributed.destroy_process_group()
+        if rank != 0:
+            return 0
     if resume:
         print(f"{args.resume_dir}: {resume['shards_reused']} of {resume['shards']} shards reused"
               + (", fit reused" if resume["fit_reused"] else ""))

@@ -75,3 +75,26 @@ def test_score_resumes_from_its_directory_and_refuses_another_run(tmp_path: Path
     err = capsys.readouterr().err
     assert "holds a scoring run with another config" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "c.parquet").exists()
+
+
+def test_score_under_torchrun_equals_one_process(tmp_path: Path, encoder_checkpoint: Path, digits_folder) -> None:
+    """Two gloo ranks launched by torchrun (EK-FAC on PCA projections: factor sums and refitted eigenvalues
+    are merged across ranks) write the same table as one process, failed rows included."""
+    folder = digits_folder(tmp_path / "imgs", count=61, corrupt=2)
+    args = ["score", str(folder), "--encoder", str(encoder_checkpoint), "--image-size", "8", "--channels", "1",
+            "--rank", "4", "--draws", "3", "--curvature", "ekfac", "--projection", "pca", "--precision", "fp64",
+            "--no-findings"]
+    assert main([*args, "--out", str(tmp_path / "one.parquet")]) == 0
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+              "-m", "influencegate.cli", *args, "--out", str(tmp_path / "two.parquet")]
+    result = subprocess.run(launch, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet")
+    assert len(two) == 61 and two["error"].notna().sum() == 2
+    pd.testing.assert_frame_equal(one, two, check_exact=False, rtol=1e-8)
+
+
+def test_torchrun_needs_a_fixed_encoder(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["score", "digits", "--pretrain", "simclr"]) == 2
+    assert "pretrain once" in capsys.readouterr().err

@@ -353,3 +353,13 @@ def test_resumable_scoring_refuses_a_directory_of_another_run(tiny_data, tmp_pat
     # device and progress do not change a score: the same run may resume with them changed
     _, info = score_resumable(InfluenceScorer(tiny_cnn(), config(progress=True)), tiny_data, tmp_path, shard_size=18)
     assert info["shards_reused"] == 2
+
+
+def test_rank_parts_cover_the_samples_once_in_order_and_need_a_process_group(tiny_data):
+    from influencegate.influence.distributed import rank_part, score_distributed
+
+    ids = [f"s{i}" for i in range(11)]
+    parts = [rank_part(ids, rank, 4) for rank in range(4)]
+    assert sum(parts, []) == ids and sorted(len(p) for p in parts) == [2, 3, 3, 3]
+    with pytest.raises(RuntimeError, match="initialised torch.distributed process group"):
+        score_distributed(InfluenceScorer(tiny_cnn(), config()), tiny_data)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,17 @@ def sample_loader(dataset: Dataset, batch_size: int) -> DataLoader:
     if len(dataset) == 0:
         raise ValueError("the dataset has no readable sample to score")
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+
+
+class Reducer(Protocol):
+    """Combines what several processes fitted on disjoint parts of the samples (torch.distributed ranks;
+    ``influence.distributed.ProcessGroupReducer``). Every process gets the same result."""
+
+    def total(self, count: int) -> int:
+        """The sum of every process's count."""
+
+    def merged(self, parts: dict[str, Any]) -> dict[str, Any]:
+        """Every process's {layer: mergeable sums} (FactorSums, LayerCurvature), merged in process order."""
 
 
 class InfluenceScorer:
@@ -73,41 +84,50 @@ class InfluenceScorer:
                                              cfg.progress, cfg.draws_per_pass)
         return capture, batches
 
-    def _fit_projectors(self, dataset: Dataset, draws: int) -> dict[str, LayerProjector]:
+    def _factor_sums(self, dataset: Dataset, projectors: dict[str, LayerProjector], desc: str,
+                     reducer: Reducer | None) -> dict[str, Any]:
+        """The Kronecker-factor sums of one pass over the first `fit_draws` draws (of every process)."""
+        capture, batches = self._pass(dataset, projectors, desc, collect_factors=True, collect_grads=False,
+                                      draws=self.fit_draws)
+        for _ in batches:
+            pass
+        return reducer.merged(capture.factors) if reducer else capture.factors
+
+    def _fit_projectors(self, dataset: Dataset, reducer: Reducer | None) -> dict[str, LayerProjector]:
         cfg = self.config
         if cfg.projection != "pca":
             return random_projectors(self.layers, cfg.rank, cfg.projection_seed, identity=cfg.projection == "identity")
         exact = random_projectors(self.layers, cfg.rank, cfg.projection_seed, identity=True)
-        capture, batches = self._pass(dataset, exact, "pca projections", collect_factors=True, collect_grads=False,
-                                      draws=draws)
-        for _ in batches:
-            pass
-        covariances = {n: (f.a_sum / max(f.a_rows, 1.0), f.s_sum / max(f.s_count, 1.0))
-                       for n, f in capture.factors.items()}
+        factors = self._factor_sums(dataset, exact, "pca projections", reducer)
+        covariances = {n: (f.a_sum / max(f.a_rows, 1.0), f.s_sum / max(f.s_count, 1.0)) for n, f in factors.items()}
         return pca_projectors(self.layers, cfg.rank, covariances)
 
-    def fit(self, dataset: Dataset) -> "InfluenceScorer":
-        """Fit projections and per-layer curvature on `dataset` (streaming; memory flat in N)."""
+    def fit(self, dataset: Dataset, reducer: Reducer | None = None) -> "InfluenceScorer":
+        """Fit projections and per-layer curvature on `dataset` (streaming; memory flat in N).
+
+        reducer: when several processes each fit on their own part of the samples, combines their sums after
+        every pass, so that each ends with the fit of all the samples (see ``influence.distributed``).
+        """
         cfg = self.config
         dimension = max(math.prod(projected_shape(m, cfg.rank, cfg.projection == "identity"))
                         for m in self.layers.values())
-        self.fit_draws = cfg.curvature_draws(len(dataset), dimension)
-        self.projectors = self._fit_projectors(dataset, self.fit_draws)
+        n_samples = reducer.total(len(dataset)) if reducer else len(dataset)
+        self.fit_draws = cfg.curvature_draws(n_samples, dimension)
+        self.projectors = self._fit_projectors(dataset, reducer)
         curvature_class = CURVATURE_CLASSES[cfg.curvature]
         options = {"inverse_rank": cfg.inverse_rank} if curvature_class is RawCurvature else {}
         self.curvature = {n: curvature_class(p.shape, **options) for n, p in self.projectors.items()}
         if curvature_class.needs_factors:
-            capture, batches = self._pass(dataset, self.projectors, "curvature factors", collect_factors=True,
-                                          collect_grads=False, draws=self.fit_draws)
-            for _ in batches:
-                pass
+            factors = self._factor_sums(dataset, self.projectors, "curvature factors", reducer)
             for name, curv in self.curvature.items():
-                curv.set_factors(capture.factors[name])
+                curv.set_factors(factors[name])
         if curvature_class.needs_gradients:
             _, batches = self._pass(dataset, self.projectors, "curvature", draws=self.fit_draws)
             for ids, _, grads in batches:
                 for name, curv in self.curvature.items():
                     curv.update(self._layer_grad(grads, name, len(ids)))
+            if reducer:
+                self.curvature = reducer.merged(self.curvature)
         for curv in self.curvature.values():
             curv.finalize(cfg.damping)
         return self
