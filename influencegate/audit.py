@@ -135,7 +135,8 @@ def score_dataset(dataset: Any, encoder: Any, config: Any, resume_dir: str | Pat
     earlier, interrupted run of the same config, encoder and dataset left (`influence.score_resumable`);
     the info then says how many shards were reused ({} without resume_dir).
     distributed: this process is one rank of an initialised torch.distributed group; the ranks split the
-    samples and every rank returns the whole table (`influence.distributed.score_distributed`).
+    samples and every rank returns the whole table (`influence.distributed.score_distributed`; with
+    resume_dir, a directory every rank shares).
     """
     import time
 
@@ -143,16 +144,14 @@ def score_dataset(dataset: Any, encoder: Any, config: Any, resume_dir: str | Pat
     from influencegate.influence import score_resumable
     from influencegate.influence.distributed import score_distributed
 
-    if distributed and resume_dir is not None:
-        raise ValueError("resuming a multi-process (torchrun) run is not supported: give either one")
     start = time.perf_counter()
     scorer = InfluenceScorer(encoder, config)
-    if distributed:
-        table, info = score_distributed(scorer, dataset), {}
-    elif resume_dir is None:
-        table, info = scorer.fit(dataset).score(dataset), {}
-    else:
+    if resume_dir is not None:  # with or without ranks
         table, info = score_resumable(scorer, dataset, resume_dir, shard_size)
+    elif distributed:
+        table, info = score_distributed(scorer, dataset), {}
+    else:
+        table, info = scorer.fit(dataset).score(dataset), {}
     return add_high_influence(table), time.perf_counter() - start, info
 
 

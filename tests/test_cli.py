@@ -77,21 +77,37 @@ def test_score_resumes_from_its_directory_and_refuses_another_run(tmp_path: Path
     assert not (tmp_path / "c.parquet").exists()
 
 
-def test_score_under_torchrun_equals_one_process(tmp_path: Path, encoder_checkpoint: Path, digits_folder) -> None:
+def test_score_under_torchrun_equals_one_process(tmp_path: Path, encoder_checkpoint: Path, digits_folder,
+                                                 capsys) -> None:
     """Two gloo ranks launched by torchrun (EK-FAC on PCA projections: factor sums and refitted eigenvalues
-    are merged across ranks) write the same table as one process, failed rows included."""
+    are merged across ranks) write the same table as one process, failed rows included; with --resume-dir
+    the ranks share the shards, and one process then resumes from their directory with nothing left to do."""
     folder = digits_folder(tmp_path / "imgs", count=61, corrupt=2)
     args = ["score", str(folder), "--encoder", str(encoder_checkpoint), "--image-size", "8", "--channels", "1",
             "--rank", "4", "--draws", "3", "--curvature", "ekfac", "--projection", "pca", "--precision", "fp64",
             "--no-findings"]
     assert main([*args, "--out", str(tmp_path / "one.parquet")]) == 0
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-              "-m", "influencegate.cli", *args, "--out", str(tmp_path / "two.parquet")]
-    result = subprocess.run(launch, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    one, two = pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet")
-    assert len(two) == 61 and two["error"].notna().sum() == 2
-    pd.testing.assert_frame_equal(one, two, check_exact=False, rtol=1e-8)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "influencegate.cli"]
+    resume = ["--resume-dir", str(tmp_path / "run"), "--shard-size", "20"]
+    for name, extra in (("two", []), ("two_resumable", resume)):
+        result = subprocess.run([*launch, *args, *extra, "--out", str(tmp_path / f"{name}.parquet")],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    one = pd.read_parquet(tmp_path / "one.parquet")
+    for name in ("two", "two_resumable"):
+        two = pd.read_parquet(tmp_path / f"{name}.parquet")
+        assert len(two) == 61 and two["error"].notna().sum() == 2
+        pd.testing.assert_frame_equal(one, two, check_exact=False, rtol=1e-8)
+    assert "0 of 3 shards reused" in result.stdout  # 59 readable samples: shards 0 and 2 on rank 0, 1 on rank 1
+    capsys.readouterr()
+    assert main([*args, *resume, "--out", str(tmp_path / "resumed.parquet")]) == 0
+    assert "3 of 3 shards reused, fit reused" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(one, pd.read_parquet(tmp_path / "resumed.parquet"), check_exact=False, rtol=1e-8)
+    # a directory of another run: rank 0 finds out, and every rank stops with the same one-line error (no hang)
+    result = subprocess.run([*launch, *args, *resume, "--seed", "1", "--out", str(tmp_path / "other.parquet")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and not (tmp_path / "other.parquet").exists()
+    assert result.stderr.count("holds a scoring run with another config") == 2
 
 
 def test_torchrun_needs_a_fixed_encoder(monkeypatch, capsys) -> None:

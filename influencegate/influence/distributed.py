@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,25 +60,80 @@ def _on_cpu(sums: Any) -> Any:
     return out
 
 
-def _all_gather(value: Any) -> list[Any]:
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, value)
-    return gathered
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the default process group: (rank 0 of 1) when it runs alone."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def current(cls) -> "Ranks":
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's `value`, in rank order (picklable values)."""
+        if self.world == 1:
+            return [value]
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, value)
+        return gathered
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def on_first(self, work: Callable[[], Any]) -> Any:
+        """Run `work` on rank 0 only and give every rank its result; if it fails, every rank raises (a
+        ValueError stays a ValueError, so that user errors read the same on each rank) instead of waiting."""
+        outcome: tuple[str, Any] = ("ok", None)
+        if self.rank == 0:
+            try:
+                outcome = ("ok", work())
+            except Exception as exc:
+                if self.world == 1:
+                    raise
+                outcome = ("value" if isinstance(exc, ValueError) else "error", str(exc))
+        kind, value = self.gather(outcome)[0]
+        if kind == "value":
+            raise ValueError(value)
+        if kind == "error":
+            raise RuntimeError(f"rank 0 failed: {value}")
+        return value
 
 
 class ProcessGroupReducer:
     """The ``scorer.Reducer`` of the initialised default process group."""
 
+    def __init__(self) -> None:
+        self.ranks = Ranks.current()
+
     def total(self, count: int) -> int:
-        return int(sum(_all_gather(int(count))))
+        return int(sum(self.ranks.gather(int(count))))
 
     def merged(self, parts: dict[str, Any]) -> dict[str, Any]:
-        gathered = _all_gather({name: _on_cpu(value) for name, value in parts.items()})
+        gathered = self.ranks.gather({name: _on_cpu(value) for name, value in parts.items()})
         merged = gathered[0]
         for other in gathered[1:]:
             for name, value in merged.items():
                 value.merge(other[name])
         return merged
+
+
+def fit_on_ranks(scorer: InfluenceScorer, dataset: Any, ranks: Ranks) -> Any:
+    """Fit `scorer` on all of `dataset`, each rank passing over its `rank_part` only (the plain fit when
+    alone); returns this rank's part as a dataset."""
+    if ranks.world == 1:
+        scorer.fit(dataset)
+        return dataset
+    ids = [str(s) for s in dataset.sample_ids]
+    if len(ids) < ranks.world:
+        raise ValueError(f"{len(ids)} readable samples cannot be split over {ranks.world} processes")
+    part = dataset.subset(rank_part(ids, ranks.rank, ranks.world))
+    scorer.fit(part, ProcessGroupReducer())
+    return part
 
 
 def score_distributed(scorer: InfluenceScorer, dataset: Any) -> pd.DataFrame:
@@ -88,13 +145,9 @@ def score_distributed(scorer: InfluenceScorer, dataset: Any) -> pd.DataFrame:
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("score_distributed needs an initialised torch.distributed process group "
                            "(launch with torchrun; influence.distributed.init_from_env joins it)")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    ids = [str(s) for s in dataset.sample_ids]
-    if len(ids) < world:
-        raise ValueError(f"{len(ids)} readable samples cannot be split over {world} processes")
-    part = dataset.subset(rank_part(ids, rank, world))
-    scorer.fit(part, ProcessGroupReducer())
+    ranks = Ranks.current()
+    part = fit_on_ranks(scorer, dataset, ranks)
     order, influence = scorer.influence(part)
-    gathered = _all_gather((order, influence))
+    gathered = ranks.gather((order, influence))
     all_ids = [sid for order_of_rank, _ in gathered for sid in order_of_rank]
     return scores_table(all_ids, np.concatenate([values for _, values in gathered]), getattr(dataset, "records", None))

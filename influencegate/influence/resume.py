@@ -10,7 +10,7 @@ its machine resumes where it stopped when it is called again with the same direc
     directory/shard-00000.npz    sample ids and float64 influence of the first shard_size samples, ...
 
 A directory that belongs to another run (a changed config, encoder or dataset) is refused with an error,
-never mixed in.
+never mixed in. Under torchrun the ranks share the directory (see `score_resumable`).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from influencegate.influence.distributed import Ranks, fit_on_ranks
 from influencegate.influence.layers import LayerProjector
 from influencegate.influence.scorer import InfluenceScorer
 from influencegate.influence.table import scores_table
@@ -68,28 +69,35 @@ def _claim(directory: Path, fingerprint: dict[str, Any]) -> None:
                          f"same config, encoder and dataset, or give a new directory")
 
 
-def _fit_or_load(scorer: InfluenceScorer, dataset: Any, path: Path) -> bool:
-    """Load the fitted state from `path` if it is there, else fit and save it. True when it was loaded."""
-    if path.exists():
+def _fit_or_load(scorer: InfluenceScorer, dataset: Any, path: Path, ranks: Ranks) -> bool:
+    """Load the fitted state from `path` if rank 0 sees it, else fit (over all ranks) and let rank 0 save
+    it. True when it was loaded."""
+    if ranks.on_first(path.exists):
         state = torch.load(path, map_location=scorer.device, weights_only=False)
         scorer.fit_draws, scorer.curvature = state["fit_draws"], state["curvature"]
         scorer.projectors = {name: LayerProjector(scorer.layers[name], p_in, p_out)  # bound to this scorer's model
                              for name, (p_in, p_out) in state["projections"].items()}
         return True
-    scorer.fit(dataset)
+    fit_on_ranks(scorer, dataset, ranks)
     state = {"fit_draws": scorer.fit_draws, "curvature": scorer.curvature,
              "projections": {name: (p.p_in, p.p_out) for name, p in scorer.projectors.items()}}
-    _write_atomically(path, lambda tmp: torch.save(state, tmp))
+    ranks.on_first(lambda: _write_atomically(path, lambda tmp: torch.save(state, tmp)))
     return False
 
 
-def _shard(scorer: InfluenceScorer, dataset: Any, ids: list[str], path: Path) -> tuple[np.ndarray, bool]:
-    """(influence of `ids` in their order, whether it was read back) for one shard file."""
+def _read_shard(path: Path, ids: list[str]) -> np.ndarray:
+    """The influence stored in a shard file, after checking that it holds `ids` in order."""
+    with np.load(path, allow_pickle=False) as stored:
+        if stored["sample_ids"].tolist() != ids:
+            raise ValueError(f"{path} holds other sample ids than this shard; give a new directory")
+        return stored["influence"]
+
+
+def _shard(scorer: InfluenceScorer, dataset: Any, ids: list[str], path: Path) -> bool:
+    """Make sure the shard file of `ids` exists (score and write it if not); True when it was there."""
     if path.exists():
-        with np.load(path, allow_pickle=False) as stored:
-            if stored["sample_ids"].tolist() != ids:
-                raise ValueError(f"{path} holds other sample ids than this shard; give a new directory")
-            return stored["influence"], True
+        _read_shard(path, ids)
+        return True
     order, influence = scorer.influence(dataset.subset(ids))
     if order != ids:
         raise RuntimeError(f"the scorer returned the samples of {path.name} in another order")
@@ -99,7 +107,7 @@ def _shard(scorer: InfluenceScorer, dataset: Any, ids: list[str], path: Path) ->
             np.savez(handle, sample_ids=np.array(ids), influence=influence)
 
     _write_atomically(path, write)
-    return influence, False
+    return False
 
 
 def score_resumable(scorer: InfluenceScorer, dataset: Any, directory: str | Path,
@@ -107,21 +115,26 @@ def score_resumable(scorer: InfluenceScorer, dataset: Any, directory: str | Path
     """Fit (or reload the fit) and score `dataset` shard by shard in `directory`, resuming what is there.
 
     dataset: an ImageDataset (readable samples in `sample_ids`, all rows in `records`). shard_size: samples
-    per shard file (>= 1). Returns the scores table of `scorer.score(dataset)` and {"shards", "shards_reused",
-    "fit_reused" (0/1)}.
+    per shard file (>= 1). Inside an initialised torch.distributed group (torchrun) every rank calls it with
+    the same arguments and a directory they share: the fit is split over the ranks, shard i is scored by
+    rank i mod world, rank 0 writes run.json and curvature.pt, and every rank returns the whole table.
+    Returns the scores table of `scorer.score(dataset)` and {"shards", "shards_reused", "fit_reused" (0/1)}.
     """
     if int(shard_size) < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    ranks = Ranks.current()
     directory = Path(directory)
     ids = [str(s) for s in dataset.sample_ids]
-    _claim(directory, run_fingerprint(scorer, ids))
-    fit_reused = _fit_or_load(scorer, dataset, directory / "curvature.pt")
+    fingerprint = run_fingerprint(scorer, ids)
+    ranks.on_first(lambda: _claim(directory, fingerprint))
+    fit_reused = _fit_or_load(scorer, dataset, directory / "curvature.pt", ranks)
     chunks = [ids[i:i + int(shard_size)] for i in range(0, len(ids), int(shard_size))]
-    values, reused = [], 0
-    for index, chunk in enumerate(tqdm(chunks, desc="score shards", unit="shard", disable=not scorer.config.progress)):
-        influence, was_stored = _shard(scorer, dataset, chunk, directory / f"shard-{index:05d}.npz")
-        values.append(influence)
-        reused += was_stored
-    influence = np.concatenate(values) if values else np.zeros(0)
+    paths = [directory / f"shard-{index:05d}.npz" for index in range(len(chunks))]
+    mine = range(ranks.rank, len(chunks), ranks.world)
+    reused = sum(_shard(scorer, dataset, chunks[i], paths[i])
+                 for i in tqdm(mine, desc="score shards", unit="shard", disable=not scorer.config.progress))
+    reused = sum(ranks.gather(reused))
+    ranks.barrier()  # every shard is on disk
+    influence = np.concatenate([_read_shard(path, chunk) for path, chunk in zip(paths, chunks)]) if chunks else np.zeros(0)
     table = scores_table(ids, influence, getattr(dataset, "records", None))
     return table, {"shards": len(chunks), "shards_reused": reused, "fit_reused": int(fit_reused)}
