@@ -97,3 +97,38 @@ def audit_config(tmp_path: Path, encoder_checkpoint: Path, mlflow_uri: str):
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """A real S3-compatible server (moto in server mode) on 127.0.0.1 for the whole session.
+
+    The usual credential chain is pointed at it through the environment (``AWS_ENDPOINT_URL`` and dummy
+    keys), so the code under test finds it the way it finds a real store; subprocesses inherit it.
+    """
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint})
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture()
+def s3_bucket(s3_endpoint: str, request) -> str:
+    """A new, empty bucket on the moto server for one test: returns its URL ``s3://<name>``."""
+    import re
+
+    import boto3
+
+    name = re.sub(r"[^a-z0-9-]", "-", f"t-{request.node.name.lower()}")[:50].strip("-") + f"-{os.getpid() % 1000}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return f"s3://{name}"

@@ -1,0 +1,271 @@
+"""Where data lives: local paths and fsspec URLs behind one small API.
+
+Every location the package reads or writes (image folders, manifests, shards, encoder checkpoints, resume
+directories, expectation suites) is either a local path or a URL with a scheme that fsspec knows:
+``s3://`` (extra ``[s3]``: s3fs), ``gs://`` (extra ``[gcs]``: gcsfs), ``memory://``, ``file://`` (the
+same as a local path), ``http(s)://`` (read only). Credentials come from the usual chain of each store
+(for S3: ``AWS_*`` environment variables, ``~/.aws``, instance roles; an S3-compatible endpoint through
+``AWS_ENDPOINT_URL`` or ``FSSPEC_S3_ENDPOINT_URL``); they are never passed through this module, so they
+never reach a log line or a run's parameters. ``redact`` removes credentials written into a URL itself.
+
+Local paths keep plain ``pathlib`` semantics (absolute path strings); URLs keep their scheme, so a row's
+``path`` can always be opened again with ``read_bytes``.
+"""
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+URL_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+FILE_SCHEME = "file://"
+#: The extra that brings each store's fsspec driver.
+EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
+_BRACE_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+_BRACE_LIST = re.compile(r"\{([^{}]*,[^{}]*)\}")
+
+
+class StorageError(ValueError):
+    """A location cannot be reached or used (no driver for its scheme, no permission, a bad pattern)."""
+
+
+Location = str | os.PathLike
+
+
+def is_url(location: Location) -> bool:
+    """True for a URL with a scheme other than ``file://`` (those are local paths)."""
+    text = str(location)
+    return bool(URL_SCHEME.match(text)) and not text.startswith(FILE_SCHEME)
+
+
+def normalise(location: Location) -> str:
+    """A URL unchanged; ``file://`` and local paths as an absolute local path (``~`` expanded)."""
+    text = os.fspath(location)
+    if text.startswith(FILE_SCHEME):
+        text = text[len(FILE_SCHEME):]
+    if is_url(text):
+        return text
+    return str(Path(text).expanduser().absolute())
+
+
+def redact(location: Location) -> str:
+    """``location`` with any ``user:password@`` part of a URL removed (for logs, tables and run params)."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", os.fspath(location))
+
+
+def _filesystem(url: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path within it) of a URL; StorageError when the scheme's driver is missing."""
+    import fsspec.core
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        scheme = URL_SCHEME.match(url).group(1)
+        extra = EXTRAS.get(scheme)
+        hint = f" (pip install 'influencegate[{extra}]')" if extra else ""
+        raise StorageError(f"cannot open {redact(url)!r}: {exc}{hint}") from None
+
+
+def _url_of(filesystem: Any, path: str) -> str:
+    """The URL of ``path`` on ``filesystem`` (fsspec paths carry no scheme)."""
+    return filesystem.unstrip_protocol(path)
+
+
+def exists(location: Location) -> bool:
+    """True when a file or folder is at ``location``."""
+    location = normalise(location)
+    if not is_url(location):
+        return Path(location).exists()
+    filesystem, path = _filesystem(location)
+    return bool(filesystem.exists(path))
+
+
+def is_file(location: Location) -> bool:
+    """True when ``location`` is a file (an object, for object stores)."""
+    location = normalise(location)
+    if not is_url(location):
+        return Path(location).is_file()
+    filesystem, path = _filesystem(location)
+    return bool(filesystem.isfile(path))
+
+
+def is_dir(location: Location) -> bool:
+    """True when ``location`` is a folder (a prefix holding objects, for object stores)."""
+    location = normalise(location)
+    if not is_url(location):
+        return Path(location).is_dir()
+    filesystem, path = _filesystem(location)
+    return bool(filesystem.isdir(path))
+
+
+def read_bytes(location: Location) -> bytes:
+    """All bytes of the file at ``location``. FileNotFoundError when it is absent, other OSErrors as raised."""
+    location = normalise(location)
+    if not is_url(location):
+        return Path(location).read_bytes()
+    filesystem, path = _filesystem(location)
+    return filesystem.cat_file(path)
+
+
+def read_text(location: Location) -> str:
+    """The file at ``location`` decoded as UTF-8."""
+    return read_bytes(location).decode("utf-8")
+
+
+def open_binary(location: Location) -> IO[bytes]:
+    """A readable binary file object on ``location`` (streams from object stores); close it after use."""
+    location = normalise(location)
+    if not is_url(location):
+        return open(location, "rb")
+    filesystem, path = _filesystem(location)
+    return filesystem.open(path, "rb")
+
+
+def write_bytes(location: Location, data: bytes) -> None:
+    """Write ``data`` to ``location`` so that a reader sees the old file or the new one, never a part.
+
+    Local: a temporary file in the same folder, then ``os.replace``. Object stores: one upload (an object
+    appears whole or not at all). Parent folders are created.
+    """
+    location = normalise(location)
+    if not is_url(location):
+        target = Path(location)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
+    filesystem, path = _filesystem(location)
+    filesystem.pipe_file(path, data)
+
+
+def write_text(location: Location, text: str) -> None:
+    """``write_bytes`` of ``text`` encoded as UTF-8."""
+    write_bytes(location, text.encode("utf-8"))
+
+
+def make_dirs(location: Location) -> None:
+    """Create the folder ``location`` (a no-op on object stores, where prefixes need no creation)."""
+    location = normalise(location)
+    if not is_url(location):
+        Path(location).mkdir(parents=True, exist_ok=True)
+        return
+    filesystem, path = _filesystem(location)
+    try:
+        filesystem.makedirs(path, exist_ok=True)
+    except OSError:
+        pass  # buckets that exist already, or stores without folders
+
+
+def join(base: Location, *parts: str) -> str:
+    """``parts`` (POSIX, relative) appended to the folder ``base``; stays a URL for URLs."""
+    base = normalise(base)
+    if is_url(base):
+        return posixpath.join(base.rstrip("/"), *parts)
+    return os.path.normpath(os.path.join(base, *parts))
+
+
+def parent(location: Location) -> str:
+    """The folder holding ``location``."""
+    location = normalise(location)
+    if is_url(location):
+        scheme = URL_SCHEME.match(location).group(0)
+        return scheme + posixpath.dirname(location[len(scheme):].rstrip("/"))
+    return str(Path(location).parent)
+
+
+def basename(location: Location) -> str:
+    """The last part of ``location`` (file or folder name)."""
+    return posixpath.basename(normalise(location).rstrip("/").replace(os.sep, "/"))
+
+
+def suffix(location: Location) -> str:
+    """The lower-case extension of ``location``'s last part, with its dot ('' when none)."""
+    return posixpath.splitext(basename(location))[1].lower()
+
+
+def relative_to(location: Location, root: Location) -> str | None:
+    """``location`` relative to the folder ``root`` (POSIX), or None when it lies outside."""
+    location, root = normalise(location), normalise(root)
+    if is_url(location) != is_url(root):
+        return None
+    relative = posixpath.relpath(location, root) if is_url(location) else os.path.relpath(location, root)
+    relative = relative.replace(os.sep, "/")
+    return None if relative == ".." or relative.startswith("../") else relative
+
+
+def walk_files(folder: Location) -> Iterator[tuple[str, str]]:
+    """(path relative to ``folder`` in POSIX form, location) of every file below ``folder``, recursively,
+    skipping hidden files and folders (a part starting with '.'). Not sorted."""
+    folder = normalise(folder)
+    if not is_url(folder):
+        root = Path(folder)
+        for path in root.rglob("*"):
+            relative = path.relative_to(root)
+            if not any(part.startswith(".") for part in relative.parts) and path.is_file():
+                yield relative.as_posix(), str(path.absolute())
+        return
+    filesystem, root = _filesystem(folder)
+    root = root.rstrip("/")
+    for path in filesystem.find(root):
+        relative = posixpath.relpath(path, root)
+        if not any(part.startswith(".") for part in relative.split("/")):
+            yield relative, _url_of(filesystem, path)
+
+
+def expand(pattern: Location) -> list[str]:
+    """The locations a shard pattern names, in order: brace ranges (``{000000..000099}``, zero padding kept)
+    and lists (``{a,b}``) are expanded as WebDataset does, then ``*``/``?``/``[...]`` globs are matched
+    (sorted). A pattern without either is returned as is. StorageError for a range that runs backwards."""
+    names = _expand_braces(normalise(pattern) if not is_url(pattern) else str(pattern))
+    out: list[str] = []
+    for name in names:
+        if not any(ch in name for ch in "*?["):
+            out.append(name)
+            continue
+        if is_url(name):
+            filesystem, path = _filesystem(name)
+            out.extend(_url_of(filesystem, p) for p in sorted(filesystem.glob(path)))
+        else:
+            import glob
+
+            out.extend(sorted(glob.glob(name)))
+    return out
+
+
+def _expand_braces(text: str) -> list[str]:
+    match = _BRACE_RANGE.search(text)
+    if match:
+        first, last = match.group(1), match.group(2)
+        if int(last) < int(first):
+            raise StorageError(f"shard range {match.group(0)} runs backwards")
+        width = len(first)
+        head, tail = text[:match.start()], text[match.end():]
+        return [n for i in range(int(first), int(last) + 1) for n in _expand_braces(f"{head}{i:0{width}d}{tail}")]
+    match = _BRACE_LIST.search(text)
+    if match:
+        head, tail = text[:match.start()], text[match.end():]
+        return [n for option in match.group(1).split(",") for n in _expand_braces(f"{head}{option}{tail}")]
+    return [text]
+
+
+def is_pattern(location: Location) -> bool:
+    """True when ``location`` names several files (a brace range or list, or a glob)."""
+    text = os.fspath(location)
+    return bool(_BRACE_RANGE.search(text) or _BRACE_LIST.search(text) or any(ch in text for ch in "*?["))
+
+
+def load_torch(location: Location, map_location: Any = "cpu") -> Any:
+    """``torch.load(..., weights_only=True)`` of the file at ``location`` (tensors and primitive containers
+    only: a file that pickles code is refused, never run)."""
+    import torch
+
+    return torch.load(io.BytesIO(read_bytes(location)), map_location=map_location, weights_only=True)
