@@ -15,7 +15,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c .ci/constraints.txt -e ".[mlops,text,bench,dev,index]"
+	$(PY) -m pip install -q -c .ci/constraints.txt -e ".[mlops,text,bench,dev,index,s3,timm,clip]"
 	touch $@
 
 demo: setup
