@@ -18,8 +18,10 @@ DIGITS_CAPTIONS = "digits-captions"
 
 
 def load_pairs(source: str = DIGITS_CAPTIONS, image_size: int | None = None, channels: int | None = None,
-               name: str | None = None, shuffled_fraction: float = 0.2, seed: int = 0, part: str = "all") -> Any:
-    """An ImageDataset of image-text pairs: a manifest with `path` and `caption` columns, or "digits-captions"
+               name: str | None = None, shuffled_fraction: float = 0.2, seed: int = 0, part: str = "all",
+               workers: int = 0) -> Any:
+    """An ImageDataset of image-text pairs: a manifest with `path` and `caption` columns, WebDataset shards
+    (image + .txt caption) or Parquet files with image bytes and a `caption` column, or "digits-captions"
     (the embedded default: templated captions, `shuffled_fraction` of them shuffled with `seed`, the truth in
     the records' `is_misaligned` column; `part` "audit" or "reference" selects one of its two disjoint parts,
     see `influencegate.data.captions.captioned_digits`). Raises DatasetError for a source without a caption
@@ -36,7 +38,7 @@ def load_pairs(source: str = DIGITS_CAPTIONS, image_size: int | None = None, cha
         if name:
             dataset.name = name
         return dataset
-    dataset = load_images(source, image_size=image_size, channels=channels, name=name)
+    dataset = load_images(source, image_size=image_size, channels=channels, name=name, workers=workers)
     if part != "all":
         raise DatasetError(f"part={part!r} applies to {DIGITS_CAPTIONS!r} only; split a manifest into two files")
     if "caption" not in dataset.records.columns:
@@ -57,7 +59,8 @@ def open_pairs(ref: dict[str, Any]) -> Any:
     """Reload the pairs `ref` points to; DatasetError when they changed since (another version id)."""
     from influencegate.audit import same_version
 
-    options = {k: ref.get(k) for k in ("source", "image_size", "channels", "name", "shuffled_fraction", "seed", "part")
+    options = {k: ref.get(k) for k in ("source", "image_size", "channels", "name", "shuffled_fraction", "seed", "part",
+                                       "workers")
                if ref.get(k) is not None}
     return same_version(load_pairs(**options), ref, f"pairs {ref.get('name')!r}")
 

@@ -195,10 +195,13 @@ def same_version(dataset: Any, ref: dict[str, Any], what: str) -> Any:
     return dataset
 
 
-def dataset_ref(dataset: Any, image_size: int | None = None, channels: int | None = None) -> dict[str, Any]:
+def dataset_ref(dataset: Any, image_size: int | None = None, channels: int | None = None,
+                workers: int = 0) -> dict[str, Any]:
     """A small, serialisable reference to a loaded dataset version (what ZenML steps pass around instead of
-    the images): source, image_size, channels and `version_ref`'s name, version and counts."""
-    return {"source": str(dataset.source), "image_size": image_size, "channels": channels, **version_ref(dataset)}
+    the images): source, image_size, channels, workers (decoding processes) and `version_ref`'s name,
+    version and counts."""
+    return {"source": str(dataset.source), "image_size": image_size, "channels": channels, "workers": int(workers),
+            **version_ref(dataset)}
 
 
 def open_dataset(ref: dict[str, Any]) -> Any:
@@ -207,5 +210,5 @@ def open_dataset(ref: dict[str, Any]) -> Any:
     from influencegate.data import load_images
 
     dataset = load_images(ref["source"], image_size=ref.get("image_size"), channels=ref.get("channels"),
-                          name=ref.get("name"))
+                          name=ref.get("name"), workers=int(ref.get("workers") or 0))
     return same_version(dataset, ref, f"dataset {ref.get('name')!r} at {ref['source']!r}")

@@ -13,11 +13,12 @@ from influencegate.data import load_images
 # Never cached: the cache key would be the source *path*, but the files behind it may have changed.
 @step(enable_cache=False)
 def load_dataset(source: str = "digits", image_size: Optional[int] = None, channels: Optional[int] = None,
-                 name: Optional[str] = None) -> Tuple[Annotated[dict, "dataset"], Annotated[pd.DataFrame, "dataset_records"]]:
-    """Load `source` ("digits", a folder, or a .csv/.parquet/.jsonl manifest; see `influencegate.data.load_images`).
+                 name: Optional[str] = None, workers: int = 0) -> Tuple[Annotated[dict, "dataset"], Annotated[pd.DataFrame, "dataset_records"]]:
+    """Load `source` ("digits", a folder, a .csv/.parquet/.jsonl manifest, WebDataset or Parquet shards, local
+    or an fsspec URL; see `influencegate.data.load_images`), decoding in `workers` DataLoader processes.
 
     Returns the dataset reference (source, name, version content hash, counts; what later steps take) and
     every row of the version (sample_id, path, manifest columns, error), unreadable files included.
     """
-    dataset = load_images(source, image_size=image_size, channels=channels, name=name)
-    return dataset_ref(dataset, image_size, channels), dataset.records
+    dataset = load_images(source, image_size=image_size, channels=channels, name=name, workers=workers)
+    return dataset_ref(dataset, image_size, channels, workers), dataset.records

@@ -20,11 +20,11 @@ PAIR_SCORES_ARTIFACT = "influencegate_pair_scores"
 @step(enable_cache=False)
 def load_pair_dataset(source: str = "digits-captions", image_size: Optional[int] = None,
                       channels: Optional[int] = None, name: Optional[str] = None, shuffled_fraction: float = 0.2,
-                      seed: int = 0, part: str = "all") -> Tuple[Annotated[dict, "pairs"], Annotated[pd.DataFrame, "pair_records"]]:
+                      seed: int = 0, part: str = "all", workers: int = 0) -> Tuple[Annotated[dict, "pairs"], Annotated[pd.DataFrame, "pair_records"]]:
     """Load image-text pairs (`influencegate.align.load_pairs`): a manifest with path and caption columns, or
     "digits-captions" (or its "audit" / "reference" part). Returns the reference later steps take and every row (failed ones included)."""
     options = dict(source=source, image_size=image_size, channels=channels, name=name,
-                   shuffled_fraction=shuffled_fraction, seed=seed, part=part)
+                   shuffled_fraction=shuffled_fraction, seed=seed, part=part, workers=workers)
     dataset = load_pairs(**options)
     return pair_ref(dataset, **options), dataset.records
 

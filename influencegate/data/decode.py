@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from influencegate.data import storage
 
 # 8-bit modes PIL converts to "RGB"/"L" without losing range; 16-bit and float modes ("I;16", "I", "F")
 # would be clipped to 255 by PIL, so they are reported instead of silently saturated.
@@ -17,21 +18,21 @@ class SampleError(Exception):
     """A single sample cannot be used; ``str(error)`` is the short reason stored in the ``error`` column."""
 
 
-def read_bytes(path: Path) -> bytes:
-    """The raw bytes of ``path``; raises SampleError("missing file" / "unreadable file: ...")."""
+def read_bytes(location: str) -> bytes:
+    """The raw bytes of a local path or URL; raises SampleError("missing file" / "unreadable file: ...")."""
     try:
-        return path.read_bytes()
+        return storage.read_bytes(location)
     except FileNotFoundError:
         raise SampleError("missing file") from None
-    except OSError as exc:
-        raise SampleError(f"unreadable file: {exc.strerror or exc}") from None
+    except (OSError, storage.StorageError) as exc:
+        raise SampleError(f"unreadable file: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def decode_image(data: bytes, image_size: int, channels: int) -> torch.Tensor:
     """Decode encoded image bytes, convert to ``channels`` (1 = grayscale "L", 3 = "RGB") and resize.
 
     The image is resized (squashed, not cropped) to image_size x image_size with bilinear filtering.
-    Returns a float32 tensor channels x image_size x image_size in [0, 1] (not yet normalised).
+    Returns a uint8 tensor channels x image_size x image_size (pixel values 0..255, not yet normalised).
     Raises SampleError with a short reason for unreadable files and unsupported modes.
     """
     try:
@@ -50,4 +51,4 @@ def decode_image(data: bytes, image_size: int, channels: int) -> torch.Tensor:
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
         raise SampleError(f"unreadable image: {exc}") from None
     pixels = np.asarray(resized, dtype=np.uint8).reshape(image_size, image_size, channels)
-    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).to(torch.float32).div_(255.0)
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()

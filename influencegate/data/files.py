@@ -1,32 +1,75 @@
-"""Reading, hashing and decoding the files a row table points to, into an ImageDataset."""
+"""From rows and parts to an ImageDataset: file rows as readable parts, and the assembly of read samples.
+
+Every source (folder, manifest, shards) ends here: its samples are read (``samples.read_parts``), duplicate
+ids are marked, the version is hashed from every row, and the readable images become the dataset tensor.
+"""
 from __future__ import annotations
 
-import hashlib
-import os
-from collections.abc import Sequence
-from pathlib import Path, PurePath
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from influencegate.data import storage
 from influencegate.data.constants import PROGRESS_MIN_FILES
 from influencegate.data.dataset import ImageDataset
-from influencegate.data.decode import SampleError, decode_image, read_bytes
+from influencegate.data.decode import SampleError, read_bytes
+from influencegate.data.samples import Decoder, Part, Sample, read_parts
 from influencegate.data.versioning import row_fingerprint, rows_version
 
+#: File rows per part: large enough to keep worker hand-offs cheap, small enough to spread over workers.
+ROWS_PER_PART = 64
 
-def _hashed_path(path: str | None, root: Path) -> str | None:
-    """``path`` relative to ``root`` (POSIX) when inside it, else absolute: what the version hash sees."""
+
+@dataclass
+class FileRows:
+    """A part made of rows that each point to one image file (a folder's files, a manifest's rows)."""
+
+    rows: list[dict[str, Any]]
+
+    def read(self, decoder: Decoder) -> Iterator[Sample]:
+        """Read and decode each row's file; a missing or undecodable file becomes an error row."""
+        for row in self.rows:
+            columns = {k: v for k, v in row.items() if k not in ("sample_id", "path", "error")}
+            error = row["error"] if isinstance(row["error"], str) else None
+            data = None
+            if row["path"] is not None:
+                try:
+                    data = read_bytes(row["path"])
+                except SampleError as exc:
+                    error = error or str(exc)
+            yield decoder.sample(row["sample_id"], row["path"], columns, data, error)
+
+
+def file_parts(rows: pd.DataFrame) -> list[FileRows]:
+    """The rows of a folder scan or manifest (``sample_id, path, ..., error``) cut into FileRows parts."""
+    records = rows.reset_index(drop=True).astype(object).where(rows.notna(), None).to_dict("records")
+    return [FileRows(records[i:i + ROWS_PER_PART]) for i in range(0, len(records), ROWS_PER_PART)]
+
+
+def mark_duplicates(samples: list[Sample]) -> None:
+    """Set ``error`` (and drop the pixels) of every sample whose id already appeared in an earlier one."""
+    first_row: dict[str, int] = {}
+    for i, sample in enumerate(samples):
+        if sample.sample_id in first_row:
+            sample.error, sample.pixels = f"duplicate sample_id (first at row {first_row[sample.sample_id]})", None
+        else:
+            first_row[sample.sample_id] = i
+
+
+def _hashed_path(path: str | None, root: str) -> str | None:
+    """``path`` relative to ``root`` (POSIX) when inside it, else as is: what the version hash sees."""
     if path is None:
         return None
-    relative = os.path.relpath(path, root)
-    return path if relative.startswith("..") else PurePath(relative).as_posix()
+    return storage.relative_to(path, root) or path
 
 
-def load_rows(
-    rows: pd.DataFrame,
-    root: Path,
+def load_parts(
+    parts: Sequence[Part],
+    root: str,
     *,
     image_size: int,
     channels: int,
@@ -34,43 +77,35 @@ def load_rows(
     std: Sequence[float],
     name: str,
     source: str,
+    workers: int = 0,
+    total: int | None = None,
 ) -> ImageDataset:
-    """Decode every error-free row of ``rows`` (columns ``sample_id, path, ..., error``) into an ImageDataset.
+    """Read every part (in ``workers`` DataLoader processes) and assemble an ImageDataset.
 
-    Each file is read once: its bytes feed both the version hash and the decoder. Rows whose file is missing
-    or undecodable get their ``error`` set and are left out of the tensor. Images become float32
-    channels x image_size x image_size, normalised with ``mean``/``std`` (per channel, [0, 1] pixel units).
-    root: the dataset's root folder (the folder itself, or the manifest's folder), for location-free hashing.
+    Rows whose image is missing or undecodable keep their row with ``error`` set and are left out of the
+    tensor. Images become float32 channels x image_size x image_size, normalised with ``mean``/``std`` (per
+    channel, [0, 1] pixel units). root: the dataset's root (folder, manifest's folder, shards' folder), so
+    that the version does not depend on where the dataset sits. total: expected row count, for the progress
+    bar (None: unknown, e.g. shards).
     """
-    rows = rows.reset_index(drop=True).copy()
-    extra = [c for c in rows.columns if c not in ("sample_id", "path", "error")]
-    fingerprints, images, sample_ids = [], [], []
-    progress = tqdm(rows.itertuples(index=False), total=len(rows), desc=f"loading {name}", unit="img",
-                    disable=len(rows) <= PROGRESS_MIN_FILES)
-    for i, row in enumerate(progress):
-        record = dict(zip(rows.columns, row))
-        digest, error = None, record["error"] if isinstance(record["error"], str) else None
-        if record["path"] is not None:
-            try:
-                data = read_bytes(Path(record["path"]))
-                digest = hashlib.sha256(data).hexdigest()
-                if error is None:
-                    images.append(decode_image(data, image_size, channels))
-                    sample_ids.append(record["sample_id"])
-            except SampleError as exc:
-                error = error or str(exc)
-        rows.at[i, "error"] = error
-        fingerprints.append(
-            row_fingerprint(record["sample_id"], _hashed_path(record["path"], root), {c: record[c] for c in extra}, digest)
-        )
-    shape = (len(images), channels, image_size, image_size)
-    stacked = torch.stack(images) if images else torch.empty(shape)
+    def progress(items: Iterator[Any]) -> Iterator[Any]:
+        return tqdm(items, total=total, desc=f"loading {name}", unit="img",
+                    disable=total is not None and total <= PROGRESS_MIN_FILES)
+
+    samples = read_parts(parts, Decoder(image_size, channels), workers, progress)
+    mark_duplicates(samples)
+    records = pd.DataFrame([{"sample_id": s.sample_id, "path": s.path, **s.columns, "error": s.error}
+                            for s in samples], columns=None if samples else ["sample_id", "path", "error"])
+    fingerprints = [row_fingerprint(s.sample_id, _hashed_path(s.path, root), s.columns, s.digest) for s in samples]
+    readable = [s for s in samples if s.error is None]
+    shape = (len(readable), channels, image_size, image_size)
+    stacked = torch.stack([s.pixels for s in readable]) if readable else torch.empty(shape, dtype=torch.uint8)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     return ImageDataset(
-        (stacked - mean_t) / std_t,
-        sample_ids,
-        rows,
+        (stacked.to(torch.float32).div_(255.0) - mean_t) / std_t,
+        [s.sample_id for s in readable],
+        records,
         name=name,
         version=rows_version(fingerprints),
         mean=mean,

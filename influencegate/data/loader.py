@@ -1,8 +1,9 @@
-"""``load_images``: one entry point for every dataset source."""
+"""``load_images``: one entry point for every dataset source, local or in an object store."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from influencegate.data import storage
 from influencegate.data.constants import (
     CIFAR10_GRAY_MEAN,
     CIFAR10_GRAY_STD,
@@ -15,57 +16,112 @@ from influencegate.data.constants import (
 from influencegate.data.dataset import ImageDataset
 from influencegate.data.digits import load_digits_dataset
 from influencegate.data.errors import DatasetError
-from influencegate.data.files import load_rows
-from influencegate.data.sources import mark_duplicates, read_manifest, scan_folder
+from influencegate.data.files import file_parts, load_parts
+from influencegate.data.samples import Part
+from influencegate.data.shards import PARQUET_SUFFIX, is_tar, parquet_image_column, shard_parts
+from influencegate.data.sources import read_manifest, scan_folder
 
 DIGITS = "digits"
+SOURCES_HELP = ("'digits', a folder of images, a .csv/.parquet/.jsonl manifest, WebDataset .tar shards or Parquet "
+                "files with an image-bytes column (a file, a folder of them, or a pattern such as "
+                "'s3://bucket/shards/{000000..000099}.tar'); local paths or s3://, gs://, memory://, file:// URLs")
 
 
 def load_images(
-    source: str | Path, image_size: int | None = None, channels: int | None = None, name: str | None = None
+    source: str | Path,
+    image_size: int | None = None,
+    channels: int | None = None,
+    name: str | None = None,
+    workers: int = 0,
 ) -> ImageDataset:
-    """Load a dataset version, decoding every image eagerly into memory.
+    """Load a dataset version, decoding every image into memory.
 
-    source: "digits" (the embedded default, 1 x 8 x 8 unless resized), a folder of images (recursive), or a
-        ``.csv``/``.parquet``/``.jsonl`` manifest with a ``path`` column (see ``influencegate.data.sources``).
-    image_size: output height = width in pixels (folders/manifests: default 32; digits: default 8).
+    source: "digits" (the embedded default, 1 x 8 x 8 unless resized); a folder of images (recursive); a
+        ``.csv``/``.parquet``/``.jsonl`` manifest with a ``path`` column (see ``influencegate.data.sources``);
+        WebDataset tar shards or Parquet files with an image-bytes column (see ``influencegate.data.shards``):
+        one shard, a folder holding shards and no images, or a brace/glob pattern. Any of them local or an
+        fsspec URL (``influencegate.data.storage``).
+    image_size: output height = width in pixels (files and shards: default 32; digits: default 8).
     channels: 1 (grayscale) or 3 (RGB); default 3 for files, 1 for digits.
-    name: dataset name; default "digits", the folder's name or the manifest's stem.
+    name: dataset name; default "digits", the folder's name, the manifest's stem or the shards' folder name.
+    workers: DataLoader processes that read and decode (0: this process).
 
     Files are normalised with the CIFAR-10 mean/std, digits with DIGITS_MEAN/DIGITS_STD.
-    Unusable samples (missing, corrupt, unsupported mode, duplicate sample_id...) never raise: they stay
-    in ``records`` with ``error`` set and are left out of the tensor. A wrong source raises DatasetError.
+    Unusable samples (missing, corrupt, unsupported mode, duplicate sample_id, a broken shard...) never
+    raise: they stay in ``records`` with ``error`` set and are left out of the tensor. A wrong source raises
+    DatasetError.
     """
     if isinstance(source, str) and source == DIGITS:
         return load_digits_dataset(image_size, channels, name)
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise DatasetError(
-            f"dataset source not found: {str(source)!r} (expected 'digits', a folder of images, "
-            "or a .csv/.parquet/.jsonl manifest)"
-        )
     channels = DEFAULT_CHANNELS if channels is None else channels
     if channels not in (1, 3):
         raise DatasetError(f"channels must be 1 or 3, got {channels}")
     image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
     if image_size < 1:
         raise DatasetError(f"image_size must be positive, got {image_size}")
-    if path.is_dir():
-        rows, root = scan_folder(path), path.absolute()
-    elif path.suffix.lower() in MANIFEST_EXTENSIONS:
-        rows, root = read_manifest(path), path.parent.absolute()
-    else:
-        raise DatasetError(
-            f"unknown dataset source extension {path.suffix!r} of {str(source)!r} "
-            "(use a folder or a .csv/.parquet/.jsonl manifest)"
-        )
-    return load_rows(
-        mark_duplicates(rows),
+    if int(workers) < 0:
+        raise DatasetError(f"workers must be >= 0, got {workers}")
+    try:
+        parts, root, default_name, total = _plan(storage.normalise(source) if not storage.is_pattern(source)
+                                                 else str(source))
+    except (storage.StorageError, OSError) as exc:  # no driver for the scheme, no permission, no connection
+        raise DatasetError(f"cannot read {storage.redact(source)!r}: {exc}") from None
+    return load_parts(
+        parts,
         root,
         image_size=image_size,
         channels=channels,
         mean=CIFAR10_MEAN if channels == 3 else CIFAR10_GRAY_MEAN,
         std=CIFAR10_STD if channels == 3 else CIFAR10_GRAY_STD,
-        name=name or (path.name if path.is_dir() else path.stem),
-        source=str(path.absolute()),
+        name=name or default_name,
+        source=storage.redact(source if storage.is_url(source) or storage.is_pattern(source)
+                              else storage.normalise(source)),
+        workers=int(workers),
+        total=total,
     )
+
+
+def _plan(source: str) -> tuple[list[Part], str, str, int | None]:
+    """(parts to read, root for location-free hashing, default name, row count if known) of a source."""
+    shown = storage.redact(source)
+    if storage.is_pattern(source):
+        locations = storage.expand(source)
+        if not any(storage.exists(location) for location in locations):  # stops at the first that exists
+            raise DatasetError(f"no shard matches {shown!r}")
+        return _shards(locations, shown)
+    if not storage.exists(source):
+        raise DatasetError(f"dataset source not found: {shown!r} (expected {SOURCES_HELP})")
+    if storage.is_dir(source):
+        try:
+            rows = scan_folder(source)
+        except DatasetError:
+            shards = sorted(loc for _, loc in storage.walk_files(source)
+                            if is_tar(loc) or storage.suffix(loc) == PARQUET_SUFFIX)
+            if not shards:
+                raise
+            return _shards(shards, shown)
+        return file_parts(rows), source, storage.basename(source), len(rows)
+    if is_tar(source) or (storage.suffix(source) == PARQUET_SUFFIX and _has_image_column(source)):
+        parts, root, _, total = _shards([source], shown)
+        return parts, root, parts[0].shard, total
+    if storage.suffix(source) in MANIFEST_EXTENSIONS:
+        rows = read_manifest(source)
+        stem = storage.basename(source).rsplit(".", 1)[0]
+        return file_parts(rows), storage.parent(source), stem, len(rows)
+    raise DatasetError(f"unknown dataset source extension {storage.suffix(source)!r} of {shown!r} "
+                       f"(expected {SOURCES_HELP})")
+
+
+def _has_image_column(location: str) -> bool:
+    try:
+        return parquet_image_column(location) is not None
+    except Exception as exc:  # not a Parquet file: pyarrow raises several types
+        raise DatasetError(f"cannot read Parquet file {storage.redact(location)!r}: {exc}") from exc
+
+
+def _shards(locations: list[str], shown: str) -> tuple[list[Part], str, str, None]:
+    try:
+        parts, root = shard_parts(locations)
+    except ValueError as exc:
+        raise DatasetError(f"{shown}: {exc}") from None
+    return parts, root, storage.basename(root) or "shards", None

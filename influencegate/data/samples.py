@@ -1,0 +1,104 @@
+"""Reading a dataset as a stream of decoded samples, part by part, optionally in DataLoader workers.
+
+A source is cut into *parts* (a chunk of file rows, one WebDataset tar shard, one Parquet file); each part
+reads its own bytes and yields one ``Sample`` per row, decoded or with the reason it could not be. Parts
+are spread over ``workers`` DataLoader processes (part i on worker i mod workers), so decoding runs in
+parallel and the main process only collects small uint8 tensors; at most one member per worker is held
+encoded at a time, so memory does not grow with the number of parts. Each sample carries its order
+(part index, position in the part), and the reader returns them in that order whatever the worker count.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from influencegate.data.decode import SampleError, decode_image
+
+
+@dataclass
+class Sample:
+    """One row of a dataset version as read from its source.
+
+    sample_id: stable id (file path relative to the root, or ``<shard>/<key>``). path: the file (or shard)
+    it came from, a local path or URL; None for rows without one. columns: the row's other fields (manifest
+    columns, caption, JSON metadata). digest: sha256 hex of the image bytes (None when unreadable).
+    pixels: uint8 C x H x W, None when ``error`` is set. error: None or the short reason.
+    """
+
+    sample_id: str
+    path: str | None
+    columns: dict[str, Any] = field(default_factory=dict)
+    digest: str | None = None
+    pixels: torch.Tensor | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """Encoded image bytes -> uint8 channels x image_size x image_size (see ``decode.decode_image``)."""
+
+    image_size: int
+    channels: int
+
+    def sample(self, sample_id: str, path: str | None, columns: dict[str, Any], data: bytes | None,
+               error: str | None = None) -> Sample:
+        """The Sample of one row whose image bytes are ``data`` (None: unread, ``error`` says why).
+
+        The digest is taken whenever there are bytes; decoding runs only for rows without an error.
+        """
+        digest = hashlib.sha256(data).hexdigest() if data is not None else None
+        pixels = None
+        if data is not None and error is None:
+            try:
+                pixels = decode_image(data, self.image_size, self.channels)
+            except SampleError as exc:
+                error = str(exc)
+        return Sample(sample_id, path, columns, digest, pixels, error)
+
+
+class Part(Protocol):
+    """A unit of reading work; ``read`` never raises for bad data: it yields error rows instead."""
+
+    def read(self, decoder: Decoder) -> Iterator[Sample]:
+        """The samples of this part, in a fixed order."""
+
+
+Ordered = tuple[int, int, Sample]
+
+
+class _PartStream(IterableDataset):
+    """The samples of ``parts`` as (part index, position, Sample); each worker reads every n-th part."""
+
+    def __init__(self, parts: Sequence[Part], decoder: Decoder) -> None:
+        self.parts, self.decoder = list(parts), decoder
+
+    def __iter__(self) -> Iterator[Ordered]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for index in range(worker, len(self.parts), workers):
+            for position, sample in enumerate(self.parts[index].read(self.decoder)):
+                yield index, position, sample
+
+
+def _unbatched(item: Ordered) -> Ordered:
+    return item
+
+
+def read_parts(parts: Sequence[Part], decoder: Decoder, workers: int = 0,
+               progress: Callable[[Iterator[Ordered]], Iterator[Ordered]] | None = None) -> list[Sample]:
+    """Every sample of ``parts``, ordered by (part, position), read in ``workers`` DataLoader processes
+    (0: in this process). progress: optional wrapper of the stream (a tqdm bar)."""
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    stream = _PartStream(parts, decoder)
+    workers = min(workers, len(stream.parts))
+    items: Iterator[Ordered] = iter(stream) if workers == 0 else iter(
+        DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_unbatched))
+    collected = list(progress(items) if progress else items)
+    collected.sort(key=lambda item: (item[0], item[1]))
+    return [sample for _, _, sample in collected]
