@@ -6,71 +6,20 @@ import io
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from influencegate.data import DatasetError, load_images
 from influencegate.data.shards import split_member
-
-SIZE = 16
-
-
-def _encoded(seed: int, fmt: str) -> bytes:
-    """A random RGB image of a random size (8..40 px a side), encoded as PNG or JPEG."""
-    rng = np.random.default_rng(seed)
-    height, width = (int(v) for v in rng.integers(8, 41, 2))
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def _reference(data: bytes, size: int = SIZE) -> torch.Tensor:
-    """Decode the file bytes directly with PIL (RGB, bilinear resize) and normalise like the loader."""
-    from influencegate.data import CIFAR10_MEAN, CIFAR10_STD
-
-    with Image.open(io.BytesIO(data)) as image:
-        pixels = np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
-    tensor = torch.from_numpy(pixels / 255.0).permute(2, 0, 1)
-    return (tensor - torch.tensor(CIFAR10_MEAN).view(3, 1, 1)) / torch.tensor(CIFAR10_STD).view(3, 1, 1)
-
-
-def _samples(count: int, offset: int = 0) -> list[dict]:
-    return [{"key": f"sample_{i:05d}", "image": _encoded(i, "PNG" if i % 2 else "JPEG"),
-             "ext": "png" if i % 2 else "jpg", "caption": f"a photo number {i}", "meta": {"width": i, "tags": ["x"]}}
-            for i in range(offset, offset + count)]
-
-
-def write_webdataset(folder: Path, samples: list[dict], per_shard: int) -> list[Path]:
-    """Shards written by the webdataset library itself (its TarWriter), per_shard samples each."""
-    import webdataset as wds
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for shard, start in enumerate(range(0, len(samples), per_shard)):
-        path = folder / f"{shard:06d}.tar"
-        with wds.TarWriter(str(path)) as writer:
-            for s in samples[start:start + per_shard]:
-                writer.write({"__key__": s["key"], s["ext"]: s["image"], "txt": s["caption"], "json": s["meta"]})
-        paths.append(path)
-    return paths
-
-
-def write_parquet(path: Path, samples: list[dict], struct: bool) -> Path:
-    """One Parquet file: the image as raw bytes, or as the Hugging Face Image struct {bytes, path}."""
-    rows = [{"key": s["key"], "image": {"bytes": s["image"], "path": None} if struct else s["image"],
-             "caption": s["caption"]} for s in samples]
-    pd.DataFrame(rows).to_parquet(path)
-    return path
+from shard_data import SIZE, make_samples, reference_decode, write_parquet, write_webdataset
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict:
     """40 samples as 4 WebDataset shards, as one Parquet file of each layout, and as plain files."""
     root = tmp_path_factory.mktemp("shards")
-    samples = _samples(40)
+    samples = make_samples(40)
     files = root / "files"
     files.mkdir()
     for s in samples:
@@ -92,7 +41,7 @@ def test_shards_decode_like_the_files(corpus: dict, source: str) -> None:
                 "parquet_struct": corpus["parquet_struct"]}[source]
     ds = load_images(str(location), image_size=SIZE)
     assert len(ds) == 40 and ds.failed.empty
-    expected = torch.stack([_reference(s["image"]) for s in corpus["samples"]])
+    expected = torch.stack([reference_decode(s["image"]) for s in corpus["samples"]])
     assert torch.allclose(ds.images, expected, atol=1e-6)
     files = load_images(corpus["files"], image_size=SIZE)
     assert torch.equal(ds.images, files.images)  # the same decode path as plain files
@@ -117,7 +66,7 @@ def test_workers_give_the_same_dataset(corpus: dict) -> None:
 
 
 def test_corrupt_members_keep_their_rows(tmp_path: Path) -> None:
-    samples = _samples(40)
+    samples = make_samples(40)
     bad = {3, 17}  # 5% of the members
     for i in bad:
         samples[i]["image"] = b"\xff\xd8 not really a jpeg" + bytes(20)
