@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from influencegate.data import storage
@@ -28,11 +27,12 @@ def read_bytes(location: str) -> bytes:
         raise SampleError(f"unreadable file: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def decode_image(data: bytes, image_size: int, channels: int) -> torch.Tensor:
+def decode_image(data: bytes, image_size: int, channels: int) -> np.ndarray:
     """Decode encoded image bytes, convert to ``channels`` (1 = grayscale "L", 3 = "RGB") and resize.
 
     The image is resized (squashed, not cropped) to image_size x image_size with bilinear filtering.
-    Returns a uint8 tensor channels x image_size x image_size (pixel values 0..255, not yet normalised).
+    Returns a uint8 array channels x image_size x image_size (pixel values 0..255, not yet normalised; a
+    numpy array rather than a tensor, so that DataLoader workers hand it over as plain bytes).
     Raises SampleError with a short reason for unreadable files and unsupported modes.
     """
     try:
@@ -51,4 +51,4 @@ def decode_image(data: bytes, image_size: int, channels: int) -> torch.Tensor:
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
         raise SampleError(f"unreadable image: {exc}") from None
     pixels = np.asarray(resized, dtype=np.uint8).reshape(image_size, image_size, channels)
-    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -99,7 +100,7 @@ def load_parts(
     fingerprints = [row_fingerprint(s.sample_id, _hashed_path(s.path, root), s.columns, s.digest) for s in samples]
     readable = [s for s in samples if s.error is None]
     shape = (len(readable), channels, image_size, image_size)
-    stacked = torch.stack([s.pixels for s in readable]) if readable else torch.empty(shape, dtype=torch.uint8)
+    stacked = torch.from_numpy(np.stack([s.pixels for s in readable]) if readable else np.empty(shape, np.uint8))
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     return ImageDataset(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import torch
+import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from influencegate.data.decode import SampleError, decode_image
@@ -34,13 +34,13 @@ class Sample:
     path: str | None
     columns: dict[str, Any] = field(default_factory=dict)
     digest: str | None = None
-    pixels: torch.Tensor | None = None
+    pixels: np.ndarray | None = None
     error: str | None = None
 
 
 @dataclass(frozen=True)
 class Decoder:
-    """Encoded image bytes -> uint8 channels x image_size x image_size (see ``decode.decode_image``)."""
+    """Encoded image bytes -> uint8 array channels x image_size x image_size (see ``decode.decode_image``)."""
 
     image_size: int
     channels: int
@@ -69,36 +69,46 @@ class Part(Protocol):
 
 
 Ordered = tuple[int, int, Sample]
+#: Samples a worker hands over at once (one inter-process message each).
+CHUNK = 64
 
 
 class _PartStream(IterableDataset):
-    """The samples of ``parts`` as (part index, position, Sample); each worker reads every n-th part."""
+    """The samples of ``parts`` as lists of up to CHUNK (part index, position, Sample); each worker reads
+    every n-th part."""
 
     def __init__(self, parts: Sequence[Part], decoder: Decoder) -> None:
         self.parts, self.decoder = list(parts), decoder
 
-    def __iter__(self) -> Iterator[Ordered]:
+    def __iter__(self) -> Iterator[list[Ordered]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        chunk: list[Ordered] = []
         for index in range(worker, len(self.parts), workers):
             for position, sample in enumerate(self.parts[index].read(self.decoder)):
-                yield index, position, sample
+                chunk.append((index, position, sample))
+                if len(chunk) == CHUNK:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
 
 
-def _unbatched(item: Ordered) -> Ordered:
+def _unbatched(item: list[Ordered]) -> list[Ordered]:
     return item
 
 
 def read_parts(parts: Sequence[Part], decoder: Decoder, workers: int = 0,
                progress: Callable[[Iterator[Ordered]], Iterator[Ordered]] | None = None) -> list[Sample]:
     """Every sample of ``parts``, ordered by (part, position), read in ``workers`` DataLoader processes
-    (0: in this process). progress: optional wrapper of the stream (a tqdm bar)."""
+    (0: in this process). progress: optional wrapper of the stream of samples (a tqdm bar)."""
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     stream = _PartStream(parts, decoder)
     workers = min(workers, len(stream.parts))
-    items: Iterator[Ordered] = iter(stream) if workers == 0 else iter(
+    chunks: Iterator[list[Ordered]] = iter(stream) if workers == 0 else iter(
         DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_unbatched))
+    items = (item for chunk in chunks for item in chunk)
     collected = list(progress(items) if progress else items)
     collected.sort(key=lambda item: (item[0], item[1]))
     return [sample for _, _, sample in collected]
