@@ -5,7 +5,7 @@
     torchrun --nproc_per_node=G -m influencegate.cli score DATA --encoder CKPT ...   the same over G processes
     influencegate score-pairs DATA --out pairs.parquet [--reference CLEAN_DATA]   ECIF scores of image-text pairs
     influencegate demo                               the embedded default (digits) end to end through ZenML
-    influencegate audit CONFIG.yaml [--set k=v ...]  exit 0 approved, 1 rejected, 2 usage or input error
+    influencegate audit [CONFIG.yaml] [--set k=v ...] exit 0 approved, 1 rejected, 2 usage or input error
     influencegate align [CONFIG.yaml] [--set k=v ...]  pair audit through ZenML; exit 0 approved, 1 rejected, 2 error
     influencegate status NAME                        versions of a dataset and which one is approved
 
@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 EXIT_APPROVED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+ENCODER_SPECS = ("a checkpoint path or URL (ours, solo-learn, TorchScript), torchvision:<name>, timm:<name>@<checkpoint>, "
+                 "open_clip:<model or config.json>@<checkpoint> or torchscript:<path>")
 TELEMETRY_OFF = {"ZENML_ANALYTICS_OPT_IN": "false", "GX_ANALYTICS_ENABLED": "false",
                  "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
@@ -47,6 +49,16 @@ def _scorer_config(args: argparse.Namespace) -> Any:
         raise UsageError(str(exc)) from exc
 
 
+def _check_encoder(spec: str | None) -> None:
+    """UsageError with the one-line problem of an --encoder spec (a missing file or @checkpoint, an extra that
+    is not installed), found before anything is loaded."""
+    from influencegate.models import encoder_spec_problem
+
+    problem = encoder_spec_problem(spec) if spec else None
+    if problem:
+        raise UsageError(problem)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """Score DATA and write the scores table (parquet, or csv by extension)."""
     import torch.distributed
@@ -56,16 +68,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     from influencegate.influence.distributed import init_from_env, launched_with_ranks
 
     config = _scorer_config(args)
+    _check_out(args.out)
     if args.encoder and args.pretrain:
         raise UsageError("give either --encoder or --pretrain, not both")
     if launched_with_ranks() and not args.encoder:
         raise UsageError("under torchrun every rank must score the same encoder: pretrain once (score --pretrain "
                          "... --save-encoder CKPT), then launch torchrun with --encoder CKPT")
     distributed = init_from_env(config.device)
-    if args.encoder and not args.encoder.startswith("torchvision:") and not Path(args.encoder).is_file():
-        raise UsageError(f"encoder checkpoint not found: {args.encoder!r}")
+    _check_encoder(args.encoder)
     try:
-        dataset = load_images(args.data, image_size=args.image_size, channels=args.channels)
+        dataset = load_images(args.data, image_size=args.image_size, channels=args.channels, workers=args.workers)
     except DatasetError as exc:
         raise UsageError(str(exc)) from exc
     print(f"dataset {dataset.name} version {dataset.version}: {len(dataset)} readable, {len(dataset.failed)} failed")
@@ -91,13 +103,15 @@ def cmd_score(args: argparse.Namespace) -> int:
         if rank != 0:
             return 0
     if resume:
-        print(f"{args.resume_dir}: {resume['shards_reused']} of {resume['shards']} shards reused"
+        from influencegate.data.storage import redact
+
+        print(f"{redact(args.resume_dir)}: {resume['shards_reused']} of {resume['shards']} shards reused"
               + (", fit reused" if resume["fit_reused"] else ""))
     texts: dict[str, str] = {}
     if not args.no_findings:
         found = find_issues(dataset, encoder, table, {"groups": groups}, device=config.device)
         table, texts = found.table, found.texts
-    out = Path(args.out)
+    out = args.out
     _write_table(table, out)
     stats = summary_stats(table)
     print(f"scored {int(stats['n_scored'])} samples in {seconds:.1f} s -> {out} "
@@ -113,25 +127,32 @@ def cmd_score_pairs(args: argparse.Namespace) -> int:
                                      score_pair_dataset)
     from influencegate.data import DatasetError
     from influencegate.ecif import EcifConfig
+    from influencegate.models import load_image_text_encoders
 
+    _check_out(args.out)
+    _check_encoder(args.encoder)
     try:
         config = EcifConfig.from_dict({"device": args.device or "cpu", "seed": args.seed or 0})
         # the embedded pairs against the embedded reference: its two disjoint parts
         parts = ("audit", "reference") if args.data == args.reference == DIGITS_CAPTIONS else ("all", "all")
         dataset = load_pairs(args.data, image_size=args.image_size, channels=args.channels,
-                             shuffled_fraction=args.shuffled_fraction, seed=args.seed or 0, part=parts[0])
+                             shuffled_fraction=args.shuffled_fraction, seed=args.seed or 0, part=parts[0],
+                             workers=args.workers)
         reference = load_pairs(args.reference, image_size=args.image_size, channels=args.channels,
-                               shuffled_fraction=0.0, seed=args.seed or 0, part=parts[1]) if args.reference else None
+                               shuffled_fraction=0.0, seed=args.seed or 0, part=parts[1],
+                               workers=args.workers) if args.reference else None
     except (DatasetError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     print(f"pairs {dataset.name} version {dataset.version}: {len(dataset)} readable, {len(dataset.failed)} failed"
           + (f"; reference {reference.name} ({len(reference)} pairs)" if reference is not None else "; no reference: "
              "self-influence"))
     try:
-        table, scored = score_pair_dataset(dataset, reference, config)
+        image_encoder, text_encoder = (load_image_text_encoders(args.encoder, device=config.device) if args.encoder
+                                       else (None, None))
+        table, scored = score_pair_dataset(dataset, reference, config, image_encoder, text_encoder)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    _write_table(table, Path(args.out))
+    _write_table(table, args.out)
     stats = pair_summary_stats(table, known_misalignment(dataset), scored["flag_rule"])
     print(f"scored {int(stats['n_scored'])} pairs in {scored['seconds']['total']:.1f} s -> {args.out} "
           f"({int(stats['n_misaligned'])} flagged misaligned)")
@@ -141,13 +162,30 @@ def cmd_score_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_table(table: Any, out: Path) -> None:
-    """Write a table as csv (by extension) or parquet, creating the folder."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".csv":
-        table.to_csv(out, index=False)
+def _check_out(out: str) -> None:
+    """Refuse an output location that is a folder before any work is done (a usage error)."""
+    from influencegate.data import storage
+
+    if storage.is_dir(out):
+        raise UsageError(f"--out {storage.redact(out)!r} is a folder; give a file name ending in .parquet or .csv")
+
+
+def _write_table(table: Any, out: str) -> None:
+    """Write a table as csv (by extension) or parquet to a local path or URL, atomically: an existing file
+    is replaced whole or left as it was (see ``storage.write_bytes``)."""
+    import io
+
+    from influencegate.data import storage
+
+    buffer = io.BytesIO()
+    if storage.suffix(out) == ".csv":
+        table.to_csv(buffer, index=False)
     else:
-        table.to_parquet(out, index=False)
+        table.to_parquet(buffer, index=False)
+    try:
+        storage.write_bytes(out, buffer.getvalue())
+    except OSError as exc:
+        raise UsageError(f"cannot write --out {storage.redact(out)!r}: {exc}") from exc
 
 
 # -- MLOps commands (lazy imports) ----------------------------------------------------------------------------
@@ -206,12 +244,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The embedded default audit (configs/audit_digits.yaml, or its built-in copy)."""
+    """The embedded default audit (the packaged audit_digits.yaml, copied in the repository's configs/)."""
     return _audit(None, args.set or [])
 
 
 def cmd_align(args: argparse.Namespace) -> int:
-    """Run pair_alignment_pipeline with a YAML config (default configs/align_digits.yaml); exit = the decision."""
+    """Run pair_alignment_pipeline with a YAML config (default: the packaged align_digits.yaml); exit = the decision."""
     _mlops_env()
     if args.config is not None and not Path(args.config).is_file():
         raise UsageError(f"config file not found: {args.config!r}")
@@ -252,18 +290,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"influencegate: error: {message} (see influencegate --help)\n")
 
 
+def _non_negative(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="influencegate", description="Label-free influence auditing of pretraining datasets.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     score = sub.add_parser("score", help="score every sample of a dataset (core only, no MLOps tools)")
-    score.add_argument("data", nargs="?", default="digits", help="'digits', a folder of images or a manifest")
+    score.add_argument("data", nargs="?", default="digits", help="'digits', a folder of images, a manifest, or "
+                       "WebDataset/Parquet shards (a file, a folder or a pattern such as 'shards/{000000..000099}.tar'); "
+                       "local or s3://, gs://, memory:// URLs")
     score.add_argument("--out", default="scores.parquet", help="output table (.parquet or .csv)")
-    score.add_argument("--encoder", help="encoder checkpoint (or torchvision:<name>)")
+    score.add_argument("--encoder", help=f"encoder: {ENCODER_SPECS}")
     score.add_argument("--pretrain", choices=["simclr", "byol", "barlow_twins", "barlow"], help="pretrain an encoder first")
     score.add_argument("--epochs", type=int, default=20)
     score.add_argument("--save-encoder", help="write the pretrained encoder here")
     score.add_argument("--image-size", type=int)
+    score.add_argument("--workers", type=_non_negative, default=0, help="DataLoader processes that read and decode")
     score.add_argument("--channels", type=int, choices=[1, 3])
     score.add_argument("--device", choices=["cpu", "cuda"])
     score.add_argument("--rank", type=int)
@@ -276,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--batch-size", type=int)
     score.add_argument("--precision", choices=["fp32", "fp64", "bf16", "fp16"])
     score.add_argument("--seed", type=int)
-    score.add_argument("--resume-dir", help="keep the fit and the scores shard by shard here; run the same command "
+    score.add_argument("--resume-dir", help="keep the fit and the scores shard by shard here (a local directory or "
+                                            "a URL: s3://bucket/runs/x, gs://..., memory://...); run the same command "
                                             "again to resume an interrupted run (same config, encoder and data)")
     score.add_argument("--shard-size", type=int, default=4096, help="samples per shard with --resume-dir")
     score.add_argument("--groups", help="comma-separated group columns of the manifest to audit for fairness")
@@ -286,20 +339,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     pairs = sub.add_parser("score-pairs", help="ECIF misalignment scores of image-text pairs (core only)")
     pairs.add_argument("data", nargs="?", default="digits-captions",
-                       help="a manifest with path and caption columns, or 'digits-captions'")
+                       help="a manifest with path and caption columns, WebDataset shards (image + .txt) or Parquet "
+                       "files with image bytes and a caption column (local or a URL), or 'digits-captions'")
     pairs.add_argument("--out", default="pair_scores.parquet", help="output table (.parquet or .csv)")
     pairs.add_argument("--reference", help="clean pairs (a manifest, or 'digits-captions' with digits-captions data: "
                        "the 200 held-out digits) to measure misalignment on; else self-influence")
     pairs.add_argument("--shuffled-fraction", type=float, default=0.2,
                        help="digits-captions only: share of captions shuffled (known corruption)")
+    pairs.add_argument("--encoder", help=f"frozen image encoder: {ENCODER_SPECS}; open_clip:... brings its text "
+                                         "encoder too (else MiniLM); default: a SmallCNN pretrained on the images")
     pairs.add_argument("--image-size", type=int)
+    pairs.add_argument("--workers", type=_non_negative, default=0, help="DataLoader processes that read and decode")
     pairs.add_argument("--channels", type=int, choices=[1, 3])
     pairs.add_argument("--device", choices=["cpu", "cuda"])
     pairs.add_argument("--seed", type=int)
     pairs.set_defaults(func=cmd_score_pairs)
 
     align = sub.add_parser("align", help="audit image-text pairs with ECIF through ZenML; exit 0 approved, 1 rejected")
-    align.add_argument("config", nargs="?", help="YAML config (default configs/align_digits.yaml)")
+    align.add_argument("config", nargs="?", help="YAML config (default: the packaged align_digits.yaml)")
     align.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
     align.set_defaults(func=cmd_align)
 
@@ -308,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     audit = sub.add_parser("audit", help="audit a dataset version with a YAML config; exit 0 approved, 1 rejected")
-    audit.add_argument("config", help="YAML config (see configs/audit_digits.yaml)")
+    audit.add_argument("config", nargs="?", help="YAML config (default: the packaged audit_digits.yaml, which "
+                       "--set overrides, e.g. --set dataset.source=s3://bucket/shards/{000000..000099}.tar)")
     audit.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. scorer.rank=32")
     audit.set_defaults(func=cmd_audit)
 

@@ -122,8 +122,15 @@ class GradientCapture:
 
 def frozen_copy(encoder: nn.Module, device: str | torch.device, dtype: torch.dtype) -> nn.Module:
     """An eval-mode copy with frozen parameters and no in-place activations (tensor hooks need the
-    layer outputs unmodified)."""
+    layer outputs unmodified). ValueError for a TorchScript module: its layers are ScriptModules, on which
+    the forward hooks of ``GradientCapture`` cannot be registered."""
     import copy
+
+    if isinstance(encoder, torch.jit.ScriptModule):
+        raise ValueError("Influence-SSL cannot score a TorchScript encoder: its layers are ScriptModules, on which the "
+                         "forward hooks that capture per-layer inputs and gradients cannot be registered; pass the eager "
+                         "model's weights instead (a save_encoder checkpoint, timm:<name>@<state dict>, ...); TorchScript "
+                         "serves frozen uses only (ECIF image features, embeddings for findings)")
 
     model = copy.deepcopy(encoder).to(device=device, dtype=dtype).eval()
     for p in model.parameters():

@@ -1,8 +1,9 @@
 """Encoders (image, text, dual), checkpoint loading, SSL objectives, augmentations and the small SSL trainer."""
 from influencegate.models.augment import AugmentConfig, augment, default_augment_config
 from influencegate.models.backbones import cifar_resnet18, torchvision_encoder
-from influencegate.models.checkpoints import load_encoder, save_encoder
+from influencegate.models.checkpoints import load_encoder, load_image_text_encoders, save_encoder
 from influencegate.models.dual import DualEncoder, LoRALinear, add_lora
+from influencegate.models.external import FAMILIES, encoder_spec_problem
 from influencegate.models.heads import METHODS
 from influencegate.models.registry import ENCODERS, build_encoder
 from influencegate.models.small_cnn import SmallCNN
@@ -12,6 +13,7 @@ from influencegate.models.trainer import PretrainResult, pretrain
 
 __all__ = [
     "ENCODERS",
+    "FAMILIES",
     "METHODS",
     "MINILM_DIM",
     "AugmentConfig",
@@ -27,7 +29,9 @@ __all__ = [
     "cifar_resnet18",
     "default_augment_config",
     "encode_texts",
+    "encoder_spec_problem",
     "load_encoder",
+    "load_image_text_encoders",
     "pretrain",
     "save_encoder",
     "simclr_loss",

@@ -1,13 +1,16 @@
-"""Saving and loading encoders; every load uses ``torch.load(weights_only=True)``.
+"""Saving and loading encoders; every torch file is read with ``torch.load(weights_only=True)``.
 
-Three kinds of spec are understood by ``load_encoder``:
+Specs understood by ``load_encoder`` (locations: a local path or an fsspec URL such as ``s3://...``):
 - our own checkpoints: ``{"arch", "arch_kwargs", "state_dict", "meta"}`` written by ``save_encoder``;
 - solo-learn checkpoints: a dict whose ``state_dict`` keys carry a ``backbone.`` prefix (other keys such as
   ``projector.`` or ``classifier.`` are ignored), loaded into ``cifar_resnet18()``;
-- ``"torchvision:<name>"``: a torchvision classification model with random weights, as a feature extractor.
+- a TorchScript file (``torch.jit.save``), recognised by its zip layout; for frozen uses only;
+- ``<prefix>...`` specs of ``external.FAMILIES``: ``torchvision:<name>`` (random weights),
+  ``timm:<name>@<checkpoint>``, ``open_clip:<model>@<checkpoint>``, ``torchscript:<location>``.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,8 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from influencegate.data import storage
 from influencegate.models.backbones import cifar_resnet18
-from influencegate.models.registry import TORCHVISION_PREFIX, build_encoder
+from influencegate.models.external import TextEncoder, split_spec
+from influencegate.models.registry import build_encoder
+from influencegate.models.weights import (is_torchscript, load_state_strict, read_checkpoint, read_torchscript,
+                                          require_file)
 
 SOLO_PREFIX = "backbone."
 _PRIMITIVES = (str, int, float, bool, type(None))
@@ -55,54 +62,40 @@ def save_encoder(encoder: nn.Module, path: str | Path, arch: str, arch_kwargs: M
     return path
 
 
-def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> nn.Module:
-    """Load ``state`` strictly; missing/unexpected keys or shape mismatches become one clear ValueError."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong_shape:
-        details = [
-            f"{label} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-            for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong_shape))
-            if keys
-        ]
-        raise ValueError(f"{what} does not match the architecture: " + "; ".join(details))
-    model.load_state_dict(state)
-    return model
-
-
-def _read(path: Path, map_location: str | torch.device) -> Any:
-    if not path.is_file():
-        raise ValueError(f"checkpoint not found: {str(path)!r}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # unpickling errors, truncated files, non-torch files
-        raise ValueError(
-            f"cannot load checkpoint {str(path)!r} with weights_only=True: {exc}. If it pickles Python objects "
-            "(e.g. a training config), re-save it as {'state_dict': model.state_dict()}."
-        ) from exc
-
-
-def load_encoder(spec: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """An encoder in eval mode from a checkpoint path or a ``"torchvision:<name>"`` spec (see module docs).
+def load_encoder(spec: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """An encoder in eval mode from a spec (see the module docs): a ``<prefix>...`` spec of
+    ``external.FAMILIES``, else a checkpoint location (local path or fsspec URL): a TorchScript file, one of
+    our checkpoints or a solo-learn checkpoint.
 
     Raises ValueError for a missing or unreadable file, an unknown checkpoint layout, or keys/shapes that do
     not match the architecture.
     """
-    if isinstance(spec, str) and spec.startswith(TORCHVISION_PREFIX):
-        return build_encoder(spec).eval()
-    path = Path(spec)
-    checkpoint = _read(path, map_location)
+    family, location = split_spec(spec)
+    if family is not None:
+        return family.load(location, map_location).eval()
+    require_file(location, "encoder checkpoint")
+    if is_torchscript(location):
+        return read_torchscript(location, map_location)
+    checkpoint = read_checkpoint(location, map_location)
+    shown = storage.redact(location)
     if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):
-        raise ValueError(f"checkpoint {str(path)!r} is not a dict with a 'state_dict' entry")
+        raise ValueError(f"checkpoint {shown!r} is not a dict with a 'state_dict' entry")
     state = checkpoint["state_dict"]
     if "arch" in checkpoint:
         model = build_encoder(checkpoint["arch"], **checkpoint.get("arch_kwargs", {}))
-        return _load_state(model, state, f"checkpoint {str(path)!r} (arch {checkpoint['arch']!r})").eval()
+        return load_state_strict(model, state, f"checkpoint {shown!r} (arch {checkpoint['arch']!r})").eval()
     backbone = {k[len(SOLO_PREFIX):]: v for k, v in state.items() if k.startswith(SOLO_PREFIX)}
     if not backbone:
-        raise ValueError(
-            f"checkpoint {str(path)!r} has neither an 'arch' entry (influencegate) nor 'backbone.' keys (solo-learn)"
-        )
-    return _load_state(cifar_resnet18(), backbone, f"solo-learn checkpoint {str(path)!r} (cifar_resnet18)").eval()
+        raise ValueError(f"checkpoint {shown!r} has neither an 'arch' entry (influencegate) nor 'backbone.' keys (solo-learn)")
+    return load_state_strict(cifar_resnet18(), backbone, f"solo-learn checkpoint {shown!r} (cifar_resnet18)").eval()
+
+
+def load_image_text_encoders(spec: str | os.PathLike, map_location: str | torch.device = "cpu",
+                             device: str | torch.device = "cpu") -> tuple[nn.Module, TextEncoder | None]:
+    """(image encoder, text encoder or None) for image-text pairs (ECIF): both towers of a family that has
+    them (``open_clip:``; the text encoder maps captions to N x D on ``device``), else ``load_encoder(spec)``
+    and None (ECIF's default text encoder)."""
+    family, rest = split_spec(spec)
+    if family is not None and family.load_pair is not None:
+        return family.load_pair(rest, map_location, device)
+    return load_encoder(spec, map_location), None

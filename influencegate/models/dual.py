@@ -188,7 +188,7 @@ class DualEncoder(nn.Module):
                 None if texts is None else self.embed_texts(texts))
 
     def similarity(self, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
-        """S (B_t x B_i): S_ij = u_i . v_j / tau, u the text and v the image embeddings (DESIGN.md section 4)."""
+        """S (B_t x B_i): S_ij = u_i . v_j / tau, u the text and v the image embeddings (docs/design.md section 4)."""
         v, u = self(images, texts)
         return similarity_matrix(u, v, self.tau)
 
