@@ -95,3 +95,14 @@ def test_cli_scores_shards_from_the_bucket(s3_bucket: str, tmp_path: Path, encod
     assert len(table) == 40 and table["influence"].notna().all()
     assert table["sample_id"].iloc[0] == "000000/img_0000" and table["caption"].iloc[0] == "digit img_0000"
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in printed.out + printed.err
+
+
+def test_pair_manifest_in_a_bucket(s3_bucket: str, tmp_path: Path, digits_folder) -> None:
+    from influencegate.align import load_pairs
+
+    url = upload(digits_folder(tmp_path / "d", count=8), s3_bucket, "pairs")
+    rows = pd.DataFrame({"path": [f"img_{i:04d}.png" for i in range(8)], "caption": [f"digit {i}" for i in range(8)]})
+    storage.write_bytes(f"{url}/pairs.parquet", rows.to_parquet(index=False))
+    pairs = load_pairs(f"{url}/pairs.parquet", image_size=8, channels=1)
+    assert len(pairs) == 8 and pairs.records["caption"].tolist() == rows["caption"].tolist()
+    assert pairs.records["path"].iloc[0] == f"{url}/img_0000.png"
