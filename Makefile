@@ -23,6 +23,7 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+	.ci/wheel_check.sh
 
 bench: setup
 	$(PY) benchmarks/influence_speed.py

@@ -16,7 +16,7 @@ import pandas as pd
 #: on Gaussian data about 1 sample in 2,000 passes it, so a large fraction signals a heavy upper tail).
 HIGH_INFLUENCE_Z = 3.5
 #: Quantiles of log_influence written into the summary (the gate bounds them; GE 1.24 cannot serialise
-#: its own quantile expectation, see DESIGN.md section 6).
+#: its own quantile expectation, see docs/design.md section 6).
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
@@ -35,7 +35,7 @@ def robust_z(values: pd.Series) -> pd.Series:
 
 def add_high_influence(table: pd.DataFrame, z: float = HIGH_INFLUENCE_Z) -> pd.DataFrame:
     """Copy of the scores table with `is_high_influence` (robust z of log_influence > z; False for error rows),
-    placed right after `influence_percentile` as in DESIGN.md section 2. Kept if already present."""
+    placed right after `influence_percentile` as in docs/design.md section 2. Kept if already present."""
     table = table.copy()
     if "is_high_influence" in table.columns:
         return table

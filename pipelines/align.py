@@ -1,5 +1,6 @@
 """pair_alignment_pipeline: load pairs -> ECIF scores -> figures -> gate -> MLflow -> approval, and its YAML
-config (configs/align_digits.yaml): `parameters` = pairs, reference, ecif, suite, tracking."""
+config (the packaged align_digits.yaml, copied in the repository as configs/align_digits.yaml): `parameters` =
+pairs, reference, ecif, suite, tracking."""
 from __future__ import annotations
 
 import copy
@@ -8,14 +9,16 @@ from typing import Any, Optional, Sequence
 
 from zenml import pipeline
 
+from influencegate import resources
 from influencegate.align import DIGITS_CAPTIONS
-from influencegate.pipelines.config import (CONFIG_DIR, RUN_OPTIONS, ConfigError, resolve_relative, apply_overrides,
-                                            read_yaml_config)
+from influencegate.data import storage
+from influencegate.pipelines.config import (RUN_OPTIONS, ConfigError, apply_overrides, location_exists, read_yaml_config,
+                                            resolve_relative)
 from influencegate.steps import (load_pair_dataset, log_pairs_to_mlflow, record_approval, render_pair_figures,
                                  score_image_text_pairs, validate_and_gate)
 
-DEFAULT_ALIGN_CONFIG_PATH = CONFIG_DIR / "align_digits.yaml"
-PAIR_KEYS = ("source", "image_size", "channels", "name", "shuffled_fraction", "seed", "part")
+DEFAULT_ALIGN_CONFIG_PATH = resources.path(resources.ALIGN_CONFIG)
+PAIR_KEYS = ("source", "image_size", "channels", "name", "shuffled_fraction", "seed", "part", "workers")
 #: The embedded default: 1,597 digits with templated captions, 20% of them shuffled, measured against the
 #: 200 other digits with clean captions (the reference).
 DEFAULT_ALIGN_PARAMETERS: dict[str, Any] = {
@@ -31,10 +34,10 @@ DEFAULT_ALIGN_PARAMETERS: dict[str, Any] = {
 def pair_alignment_pipeline(pairs: Optional[dict] = None, reference: Optional[dict] = None,
                             ecif: Optional[dict] = None, suite: Optional[str] = None,
                             tracking: Optional[dict] = None) -> None:
-    """Audit one version of image-text pairs with ECIF; every argument is a section of
-    configs/align_digits.yaml (None: the embedded default). `reference`: clean pairs (same keys as `pairs`)
-    whose loss the misalignment score is measured on; None = self-influence (with `pairs` None too: the
-    embedded reference)."""
+    """Audit one version of image-text pairs with ECIF; every argument is a section of align_digits.yaml
+    (None: the embedded default; `suite` None: the packaged pairs suite). `reference`: clean pairs (same keys
+    as `pairs`) whose loss the misalignment score is measured on; None = self-influence (with `pairs` None
+    too: the embedded reference)."""
     if pairs is None:
         pairs, reference = DEFAULT_ALIGN_PARAMETERS["pairs"], reference or DEFAULT_ALIGN_PARAMETERS["reference"]
     tracking = tracking or DEFAULT_ALIGN_PARAMETERS["tracking"]
@@ -43,18 +46,19 @@ def pair_alignment_pipeline(pairs: Optional[dict] = None, reference: Optional[di
     scores, summary, info = score_image_text_pairs(ref, clean, ecif or {})
     gallery, roc = render_pair_figures(ref, scores)
     decision, report, docs = validate_and_gate(ref, scores, summary, info, None,
-                                               suite or DEFAULT_ALIGN_PARAMETERS["suite"])
+                                               suite or str(resources.path(resources.PAIRS_SUITE)))
     run = log_pairs_to_mlflow(ref, records, scores, summary, info, decision, docs, gallery, roc, report,
                               tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"))
     record_approval(decision, run)
 
 
 def load_align_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Read a YAML pair-audit config (None: configs/align_digits.yaml), apply `--set` overrides, validate and
-    fill defaults. The embedded pairs against the embedded reference use its two disjoint parts (audit,
-    reference); pairs of one's own get no reference (self-influence) unless the config names one, and naming
-    the embedded reference for them is an error. Returns {"parameters": {...}, <run options>}; ConfigError
-    for any problem."""
+    """Read a YAML pair-audit config (None: the packaged align_digits.yaml), apply `--set` overrides, validate
+    and fill defaults. Sources and the suite may be URLs; a relative suite is looked up in the config file's
+    folder, then among the packaged suites. The embedded pairs against the embedded reference use its two
+    disjoint parts (audit, reference); pairs of one's own get no reference (self-influence) unless the config
+    names one, and naming the embedded reference for them is an error. Returns {"parameters": {...}, <run
+    options>}; ConfigError for any problem."""
     from influencegate.ecif import EcifConfig
 
     file = Path(path) if path else DEFAULT_ALIGN_CONFIG_PATH
@@ -75,8 +79,9 @@ def load_align_config(path: str | Path | None = None, overrides: Sequence[str] =
         if not isinstance(value, dict) or sorted(set(value) - set(PAIR_KEYS)):
             raise ConfigError(f"parameters.{section} must be a mapping with keys among {', '.join(PAIR_KEYS)}")
         value["source"] = resolve_relative(value.get("source") or DIGITS_CAPTIONS, base)
-        if value["source"] != DIGITS_CAPTIONS and not Path(value["source"]).exists():
-            raise ConfigError(f"{section} source not found: {value['source']!r} (a manifest with path and caption)")
+        if value["source"] != DIGITS_CAPTIONS and not location_exists(value["source"]):
+            raise ConfigError(f"{section} source not found: {storage.redact(value['source'])!r} "
+                              "(a manifest with path and caption)")
         if value.get("part", "all") != "all" and value["source"] != DIGITS_CAPTIONS:
             raise ConfigError(f"parameters.{section}.part applies to {DIGITS_CAPTIONS} only")
         params[section] = value
@@ -96,10 +101,9 @@ def load_align_config(path: str | Path | None = None, overrides: Sequence[str] =
         EcifConfig.from_dict(dict(params["ecif"] or {}))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"parameters.ecif: {exc}") from exc
-    suite = resolve_relative(params["suite"], base)
-    params["suite"] = suite if Path(suite).is_absolute() else resolve_relative(suite, CONFIG_DIR)
-    if not Path(params["suite"]).is_file():
-        raise ConfigError(f"expectation suite not found: {params['suite']!r}")
+    params["suite"] = resolve_relative(params["suite"], base, resources.folder())
+    if not location_exists(params["suite"], file=True):
+        raise ConfigError(f"expectation suite not found: {storage.redact(params['suite'])!r}")
     out = {k: copy.deepcopy(v) for k, v in raw.items() if k in RUN_OPTIONS}
     out["parameters"] = params
     return out

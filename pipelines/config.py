@@ -1,8 +1,10 @@
-"""Audit run configs: YAML files in configs/ (a ZenML run config whose `parameters` are the pipeline's).
+"""Audit run configs: YAML files (a ZenML run config whose `parameters` are the pipeline's).
 
-Top-level keys: `parameters` (dataset, encoder, scorer, suite, gate, tracking: see configs/audit_digits.yaml)
-and ZenML run options (`run_name`, `enable_cache`, `settings`, `tags`). Relative paths of the suite, the
-dataset source and the encoder checkpoint are resolved against the config file's folder.
+Top-level keys: `parameters` (dataset, encoder, scorer, suite, gate, tracking: see the packaged default
+`influencegate/resources/audit_digits.yaml`, copied in the repository as configs/audit_digits.yaml) and ZenML
+run options (`run_name`, `enable_cache`, `settings`, `tags`). Relative paths of the suite, the dataset source
+and the encoder checkpoint are resolved against the config file's folder; a suite not found there is looked up
+among the packaged suites. Any of them may be an fsspec URL (`influencegate.data.storage`).
 """
 from __future__ import annotations
 
@@ -12,18 +14,22 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_CONFIG_PATH = CONFIG_DIR / "audit_digits.yaml"
+from influencegate import resources
+from influencegate.data import storage
+from influencegate.models import encoder_spec_problem
+
+#: The packaged default audit config (`influencegate demo`).
+DEFAULT_CONFIG_PATH = resources.path(resources.AUDIT_CONFIG)
 PARAMETERS = ("dataset", "encoder", "scorer", "findings", "suite", "gate", "tracking")
 RUN_OPTIONS = ("run_name", "enable_cache", "settings", "tags")
 SECTIONS = {
-    "dataset": ("source", "image_size", "channels", "name"),
+    "dataset": ("source", "image_size", "channels", "name", "workers"),
     "encoder": ("checkpoint", "method", "epochs", "seed", "architecture", "save_to"),
     "gate": ("drift_blocks", "drift_threshold"),
     "tracking": ("uri", "experiment"),
 }
 
-#: The embedded default (also what configs/audit_digits.yaml spells out): the digits audited end to end.
+#: The embedded default (also what the packaged audit_digits.yaml spells out): the digits audited end to end.
 DEFAULT_PARAMETERS: dict[str, Any] = {
     "dataset": {"source": "digits"},
     "encoder": {"method": "simclr", "epochs": 10, "seed": 0, "architecture": "small_cnn"},
@@ -71,22 +77,29 @@ def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[st
     return config
 
 
-def resolve_relative(path: Any, base: Path) -> Any:
-    """`path` against `base` when relative and it exists there (else unchanged: e.g. 'digits')."""
+def resolve_relative(path: Any, *bases: Path) -> Any:
+    """A relative local `path` against the first of the folders `bases` that holds it (an absolute path then).
+
+    Unchanged: URLs (`s3://`, `memory://`, `file://`, any `scheme://`), other `scheme:name` locations
+    (`torchvision:resnet50`), 'digits', and a relative path that no base holds.
+    """
     if not path or not isinstance(path, str) or path == "digits" or ":" in path.split("/")[0]:
-        return path
+        return path  # the first part of a URL or of torchvision:<name> ends with ':'
     candidate = Path(path).expanduser()
-    if not candidate.is_absolute() and (base / candidate).exists():
-        return str((base / candidate).resolve())
+    if not candidate.is_absolute():
+        for base in bases:
+            if (base / candidate).exists():
+                return str((base / candidate).resolve())
     return str(candidate)
 
 
 def normalise(config: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
     """Validate a raw config and fill defaults. Returns {"parameters": {...}, <run options>}.
 
+    base: the config file's folder (None: the packaged resources, where the default config lives).
     Raises ConfigError naming unknown keys or sections of the wrong type.
     """
-    base = base or CONFIG_DIR
+    base = base or resources.folder()
     unknown = sorted(set(config) - set(RUN_OPTIONS) - {"parameters"})
     if unknown:
         raise ConfigError(f"unknown config key(s) {unknown}; allowed: parameters, {', '.join(RUN_OPTIONS)}")
@@ -123,9 +136,8 @@ def normalise(config: Mapping[str, Any], base: Path | None = None) -> dict[str, 
         FindingsConfig.from_dict(dict(params["findings"]))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"parameters.findings: {exc}") from exc
-    # The suite: relative to the config file, else to the shipped configs/ folder (configs/expectations/...).
-    suite = resolve_relative(params["suite"], base)
-    params["suite"] = suite if not suite or Path(suite).is_absolute() else resolve_relative(suite, CONFIG_DIR)
+    # The suite: relative to the config file, else one of the packaged suites (expectations/default.json, ...).
+    params["suite"] = resolve_relative(params["suite"], base, resources.folder())
     params["dataset"]["source"] = resolve_relative(params["dataset"].get("source") or "digits", base)
     params["encoder"]["checkpoint"] = resolve_relative(params["encoder"].get("checkpoint"), base)
     out = {k: copy.deepcopy(v) for k, v in config.items() if k in RUN_OPTIONS}
@@ -147,28 +159,41 @@ def read_yaml_config(file: Path) -> dict[str, Any]:
 
 
 def load_audit_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Read a YAML audit config (None: configs/audit_digits.yaml, or the embedded default when the file is
-    absent), apply `--set` overrides, validate. Raises ConfigError for any problem."""
-    if path is None and not DEFAULT_CONFIG_PATH.is_file():
-        raw: dict[str, Any] = {"parameters": copy.deepcopy(DEFAULT_PARAMETERS)}
-        base = Path.cwd()
-    else:
-        file = Path(path) if path else DEFAULT_CONFIG_PATH
-        raw, base = read_yaml_config(file), file.resolve().parent
-    return normalise(apply_overrides(raw, overrides), base)
+    """Read a YAML audit config (None: the packaged audit_digits.yaml), apply `--set` overrides, validate.
+    Raises ConfigError for any problem."""
+    file = Path(path) if path else DEFAULT_CONFIG_PATH
+    return normalise(apply_overrides(read_yaml_config(file), overrides), file.resolve().parent)
+
+
+def location_exists(location: str, file: bool = False) -> bool:
+    """Whether a local path or fsspec URL is there (`file`: is a file); a shard pattern counts when its first
+    location exists (a brace range names shards whether or not they exist, a glob only those that do).
+    ConfigError when it cannot be checked: no driver for the URL's scheme, or the store refused."""
+    try:
+        if file:
+            return storage.is_file(location)
+        locations = storage.expand(location) if storage.is_pattern(location) else [location]
+        return bool(locations) and storage.exists(locations[0])
+    except storage.StorageError as exc:
+        raise ConfigError(str(exc)) from exc
+    except OSError as exc:  # permissions, network
+        raise ConfigError(f"cannot check {storage.redact(location)!r}: {exc}") from exc
 
 
 def preflight(config: Mapping[str, Any]) -> None:
     """Cheap input checks before a pipeline starts (so input errors are exit 2, not a failed run):
-    the dataset source, the suite file and the encoder checkpoint exist."""
+    the dataset source and the suite file exist (local paths or URLs, through `influencegate.data.storage`),
+    and so does the encoder checkpoint."""
     params = config["parameters"]
     source = params["dataset"]["source"]
-    if source != "digits" and not Path(source).exists():
-        raise ConfigError(f"dataset source not found: {source!r} (use 'digits', a folder or a manifest)")
-    if params["suite"] and not Path(params["suite"]).is_file():
-        raise ConfigError(f"expectation suite not found: {params['suite']!r}")
+    if source != "digits" and not location_exists(source):
+        raise ConfigError(f"dataset source not found: {storage.redact(source)!r} "
+                          "(use 'digits', a folder, a manifest or shards)")
+    if params["suite"] and not location_exists(params["suite"], file=True):
+        raise ConfigError(f"expectation suite not found: {storage.redact(params['suite'])!r}")
     checkpoint = params["encoder"].get("checkpoint")
-    if checkpoint and not str(checkpoint).startswith("torchvision:") and not Path(checkpoint).is_file():
-        raise ConfigError(f"encoder checkpoint not found: {checkpoint!r}")
+    problem = encoder_spec_problem(str(checkpoint)) if checkpoint else None
+    if problem:
+        raise ConfigError(problem)
     if not checkpoint and not params["encoder"].get("method"):
         raise ConfigError("parameters.encoder needs a checkpoint or a pretraining method")

@@ -25,7 +25,7 @@ def find_issues(dataset: dict, encoder: nn.Module, scores: pd.DataFrame, finding
         Annotated[dict, "findings_text"]]:
     """Duplicates, outliers and the fairness audit (`findings`: FindingsConfig fields, YAML-style).
 
-    Returns the scores table with its finding columns (DESIGN.md section 2), the summary the gate checks
+    Returns the scores table with its finding columns (docs/design.md section 2), the summary the gate checks
     (summary statistics + findings metrics), the per-group fairness table, the duplicate groups and
     plain-language texts per finding.
     """

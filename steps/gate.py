@@ -17,10 +17,11 @@ from influencegate.integrations.zenml.approvals import BASE_TAG, DECISION_ARTIFA
 def validate_and_gate(dataset: dict, scores: pd.DataFrame, summary: dict, scoring_info: dict,
                       drift: Optional[dict] = None, suite: Optional[str] = None, drift_blocks: bool = False) -> Tuple[
         Annotated[dict, "gate_decision"], Annotated[HTMLString, "gate_report"], Annotated[Path, "data_docs"]]:
-    """Run the Great Expectations suite (`suite`: JSON path; default configs/expectations/default.json) on the
-    scores table and the one-row summary. With `drift_blocks`, failing Evidently drift tests reject too.
+    """Run the Great Expectations suite (`suite`: a JSON file, local path or URL; default the packaged
+    expectations/default.json) on the scores table and the one-row summary. With `drift_blocks`, failing
+    Evidently drift tests reject too.
 
-    Returns the decision (DESIGN.md section 2), its HTML rendering and the GE Data Docs folder.
+    Returns the decision (docs/design.md section 2), its HTML rendering and the GE Data Docs folder.
     """
     docs = Path(tempfile.mkdtemp(prefix="influencegate_data_docs_"))
     extra = [t for t in (drift or {}).get("tests", [])] if drift_blocks else None

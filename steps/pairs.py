@@ -34,7 +34,7 @@ def score_image_text_pairs(pairs: dict, reference: Optional[dict] = None, ecif: 
         Annotated[pd.DataFrame, ArtifactConfig(name=PAIR_SCORES_ARTIFACT)],
         Annotated[dict, "pair_summary"],
         Annotated[dict, "ecif_info"]]:
-    """ECIF scores of every pair (the pair scores table of DESIGN.md section 2), against the clean `reference`
+    """ECIF scores of every pair (the pair scores table of docs/design.md section 2), against the clean `reference`
     pairs when given (else self-influence); `ecif`: EcifConfig fields. The summary holds misalignment_auroc and
     clip_score_auroc when the pairs carry known corruption labels."""
     from influencegate.ecif import EcifConfig

@@ -21,7 +21,7 @@ def score_influence(dataset: dict, encoder: nn.Module, scorer: Optional[dict[str
         Annotated[dict, "scoring_info"]]:
     """Influence-SSL scores of `dataset` under `encoder` (`scorer`: InfluenceConfig fields, YAML-style).
 
-    Returns the scores table (DESIGN.md section 2, with is_high_influence; `find_issues` adds the findings and
+    Returns the scores table (docs/design.md section 2, with is_high_influence; `find_issues` adds the findings and
     becomes the run's `influencegate_scores` artifact), its summary statistics
     (`influencegate.audit.summary_stats`) and {"config": flat scorer config, "seconds": scoring time, "resume":
     shards written and reused}. resume_dir: a directory where the fit and the scores are kept shard by shard,

@@ -166,7 +166,7 @@ class ParquetShard:
                 column = image_column(table.schema_arrow)
                 if column is None:
                     raise ValueError("no image-bytes column (binary, or a struct with 'bytes')")
-                for batch in table.iter_batches(batch_size=_PARQUET_BATCH):
+                for batch in table.iter_batches(batch_size=_PARQUET_BATCH, use_threads=False):
                     for row in batch.to_pylist():
                         yield self._sample(row, column, count, decoder)
                         count += 1

@@ -55,7 +55,7 @@ def read_table(location: str) -> pd.DataFrame:
             return pd.read_csv(data, dtype={"path": str, "sample_id": str})
         if suffix == ".jsonl":
             return pd.read_json(data, lines=True, dtype=False, convert_dates=False)
-        return pd.read_parquet(data)
+        return pd.read_parquet(data, use_threads=False)  # pyarrow's thread pool can abort the process at exit
     except Exception as exc:  # the parsers and the stores raise many types for missing or malformed files
         raise DatasetError(f"cannot read manifest {storage.redact(location)!r}: {exc}") from exc
 

@@ -1,4 +1,4 @@
-"""ECIF: influence of image-text pairs on a contrastive (CLIP-style) dual encoder (DESIGN.md section 4)."""
+"""ECIF: influence of image-text pairs on a contrastive (CLIP-style) dual encoder (docs/design.md section 4)."""
 from influencegate.ecif.batches import FixedBatches, make_batches
 from influencegate.ecif.config import EcifConfig
 from influencegate.ecif.contrastive import (

@@ -1,4 +1,4 @@
-"""The contrastive quantities of DESIGN.md section 4, as functions of a batch's similarity matrix.
+"""The contrastive quantities of docs/design.md section 4, as functions of a batch's similarity matrix.
 
 S is ... x B x B with S_ij = u_i . v_j / tau (u: text, v: image embeddings) for the B pairs of one batch;
 leading dimensions index batches of equal size, processed at once.
@@ -67,7 +67,7 @@ def directional_parts(s: torch.Tensor, ds: torch.Tensor) -> tuple[torch.Tensor, 
 
     dPos_n = -2 dS_nn + sum_j p_row(n, j) dS_nj + sum_j p_col(j, n) dS_jn;
     dNeg_n = sum_{k != n} [p_row(k, n)(dS_kn - sum_j p_row(k, j) dS_kj) + p_col(n, k)(dS_nk - sum_j p_col(j, k) dS_jk)].
-    With dS = (dS/dtheta) s these are s^T grad Pos_n and s^T grad Neg_n (DESIGN.md section 4). Returns two ... x B.
+    With dS = (dS/dtheta) s these are s^T grad Pos_n and s^T grad Neg_n (docs/design.md section 4). Returns two ... x B.
     """
     _check(s)
     if ds.shape != s.shape:

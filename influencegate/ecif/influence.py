@@ -1,4 +1,4 @@
-"""ECIF: the effect of removing each pair, through its positive and negative parts (DESIGN.md section 4).
+"""ECIF: the effect of removing each pair, through its positive and negative parts (docs/design.md section 4).
 
 Removing pair n moves theta by dtheta_n ~= H^-1 grad(Pos_n + Neg_n) (H: damped Hessian of R), and a
 reference loss L' by dL'_n ~= grad L'^T dtheta_n = positive_if_n + negative_if_n.

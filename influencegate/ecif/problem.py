@@ -77,7 +77,7 @@ class ContrastiveProblem:
     model: the flat view of the dual encoder. images: N x ... (features or images, float64), texts:
     N x text_dim (float64), row n = pair position n. batches: the fixed batches over those positions.
     delta: L2 coefficient (per unit of |theta - anchor|^2; the data term is a sum over pairs, not a mean).
-    anchor: (P,) the point the L2 term pulls towards; default 0, which is DESIGN.md section 4's
+    anchor: (P,) the point the L2 term pulls towards; default 0, which is docs/design.md section 4's
     (delta/2)|theta|^2. With normalised embeddings the data term is invariant to scaling each head, so
     (delta/2)|theta|^2 has no minimiser (it shrinks the heads towards the singular point 0); anchoring at
     the initial parameters (L2-SP) keeps the problem well posed, and changes no formula of section 4.

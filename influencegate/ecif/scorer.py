@@ -1,7 +1,7 @@
 """``EcifScorer`` / ``score_pairs``: the entry points a pipeline step calls.
 
 fit: frozen image and text features -> DualEncoder -> fixed batches -> L-BFGS to a tight optimum.
-score: the pair scores table (DESIGN.md section 2) against a clean reference set (cheap path) or by
+score: the pair scores table (docs/design.md section 2) against a clean reference set (cheap path) or by
 self-influence when there is none. trace_back: the same with the loss of one mispredicted query.
 removal_edit / retrain_without: the parameters after removing pairs, by the ECIF edit or by retraining.
 """

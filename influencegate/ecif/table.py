@@ -1,4 +1,4 @@
-"""The pair scores table of DESIGN.md section 2."""
+"""The pair scores table of docs/design.md section 2."""
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,4 @@
-"""Findings on a scores table: near-duplicates, outliers and a fairness audit (DESIGN.md section 5).
+"""Findings on a scores table: near-duplicates, outliers and a fairness audit (docs/design.md section 5).
 
 Each finding is a `Finding`: `find(table, embeddings, ...)` -> per-sample columns (or, for the fairness
 audit, a per-group table) and `summary()` -> metrics. Pure core: never imports zenml, mlflow, great

@@ -1,6 +1,6 @@
 """The shared interface of the findings (an "issue manager" family): input checks and row alignment.
 
-A finding takes the scores table (DESIGN.md section 2) and, where it needs them, the embeddings of the
+A finding takes the scores table (docs/design.md section 2) and, where it needs them, the embeddings of the
 readable samples, and returns a DataFrame with one row per row of the table (same index, same order) holding
 its per-sample columns. `summary()` then gives its metrics as a flat JSON-ready dict.
 

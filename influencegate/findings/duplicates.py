@@ -1,6 +1,6 @@
 """Exact and near-duplicates: content hash of the image tensor; near-duplicates by a shift/crop-tolerant pixel
 similarity of thumbnails (image_similarity.py) and/or the cosine similarity of embeddings; connected components,
-one canonical member kept per group (DESIGN.md sections 2 and 5)."""
+one canonical member kept per group (docs/design.md sections 2 and 5)."""
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,4 @@
-"""All findings of one audit in one call: the scores table gains its finding columns (DESIGN.md section 2
+"""All findings of one audit in one call: the scores table gains its finding columns (docs/design.md section 2
 order), plus the flat metrics the gate checks, the fairness table and plain-language texts.
 
 Pure core: the CLI's `score` command and the ZenML `find_issues` step both call `find_all`, so the columns
@@ -18,7 +18,7 @@ from influencegate.findings.duplicates import Duplicates
 from influencegate.findings.fairness import RESULT_COLUMNS as FAIRNESS_COLUMNS, Fairness
 from influencegate.findings.outliers import Outliers
 
-#: DESIGN.md section 2: the columns that lead the scores table, in this order; group columns follow them,
+#: docs/design.md section 2: the columns that lead the scores table, in this order; group columns follow them,
 #: then every other record column, then `error` last.
 LEADING_COLUMNS = ("sample_id", "path", "influence", "log_influence", "influence_rank", "influence_percentile",
                    "is_high_influence", "is_outlier", "outlier_score", "duplicate_group", "is_duplicate",
@@ -67,7 +67,7 @@ class FindingsResult:
 
 
 def order_columns(table: pd.DataFrame, groups: Sequence[str] = ()) -> pd.DataFrame:
-    """The table's columns in DESIGN.md section 2 order: leading columns, group columns, others, error."""
+    """The table's columns in docs/design.md section 2 order: leading columns, group columns, others, error."""
     lead = [c for c in LEADING_COLUMNS if c in table.columns]
     group_cols = [c for c in groups if c in table.columns and c not in lead]
     rest = [c for c in table.columns if c not in lead and c not in group_cols and c != "error"]

@@ -156,7 +156,7 @@ class InfluenceScorer:
         return order, np.array([totals[s] for s in order])
 
     def score(self, dataset: Dataset) -> pd.DataFrame:
-        """The scores table (DESIGN.md section 2): every record of the dataset, failed ones with `error`."""
+        """The scores table (docs/design.md section 2): every record of the dataset, failed ones with `error`."""
         ids, influence = self.influence(dataset)
         return scores_table(ids, influence, getattr(dataset, "records", None))
 

@@ -1,4 +1,4 @@
-"""The scores table of DESIGN.md section 2, from per-sample influence values."""
+"""The scores table of docs/design.md section 2, from per-sample influence values."""
 from __future__ import annotations
 
 from typing import Sequence

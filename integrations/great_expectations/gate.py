@@ -17,31 +17,39 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from influencegate import resources
+from influencegate.data import storage
+
 # Telemetry stays off unless the user turned it on explicitly (GE reads this at import time).
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 TABLES = ("scores", "summary")
-DEFAULT_SUITE = Path(__file__).resolve().parents[2] / "configs" / "expectations" / "default.json"
+#: The packaged default suite (``influencegate/resources/expectations/default.json``).
+DEFAULT_SUITE = resources.path(resources.DEFAULT_SUITE)
 
 
 def load_suite(suite: str | Path | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The suite as a dict ``{"name", "meta", "tables": {"scores": [...], "summary": [...]}}``.
 
-    suite: a JSON path, an already-loaded mapping, or None for ``configs/expectations/default.json``.
+    suite: a JSON file (a local path or an fsspec URL such as ``s3://bucket/suite.json``, read through
+    ``influencegate.data.storage``), an already-loaded mapping, or None for the packaged default suite.
     Each expectation is ``{"type": <GE snake_case type>, "kwargs": {...}, "meta": {"why": ...}}``.
-    Raises ValueError for a file that is missing, not JSON, or without expectations.
+    ``meta.path`` records where the file was read (credentials in a URL removed).
+    Raises ValueError for a file that is missing, not JSON, or without expectations (StorageError, a
+    ValueError, when a URL's scheme has no driver); OSError when a store refuses the read.
     """
     if isinstance(suite, Mapping):
         data = dict(suite)
     else:
-        path = Path(suite) if suite else DEFAULT_SUITE
-        if not path.is_file():
-            raise ValueError(f"expectation suite not found: {str(path)!r}")
+        location = os.fspath(suite) if suite else str(DEFAULT_SUITE)
+        shown = storage.redact(location)
+        if not storage.is_file(location):
+            raise ValueError(f"expectation suite not found: {shown!r}")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(storage.read_text(location))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"expectation suite {str(path)!r} is not valid JSON: {exc}") from exc
-        data.setdefault("meta", {})["path"] = str(path)
+            raise ValueError(f"expectation suite {shown!r} is not valid JSON: {exc}") from exc
+        data.setdefault("meta", {})["path"] = shown
     tables = data.get("tables") or {}
     unknown = sorted(set(tables) - set(TABLES))
     if unknown or not any(tables.get(t) for t in TABLES):
@@ -189,7 +197,7 @@ def _context(docs_dir: Path) -> Any:
 def run_gate(scores: pd.DataFrame, summary: pd.DataFrame, suite: str | Path | Mapping[str, Any] | None = None,
              *, dataset_name: str, dataset_version: str, scorer_config: Mapping[str, Any] | None = None,
              docs_dir: str | Path | None = None, extra_checks: list[Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """Validate and decide. Returns the gate decision (DESIGN.md section 2) as a JSON-able dict:
+    """Validate and decide. Returns the gate decision (docs/design.md section 2) as a JSON-able dict:
 
     dataset_name, dataset_version, approved (bool), status ("approved" | "rejected"), reasons (list of str),
     failed_expectations (names), expectations (name, table, type, column, threshold, observed, success, error,
