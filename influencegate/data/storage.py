@@ -76,31 +76,28 @@ def _url_of(filesystem: Any, path: str) -> str:
     return filesystem.unstrip_protocol(path)
 
 
-def exists(location: Location) -> bool:
-    """True when a file or folder is at ``location``."""
+def _ask(location: Location, question: str) -> bool:
+    """Path(location).<question>() locally, the fsspec filesystem's equivalent for URLs."""
     location = normalise(location)
     if not is_url(location):
-        return Path(location).exists()
+        return getattr(Path(location), question)()
     filesystem, path = _filesystem(location)
-    return bool(filesystem.exists(path))
+    return bool(getattr(filesystem, question.replace("is_", "is"))(path))
+
+
+def exists(location: Location) -> bool:
+    """True when a file or folder is at ``location``."""
+    return _ask(location, "exists")
 
 
 def is_file(location: Location) -> bool:
     """True when ``location`` is a file (an object, for object stores)."""
-    location = normalise(location)
-    if not is_url(location):
-        return Path(location).is_file()
-    filesystem, path = _filesystem(location)
-    return bool(filesystem.isfile(path))
+    return _ask(location, "is_file")
 
 
 def is_dir(location: Location) -> bool:
     """True when ``location`` is a folder (a prefix holding objects, for object stores)."""
-    location = normalise(location)
-    if not is_url(location):
-        return Path(location).is_dir()
-    filesystem, path = _filesystem(location)
-    return bool(filesystem.isdir(path))
+    return _ask(location, "is_dir")
 
 
 def read_bytes(location: Location) -> bytes:
@@ -242,19 +239,20 @@ def expand(pattern: Location) -> list[str]:
 
 
 def _expand_braces(text: str) -> list[str]:
-    match = _BRACE_RANGE.search(text)
-    if match:
+    """Brace expansion, leftmost brace first (so names come out in the order a shell lists them)."""
+    matches = [m for m in (_BRACE_RANGE.search(text), _BRACE_LIST.search(text)) if m]
+    if not matches:
+        return [text]
+    match = min(matches, key=lambda m: m.start())
+    head, tail = text[:match.start()], text[match.end():]
+    if match.re is _BRACE_LIST:
+        options = match.group(1).split(",")
+    else:
         first, last = match.group(1), match.group(2)
         if int(last) < int(first):
             raise StorageError(f"shard range {match.group(0)} runs backwards")
-        width = len(first)
-        head, tail = text[:match.start()], text[match.end():]
-        return [n for i in range(int(first), int(last) + 1) for n in _expand_braces(f"{head}{i:0{width}d}{tail}")]
-    match = _BRACE_LIST.search(text)
-    if match:
-        head, tail = text[:match.start()], text[match.end():]
-        return [n for option in match.group(1).split(",") for n in _expand_braces(f"{head}{option}{tail}")]
-    return [text]
+        options = [f"{i:0{len(first)}d}" for i in range(int(first), int(last) + 1)]
+    return [name for option in options for name in _expand_braces(f"{head}{option}{tail}")]
 
 
 def is_pattern(location: Location) -> bool:

@@ -1,0 +1,65 @@
+"""influencegate.data.storage: one API for local paths and fsspec URLs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from influencegate.data import storage
+
+
+def test_patterns_expand_like_webdataset(tmp_path: Path) -> None:
+    assert storage.expand("s3://b/{000008..000011}.tar") == [f"s3://b/0000{i:02d}.tar" for i in (8, 9, 10, 11)]
+    assert storage.expand("s3://b/{train,val}/{0..1}.tar") == ["s3://b/train/0.tar", "s3://b/train/1.tar",
+                                                               "s3://b/val/0.tar", "s3://b/val/1.tar"]
+    for name in ("b.tar", "a.tar", ".hidden.tar"):
+        (tmp_path / name).write_bytes(b"")
+    assert storage.expand(f"file://{tmp_path}/*.tar") == [str(tmp_path / "a.tar"), str(tmp_path / "b.tar")]
+    assert storage.is_pattern("x/{0..3}.tar") and storage.is_pattern("x/*.tar") and not storage.is_pattern("x/0.tar")
+    with pytest.raises(storage.StorageError, match="backwards"):
+        storage.expand("s3://b/{9..1}.tar")
+
+
+def test_locations(tmp_path: Path) -> None:
+    assert storage.normalise(f"file://{tmp_path}/a") == str(tmp_path / "a")
+    assert storage.redact("s3://KEY:SECRET@bucket/x.tar") == "s3://bucket/x.tar"
+    assert storage.redact("/local/with@sign") == "/local/with@sign"
+    assert storage.parent("s3://bucket/a/b.tar") == "s3://bucket/a" and storage.basename("s3://bucket/a/") == "a"
+    assert storage.join("s3://bucket/a", "b/c.png") == "s3://bucket/a/b/c.png"
+    assert storage.relative_to("s3://bucket/a/b/c.png", "s3://bucket/a") == "b/c.png"
+    assert storage.relative_to("s3://bucket/x.png", "s3://bucket/a") is None
+    assert storage.relative_to(str(tmp_path / "x.png"), "s3://bucket") is None
+    assert storage.suffix("s3://b/x.JPG") == ".jpg"
+
+
+def test_memory_store_round_trip_and_walk() -> None:
+    storage.write_text("memory://walk/a/b.txt", "hello")
+    storage.write_bytes("memory://walk/.hidden/c.txt", b"x")
+    storage.write_bytes("memory://walk/d.png", b"y")
+    assert storage.read_text("memory://walk/a/b.txt") == "hello"
+    assert storage.is_dir("memory://walk/a") and storage.is_file("memory://walk/d.png")
+    assert not storage.exists("memory://walk/nothing")
+    assert sorted(r for r, _ in storage.walk_files("memory://walk")) == ["a/b.txt", "d.png"]
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes("memory://walk/nothing")
+
+
+def test_local_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "sub" / "table.parquet"
+    storage.write_bytes(target, b"old")
+    assert target.read_bytes() == b"old"
+
+    def crash(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        storage.write_bytes(target, b"new and longer")
+    assert target.read_bytes() == b"old"  # the old file is whole
+    assert sorted(p.name for p in target.parent.iterdir()) == ["table.parquet"]  # no temporary left
+
+
+def test_missing_driver_names_the_extra() -> None:
+    with pytest.raises(storage.StorageError, match=r"pip install 'influencegate\[gcs\]'"):
+        storage.read_bytes("gs://bucket/x.png")
