@@ -166,14 +166,14 @@ def load_audit_config(path: str | Path | None = None, overrides: Sequence[str] =
 
 
 def location_exists(location: str, file: bool = False) -> bool:
-    """Whether a local path or fsspec URL is there (`file`: is a file); a shard pattern counts when its first
-    location exists (a brace range names shards whether or not they exist, a glob only those that do).
+    """Whether a local path or fsspec URL is there (`file`: is a file); a shard pattern counts when any of its
+    locations exists (a brace range names shards whether or not they exist: the missing ones become error rows).
     ConfigError when it cannot be checked: no driver for the URL's scheme, or the store refused."""
     try:
         if file:
             return storage.is_file(location)
         locations = storage.expand(location) if storage.is_pattern(location) else [location]
-        return bool(locations) and storage.exists(locations[0])
+        return any(storage.exists(each) for each in locations)  # stops at the first that exists
     except storage.StorageError as exc:
         raise ConfigError(str(exc)) from exc
     except OSError as exc:  # permissions, network
