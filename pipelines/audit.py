@@ -32,7 +32,7 @@ def dataset_audit_pipeline(dataset: Optional[dict] = None, encoder: Optional[dic
     histogram, most, least = render_figures(ref, scores)
     duplicates, outliers, group_histograms, embedding_map, findings_report = render_findings(
         ref, model, scores, summary, texts, groups=FindingsConfig.from_dict(findings).groups, device=device)
-    report, drift = compare_with_approved(ref, scores, threshold=gate.get("drift_threshold", 0.05))
+    report, drift = compare_with_approved(ref, scores, threshold=gate.get("drift_threshold"))
     decision, _, docs = validate_and_gate(ref, scores, summary, scoring_info, drift, suite,
                                           drift_blocks=bool(gate.get("drift_blocks", False)))
     run = log_to_mlflow(ref, records, scores, summary, scoring_info, encoder_info, decision, docs, histogram, most,

@@ -36,7 +36,7 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "scorer": {},  # InfluenceConfig defaults
     "findings": {},  # FindingsConfig defaults: duplicates and outliers, no fairness groups
     "suite": "expectations/default.json",
-    "gate": {"drift_blocks": False, "drift_threshold": 0.05},
+    "gate": {"drift_blocks": False, "drift_threshold": None},
     "tracking": {"uri": None, "experiment": "influencegate"},
 }
 

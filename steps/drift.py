@@ -1,7 +1,7 @@
 """Compare the candidate's score distributions with the last approved version of the same dataset."""
 from __future__ import annotations
 
-from typing import Annotated, Tuple
+from typing import Annotated, Optional, Tuple
 
 import pandas as pd
 from zenml import step
@@ -12,10 +12,11 @@ from influencegate.integrations.zenml.approvals import last_approved
 
 
 @step(enable_cache=False)
-def compare_with_approved(dataset: dict, scores: pd.DataFrame, threshold: float = 0.05) -> Tuple[
+def compare_with_approved(dataset: dict, scores: pd.DataFrame, threshold: Optional[float] = None) -> Tuple[
         Annotated[HTMLString, "evidently_report"], Annotated[dict, "drift_summary"]]:
     """Evidently report of `scores` against the scores of the last approved version of `dataset["name"]`
-    (found through the recorded approvals); a "no reference yet" page when none was approved."""
+    (found through the recorded approvals); a "no reference yet" page when none was approved. `threshold`: None
+    for each Evidently method's own, else one threshold for every method (see `compare_scores`)."""
     reference = last_approved(dataset["name"])
     html, summary = compare_scores(scores, reference["scores"] if reference else None, dataset_name=dataset["name"],
                                    reference_version=reference["decision"].get("dataset_version") if reference else None,

@@ -155,7 +155,8 @@ def log_audit(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: Map
             for row in fairness.itertuples():
                 metrics[f"fairness.{_metric_name(row.column)}.{_metric_name(row.group)}.ratio"] = float(row.ratio)
         for column, values in ((drift or {}).get("columns") or {}).items():
-            metrics[f"drift.{column}.score"] = float(values.get("drift_score", math.nan))
+            metrics[f"drift.{column}.score"] = float(values.get("drift_score", math.nan))  # a p-value or a distance
+            metrics[f"drift.{column}.drifted"] = float(values["drifted"]) if "drifted" in values else math.nan
         mlflow.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
 
         with tempfile.TemporaryDirectory(prefix="influencegate_mlflow_") as tmp:
