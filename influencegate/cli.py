@@ -163,9 +163,12 @@ def cmd_score_pairs(args: argparse.Namespace) -> int:
 
 
 def _check_out(out: str) -> None:
-    """Refuse an output location that is a folder before any work is done (a usage error)."""
+    """Refuse, before any work is done, an output location that is a folder or whose extension names no
+    table format (a usage error: never a silent Parquet file called .txt)."""
     from influencegate.data import storage
 
+    if storage.suffix(out) not in (".parquet", ".csv"):
+        raise UsageError(f"--out {storage.redact(out)!r}: the extension names the format; use .parquet or .csv")
     if storage.is_dir(out):
         raise UsageError(f"--out {storage.redact(out)!r} is a folder; give a file name ending in .parquet or .csv")
 

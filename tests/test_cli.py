@@ -25,10 +25,16 @@ MLOPS = ("zenml", "mlflow", "great_expectations", "evidently")
     (["score", "digits", "--curvature", "magic"], "invalid choice"),
     (["score", "digits", "--groups", "race"], "--groups names column(s) ['race']"),
     (["frobnicate"], "invalid choice"),
+    (["score", "digits", "--out", "scores.txt"], "the extension names the format"),
+    (["score", "digits", "--out", "{tmp}"], "is a folder"),
+    (["score-pairs", "--out", "pairs.json"], "the extension names the format"),
+    (["score", "digits", "--workers", "-1"], "must be >= 0"),
+    (["score", "gs://bucket/images"], "pip install 'influencegate[gcs]'"),
 ])
 def test_usage_errors_exit_2_with_one_line(argv, message, tmp_path: Path, capsys) -> None:
     config = Path(__file__).resolve().parents[1] / "configs" / "audit_digits.yaml"
-    argv = [a.replace("{config}", str(config)) for a in argv]
+    (tmp_path / "folder.parquet").mkdir()
+    argv = [a.replace("{config}", str(config)).replace("{tmp}", str(tmp_path / "folder.parquet")) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

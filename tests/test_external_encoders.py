@@ -207,7 +207,7 @@ def test_torchscript_loads_for_frozen_uses(scripted) -> None:
     images = torch.randn(4, 1, 8, 8)
     with torch.no_grad():
         expected = model(images)
-        for spec in (f"torchscript:{path}", str(path), "memory://ts-test/small_cnn.pt"):
+        for spec in (f"torchscript:{path}", "torchscript:memory://ts-test/small_cnn.pt"):
             loaded = load_encoder(spec)
             assert isinstance(loaded, torch.jit.ScriptModule), spec
             assert torch.equal(loaded(images), expected)
@@ -217,7 +217,11 @@ def test_torchscript_loads_for_frozen_uses(scripted) -> None:
     pairs = PairSet([f"s{i}" for i in range(12)], [f"caption {i % 3}" for i in range(12)], torch.randn(12, 1, 8, 8))
     config = EcifConfig(progress=False)
     eager = EcifScorer(config, image_encoder=model, text_encoder=_caption_features).fit(pairs)
-    frozen = EcifScorer(config, image_encoder=load_encoder(str(path)), text_encoder=_caption_features).fit(pairs)
+    frozen = EcifScorer(config, image_encoder=load_encoder(f"torchscript:{path}"), text_encoder=_caption_features).fit(pairs)
+    # a TorchScript file is a program: given as a plain checkpoint path it is refused, never run by surprise
+    for spec in (str(path), "memory://ts-test/small_cnn.pt"):
+        with pytest.raises(ValueError, match="is a TorchScript program"):
+            load_encoder(spec)
     assert torch.equal(frozen.image_inputs(pairs.images), eager.image_inputs(pairs.images))
     assert torch.allclose(frozen.theta, eager.theta)
 

@@ -63,3 +63,30 @@ def test_local_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_missing_driver_names_the_extra() -> None:
     with pytest.raises(storage.StorageError, match=r"pip install 'influencegate\[gcs\]'"):
         storage.read_bytes("gs://bucket/x.png")
+
+
+def test_nothing_in_the_package_unpickles_code() -> None:
+    """Every torch.load in the package passes weights_only=True; no pickle.load(s), no np.load(allow_pickle=True);
+    torch.jit.load only behind the explicit torchscript: spec."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    offenders, jit_calls = [], []
+    for folder in ("influencegate", "steps", "pipelines", "integrations"):
+        for file in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(file.read_text())):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                    continue
+                owner = ast.unparse(node.func.value)
+                keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                where = f"{file.relative_to(root)}:{node.lineno}"
+                if owner == "torch" and node.func.attr == "load" and keywords.get("weights_only") != "True":
+                    offenders.append(where)
+                if owner == "pickle" and node.func.attr in ("load", "loads"):
+                    offenders.append(where)
+                if owner in ("np", "numpy") and node.func.attr == "load" and keywords.get("allow_pickle") == "True":
+                    offenders.append(where)
+                if owner == "torch.jit" and node.func.attr == "load":
+                    jit_calls.append(where)
+    assert not offenders, offenders
+    assert [w.split(":")[0] for w in jit_calls] == ["influencegate/models/weights.py"], jit_calls

@@ -4,7 +4,7 @@ Specs understood by ``load_encoder`` (locations: a local path or an fsspec URL s
 - our own checkpoints: ``{"arch", "arch_kwargs", "state_dict", "meta"}`` written by ``save_encoder``;
 - solo-learn checkpoints: a dict whose ``state_dict`` keys carry a ``backbone.`` prefix (other keys such as
   ``projector.`` or ``classifier.`` are ignored), loaded into ``cifar_resnet18()``;
-- a TorchScript file (``torch.jit.save``), recognised by its zip layout; for frozen uses only;
+- a TorchScript file given as a plain location is refused (it is a program): name it ``torchscript:<location>``;
 - ``<prefix>...`` specs of ``external.FAMILIES``: ``torchvision:<name>`` (random weights),
   ``timm:<name>@<checkpoint>``, ``open_clip:<model>@<checkpoint>``, ``torchscript:<location>``.
 """
@@ -22,8 +22,7 @@ from influencegate.data import storage
 from influencegate.models.backbones import cifar_resnet18
 from influencegate.models.external import TextEncoder, split_spec
 from influencegate.models.registry import build_encoder
-from influencegate.models.weights import (is_torchscript, load_state_strict, read_checkpoint, read_torchscript,
-                                          require_file)
+from influencegate.models.weights import is_torchscript, load_state_strict, read_checkpoint, require_file
 
 SOLO_PREFIX = "backbone."
 _PRIMITIVES = (str, int, float, bool, type(None))
@@ -64,8 +63,9 @@ def save_encoder(encoder: nn.Module, path: str | Path, arch: str, arch_kwargs: M
 
 def load_encoder(spec: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """An encoder in eval mode from a spec (see the module docs): a ``<prefix>...`` spec of
-    ``external.FAMILIES``, else a checkpoint location (local path or fsspec URL): a TorchScript file, one of
-    our checkpoints or a solo-learn checkpoint.
+    ``external.FAMILIES`` (``torchscript:`` among them), else a checkpoint location (local path or fsspec URL):
+    one of our checkpoints or a solo-learn checkpoint, read with weights_only=True. A TorchScript file given as
+    a plain location is refused: it is a program, loaded only when named ``torchscript:``.
 
     Raises ValueError for a missing or unreadable file, an unknown checkpoint layout, or keys/shapes that do
     not match the architecture.
@@ -74,8 +74,9 @@ def load_encoder(spec: str | os.PathLike, map_location: str | torch.device = "cp
     if family is not None:
         return family.load(location, map_location).eval()
     require_file(location, "encoder checkpoint")
-    if is_torchscript(location):
-        return read_torchscript(location, map_location)
+    if is_torchscript(location):  # code, not weights: run only when asked for by name
+        raise ValueError(f"{storage.redact(location)!r} is a TorchScript program (it runs code when loaded); pass "
+                         f"torchscript:{storage.redact(location)} to load it on purpose")
     checkpoint = read_checkpoint(location, map_location)
     shown = storage.redact(location)
     if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):

@@ -1,6 +1,6 @@
 """Encoders users already have, and the registry of ``--encoder`` spec prefixes.
 
-A spec is a checkpoint location (ours or solo-learn, or a TorchScript file: see ``checkpoints.load_encoder``)
+A spec is a checkpoint location (ours or solo-learn: see ``checkpoints.load_encoder``)
 or ``<prefix><rest>`` with a prefix of ``FAMILIES``:
 
 - ``torchvision:<name>``: a torchvision classification model with random weights, as a feature extractor;
