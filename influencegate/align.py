@@ -44,6 +44,8 @@ def load_pairs(source: str = DIGITS_CAPTIONS, image_size: int | None = None, cha
     if "caption" not in dataset.records.columns:
         raise DatasetError(f"{source!r} has no 'caption' column: image-text pairs need a manifest with path and "
                            "caption columns")
+    # a number in a caption column is a caption too ("42"); one text type keeps the column writable to Parquet
+    dataset.records["caption"] = [c if isinstance(c, str) or pd.isna(c) else str(c) for c in dataset.records["caption"]]
     return dataset
 
 

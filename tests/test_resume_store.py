@@ -91,6 +91,8 @@ def test_a_memory_directory_equals_one_score_and_resumes(tiny_data) -> None:
         pd.testing.assert_frame_equal(table, expected, check_exact=False, rtol=1e-9)
         with pytest.raises(ValueError, match="another config"):
             score_resumable(InfluenceScorer(_tiny_cnn(), _config(curvature="kfac")), tiny_data, directory)
+        with pytest.raises(ValueError, match="another shard_size;"):  # said as such, not as "other sample ids"
+            score_resumable(InfluenceScorer(_tiny_cnn(), cfg), tiny_data, directory, shard_size=7)
     finally:
         fsspec.filesystem("memory").rm(directory.rsplit("/", 1)[0], recursive=True)
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from influencegate.data import storage
 
 # 8-bit modes PIL converts to "RGB"/"L" without losing range; 16-bit and float modes ("I;16", "I", "F")
 # would be clipped to 255 by PIL, so they are reported instead of silently saturated.
 _SUPPORTED_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+#: What shows through transparent pixels: white, as a page or a web page would show them.
+ALPHA_BACKGROUND = (255, 255, 255, 255)
 
 
 class SampleError(Exception):
@@ -30,7 +33,9 @@ def read_bytes(location: str) -> bytes:
 def decode_image(data: bytes, image_size: int, channels: int) -> np.ndarray:
     """Decode encoded image bytes, convert to ``channels`` (1 = grayscale "L", 3 = "RGB") and resize.
 
-    The image is resized (squashed, not cropped) to image_size x image_size with bilinear filtering.
+    The image is first turned upright by its EXIF orientation, transparent images are composited on white
+    (``ALPHA_BACKGROUND``), and animations give their first frame; then it is resized (squashed, not cropped)
+    to image_size x image_size with bilinear filtering.
     Returns a uint8 array channels x image_size x image_size (pixel values 0..255, not yet normalised; a
     numpy array rather than a tensor, so that DataLoader workers hand it over as plain bytes).
     Raises SampleError with a short reason for unreadable files and unsupported modes.
@@ -40,7 +45,11 @@ def decode_image(data: bytes, image_size: int, channels: int) -> np.ndarray:
             image.load()
             if image.mode not in _SUPPORTED_MODES:
                 raise SampleError(f"unsupported image mode {image.mode!r} (expected an 8-bit image)")
-            converted = image.convert("L" if channels == 1 else "RGB")
+            upright = ImageOps.exif_transpose(image)
+            if upright.mode in _ALPHA_MODES or (upright.mode == "P" and "transparency" in upright.info):
+                rgba = upright.convert("RGBA")
+                upright = Image.alpha_composite(Image.new("RGBA", rgba.size, ALPHA_BACKGROUND), rgba)
+            converted = upright.convert("L" if channels == 1 else "RGB")
             resized = converted.resize((image_size, image_size), Image.Resampling.BILINEAR)
     except SampleError:
         raise

@@ -30,7 +30,7 @@ def scan_folder(folder: str) -> pd.DataFrame:
     files, skipped = [], 0
     for relative, location in storage.walk_files(folder):
         if storage.suffix(relative) in IMAGE_EXTENSIONS:
-            files.append((relative, location))
+            files.append((relative, location, None))
         else:
             skipped += 1
     if skipped:
@@ -38,8 +38,21 @@ def scan_folder(folder: str) -> pd.DataFrame:
     if not files:
         raise DatasetError(f"no image files found in folder {storage.redact(folder)!r} "
                            f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    files = [_printable(*f) for f in files]
     files.sort()
-    return pd.DataFrame({"sample_id": [f[0] for f in files], "path": [f[1] for f in files], "error": None})
+    return pd.DataFrame({"sample_id": [f[0] for f in files], "path": [f[1] for f in files],
+                         "error": [f[2] for f in files]})
+
+
+def _printable(relative: str, location: str, error: str | None) -> tuple[str, str | None, str | None]:
+    """A file row whose name is not valid UTF-8 (undecodable bytes on a POSIX disk) keeps its row, with the
+    bytes shown as escapes, no path and an error: tables, Parquet and MLflow need UTF-8 text."""
+    try:
+        relative.encode("utf-8")
+        return relative, location, error
+    except UnicodeEncodeError:
+        shown = relative.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return shown, None, "file name is not valid UTF-8 (rename the file)"
 
 
 def read_table(location: str) -> pd.DataFrame:

@@ -19,6 +19,8 @@ import posixpath
 import re
 import uuid
 from collections.abc import Iterator
+from glob import escape as glob_escape
+from glob import glob as local_glob
 from pathlib import Path
 from typing import IO, Any
 
@@ -126,14 +128,16 @@ def open_binary(location: Location) -> IO[bytes]:
 def write_bytes(location: Location, data: bytes) -> None:
     """Write ``data`` to ``location`` so that a reader sees the old file or the new one, never a part.
 
-    Local: a temporary file in the same folder, then ``os.replace``. Object stores: one upload (an object
-    appears whole or not at all). Parent folders are created.
+    Local: a temporary file ``.<name>.tmp-<pid>-<random>`` in the same folder, then ``os.replace``; the
+    temporaries that killed processes left beside the target are removed first. Object stores: one upload (an
+    object appears whole or not at all). Parent folders are created.
     """
     location = normalise(location)
     if not is_url(location):
         target = Path(location)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+        _remove_stale_temporaries(target)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
             tmp.write_bytes(data)
             os.replace(tmp, target)
@@ -142,6 +146,24 @@ def write_bytes(location: Location, data: bytes) -> None:
         return
     filesystem, path = _filesystem(location)
     filesystem.pipe_file(path, data)
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete ``.<target name>.tmp-<pid>-*`` files whose writing process is no longer alive."""
+    for tmp in target.parent.glob(f".{glob_escape(target.name)}.tmp-*"):
+        pid = tmp.name[len(f".{target.name}.tmp-"):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def write_text(location: Location, text: str) -> None:
@@ -232,9 +254,7 @@ def expand(pattern: Location) -> list[str]:
             filesystem, path = _filesystem(name)
             out.extend(_url_of(filesystem, p) for p in sorted(filesystem.glob(path)))
         else:
-            import glob
-
-            out.extend(sorted(glob.glob(name)))
+            out.extend(sorted(local_glob(name)))
     return out
 
 

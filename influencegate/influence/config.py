@@ -102,10 +102,11 @@ class InfluenceConfig:
             problems.append(f"rank must be >= 1, got {self.rank}")
         if int(self.batch_size) < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.sigma <= 0:
-            problems.append(f"sigma must be > 0, got {self.sigma}")
-        if self.damping is not None and self.damping < 0:
-            problems.append(f"damping must be None or >= 0, got {self.damping}")
+        if not (math.isfinite(self.sigma) and self.sigma > 0):  # nan and inf pass a plain comparison
+            problems.append(f"sigma must be finite and > 0, got {self.sigma}")
+        if self.damping is not None and not (math.isfinite(self.damping) and self.damping > 0):
+            problems.append(f"damping must be None (relative damping) or finite and > 0, got {self.damping}: 0 leaves "
+                            "a singular curvature uninvertible, inf sets every influence to 0")
         if problems:
             raise ValueError("invalid InfluenceConfig: " + "; ".join(problems))
 

@@ -42,10 +42,11 @@ from influencegate.influence.table import scores_table
 NEUTRAL_FIELDS = ("device", "progress")
 
 
-def run_fingerprint(scorer: InfluenceScorer, sample_ids: list[str]) -> dict[str, Any]:
+def run_fingerprint(scorer: InfluenceScorer, sample_ids: list[str], shard_size: int) -> dict[str, Any]:
     """What a directory's files depend on: the scorer config (less NEUTRAL_FIELDS), the tracked layers, a
-    hash of the encoder's weights and of the dataset's readable sample ids, and their count. A callable
-    perturbation is known by its name only: changing what it does means a new directory."""
+    hash of the encoder's weights and of the dataset's readable sample ids, their count, and the shard size
+    (which cuts the ids into shard files). A callable perturbation is known by its name only: changing what
+    it does means a new directory."""
     config = {k: v for k, v in scorer.config.to_params().items() if k not in NEUTRAL_FIELDS}
     weights = hashlib.sha256()
     for name, tensor in sorted(scorer.model.state_dict().items()):
@@ -53,7 +54,8 @@ def run_fingerprint(scorer: InfluenceScorer, sample_ids: list[str]) -> dict[str,
         weights.update(tensor.detach().to("cpu", torch.float64).numpy().tobytes())
     ids = hashlib.sha256("\x1f".join(sample_ids).encode()).hexdigest()
     return {"config": json.loads(json.dumps(config, default=str)), "layers": list(scorer.layers),
-            "encoder_sha256": weights.hexdigest(), "sample_ids_sha256": ids, "n_samples": len(sample_ids)}
+            "encoder_sha256": weights.hexdigest(), "sample_ids_sha256": ids, "n_samples": len(sample_ids),
+            "shard_size": int(shard_size)}
 
 
 def _claim(directory: str, fingerprint: dict[str, Any]) -> None:
@@ -80,7 +82,7 @@ def _claim(directory: str, fingerprint: dict[str, Any]) -> None:
     changed = sorted(k for k in set(fingerprint) | set(recorded) if fingerprint.get(k) != recorded.get(k))
     if changed:
         raise ValueError(f"{shown} holds a scoring run with another {', '.join(changed)}; resume with the "
-                         f"same config, encoder and dataset, or give a new directory")
+                         f"same config, shard size, encoder and dataset, or give a new directory")
 
 
 def _load_fit(scorer: InfluenceScorer, location: str) -> None:
@@ -176,7 +178,7 @@ def score_resumable(scorer: InfluenceScorer, dataset: Any, directory: str | stor
     ranks = Ranks.current()
     directory = storage.normalise(directory)
     ids = [str(s) for s in dataset.sample_ids]
-    fingerprint = run_fingerprint(scorer, ids)
+    fingerprint = run_fingerprint(scorer, ids, int(shard_size))
     ranks.on_first(lambda: _claim(directory, fingerprint))  # before anything in the directory is read
     fit_reused = _fit_or_load(scorer, dataset, storage.join(directory, "curvature.pt"), ranks)
     chunks = [ids[i:i + int(shard_size)] for i in range(0, len(ids), int(shard_size))]

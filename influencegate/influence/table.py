@@ -32,6 +32,10 @@ def scores_table(sample_ids: Sequence[str], influence: np.ndarray, records: pd.D
         return table
     extra = records.drop(columns=[c for c in SCORE_COLUMNS if c in records.columns and c not in ("sample_id", "path")])
     merged = extra.merge(table, on="sample_id", how="left")
+    if "error" in merged.columns:  # a failed row (a duplicate sample_id among them) never takes a scored row's values
+        failed = merged["error"].notna()
+        merged.loc[failed, ["influence", "log_influence", "influence_percentile"]] = np.nan
+        merged.loc[failed, "influence_rank"] = pd.NA
     if "path" not in merged.columns:
         merged["path"] = None
     if "error" not in merged.columns:

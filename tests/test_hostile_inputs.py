@@ -1,0 +1,111 @@
+"""Hostile-but-realistic inputs (issue 13): each becomes an error row or a one-line error, never garbage or a
+traceback. The cases are those issue 13 reported, plus what turned up while fixing them."""
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from influencegate import InfluenceConfig
+from influencegate.cli import main
+from influencegate.data import load_images, storage
+from influencegate.data.decode import decode_image
+from influencegate.influence.table import scores_table
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"sigma": math.nan}, "sigma must be finite"), ({"sigma": math.inf}, "sigma must be finite"),
+    ({"damping": 0.0}, "damping must be None"), ({"damping": math.inf}, "damping must be None"),
+])
+def test_settings_that_give_garbage_are_refused(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        InfluenceConfig(**settings)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["score", "digits", "--epochs", "-3"], "must be >= 1"),
+    (["score", "digits", "--damping", "0"], "damping must be None"),
+    (["score", "digits", "--sigma", "nan"], "sigma must be finite"),
+    (["score", "digits", "--draws", "0"], "must be >= 1"),
+])
+def test_cli_refuses_them_in_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_duplicate_sample_id_row_takes_no_influence() -> None:
+    records = pd.DataFrame({"sample_id": ["a", "b", "a"], "path": ["/x/a.png", "/x/b.png", "/x/other.png"],
+                            "error": [None, None, "duplicate sample_id (first at row 0)"]})
+    table = scores_table(["a", "b"], np.array([2.0, 1.0]), records)
+    assert len(table) == 3
+    duplicate = table.iloc[2]
+    assert math.isnan(duplicate["influence"]) and pd.isna(duplicate["influence_rank"])
+    assert duplicate["error"].startswith("duplicate sample_id")
+    assert table.iloc[0]["influence"] == 2.0
+
+
+def _encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def test_exif_orientation_is_applied() -> None:
+    pixels = np.zeros((16, 32), np.uint8)
+    pixels[:, 16:] = 255  # stored: left half black, right half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    data = _encoded(Image.fromarray(pixels), "JPEG", exif=exif, quality=95)
+    upright = decode_image(data, 16, 1)[0].astype(float)
+    assert upright[:8].mean() < 60 and upright[8:].mean() > 190  # displayed: top black, bottom white
+    plain = decode_image(_encoded(Image.fromarray(pixels), "JPEG", quality=95), 16, 1)[0].astype(float)
+    assert plain[:, :8].mean() < 60 and plain[:, 8:].mean() > 190
+
+
+def test_transparency_is_composited_on_white() -> None:
+    rgba = np.zeros((8, 8, 4), np.uint8)  # black and fully transparent...
+    rgba[:4, :, 3] = 255  # ...except the top half, opaque black
+    decoded = decode_image(_encoded(Image.fromarray(rgba, "RGBA"), "PNG"), 8, 3)
+    assert (decoded[:, :4] == 0).all() and (decoded[:, 4:] == 255).all()
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path: Path) -> None:
+    target = tmp_path / "scores.parquet"
+    dead = tmp_path / ".scores.parquet.tmp-999999999-deadbeef"  # no such pid
+    alive = tmp_path / f".scores.parquet.tmp-{os.getpid()}-cafe"  # a writer that is still running
+    for tmp in (dead, alive):
+        tmp.write_bytes(b"partial")
+    storage.write_bytes(target, b"table")
+    assert target.read_bytes() == b"table" and not dead.exists() and alive.exists()
+
+
+def test_file_name_that_is_not_utf8_keeps_its_row(tmp_path: Path, digits_folder) -> None:
+    folder = digits_folder(tmp_path / "d", count=3)
+    bad = os.fsencode(folder) + b"/caf\xe9.png"  # Latin-1 bytes: not UTF-8
+    with open(bad, "wb") as handle:
+        handle.write((folder / "img_0000.png").read_bytes())
+    ds = load_images(folder, image_size=8, channels=1)
+    assert len(ds) == 3 and len(ds.records) == 4
+    row = ds.failed.iloc[0]
+    assert row["sample_id"] == "caf\\xe9.png" and row["error"].startswith("file name is not valid UTF-8")
+    ds.records.to_parquet(tmp_path / "rows.parquet")  # the table stays writable
+
+
+def test_numeric_captions_are_text(tmp_path: Path, digits_folder) -> None:
+    from influencegate.align import load_pairs
+
+    folder = digits_folder(tmp_path / "d", count=3)
+    manifest = tmp_path / "pairs.jsonl"
+    manifest.write_text('{"path": "d/img_0000.png", "caption": 42}\n{"path": "d/img_0001.png", "caption": "a seven"}\n'
+                        '{"path": "d/img_0002.png", "caption": null}\n')
+    pairs = load_pairs(str(manifest), image_size=8, channels=1)
+    assert pairs.records["caption"].tolist()[:2] == ["42", "a seven"] and pd.isna(pairs.records["caption"].iloc[2])
+    pairs.records.to_parquet(tmp_path / "rows.parquet")
+    assert folder.exists()
