@@ -220,8 +220,11 @@ def _run_config(config: dict[str, Any], runner: str = "run_audit") -> int:
         print(f"  failed: {reason}")
     print(f"  ZenML run: {run.name}")
     if mlflow_info:
-        print(f"  MLflow run: {mlflow_info.get('run_id')} at {mlflow_info.get('tracking_uri')} "
-              f"(see it with: mlflow ui --backend-store-uri {mlflow_info.get('tracking_uri')})")
+        print(f"  MLflow run: {mlflow_info.get('run_id')} at {mlflow_info.get('tracking_uri')}")
+        if mlflow_info.get("ui_command"):
+            print(f"  start the MLflow UI: {mlflow_info['ui_command']}")
+        if mlflow_info.get("runs_url"):
+            print(f"  open: {mlflow_info['runs_url']}")
     return EXIT_APPROVED if decision.get("approved") is True else EXIT_REJECTED
 
 
@@ -293,15 +296,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"influencegate: error: {message} (see influencegate --help)\n")
 
 
-def _non_negative(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def _int_at_least(minimum: int) -> Any:
+    """argparse type: an integer >= minimum (a one-line usage error otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_non_negative, _positive = _int_at_least(0), _int_at_least(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,26 +324,26 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", default="scores.parquet", help="output table (.parquet or .csv)")
     score.add_argument("--encoder", help=f"encoder: {ENCODER_SPECS}")
     score.add_argument("--pretrain", choices=["simclr", "byol", "barlow_twins", "barlow"], help="pretrain an encoder first")
-    score.add_argument("--epochs", type=int, default=20)
+    score.add_argument("--epochs", type=_positive, default=20)
     score.add_argument("--save-encoder", help="write the pretrained encoder here")
     score.add_argument("--image-size", type=int)
     score.add_argument("--workers", type=_non_negative, default=0, help="DataLoader processes that read and decode")
     score.add_argument("--channels", type=int, choices=[1, 3])
     score.add_argument("--device", choices=["cpu", "cuda"])
-    score.add_argument("--rank", type=int)
+    score.add_argument("--rank", type=_positive)
     score.add_argument("--curvature", choices=["identity", "diagonal", "raw", "kfac", "ekfac"])
-    score.add_argument("--draws", type=int)
+    score.add_argument("--draws", type=_positive)
     score.add_argument("--noise", choices=["common", "orthogonal", "iid"])
     score.add_argument("--sigma", type=float)
     score.add_argument("--projection", choices=["random", "pca", "identity"])
     score.add_argument("--damping", type=float)
-    score.add_argument("--batch-size", type=int)
+    score.add_argument("--batch-size", type=_positive)
     score.add_argument("--precision", choices=["fp32", "fp64", "bf16", "fp16"])
     score.add_argument("--seed", type=int)
     score.add_argument("--resume-dir", help="keep the fit and the scores shard by shard here (a local directory or "
                                             "a URL: s3://bucket/runs/x, gs://..., memory://...); run the same command "
                                             "again to resume an interrupted run (same config, encoder and data)")
-    score.add_argument("--shard-size", type=int, default=4096, help="samples per shard with --resume-dir")
+    score.add_argument("--shard-size", type=_positive, default=4096, help="samples per shard with --resume-dir")
     score.add_argument("--groups", help="comma-separated group columns of the manifest to audit for fairness")
     score.add_argument("--no-findings", action="store_true",
                        help="scores only: skip duplicates, outliers and the fairness audit")

@@ -45,9 +45,9 @@ def pair_alignment_pipeline(pairs: Optional[dict] = None, reference: Optional[di
     clean = load_pair_dataset(**reference, id="load_reference_pairs")[0] if reference else None
     scores, summary, info = score_image_text_pairs(ref, clean, ecif or {})
     gallery, roc = render_pair_figures(ref, scores)
-    decision, report, docs = validate_and_gate(ref, scores, summary, info, None,
-                                               suite or str(resources.path(resources.PAIRS_SUITE)))
-    run = log_pairs_to_mlflow(ref, records, scores, summary, info, decision, docs, gallery, roc, report,
+    decision, _, docs = validate_and_gate(ref, scores, summary, info, None,
+                                          suite or str(resources.path(resources.PAIRS_SUITE)))
+    run = log_pairs_to_mlflow(ref, records, scores, summary, info, decision, docs, gallery, roc,
                               tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"))
     record_approval(decision, run)
 

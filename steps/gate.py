@@ -9,17 +9,20 @@ import pandas as pd
 from zenml import ArtifactConfig, step
 from zenml.types import HTMLString
 
-from influencegate.integrations.great_expectations import decision_html, run_gate
+from influencegate.integrations.great_expectations import run_gate
 from influencegate.integrations.zenml.approvals import BASE_TAG, DECISION_ARTIFACT, tag_current_output
+from influencegate.report.gate_report import decision_html
 
 
 @step(enable_cache=False)
 def validate_and_gate(dataset: dict, scores: pd.DataFrame, summary: dict, scoring_info: dict,
-                      drift: Optional[dict] = None, suite: Optional[str] = None, drift_blocks: bool = False) -> Tuple[
+                      drift: Optional[dict] = None, suite: Optional[str] = None, drift_blocks: bool = False,
+                      findings: Optional[dict] = None) -> Tuple[
         Annotated[dict, "gate_decision"], Annotated[HTMLString, "gate_report"], Annotated[Path, "data_docs"]]:
     """Run the Great Expectations suite (`suite`: a JSON file, local path or URL; default the packaged
     expectations/default.json) on the scores table and the one-row summary. With `drift_blocks`, failing
-    Evidently drift tests reject too.
+    Evidently drift tests reject too. findings: the FindingsConfig fields that ran (a suite with
+    include_findings adds the expectations of the findings they enable; default: the default findings).
 
     Returns the decision (docs/design.md section 2), its HTML rendering and the GE Data Docs folder.
     """
@@ -27,7 +30,7 @@ def validate_and_gate(dataset: dict, scores: pd.DataFrame, summary: dict, scorin
     extra = [t for t in (drift or {}).get("tests", [])] if drift_blocks else None
     decision = run_gate(scores, pd.DataFrame([summary]), suite, dataset_name=dataset["name"],
                         dataset_version=dataset["version"], scorer_config=scoring_info.get("config", {}),
-                        docs_dir=docs, extra_checks=extra)
+                        docs_dir=docs, extra_checks=extra, findings=findings)
     return decision, HTMLString(decision_html(decision)), docs
 
 

@@ -7,12 +7,13 @@ from typing import Annotated, Any, Optional, Tuple
 import pandas as pd
 from PIL import Image
 from zenml import ArtifactConfig, step
-from zenml.types import HTMLString
 
 from influencegate.align import (known_misalignment, load_pairs, open_pairs, pair_ref, pair_summary_stats,
                                  score_pair_dataset)
 from influencegate.integrations.mlflow import log_audit
+from influencegate.report.figures import dataset_images
 from influencegate.report.pairs import misaligned_gallery, roc_figure
+from influencegate.report.review import review_table
 
 PAIR_SCORES_ARTIFACT = "influencegate_pair_scores"
 
@@ -58,14 +59,13 @@ def render_pair_figures(pairs: dict, scores: pd.DataFrame, k: int = 16) -> Tuple
 @step(enable_cache=False)
 def log_pairs_to_mlflow(pairs: dict, records: pd.DataFrame, scores: pd.DataFrame, summary: dict, ecif_info: dict,
                         decision: dict, data_docs: Path, gallery: Image.Image, roc: Image.Image,
-                        gate_report: Optional[HTMLString] = None, tracking_uri: Optional[str] = None,
-                        experiment: Optional[str] = None) -> Annotated[dict, "mlflow_run"]:
+                        tracking_uri: Optional[str] = None, experiment: Optional[str] = None) -> Annotated[dict, "mlflow_run"]:
     """One MLflow run of the pair audit: the pair scores table, the summary, the ECIF config, the gallery, the
-    ROC and the gate decision (see `influencegate.integrations.mlflow.log_audit`)."""
+    ROC, the gate decision and the review table of flagged pairs (see `influencegate.integrations.mlflow.log_audit`)."""
     timings = {f"seconds.{k}": v for k, v in (ecif_info.get("seconds") or {}).items()}
     return log_audit(scores=scores, summary={**summary, **timings}, decision={**decision, "data_docs": str(data_docs)},
                      dataset={**pairs, "kind": "image-text pairs"}, records=records,
                      scorer_params=ecif_info.get("config", {}), scorer_prefix="ecif",
                      figures={"misaligned_gallery": gallery, "roc": roc},
-                     html={"gate_report": str(gate_report) if gate_report else None},
+                     review=review_table(scores, dataset_images(open_pairs(pairs))),
                      uri=tracking_uri, experiment=experiment, extra_tags={"audit.kind": "pairs"})

@@ -72,15 +72,20 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return (image[:3].transpose(1, 2, 0) * 255).round().astype(np.uint8)
 
 
+def caption_width(cell: int) -> int:
+    """How many characters of a caption line fit under a grid cell of `cell` pixels."""
+    return max(12, cell // 6)
+
+
 def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], title: str = "", columns: int = 8,
                cell: int = 64) -> Image.Image:
     """A captioned grid of images (each C x H x W, pixels in [0, 1]) scaled to `cell` pixels, as RGB PIL.
-    A caption may hold several lines ("\n"); each line is cut to max(12, cell // 6) characters."""
+    A caption may hold several lines ("\n"); each line is cut to `caption_width(cell)` characters."""
     count = len(images)
     columns = max(1, min(columns, count or 1))
     rows = max(1, -(-count // columns))
     lines = [str(caption).split("\n") for caption in captions]
-    line_h, width = 12, max(12, cell // 6)
+    line_h, width = 12, caption_width(cell)
     caption_h, title_h = line_h * max((len(c) for c in lines), default=1) + 2, 18 if title else 0
     grid = Image.new("RGB", (columns * (cell + 4) + 4, title_h + rows * (cell + caption_h + 4) + 4), "white")
     draw = ImageDraw.Draw(grid)
@@ -98,6 +103,12 @@ def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], title: str
     return grid
 
 
+def short_id(sample_id: str, width: int) -> str:
+    """`sample_id` cut to `width` characters for a caption, keeping its end (where ids differ): "~" + tail."""
+    text = str(sample_id)
+    return text if len(text) <= width else "~" + text[-(width - 1):]
+
+
 def dataset_images(dataset: Any) -> Callable[[str], np.ndarray]:
     """images_by_id for an ImageDataset: sample_id -> C x H x W float32 pixels in [0, 1] (denormalised with the
     dataset's mean and std); KeyError for an id without an image (e.g. an unreadable file)."""
@@ -113,14 +124,15 @@ def dataset_images(dataset: Any) -> Callable[[str], np.ndarray]:
 
 def influence_grids(table: pd.DataFrame, dataset: Any, k: int = 16) -> tuple[Image.Image, Image.Image]:
     """(most influential, least influential) grids of the k top / bottom scored samples of `dataset`
-    (an ImageDataset: images are denormalised for display). Captions: the influence rank."""
+    (an ImageDataset: images are denormalised for display). Captions: the influence rank and the sample id."""
     images = dataset_images(dataset)
     scored = table[table["influence"].notna() & table["sample_id"].isin(set(dataset.sample_ids))]
     scored = scored.sort_values("influence_rank")
 
-    def grid(rows: pd.DataFrame, title: str) -> Image.Image:
-        captions = [f"#{int(r)}" for r in rows["influence_rank"]]
-        return image_grid([images(s) for s in rows["sample_id"]], captions, title=title)
+    def grid(rows: pd.DataFrame, title: str, cell: int = 72) -> Image.Image:
+        width = caption_width(cell)
+        captions = [f"#{int(r)}\n{short_id(s, width)}" for r, s in zip(rows["influence_rank"], rows["sample_id"])]
+        return image_grid([images(s) for s in rows["sample_id"]], captions, title=title, cell=cell)
 
     return (grid(scored.head(k), f"{dataset.name}: {k} most influential"),
             grid(scored.tail(k).iloc[::-1], f"{dataset.name}: {k} least influential"))

@@ -10,19 +10,20 @@ import pandas as pd
 from PIL import Image
 
 from influencegate.align import labelled_scores
-from influencegate.report.figures import _figure_to_image, dataset_images, image_grid, pyplot
+from influencegate.report.figures import _figure_to_image, caption_width, dataset_images, image_grid, pyplot, short_id
 from influencegate.report.findings_figures import placeholder
 
 
 def misaligned_gallery(table: pd.DataFrame, dataset: Any, k: int = 16, columns: int = 4, cell: int = 96) -> Image.Image:
     """The k pairs with the highest misalignment_score, most misaligned first, each captioned with its rank,
-    its caption (wrapped) and its CLIP score. dataset: the ImageDataset the pairs come from."""
+    its sample id, its caption (wrapped) and its CLIP score. dataset: the ImageDataset the pairs come from."""
     scored = table[table["misalignment_score"].notna()].sort_values("misalignment_rank").head(k)
     if scored.empty:
         return placeholder("most misaligned pairs: no pair was scored")
     images = dataset_images(dataset)
-    width = max(12, cell // 6)
-    captions = [f"#{int(r.misalignment_rank)} clip {r.clip_score:.2f}\n" + "\n".join(textwrap.wrap(str(r.caption), width)[:3])
+    width = caption_width(cell)
+    captions = [f"#{int(r.misalignment_rank)} clip {r.clip_score:.2f}\n{short_id(r.sample_id, width)}\n"
+                + "\n".join(textwrap.wrap(str(r.caption), width)[:3])
                 for r in scored.itertuples()]
     return image_grid([images(s) for s in scored["sample_id"]], captions, title=f"{len(scored)} most misaligned pairs",
                       columns=columns, cell=cell)

@@ -1,5 +1,4 @@
 """Great Expectations 1.x gate over a scores table and its one-row summary (fails closed)."""
-from influencegate.integrations.great_expectations.gate import (DEFAULT_SUITE, decision_html, load_suite, run_gate,
-                                                                suite_hash)
+from influencegate.integrations.great_expectations.gate import DEFAULT_SUITE, load_suite, run_gate, suite_hash
 
-__all__ = ["DEFAULT_SUITE", "decision_html", "load_suite", "run_gate", "suite_hash"]
+__all__ = ["DEFAULT_SUITE", "load_suite", "run_gate", "suite_hash"]

@@ -19,6 +19,7 @@ import pandas as pd
 
 from influencegate import resources
 from influencegate.data import storage
+from influencegate.findings.registry import suite_with_findings
 
 # Telemetry stays off unless the user turned it on explicitly (GE reads this at import time).
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -196,13 +197,17 @@ def _context(docs_dir: Path) -> Any:
 
 def run_gate(scores: pd.DataFrame, summary: pd.DataFrame, suite: str | Path | Mapping[str, Any] | None = None,
              *, dataset_name: str, dataset_version: str, scorer_config: Mapping[str, Any] | None = None,
-             docs_dir: str | Path | None = None, extra_checks: list[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+             docs_dir: str | Path | None = None, extra_checks: list[Mapping[str, Any]] | None = None,
+             findings: Any = None) -> dict[str, Any]:
     """Validate and decide. Returns the gate decision (docs/design.md section 2) as a JSON-able dict:
 
     dataset_name, dataset_version, approved (bool), status ("approved" | "rejected"), reasons (list of str),
     failed_expectations (names), expectations (name, table, type, column, threshold, observed, success, error,
     why), suite {name, hash, path}, scorer_config, data_docs (folder with index.html or None), started_at,
     finished_at (ISO 8601 UTC), summary (the summary row).
+    findings: the FindingsConfig (or its mapping) that ran: a suite with `include_findings` gains the
+    expectations of the registered findings it enables (influencegate.findings.suite_with_findings; None: the
+    default findings).
     extra_checks: already-evaluated checks (e.g. Evidently drift tests) with the same keys; a failing one
     rejects the version too.
     Never raises: any exception becomes a rejection whose reason names it.
@@ -216,7 +221,7 @@ def run_gate(scores: pd.DataFrame, summary: pd.DataFrame, suite: str | Path | Ma
         "summary": _jsonable(summary.iloc[0].to_dict()) if isinstance(summary, pd.DataFrame) and len(summary) else {},
     }
     try:
-        spec = load_suite(suite)
+        spec = suite_with_findings(load_suite(suite), findings)
         decision["suite"] = {"name": spec["name"], "hash": suite_hash(spec), "path": spec.get("meta", {}).get("path")}
         if not isinstance(scores, pd.DataFrame) or not isinstance(summary, pd.DataFrame) or len(summary) != 1:
             raise ValueError("the gate needs a scores DataFrame and a one-row summary DataFrame")
@@ -247,23 +252,4 @@ def run_gate(scores: pd.DataFrame, summary: pd.DataFrame, suite: str | Path | Ma
     decision["expectations"] = _jsonable(decision["expectations"])
     decision["finished_at"] = _now()
     return decision
-
-
-def decision_html(decision: Mapping[str, Any]) -> str:
-    """A compact, self-contained HTML rendering of a decision (for the ZenML dashboard)."""
-    from html import escape
-
-    colour = "#1a7f37" if decision.get("approved") else "#cf222e"
-    rows = "".join(
-        f"<tr style='background:{'#fff' if e.get('success') else '#ffebe9'}'><td>{escape(str(e.get('name')))}</td>"
-        f"<td>{escape(json.dumps(e.get('threshold'), default=str))}</td><td>{escape(json.dumps(e.get('observed'), default=str))}</td>"
-        f"<td>{'pass' if e.get('success') else 'FAIL'}</td></tr>" for e in decision.get("expectations", []))
-    reasons = "".join(f"<li>{escape(str(r))}</li>" for r in decision.get("reasons", []))
-    suite = decision.get("suite", {})
-    return (f"<html><body style='font-family:sans-serif'><h2 style='color:{colour}'>{escape(str(decision.get('status')).upper())}: "
-            f"{escape(str(decision.get('dataset_name')))} @ {escape(str(decision.get('dataset_version')))}</h2>"
-            f"<p>suite {escape(str(suite.get('name')))} ({escape(str(suite.get('hash')))}), "
-            f"{escape(str(decision.get('started_at')))} to {escape(str(decision.get('finished_at')))}</p>"
-            f"<ul>{reasons}</ul><table border='1' cellpadding='4' style='border-collapse:collapse'>"
-            f"<tr><th>expectation</th><th>threshold</th><th>observed</th><th>result</th></tr>{rows}</table></body></html>")
 
