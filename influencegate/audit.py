@@ -158,20 +158,20 @@ def score_dataset(dataset: Any, encoder: Any, config: Any, resume_dir: str | Pat
 def find_issues(dataset: Any, encoder: Any, table: pd.DataFrame, config: Any = None, batch_size: int = 256,
                 device: str = "cpu") -> Any:
     """Findings of a scored dataset (`influencegate.findings.find_all`): the encoder's embeddings of the
-    readable samples (one forward pass) and their images feed duplicates, outliers and the fairness audit.
+    readable samples (one forward pass) and their images (with the dataset's normalisation) feed every
+    registered finding the config enables.
 
     config: a `FindingsConfig`, a mapping of its fields, or None for the defaults. Returns a FindingsResult.
     """
     import torch
 
-    from influencegate.findings.run import FindingsConfig, find_all
+    from influencegate.findings.run import find_all
     from influencegate.influence.scorer import encode
 
-    if not isinstance(config, FindingsConfig):
-        config = FindingsConfig.from_dict(config)
     model = encoder.to(device).eval()
     embeddings = encode(model, dataset, batch_size, torch.device(device))
-    return find_all(table, embeddings, dataset.images, config, sample_ids=dataset.sample_ids)
+    return find_all(table, embeddings, dataset.images, config, sample_ids=dataset.sample_ids, mean=dataset.mean,
+                    std=dataset.std)
 
 
 def summary_with_findings(table: pd.DataFrame, findings_metrics: Mapping[str, float]) -> dict[str, float]:

@@ -5,7 +5,6 @@ from typing import Any, Optional
 
 from zenml import pipeline
 
-from influencegate.findings.run import FindingsConfig
 from influencegate.pipelines.config import DEFAULT_PARAMETERS
 from influencegate.steps import (compare_with_approved, find_issues, load_dataset, load_or_pretrain_encoder,
                                  log_to_mlflow, record_approval, render_figures, render_findings, score_influence,
@@ -28,17 +27,16 @@ def dataset_audit_pipeline(dataset: Optional[dict] = None, encoder: Optional[dic
     model, encoder_info = load_or_pretrain_encoder(ref, **encoder)
     device = (scorer or {}).get("device", "cpu")
     influence, _, scoring_info = score_influence(ref, model, scorer)
-    scores, summary, fairness, duplicate_groups, texts = find_issues(ref, model, influence, findings, device=device)
+    scores, summary, _, _, texts = find_issues(ref, model, influence, findings, device=device)
     histogram, most, least = render_figures(ref, scores)
-    duplicates, outliers, group_histograms, embedding_map, findings_report = render_findings(
-        ref, model, scores, summary, texts, groups=FindingsConfig.from_dict(findings).groups, device=device)
+    finding_artifacts, embedding_map, findings_report = render_findings(ref, model, scores, summary, texts, findings,
+                                                                        device=device)
     report, drift = compare_with_approved(ref, scores, threshold=gate.get("drift_threshold"))
     decision, _, docs = validate_and_gate(ref, scores, summary, scoring_info, drift, suite,
-                                          drift_blocks=bool(gate.get("drift_blocks", False)))
+                                          drift_blocks=bool(gate.get("drift_blocks", False)), findings=findings)
     run = log_to_mlflow(ref, records, scores, summary, scoring_info, encoder_info, decision, docs, histogram, most,
-                        least, report, drift, fairness=fairness, duplicate_groups=duplicate_groups,
-                        duplicate_gallery=duplicates, outlier_gallery=outliers, group_histograms=group_histograms,
-                        embedding_map=embedding_map, findings_report=findings_report,
+                        least, report, drift, findings=finding_artifacts, embedding_map=embedding_map,
+                        findings_report=findings_report,
                         tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"))
     record_approval(decision, run)
 

@@ -1,4 +1,4 @@
-"""Findings of a scored dataset (duplicates, outliers, fairness) and their pictures."""
+"""Findings of a scored dataset (every registered finding the config enables) and their pictures."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Optional, Tuple
@@ -10,6 +10,9 @@ from zenml import ArtifactConfig, step
 from zenml.types import HTMLString
 
 from influencegate.audit import find_issues as find_issues_in, open_dataset, summary_with_findings
+from influencegate.findings import FindingsResult, artifacts, metric_catalog
+from influencegate.findings.registry import as_config
+from influencegate.findings.run import finding_tables
 from influencegate.integrations.zenml.approvals import SCORES_ARTIFACT
 from influencegate.integrations.zenml.tables import TableMaterializer
 from influencegate.report import findings_figures
@@ -23,27 +26,30 @@ def find_issues(dataset: dict, encoder: nn.Module, scores: pd.DataFrame, finding
         Annotated[pd.DataFrame, "fairness_audit"],
         Annotated[pd.DataFrame, "duplicate_groups"],
         Annotated[dict, "findings_text"]]:
-    """Duplicates, outliers and the fairness audit (`findings`: FindingsConfig fields, YAML-style).
+    """The registered findings the config enables (`findings`: FindingsConfig fields, YAML-style).
 
     Returns the scores table with its finding columns (docs/design.md section 2), the summary the gate checks
-    (summary statistics + findings metrics), the per-group fairness table, the duplicate groups and
+    (summary statistics + findings metrics), the fairness and duplicate-group tables (empty when the finding
+    is off; every finding's tables and figures are in `render_findings`' finding_artifacts) and
     plain-language texts per finding.
     """
     found = find_issues_in(open_dataset(dataset), encoder, scores, findings, device=device)
-    return (found.table, summary_with_findings(found.table, found.metrics), found.fairness, found.duplicate_groups,
+    return (found.table, summary_with_findings(found.table, found.metrics),
+            found.tables.get("fairness", pd.DataFrame()), found.tables.get("duplicate_groups", pd.DataFrame()),
             found.texts)
 
 
 @step
 def render_findings(dataset: dict, encoder: nn.Module, scores: pd.DataFrame, summary: dict, texts: dict,
-                    groups: Optional[list[str]] = None, device: str = "cpu") -> Tuple[
-        Annotated[Image.Image, "duplicate_gallery"],
-        Annotated[Image.Image, "outlier_gallery"],
-        Annotated[Image.Image, "group_histograms"],
+                    findings: Optional[dict[str, Any]] = None, device: str = "cpu") -> Tuple[
+        Annotated[dict, "finding_artifacts"],
         Annotated[Image.Image, "embedding_map"],
         Annotated[HTMLString, "findings_report"]]:
-    """Pictures of the findings and one HTML page with all of them (see influencegate.report.findings_figures)."""
-    figures = findings_figures.render_all(open_dataset(dataset), encoder, scores, groups or [], device=device)
-    html = findings_figures.html_summary(f"{dataset['name']} @ {dataset['version'][:12]}", summary, texts, figures)
-    return (figures["duplicate_gallery"], figures["outlier_gallery"], figures["group_histograms"],
-            figures["embedding_map"], HTMLString(html))
+    """Each enabled finding's figures and tables by artifact path (`influencegate.findings.artifacts`), the
+    t-SNE map of the embeddings, and one HTML page with all of them (influencegate.report.findings_figures)."""
+    ds, config = open_dataset(dataset), as_config(findings)
+    figures = findings_figures.render_all(ds, encoder, scores, device=device, config=config)
+    found = FindingsResult(scores, summary, texts, finding_tables(scores, config), config)
+    html = findings_figures.html_summary(f"{dataset['name']} @ {dataset['version'][:12]}", summary, texts, figures,
+                                         described=metric_catalog())
+    return artifacts(found, figures=figures), figures["embedding_map"], HTMLString(html)

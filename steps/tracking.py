@@ -9,7 +9,14 @@ from PIL import Image
 from zenml import step
 from zenml.types import HTMLString
 
+from influencegate.audit import open_dataset
 from influencegate.integrations.mlflow import log_audit
+from influencegate.report.figures import dataset_images
+from influencegate.report.gate_report import with_verdict
+from influencegate.report.review import review_table
+
+#: encoder_info entries that are measurements (logged as metrics), not settings (params).
+ENCODER_MEASUREMENTS = {"pretrain_seconds": "seconds.pretrain", "final_loss": "encoder.final_loss"}
 
 
 @step(enable_cache=False)
@@ -17,24 +24,27 @@ def log_to_mlflow(dataset: dict, records: pd.DataFrame, scores: pd.DataFrame, su
                   encoder_info: dict, decision: dict, data_docs: Path, histogram: Image.Image,
                   most_influential: Image.Image, least_influential: Image.Image,
                   evidently_report: Optional[HTMLString] = None, drift: Optional[dict] = None,
-                  fairness: Optional[pd.DataFrame] = None, duplicate_groups: Optional[pd.DataFrame] = None,
-                  duplicate_gallery: Optional[Image.Image] = None, outlier_gallery: Optional[Image.Image] = None,
-                  group_histograms: Optional[Image.Image] = None, embedding_map: Optional[Image.Image] = None,
+                  findings: Optional[dict] = None, embedding_map: Optional[Image.Image] = None,
                   findings_report: Optional[HTMLString] = None, tracking_uri: Optional[str] = None,
                   experiment: Optional[str] = None) -> Annotated[dict, "mlflow_run"]:
-    """One MLflow run with everything the audit produced (see `influencegate.integrations.mlflow.log_audit`).
+    """One MLflow run with everything the audit produced (see `influencegate.integrations.mlflow.log_audit`);
+    findings: {artifact path: image | table | dict} of the findings (`render_findings`' finding_artifacts).
 
     No tracker is hard-coded: run this step `.with_options(experiment_tracker="<your mlflow tracker>")` and it
     logs into the tracker's run; otherwise to `tracking_uri` (default MLFLOW_TRACKING_URI or sqlite:///mlflow.db).
-    Returns {"run_id", "experiment_id", "tracking_uri", "artifact_uri"}.
+    Returns {"run_id", "experiment_id", "tracking_uri", "artifact_uri", "runs_url", "ui_command"}.
     """
-    timings = {"seconds.score": scoring_info.get("seconds"), "seconds.pretrain": encoder_info.get("pretrain_seconds")}
-    return log_audit(scores=scores, summary={**summary, **timings}, decision={**decision, "data_docs": str(data_docs)},
-                     dataset=dataset, records=records, scorer_params=scoring_info.get("config", {}), encoder=encoder_info,
+    measurements = {"seconds.score": scoring_info.get("seconds"),
+                    **{name: encoder_info[key] for key, name in ENCODER_MEASUREMENTS.items()
+                       if encoder_info.get(key) is not None}}
+    settings = {k: v for k, v in encoder_info.items() if k not in ENCODER_MEASUREMENTS}
+    findings_page = with_verdict(str(findings_report), decision) if findings_report else None
+    return log_audit(scores=scores, summary={**summary, **measurements},
+                     decision={**decision, "data_docs": str(data_docs)}, dataset=dataset, records=records,
+                     scorer_params=scoring_info.get("config", {}), encoder=settings,
                      figures={"histogram": histogram, "most": most_influential, "least": least_influential,
-                              "duplicate_gallery": duplicate_gallery, "outlier_gallery": outlier_gallery,
-                              "group_histograms": group_histograms, "embedding_map": embedding_map},
-                     tables={"fairness": fairness, "duplicate_groups": duplicate_groups},
-                     html={"findings_report": str(findings_report) if findings_report else None,
+                              "embedding_map": embedding_map}, findings=findings,
+                     html={"findings_report": findings_page,
                            "evidently": str(evidently_report) if evidently_report else None}, drift=drift,
+                     review=review_table(scores, dataset_images(open_dataset(dataset))),
                      uri=tracking_uri, experiment=experiment)

@@ -17,7 +17,7 @@ EXPECTED_ARTIFACTS = {
     "figures/most_influential.png", "figures/least_influential.png", "gate/decision.json",
     "gate/data_docs/index.html", "drift/evidently_report.html", "drift/summary.json",
     "figures/duplicate_groups.png", "figures/outliers.png", "figures/log_influence_by_group.png",
-    "figures/embedding_map_tsne.png", "findings/summary.html",
+    "figures/embedding_map_tsne.png", "findings/summary.html", "gate/report.html", "gate/decision_summary.json",
 }
 
 
@@ -97,6 +97,9 @@ def test_two_versions_compare_against_first_approved_and_mlflow_has_everything(
 
     client = MlflowClient(mlflow_uri)
     experiment = client.get_experiment_by_name("influencegate-tests")
+    printed = capsys.readouterr().out  # the CLI says how to open the runs view
+    assert f"open: http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}" in printed
+    assert "mlflow ui --backend-store-uri sqlite:///" in printed
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.`dataset.name` = 'handwriting'",
                               order_by=["attributes.start_time ASC"])
     assert [r.data.tags["dataset.version"] for r in runs] == [v1, v2]
@@ -108,8 +111,12 @@ def test_two_versions_compare_against_first_approved_and_mlflow_has_everything(
     assert run.data.metrics["gate.approved"] == 1.0 and run.data.metrics["n_rows"] == 140
     for metric in ("error_fraction", "log_influence_q50", "log_influence_spread", "high_influence_fraction",
                    "drift.log_influence.score", "seconds.score", "duplicate_fraction", "outlier_fraction",
-                   "fairness_min_p_value"):
+                   "fairness_columns_audited"):
         assert metric in run.data.metrics, metric
+    assert "fairness_min_p_value" not in run.data.metrics  # no group column: not audited, not a passing 1.0
+    assert run.data.tags["not_measured.fairness_min_p_value"].startswith("fairness not audited")
+    assert runs[0].info.run_name.startswith(f"handwriting-{v1[:8]}-") and run.info.run_name.endswith("-approved")
+    assert run.data.tags["mlflow.note.content"].startswith("## APPROVED: handwriting")
     assert EXPECTED_ARTIFACTS <= _artifact_files(client, run.info.run_id)
     assert [(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs] == [("handwriting", v2)]
 

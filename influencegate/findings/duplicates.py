@@ -15,6 +15,8 @@ from scipy.sparse.csgraph import connected_components
 
 from influencegate.findings.base import Finding, align_embeddings, check_table
 from influencegate.findings.image_similarity import ImageMatch, image_pairs
+from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
+                                             flagged_ids, register)
 from influencegate.findings.similarity import DEFAULT_BLOCK, check_index, cosine_pairs
 
 #: Default cosine threshold (of the centred, L2-normalised embeddings) for a near-duplicate pair by embeddings.
@@ -217,17 +219,9 @@ class Duplicates(Finding):
         return rows[int(pick)]
 
     def groups(self) -> pd.DataFrame:
-        """One row per member of a group: duplicate_group, sample_id, is_duplicate, duplicate_of and, where the
-        table has them, influence, log_influence, influence_rank, influence_percentile (influence shown beside
-        each group), sorted by group then influence_rank."""
+        """`group_members` of the last `find` call."""
         result = self._require_found("_result")
-        table = self._table
-        extra = [c for c in ("influence", "log_influence", "influence_rank", "influence_percentile")
-                 if c in table.columns]
-        members = pd.concat([table[["sample_id", *extra]], result], axis=1)
-        members = members[members["duplicate_group"] >= 0]
-        order = ["duplicate_group"] + (["influence_rank"] if "influence_rank" in extra else [])
-        return members.sort_values(order, kind="stable").reset_index(drop=True)
+        return group_members(self._table.assign(**{c: result[c] for c in result.columns}))
 
     def summary(self) -> dict[str, Any]:
         """Settings (near, the signals used, auto_fallback = near="auto" linked by the embedding cosine although
@@ -254,3 +248,55 @@ class Duplicates(Finding):
                 values = pct[mask.to_numpy()].dropna()
                 out[f"median_influence_percentile_{key}"] = float(values.median()) if len(values) else None
         return out
+
+
+def group_members(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per member of a near-duplicate group of a scores table with the Duplicates columns: sample_id,
+    influence, log_influence, influence_rank, influence_percentile (where present), duplicate_group,
+    is_duplicate, duplicate_of; sorted by group then influence_rank."""
+    extra = [c for c in ("influence", "log_influence", "influence_rank", "influence_percentile") if c in table.columns]
+    members = table.loc[table["duplicate_group"] >= 0, ["sample_id", *extra, *Duplicates.columns]]
+    order = ["duplicate_group"] + (["influence_rank"] if "influence_rank" in extra else [])
+    return members.sort_values(order, kind="stable").reset_index(drop=True)
+
+
+@register
+class DuplicatesFinding(FindingPlugin):
+    """The registered near-duplicates finding; its options are the keyword arguments of `Duplicates`."""
+
+    name = "duplicates"
+    Config = Duplicates
+    columns = Duplicates.columns
+    metrics = (Metric("duplicate_fraction", "fraction of examined samples", "removable copies (group members "
+                      "beyond each group's kept one) / examined samples"),
+               Metric("n_duplicates", "count of samples", "removable copies"),
+               Metric("duplicate_groups", "count of groups", "near-duplicate groups"))
+    figures = (Artifact("duplicate_gallery", "figures/duplicate_groups.png"),)
+    tables = (Artifact("duplicate_groups", "findings/duplicate_groups.json"),)
+    expectations = {"summary": [between(
+        "duplicate_fraction", "duplicate_fraction = removable copies (exact or near duplicates beyond each group's "
+        "kept member) / examined samples. Copies sit at the lowest influence (they teach the encoder nothing new) "
+        "and bias what it learns towards the copied content; above 5% the version should be deduplicated before "
+        "training. The clean digits measure 0.0.", 0, 0.05)]}
+
+    def run(self, inputs: FindingInputs, config: Duplicates) -> Outcome:
+        columns = config.find(inputs.table, inputs.embeddings, images=inputs.images, sample_ids=inputs.sample_ids)
+        found = config.summary()
+        median = found.get("median_influence_percentile_duplicates")
+        text = (f"{found['duplicates']} removable copies in {found['groups']} near-duplicate groups "
+                f"({found['duplicate_fraction']:.1%} of {found['examined']} samples)"
+                + (f"; the copies' median influence percentile is {median:.0f}." if median is not None else ".")
+                + (f" Copies: {flagged_ids(inputs.table, columns['is_duplicate'])}." if found["duplicates"] else "")
+                + (f" Near-duplicates by embedding cosine only: more than image_max_samples = "
+                   f"{found['image_max_samples']} samples for the pixel comparison." if found["auto_fallback"] else ""))
+        return Outcome(columns, {"duplicate_fraction": float(found["duplicate_fraction"]),
+                                 "n_duplicates": float(found["duplicates"]), "duplicate_groups": float(found["groups"])},
+                       text)
+
+    def draw(self, table: pd.DataFrame, images_by_id: Any, groups: Sequence[str]) -> dict[str, Any]:
+        from influencegate.report.findings_figures import duplicate_gallery
+
+        return {"duplicate_gallery": duplicate_gallery(table, images_by_id)}
+
+    def derive(self, table: pd.DataFrame, config: Duplicates, groups: Sequence[str]) -> dict[str, pd.DataFrame]:
+        return {"duplicate_groups": group_members(table)}

@@ -24,6 +24,7 @@ assignments: 0.06-0.08 at alpha 0.05 (100 repeats).
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -31,6 +32,8 @@ import pandas as pd
 from scipy import stats
 
 from influencegate.findings.base import Finding, check_table, scorable_mask
+from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
+                                             register)
 
 #: Share of the (scorable) samples taken as "the most influential" when top_k is not given.
 TOP_FRACTION = 0.1
@@ -201,3 +204,68 @@ class Fairness(Finding):
                                f"top (x{r['ratio']:.2f}){mark}")
             lines.append(head + " " + "; ".join(details) + ".")
         return "\n".join(lines)
+
+
+@dataclass
+class FairnessOptions:
+    """The options of the fairness finding: `Fairness`'s keyword arguments other than the group columns
+    (which come from FindingsConfig.groups)."""
+
+    top_k: int | None = None
+    top_fraction: float = TOP_FRACTION
+    alpha: float = ALPHA
+    correction: str = "holm"
+    finite_population: bool = True
+
+
+def _metric_name(value: Any) -> str:
+    """A value usable inside an MLflow metric name (letters, digits, _ - . / and spaces)."""
+    return "".join(c if c.isalnum() or c in "_-/ " else "_" for c in str(value))
+
+
+@register
+class FairnessFinding(FindingPlugin):
+    """The registered fairness audit: runs on FindingsConfig.groups; without groups it audits nothing (0
+    columns audited, p-value and ratio 1.0: no disparity was looked for)."""
+
+    name = "fairness"
+    Config = FairnessOptions
+    metrics = (Metric("fairness_columns_audited", "count of group columns", "group columns audited"),
+               Metric("fairness_min_p_value", "p-value", "smallest chi-square p over the group columns (1.0 when "
+                      "none is audited)"),
+               Metric("fairness_max_group_ratio", "ratio", "largest top-share / share of a group (1.0 when none)"),
+               Metric("fairness_flagged", "0 or 1", "1 if any column's chi-square p < alpha"),
+               Metric("fairness.<column>.<group>.ratio", "ratio", "a group's share among the top / its share"))
+    figures = (Artifact("group_histograms", "figures/log_influence_by_group.png"),)
+    tables = (Artifact("fairness", "findings/fairness.json"),)
+    expectations = {"summary": [between(
+        "fairness_min_p_value", "Smallest chi-square p-value, over the audited group columns, of the test that "
+        "each group's share among the top 10% most influential samples equals its share in the data (1.0 when no "
+        "group column is configured). A skew that strong arises by chance in 1 audit out of 1,000 per column; the "
+        "ratio alone is not gated because small groups reach large ratios by chance. Per-group ratios and "
+        "Holm-corrected binomial p-values are in the findings report.", 0.001, None)]}
+
+    def run(self, inputs: FindingInputs, config: FairnessOptions) -> Outcome:
+        metrics = {"fairness_columns_audited": float(len(inputs.groups)), "fairness_min_p_value": 1.0,
+                   "fairness_max_group_ratio": 1.0, "fairness_flagged": 0.0}
+        if not inputs.groups:
+            return Outcome(pd.DataFrame(index=inputs.table.index), metrics)
+        fairness = Fairness(inputs.groups, **asdict(config))
+        result = fairness.find(inputs.table)
+        found = fairness.summary()
+        metrics.update(fairness_min_p_value=float(found["min_chi2_p"]),
+                       fairness_max_group_ratio=float(np.nanmax(result["ratio"].to_numpy(dtype=float))),
+                       fairness_flagged=float(found["any_flagged"]))
+        metrics.update({f"fairness.{_metric_name(r.column)}.{_metric_name(r.group)}.ratio": float(r.ratio)
+                        for r in result.itertuples()})
+        return Outcome(pd.DataFrame(index=inputs.table.index), metrics, fairness.text())
+
+    def draw(self, table: pd.DataFrame, images_by_id: Any, groups: Sequence[str]) -> dict[str, Any]:
+        from influencegate.report.findings_figures import group_histogram_panel
+
+        return {"group_histograms": group_histogram_panel(table, groups)}
+
+    def derive(self, table: pd.DataFrame, config: FairnessOptions, groups: Sequence[str]) -> dict[str, pd.DataFrame]:
+        if not groups:
+            return {"fairness": pd.DataFrame(columns=list(RESULT_COLUMNS))}
+        return {"fairness": Fairness(groups, **asdict(config)).find(table)}

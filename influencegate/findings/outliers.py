@@ -8,6 +8,8 @@ import pandas as pd
 
 from influencegate.audit import robust_z
 from influencegate.findings.base import Finding, align_embeddings, check_table
+from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
+                                             flagged_ids, register)
 from influencegate.findings.similarity import DEFAULT_BLOCK, check_index, knn_cosine
 
 #: Neighbours averaged for the distance score.
@@ -75,3 +77,34 @@ class Outliers(Finding):
                 "outliers": int(result["is_outlier"].sum()),
                 "outlier_fraction": float(result["is_outlier"].sum() / max(int(scored.sum()), 1)),
                 "max_outlier_score": float(result["outlier_score"].max()) if scored.any() else None}
+
+
+@register
+class OutliersFinding(FindingPlugin):
+    """The registered outliers finding; its options are the keyword arguments of `Outliers`."""
+
+    name = "outliers"
+    Config = Outliers
+    columns = Outliers.columns
+    metrics = (Metric("outlier_fraction", "fraction of examined samples", "samples flagged is_outlier / samples "
+                      "with an outlier_score"),
+               Metric("n_outliers", "count of samples", "samples flagged is_outlier"))
+    figures = (Artifact("outlier_gallery", "figures/outliers.png"),)
+    expectations = {"summary": [between(
+        "outlier_fraction", "outlier_fraction = samples whose combined robust z-score (log_influence and k-NN "
+        "distance) exceeds 3.5, which about 0.05% of a Gaussian sample does. Above 2% the version holds a cluster "
+        "of foreign or corrupted images worth review (the clean digits measure below 0.5%).", 0, 0.02)]}
+
+    def run(self, inputs: FindingInputs, config: Outliers) -> Outcome:
+        columns = config.find(inputs.table, inputs.embeddings, sample_ids=inputs.sample_ids)
+        found = config.summary()
+        text = (f"{found['outliers']} of {found['examined']} samples are outliers (combined robust z-score of "
+                f"log_influence and {found['k']}-NN distance above {found['z']:g})"
+                + (f": {flagged_ids(inputs.table, columns['is_outlier'])}." if found["outliers"] else "."))
+        return Outcome(columns, {"outlier_fraction": float(found["outlier_fraction"]),
+                                 "n_outliers": float(found["outliers"])}, text)
+
+    def draw(self, table: pd.DataFrame, images_by_id: Any, groups: Sequence[str]) -> dict[str, Any]:
+        from influencegate.report.findings_figures import outlier_gallery
+
+        return {"outlier_gallery": outlier_gallery(table, images_by_id)}

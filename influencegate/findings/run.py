@@ -1,22 +1,23 @@
-"""All findings of one audit in one call: the scores table gains its finding columns (docs/design.md section 2
-order), plus the flat metrics the gate checks, the fairness table and plain-language texts.
+"""All findings of one audit in one call, assembled from the registry (findings.registry): the scores table
+gains its finding columns (docs/design.md section 2 order), plus the flat metrics the gate checks, the
+findings' side tables and plain-language texts; `artifacts` gives their figures and tables by artifact path.
 
-Pure core: the CLI's `score` command and the ZenML `find_issues` step both call `find_all`, so the columns
-in a parquet file, in MLflow and in the gate are computed once, the same way.
+Pure core: the CLI's `score` command and the ZenML steps both call `find_all`, so the columns in a parquet
+file, in MLflow and in the gate are computed once, the same way.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from influencegate.findings.duplicates import Duplicates
-from influencegate.findings.fairness import RESULT_COLUMNS as FAIRNESS_COLUMNS, Fairness
-from influencegate.findings.outliers import Outliers
+from influencegate.findings.registry import (REGISTRY, TEXTS_PATH, FindingInputs, FindingsConfig, as_config)
+
+__all__ = ["LEADING_COLUMNS", "FindingsConfig", "FindingsResult", "artifacts", "draw_figures", "find_all",
+           "finding_tables", "order_columns"]
 
 #: docs/design.md section 2: the columns that lead the scores table, in this order; group columns follow them,
 #: then every other record column, then `error` last.
@@ -26,44 +27,23 @@ LEADING_COLUMNS = ("sample_id", "path", "influence", "log_influence", "influence
 
 
 @dataclass
-class FindingsConfig:
-    """Which findings run and how (YAML-style; every field optional).
-
-    duplicates / outliers: keyword arguments of `Duplicates` / `Outliers`, or None to skip the finding.
-    groups: group columns of the dataset's records to audit for fairness (e.g. ["race", "gender"]);
-      empty = no fairness audit (its metrics then say 0 columns audited).
-    fairness: keyword arguments of `Fairness` other than the columns (top_fraction, top_k, alpha, correction).
-    """
-
-    duplicates: dict[str, Any] | None = field(default_factory=dict)
-    outliers: dict[str, Any] | None = field(default_factory=dict)
-    groups: list[str] = field(default_factory=list)
-    fairness: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> "FindingsConfig":
-        """Build from a (YAML) mapping; unknown keys are an error naming them."""
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown findings option(s) {unknown}; known: {sorted(known)}")
-        if isinstance(values.get("groups"), str):
-            values["groups"] = [values["groups"]]
-        return cls(**values)
-
-
-@dataclass
 class FindingsResult:
-    """table: the scores table with is_outlier, outlier_score, duplicate_group, is_duplicate, duplicate_of.
-    metrics: flat floats for the summary table and MLflow (see `find_all`). fairness: the per-group table
-    (empty without groups). duplicate_groups: one row per group member. texts: plain language per finding."""
+    """table: the scores table with the enabled findings' columns. metrics: flat floats for the summary table
+    and MLflow (each registered finding's metrics; NaN for a finding that did not run). texts: plain language
+    per finding that ran. tables: {table short name: DataFrame} of the enabled findings (e.g. fairness,
+    duplicate_groups), also readable as attributes (found.fairness). config: what ran."""
 
     table: pd.DataFrame
     metrics: dict[str, float]
-    fairness: pd.DataFrame
-    duplicate_groups: pd.DataFrame
     texts: dict[str, str]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    config: FindingsConfig = field(default_factory=FindingsConfig)
+
+    def __getattr__(self, name: str) -> pd.DataFrame:
+        tables = self.__dict__.get("tables") or {}
+        if name in tables:
+            return tables[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or finding table {name!r}")
 
 
 def order_columns(table: pd.DataFrame, groups: Sequence[str] = ()) -> pd.DataFrame:
@@ -74,59 +54,61 @@ def order_columns(table: pd.DataFrame, groups: Sequence[str] = ()) -> pd.DataFra
     return table[lead + group_cols + rest + (["error"] if "error" in table.columns else [])]
 
 
-def find_all(table: pd.DataFrame, embeddings: np.ndarray, images: torch.Tensor | np.ndarray | None = None,
-             config: FindingsConfig | None = None, sample_ids: Sequence[str] | None = None) -> FindingsResult:
-    """Run the configured findings on a scores table.
+def find_all(table: pd.DataFrame, embeddings: np.ndarray | None, images: torch.Tensor | np.ndarray | None = None,
+             config: FindingsConfig | Mapping[str, Any] | None = None, sample_ids: Sequence[str] | None = None,
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> FindingsResult:
+    """Run every registered finding the config enables on a scores table, in registry order.
 
     table: the scores table (one row per record; rows with `error` are kept with neutral finding values).
     embeddings: M x D encoder outputs of the readable samples; images: M x C x H x W, same order (exact
-    duplicates and image-space checks); sample_ids: the M ids (default: the error-free rows in table order).
-    metrics: duplicate_fraction (removable copies / examined rows), n_duplicates, duplicate_groups,
-    outlier_fraction, n_outliers, fairness_columns_audited, fairness_min_p_value (smallest chi-square p over
-    the group columns; 1.0 when none is audited: no disparity was looked for), fairness_max_group_ratio
-    (largest top-share / share; 1.0 when none), fairness_flagged (1.0 if any column's p < alpha).
-    A finding that was skipped (config None) leaves its metrics NaN, so a suite that checks them rejects.
+    duplicates and image-space checks), normalised by the C-vectors mean/std (None: pixels in [0, 1]);
+    sample_ids: the M ids (default: the error-free rows in table order). Columns a finding adds are replaced
+    when the table already has them. A finding that is off leaves its metrics NaN, so a suite that checks
+    them rejects.
     """
-    config = config or FindingsConfig()
-    out = table.drop(columns=[c for c in (*Outliers.columns, *Duplicates.columns) if c in table.columns])
+    config = as_config(config)
+    out = table.drop(columns=[c for p in REGISTRY.values() for c in p.columns if c in table.columns])
+    inputs = FindingInputs(out, embeddings, images, sample_ids, config.groups, mean, std)
     metrics: dict[str, float] = {}
     texts: dict[str, str] = {}
-    duplicate_groups = pd.DataFrame()
-    if config.outliers is not None:
-        outliers = Outliers(**config.outliers)
-        out = out.join(outliers.find(out, embeddings, sample_ids=sample_ids))
-        found = outliers.summary()
-        metrics.update(outlier_fraction=float(found["outlier_fraction"]), n_outliers=float(found["outliers"]))
-        texts["outliers"] = (f"{found['outliers']} of {found['examined']} samples are outliers (combined robust "
-                             f"z-score of log_influence and {found['k']}-NN distance above {found['z']:g}).")
-    else:
-        metrics.update(outlier_fraction=math.nan, n_outliers=math.nan)
-    if config.duplicates is not None:
-        duplicates = Duplicates(**config.duplicates)
-        out = out.join(duplicates.find(out, embeddings, images=images, sample_ids=sample_ids))
-        found = duplicates.summary()
-        duplicate_groups = duplicates.groups()
-        metrics.update(duplicate_fraction=float(found["duplicate_fraction"]), n_duplicates=float(found["duplicates"]),
-                       duplicate_groups=float(found["groups"]))
-        median = found.get("median_influence_percentile_duplicates")
-        texts["duplicates"] = (f"{found['duplicates']} removable copies in {found['groups']} near-duplicate groups "
-                               f"({found['duplicate_fraction']:.1%} of {found['examined']} samples)"
-                               + (f"; the copies' median influence percentile is {median:.0f}." if median is not None
-                                  else ".")
-                               + (f" Near-duplicates by embedding cosine only: more than image_max_samples = "
-                                  f"{found['image_max_samples']} samples for the pixel comparison."
-                                  if found["auto_fallback"] else ""))
-    else:
-        metrics.update(duplicate_fraction=math.nan, n_duplicates=math.nan, duplicate_groups=math.nan)
-    fairness_table = pd.DataFrame(columns=list(FAIRNESS_COLUMNS))
-    metrics.update(fairness_columns_audited=float(len(config.groups)), fairness_min_p_value=1.0,
-                   fairness_max_group_ratio=1.0, fairness_flagged=0.0)
-    if config.groups:
-        fairness = Fairness(config.groups, **config.fairness)
-        fairness_table = fairness.find(out)
-        found = fairness.summary()
-        metrics.update(fairness_min_p_value=float(found["min_chi2_p"]),
-                       fairness_max_group_ratio=float(np.nanmax(fairness_table["ratio"].to_numpy(dtype=float))),
-                       fairness_flagged=float(found["any_flagged"]))
-        texts["fairness"] = fairness.text()
-    return FindingsResult(order_columns(out, config.groups), metrics, fairness_table, duplicate_groups, texts)
+    for plugin in REGISTRY.values():
+        enabled = config.options.get(plugin.name) is not None
+        outcome = plugin.run(replace(inputs, table=out), config.config(plugin)) if enabled else plugin.skipped(out)
+        out = out.join(outcome.columns)
+        metrics.update(outcome.metrics)
+        if outcome.text:
+            texts[plugin.name] = outcome.text
+    out = order_columns(out, config.groups)
+    return FindingsResult(out, metrics, texts, finding_tables(out, config), config)
+
+
+def finding_tables(table: pd.DataFrame, config: FindingsConfig | Mapping[str, Any] | None = None
+                   ) -> dict[str, pd.DataFrame]:
+    """{table short name: DataFrame}: the side tables of the enabled findings, from the scores table with
+    their columns (what find_all returns)."""
+    config = as_config(config)
+    return {name: frame for p in config.enabled() for name, frame in p.derive(table, config.config(p),
+                                                                                config.groups).items()}
+
+
+def draw_figures(table: pd.DataFrame, config: FindingsConfig | Mapping[str, Any] | None = None,
+                 images_by_id: Any = None) -> dict[str, Any]:
+    """{figure short name: RGB PIL image}: the figures of the enabled findings. images_by_id: sample_id ->
+    C x H x W pixels in [0, 1] (report.findings_figures.ImagesById; None draws grey tiles)."""
+    config = as_config(config)
+    lookup = images_by_id if images_by_id is not None else {}
+    return {name: image for p in config.enabled() for name, image in p.draw(table, lookup, config.groups).items()}
+
+
+def artifacts(found: FindingsResult, images_by_id: Any = None, figures: Mapping[str, Any] | None = None
+              ) -> dict[str, Any]:
+    """{artifact path: PIL image | DataFrame | dict}: every enabled finding's figures (e.g.
+    figures/outliers.png) and tables (e.g. findings/fairness.json) at the paths they declare, plus the texts
+    ({finding: text}) at findings/texts.json. What MLflow logs and the ZenML render step returns.
+    figures: {short name: image} already drawn (e.g. report.findings_figures.render_all; other names are
+    ignored), else drawn here with images_by_id."""
+    enabled = found.config.enabled()
+    paths = {a.name: a.path for p in enabled for a in (*p.figures, *p.tables)}
+    figures = figures if figures is not None else draw_figures(found.table, found.config, images_by_id)
+    return {**{paths[name]: image for name, image in figures.items() if name in paths},
+            **{paths[name]: frame for name, frame in found.tables.items()}, TEXTS_PATH: dict(found.texts)}

@@ -220,25 +220,46 @@ def embedding_map(embeddings: np.ndarray, table: pd.DataFrame, seed: int = 0, ma
     return image
 
 
+def flagged_gallery(table: pd.DataFrame, images_by_id: ImagesById, flag: str, reason: str, what: str, k: int = 24,
+                    columns: int = 8, cell: int = 64) -> Image.Image:
+    """The first k rows whose boolean column `flag` is True, in table order. Captions: the end of the
+    sample_id, then the row's `reason` value. `what` names the flagged samples in the title."""
+    if not {"sample_id", flag} <= set(table.columns):
+        return placeholder(f"{what}: the table has no {flag} column")
+    flagged = table[table[flag].fillna(False).astype(bool)]
+    if flagged.empty:
+        return placeholder(f"{what}: no sample is flagged")
+    shown = flagged.head(k)
+    captions = [f"{_short(r['sample_id'])}\n{r.get(reason, '')}" for _, r in shown.iterrows()]
+    return image_grid([_image(images_by_id, str(s)) for s in shown["sample_id"]], captions,
+                      title=f"{what}: {len(shown)} of {len(flagged)} shown", columns=columns, cell=cell)
+
+
+def group_histogram_panel(table: pd.DataFrame, groups: Sequence[str]) -> Image.Image:
+    """`group_histograms` for each column of `groups`, one below the other; a placeholder without groups."""
+    histograms = [group_histograms(table, column) for column in groups]
+    if not histograms:
+        return placeholder("log_influence per group: no group column was given")
+    return _stack(histograms) if len(histograms) > 1 else histograms[0]
+
+
 def render_all(dataset: Any, encoder: Any, table: pd.DataFrame, groups: Sequence[str] = (), device: str = "cpu",
-               seed: int = 0, max_points: int = 5000, batch_size: int = 256) -> dict[str, Image.Image]:
-    """The findings figures of a scored dataset, by name: duplicate_gallery, outlier_gallery, group_histograms
-    (one per column of `groups`, one below the other; a placeholder without groups) and embedding_map.
+               seed: int = 0, max_points: int = 5000, batch_size: int = 256, config: Any = None) -> dict[str, Image.Image]:
+    """The findings figures of a scored dataset, by short name: each enabled finding's figures (findings
+    registry; by default duplicate_gallery, outlier_gallery, group_histograms) and embedding_map.
     dataset: the ImageDataset that was scored; encoder: its encoder (embeddings from one forward pass, as
-    audit.find_issues does); table: the scores table with the findings' columns (findings.run.find_all)."""
+    audit.find_issues does); table: the scores table with the findings' columns (findings.run.find_all);
+    config: the FindingsConfig (or its mapping) that ran, default FindingsConfig(groups=groups)."""
     import torch
 
+    from influencegate.findings.run import draw_figures
     from influencegate.influence.scorer import encode
 
     with torch.no_grad():
         embeddings = encode(encoder.to(device).eval(), dataset, batch_size, torch.device(device))
-    images = dataset_images(dataset)
-    histograms = [group_histograms(table, column) for column in groups]
-    return {"duplicate_gallery": duplicate_gallery(table, images), "outlier_gallery": outlier_gallery(table, images),
-            "group_histograms": (_stack(histograms) if len(histograms) > 1 else histograms[0] if histograms
-                                 else placeholder("log_influence per group: no group column was given")),
-            "embedding_map": embedding_map(embeddings, table, seed=seed, max_points=max_points,
-                                           sample_ids=dataset.sample_ids)}
+    figures = draw_figures(table, config if config is not None else {"groups": list(groups)}, dataset_images(dataset))
+    return {**figures, "embedding_map": embedding_map(embeddings, table, seed=seed, max_points=max_points,
+                                                      sample_ids=dataset.sample_ids)}
 
 
 def png_base64(image: Image.Image) -> str:
@@ -255,9 +276,9 @@ def _value(value: Any) -> str:
 
 
 def html_summary(title: str, metrics: Mapping[str, Any], sections: Mapping[str, str],
-                 figures: Mapping[str, Image.Image]) -> str:
+                 figures: Mapping[str, Image.Image], described: Mapping[str, Any] | None = None) -> str:
     """One self-contained HTML page: the title, a table of the metrics (name, value; floats to 4 significant
-    digits), one block of plain-language text per section (heading = key; blank lines separate paragraphs,
+    digits; with `described`, {name: findings.registry.Metric}, also each metric's unit and meaning), one block of plain-language text per section (heading = key; blank lines separate paragraphs,
     e.g. Fairness.text()), and the figures as inline PNGs (base64 data: URIs, caption = key). All text is
     HTML-escaped."""
     esc = html.escape
@@ -267,8 +288,14 @@ def html_summary(title: str, metrics: Mapping[str, Any], sections: Mapping[str, 
              "figure{margin:1.5em 0}img{max-width:100%;border:1px solid #ddd}figcaption{color:#555}</style>",
              "</head><body>", f"<h1>{esc(title)}</h1>"]
     if metrics:
-        parts.append("<h2>Metrics</h2><table><tr><th>metric</th><th>value</th></tr>")
-        parts += [f"<tr><td>{esc(str(k))}</td><td>{esc(_value(v))}</td></tr>" for k, v in metrics.items()]
+        described = described or {}
+        extra = "<th>unit</th><th>meaning</th>" if described else ""
+        parts.append(f"<h2>Metrics</h2><table><tr><th>metric</th><th>value</th>{extra}</tr>")
+        for k, v in metrics.items():
+            about = described.get(k)
+            cells = (f"<td>{esc(about.unit)}</td><td>{esc(about.meaning)}</td>" if about is not None
+                     else "<td></td><td></td>" if described else "")
+            parts.append(f"<tr><td>{esc(str(k))}</td><td>{esc(_value(v))}</td>{cells}</tr>")
         parts.append("</table>")
     for heading, text in sections.items():
         paragraphs = [p.strip() for p in str(text).split("\n\n") if p.strip()]

@@ -16,6 +16,9 @@ from typing import Any, Iterator, Mapping
 
 import pandas as pd
 
+from influencegate.integrations.mlflow.review import free_run_name, log_review, measured, runs_link
+from influencegate.report.run_note import run_name as default_run_name
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -28,16 +31,10 @@ ARTIFACTS = {
     "histogram": "figures/log_influence_hist.png",
     "most": "figures/most_influential.png",
     "least": "figures/least_influential.png",
-    "duplicate_gallery": "figures/duplicate_groups.png",
-    "outlier_gallery": "figures/outliers.png",
-    "group_histograms": "figures/log_influence_by_group.png",
     "embedding_map": "figures/embedding_map_tsne.png",
     "findings_report": "findings/summary.html",
-    "fairness": "findings/fairness.json",
-    "duplicate_groups": "findings/duplicate_groups.json",
     "misaligned_gallery": "figures/most_misaligned_pairs.png",
     "roc": "figures/misalignment_roc.png",
-    "gate_report": "gate/report.html",
     "decision": "gate/decision.json",
     "data_docs": "gate/data_docs",
     "evidently": "drift/evidently_report.html",
@@ -61,8 +58,8 @@ def audit_run(uri: str | None = None, experiment: str | None = None, run_name: s
         yield active
         return
     mlflow.set_tracking_uri(tracking_uri(uri))
-    mlflow.set_experiment(experiment or DEFAULT_EXPERIMENT)
-    with mlflow.start_run(run_name=run_name) as run:
+    experiment_id = mlflow.set_experiment(experiment or DEFAULT_EXPERIMENT).experiment_id
+    with mlflow.start_run(run_name=free_run_name(run_name, experiment_id) if run_name else None) as run:
         yield run
 
 
@@ -80,11 +77,6 @@ def _metrics(prefix: str, values: Mapping[str, Any]) -> dict[str, float]:
         if not isinstance(value, bool) and not math.isnan(number):
             out[f"{prefix}{key}"] = number
     return out
-
-
-def _metric_name(value: Any) -> str:
-    """A value usable inside an MLflow metric name (letters, digits, _ - . / and spaces)."""
-    return "".join(c if c.isalnum() or c in "_-/ " else "_" for c in str(value))
 
 
 def _loggable_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -122,38 +114,40 @@ def log_audit(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: Map
               dataset: Mapping[str, Any], records: pd.DataFrame | None = None,
               scorer_params: Mapping[str, Any] | None = None, scorer_prefix: str = "scorer",
               encoder: Mapping[str, Any] | None = None, figures: Mapping[str, Any] | None = None,
-              tables: Mapping[str, pd.DataFrame | None] | None = None, html: Mapping[str, str | None] | None = None,
-              drift: Mapping[str, Any] | None = None, uri: str | None = None, experiment: str | None = None,
-              run_name: str | None = None, extra_tags: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Log one audit; returns {"run_id", "experiment_id", "tracking_uri", "artifact_uri"}.
+              findings: Mapping[str, Any] | None = None, html: Mapping[str, str | None] | None = None,
+              drift: Mapping[str, Any] | None = None, review: pd.DataFrame | None = None, uri: str | None = None,
+              experiment: str | None = None, run_name: str | None = None,
+              extra_tags: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """Log one audit; returns {"run_id", "experiment_id", "tracking_uri", "artifact_uri", "runs_url",
+    "ui_command"} (see `review.runs_link`).
 
     dataset: {"name", "version", "source"}; records: the dataset's rows (logged as the run's input with the
-    version id as digest); figures: {ARTIFACTS key: PIL image} (histogram, most, least, duplicate_gallery,
-    outlier_gallery, group_histograms, embedding_map); tables: {"fairness" | "duplicate_groups": DataFrame};
+    version id as digest); figures: {ARTIFACTS key: PIL image} (histogram, most, least, embedding_map);
+    findings: {artifact path: PIL image | DataFrame | dict} (`influencegate.findings.artifacts`: each finding's
+    figures, tables and texts, logged at their paths; empty tables skipped);
     html: {"findings_report" | "evidently": page}; decision: the gate decision (its `data_docs` folder is
-    uploaded under gate/data_docs); drift: the Evidently summary; scorer_prefix: the params prefix of
-    scorer_params ("scorer", "ecif"). None values are skipped.
+    uploaded under gate/data_docs); drift: the Evidently summary; review: `influencegate.report.review.review_table`
+    (see `review.log_review`, which also writes the description and the gate report); scorer_prefix: the params
+    prefix of scorer_params ("scorer", "ecif"). None values are skipped; metrics that were not measured are
+    left out, each with a `not_measured.<name>` tag. Default run name: `run_note.run_name`.
     """
     import mlflow
     import mlflow.data
 
     name, version = str(dataset.get("name")), str(dataset.get("version"))
-    with audit_run(uri, experiment, run_name or f"{name}-{version[:8]}") as run:
+    with audit_run(uri, experiment, run_name or default_run_name(name, version, bool(decision.get("approved")))) as run:
         mlflow.set_tags({"dataset.name": name, "dataset.version": version, "gate.status": str(decision.get("status")),
                          "gate.suite": str((decision.get("suite") or {}).get("name")),
                          "gate.suite_hash": str((decision.get("suite") or {}).get("hash")), **(extra_tags or {})})
         params = {**_params(scorer_prefix, scorer_params or {}), **_params("encoder", encoder or {}),
-                  **_params("dataset", {k: v for k, v in dataset.items() if k != "records"}),
+                  **_params("dataset", {k: v for k, v in dataset.items()
+                                             if k not in ("records", "n_rows", "n_readable", "n_failed")}),
                   **_params("suite", decision.get("suite") or {})}
         mlflow.log_params(params)
-        metrics = _metrics("", summary)
+        metrics = _metrics("", measured(summary))
         metrics["gate.approved"] = 1.0 if decision.get("approved") else 0.0
         metrics["gate.n_failed"] = float(len(decision.get("failed_expectations") or []))
         metrics["gate.n_expectations"] = float(len(decision.get("expectations") or []))
-        fairness = (tables or {}).get("fairness")
-        if fairness is not None and not fairness.empty:
-            for row in fairness.itertuples():
-                metrics[f"fairness.{_metric_name(row.column)}.{_metric_name(row.group)}.ratio"] = float(row.ratio)
         for column, values in ((drift or {}).get("columns") or {}).items():
             metrics[f"drift.{column}.score"] = float(values.get("drift_score", math.nan))  # a p-value or a distance
             metrics[f"drift.{column}.drifted"] = float(values["drifted"]) if "drifted" in values else math.nan
@@ -172,19 +166,26 @@ def log_audit(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: Map
         docs = decision.get("data_docs")
         if docs and Path(docs).is_dir():
             mlflow.log_artifacts(str(docs), artifact_path=ARTIFACTS["data_docs"])
-        for key, frame in (tables or {}).items():
-            if frame is not None and not frame.empty:
-                mlflow.log_table(_loggable_table(frame), artifact_file=ARTIFACTS[key])
+        for path, item in (findings or {}).items():
+            if isinstance(item, pd.DataFrame):
+                if not item.empty:
+                    mlflow.log_table(_loggable_table(item), artifact_file=path)
+            elif isinstance(item, Mapping):
+                mlflow.log_dict(dict(item), path)
+            elif item is not None:
+                mlflow.log_image(item, artifact_file=path)
         for key, page in (html or {}).items():
             if page:
                 mlflow.log_text(page, ARTIFACTS[key])
         if drift is not None:
             mlflow.log_dict(dict(drift), ARTIFACTS["drift"])
+        log_review(decision, summary, review)
         if records is not None:
             log_dataset_input(records, dataset)
         info = run.info
         return {"run_id": info.run_id, "experiment_id": info.experiment_id,
-                "tracking_uri": mlflow.get_tracking_uri(), "artifact_uri": info.artifact_uri}
+                "tracking_uri": mlflow.get_tracking_uri(), "artifact_uri": info.artifact_uri,
+                **runs_link(mlflow.get_tracking_uri(), info.experiment_id, info.run_id)}
 
 
 def approval_runs(dataset_name: str, uri: str | None = None) -> pd.DataFrame:
