@@ -68,13 +68,12 @@ def test_a_registered_finding_reaches_every_output(dark_finding, digits) -> None
     assert len(found.dark_rows) == 8
 
     figures = render_all(ds, SmallCNN(), found.table, max_points=30, config=found.config)
-    assert set(figures) == {"group_histograms", "dark_figure", "embedding_map"}
+    assert set(figures) == {"dark_figure", "embedding_map"}  # fairness needs group columns: none here
     page = html_summary("audit", summary, found.texts, figures, described=metric_catalog())
     assert "dark_figure" in page and "8 dark samples" in page and "samples with log_influence below cut" in page
 
     logged = artifacts(found, figures=figures)  # what MLflow logs
-    assert set(logged) == {"figures/dark.png", "findings/dark_rows.json", "figures/log_influence_by_group.png",
-                           "findings/fairness.json", "findings/texts.json"}
+    assert set(logged) == {"figures/dark.png", "findings/dark_rows.json", "findings/texts.json"}
     assert logged["figures/dark.png"].size == (20, 10) and len(logged["findings/dark_rows.json"]) == 8
 
     decision = run_gate(found.table, pd.DataFrame([summary]), dataset_name="t", dataset_version="v",
@@ -105,7 +104,7 @@ def test_every_registered_finding_is_complete_and_gated() -> None:
     from influencegate.findings import FindingsConfig, suite_with_findings
     from influencegate.integrations.great_expectations import load_suite
 
-    suite = suite_with_findings(load_suite(), FindingsConfig(**{name: {} for name in REGISTRY}))
+    suite = suite_with_findings(load_suite(), FindingsConfig(groups=["group"], **{name: {} for name in REGISTRY}))
     checked = {e["kwargs"].get("column") for table in suite["tables"].values() for e in table}
     seen: dict[str, list[str]] = {"columns": [], "metrics": [], "paths": []}
     for name, plugin in REGISTRY.items():

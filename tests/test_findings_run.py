@@ -50,7 +50,8 @@ def test_find_all_fills_the_contract_columns_and_metrics(audited):
     assert found.metrics["fairness_max_group_ratio"] == pytest.approx(4.0)  # 100% of the top vs 25% of the data
     assert set(found.fairness["group"]) == {"a", "b"}
     assert list(found.fairness.columns) == list(FAIRNESS_COLUMNS)
-    assert list(find_all(table, embeddings, images).fairness.columns) == list(FAIRNESS_COLUMNS)  # no groups: empty
+    unaudited = find_all(table, embeddings, images)  # no group column: fairness not run, NaN, no table
+    assert "fairness" not in unaudited.tables and math.isnan(unaudited.metrics["fairness_min_p_value"])
     assert "group" in found.texts["fairness"] and "near-duplicate" in found.texts["duplicates"]
     assert 0 <= found.metrics["outlier_fraction"] < 0.05
 
@@ -85,7 +86,8 @@ def test_the_default_gate_rejects_a_fairness_skew_and_too_many_copies(audited):
     images[150:197] = images[0]  # 47 more exact copies: 50 of 200 removable, far above 5%
     found = find_all(table, embeddings, images, FindingsConfig(groups=["group"]))
     summary = pd.DataFrame([summary_with_findings(found.table, found.metrics)])
-    failed = run_gate(found.table, summary, dataset_name="t", dataset_version="v")["failed_expectations"]
+    failed = run_gate(found.table, summary, dataset_name="t", dataset_version="v",
+                      findings=found.config)["failed_expectations"]
     assert "summary.duplicate_fraction.expect_column_values_to_be_between" in failed
     assert "summary.fairness_min_p_value.expect_column_values_to_be_between" in failed
 

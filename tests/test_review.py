@@ -46,7 +46,7 @@ def _decision(approved: bool = False) -> dict:
             "failed_expectations": [e["name"] for e in expectations if not e["success"]],
             "reasons": [] if approved else ["summary.error_fraction...: observed 0.17"],
             "suite": {"name": "influencegate_default", "hash": "abc123", "path": None},
-            "summary": {"n_rows": 6.0, "fairness_columns_audited": 0.0, "fairness_min_p_value": 1.0}}
+            "summary": {"n_rows": 6.0, "fairness_columns_audited": math.nan, "fairness_min_p_value": math.nan}}
 
 
 def test_review_table_holds_only_flagged_rows_worst_first_with_thumbnails() -> None:
@@ -67,12 +67,13 @@ def test_review_table_holds_only_flagged_rows_worst_first_with_thumbnails() -> N
 
 def test_description_run_name_and_not_measured() -> None:
     decision, summary = _decision(), {"n_rows": 6.0, "n_scored": 5.0, "n_errors": 1.0, "n_outliers": 2.0,
-                                      "fairness_columns_audited": 0.0, "fairness_min_p_value": 1.0,
+                                      "fairness_columns_audited": math.nan, "fairness_min_p_value": math.nan,
                                       "outlier_fraction": math.nan}
     text = description(decision, summary, flagged_rows(_table()))
     assert text.startswith("## REJECTED: toy @ 0123456789ab")
     assert "rows **6**" in text and "error_fraction" in text and "`e`: error" in text
-    assert set(not_measured(summary)) == {"fairness_min_p_value", "outlier_fraction"}
+    assert set(not_measured(summary)) == {"fairness_columns_audited", "fairness_min_p_value", "outlier_fraction"}
+    assert not_measured(summary)["fairness_min_p_value"].startswith("fairness not audited")
     assert "approved" in description(_decision(True), {}).splitlines()[0].lower()
     name = run_name("toy", "0123456789abcdef", False)
     assert re.fullmatch(r"toy-01234567-\d{8}-\d{6}-rejected", name)

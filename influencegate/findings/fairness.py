@@ -225,37 +225,35 @@ def _metric_name(value: Any) -> str:
 
 @register
 class FairnessFinding(FindingPlugin):
-    """The registered fairness audit: runs on FindingsConfig.groups; without groups it audits nothing (0
-    columns audited, p-value and ratio 1.0: no disparity was looked for)."""
+    """The registered fairness audit: runs on FindingsConfig.groups; without groups it does not run, and its
+    metrics stay NaN ("not audited"), never a passing 1.0."""
 
     name = "fairness"
     Config = FairnessOptions
+    needs_groups = True
     metrics = (Metric("fairness_columns_audited", "count of group columns", "group columns audited"),
-               Metric("fairness_min_p_value", "p-value", "smallest chi-square p over the group columns (1.0 when "
+               Metric("fairness_min_p_value", "p-value", "smallest chi-square p over the group columns (absent when "
                       "none is audited)"),
-               Metric("fairness_max_group_ratio", "ratio", "largest top-share / share of a group (1.0 when none)"),
+               Metric("fairness_max_group_ratio", "ratio", "largest top-share / share of a group"),
                Metric("fairness_flagged", "0 or 1", "1 if any column's chi-square p < alpha"),
                Metric("fairness.<column>.<group>.ratio", "ratio", "a group's share among the top / its share"))
     figures = (Artifact("group_histograms", "figures/log_influence_by_group.png"),)
     tables = (Artifact("fairness", "findings/fairness.json"),)
     expectations = {"summary": [between(
         "fairness_min_p_value", "Smallest chi-square p-value, over the audited group columns, of the test that "
-        "each group's share among the top 10% most influential samples equals its share in the data (1.0 when no "
-        "group column is configured). A skew that strong arises by chance in 1 audit out of 1,000 per column; the "
+        "each group's share among the top 10% most influential samples equals its share in the data (checked only "
+        "when group columns are configured). A skew that strong arises by chance in 1 audit out of 1,000 per column; the "
         "ratio alone is not gated because small groups reach large ratios by chance. Per-group ratios and "
         "Holm-corrected binomial p-values are in the findings report.", 0.001, None)]}
 
     def run(self, inputs: FindingInputs, config: FairnessOptions) -> Outcome:
-        metrics = {"fairness_columns_audited": float(len(inputs.groups)), "fairness_min_p_value": 1.0,
-                   "fairness_max_group_ratio": 1.0, "fairness_flagged": 0.0}
-        if not inputs.groups:
-            return Outcome(pd.DataFrame(index=inputs.table.index), metrics)
         fairness = Fairness(inputs.groups, **asdict(config))
         result = fairness.find(inputs.table)
         found = fairness.summary()
-        metrics.update(fairness_min_p_value=float(found["min_chi2_p"]),
-                       fairness_max_group_ratio=float(np.nanmax(result["ratio"].to_numpy(dtype=float))),
-                       fairness_flagged=float(found["any_flagged"]))
+        metrics = {"fairness_columns_audited": float(len(inputs.groups)),
+                   "fairness_min_p_value": float(found["min_chi2_p"]),
+                   "fairness_max_group_ratio": float(np.nanmax(result["ratio"].to_numpy(dtype=float))),
+                   "fairness_flagged": float(found["any_flagged"])}
         metrics.update({f"fairness.{_metric_name(r.column)}.{_metric_name(r.group)}.ratio": float(r.ratio)
                         for r in result.itertuples()})
         return Outcome(pd.DataFrame(index=inputs.table.index), metrics, fairness.text())
@@ -266,6 +264,4 @@ class FairnessFinding(FindingPlugin):
         return {"group_histograms": group_histogram_panel(table, groups)}
 
     def derive(self, table: pd.DataFrame, config: FairnessOptions, groups: Sequence[str]) -> dict[str, pd.DataFrame]:
-        if not groups:
-            return {"fairness": pd.DataFrame(columns=list(RESULT_COLUMNS))}
         return {"fairness": Fairness(groups, **asdict(config)).find(table)}

@@ -85,6 +85,9 @@ class FindingPlugin(ABC):
     tables: ClassVar[tuple[Artifact, ...]] = ()
     expectations: ClassVar[Mapping[str, Sequence[Mapping[str, Any]]]] = {}
     default: ClassVar[bool] = True
+    #: True for a finding that audits group columns: without any it is not run (its metrics stay NaN and its
+    #: expectations are not joined to the gate), so "not audited" never reads as a passing value.
+    needs_groups: ClassVar[bool] = False
 
     def configure(self, options: Mapping[str, Any]) -> Any:
         """The validated options (`Config(**options)`); ValueError naming the finding on bad options."""
@@ -155,8 +158,10 @@ class FindingsConfig:
         return cls(**dict(values or {}))
 
     def enabled(self) -> list[FindingPlugin]:
-        """The registered findings this config runs, in registry order."""
-        return [p for name, p in REGISTRY.items() if self.options.get(name) is not None]
+        """The registered findings this config runs, in registry order (one that needs group columns only
+        when some are given)."""
+        return [p for name, p in REGISTRY.items()
+                if self.options.get(name) is not None and (self.groups or not p.needs_groups)]
 
     def config(self, plugin: FindingPlugin) -> Any:
         """The validated options of an enabled finding."""

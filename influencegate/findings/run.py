@@ -71,9 +71,10 @@ def find_all(table: pd.DataFrame, embeddings: np.ndarray | None, images: torch.T
     inputs = FindingInputs(out, embeddings, images, sample_ids, config.groups, mean, std)
     metrics: dict[str, float] = {}
     texts: dict[str, str] = {}
+    enabled = config.enabled()
     for plugin in REGISTRY.values():
-        enabled = config.options.get(plugin.name) is not None
-        outcome = plugin.run(replace(inputs, table=out), config.config(plugin)) if enabled else plugin.skipped(out)
+        outcome = (plugin.run(replace(inputs, table=out), config.config(plugin)) if plugin in enabled
+                   else plugin.skipped(out))
         out = out.join(outcome.columns)
         metrics.update(outcome.metrics)
         if outcome.text:

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 #: Metrics that exist only when the fairness audit ran on at least one group column.
-FAIRNESS_METRICS = ("fairness_min_p_value", "fairness_max_group_ratio", "fairness_flagged")
+FAIRNESS_METRICS = ("fairness_columns_audited", "fairness_min_p_value", "fairness_max_group_ratio", "fairness_flagged")
 FAIRNESS_NOT_AUDITED = "fairness not audited: no group column was given (findings.groups is empty)"
 #: The counts the description states, in this order.
 COUNTS = ("n_rows", "n_scored", "n_errors", "n_duplicates", "n_outliers", "n_high_influence", "n_misaligned")
@@ -33,15 +33,12 @@ def _missing(value: Any) -> bool:
 
 
 def not_measured(summary: Mapping[str, Any]) -> dict[str, str]:
-    """{metric: why it was not measured} for the summary's metrics that hold no measurement: the fairness
-    metrics when no group column was audited (their placeholder values would read as a pass), and every metric
-    that is missing or NaN (its finding was switched off, or there was nothing to compute it on)."""
-    out = {name: "not computed: its finding was switched off or had no data" for name, value in summary.items()
-           if _missing(value)}
-    if "fairness_columns_audited" in summary and not _missing(summary["fairness_columns_audited"]) \
-            and float(summary["fairness_columns_audited"]) == 0:
-        out.update({name: FAIRNESS_NOT_AUDITED for name in FAIRNESS_METRICS if name in summary})
-    return out
+    """{metric: why it was not measured} for the summary's metrics that are missing or NaN: the fairness
+    metrics when no group column was audited, the others when their finding was switched off or had nothing
+    to compute on."""
+    return {name: FAIRNESS_NOT_AUDITED if name in FAIRNESS_METRICS else
+            "not computed: its finding was switched off or had no data"
+            for name, value in summary.items() if _missing(value)}
 
 
 def _count(value: Any) -> str:
