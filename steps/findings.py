@@ -11,6 +11,7 @@ from zenml.types import HTMLString
 
 from influencegate.audit import find_issues as find_issues_in, open_dataset, summary_with_findings
 from influencegate.findings import FindingsResult, artifacts, metric_catalog
+from influencegate.findings.fairness import RESULT_COLUMNS as FAIRNESS_COLUMNS
 from influencegate.findings.registry import as_config
 from influencegate.findings.run import finding_tables
 from influencegate.integrations.zenml.approvals import SCORES_ARTIFACT
@@ -30,12 +31,13 @@ def find_issues(dataset: dict, encoder: nn.Module, scores: pd.DataFrame, finding
 
     Returns the scores table with its finding columns (docs/design.md section 2), the summary the gate checks
     (summary statistics + findings metrics), the fairness and duplicate-group tables (empty when the finding
-    is off; every finding's tables and figures are in `render_findings`' finding_artifacts) and
+    is off or, for fairness, when no group column is audited; every finding's tables and figures are in `render_findings`' finding_artifacts) and
     plain-language texts per finding.
     """
     found = find_issues_in(open_dataset(dataset), encoder, scores, findings, device=device)
     return (found.table, summary_with_findings(found.table, found.metrics),
-            found.tables.get("fairness", pd.DataFrame()), found.tables.get("duplicate_groups", pd.DataFrame()),
+            found.tables.get("fairness", pd.DataFrame(columns=list(FAIRNESS_COLUMNS))),
+            found.tables.get("duplicate_groups", pd.DataFrame()),
             found.texts)
 
 
