@@ -101,19 +101,41 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([summary_stats(table)])
 
 
+def check_encoder_input(encoder: Any, dataset: Any) -> None:
+    """Run `encoder` on the dataset's first image (1 x C x H x W, no gradient): ValueError naming the shape
+    when it cannot take it (a channel or size mismatch), so the mismatch is found before any scoring."""
+    import torch
+
+    if len(dataset) == 0:
+        return
+    probe = dataset.images[:1]
+    try:
+        with torch.no_grad():
+            encoder.eval()(probe)
+    except RuntimeError as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"the encoder cannot take this dataset's images (C x H x W = "
+                         f"{' x '.join(map(str, probe.shape[1:]))}): {reason}; set the channels and image size the encoder was trained on "
+                         "(--channels, --image-size)") from None
+
+
 def load_or_pretrain(dataset: Any, checkpoint: str | Path | None = None, method: str | None = "simclr",
                      epochs: int = 20, seed: int = 0, architecture: str = "small_cnn",
                      save_to: str | Path | None = None, progress: bool = True) -> tuple[Any, list[float], float]:
     """(encoder in eval mode, pretraining loss per epoch, pretraining seconds).
 
-    checkpoint: a path or "torchvision:<name>" spec to load (no training). Else `architecture` (see
+    checkpoint: an encoder spec to load (no training; see `influencegate.models.load_encoder`), checked on
+    one of the dataset's images before anything else runs. Else `architecture` (see
     `influencegate.models.build_encoder`) is built for the dataset's channels and pretrained with `method`
     ("simclr" | "byol" | "barlow_twins") for `epochs` epochs, and saved to `save_to` when given.
+    ValueError for an encoder that cannot take the dataset's images (channels, size).
     """
     from influencegate import models
 
     if checkpoint:
-        return models.load_encoder(str(checkpoint)), [], 0.0
+        encoder = models.load_encoder(str(checkpoint))
+        check_encoder_input(encoder, dataset)
+        return encoder, [], 0.0
     if not method:
         raise ValueError("give an encoder checkpoint or a pretraining method (simclr, byol, barlow_twins)")
     arch_kwargs = {"in_channels": int(dataset.images.shape[1])} if architecture == "small_cnn" else {}

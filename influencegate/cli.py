@@ -108,9 +108,13 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"{redact(args.resume_dir)}: {resume['shards_reused']} of {resume['shards']} shards reused"
               + (", fit reused" if resume["fit_reused"] else ""))
     texts: dict[str, str] = {}
+    findings_error = None
     if not args.no_findings:
-        found = find_issues(dataset, encoder, table, {"groups": groups}, device=config.device)
-        table, texts = found.table, found.texts
+        try:
+            found = find_issues(dataset, encoder, table, {"groups": groups}, device=config.device)
+            table, texts = found.table, found.texts
+        except ValueError as exc:  # too few samples for a finding, a group column without usable values...
+            findings_error = f"findings not run: {exc}; the scores table was written without them (or pass --no-findings)"
     out = args.out
     _write_table(table, out)
     stats = summary_stats(table)
@@ -118,6 +122,8 @@ def cmd_score(args: argparse.Namespace) -> int:
           f"(median log_influence {stats['log_influence_q50']:.3f}, {int(stats['n_high_influence'])} high influence)")
     for text in texts.values():
         print(text)
+    if findings_error:
+        raise UsageError(findings_error)
     return 0
 
 

@@ -109,3 +109,34 @@ def test_numeric_captions_are_text(tmp_path: Path, digits_folder) -> None:
     assert pairs.records["caption"].tolist()[:2] == ["42", "a seven"] and pd.isna(pairs.records["caption"].iloc[2])
     pairs.records.to_parquet(tmp_path / "rows.parquet")
     assert folder.exists()
+
+
+@pytest.mark.parametrize("rows, groups, message", [
+    (1, None, "outliers: need at least 2 samples"),
+    (12, "all-nan", "column 'site' has 0 scored rows with a group value"),
+])
+def test_findings_that_cannot_run_are_one_line_and_keep_the_table(rows: int, groups: str | None, message: str,
+                                                                  tmp_path: Path, digits_folder, encoder_checkpoint,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    digits_folder(tmp_path / "d", count=rows)
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [f"d/img_{i:04d}.png" for i in range(rows)], "site": [None] * rows}).to_csv(manifest)
+    out = tmp_path / "scores.parquet"
+    argv = ["score", str(manifest), "--encoder", str(encoder_checkpoint), "--image-size", "8", "--channels", "1",
+            "--rank", "4", "--draws", "2", "--out", str(out), *(["--groups", "site"] if groups else [])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err  # progress bars aside, one line
+    errors = [line for line in err.splitlines() if line.startswith("influencegate: error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err
+    assert len(pd.read_parquet(out)) == rows  # the scores were not lost
+
+
+def test_channel_mismatch_is_found_before_scoring(tmp_path: Path, digits_folder, encoder_checkpoint,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    folder = digits_folder(tmp_path / "d", count=5)
+    argv = ["score", str(folder), "--encoder", str(encoder_checkpoint), "--channels", "3", "--out",
+            str(tmp_path / "s.parquet")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the encoder cannot take this dataset's images (C x H x W = 3 x 32 x 32)" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "s.parquet").exists()
