@@ -125,7 +125,7 @@ def load_or_pretrain(dataset: Any, checkpoint: str | Path | None = None, method:
     """(encoder in eval mode, pretraining loss per epoch, pretraining seconds).
 
     checkpoint: an encoder spec to load (no training; see `influencegate.models.load_encoder`), checked on
-    one of the dataset's images before anything else runs. Else `architecture` (see
+    one of the dataset's images (when a dataset is given) before anything else runs. Else `architecture` (see
     `influencegate.models.build_encoder`) is built for the dataset's channels and pretrained with `method`
     ("simclr" | "byol" | "barlow_twins") for `epochs` epochs, and saved to `save_to` when given.
     ValueError for an encoder that cannot take the dataset's images (channels, size).
@@ -134,7 +134,8 @@ def load_or_pretrain(dataset: Any, checkpoint: str | Path | None = None, method:
 
     if checkpoint:
         encoder = models.load_encoder(str(checkpoint))
-        check_encoder_input(encoder, dataset)
+        if dataset is not None:
+            check_encoder_input(encoder, dataset)
         return encoder, [], 0.0
     if not method:
         raise ValueError("give an encoder checkpoint or a pretraining method (simclr, byol, barlow_twins)")
