@@ -90,3 +90,13 @@ def test_nothing_in_the_package_unpickles_code() -> None:
                     jit_calls.append(where)
     assert not offenders, offenders
     assert [w.split(":")[0] for w in jit_calls] == ["influencegate/models/weights.py"], jit_calls
+
+
+def test_an_existing_name_with_pattern_characters_is_not_a_pattern(tmp_path: Path, digits_folder) -> None:
+    from influencegate.data import DatasetError, load_images
+
+    folder = digits_folder(tmp_path / "photos [2019]", count=3)
+    assert not storage.is_pattern(folder) and storage.is_pattern(f"{folder}/*.png")
+    assert len(load_images(folder, image_size=8, channels=1)) == 3
+    with pytest.raises(DatasetError):  # a pattern names shards; images matched by a glob are not shards
+        load_images(f"{tmp_path}/photos*/*.png", image_size=8, channels=1)

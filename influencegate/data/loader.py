@@ -62,8 +62,9 @@ def load_images(
     if int(workers) < 0:
         raise DatasetError(f"workers must be >= 0, got {workers}")
     try:
-        parts, root, default_name, total = _plan(storage.normalise(source) if not storage.is_pattern(source)
-                                                 else str(source))
+        pattern = storage.is_pattern(source)
+        location = str(source) if pattern else storage.normalise(source)
+        parts, root, default_name, total = _plan(location, pattern)
     except (storage.StorageError, OSError) as exc:  # no driver for the scheme, no permission, no connection
         raise DatasetError(f"cannot read {storage.redact(source)!r}: {exc}") from None
     return load_parts(
@@ -74,17 +75,17 @@ def load_images(
         mean=CIFAR10_MEAN if channels == 3 else CIFAR10_GRAY_MEAN,
         std=CIFAR10_STD if channels == 3 else CIFAR10_GRAY_STD,
         name=name or default_name,
-        source=storage.redact(source if storage.is_url(source) or storage.is_pattern(source)
-                              else storage.normalise(source)),
+        source=storage.redact(location),
         workers=int(workers),
         total=total,
     )
 
 
-def _plan(source: str) -> tuple[list[Part], str, str, int | None]:
-    """(parts to read, root for location-free hashing, default name, row count if known) of a source."""
+def _plan(source: str, pattern: bool) -> tuple[list[Part], str, str, int | None]:
+    """(parts to read, root for location-free hashing, default name, row count if known) of a source;
+    pattern: whether it names several shards (``storage.is_pattern``)."""
     shown = storage.redact(source)
-    if storage.is_pattern(source):
+    if pattern:
         locations = storage.expand(source)
         if not any(storage.exists(location) for location in locations):  # stops at the first that exists
             raise DatasetError(f"no shard matches {shown!r}")

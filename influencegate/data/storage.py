@@ -19,7 +19,6 @@ import posixpath
 import re
 import uuid
 from collections.abc import Iterator
-from glob import escape as glob_escape
 from glob import glob as local_glob
 from pathlib import Path
 from typing import IO, Any
@@ -128,15 +127,15 @@ def open_binary(location: Location) -> IO[bytes]:
 def write_bytes(location: Location, data: bytes) -> None:
     """Write ``data`` to ``location`` so that a reader sees the old file or the new one, never a part.
 
-    Local: a temporary file ``.<name>.tmp-<pid>-<random>`` in the same folder, then ``os.replace``; the
-    temporaries that killed processes left beside the target are removed first. Object stores: one upload (an
-    object appears whole or not at all). Parent folders are created.
+    Local: a temporary file ``.<name>.tmp-<pid>-<random>`` in the same folder, then ``os.replace``; at this
+    process's first write into a folder, the temporaries that dead processes left there are removed. Object
+    stores: one upload (an object appears whole or not at all). Parent folders are created.
     """
     location = normalise(location)
     if not is_url(location):
         target = Path(location)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(target)
+        _remove_stale_temporaries(target.parent)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
             tmp.write_bytes(data)
@@ -148,11 +147,21 @@ def write_bytes(location: Location, data: bytes) -> None:
     filesystem.pipe_file(path, data)
 
 
-def _remove_stale_temporaries(target: Path) -> None:
-    """Delete ``.<target name>.tmp-<pid>-*`` files whose writing process is no longer alive."""
-    for tmp in target.parent.glob(f".{glob_escape(target.name)}.tmp-*"):
-        pid = tmp.name[len(f".{target.name}.tmp-"):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+#: Folders whose stale temporaries this process has removed already (once per folder: a resume directory
+#: receives thousands of shard files, and listing it at every write would cost O(files) each time).
+_CLEANED: set[str] = set()
+_TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete the ``.<name>.tmp-<pid>-<random>`` files in ``folder`` whose writing process is no longer alive,
+    the first time this process writes there."""
+    if str(folder) in _CLEANED:
+        return
+    _CLEANED.add(str(folder))
+    for tmp in folder.glob(".*.tmp-*"):
+        match = _TEMPORARY.match(tmp.name)
+        if match and not _alive(int(match.group(1))):
             tmp.unlink(missing_ok=True)
 
 
@@ -276,9 +285,11 @@ def _expand_braces(text: str) -> list[str]:
 
 
 def is_pattern(location: Location) -> bool:
-    """True when ``location`` names several files (a brace range or list, or a glob)."""
+    """True when ``location`` names several files (a brace range or list, or a glob) and is not itself an
+    existing file or folder (a folder called ``photos [2019]`` is a folder)."""
     text = os.fspath(location)
-    return bool(_BRACE_RANGE.search(text) or _BRACE_LIST.search(text) or any(ch in text for ch in "*?["))
+    marked = bool(_BRACE_RANGE.search(text) or _BRACE_LIST.search(text) or any(ch in text for ch in "*?["))
+    return marked and not exists(text)
 
 
 def load_torch(location: Location, map_location: Any = "cpu") -> Any:
