@@ -122,7 +122,11 @@ SETUPS = {
     "small_cnn": {"default_n": 1797, "input": "sklearn digits, 1 x 8 x 8, normalised (load_images('digits'))"},
     "resnet18": {"default_n": 2048, "input": ("sklearn digits resized to 32 x 32 and replicated to 3 channels "
                                               "(load_images('digits', image_size=32, channels=3))")},
+    "resnet50": {"default_n": 512, "input": ("sklearn digits resized to 224 x 224 and replicated to 3 channels "
+                                             "(load_images('digits', image_size=224, channels=3))")},
 }
+MODEL_NAMES = {"small_cnn": "SmallCNN", "resnet18": "cifar_resnet18 (solo-learn CIFAR ResNet-18)",
+               "resnet50": "torchvision resnet50 (weights=None, fc = Identity), ImageNet stem at 224 px"}
 
 
 def build_setup(name: str, n: int | None = None, seed: int = 0) -> tuple[torch.nn.Module, SampleDataset, dict]:
@@ -134,6 +138,7 @@ def build_setup(name: str, n: int | None = None, seed: int = 0) -> tuple[torch.n
     except ImportError:  # the package __init__ may be mid-edit; the modules themselves are enough
         from influencegate.models.backbones import cifar_resnet18
         from influencegate.models.small_cnn import SmallCNN
+    from influencegate.models.backbones import torchvision_encoder
 
     if name not in SETUPS:
         raise SystemExit(f"unknown setup {name!r}; known: {sorted(SETUPS)}")
@@ -142,13 +147,16 @@ def build_setup(name: str, n: int | None = None, seed: int = 0) -> tuple[torch.n
     if name == "small_cnn":
         model = SmallCNN(in_channels=1)
         data = load_images("digits")
-    else:
+    elif name == "resnet18":
         model = cifar_resnet18()
         data = load_images("digits", image_size=32, channels=3)
+    else:
+        model = torchvision_encoder("resnet50")
+        data = load_images("digits", image_size=224, channels=3)
     base = data.images.shape[0]
     ids, images = tile(data.sample_ids, data.images, n, noise=0.05, seed=seed)
     info = {
-        "model": type(model).__name__ if name == "small_cnn" else "cifar_resnet18 (solo-learn CIFAR ResNet-18)",
+        "model": MODEL_NAMES[name],
         "params": sum(p.numel() for p in model.parameters()),
         "weights": f"random init, torch.manual_seed({seed})",
         "input_shape": list(images.shape[1:]),

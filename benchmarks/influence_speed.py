@@ -19,7 +19,7 @@ Throughput = samples / seconds over a fixed prefix of the data (all of it when i
 after a warm-up on the first batch(es); every method gets the same prefix.
 
 Usage:
-  PYTHONPATH=. python benchmarks/influence_speed.py [--device cpu|cuda] [--setups small_cnn,resnet18]
+  PYTHONPATH=. python benchmarks/influence_speed.py [--device cpu|cuda] [--setups small_cnn,resnet18,resnet50]
       [--n N] [--batch-size B] [--max-seconds S] [--precision fp32|bf16] [--out PATH]
 """
 from __future__ import annotations
@@ -60,7 +60,11 @@ METHODS = ("limit", "ours", "kronfluence", "dattri")
 # ResNet-18) costs about this many times the limit per sample (measured on the 2-core CPU: 23x small_cnn,
 # ~40x resnet18 excluding the eigendecompositions). The timed prefix is floor(max_seconds / (factor x limit
 # seconds per batch)) batches, at least one.
-SLOWEST_OVER_LIMIT = {"small_cnn": 25.0, "resnet18": 40.0}
+SLOWEST_OVER_LIMIT = {"small_cnn": 25.0, "resnet18": 40.0, "resnet50": 40.0}
+# Default batch sizes per (setup, device type); InfluenceConfig().batch_size (256) where none is named. ResNets
+# on CPU: one kronfluence batch must fit the time budget; ResNet-50 at 224 px: the x-branch graph of 256
+# images plus one draw's would need tens of GiB.
+BATCH_SIZES = {("resnet18", "cpu"): 4, ("resnet50", "cpu"): 2, ("resnet50", "cuda"): 64}
 
 
 # ========================================================================================================
@@ -458,7 +462,7 @@ def run_setup(args: argparse.Namespace, setup: str) -> dict[str, Any]:
     _, _, info = build_setup(setup, args.n)
     n = info["n"]
     B = args.batch_size_for[setup]
-    timeout = 6 * args.max_seconds + 600
+    timeout = args.worker_timeout or 6 * args.max_seconds + 600
     limit = spawn(args, "limit", setup, n, args.n_timed, 0, timeout)
     if "error" in limit:
         return {"setup": info, "error": "limit failed", "limit": limit}
@@ -470,7 +474,7 @@ def run_setup(args: argparse.Namespace, setup: str) -> dict[str, Any]:
             results[method] = {"method": method, "skipped": (
                 "dattri 0.3.0 LoGra hooks nn.Linear layers only ('Only support Linear layers' in "
                 "block_projected_if/core/hook.py; setup_model_compressors raises for other types); "
-                "cifar_resnet18 has no nn.Linear (fc = Identity), so there is nothing it can attribute")}
+                "the ResNets have no nn.Linear (fc = Identity), so there is nothing it can attribute")}
             continue
         results[method] = spawn(args, method, setup, n, n_timed, warmup_n, timeout)
 
@@ -530,10 +534,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--setups", default="small_cnn,resnet18", help=f"comma list of {sorted(SETUPS)}")
-    p.add_argument("--n", type=int, default=None, help="dataset size (default: 1797 small_cnn, 2048 resnet18)")
+    p.add_argument("--n", type=int, default=None, help="dataset size (default: 1797 small_cnn, 2048 resnet18, 512 resnet50)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="batch size of every method (default: InfluenceConfig().batch_size = 256; "
-                        "resnet18 on CPU: 4, so that one batch of kronfluence fits the time budget)")
+                        "see BATCH_SIZES for the ResNets)")
     p.add_argument("--max-seconds", type=float, default=90.0,
                    help="time budget per method: the timed prefix is chosen so the slowest method fits")
     p.add_argument("--n-timed", type=int, default=None, help="force the number of timed samples (no calibration)")
@@ -545,6 +549,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch intra-op threads per worker (default: 1 on CPU, torch's default on CUDA; 0 = "
                         "torch's default). On a shared, loaded 2-core box 2 threads ran 2-9x slower (OpenMP "
                         "contention), so the CPU default is 1")
+    p.add_argument("--worker-timeout", type=float, default=None,
+                   help="seconds before one method's process is stopped and recorded as an error "
+                        "(default 6 x max-seconds + 600)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/influence_speed_<device>.json)")
     # worker mode (internal)
     p.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
@@ -570,8 +577,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads is None:
         args.threads = 1 if device.type == "cpu" else 0
     args.flatness = {s.strip() for s in args.flatness.split(",") if s.strip()}
-    args.batch_size_for = {s: args.batch_size or (4 if s == "resnet18" and device.type == "cpu" else 256)
-                           for s in setups}
+    args.batch_size_for = {s: args.batch_size or BATCH_SIZES.get((s, device.type), 256) for s in setups}
     start = time.perf_counter()
     report: dict[str, Any] = {
         "benchmark": "influence_speed",
@@ -585,11 +591,11 @@ def main(argv: list[str] | None = None) -> None:
         "throughput_unit": "samples/s (a sample = one image with all its K draws)",
         "setups": {},
     }
-    for setup in setups:
-        report["setups"][setup] = run_setup(args, setup)
-    report["total_wall_s"] = time.perf_counter() - start
     out = Path(args.out) if args.out else RESULTS_DIR / f"influence_speed_{device.type}.json"
-    write_json(out, report)
+    for setup in setups:  # the report is rewritten after every setup, so a run stopped early keeps what finished
+        report["setups"][setup] = run_setup(args, setup)
+        report["total_wall_s"] = time.perf_counter() - start
+        write_json(out, report)
     print(json.dumps(report, indent=2))
 
 
