@@ -470,6 +470,9 @@ def run_setup(args: argparse.Namespace, setup: str) -> dict[str, Any]:
     warmup_n = min(n_timed, B + n_timed % B)  # covers both batch shapes (full and last)
     results: dict[str, Any] = {"limit": limit}
     for method in METHODS[1:]:
+        if method not in args.methods:
+            results[method] = {"method": method, "skipped": "not asked for (--methods)"}
+            continue
         if method == "dattri" and setup != "small_cnn" and not args.dattri_all:
             results[method] = {"method": method, "skipped": (
                 "dattri 0.3.0 LoGra hooks nn.Linear layers only ('Only support Linear layers' in "
@@ -544,6 +547,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16: autocast on CUDA")
     p.add_argument("--flatness", default="small_cnn", help="setups with the N vs 4N memory check ('' for none)")
     p.add_argument("--flat-n", type=int, default=None, help="N of the flatness check (default: n // 4)")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma list of the methods to time besides the limit (always timed): ours, kronfluence, dattri")
     p.add_argument("--dattri-all", action="store_true", help="try dattri on every setup (it needs a Linear head)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads per worker (default: 1 on CPU, torch's default on CUDA; 0 = "
@@ -559,6 +564,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup-n", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--result-file", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.methods = {m.strip() for m in args.methods.split(",") if m.strip()} | {"limit"}
+    if not args.methods <= set(METHODS):
+        p.error(f"unknown method(s) {sorted(args.methods - set(METHODS))}; known: {list(METHODS)}")
     if args.precision != "fp32" and not args.device.startswith("cuda"):
         p.error("--precision bf16 is autocast on CUDA only; use --device cuda")
     return args

@@ -80,11 +80,14 @@ class GradientCapture:
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             if not output.requires_grad:
                 return
-            a = self._project_inputs(proj, inputs[0].detach().to(self.dtype))
-            if self.collect_factors:
-                sums = self._factor_sums(name, proj, a.device)
-                sums.a_sum += torch.einsum("bil,bjl->ij", a, a).double()
-                sums.a_rows += a.shape[0] * a.shape[2]
+            # The forward hook runs inside the caller's autocast (bf16/fp16 forward passes); the projections
+            # and sums are statistics and stay in self.dtype, like the backward hook's (autocast is off there).
+            with torch.autocast(output.device.type, enabled=False):
+                a = self._project_inputs(proj, inputs[0].detach().to(self.dtype))
+                if self.collect_factors:
+                    sums = self._factor_sums(name, proj, a.device)
+                    sums.a_sum += torch.einsum("bil,bjl->ij", a, a).double()
+                    sums.a_rows += a.shape[0] * a.shape[2]
 
             def on_grad(grad: torch.Tensor) -> None:
                 delta = proj.project_out(grad.detach().to(self.dtype))
@@ -153,9 +156,10 @@ def ssl_distance(z: torch.Tensor, z_hat: torch.Tensor, objective: str = "cosine"
 
 
 def autocast_context(device: torch.device, precision: str):
-    """Mixed precision for the forward passes on CUDA (bf16/fp16); plain elsewhere."""
-    if device.type == "cuda" and precision in ("bf16", "fp16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    """Mixed precision for the forward passes: bf16 or fp16 autocast on CUDA, bf16 autocast on the CPU
+    (fp16 runs plain there); fp32/fp64 plain."""
+    if precision == "bf16" or (precision == "fp16" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
     return nullcontext()
 
 

@@ -54,7 +54,8 @@ class InfluenceConfig:
         as many as fit in 4096 rows; lower it, or batch_size, when memory is short).
     seed: seeds the perturbations (per sample id and draw). projection_seed: seeds the random projections,
         kept apart so that the perturbation seed alone can be varied (stability checks).
-    precision: "fp32" | "fp64" | "bf16"/"fp16" (autocast on CUDA for the forward passes; statistics in fp32/64).
+    precision: "fp32" | "fp64" | "bf16"/"fp16" (autocast for the forward passes: bf16 on CUDA and CPU, fp16 on
+        CUDA; projections, sums and curvature stay in fp32).
     """
 
     perturbation: str | Callable[..., torch.Tensor] = "gaussian"
