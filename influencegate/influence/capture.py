@@ -7,7 +7,7 @@ weight-gradient half of every backward. A pass stacks [x repeated c times; x_hat
 forward of 2 c B rows and one backward: forward hooks project each tracked layer's input, tensor hooks
 project its output gradient and form delta~ a~^T per row, summed over positions; the two rows of a
 (sample, draw) pair (the layer's two uses) are then added. Few large passes beat a per-draw loop on CPU
-(kernel and hook overheads) and keep the GPU busy; `draws_per_pass` bounds the memory.
+(kernel and hook overheads) and keep the GPU busy; `influence.pass_memory` sizes them to the memory.
 """
 from __future__ import annotations
 
@@ -22,9 +22,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from influencegate.influence.layers import LayerProjector
-
-MAX_ROWS_PER_PASS = 4096
-"""Rows (images) per forward/backward when draws_per_pass is None: 2 x 8 draws x 256 samples."""
 
 Batch = tuple[list[str], int, dict[str, torch.Tensor]]
 """(sample_ids, draw index k, {layer name: projected gradients B x r_out x r_in})."""
@@ -166,30 +163,42 @@ def autocast_context(device: torch.device, precision: str):
 def projected_gradient_batches(model: nn.Module, capture: GradientCapture, perturb: Callable,
                                loader: DataLoader, draws: int, device: torch.device, dtype: torch.dtype,
                                precision: str = "fp32", objective: str = "cosine", desc: str = "influence",
-                               progress: bool = True, draws_per_pass: int | None = None) -> Iterator[Batch]:
-    """Yield the projected per-sample gradients of every (batch, draw), streaming over `loader`.
+                               progress: bool = True, draws_per_pass: int = 1,
+                               samples_per_step: int | None = None) -> Iterator[Batch]:
+    """Yield the projected per-sample gradients of every (step, draw), streaming over `loader`.
 
-    The loader yields (sample_ids, images B x C x H x W). A pass covers c = draws_per_pass draws (when
-    None, as many as keep 2 c B <= MAX_ROWS_PER_PASS rows): 2 c B rows forward and backward. Memory is
-    one pass's graph, flat in N.
+    The loader yields (sample_ids, images B x C x H x W); each batch is taken `samples_per_step` images at a
+    time (None: whole). A pass covers c = draws_per_pass draws of one step of s images: 2 c s rows forward
+    and backward (``influence.pass_memory.plan_pass`` sizes c and s). Memory is one pass's graph, flat in N.
     """
-    chunk = max(1, min(draws, draws_per_pass or MAX_ROWS_PER_PASS // (2 * loader.batch_size)))
+    chunk = max(1, min(draws, draws_per_pass))
     total = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
     bar = tqdm(total=total, desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
     with capture:
-        for ids, images in loader:
-            ids, b = list(ids), images.shape[0]
-            x = images.to(device=device, dtype=dtype)
-            for first in range(0, draws, chunk):
-                ks = range(first, min(draws, first + chunk))
-                x_hat = torch.cat([perturb(x, ids, k).to(device=device, dtype=dtype) for k in ks])
-                inputs = torch.cat([x.repeat(len(ks), *([1] * (x.dim() - 1))), x_hat]).requires_grad_(True)
-                with autocast_context(device, precision):
-                    z = model(inputs)
-                capture.grads, capture.x_copies = {}, len(ks)
-                ssl_distance(z[: len(ks) * b], z[len(ks) * b:], objective).sum().backward()
-                capture.count_draws(len(ks) * b)
-                for i, k in enumerate(ks):
-                    yield ids, k, {n: g[i * b:(i + 1) * b] for n, g in capture.grads.items()}
-            bar.update(b)
+        for batch_ids, batch_images in loader:
+            step = samples_per_step or batch_images.shape[0]
+            for start in range(0, batch_images.shape[0], step):
+                ids, images = list(batch_ids[start:start + step]), batch_images[start:start + step]
+                yield from _step_passes(model, capture, perturb, ids, images, draws, chunk, device, dtype,
+                                        precision, objective)
+                bar.update(len(ids))
     bar.close()
+
+
+def _step_passes(model: nn.Module, capture: GradientCapture, perturb: Callable, ids: list[str],
+                 images: torch.Tensor, draws: int, chunk: int, device: torch.device, dtype: torch.dtype,
+                 precision: str, objective: str) -> Iterator[Batch]:
+    """The passes of one step (b images): draws in groups of `chunk`, 2 chunk b rows each."""
+    b = images.shape[0]
+    x = images.to(device=device, dtype=dtype)
+    for first in range(0, draws, chunk):
+        ks = range(first, min(draws, first + chunk))
+        x_hat = torch.cat([perturb(x, ids, k).to(device=device, dtype=dtype) for k in ks])
+        inputs = torch.cat([x.repeat(len(ks), *([1] * (x.dim() - 1))), x_hat]).requires_grad_(True)
+        with autocast_context(device, precision):
+            z = model(inputs)
+        capture.grads, capture.x_copies = {}, len(ks)
+        ssl_distance(z[: len(ks) * b], z[len(ks) * b:], objective).sum().backward()
+        capture.count_draws(len(ks) * b)
+        for i, k in enumerate(ks):
+            yield ids, k, {n: g[i * b:(i + 1) * b] for n, g in capture.grads.items()}

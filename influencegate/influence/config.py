@@ -50,8 +50,10 @@ class InfluenceConfig:
     damping: None = per layer 0.1 x the mean eigenvalue of that layer's curvature; a float = absolute
         lambda added to H = (1/N) sum_n g_n g_n^T.
     embedding: which representation the objective compares ("backbone": the encoder's output).
-    draws_per_pass: draws stacked into one forward/backward, 2 x draws_per_pass x batch_size rows (None:
-        as many as fit in 4096 rows; lower it, or batch_size, when memory is short).
+    draws_per_pass: draws stacked into one forward/backward, 2 x draws_per_pass x batch_size rows. None:
+        sized from the encoder's activations per image and the free memory (``influence.pass_memory``: at
+        most 4096 rows, half the free GPU memory, a quarter of the available RAM), splitting a batch into
+        smaller steps when one draw of it does not fit. Results do not depend on it.
     seed: seeds the perturbations (per sample id and draw). projection_seed: seeds the random projections,
         kept apart so that the perturbation seed alone can be varied (stability checks).
     precision: "fp32" | "fp64" | "bf16"/"fp16" (autocast for the forward passes: bf16 on CUDA and CPU, fp16 on

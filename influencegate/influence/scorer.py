@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from influencegate.influence.capture import GradientCapture, frozen_copy, projected_gradient_batches
+from influencegate.influence.capture import GradientCapture, autocast_context, frozen_copy, projected_gradient_batches
+from influencegate.influence.pass_memory import PassPlan, activation_bytes_per_row, pass_budget_bytes, plan_pass
 from influencegate.influence.config import InfluenceConfig
 from influencegate.influence.curvature import CURVATURE_CLASSES, LayerCurvature, RawCurvature
 from influencegate.influence.layers import (LayerProjector, pca_projectors, projected_shape, random_projectors,
@@ -69,6 +70,7 @@ class InfluenceScorer:
         self.perturb = make_perturbation(cfg.perturbation, cfg.sigma, cfg.draws, cfg.seed, cfg.noise)
         self.projectors: dict[str, LayerProjector] = {}
         self.curvature: dict[str, LayerCurvature] = {}
+        self._plans: dict[tuple[int, ...], PassPlan] = {}
 
     # -- passes -----------------------------------------------------------------------------------------
     def _pass(self, dataset: Dataset, projectors: dict[str, LayerProjector], desc: str,
@@ -79,10 +81,24 @@ class InfluenceScorer:
         stat_dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
         capture = GradientCapture({n: p.to(self.device, stat_dtype) for n, p in projectors.items()},
                                   dtype=stat_dtype, collect_factors=collect_factors, collect_grads=collect_grads)
+        plan = self.pass_plan(dataset)
         batches = projected_gradient_batches(self.model, capture, self.perturb, sample_loader(dataset, cfg.batch_size),
                                              draws or cfg.draws, self.device, cfg.dtype, cfg.precision, cfg.objective, desc,
-                                             cfg.progress, cfg.draws_per_pass)
+                                             cfg.progress, plan.draws_per_pass, plan.samples_per_step)
         return capture, batches
+
+    def pass_plan(self, dataset: Dataset) -> PassPlan:
+        """How many images and draws one pass holds (``influence.pass_memory``), probed on the dataset's first
+        image once per image shape."""
+        cfg = self.config
+        _, image = dataset[0]
+        shape = tuple(image.shape)
+        if shape not in self._plans:
+            example = image.unsqueeze(0).to(self.device, cfg.dtype)
+            per_row = activation_bytes_per_row(self.model, example, autocast_context(self.device, cfg.precision))
+            self._plans[shape] = plan_pass(per_row, pass_budget_bytes(self.device), cfg.batch_size, cfg.draws,
+                                           cfg.draws_per_pass)
+        return self._plans[shape]
 
     def _factor_sums(self, dataset: Dataset, projectors: dict[str, LayerProjector], desc: str,
                      reducer: Reducer | None) -> dict[str, Any]:
