@@ -5,12 +5,14 @@
     torchrun --nproc_per_node=G -m influencegate.cli score DATA --encoder CKPT ...   the same over G processes
     influencegate score-pairs DATA --out pairs.parquet [--reference CLEAN_DATA]   ECIF scores of image-text pairs
     influencegate demo                               the embedded default (digits) end to end through ZenML
-    influencegate audit [CONFIG.yaml] [--set k=v ...] exit 0 approved, 1 rejected, 2 usage or input error
-    influencegate align [CONFIG.yaml] [--set k=v ...]  pair audit through ZenML; exit 0 approved, 1 rejected, 2 error
+    influencegate audit [CONFIG.yaml] [--set k=v ...] [--run-dir DIR]   exit 0 approved, 1 rejected by the data,
+                                                     2 usage or input error, 3 infrastructure fault (tracking, disk)
+    influencegate align [CONFIG.yaml] [--set k=v ...] [--run-dir DIR]   pair audit through ZenML; the same exit codes
+    influencegate sync RUN_DIR [--uri URI]           upload a run directory an outage kept to MLflow (exit 0 or 3)
     influencegate status NAME                        versions of a dataset and which one is approved
 
 `score` and `score-pairs` are pure core (torch/numpy/pandas). ZenML, MLflow, Great Expectations and Evidently are imported
-only inside `demo`, `audit` and `status`.
+only inside `demo`, `audit`, `align`, `sync` and `status`.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-EXIT_APPROVED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+EXIT_APPROVED, EXIT_REJECTED, EXIT_USAGE, EXIT_FAULT = 0, 1, 2, 3
 ENCODER_SPECS = ("a checkpoint path or URL (ours, solo-learn, TorchScript), torchvision:<name>, timm:<name>@<checkpoint>, "
                  "open_clip:<model or config.json>@<checkpoint> or torchscript:<path>")
 TELEMETRY_OFF = {"ZENML_ANALYTICS_OPT_IN": "false", "GX_ANALYTICS_ENABLED": "false",
@@ -210,6 +212,37 @@ def _quiet_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _with_run_dir(config: dict[str, Any], run_dir: str | None, label: str) -> dict[str, Any]:
+    """The config with its tracking.run_dir set: --run-dir, else the config's, else a new folder under
+    ./influencegate_runs (named by time and `label`). A folder that already holds a run is a usage error."""
+    from influencegate.integrations.mlflow import new_run_dir
+    from influencegate.integrations.mlflow.run_dir import RUN_FILE
+
+    tracking = dict(config["parameters"].get("tracking") or {})
+    folder = Path(run_dir or tracking.get("run_dir") or new_run_dir(label=label))
+    if (folder / RUN_FILE).exists():
+        raise UsageError(f"run directory {str(folder)!r} already holds a run (sync it, or give another --run-dir)")
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"run directory {str(folder)!r} is not a folder")
+    tracking["run_dir"] = str(folder)
+    return {**config, "parameters": {**config["parameters"], "tracking": tracking}}
+
+
+def _fault(exc: BaseException, config: dict[str, Any]) -> str | None:
+    """The one-line message of an infrastructure fault (tracking store, ZenML store, disk), None for others.
+    A tracking outage is read from the run directory too (upload.json), since an orchestrator may wrap it."""
+    from influencegate.integrations.mlflow import TrackingUnavailable, read_upload
+
+    upload = read_upload(config["parameters"]["tracking"]["run_dir"])
+    if upload.get("status") == "failed":
+        return str(upload.get("error"))
+    if isinstance(exc, TrackingUnavailable):
+        return str(exc)
+    if isinstance(exc, OSError):  # disk full, permissions, a store's connection refused (requests errors too)
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def _run_config(config: dict[str, Any], runner: str = "run_audit") -> int:
     from influencegate import pipelines
 
@@ -217,6 +250,10 @@ def _run_config(config: dict[str, Any], runner: str = "run_audit") -> int:
     try:
         decision, run = getattr(pipelines, runner)(config)
     except Exception as exc:  # a failed pipeline is never an approval
+        fault = _fault(exc, config)
+        if fault:
+            print(f"influencegate: infrastructure fault, dataset NOT approved: {fault}", file=sys.stderr)
+            return EXIT_FAULT
         print(f"influencegate: audit failed, dataset NOT approved: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_REJECTED
     mlflow_info = decision.get("mlflow") or {}
@@ -225,6 +262,8 @@ def _run_config(config: dict[str, Any], runner: str = "run_audit") -> int:
     for reason in decision.get("reasons", []):
         print(f"  failed: {reason}")
     print(f"  ZenML run: {run.name}")
+    if mlflow_info.get("run_dir"):
+        print(f"  run directory: {mlflow_info['run_dir']}")
     if mlflow_info:
         print(f"  MLflow run: {mlflow_info.get('run_id')} at {mlflow_info.get('tracking_uri')}")
         if mlflow_info.get("ui_command"):
@@ -234,8 +273,9 @@ def _run_config(config: dict[str, Any], runner: str = "run_audit") -> int:
     return EXIT_APPROVED if decision.get("approved") is True else EXIT_REJECTED
 
 
-def _audit(config_path: str | None, overrides: list[str]) -> int:
-    """Load (config_path None: the embedded default), check, and run the audit; exit code = the decision."""
+def _audit(config_path: str | None, overrides: list[str], run_dir: str | None = None) -> int:
+    """Load (config_path None: the embedded default), check, and run the audit; exit code = the decision
+    (3 for an infrastructure fault)."""
     _mlops_env()
     if config_path is not None and not Path(config_path).is_file():
         raise UsageError(f"config file not found: {config_path!r}")
@@ -247,17 +287,17 @@ def _audit(config_path: str | None, overrides: list[str]) -> int:
     except ConfigError as exc:
         raise UsageError(str(exc)) from exc
     _quiet_logs()
-    return _run_config(config)
+    return _run_config(_with_run_dir(config, run_dir, str(config["parameters"]["dataset"].get("name") or "audit")))
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Run dataset_audit_pipeline with a YAML config; exit code = the gate's decision."""
-    return _audit(args.config, args.set or [])
+    return _audit(args.config, args.set or [], args.run_dir)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default audit (the packaged audit_digits.yaml, copied in the repository's configs/)."""
-    return _audit(None, args.set or [])
+    return _audit(None, args.set or [], args.run_dir)
 
 
 def cmd_align(args: argparse.Namespace) -> int:
@@ -272,7 +312,37 @@ def cmd_align(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UsageError(str(exc)) from exc
     _quiet_logs()
-    return _run_config(config, "run_alignment")
+    return _run_config(_with_run_dir(config, args.run_dir, "pairs"), "run_alignment")
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Upload a run directory (kept by an audit whose tracking upload failed) to MLflow; exit 0, or 3 when the
+    tracking store is still unreachable."""
+    _mlops_env()
+    from influencegate.integrations.mlflow import (RunDirError, TrackingUnavailable, read_decision, read_run,
+                                                   read_upload, upload_run_dir)
+
+    try:
+        run = read_run(args.run_dir)
+    except RunDirError as exc:
+        raise UsageError(str(exc)) from exc
+    done = read_upload(args.run_dir)
+    uri = args.uri or run["tracking_uri"]
+    if done.get("status") == "finished" and done.get("tracking_uri") == uri:
+        print(f"already uploaded: MLflow run {done['run_id']} at {uri}")
+        return EXIT_APPROVED
+    _quiet_logs()
+    try:
+        info = upload_run_dir(args.run_dir, uri, retry_seconds=args.retry_seconds)
+    except TrackingUnavailable as exc:
+        print(f"influencegate: infrastructure fault: {exc}", file=sys.stderr)
+        return EXIT_FAULT
+    decision = read_decision(args.run_dir)
+    print(f"uploaded {args.run_dir}: MLflow run {info['run_id']} at {info['tracking_uri']} "
+          f"({decision.get('dataset_name')} version {decision.get('dataset_version')}: {decision.get('status')})")
+    if info.get("runs_url"):
+        print(f"  open: {info['runs_url']}")
+    return EXIT_APPROVED
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -317,6 +387,21 @@ def _int_at_least(minimum: int) -> Any:
 
 
 _non_negative, _positive = _int_at_least(0), _int_at_least(1)
+RUN_DIR_HELP = ("write the run (decision, scores, everything logged to MLflow) to this new folder first "
+                "(default: a new folder under ./influencegate_runs); `influencegate sync` uploads it after an outage")
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -376,17 +461,27 @@ def build_parser() -> argparse.ArgumentParser:
     align = sub.add_parser("align", help="audit image-text pairs with ECIF through ZenML; exit 0 approved, 1 rejected")
     align.add_argument("config", nargs="?", help="YAML config (default: the packaged align_digits.yaml)")
     align.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    align.add_argument("--run-dir", help=RUN_DIR_HELP)
     align.set_defaults(func=cmd_align)
 
     demo = sub.add_parser("demo", help="audit the embedded default (digits) end to end through ZenML")
     demo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    demo.add_argument("--run-dir", help=RUN_DIR_HELP)
     demo.set_defaults(func=cmd_demo)
 
     audit = sub.add_parser("audit", help="audit a dataset version with a YAML config; exit 0 approved, 1 rejected")
     audit.add_argument("config", nargs="?", help="YAML config (default: the packaged audit_digits.yaml, which "
                        "--set overrides, e.g. --set dataset.source=s3://bucket/shards/{000000..000099}.tar)")
     audit.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. scorer.rank=32")
+    audit.add_argument("--run-dir", help=RUN_DIR_HELP)
     audit.set_defaults(func=cmd_audit)
+
+    sync = sub.add_parser("sync", help="upload a run directory kept during a tracking outage to MLflow")
+    sync.add_argument("run_dir", help="the run directory the audit named")
+    sync.add_argument("--uri", help="tracking URI (default: the one the audit was configured with)")
+    sync.add_argument("--retry-seconds", type=_positive_seconds, default=20.0,
+                      help="give up after about this many seconds of failed attempts (default 20)")
+    sync.set_defaults(func=cmd_sync)
 
     status = sub.add_parser("status", help="versions of a dataset and which one is approved")
     status.add_argument("name", help="dataset name (e.g. digits)")
@@ -395,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 approved / success, 1 rejected, 2 usage or input error)."""
+    """Entry point; returns the exit code (0 approved / success, 1 rejected, 2 usage or input error,
+    3 infrastructure fault)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a one-line usage error (2)

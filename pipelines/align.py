@@ -12,8 +12,8 @@ from zenml import pipeline
 from influencegate import resources
 from influencegate.align import DIGITS_CAPTIONS
 from influencegate.data import storage
-from influencegate.pipelines.config import (RUN_OPTIONS, ConfigError, apply_overrides, location_exists, read_yaml_config,
-                                            resolve_relative)
+from influencegate.pipelines.config import (RUN_OPTIONS, ConfigError, apply_overrides, check_tracking, location_exists,
+                                            read_yaml_config, resolve_relative)
 from influencegate.steps import (load_pair_dataset, log_pairs_to_mlflow, record_approval, render_pair_figures,
                                  score_image_text_pairs, validate_and_gate)
 
@@ -26,7 +26,7 @@ DEFAULT_ALIGN_PARAMETERS: dict[str, Any] = {
     "reference": {"source": DIGITS_CAPTIONS, "part": "reference", "shuffled_fraction": 0.0, "seed": 0},
     "ecif": {},
     "suite": "expectations/pairs.json",
-    "tracking": {"uri": None, "experiment": "influencegate-pairs"},
+    "tracking": {"uri": None, "experiment": "influencegate-pairs", "run_dir": None, "retry_seconds": None},
 }
 
 
@@ -48,7 +48,8 @@ def pair_alignment_pipeline(pairs: Optional[dict] = None, reference: Optional[di
     decision, _, docs = validate_and_gate(ref, scores, summary, info, None,
                                           suite or str(resources.path(resources.PAIRS_SUITE)))
     run = log_pairs_to_mlflow(ref, records, scores, summary, info, decision, docs, gallery, roc,
-                              tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"))
+                              tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"),
+                              run_dir=tracking.get("run_dir"), retry_seconds=tracking.get("retry_seconds"))
     record_approval(decision, run)
 
 
@@ -101,6 +102,9 @@ def load_align_config(path: str | Path | None = None, overrides: Sequence[str] =
         EcifConfig.from_dict(dict(params["ecif"] or {}))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"parameters.ecif: {exc}") from exc
+    if not isinstance(params["tracking"], dict):
+        raise ConfigError(f"parameters.tracking must be a mapping, got {params['tracking']!r}")
+    check_tracking(params["tracking"])
     params["suite"] = resolve_relative(params["suite"], base, resources.folder())
     if not location_exists(params["suite"], file=True):
         raise ConfigError(f"expectation suite not found: {storage.redact(params['suite'])!r}")

@@ -37,7 +37,8 @@ def dataset_audit_pipeline(dataset: Optional[dict] = None, encoder: Optional[dic
     run = log_to_mlflow(ref, records, scores, summary, scoring_info, encoder_info, decision, docs, histogram, most,
                         least, report, drift, findings=finding_artifacts, embedding_map=embedding_map,
                         findings_report=findings_report,
-                        tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"))
+                        tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"),
+                        run_dir=tracking.get("run_dir"), retry_seconds=tracking.get("retry_seconds"))
     record_approval(decision, run)
 
 

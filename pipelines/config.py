@@ -26,7 +26,7 @@ SECTIONS = {
     "dataset": ("source", "image_size", "channels", "name", "workers"),
     "encoder": ("checkpoint", "method", "epochs", "seed", "architecture", "save_to"),
     "gate": ("drift_blocks", "drift_threshold"),
-    "tracking": ("uri", "experiment"),
+    "tracking": ("uri", "experiment", "run_dir", "retry_seconds"),
 }
 
 #: The embedded default (also what the packaged audit_digits.yaml spells out): the digits audited end to end.
@@ -37,7 +37,7 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "findings": {},  # FindingsConfig defaults: duplicates and outliers, no fairness groups
     "suite": "expectations/default.json",
     "gate": {"drift_blocks": False, "drift_threshold": None},
-    "tracking": {"uri": None, "experiment": "influencegate"},
+    "tracking": {"uri": None, "experiment": "influencegate", "run_dir": None, "retry_seconds": None},
 }
 
 
@@ -136,6 +136,7 @@ def normalise(config: Mapping[str, Any], base: Path | None = None) -> dict[str, 
         FindingsConfig.from_dict(dict(params["findings"]))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"parameters.findings: {exc}") from exc
+    check_tracking(params["tracking"])
     # The suite: relative to the config file, else one of the packaged suites (expectations/default.json, ...).
     params["suite"] = resolve_relative(params["suite"], base, resources.folder())
     params["dataset"]["source"] = resolve_relative(params["dataset"].get("source") or "digits", base)
@@ -143,6 +144,17 @@ def normalise(config: Mapping[str, Any], base: Path | None = None) -> dict[str, 
     out = {k: copy.deepcopy(v) for k, v in config.items() if k in RUN_OPTIONS}
     out["parameters"] = params
     return out
+
+
+def check_tracking(tracking: Mapping[str, Any]) -> None:
+    """ConfigError unless tracking.retry_seconds is unset or a finite number > 0 (seconds an upload may take)."""
+    import math
+
+    value = tracking.get("retry_seconds")
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"parameters.tracking.retry_seconds must be a finite number of seconds > 0, got {value!r}")
 
 
 def read_yaml_config(file: Path) -> dict[str, Any]:
@@ -181,9 +193,10 @@ def location_exists(location: str, file: bool = False) -> bool:
 
 
 def preflight(config: Mapping[str, Any]) -> None:
-    """Cheap input checks before a pipeline starts (so input errors are exit 2, not a failed run):
-    the dataset source and the suite file exist (local paths or URLs, through `influencegate.data.storage`),
-    and so does the encoder checkpoint."""
+    """Input checks before a pipeline starts (so input errors are exit 2, not a failed run): the dataset source
+    exists (local paths or URLs, through `influencegate.data.storage`); the suite parses, names only known
+    expectation types and, in the summary table, only metrics the audit produces (`suite_check`); the encoder
+    checkpoint exists, loads and takes the configured channels (`check_encoder`)."""
     params = config["parameters"]
     source = params["dataset"]["source"]
     if source != "digits" and not location_exists(source):
@@ -191,9 +204,40 @@ def preflight(config: Mapping[str, Any]) -> None:
                           "(use 'digits', a folder, a manifest or shards)")
     if params["suite"] and not location_exists(params["suite"], file=True):
         raise ConfigError(f"expectation suite not found: {storage.redact(params['suite'])!r}")
+    from influencegate.integrations.great_expectations.suite_check import suite_problem
+
+    problem = suite_problem(params["suite"], params["findings"])
+    if problem:
+        raise ConfigError(problem)
     checkpoint = params["encoder"].get("checkpoint")
     problem = encoder_spec_problem(str(checkpoint)) if checkpoint else None
     if problem:
         raise ConfigError(problem)
     if not checkpoint and not params["encoder"].get("method"):
         raise ConfigError("parameters.encoder needs a checkpoint or a pretraining method")
+    if checkpoint:
+        check_encoder(str(checkpoint), params["dataset"])
+
+
+def check_encoder(checkpoint: str, dataset: Mapping[str, Any]) -> None:
+    """ConfigError when the encoder cannot be loaded, or (dataset.channels set) cannot take a blank image of
+    that many channels at dataset.image_size (default 32 px): found before any data is read."""
+    import torch
+
+    from influencegate.models import load_encoder
+
+    try:
+        encoder = load_encoder(checkpoint)
+    except (ValueError, RuntimeError, OSError, KeyError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ConfigError(f"encoder {storage.redact(checkpoint)!r} cannot be loaded: {reason}") from None
+    channels, size = dataset.get("channels"), dataset.get("image_size") or 32
+    if not channels:
+        return
+    try:
+        with torch.no_grad():
+            encoder.eval()(torch.zeros(1, int(channels), int(size), int(size)))
+    except RuntimeError as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"encoder {storage.redact(checkpoint)!r} cannot take {channels}-channel images of "
+                          f"{size} x {size} px (parameters.dataset.channels, image_size): {reason}") from None

@@ -10,7 +10,7 @@ from zenml import ArtifactConfig, step
 
 from influencegate.align import (known_misalignment, load_pairs, open_pairs, pair_ref, pair_summary_stats,
                                  score_pair_dataset)
-from influencegate.integrations.mlflow import log_audit
+from influencegate.integrations.mlflow import DEFAULT_RETRY_SECONDS, log_audit
 from influencegate.report.figures import dataset_images
 from influencegate.report.pairs import misaligned_gallery, roc_figure
 from influencegate.report.review import review_table
@@ -59,13 +59,16 @@ def render_pair_figures(pairs: dict, scores: pd.DataFrame, k: int = 16) -> Tuple
 @step(enable_cache=False)
 def log_pairs_to_mlflow(pairs: dict, records: pd.DataFrame, scores: pd.DataFrame, summary: dict, ecif_info: dict,
                         decision: dict, data_docs: Path, gallery: Image.Image, roc: Image.Image,
-                        tracking_uri: Optional[str] = None, experiment: Optional[str] = None) -> Annotated[dict, "mlflow_run"]:
+                        tracking_uri: Optional[str] = None, experiment: Optional[str] = None,
+                        run_dir: Optional[str] = None, retry_seconds: Optional[float] = None) -> Annotated[dict, "mlflow_run"]:
     """One MLflow run of the pair audit: the pair scores table, the summary, the ECIF config, the gallery, the
-    ROC, the gate decision and the review table of flagged pairs (see `influencegate.integrations.mlflow.log_audit`)."""
+    ROC, the gate decision and the review table of flagged pairs (see `influencegate.integrations.mlflow.log_audit`),
+    written to `run_dir` first and uploaded for at most about `retry_seconds` (as `log_to_mlflow`)."""
     timings = {f"seconds.{k}": v for k, v in (ecif_info.get("seconds") or {}).items()}
     return log_audit(scores=scores, summary={**summary, **timings}, decision={**decision, "data_docs": str(data_docs)},
                      dataset={**pairs, "kind": "image-text pairs"}, records=records,
                      scorer_params=ecif_info.get("config", {}), scorer_prefix="ecif",
                      figures={"misaligned_gallery": gallery, "roc": roc},
                      review=review_table(scores, dataset_images(open_pairs(pairs))),
-                     uri=tracking_uri, experiment=experiment, extra_tags={"audit.kind": "pairs"})
+                     uri=tracking_uri, experiment=experiment, extra_tags={"audit.kind": "pairs"}, run_dir=run_dir,
+                     retry_seconds=DEFAULT_RETRY_SECONDS if retry_seconds is None else retry_seconds)

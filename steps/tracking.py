@@ -10,7 +10,7 @@ from zenml import step
 from zenml.types import HTMLString
 
 from influencegate.audit import open_dataset
-from influencegate.integrations.mlflow import log_audit
+from influencegate.integrations.mlflow import DEFAULT_RETRY_SECONDS, log_audit
 from influencegate.report.figures import dataset_images
 from influencegate.report.gate_report import with_verdict
 from influencegate.report.review import review_table
@@ -26,13 +26,18 @@ def log_to_mlflow(dataset: dict, records: pd.DataFrame, scores: pd.DataFrame, su
                   evidently_report: Optional[HTMLString] = None, drift: Optional[dict] = None,
                   findings: Optional[dict] = None, embedding_map: Optional[Image.Image] = None,
                   findings_report: Optional[HTMLString] = None, tracking_uri: Optional[str] = None,
-                  experiment: Optional[str] = None) -> Annotated[dict, "mlflow_run"]:
+                  experiment: Optional[str] = None, run_dir: Optional[str] = None,
+                  retry_seconds: Optional[float] = None) -> Annotated[dict, "mlflow_run"]:
     """One MLflow run with everything the audit produced (see `influencegate.integrations.mlflow.log_audit`);
     findings: {artifact path: image | table | dict} of the findings (`render_findings`' finding_artifacts).
 
+    The run is written to `run_dir` first (default: a new folder under ./influencegate_runs), then uploaded
+    for at most about `retry_seconds` (default 20); an unreachable store fails the step with
+    TrackingUnavailable (no approval is recorded), and `influencegate sync RUN_DIR` uploads it later.
+
     No tracker is hard-coded: run this step `.with_options(experiment_tracker="<your mlflow tracker>")` and it
     logs into the tracker's run; otherwise to `tracking_uri` (default MLFLOW_TRACKING_URI or sqlite:///mlflow.db).
-    Returns {"run_id", "experiment_id", "tracking_uri", "artifact_uri", "runs_url", "ui_command"}.
+    Returns {"run_id", "experiment_id", "tracking_uri", "artifact_uri", "runs_url", "ui_command", "run_dir"}.
     """
     measurements = {"seconds.score": scoring_info.get("seconds"),
                     **{name: encoder_info[key] for key, name in ENCODER_MEASUREMENTS.items()
@@ -47,4 +52,5 @@ def log_to_mlflow(dataset: dict, records: pd.DataFrame, scores: pd.DataFrame, su
                      html={"findings_report": findings_page,
                            "evidently": str(evidently_report) if evidently_report else None}, drift=drift,
                      review=review_table(scores, dataset_images(open_dataset(dataset))),
-                     uri=tracking_uri, experiment=experiment)
+                     uri=tracking_uri, experiment=experiment, run_dir=run_dir,
+                     retry_seconds=DEFAULT_RETRY_SECONDS if retry_seconds is None else retry_seconds)

@@ -2,7 +2,7 @@
 description, the one-page gate report with its short summary, `not_measured.<metric>` tags, and the link
 that opens the runs view.
 
-Called inside an active run by `logging.log_audit`; the content comes from `influencegate.report`.
+Assembled into the run by `logging.log_audit`; the content comes from `influencegate.report`.
 """
 from __future__ import annotations
 
@@ -36,29 +36,17 @@ def _table(review: pd.DataFrame) -> pd.DataFrame:
     return review.assign(path=review["path"].map(lambda p: "" if p is None or p != p else str(p)))
 
 
-def log_review(decision: Mapping[str, Any], summary: Mapping[str, Any], review: pd.DataFrame | None) -> None:
-    """Into the active run: the review table (when it has rows), the description (verdict, counts, failing
-    expectations, worst flagged ids), the gate report page and summary, and a `not_measured.<metric>` tag
-    saying why for every metric that was left out."""
-    import mlflow
-
-    if review is not None and len(review):
-        mlflow.log_table(_table(review), artifact_file=REVIEW_ARTIFACTS["review"])
-    mlflow.set_tags({DESCRIPTION_TAG: description(decision, summary, review),
-                     **{f"not_measured.{k}": v for k, v in not_measured(summary).items()}})
-    mlflow.log_text(decision_html(decision), REVIEW_ARTIFACTS["gate_report"])
-    mlflow.log_dict(decision_summary(decision), REVIEW_ARTIFACTS["decision_summary"])
-
-
-def free_run_name(name: str, experiment_id: str) -> str:
-    """`name`, or `name-2`, `name-3`, ... when the experiment already has a run of that name (two audits of the
-    same version within one second)."""
-    import mlflow
-
-    runs = mlflow.search_runs([experiment_id], filter_string=f"attributes.run_name LIKE '{name}%'", output_format="list")
-    taken = {r.info.run_name for r in runs}
-    candidates = (name if k == 1 else f"{name}-{k}" for k in range(1, len(taken) + 2))
-    return next(c for c in candidates if c not in taken)
+def review_items(decision: Mapping[str, Any], summary: Mapping[str, Any],
+                 review: pd.DataFrame | None) -> tuple[dict[str, str], dict[str, Any], dict[str, pd.DataFrame]]:
+    """What the review adds to the run: (tags, artifacts, tables). Tags: the description (verdict, counts,
+    failing expectations, worst flagged ids) and a `not_measured.<metric>` tag saying why for every metric that
+    was left out; artifacts: the gate report page and summary; tables: the review table (when it has rows)."""
+    tags = {DESCRIPTION_TAG: description(decision, summary, review),
+            **{f"not_measured.{k}": v for k, v in not_measured(summary).items()}}
+    artifacts = {REVIEW_ARTIFACTS["gate_report"]: decision_html(decision),
+                 REVIEW_ARTIFACTS["decision_summary"]: decision_summary(decision)}
+    tables = {REVIEW_ARTIFACTS["review"]: _table(review)} if review is not None and len(review) else {}
+    return tags, artifacts, tables
 
 
 def _absolute_sqlite(uri: str) -> str:
