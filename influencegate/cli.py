@@ -458,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--seed", type=int)
     pairs.set_defaults(func=cmd_score_pairs)
 
-    align = sub.add_parser("align", help="audit image-text pairs with ECIF through ZenML; exit 0 approved, 1 rejected")
+    align = sub.add_parser("align", help="audit image-text pairs with ECIF through ZenML; exit 0 approved, 1 rejected, "
+                                         "2 input error, 3 infrastructure fault")
     align.add_argument("config", nargs="?", help="YAML config (default: the packaged align_digits.yaml)")
     align.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
     align.add_argument("--run-dir", help=RUN_DIR_HELP)
@@ -469,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--run-dir", help=RUN_DIR_HELP)
     demo.set_defaults(func=cmd_demo)
 
-    audit = sub.add_parser("audit", help="audit a dataset version with a YAML config; exit 0 approved, 1 rejected")
+    audit = sub.add_parser("audit", help="audit a dataset version with a YAML config; exit 0 approved, 1 rejected, "
+                                         "2 input error, 3 infrastructure fault")
     audit.add_argument("config", nargs="?", help="YAML config (default: the packaged audit_digits.yaml, which "
                        "--set overrides, e.g. --set dataset.source=s3://bucket/shards/{000000..000099}.tar)")
     audit.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. scorer.rank=32")
