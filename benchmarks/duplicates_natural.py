@@ -1,0 +1,201 @@
+"""Near-duplicates on natural images at 32-224 px and the digits: ours next to peers, held-out (issue 14).
+
+Data and split: benchmarks/natural_images.py. Tuning (ViewMatch's rule, `tune`): photos TUNE_PHOTOS at 32 and
+128 px, seed 0. Reported (`held_out`): photos HELD_OUT_PHOTOS at 32, 64, 128, 224 px and the digits, planting
+seeds HELD_OUT_SEEDS pooled (each seed plants other copies of other originals). Per (side, family) the set is
+all originals of that side plus that family's copies (natural_images.family_view); recall and precision as in
+natural_images.quality.
+
+Methods, each on exactly the same images:
+  views        influencegate.findings.views.view_pairs, ViewMatch() defaults (exhaustive all pairs);
+  views_index  influencegate.findings.duplicate_index (streaming index, candidates, same check);
+  tiles        the previous matcher (image_similarity.image_pairs, ImageMatch() defaults, tuned on digits);
+  imagehash    imagehash.phash (64 bits), linked at Hamming distance <= 10 (imagededup's default for PHash);
+  imagededup   imagededup.methods.PHash().find_duplicates(encoding_map, max_distance_threshold=10);
+  cleanlab     cleanlab Datalab near_duplicate issues (defaults) with the whole-image view as features.
+Peers are run with their documented defaults (not tuned here). flip: measured with ViewMatch(flip=True) only.
+
+Output: benchmarks/results/duplicates_natural.json.
+Run: python benchmarks/duplicates_natural.py [--seeds 1,2,3] [--tune]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.sparse.csgraph import connected_components
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import natural_images as ni  # noqa: E402
+
+from influencegate.findings.duplicate_index import indexed_view_pairs  # noqa: E402
+from influencegate.findings.image_similarity import ImageMatch, image_pairs  # noqa: E402
+from influencegate.findings.views import ViewMatch, block_similarity, view_descriptors, view_pairs  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "duplicates_natural.json"
+HELD_OUT_SEEDS = (1, 2, 3)
+CORE = ("shift", "crop", "jpeg", "resize", "brightness", "border")
+HAMMING = 10
+
+
+def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """N group ids of the connected components of the pairs, -1 for singletons."""
+    g = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
+    _, lab = connected_components(g, directed=False)
+    sizes = np.bincount(lab)
+    return np.where(sizes[lab] > 1, lab, -1)
+
+
+def _uint8(images: np.ndarray) -> list:
+    from PIL import Image
+    return [Image.fromarray(np.clip(np.round(x.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)) for x in images]
+
+
+def phash_pairs(images: np.ndarray, library: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs at pHash Hamming distance <= HAMMING, hashed by imagehash or imagededup."""
+    pil = _uint8(images)
+    if library == "imagehash":
+        import imagehash
+        bits = np.stack([imagehash.phash(p).hash.reshape(-1) for p in pil]).astype(np.uint8)
+        dist = (bits[:, None, :] != bits[None, :, :]).sum(-1)
+        i, j = np.nonzero(np.triu(dist <= HAMMING, 1))
+        return i, j
+    from imagededup.methods import PHash
+    hasher = PHash(verbose=False)
+    enc = {str(n): hasher.encode_image(image_array=np.asarray(p)) for n, p in enumerate(pil)}
+    dup = hasher.find_duplicates(encoding_map=enc, max_distance_threshold=HAMMING)
+    pairs = {(min(int(a), int(b)), max(int(a), int(b))) for a, bs in dup.items() for b in bs}
+    arr = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+    return arr[:, 0], arr[:, 1]
+
+
+def cleanlab_pairs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cleanlab Datalab near_duplicate sets (defaults) on the whole-image view features."""
+    import pandas as pd
+    from cleanlab import Datalab
+    feats = view_descriptors(torch.from_numpy(images), ViewMatch())[:, 0].numpy()
+    lab = Datalab(pd.DataFrame({"x": np.arange(len(feats))}), verbosity=0)
+    lab.find_issues(features=feats, issue_types={"near_duplicate": {}})
+    issues = lab.get_issues("near_duplicate")
+    ii, jj = [], []
+    for a, (flag, sets) in enumerate(zip(issues["is_near_duplicate_issue"], issues["near_duplicate_sets"])):
+        for b in (sets if flag else []):
+            ii.append(min(a, int(b)))
+            jj.append(max(a, int(b)))
+    return np.asarray(ii, np.int64), np.asarray(jj, np.int64)
+
+
+def run_method(name: str, data: ni.EvalSet) -> tuple[np.ndarray, np.ndarray]:
+    x = torch.from_numpy(data.images)
+    if name == "views":
+        return view_pairs(x)[:2]
+    if name == "views_flip":
+        return view_pairs(x, ViewMatch(flip=True))[:2]
+    if name == "views_index":
+        return indexed_view_pairs((x[s:s + 512] for s in range(0, len(x), 512)))[:2]
+    if name == "tiles":
+        return image_pairs(x, ImageMatch())[:2]
+    if name in ("imagehash", "imagededup"):
+        return phash_pairs(data.images, name)
+    if name == "cleanlab":
+        return cleanlab_pairs(data.images)
+    raise ValueError(name)
+
+
+def held_out(methods: list[str], seeds: tuple[int, ...]) -> dict:
+    """{method: {side: {family: quality pooled over seeds}}} on the held-out photos and the digits."""
+    out: dict = {m: {} for m in methods}
+    for side in (*ni.SIDES, 8):
+        for seed in seeds:
+            data = ni.digits_set(seed) if side == 8 else ni.photo_set(ni.HELD_OUT_PHOTOS, side, seed)
+            for fam in ni.FAMILIES:
+                view = ni.family_view(data, fam)
+                for m in methods:
+                    if (fam == "flip") != (m == "views_flip") and m.startswith("views_flip"):
+                        continue
+                    t = time.perf_counter()
+                    i, j = run_method(m, view)
+                    q = ni.quality(components(len(view.images), i, j), view.group, view.family)
+                    cell = out[m].setdefault(str(side), {}).setdefault(fam, [])
+                    cell.append({**q, "seconds": time.perf_counter() - t, "n_images": len(view.images)})
+            print(f"side {side} seed {seed} done", file=sys.stderr, flush=True)
+    return {m: {s: {f: pool(c) for f, c in fams.items()} for s, fams in sides.items()} for m, sides in out.items()}
+
+
+def pool(cells: list[dict]) -> dict:
+    """Recall and precision pooled over seeds (weighted by copies / grouped images)."""
+    copies = sum(c["copies"] for c in cells)
+    grouped = sum(c["grouped"] for c in cells)
+    hits = sum(c["recall"] * c["copies"] for c in cells if c["recall"] is not None)
+    good = sum(c["precision"] * c["grouped"] for c in cells)
+    return {"copies": copies, "recall": hits / copies if copies else None, "grouped": grouped,
+            "precision": good / grouped if grouped else 1.0, "n_images_per_seed": cells[0]["n_images"],
+            "seconds": sum(c["seconds"] for c in cells)}
+
+
+def tune() -> dict:
+    """The rule grid on the tuning split (TUNE_PHOTOS at TUNE_SIDES, seed 0): worst min(recall, precision)
+    over CORE families and both sides, per (threshold, floor, k, ratio)."""
+    base = ViewMatch()
+    data = {}
+    for side in ni.TUNE_SIDES:
+        d = ni.photo_set(ni.TUNE_PHOTOS, side, 0)
+        v = view_descriptors(torch.from_numpy(d.images), base)
+        s = block_similarity(v, v, base).numpy()
+        np.fill_diagonal(s, -2.0)
+        data[side] = (d, s)
+    rows = []
+    for t, f, k, r in itertools.product((0.97, 0.98, 0.985, 0.99, 0.995, 0.998), (0.95,), (3, 5),
+                                        (0.0, 0.05, 0.1, 0.2)):
+        worst = 1.0
+        for d, s in data.values():
+            for fam in CORE:
+                keep = (d.family == "original") | (d.family == fam)
+                sv, dv = s[np.ix_(keep, keep)], d.subset(keep)
+                gk = 1 - (-np.sort(-sv, axis=1)[:, k - 1])
+                gap = 1 - sv
+                linked = (sv >= t) | ((sv >= f) & (gap <= r * gk[:, None]) & (gap <= r * gk[None, :]))
+                i, j = np.nonzero(np.triu(linked, 1))
+                q = ni.quality(components(len(dv.images), i, j), dv.group, dv.family)
+                worst = min(worst, q["recall"], q["precision"])
+        rows.append({"threshold": t, "floor": f, "k": k, "ratio": r, "worst_min_recall_precision": worst})
+    rows.sort(key=lambda x: -x["worst_min_recall_precision"])
+    return {"split": "TUNE_PHOTOS at TUNE_SIDES, seed 0", "best": rows[0], "grid": rows}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seeds", default=",".join(map(str, HELD_OUT_SEEDS)))
+    p.add_argument("--methods", default="views,views_index,tiles,imagehash,imagededup,cleanlab")
+    p.add_argument("--tune", action="store_true", help="also rerun the tuning grid")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    result = {"split": {"tune": {"photos": ni.TUNE_PHOTOS, "sides": ni.TUNE_SIDES, "seed": 0},
+                        "held_out": {"photos": ni.HELD_OUT_PHOTOS, "sides": ni.SIDES, "digits": True,
+                                     "seeds": seeds}},
+              "lfw": "not included: sklearn's fetch_lfw_people needs a download (offline here)",
+              "view_match": asdict(ViewMatch()), "hamming_threshold": HAMMING}
+    if args.tune:
+        result["tuning"] = tune()
+    result["held_out"] = held_out(args.methods.split(","), seeds)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=1, default=str))
+    for m, sides in result["held_out"].items():
+        print(m)
+        for side, fams in sides.items():
+            print(f"  {side:>4}", " ".join(f"{f[:5]}={c['recall'] or 0:.2f}/{c['precision']:.2f}"
+                                           for f, c in fams.items()))
+
+
+if __name__ == "__main__":
+    main()
