@@ -206,7 +206,7 @@ def preflight(config: Mapping[str, Any]) -> None:
         raise ConfigError(f"expectation suite not found: {storage.redact(params['suite'])!r}")
     from influencegate.integrations.great_expectations.suite_check import suite_problem
 
-    problem = suite_problem(params["suite"], params["findings"])
+    problem = suite_problem(params["suite"], params.get("findings"))
     if problem:
         raise ConfigError(problem)
     checkpoint = params["encoder"].get("checkpoint")
