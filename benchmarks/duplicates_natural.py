@@ -16,7 +16,7 @@ Methods, each on exactly the same images:
 Peers are run with their documented defaults (not tuned here). flip: measured with ViewMatch(flip=True) only.
 
 Output: benchmarks/results/duplicates_natural.json.
-Run: python benchmarks/duplicates_natural.py [--seeds 1,2,3] [--tune]
+Run: python benchmarks/duplicates_natural.py [--seeds 1,2,3] [--tune] [--methods views,tiles] [--out FILE]
 """
 from __future__ import annotations
 
@@ -177,6 +177,7 @@ def main() -> None:
     p.add_argument("--methods", default="views,views_index,tiles,imagehash,imagededup,cleanlab")
     p.add_argument("--tune", action="store_true", help="also rerun the tuning grid")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=RESULTS, help="JSON written (default: the table of record)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     seeds = tuple(int(s) for s in args.seeds.split(","))
@@ -188,8 +189,8 @@ def main() -> None:
     if args.tune:
         result["tuning"] = tune()
     result["held_out"] = held_out(args.methods.split(","), seeds)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1, default=str))
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, default=str))
     for m, sides in result["held_out"].items():
         print(m)
         for side, fams in sides.items():

@@ -124,3 +124,100 @@ def test_streaming_index_memory_is_flat() -> None:
         assert idx.thumbnails(np.array([5, 4000])).shape == (2, 3, 48, 48)
     finally:
         idx.close()
+
+
+# -- the Duplicates finding's paths ------------------------------------------------------------------------
+def planted_set(side: int, n: int, seed: int) -> tuple[torch.Tensor, set[tuple[int, int]]]:
+    """n unrelated smooth colour fields at `side` px plus one copy per family of the first originals:
+    (images, planted pairs (original, copy))."""
+    rng = np.random.default_rng(seed)
+    big = fields(n, side, seed=seed)
+    m = (big.shape[-1] - side) // 2
+    copies = torch.stack([copy_of(big[k], side, kind, rng) for k, kind in enumerate(FAMILIES)])
+    images = torch.cat([big[:, :, m:m + side, m:m + side], copies])
+    return images, {(k, n + k) for k in range(len(FAMILIES))}
+
+
+def duplicate_scores(n: int) -> "pd.DataFrame":
+    import pandas as pd
+    return pd.DataFrame({"sample_id": [f"s{i:04d}" for i in range(n)], "influence": np.ones(n)})
+
+
+def found_pairs(out: "pd.DataFrame", pairs: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    g = out["duplicate_group"].to_numpy()
+    return {(a, b) for a, b in pairs if g[a] >= 0 and g[a] == g[b]}
+
+
+@pytest.mark.parametrize("side,settings,path", [
+    (8, {}, ("pixels", "exact")),
+    (32, {}, ("views", "exact")),
+    (32, {"view_exact_max_samples": 40}, ("views", "index")),
+])
+def test_duplicates_finding_picks_its_path_and_finds_planted_copies(side, settings, path) -> None:
+    """Small images -> the pixel matcher; larger -> the views, all pairs; many -> the streaming index. Each
+    path finds the planted copies (at 8 px: the shift, brightness and a 1-pixel shift with zero fill) and
+    names itself in the summary and the text."""
+    from influencegate.findings import Duplicates
+    from influencegate.findings.duplicates import DuplicatesFinding
+    from influencegate.findings.registry import FindingInputs
+
+    if side == 8:
+        rng = np.random.default_rng(0)
+        originals = torch.as_tensor(rng.uniform(size=(60, 1, 8, 8)), dtype=torch.float32)
+        shifted = torch.zeros(1, 1, 8, 8)
+        shifted[..., 1:, :] = originals[0, :, :-1]
+        images = torch.cat([originals, shifted, (originals[1:2] * 0.9 + 0.05), originals[2:3] + 0.01])
+        planted = {(0, 60), (1, 61), (2, 62)}
+    else:
+        images, planted = planted_set(side, 60, seed=side)
+    table = duplicate_scores(len(images))
+    dup = Duplicates(**settings)
+    out = dup.find(table, None, images=images)
+    summary = dup.summary()
+    assert (summary["matcher"], summary["search"]) == path
+    assert (summary["candidates"] > 0) == (path[1] == "index")
+    assert summary["candidates"] < len(images) * (len(images) - 1) // 4  # candidates, not all pairs
+    assert found_pairs(out, planted) == planted
+    assert int(out["is_duplicate"].sum()) == len(planted)  # nothing unrelated linked
+    text = DuplicatesFinding().run(FindingInputs(table, None, images, None), dup).text
+    assert {"pixels": "pixel matcher", "views": "multi-view matcher"}[path[0]] in text
+    assert ("candidate pairs from the streaming index" in text) == (path[1] == "index")
+
+
+def test_duplicates_views_stay_on_images_above_the_pixel_guard() -> None:
+    """image_max_samples guards the O(M^2) pixel matcher only: with larger images near="auto" keeps
+    comparing images (through the index) instead of falling back to embeddings; the index cannot run the
+    pixel matcher."""
+    from influencegate.findings import Duplicates
+
+    images, planted = planted_set(32, 40, seed=5)
+    table = duplicate_scores(len(images))
+    dup = Duplicates(image_max_samples=10, view_exact_max_samples=10)
+    out = dup.find(table, None, images=images)
+    s = dup.summary()
+    assert s["signals"] == "image" and not s["auto_fallback"] and s["search"] == "index"
+    assert found_pairs(out, planted) == planted
+    with pytest.raises(ValueError, match="pixel matcher"):
+        Duplicates(search="index").find(duplicate_scores(10), None, images=torch.rand(10, 1, 8, 8))
+    with pytest.raises(ValueError, match="matcher must be"):
+        Duplicates(matcher="tiles")
+
+
+def test_index_similarity_equals_the_pairwise_check() -> None:
+    """ViewIndex.similarity (each image's views computed once, halves sorted by image, stored float16
+    anchors) gives views.pair_similarity of the stored thumbnails, with and without flips, across blocks and
+    chunks smaller than the data."""
+    from influencegate.findings.views import pair_similarity, view_descriptors
+
+    imgs = fields(70, 32, seed=11)[:, :, 4:36, 4:36]
+    for match in (ViewMatch(), ViewMatch(flip=True)):
+        idx = ViewIndex(match)
+        try:
+            for s in range(0, 70, 32):
+                idx.add(imgs[s:s + 32])
+            ci, cj = idx.candidates(index="exact")
+            sims = idx.similarity(ci, cj, block=16)
+            views = view_descriptors(idx.thumbnails(np.arange(70)), match)
+            np.testing.assert_allclose(sims, pair_similarity(views[ci], views[cj], match).numpy(), atol=2e-4)
+        finally:
+            idx.close()

@@ -4,14 +4,16 @@
 One streaming pass over the images (`ViewIndex.add`, a batch at a time) keeps, per image:
   * codes: its anchor views (views.py) projected by one fixed Gaussian random matrix to `dim` (64) numbers
     and L2-normalised, float16: A x dim x 2 bytes (3 x 64 x 2 = 384 B) in RAM;
-  * its base thumbnail (K x b x b, uint8: 3 x 48 x 48 = 6.9 KiB) appended to a file on disk (a temporary
-    file unless `path` is given), never all of them in RAM.
+  * its base thumbnail (K x b x b, uint8: 3 x 48 x 48 = 6.9 KiB) and its anchor views (A' x K D^2, float16:
+    3 x 768 x 2 = 4.5 KiB; A' = 2A with flip) appended to two files on disk (temporary unless `path` is
+    given), never all of them in RAM.
 Memory in RAM therefore grows by 384 B per image, whatever the images' size; one batch of views at a time.
 
 `candidates(k)`: every anchor code of every image queries the whole-image codes (faiss HNSW, or an exact
 blockwise search when faiss is absent or index="exact") for its k nearest; each (image, neighbour) is a
-candidate pair. `pairs()`: the candidates' exact view similarity (views.pair_similarity), recomputed from the
-stored thumbnails in chunks, then ViewMatch's rule with each image's k-th best among its candidates.
+candidate pair. `pairs()`: the candidates' exact view similarity (`similarity`: each image's search views
+computed once from its stored thumbnail, against its partners' stored anchors: linear in images + pairs),
+then ViewMatch's rule with each image's k-th best among its candidates.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from influencegate.findings.views import ViewMatch, _base, anchor_index, kth_best, link, pair_similarity, view_descriptors
+from influencegate.findings.views import ViewMatch, _base, kth_best, link, search_count, view_descriptors
 
 #: Neighbours per query code: a copy is found when it is among the k nearest whole-image codes of one anchor.
 CANDIDATE_K = 10
@@ -31,36 +33,47 @@ CODE_DIM = 64
 
 
 class ViewIndex:
-    """Streaming index of image codes and stored thumbnails (module docstring)."""
+    """Streaming index of image codes, stored thumbnails and anchor views (module docstring)."""
 
     def __init__(self, match: ViewMatch = ViewMatch(), dim: int = CODE_DIM, seed: int = 0,
                  path: str | os.PathLike | None = None) -> None:
         self.match, self.dim, self.seed = match, int(dim), int(seed)
-        self._anchors = anchor_index(replace(match, flip=False))
+        self._anchor_windows = match.windows()[1]
         self._codes: list[np.ndarray] = []
         self._proj: torch.Tensor | None = None
         self._shape: tuple[int, ...] | None = None
+        self._anchor_shape: tuple[int, ...] | None = None
         if path is None:
             handle, path = tempfile.mkstemp(suffix=".thumbs")
             os.close(handle)
-        self.path = str(path)
-        self._file = open(self.path, "wb")
+        self.path, self.anchor_path = str(path), str(path) + ".anchors"
+        self._file, self._anchor_file = open(self.path, "wb"), open(self.anchor_path, "wb")
         self.count = 0
 
     def add(self, images: torch.Tensor | np.ndarray) -> None:
-        """Index one batch: M x C x H x W (or M x H x W) pixels in [0, 1] (same C, H, W for every batch)."""
+        """Index one batch: M x C x H x W (or M x H x W) images, any per-image scale (pixels in [0, 1] or
+        normalised; same C, H, W for every batch)."""
         x = torch.as_tensor(images, dtype=torch.float32)
         base = _base(x, 3 * self.match.side, self.match.colour, "cpu")
         if self._shape is None:
             self._shape = tuple(base.shape[1:])
         elif tuple(base.shape[1:]) != self._shape:
             raise ValueError(f"every batch must give thumbnails of shape {self._shape}, got {tuple(base.shape[1:])}")
-        self._file.write(np.clip(np.round(base.numpy() * 255), 0, 255).astype(np.uint8).tobytes())
-        views = view_descriptors(base / 1.0, replace(self.match, flip=False))[:, self._anchors]  # M x A x F
+        # each thumbnail stretched to its own [min, max] before quantising: any normalisation of the input
+        # (pixels in [0, 1] or standardised) uses all 256 levels; the views are invariant to it (centred, unit)
+        lo = base.amin(dim=(1, 2, 3), keepdim=True)
+        span = (base.amax(dim=(1, 2, 3), keepdim=True) - lo).clamp_min(1e-12)
+        thumbs = torch.round((base - lo) / span * 255).to(torch.uint8).numpy()
+        self._file.write(thumbs.tobytes())
+        # anchors of the stored (quantised) thumbnails: exactly what the check compares against
+        anchors = view_descriptors(torch.from_numpy(thumbs).float() / 255.0, self.match, only=self._anchor_windows)
+        self._anchor_shape = tuple(anchors.shape[1:])
+        self._anchor_file.write(anchors.to(torch.float16).numpy().tobytes())
         if self._proj is None:
             gen = torch.Generator().manual_seed(self.seed)
-            self._proj = torch.randn(views.shape[-1], self.dim, generator=gen)
-        codes = torch.nn.functional.normalize(views @ self._proj, dim=-1)
+            self._proj = torch.randn(anchors.shape[-1], self.dim, generator=gen)
+        plain = anchors[:, :len(self._anchor_windows)]  # codes of the un-mirrored anchors
+        codes = torch.nn.functional.normalize(plain @ self._proj, dim=-1)
         self._codes.append(codes.to(torch.float16).numpy().copy())  # numpy-owned: counted by tracemalloc
         self.count += len(x)
 
@@ -69,36 +82,80 @@ class ViewIndex:
         return np.concatenate(self._codes).astype(np.float32) if self._codes else np.zeros((0, 1, self.dim), np.float32)
 
     def thumbnails(self, rows: np.ndarray) -> torch.Tensor:
-        """The stored K x b x b thumbnails of `rows`, float32 in [0, 1]."""
+        """The stored K x b x b thumbnails of `rows`, float32 in [0, 1] (each stretched to its own range)."""
+        return torch.from_numpy(np.asarray(self._store()[np.asarray(rows)], dtype=np.float32) / 255.0)
+
+    def _store(self) -> np.ndarray:
         self._file.flush()
-        store = np.memmap(self.path, dtype=np.uint8, mode="r", shape=(self.count, *self._shape))
-        return torch.from_numpy(np.asarray(store[np.asarray(rows)], dtype=np.float32) / 255.0)
+        return np.memmap(self.path, dtype=np.uint8, mode="r", shape=(self.count, *self._shape))
+
+    def _anchors(self) -> np.ndarray:
+        self._anchor_file.flush()
+        return np.memmap(self.anchor_path, dtype=np.float16, mode="r", shape=(self.count, *self._anchor_shape))
 
     def candidates(self, k: int = CANDIDATE_K, index: str = "faiss-hnsw") -> tuple[np.ndarray, np.ndarray]:
         """Candidate pairs of the indexed images (code_candidates)."""
         return code_candidates(self.codes(), k, index)
 
-    def pairs(self, k: int = CANDIDATE_K, index: str = "faiss-hnsw",
-              chunk: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    def similarity(self, ci: np.ndarray, cj: np.ndarray, block: int = 256) -> np.ndarray:
+        """float32 P: views.pair_similarity of the pairs (ci, cj), linear in images + pairs. s = max of two
+        halves, (search views of one image) . (stored anchors of the other); the halves are sorted by their
+        searching image and the images taken in blocks of `block` rows of the thumbnail store, so each image's
+        search views (S x K D^2, 105 KiB) are computed once; one batched product per block, each image's
+        partners padded to the block's largest count. Memory: block x S views (~27 MiB at the defaults) and
+        block x (most partners) x A' anchors."""
+        p = len(ci)
+        sims = np.full(p, -2.0, dtype=np.float32)
+        if p == 0:
+            return sims
+        own, other = np.concatenate([ci, cj]), np.concatenate([cj, ci])
+        order = np.argsort(own, kind="stable")
+        own, other, pair = own[order], other[order], order % p
+        bounds = np.searchsorted(own, np.arange(self.count + 1))  # halves of image r: bounds[r]:bounds[r + 1]
+        store, anchors = self._store(), self._anchors()
+        plain = replace(self.match, flip=False)
+        search = list(range(search_count(self.match)))
+        for b0 in range(0, self.count, block):
+            b1 = min(b0 + block, self.count)
+            lo, hi = bounds[b0], bounds[b1]
+            if lo == hi:
+                continue
+            thumbs = torch.from_numpy(np.asarray(store[b0:b1], dtype=np.float32) / 255.0)
+            views = view_descriptors(thumbs, plain, only=search)  # B x S x F
+            count = np.diff(bounds[b0:b1 + 1])
+            slot = np.arange(lo, hi) - np.repeat(bounds[b0:b1], count)  # each half's place among its image's
+            padded = np.zeros((b1 - b0, int(count.max()), *self._anchor_shape), dtype=np.float32)
+            padded[own[lo:hi] - b0, slot] = anchors[other[lo:hi]]
+            theirs = torch.from_numpy(padded).flatten(1, 2)  # B x (most partners x A') x F
+            best = torch.bmm(views, theirs.transpose(1, 2)).amax(dim=1).reshape(len(padded), -1, padded.shape[2])
+            half = best.amax(dim=2).numpy()[own[lo:hi] - b0, slot]
+            np.maximum.at(sims, pair[lo:hi], half)
+        return sims
+
+    def pairs(self, k: int = CANDIDATE_K, index: str = "faiss-hnsw") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(i, j, s, candidates): the linked pairs among the candidates, by ViewMatch's similarity and rule
         (the relative rule's k-th best is taken among each image's candidates), and how many were checked."""
         ci, cj = self.candidates(k, index)
-        sims = np.zeros(len(ci), dtype=np.float32)
-        for start in range(0, len(ci), chunk):  # candidates are sorted by i: a chunk touches few images
-            a, b = ci[start:start + chunk], cj[start:start + chunk]
-            rows = np.unique(np.concatenate([a, b]))
-            views = view_descriptors(self.thumbnails(rows), self.match)
-            va, vb = views[np.searchsorted(rows, a)], views[np.searchsorted(rows, b)]
-            sims[start:start + chunk] = pair_similarity(va, vb, self.match).numpy()
+        sims = self.similarity(ci, cj)
         kth = kth_best(ci, cj, sims, self.count, int(self.match.k))
         ok = link(ci, cj, sims, kth, self.match)
         return ci[ok], cj[ok], sims[ok], len(ci)
 
     def close(self) -> None:
-        """Close and delete the thumbnail file."""
-        self._file.close()
-        if os.path.exists(self.path):
-            os.remove(self.path)
+        """Close and delete the thumbnail and anchor files."""
+        for handle, path in ((self._file, self.path), (self._anchor_file, self.anchor_path)):
+            handle.close()
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def available_index() -> str:
+    """"faiss-hnsw" when faiss is installed (influencegate[index]), else "exact" (blockwise kNN of the codes)."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return "exact"
+    return "faiss-hnsw"
 
 
 def code_candidates(codes: np.ndarray, k: int = CANDIDATE_K,

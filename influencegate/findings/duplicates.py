@@ -1,6 +1,7 @@
 """Exact and near-duplicates: content hash of the image tensor; near-duplicates by a shift/crop-tolerant pixel
-similarity of thumbnails (image_similarity.py) and/or the cosine similarity of embeddings; connected components,
-one canonical member kept per group (docs/design.md sections 2 and 5)."""
+similarity of thumbnails (image_similarity.py, small images), the multi-view matcher (views.py, all pairs or
+the candidates of the streaming index, duplicate_index.py) and/or the cosine similarity of embeddings;
+connected components, one canonical member kept per group (docs/design.md sections 2 and 5)."""
 from __future__ import annotations
 
 import hashlib
@@ -14,10 +15,12 @@ import torch
 from scipy.sparse.csgraph import connected_components
 
 from influencegate.findings.base import Finding, align_embeddings, check_table
+from influencegate.findings.duplicate_index import ViewIndex, available_index
 from influencegate.findings.image_similarity import ImageMatch, image_pairs
 from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
                                              flagged_ids, register)
 from influencegate.findings.similarity import DEFAULT_BLOCK, check_index, cosine_pairs
+from influencegate.findings.views import ViewMatch, view_pairs
 
 #: Default cosine threshold (of the centred, L2-normalised embeddings) for a near-duplicate pair by embeddings.
 #: Chosen by measurement (benchmarks/findings_quality.py: digits + 60 planted near-copies + 20 exact copies,
@@ -38,8 +41,27 @@ NEAR_DUPLICATE_THRESHOLD = 0.995
 #: 3.5-4.5 h (16 px) or 20-40 min (8 px), the cosine ~30 s. Raise it on a GPU (device="cuda"), or pass
 #: near="image" to force the pixel search.
 IMAGE_MAX_SAMPLES = 10_000
+#: Largest image side (the shorter of H and W, pixels) for which matcher="auto" compares pixels (ImageMatch,
+#: tiles of whole-pixel shifts and crops); above it the multi-view matcher (ViewMatch, views.py). Measured
+#: (benchmarks/duplicates_crossover.py; criterion: the worst min(recall, precision) over the shift, crop,
+#: JPEG, resize, brightness and border copies): on the tuning photos the views win at 12, 16 and 24 px
+#: (0.76 / 0.83 / 0.90 against 0.32 / 0.47 / 0.37), and so on the held-out photos (0.69 / 0.83 / 0.87 against
+#: 0.41 / 0.59 / 0.24); on the 8 x 8 digits (held-out table, benchmarks/results/duplicates_natural.json) the
+#: tiles win (shift recall 1.00, crop 0.90 against 0.03 and 0.07). 10 lies between the measured 8 and 12.
+PIXEL_MAX_SIDE = 10
+#: Largest number of examined samples for which search="auto" runs the multi-view matcher on all pairs; above
+#: it the streaming candidate index (duplicate_index.ViewIndex) proposes pairs and the same matcher checks only
+#: those. On the held-out photos the index path keeps the all-pairs recall (equal or higher per family and
+#: side) but links a few more look-alikes at 32 px (precision 0.94-0.96 against 0.97-0.99; relative rule over
+#: candidates only; benchmarks/results/duplicates_natural_index.json beside duplicates_natural.json); the
+#: all-pairs search costs ~4 us per M^2 (2 threads, 32 px colour: 15 s at 2,000 images, 10 min at 12,000).
+VIEW_EXACT_MAX_SAMPLES = 2_000
 KEEP_RULES = ("first", "most_influential", "least_influential")
 NEAR_SIGNALS = ("auto", "image", "embedding", "both", "none")
+MATCHERS = ("auto", "pixels", "views")
+SEARCHES = ("auto", "exact", "index")
+#: Images per streaming batch of the candidate index.
+INDEX_BATCH = 1024
 
 
 def content_hashes(images: torch.Tensor | np.ndarray) -> list[str]:
@@ -67,22 +89,32 @@ class Duplicates(Finding):
 
     Links between two samples, any of:
       * exact (exact=True, needs `images`): identical image tensors (content hash);
-      * image (needs `images`): the shift/crop-tolerant pixel similarity of thumbnails, linked by `image`'s
-        absolute or relative rule (ImageMatch; image_similarity.py). On the digits benchmark with planted
-        copies (noise, shifts of 1-2 px, crops; benchmarks/findings_quality.py): recall 1.0 at precision
-        >= 0.997 on five planting/encoder seeds, where the embedding cosine alone reaches recall 0.17-0.30
-        (cleanlab's near_duplicate check on the same embeddings: 0.23-0.33);
+      * image (needs `images`), by one of two matchers (`matcher`; "auto" picks by the shorter image side):
+        - "pixels" (side <= PIXEL_MAX_SIDE = 10 px): the shift/crop-tolerant pixel similarity of thumbnails,
+          `image`'s absolute or relative rule (ImageMatch; image_similarity.py), all pairs. On the digits
+          benchmark with planted copies (noise, shifts of 1-2 px, crops; benchmarks/findings_quality.py):
+          recall 1.0 at precision >= 0.997 on five planting/encoder seeds, where the embedding cosine alone
+          reaches recall 0.17-0.30 (cleanlab's near_duplicate check on the same embeddings: 0.23-0.33);
+        - "views" (larger images): the multi-view low-frequency matcher (`views`: ViewMatch; views.py),
+          sub-pixel robust at any resolution (held-out natural photos at 32-224 px:
+          benchmarks/results/duplicates_natural.json), over all pairs up to `view_exact_max_samples`
+          examined images and over the candidate pairs of the streaming index above (`search`;
+          duplicate_index.py: flat memory, thumbnails on disk, faiss HNSW when installed);
       * embedding (needs `embeddings`): cosine similarity >= threshold of the embeddings, centred first when
         center=True. SSL embeddings share a large common direction: on the digits benchmark the raw cosine of
         a sample to its nearest neighbour has median 0.999, so any threshold chains almost everything into one
         group; centred, the median is 0.95 and planted copies separate.
     near: which near-duplicate signal links: "auto" (default) = image when `images` are given and at most
       `image_max_samples` samples are examined, else embedding; "image", "embedding", "both" (either links),
-      or "none" (exact duplicates only). "image" and "both" search all pairs of images at any size.
+      or "none" (exact duplicates only). With the views matcher "auto" stays on images at any size (the
+      index is sub-quadratic); "image" and "both" with the pixel matcher search all pairs at any size.
+    matcher: "auto" (default; PIXEL_MAX_SIDE), "pixels" or "views". search: the views matcher's pairs,
+      "auto" (default: all pairs up to view_exact_max_samples = VIEW_EXACT_MAX_SAMPLES images, index
+      candidates above), "exact" or "index". summary() and the finding's text name the path that ran.
     index: the embedding search, "exact" (blockwise, default) or a faiss index ("faiss-flat" exact,
       "faiss-hnsw" approximate; pairs among each sample's 10 nearest neighbours) for very large sets.
-    image_max_samples: the scale guard of near="auto" (IMAGE_MAX_SAMPLES, measured: see there). Above it the
-      embedding cosine links (summary(): signals "embedding", auto_fallback True); with images but no
+    image_max_samples: the scale guard of near="auto" with the pixel matcher (IMAGE_MAX_SAMPLES, measured:
+      see there). Above it the embedding cosine links (summary(): signals "embedding", auto_fallback True); with images but no
       embeddings that is a ValueError rather than a search of hours.
     Groups are the connected components of the links (so a chain a~b~c is one group even when a and c are
     not linked themselves).
@@ -91,7 +123,7 @@ class Duplicates(Finding):
         with appended copies it is the original; "most_influential" = the lowest influence_rank (ties: first);
         "least_influential" = the highest influence_rank.
     Group ids are 0, 1, ... in the table order of their canonical members.
-    image: the pixel-similarity settings, an ImageMatch or a mapping of its fields (YAML-style).
+    image, views: the two matchers' settings, an ImageMatch / ViewMatch or a mapping of its fields (YAML-style).
     block_size, device: tiles of the blockwise searches (similarity.py, image_similarity.py) and where they run.
     """
 
@@ -101,7 +133,9 @@ class Duplicates(Finding):
     def __init__(self, threshold: float = NEAR_DUPLICATE_THRESHOLD, exact: bool = True, keep: str = "first",
                  center: bool = True, block_size: int = DEFAULT_BLOCK, device: str = "cpu", near: str = "auto",
                  image: ImageMatch | Mapping[str, Any] = ImageMatch(),
-                 image_max_samples: int = IMAGE_MAX_SAMPLES, index: str = "exact") -> None:
+                 image_max_samples: int = IMAGE_MAX_SAMPLES, index: str = "exact", matcher: str = "auto",
+                 views: ViewMatch | Mapping[str, Any] = ViewMatch(), search: str = "auto",
+                 view_exact_max_samples: int = VIEW_EXACT_MAX_SAMPLES) -> None:
         if not -1.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
         if keep not in KEEP_RULES:
@@ -114,6 +148,20 @@ class Duplicates(Finding):
             raise ValueError(f"image must be an ImageMatch or a mapping of its fields, got {type(image).__name__}")
         if int(image_max_samples) < 0:
             raise ValueError(f"image_max_samples must be >= 0, got {image_max_samples}")
+        if matcher not in MATCHERS:
+            raise ValueError(f"matcher must be one of {MATCHERS}, got {matcher!r}")
+        if search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+        if matcher == "pixels" and search == "index":
+            raise ValueError("search='index' runs the multi-view matcher; matcher='pixels' searches all pairs")
+        if isinstance(views, Mapping):
+            views = ViewMatch(**{k: tuple(v) if isinstance(v, list) else v for k, v in views.items()})
+        if not isinstance(views, ViewMatch):
+            raise ValueError(f"views must be a ViewMatch or a mapping of its fields, got {type(views).__name__}")
+        if int(view_exact_max_samples) < 0:
+            raise ValueError(f"view_exact_max_samples must be >= 0, got {view_exact_max_samples}")
+        self.matcher, self.views, self.search = matcher, views, search
+        self.view_exact_max_samples = int(view_exact_max_samples)
         self.threshold, self.exact, self.keep, self.near, self.image = float(threshold), exact, keep, near, image
         self.center, self.block_size, self.device = center, block_size, device
         self.image_max_samples = int(image_max_samples)
@@ -122,16 +170,38 @@ class Duplicates(Finding):
         self._table: pd.DataFrame | None = None
         self._stats: dict[str, Any] = {}
 
-    def _signals(self, has_embeddings: bool, has_images: bool, m: int) -> tuple[bool, bool]:
+    def _paths(self, images: torch.Tensor | np.ndarray | None) -> tuple[str | None, str | None]:
+        """(matcher, search) the image similarity would run for these images: matcher "pixels" or "views"
+        (matcher="auto": by the shorter image side against PIXEL_MAX_SIDE), search "exact" (all pairs) or
+        "index" (candidates; views only; search="auto": above view_exact_max_samples); (None, None) without
+        images."""
+        if images is None:
+            return None, None
+        matcher = self.matcher
+        if matcher == "auto":
+            matcher = "pixels" if min(images.shape[-2], images.shape[-1]) <= PIXEL_MAX_SIDE else "views"
+        if matcher == "pixels":
+            if self.search == "index":
+                raise ValueError(f"duplicates: search='index' runs the multi-view matcher, but images of side "
+                                 f"<= {PIXEL_MAX_SIDE} px use the pixel matcher; pass matcher='views'")
+            return matcher, "exact"
+        search = self.search
+        if search == "auto":
+            search = "exact" if len(images) <= self.view_exact_max_samples else "index"
+        return matcher, search
+
+    def _signals(self, has_embeddings: bool, has_images: bool, m: int, matcher: str | None) -> tuple[bool, bool]:
         """(link by image similarity, link by embedding cosine) for this call of m samples; ValueError if an
-        input is missing."""
+        input is missing. near="auto" links by the embedding cosine instead of the image similarity only when
+        the pixel matcher (all pairs, O(M^2)) would examine more than image_max_samples images."""
         if self.near == "auto":
-            if has_images and m > self.image_max_samples and not has_embeddings:
+            too_many = matcher == "pixels" and m > self.image_max_samples
+            if has_images and too_many and not has_embeddings:
                 raise ValueError(f"duplicates: near='auto' with {m} images > image_max_samples="
                                  f"{self.image_max_samples} links by the embedding cosine, but no embeddings were "
                                  "given; pass embeddings, near='image' (all-pairs pixel search, O(M^2)) or a larger "
                                  "image_max_samples")
-            use_image = has_images and m <= self.image_max_samples
+            use_image = has_images and not too_many
             return use_image, not use_image
         use_image, use_embedding = self.near in ("image", "both"), self.near in ("embedding", "both")
         if use_image and not has_images:
@@ -139,6 +209,24 @@ class Duplicates(Finding):
         if use_embedding and not has_embeddings:
             raise ValueError(f"duplicates: near={self.near!r} needs embeddings (M x D)")
         return use_image, use_embedding
+
+    def _image_links(self, images: torch.Tensor | np.ndarray, matcher: str,
+                     search: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, int]:
+        """(i, j, s, the absolute threshold of s, candidate pairs checked: 0 for an all-pairs search)."""
+        if matcher == "pixels":
+            i, j, s = image_pairs(images, self.image, self.block_size, self.device)
+            return i, j, s, self.image.threshold, 0
+        if search == "exact":
+            i, j, s = view_pairs(images, self.views, self.block_size, self.device)
+            return i, j, s, self.views.threshold, 0
+        index = ViewIndex(self.views)
+        try:
+            for start in range(0, len(images), INDEX_BATCH):
+                index.add(images[start:start + INDEX_BATCH])
+            i, j, s, checked = index.pairs(index=available_index())
+        finally:
+            index.close()
+        return i, j, s, self.views.threshold, checked
 
     def find(self, table: pd.DataFrame, embeddings: np.ndarray | None = None, *,
              images: torch.Tensor | np.ndarray | None = None, sample_ids: Sequence[str] | None = None,
@@ -155,9 +243,11 @@ class Duplicates(Finding):
         m = len(positions)
         if images is not None and len(images) != m:
             raise ValueError(f"duplicates: {len(images)} images for {m} embeddings/rows")
-        use_image, use_embedding = self._signals(embeddings is not None, images is not None, m)
+        matcher, search = self._paths(images)
+        use_image, use_embedding = self._signals(embeddings is not None, images is not None, m, matcher)
         edges_i, edges_j = [], []
-        counts = {"embedding_pairs": 0, "image_pairs": 0, "image_pairs_relative": 0, "exact_pairs": 0}
+        counts = {"embedding_pairs": 0, "image_pairs": 0, "image_pairs_relative": 0, "exact_pairs": 0,
+                  "candidates": 0}
         if use_embedding and m > 1:
             if self.center:
                 emb = emb - emb.mean(axis=0, keepdims=True)
@@ -166,10 +256,10 @@ class Duplicates(Finding):
             edges_j.append(j)
             counts["embedding_pairs"] = len(i)
         if use_image and m > 1:
-            i, j, s = image_pairs(images, self.image, self.block_size, self.device)
+            i, j, s, threshold, counts["candidates"] = self._image_links(images, matcher, search)
             edges_i.append(i)
             edges_j.append(j)
-            counts["image_pairs"], counts["image_pairs_relative"] = len(i), int((s < self.image.threshold).sum())
+            counts["image_pairs"], counts["image_pairs_relative"] = len(i), int((s < threshold).sum())
         exact_members = np.zeros(m, dtype=bool)
         if self.exact and images is not None:
             i, j = exact_pairs(content_hashes(images))
@@ -206,7 +296,8 @@ class Duplicates(Finding):
         self._result, self._table = result, table
         signals = [name for name, used in (("image", use_image), ("embedding", use_embedding)) if used]
         auto_fallback = self.near == "auto" and images is not None and not use_image
-        self._stats = {"signals": "+".join(signals) or "none", "auto_fallback": auto_fallback, **counts,
+        self._stats = {"signals": "+".join(signals) or "none", "auto_fallback": auto_fallback,
+                       "matcher": matcher if use_image else None, "search": search if use_image else None, **counts,
                        "exact_members": int(exact_members.sum()), "examined": int(m)}
         return result
 
@@ -224,7 +315,9 @@ class Duplicates(Finding):
         return group_members(self._table.assign(**{c: result[c] for c in result.columns}))
 
     def summary(self) -> dict[str, Any]:
-        """Settings (near, the signals used, auto_fallback = near="auto" linked by the embedding cosine although
+        """Settings (near, the signals used, matcher ("pixels"/"views") and search ("exact" all pairs /
+        "index" candidates, with `candidates` = pairs checked) of the image similarity, None when it did not
+        run, auto_fallback = near="auto" linked by the embedding cosine although
         images were given, because more than image_max_samples were examined; threshold = embedding cosine,
         image_* = ImageMatch), link counts
         per signal (image_pairs_relative: linked by the relative rule only), group counts (groups, members,
@@ -236,7 +329,10 @@ class Duplicates(Finding):
         out: dict[str, Any] = {
             "near": self.near, "image_max_samples": self.image_max_samples, "threshold": self.threshold,
             "center": self.center, "keep": self.keep,
-            **{f"image_{k}": v for k, v in asdict(self.image).items()}, **self._stats,
+            "view_exact_max_samples": self.view_exact_max_samples,
+            **{f"image_{k}": v for k, v in asdict(self.image).items()},
+            **{f"view_{k}": list(v) if isinstance(v, tuple) else v for k, v in asdict(self.views).items()},
+            **self._stats,
             "groups": int(result.loc[grouped, "duplicate_group"].nunique()),
             "group_members": int(grouped.sum()),
             "duplicates": int(result["is_duplicate"].sum()),
@@ -248,6 +344,17 @@ class Duplicates(Finding):
                 values = pct[mask.to_numpy()].dropna()
                 out[f"median_influence_percentile_{key}"] = float(values.median()) if len(values) else None
         return out
+
+
+def path_text(found: Mapping[str, Any]) -> str:
+    """One sentence naming the image matcher and search that ran (from Duplicates.summary()), or ""."""
+    if found.get("matcher") is None:
+        return ""
+    name = {"pixels": "the pixel matcher (thumbnail shifts and crops)",
+            "views": "the multi-view matcher (blurred windows)"}[found["matcher"]]
+    how = ("all pairs" if found["search"] == "exact"
+           else f"{found['candidates']:,} candidate pairs from the streaming index")
+    return f" Images compared by {name} over {how}."
 
 
 def group_members(table: pd.DataFrame) -> pd.DataFrame:
@@ -288,7 +395,8 @@ class DuplicatesFinding(FindingPlugin):
                 + (f"; the copies' median influence percentile is {median:.0f}." if median is not None else ".")
                 + (f" Copies: {flagged_ids(inputs.table, columns['is_duplicate'])}." if found["duplicates"] else "")
                 + (f" Near-duplicates by embedding cosine only: more than image_max_samples = "
-                   f"{found['image_max_samples']} samples for the pixel comparison." if found["auto_fallback"] else ""))
+                   f"{found['image_max_samples']} samples for the pixel comparison." if found["auto_fallback"] else "")
+                + path_text(found))
         return Outcome(columns, {"duplicate_fraction": float(found["duplicate_fraction"]),
                                  "n_duplicates": float(found["duplicates"]), "duplicate_groups": float(found["groups"])},
                        text)

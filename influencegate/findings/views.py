@@ -32,6 +32,7 @@ Pure core: numpy and torch only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -129,15 +130,21 @@ def _base(images: torch.Tensor | np.ndarray, base: int, colour: bool, device: st
 
 @torch.no_grad()
 def view_descriptors(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch(),
-                     device: str | torch.device = "cpu") -> torch.Tensor:
-    """float32 M x V x (K D^2) unit (or zero) view vectors (K = C channels with colour, else 1) of a batch of images (module docstring); V =
-    len(match.windows()[0]) (x 2 with flip: the mirrored views follow). Memory: one batch; call it per
+                     device: str | torch.device = "cpu", only: Sequence[int] | None = None) -> torch.Tensor:
+    """float32 M x V x (K D^2) unit (or zero) view vectors (K = C channels with colour, else 1) of a batch of
+    images (module docstring); V = len(match.windows()[0]) (x 2 with flip: the mirrored views follow).
+    only: the positions (in match.windows()[0]) of the windows to compute, in that order (V = len(only), x 2
+    with flip); the first must be the whole image (0), the flatness reference. Memory: one batch; call it per
     chunk of a stream."""
     d = int(match.side)
     chans = _base(images, 3 * d, match.colour, device)
     m, k, b = chans.shape[0], chans.shape[1], chans.shape[-1]
     base = chans.reshape(m * k, b, b)
     wins, _ = match.windows()
+    if only is not None:
+        if not len(only) or int(only[0]) != 0:
+            raise ValueError(f"only must start with the whole-image window 0, got {list(only)}")
+        wins = [wins[int(w)] for w in only]
     theta = torch.zeros(len(wins), 2, 3, device=base.device)
     for w, (s, dy, dx) in enumerate(wins):  # affine_grid: output [-1, 1] -> input window, align_corners=False
         theta[w, 0, 0], theta[w, 1, 1] = s, s
