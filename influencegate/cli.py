@@ -206,10 +206,16 @@ def _mlops_env() -> None:
 
 
 def _quiet_logs() -> None:
+    """Quiet the tools' info logs; a step that fails with an error reported in one line (an input error, a
+    tracking outage) is logged by ZenML without its traceback (the ZenML store keeps it)."""
     import logging
+
+    from influencegate.integrations.mlflow import TrackingUnavailable
+    from influencegate.integrations.zenml.step_failures import quiet_step_tracebacks
 
     for name in ("great_expectations", "mlflow", "alembic", "evidently"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_step_tracebacks((ValueError, TrackingUnavailable))
 
 
 def _with_run_dir(config: dict[str, Any], run_dir: str | None, label: str) -> dict[str, Any]:
@@ -228,9 +234,10 @@ def _with_run_dir(config: dict[str, Any], run_dir: str | None, label: str) -> di
     return {**config, "parameters": {**config["parameters"], "tracking": tracking}}
 
 
-def _fault(exc: BaseException, config: dict[str, Any]) -> str | None:
+def _fault(exc: BaseException, config: dict[str, Any], failure: Any) -> str | None:
     """The one-line message of an infrastructure fault (tracking store, ZenML store, disk), None for others.
-    A tracking outage is read from the run directory too (upload.json), since an orchestrator may wrap it."""
+    A tracking outage is read from the run directory too (upload.json), and a step's OSError from the ZenML
+    store (`failure`, a StepFailure or None), since an orchestrator wraps both."""
     from influencegate.integrations.mlflow import TrackingUnavailable, read_upload
 
     upload = read_upload(config["parameters"]["tracking"]["run_dir"])
@@ -240,7 +247,28 @@ def _fault(exc: BaseException, config: dict[str, Any]) -> str | None:
         return str(exc)
     if isinstance(exc, OSError):  # disk full, permissions, a store's connection refused (requests errors too)
         return f"{type(exc).__name__}: {exc}"
+    if failure is not None and failure.kind is not None and issubclass(failure.kind, OSError):
+        return f"{failure.kind.__name__} in step {failure.line()}"
     return None
+
+
+#: The ZenML pipeline each runner of `influencegate.pipelines` runs.
+PIPELINES = {"run_audit": "dataset_audit_pipeline", "run_alignment": "pair_alignment_pipeline"}
+
+
+def _step_failure(exc: BaseException, config: dict[str, Any], runner: str) -> Any:
+    """The failed step of this run (a StepFailure: step, exception class, message), read from the ZenML store
+    by the run's unique run directory; None when no step failed with a recorded exception. An orchestrator
+    that re-raises the step's own exception (fail fast) gives it directly."""
+    from influencegate.integrations.zenml.step_failures import StepFailure, failed_step
+
+    try:
+        found = failed_step(PIPELINES[runner], config["parameters"]["tracking"]["run_dir"])
+    except Exception:  # the ZenML store itself is unreachable: the failure stays unexplained
+        found = None
+    if found is None and isinstance(exc, (ValueError, OSError)):
+        return StepFailure("(unnamed)", type(exc), str(exc))
+    return found
 
 
 def _run_config(config: dict[str, Any], runner: str = "run_audit") -> int:
@@ -250,10 +278,13 @@ def _run_config(config: dict[str, Any], runner: str = "run_audit") -> int:
     try:
         decision, run = getattr(pipelines, runner)(config)
     except Exception as exc:  # a failed pipeline is never an approval
-        fault = _fault(exc, config)
+        failure = _step_failure(exc, config, runner)
+        fault = _fault(exc, config, failure)
         if fault:
             print(f"influencegate: infrastructure fault, dataset NOT approved: {fault}", file=sys.stderr)
             return EXIT_FAULT
+        if failure is not None and failure.kind is not None and issubclass(failure.kind, ValueError):
+            return _fail(f"step {failure.line()} (input error: dataset NOT approved)")
         print(f"influencegate: audit failed, dataset NOT approved: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_REJECTED
     mlflow_info = decision.get("mlflow") or {}

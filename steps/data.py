@@ -8,6 +8,7 @@ from zenml import step
 
 from influencegate.audit import dataset_ref
 from influencegate.data import load_images
+from influencegate.data.errors import require_readable
 
 
 # Never cached: the cache key would be the source *path*, but the files behind it may have changed.
@@ -19,6 +20,8 @@ def load_dataset(source: str = "digits", image_size: Optional[int] = None, chann
 
     Returns the dataset reference (source, name, version content hash, counts; what later steps take) and
     every row of the version (sample_id, path, manifest columns, error), unreadable files included.
+    DatasetError (an input error: the CLI exits 2) when no sample at all is readable.
     """
     dataset = load_images(source, image_size=image_size, channels=channels, name=name, workers=workers)
+    require_readable(dataset)
     return dataset_ref(dataset, image_size, channels, workers), dataset.records

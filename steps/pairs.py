@@ -10,6 +10,7 @@ from zenml import ArtifactConfig, step
 
 from influencegate.align import (known_misalignment, load_pairs, open_pairs, pair_ref, pair_summary_stats,
                                  score_pair_dataset)
+from influencegate.data.errors import require_readable
 from influencegate.integrations.mlflow import DEFAULT_RETRY_SECONDS, log_audit
 from influencegate.report.figures import dataset_images
 from influencegate.report.pairs import misaligned_gallery, roc_figure
@@ -23,10 +24,12 @@ def load_pair_dataset(source: str = "digits-captions", image_size: Optional[int]
                       channels: Optional[int] = None, name: Optional[str] = None, shuffled_fraction: float = 0.2,
                       seed: int = 0, part: str = "all", workers: int = 0) -> Tuple[Annotated[dict, "pairs"], Annotated[pd.DataFrame, "pair_records"]]:
     """Load image-text pairs (`influencegate.align.load_pairs`): a manifest with path and caption columns, or
-    "digits-captions" (or its "audit" / "reference" part). Returns the reference later steps take and every row (failed ones included)."""
+    "digits-captions" (or its "audit" / "reference" part). Returns the reference later steps take and every row (failed ones included);
+    DatasetError when no pair is readable."""
     options = dict(source=source, image_size=image_size, channels=channels, name=name,
                    shuffled_fraction=shuffled_fraction, seed=seed, part=part, workers=workers)
     dataset = load_pairs(**options)
+    require_readable(dataset)
     return pair_ref(dataset, **options), dataset.records
 
 

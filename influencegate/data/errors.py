@@ -5,3 +5,16 @@ from __future__ import annotations
 class DatasetError(ValueError):
     """A dataset source cannot be used at all: it does not exist, has an unknown extension, or a manifest
     lacks its ``path`` column. Problems with single samples never raise; they become ``error`` rows."""
+
+
+def require_readable(dataset: object) -> None:
+    """DatasetError when a loaded dataset (an ImageDataset or a pair dataset: `name`, `records` with an `error`
+    column, `len` = readable samples) has no readable sample at all: there is nothing to audit, and the first
+    row's reason says why."""
+    if len(dataset) > 0:  # type: ignore[arg-type]
+        return
+    records = getattr(dataset, "records")
+    reasons = [r for r in records["error"].dropna()] if "error" in records else []
+    first = f"; first: {str(reasons[0])[:200]}" if reasons else ""
+    raise DatasetError(f"no readable sample in {getattr(dataset, 'name')!r} ({len(records)} rows, none could be "
+                       f"read{first})")
