@@ -60,13 +60,17 @@ def per_draw_records(scorer: InfluenceScorer, dataset, seed: int, k_max: int) ->
     return order, np.stack([rows[s] for s in order]), np.stack([objective[s] for s in order])
 
 
-def natural_patches(n: int, size: int = 32, seed: int = 0):
-    """n random size x size RGB patches of scikit-image's photographs, as an ImageDataset."""
+def natural_patches(n: int, size: int = 32, seed: int = 0, source: str = "skimage"):
+    """n random size x size RGB patches of scikit-image's photographs (source "skimage": astronaut, coffee,
+    chelsea, rocket, immunohistochemistry) or of scikit-learn's two sample images ("sklearn": china,
+    flower), as an ImageDataset."""
     from skimage import data as skdata
+    from sklearn.datasets import load_sample_images
 
     from influencegate.data import ImageDataset
 
-    photos = [skdata.astronaut(), skdata.coffee(), skdata.chelsea(), skdata.rocket(), skdata.immunohistochemistry()]
+    photos = (list(load_sample_images().images) if source == "sklearn" else
+              [skdata.astronaut(), skdata.coffee(), skdata.chelsea(), skdata.rocket(), skdata.immunohistochemistry()])
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):

@@ -17,7 +17,7 @@ from influencegate.influence.layers import LayerProjector, layer_sizes
 from influencegate.influence.scorer import InfluenceScorer
 
 #: The layout written by `fit_state` (a state of another layout is refused).
-STATE_FORMAT = "influencegate.fit/2"
+STATE_FORMAT = "influencegate.fit/3"
 _KIND_OF = {cls: kind for kind, cls in CURVATURE_CLASSES.items()}
 _PRIMITIVES = (bool, int, float, str, type(None))
 
@@ -44,14 +44,14 @@ def fit_state(scorer: InfluenceScorer) -> dict[str, Any]:
     """The fitted state of `scorer` as tensors, ints, floats, strings, None, lists and dicts only (what
     ``torch.load(weights_only=True)`` reads back):
 
-        {"format": STATE_FORMAT, "fit_draws": int,
+        {"format": STATE_FORMAT, "fit_draws": int, "score_draws": int,
          "projections": {layer: {"p_in": tensor | None, "p_out": tensor | None}},
          "curvature": {layer: {"kind": "ekfac", "shape": [r_out, r_in],
                                "values": {"count": float, "damping_value": float, ...},
                                "tensors": {"q_a": tensor, "e_a": tensor, ...}}}}
     """
     cpu = lambda p: None if p is None else p.detach().cpu().clone()  # noqa: E731
-    return {"format": STATE_FORMAT, "fit_draws": int(scorer.fit_draws),
+    return {"format": STATE_FORMAT, "fit_draws": int(scorer.fit_draws), "score_draws": int(scorer.score_draws),
             "projections": {name: {"p_in": cpu(p.p_in), "p_out": cpu(p.p_out)}
                             for name, p in scorer.projectors.items()},
             "curvature": {name: _curvature_state(curv) for name, curv in scorer.curvature.items()}}
@@ -94,8 +94,8 @@ def _curvature(state: Any, name: str, kind: str, shape: tuple[int, int]) -> Laye
             f"curvature of {name!r} has a field that is not a statistic")
     curvature = cls.__new__(cls)
     LayerCurvature.__init__(curvature, shape)
-    for key, value in [*values.items(), *tensors.items()]:
-        setattr(curvature, key, value)
+    for key, value in [*values.items(), *{k: t.clone() for k, t in tensors.items()}.items()]:
+        setattr(curvature, key, value)  # copies: extend_fit adds to the sums in place, the state stays as given
     _expect(isinstance(curvature.count, (int, float)) and math.isfinite(curvature.damping_value),
             f"curvature of {name!r} is not fitted")
     probe = curvature.score(torch.ones(2, *shape, dtype=torch.float64))  # missing or misshapen fields fail here
@@ -108,9 +108,11 @@ def restore_fit(scorer: InfluenceScorer, state: Any) -> None:
     when the state does not match the scorer's layers and config."""
     _expect(isinstance(state, dict) and state.get("format") == STATE_FORMAT,
             f"not a fit of this version of influencegate (format {STATE_FORMAT!r})")
-    _expect(set(state) == {"format", "fit_draws", "projections", "curvature"}, "malformed fit")
-    fit_draws = state["fit_draws"]
-    _expect(isinstance(fit_draws, int) and not isinstance(fit_draws, bool) and fit_draws >= 1, "malformed fit_draws")
+    _expect(set(state) == {"format", "fit_draws", "score_draws", "projections", "curvature"}, "malformed fit")
+    fit_draws, score_draws = state["fit_draws"], state["score_draws"]
+    for name, value in (("fit_draws", fit_draws), ("score_draws", score_draws)):
+        _expect(isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= scorer.config.draws,
+                f"malformed {name}")
     projections, curvature = state["projections"], state["curvature"]
     _expect(isinstance(projections, dict) and isinstance(curvature, dict)
             and list(projections) == list(scorer.layers) and list(curvature) == list(scorer.layers),
@@ -118,4 +120,4 @@ def restore_fit(scorer: InfluenceScorer, state: Any) -> None:
     projectors = {name: _projector(scorer.layers[name], projections[name], name) for name in scorer.layers}
     kind = scorer.config.curvature
     fitted = {name: _curvature(curvature[name], name, kind, projectors[name].shape) for name in scorer.layers}
-    scorer.fit_draws, scorer.projectors, scorer.curvature = fit_draws, projectors, fitted
+    scorer.fit_draws, scorer.score_draws, scorer.projectors, scorer.curvature = fit_draws, score_draws, projectors, fitted

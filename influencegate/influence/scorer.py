@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from influencegate.influence.capture import GradientCapture, autocast_context, frozen_copy, projected_gradient_batches
 from influencegate.influence.pass_memory import PassPlan, activation_bytes_per_row, pass_budget_bytes, plan_pass
@@ -18,6 +18,7 @@ from influencegate.influence.curvature import CURVATURE_CLASSES, LayerCurvature,
 from influencegate.influence.layers import (LayerProjector, pca_projectors, projected_shape, random_projectors,
                                             tracked_layers)
 from influencegate.influence.perturb import make_perturbation
+from influencegate.influence.stability import PILOT_SAMPLES, candidate_draws, choose_draws
 from influencegate.influence.table import scores_table
 
 
@@ -71,6 +72,11 @@ class InfluenceScorer:
         self.projectors: dict[str, LayerProjector] = {}
         self.curvature: dict[str, LayerCurvature] = {}
         self._plans: dict[tuple[int, ...], PassPlan] = {}
+        #: draws each score averages (config.draws unless target_stability chose fewer in `fit`), the pilot's
+        #: predicted stability per candidate draw count, and the pilot's per-draw scores by sample id
+        self.score_draws: int = cfg.draws
+        self.draw_predictions: dict[int, float] = {}
+        self._pilot: dict[str, np.ndarray] = {}
 
     # -- passes -----------------------------------------------------------------------------------------
     def _pass(self, dataset: Dataset, projectors: dict[str, LayerProjector], desc: str,
@@ -146,7 +152,46 @@ class InfluenceScorer:
                 self.curvature = reducer.merged(self.curvature)
         for curv in self.curvature.values():
             curv.finalize(cfg.damping)
+        self.score_draws, self.draw_predictions, self._pilot = cfg.draws, {}, {}
+        # The pilot is one process's first samples; under several processes (reducer) every rank keeps all K
+        # draws, so that the ranks score alike.
+        if cfg.target_stability is not None and len(candidate_draws(cfg.draws)) > 1 and reducer is None:
+            self._choose_score_draws(dataset)
         return self
+
+    def extend_fit(self, dataset: Dataset) -> "InfluenceScorer":
+        """Add `dataset`'s samples to a fitted scorer's curvature (same projections, fit_draws and score
+        draws; the sums and counts grow) and refresh its damped inverse: the fit of the union of the samples
+        fitted so far and these, without a pass over the former. Identity, diagonal and raw curvature only
+        (K-FAC and EK-FAC keep eigenbases of their factors, which do not add up); ValueError for those."""
+        cfg = self.config
+        if not self.curvature:
+            raise RuntimeError("extend_fit needs a fitted scorer (fit, or restore_fit of a saved fit)")
+        if CURVATURE_CLASSES[cfg.curvature].needs_factors:
+            raise ValueError(f"a {cfg.curvature!r} fit cannot be extended with new samples (its factor eigenbases "
+                             "do not add up); use curvature 'raw', 'diagonal' or 'identity', or fit again")
+        if CURVATURE_CLASSES[cfg.curvature].needs_gradients:
+            _, batches = self._pass(dataset, self.projectors, "curvature (new samples)", draws=self.fit_draws)
+            for ids, _, grads in batches:
+                for name, curv in self.curvature.items():
+                    curv.update(self._layer_grad(grads, name, len(ids)))
+        for curv in self.curvature.values():
+            curv.finalize(cfg.damping)
+        self._pilot = {}  # its per-draw scores were made under the previous curvature
+        return self
+
+    def _choose_score_draws(self, dataset: Dataset) -> None:
+        """Score the first PILOT_SAMPLES samples with all K draws and keep the fewest draws whose predicted
+        between-seed stability reaches config.target_stability (``influence.stability``). The pilot's
+        per-draw scores are kept, so its samples are not scored again."""
+        pilot = Subset(dataset, range(min(len(dataset), PILOT_SAMPLES)))
+        rows: dict[str, np.ndarray] = {}
+        for ids, k, values in self._draw_scores(pilot, self.config.draws, "draws pilot"):
+            for sid, value in zip(ids, values):
+                rows.setdefault(sid, np.zeros(self.config.draws))[k] = value
+        self._pilot = rows
+        self.score_draws, self.draw_predictions = choose_draws(np.stack(list(rows.values())),
+                                                               self.config.target_stability)
 
     def _layer_grad(self, grads: dict[str, torch.Tensor], name: str, batch: int) -> torch.Tensor:
         """The layer's projected gradients, zeros when the objective does not reach the layer."""
@@ -154,21 +199,34 @@ class InfluenceScorer:
             return grads[name]
         return torch.zeros(batch, *self.projectors[name].shape, device=self.device)
 
-    def influence(self, dataset: Dataset) -> tuple[list[str], np.ndarray]:
-        """(sample_ids, influence N, float64) in dataset order; `fit` must have run."""
-        if not self.curvature:
-            raise RuntimeError("call fit(dataset) before score(dataset)")
-        draws = self.config.draws
-        totals: dict[str, float] = defaultdict(float)
-        order: list[str] = []
-        _, batches = self._pass(dataset, self.projectors, "score")
+    def _draw_scores(self, dataset: Dataset, draws: int, desc: str) -> Iterator[tuple[list[str], int, list[float]]]:
+        """(sample ids, draw k, g_k^T (H + lambda)^-1 g_k of each sample) for every step and draw k < draws."""
+        _, batches = self._pass(dataset, self.projectors, desc, draws=draws)
         for ids, k, grads in batches:
             per_sample = sum(curv.score(self._layer_grad(grads, name, len(ids))).cpu()
                              for name, curv in self.curvature.items())
-            if k == 0:
-                order.extend(ids)
-            for sid, value in zip(ids, per_sample.tolist()):
-                totals[sid] += value / draws
+            yield ids, k, per_sample.tolist()
+
+    def influence(self, dataset: Dataset) -> tuple[list[str], np.ndarray]:
+        """(sample_ids, influence N, float64) in dataset order: the mean over the first `score_draws` draws
+        (config.draws, or fewer when target_stability chose them in `fit`); `fit` must have run."""
+        if not self.curvature:
+            raise RuntimeError("call fit(dataset) before score(dataset)")
+        draws = self.score_draws
+        known = getattr(dataset, "sample_ids", None) if self._pilot else None
+        cached = {sid: float(self._pilot[sid][:draws].mean()) for sid in known or () if sid in self._pilot}
+        rest = Subset(dataset, [i for i, sid in enumerate(known) if sid not in cached]) if cached else dataset
+        totals: dict[str, float] = defaultdict(float)
+        order: list[str] = []
+        if len(rest):
+            for ids, k, values in self._draw_scores(rest, draws, "score"):
+                if k == 0:
+                    order.extend(ids)
+                for sid, value in zip(ids, values):
+                    totals[sid] += value / draws
+        if cached:
+            totals.update(cached)
+            order = list(known)
         return order, np.array([totals[s] for s in order])
 
     def score(self, dataset: Dataset) -> pd.DataFrame:

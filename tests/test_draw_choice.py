@@ -1,0 +1,111 @@
+"""Choosing the number of draws from a pilot (influence.stability, InfluenceConfig.target_stability)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from influencegate import InfluenceConfig, InfluenceScorer
+from influencegate.data import ImageDataset
+from influencegate.influence.fit_state import fit_state, restore_fit
+from influencegate.influence.stability import candidate_draws, choose_draws, split_half_stability
+
+
+def noisy_draws(n: int, k: int, noise: float, seed: int = 0) -> np.ndarray:
+    """N x K per-draw scores: a per-sample value plus independent noise of the given spread per draw."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 1)) + noise * rng.normal(size=(n, k))
+
+
+def test_split_half_prediction_matches_two_independent_seeds():
+    """Spearman-Brown of the split halves predicts the Spearman between two independent K-draw means."""
+    from scipy.stats import spearmanr
+
+    k = 16
+    rng = np.random.default_rng(7)
+    signal = rng.normal(size=(3000, 1))
+    a, b = signal + 2.0 * rng.normal(size=(3000, k)), signal + 2.0 * rng.normal(size=(3000, k))
+    measured = spearmanr(a.mean(axis=1), b.mean(axis=1)).statistic
+    assert split_half_stability(a) == pytest.approx(measured, abs=0.02)
+
+
+def test_choose_draws_takes_the_fewest_that_reach_the_target():
+    assert candidate_draws(64) == [16, 24, 32, 48, 64]
+    assert candidate_draws(20) == [16, 20]
+    quiet = noisy_draws(500, 64, noise=0.3)
+    chosen, predicted = choose_draws(quiet, 0.95)
+    assert chosen == 16 and predicted[16] >= 0.95
+    loud = noisy_draws(500, 64, noise=20.0)
+    chosen, predicted = choose_draws(loud, 0.95)
+    assert chosen == 64 and max(predicted.values()) < 0.95
+    middle = noisy_draws(2000, 64, noise=1.0)  # per-draw reliability 0.5: K = 16 predicts ~0.94, K = 24 ~0.96
+    chosen, predicted = choose_draws(middle, 0.95)
+    assert 16 < chosen < 64 and predicted[chosen] >= 0.95
+    assert all(v < 0.95 for k, v in predicted.items() if k < chosen)
+
+
+@pytest.fixture(scope="module")
+def small_problem():
+    gen = torch.Generator().manual_seed(0)
+    data = ImageDataset.from_tensors(torch.randn(80, 1, 6, 6, generator=gen), [f"s{i:02d}" for i in range(80)])
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(48, 4))
+    return model, data
+
+
+def test_scores_are_the_mean_over_the_chosen_draws_and_pilot_samples_are_not_scored_twice(small_problem, monkeypatch):
+    """With a pilot of 30 samples the scorer keeps K* draws; every score equals the mean of the first K*
+    per-draw scores of a scorer that always uses all draws (same frame of K draws)."""
+    from influencegate.influence import scorer as scorer_module
+
+    model, data = small_problem
+    monkeypatch.setattr(scorer_module, "PILOT_SAMPLES", 30)
+    config = InfluenceConfig(draws=24, batch_size=16, progress=False, target_stability=0.5)
+    adaptive = InfluenceScorer(model, config).fit(data)
+    assert adaptive.score_draws == 16 and set(adaptive.draw_predictions) == {16}
+    scored_ids = []
+    original = adaptive._draw_scores
+
+    def counting(dataset, draws, desc):
+        for ids, k, values in original(dataset, draws, desc):
+            if k == 0:
+                scored_ids.extend(ids)
+            yield ids, k, values
+
+    monkeypatch.setattr(adaptive, "_draw_scores", counting)
+    table = adaptive.score(data)
+    assert scored_ids == data.sample_ids[30:]  # the pilot's 30 samples came from its cache
+
+    full = InfluenceScorer(model, replace(config, target_stability=None)).fit(data)
+    per_draw = {}
+    for ids, k, values in full._draw_scores(data, 24, "reference"):
+        for sid, value in zip(ids, values):
+            per_draw.setdefault(sid, [0.0] * 24)[k] = value
+    expected = [np.mean(per_draw[sid][:16]) for sid in data.sample_ids]
+    assert table["sample_id"].tolist() == data.sample_ids
+    np.testing.assert_allclose(table["influence"], expected, rtol=1e-5)
+
+
+def test_the_chosen_draws_survive_a_restored_fit(small_problem, monkeypatch):
+    from influencegate.influence import scorer as scorer_module
+
+    model, data = small_problem
+    monkeypatch.setattr(scorer_module, "PILOT_SAMPLES", 30)
+    config = InfluenceConfig(draws=24, batch_size=16, progress=False, target_stability=0.5)
+    fitted = InfluenceScorer(model, config).fit(data)
+    restored = InfluenceScorer(model, config)
+    restore_fit(restored, fit_state(fitted))
+    assert restored.score_draws == fitted.score_draws == 16
+    np.testing.assert_allclose(restored.score(data)["influence"], fitted.score(data)["influence"], rtol=1e-5)
+
+
+def test_few_draws_need_no_pilot_and_bad_targets_are_refused(small_problem):
+    model, data = small_problem
+    scorer = InfluenceScorer(model, InfluenceConfig(draws=8, batch_size=16, progress=False)).fit(data)
+    assert scorer.score_draws == 8 and scorer.draw_predictions == {}
+    for bad in (0.0, 1.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match="target_stability"):
+            InfluenceConfig(target_stability=bad)
