@@ -44,7 +44,10 @@ def _scorer_config(args: argparse.Namespace) -> Any:
     from influencegate import InfluenceConfig
 
     values = {k: getattr(args, k) for k in ("rank", "curvature", "draws", "noise", "sigma", "projection", "damping",
-                                            "batch_size", "precision", "seed", "device") if getattr(args, k) is not None}
+                                            "batch_size", "precision", "seed", "device", "target_stability")
+              if getattr(args, k) is not None}
+    if values.get("target_stability") == "none":
+        values["target_stability"] = None
     try:
         return InfluenceConfig.from_dict(values)
     except (TypeError, ValueError) as exc:
@@ -422,6 +425,19 @@ RUN_DIR_HELP = ("write the run (decision, scores, everything logged to MLflow) t
                 "(default: a new folder under ./influencegate_runs); `influencegate sync` uploads it after an outage")
 
 
+def _stability_target(text: str) -> float | str:
+    """argparse type: a Spearman target strictly between 0 and 1, or 'none'."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 or 'none', got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
 def _positive_seconds(text: str) -> float:
     """argparse type: a finite number of seconds > 0."""
     import math
@@ -454,7 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--device", choices=["cpu", "cuda"])
     score.add_argument("--rank", type=_positive)
     score.add_argument("--curvature", choices=["identity", "diagonal", "raw", "kfac", "ekfac"])
-    score.add_argument("--draws", type=_positive)
+    score.add_argument("--draws", type=_positive, help="perturbation draws per image (the most a score uses)")
+    score.add_argument("--target-stability", type=_stability_target,
+                       help="fewest draws whose predicted between-seed Spearman reaches this (default 0.95; 'none': "
+                            "always --draws)")
     score.add_argument("--noise", choices=["common", "orthogonal", "iid"])
     score.add_argument("--sigma", type=float)
     score.add_argument("--projection", choices=["random", "pca", "identity"])

@@ -109,3 +109,16 @@ def test_few_draws_need_no_pilot_and_bad_targets_are_refused(small_problem):
     for bad in (0.0, 1.0, 1.5, -0.2):
         with pytest.raises(ValueError, match="target_stability"):
             InfluenceConfig(target_stability=bad)
+
+
+def test_cli_takes_a_target_or_none_and_refuses_others_in_one_line(tmp_path, capsys):
+    from influencegate.cli import main
+
+    for bad in ("1.5", "0", "often"):
+        assert main(["score", "digits", "--pretrain", "simclr", "--epochs", "1", "--target-stability", bad]) == 2
+        err = capsys.readouterr().err
+        assert "--target-stability" in err and err.count("\n") == 1
+    out = tmp_path / "s.parquet"
+    assert main(["score", "digits", "--pretrain", "simclr", "--epochs", "1", "--draws", "2", "--rank", "4",
+                 "--target-stability", "none", "--no-findings", "--out", str(out)]) == 0
+    assert out.is_file()
