@@ -50,6 +50,27 @@ def bounded_http(seconds: float) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """For a local SQLite store (`sqlite:///PATH`), an exclusive lock on PATH.lock for the block, so that
+    concurrent audits neither race to create the store's tables (MLflow's migrations fail when two processes
+    run them at once) nor interleave their writes ("database is locked"); other stores serve concurrent
+    clients themselves and are not locked."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock_file = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _retryable() -> tuple[type[BaseException], ...]:
     """Errors that mean the store did not answer (or answered with a server fault): worth another attempt."""
     from mlflow.exceptions import MlflowException
@@ -167,7 +188,7 @@ def upload_run_dir(run_dir: str | Path, uri: str | None = None,
         attempts += 1
         left = retry_seconds - (time.monotonic() - start)
         try:
-            with bounded_http(max(left, 1.0)):
+            with bounded_http(max(left, 1.0)), store_lock(target):
                 return _upload_once(folder, run, target)
         except _retryable() as exc:
             elapsed = time.monotonic() - start
