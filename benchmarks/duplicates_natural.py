@@ -171,6 +171,32 @@ def tune() -> dict:
     return {"split": "TUNE_PHOTOS at TUNE_SIDES, seed 0", "best": rows[0], "grid": rows}
 
 
+#: Window-size grids compared on the tuning split (`--scales`): the default and finer/wider ones.
+SCALE_GRIDS = ((0.9, 0.8), (0.9, 0.85, 0.8), (0.9, 0.85, 0.8, 0.75))
+
+
+def scale_grid(grids: tuple[tuple[float, ...], ...] = SCALE_GRIDS) -> dict:
+    """Per window-size grid (ViewMatch.scales, the rule kept at its defaults): recall and precision per CORE
+    family on the tuning split (TUNE_PHOTOS at TUNE_SIDES, seed 0), all pairs, and the worst min of the two."""
+    out = {}
+    for scales in grids:
+        match = replace(ViewMatch(), scales=tuple(scales))
+        cells: dict = {}
+        for side in ni.TUNE_SIDES:
+            data = ni.photo_set(ni.TUNE_PHOTOS, side, 0)
+            for fam in CORE:
+                view = ni.family_view(data, fam)
+                t = time.perf_counter()
+                i, j, _ = view_pairs(torch.from_numpy(view.images), match)
+                q = ni.quality(components(len(view.images), i, j), view.group, view.family)
+                cells[f"{side}/{fam}"] = {**q, "seconds": time.perf_counter() - t}
+        worst = min(min(c["recall"] or 0.0, c["precision"]) for c in cells.values())
+        out[",".join(map(str, scales))] = {"worst_min_recall_precision": worst, "cells": cells}
+        print(scales, round(worst, 3), {k: round(c["recall"], 2) for k, c in cells.items() if "crop" in k or "shift" in k},
+              file=sys.stderr, flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", default=",".join(map(str, HELD_OUT_SEEDS)))
@@ -178,7 +204,13 @@ def main() -> None:
     p.add_argument("--tune", action="store_true", help="also rerun the tuning grid")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON written (default: the table of record)")
+    p.add_argument("--scales", action="store_true", help="only compare SCALE_GRIDS on the tuning split")
     args = p.parse_args()
+    if args.scales:
+        torch.set_num_threads(args.threads)
+        args.out.write_text(json.dumps({"split": "TUNE_PHOTOS at TUNE_SIDES, seed 0", "grids": scale_grid()},
+                                       indent=1))
+        return
     torch.set_num_threads(args.threads)
     seeds = tuple(int(s) for s in args.seeds.split(","))
     result = {"split": {"tune": {"photos": ni.TUNE_PHOTOS, "sides": ni.TUNE_SIDES, "seed": 0},

@@ -203,11 +203,14 @@ def test_duplicates_views_stay_on_images_above_the_pixel_guard() -> None:
         Duplicates(matcher="tiles")
 
 
-def test_index_similarity_equals_the_pairwise_check() -> None:
+def test_index_similarity_equals_the_pairwise_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """ViewIndex.similarity (each image's views computed once, halves sorted by image, stored float16
     anchors) gives views.pair_similarity of the stored thumbnails, with and without flips, across blocks and
-    chunks smaller than the data."""
+    padded row groups smaller than the data (a hub row larger than a group alone)."""
+    from influencegate.findings import duplicate_index
     from influencegate.findings.views import pair_similarity, view_descriptors
+
+    monkeypatch.setattr(duplicate_index, "PAD_SLOTS", 40)
 
     imgs = fields(70, 32, seed=11)[:, :, 4:36, 4:36]
     for match in (ViewMatch(), ViewMatch(flip=True)):

@@ -30,6 +30,8 @@ from influencegate.findings.views import ViewMatch, _base, kth_best, link, searc
 #: Neighbours per query code: a copy is found when it is among the k nearest whole-image codes of one anchor.
 CANDIDATE_K = 10
 CODE_DIM = 64
+#: Padded partner slots per batched product of the check (rows x their largest partner count).
+PAD_SLOTS = 8192
 
 
 class ViewIndex:
@@ -101,9 +103,10 @@ class ViewIndex:
         """float32 P: views.pair_similarity of the pairs (ci, cj), linear in images + pairs. s = max of two
         halves, (search views of one image) . (stored anchors of the other); the halves are sorted by their
         searching image and the images taken in blocks of `block` rows of the thumbnail store, so each image's
-        search views (S x K D^2, 105 KiB) are computed once; one batched product per block, each image's
-        partners padded to the block's largest count. Memory: block x S views (~27 MiB at the defaults) and
-        block x (most partners) x A' anchors."""
+        search views (S x K D^2, 105 KiB) are computed once; one batched product per group of rows, each
+        image's partners padded to its group's largest count, groups cut so that rows x largest count <=
+        PAD_SLOTS (an index hub with thousands of partners gets a group of its own). Memory: block x S views
+        (~27 MiB at the defaults) and PAD_SLOTS x A' anchors (~55 MiB)."""
         p = len(ci)
         sims = np.full(p, -2.0, dtype=np.float32)
         if p == 0:
@@ -122,14 +125,18 @@ class ViewIndex:
                 continue
             thumbs = torch.from_numpy(np.asarray(store[b0:b1], dtype=np.float32) / 255.0)
             views = view_descriptors(thumbs, plain, only=search)  # B x S x F
-            count = np.diff(bounds[b0:b1 + 1])
-            slot = np.arange(lo, hi) - np.repeat(bounds[b0:b1], count)  # each half's place among its image's
-            padded = np.zeros((b1 - b0, int(count.max()), *self._anchor_shape), dtype=np.float32)
-            padded[own[lo:hi] - b0, slot] = anchors[other[lo:hi]]
-            theirs = torch.from_numpy(padded).flatten(1, 2)  # B x (most partners x A') x F
-            best = torch.bmm(views, theirs.transpose(1, 2)).amax(dim=1).reshape(len(padded), -1, padded.shape[2])
-            half = best.amax(dim=2).numpy()[own[lo:hi] - b0, slot]
-            np.maximum.at(sims, pair[lo:hi], half)
+            for r0, r1 in _row_groups(np.diff(bounds[b0:b1 + 1]), PAD_SLOTS):
+                r0, r1, lo, hi = b0 + r0, b0 + r1, bounds[b0 + r0], bounds[b0 + r1]
+                if lo == hi:
+                    continue
+                count = np.diff(bounds[r0:r1 + 1])
+                slot = np.arange(lo, hi) - np.repeat(bounds[r0:r1], count)  # each half's place among its image's
+                padded = np.zeros((r1 - r0, int(count.max()), *self._anchor_shape), dtype=np.float32)
+                padded[own[lo:hi] - r0, slot] = anchors[other[lo:hi]]
+                theirs = torch.from_numpy(padded).flatten(1, 2)  # R x (most partners x A') x F
+                best = torch.bmm(views[r0 - b0:r1 - b0], theirs.transpose(1, 2)).amax(dim=1)
+                half = best.reshape(len(padded), -1, padded.shape[2]).amax(dim=2).numpy()[own[lo:hi] - r0, slot]
+                np.maximum.at(sims, pair[lo:hi], half)
         return sims
 
     def pairs(self, k: int = CANDIDATE_K, index: str = "faiss-hnsw") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -147,6 +154,19 @@ class ViewIndex:
             handle.close()
             if os.path.exists(path):
                 os.remove(path)
+
+
+def _row_groups(count: np.ndarray, slots: int) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) row ranges with (stop - start) x max(count[start:stop]) <= slots (a single row
+    may exceed it)."""
+    groups, start, most = [], 0, 0
+    for r, c in enumerate(count.tolist()):
+        if r > start and (r + 1 - start) * max(most, c) > slots:
+            groups.append((start, r))
+            start, most = r, 0
+        most = max(most, c)
+    groups.append((start, len(count)))
+    return groups
 
 
 def available_index() -> str:
