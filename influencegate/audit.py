@@ -151,8 +151,11 @@ def load_or_pretrain(dataset: Any, checkpoint: str | Path | None = None, method:
 
 
 def score_dataset(dataset: Any, encoder: Any, config: Any, resume_dir: str | Path | None = None,
-                  shard_size: int = 4096, distributed: bool = False) -> tuple[pd.DataFrame, float, dict[str, int]]:
-    """(scores table with `is_high_influence`, seconds, resume info) for an encoder and an InfluenceConfig.
+                  shard_size: int = 4096, distributed: bool = False) -> tuple[pd.DataFrame, float, dict[str, Any]]:
+    """(scores table with `is_high_influence`, seconds, info) for an encoder and an InfluenceConfig. info:
+    "score_draws" (the draws each score averages; fewer than config.draws when target_stability chose them),
+    "predicted_stability" (the pilot's prediction at that many draws, NaN without a pilot) and, with resume_dir,
+    the resume counts.
 
     resume_dir: keep the fit and the scores shard by shard (`shard_size` samples) there and resume what an
     earlier, interrupted run of the same config, encoder and dataset left (`influence.score_resumable`);
@@ -175,7 +178,9 @@ def score_dataset(dataset: Any, encoder: Any, config: Any, resume_dir: str | Pat
         table, info = score_distributed(scorer, dataset), {}
     else:
         table, info = scorer.fit(dataset).score(dataset), {}
-    return add_high_influence(table), time.perf_counter() - start, info
+    draws = {"score_draws": int(scorer.score_draws),
+             "predicted_stability": float(scorer.draw_predictions.get(scorer.score_draws, float("nan")))}
+    return add_high_influence(table), time.perf_counter() - start, {**info, **draws}
 
 
 def find_issues(dataset: Any, encoder: Any, table: pd.DataFrame, config: Any = None, batch_size: int = 256,

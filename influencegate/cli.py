@@ -107,7 +107,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         torch.distributed.destroy_process_group()
         if rank != 0:
             return 0
-    if resume:
+    if "shards" in resume:
         from influencegate.data.storage import redact
 
         print(f"{redact(args.resume_dir)}: {resume['shards_reused']} of {resume['shards']} shards reused"
@@ -123,7 +123,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     out = args.out
     _write_table(table, out)
     stats = summary_stats(table)
-    print(f"scored {int(stats['n_scored'])} samples in {seconds:.1f} s -> {out} "
+    print(f"scored {int(stats['n_scored'])} samples with {resume['score_draws']} draws in {seconds:.1f} s -> {out} "
           f"(median log_influence {stats['log_influence_q50']:.3f}, {int(stats['n_high_influence'])} high influence)")
     for text in texts.values():
         print(text)

@@ -23,13 +23,16 @@ def score_influence(dataset: dict, encoder: nn.Module, scorer: Optional[dict[str
 
     Returns the scores table (docs/design.md section 2, with is_high_influence; `find_issues` adds the findings and
     becomes the run's `influencegate_scores` artifact), its summary statistics
-    (`influencegate.audit.summary_stats`) and {"config": flat scorer config, "seconds": scoring time, "resume":
+    (`influencegate.audit.summary_stats`) and {"config": flat scorer config, "seconds": scoring time, "draws": the
+    draws each score averages, "predicted_stability": the pilot's prediction there (NaN without one), "resume":
     shards written and reused}. resume_dir: a directory where the fit and the scores are kept shard by shard,
     so that a step that was interrupted resumes there when it is run again (`influence.score_resumable`).
     """
     config = InfluenceConfig.from_dict({"progress": False, **(scorer or {})})
-    table, seconds, resume = score_dataset(open_dataset(dataset), encoder, config, resume_dir)
-    return table, summary_stats(table), {"config": config.to_params(), "seconds": round(seconds, 3), "resume": resume}
+    table, seconds, info = score_dataset(open_dataset(dataset), encoder, config, resume_dir)
+    draws = {"draws": info.pop("score_draws"), "predicted_stability": info.pop("predicted_stability")}
+    return table, summary_stats(table), {"config": config.to_params(), "seconds": round(seconds, 3), **draws,
+                                         "resume": info}
 
 
 @step

@@ -39,7 +39,8 @@ def log_to_mlflow(dataset: dict, records: pd.DataFrame, scores: pd.DataFrame, su
     logs into the tracker's run; otherwise to `tracking_uri` (default MLFLOW_TRACKING_URI or sqlite:///mlflow.db).
     Returns {"run_id", "experiment_id", "tracking_uri", "artifact_uri", "runs_url", "ui_command", "run_dir"}.
     """
-    measurements = {"seconds.score": scoring_info.get("seconds"),
+    measurements = {"seconds.score": scoring_info.get("seconds"), "draws.score": scoring_info.get("draws"),
+                    "draws.predicted_stability": scoring_info.get("predicted_stability"),
                     **{name: encoder_info[key] for key, name in ENCODER_MEASUREMENTS.items()
                        if encoder_info.get(key) is not None}}
     settings = {k: v for k, v in encoder_info.items() if k not in ENCODER_MEASUREMENTS}
