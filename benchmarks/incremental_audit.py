@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.noise_stability import HELD_OUT, SETTINGS, dataset_for, encoder_for  # noqa: E402
 from influencegate import InfluenceConfig, InfluenceScorer  # noqa: E402
 from influencegate.influence import spearman  # noqa: E402
-from influencegate.influence.fit_state import fit_state  # noqa: E402
+from influencegate.influence.fit_state import fit_state, restore_fit  # noqa: E402
 from influencegate.influence.incremental import score_appended  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -47,7 +47,9 @@ def one_setting(setting: str, repeats: int, epochs: int, cache: Path) -> dict:
         full = InfluenceScorer(encoder, config).fit(data).score(data)
         full_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        got, report = score_appended(InfluenceScorer(encoder, config), data, state, table)
+        scorer = InfluenceScorer(encoder, config)
+        restore_fit(scorer, state)
+        got, report = score_appended(scorer, data, table)
         incremental_s.append(time.perf_counter() - start)
     ratios = [i / f for i, f in zip(incremental_s, full_s)]
     new = ~got["sample_id"].isin(previous.sample_ids)

@@ -151,7 +151,8 @@ def load_or_pretrain(dataset: Any, checkpoint: str | Path | None = None, method:
 
 
 def score_dataset(dataset: Any, encoder: Any, config: Any, resume_dir: str | Path | None = None,
-                  shard_size: int = 4096, distributed: bool = False) -> tuple[pd.DataFrame, float, dict[str, Any]]:
+                  shard_size: int = 4096, distributed: bool = False,
+                  since: str | Path | None = None) -> tuple[pd.DataFrame, float, dict[str, Any]]:
     """(scores table with `is_high_influence`, seconds, info) for an encoder and an InfluenceConfig. info:
     "score_draws" (the draws each score averages; fewer than config.draws when target_stability chose them),
     "predicted_stability" (the pilot's prediction at that many draws, NaN without a pilot) and, with resume_dir,
@@ -163,6 +164,9 @@ def score_dataset(dataset: Any, encoder: Any, config: Any, resume_dir: str | Pat
     distributed: this process is one rank of an initialised torch.distributed group; the ranks split the
     samples and every rank returns the whole table (`influence.distributed.score_distributed`; with
     resume_dir, a directory every rank shares).
+    since: the resume_dir of an earlier version's run (same encoder and config) that this version extends by
+    appending: its fit and scores are reused and only the new samples scored (`influence.incremental`); the
+    info then carries the incremental report. Not with resume_dir or distributed (ValueError).
     """
     import time
 
@@ -172,7 +176,17 @@ def score_dataset(dataset: Any, encoder: Any, config: Any, resume_dir: str | Pat
 
     start = time.perf_counter()
     scorer = InfluenceScorer(encoder, config)
-    if resume_dir is not None:  # with or without ranks
+    if since is not None:
+        if resume_dir is not None or distributed:
+            raise ValueError("an incremental audit (since) runs in one process without a resume directory")
+        from dataclasses import asdict
+
+        from influencegate.influence.incremental import score_appended
+        from influencegate.influence.resume import load_previous_run
+
+        table, report = score_appended(scorer, dataset, load_previous_run(scorer, str(since)))
+        info = {"incremental": {**asdict(report), "kept_old_scores": report.kept_old_scores}}
+    elif resume_dir is not None:  # with or without ranks
         table, info = score_resumable(scorer, dataset, resume_dir, shard_size)
     elif distributed:
         table, info = score_distributed(scorer, dataset), {}

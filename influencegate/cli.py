@@ -99,7 +99,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     if seconds:
         print(f"pretrained {args.pretrain or 'simclr'} for {args.epochs} epochs in {seconds:.1f} s")
     try:
-        table, seconds, resume = score_dataset(dataset, encoder, config, args.resume_dir, args.shard_size, distributed)
+        table, seconds, resume = score_dataset(dataset, encoder, config, args.resume_dir, args.shard_size, distributed,
+                                               args.since)
     except ValueError as exc:  # a resume directory of another run, a bad shard size, too few samples for the ranks
         raise UsageError(str(exc)) from exc
     if distributed:  # every rank holds the table; rank 0 runs the findings and writes it
@@ -107,6 +108,12 @@ def cmd_score(args: argparse.Namespace) -> int:
         torch.distributed.destroy_process_group()
         if rank != 0:
             return 0
+    if "incremental" in resume:
+        done = resume["incremental"]
+        print(f"incremental: {done['new']} new samples scored, {done['previous']} previous scores "
+              + ("kept" if done["kept_old_scores"] else "scored again")
+              + f" (re-check of {done['recheck_samples']}: Spearman {done['recheck_spearman']:.4f}, "
+              f"tolerance {done['tolerance']})")
     if "shards" in resume:
         from influencegate.data.storage import redact
 
@@ -485,6 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
                                             "a URL: s3://bucket/runs/x, gs://..., memory://...); run the same command "
                                             "again to resume an interrupted run (same config, encoder and data)")
     score.add_argument("--shard-size", type=_positive, default=4096, help="samples per shard with --resume-dir")
+    score.add_argument("--since", metavar="DIR",
+                       help="the --resume-dir of an earlier version scored with the same --encoder and settings: this "
+                            "version appends samples to it, so only the new ones are scored (the old scores are kept "
+                            "while a re-check of 200 of them holds Spearman >= 0.99)")
     score.add_argument("--groups", help="comma-separated group columns of the manifest to audit for fairness")
     score.add_argument("--no-findings", action="store_true",
                        help="scores only: skip duplicates, outliers and the fairness audit")

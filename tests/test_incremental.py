@@ -7,11 +7,17 @@ import torch
 from scipy.stats import spearmanr
 
 from influencegate import InfluenceConfig, InfluenceScorer
-from influencegate.influence.fit_state import fit_state
+from influencegate.influence.fit_state import fit_state, restore_fit
 from influencegate.influence.incremental import score_appended
 from influencegate.models import SmallCNN
 
 CONFIG = InfluenceConfig(draws=4, fit_draws=2, rank=8, batch_size=128, progress=False, target_stability=None)
+
+
+def restored(encoder, state) -> InfluenceScorer:
+    scorer = InfluenceScorer(encoder, CONFIG)
+    restore_fit(scorer, state)
+    return scorer
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +35,7 @@ def versions(digits):
 
 def test_extended_fit_equals_a_fit_of_the_union(versions, digits):
     encoder, state, _, appended, _ = versions
-    from influencegate.influence.fit_state import restore_fit
-
-    extended = InfluenceScorer(encoder, CONFIG)
-    restore_fit(extended, state)
+    extended = restored(encoder, state)
     extended.extend_fit(digits.subset(digits.sample_ids[540:600]))
     union = InfluenceScorer(encoder, CONFIG).fit(appended)
     for name, curv in union.curvature.items():
@@ -43,8 +46,7 @@ def test_extended_fit_equals_a_fit_of_the_union(versions, digits):
 
 def test_appended_version_reuses_old_scores_within_tolerance(versions):
     encoder, state, table, appended, full = versions
-    got, report = score_appended(InfluenceScorer(encoder, CONFIG), appended, state, table, tolerance=0.99,
-                                 check_samples=50)
+    got, report = score_appended(restored(encoder, state), appended, table, tolerance=0.99, check_samples=50)
     assert got["sample_id"].tolist() == full["sample_id"].tolist()
     assert (report.previous, report.new, report.recheck_samples) == (540, 60, 50)
     assert report.kept_old_scores and report.recheck_spearman >= 0.99
@@ -57,8 +59,7 @@ def test_appended_version_reuses_old_scores_within_tolerance(versions):
 
 def test_a_recheck_below_tolerance_scores_every_old_sample_again(versions):
     encoder, state, table, appended, full = versions
-    got, report = score_appended(InfluenceScorer(encoder, CONFIG), appended, state, table, tolerance=1.0,
-                                 check_samples=50)
+    got, report = score_appended(restored(encoder, state), appended, table, tolerance=1.0, check_samples=50)
     assert not report.kept_old_scores and report.rescored_old == 50 + 540
     np.testing.assert_allclose(got["influence"], full["influence"], rtol=1e-4)
 
@@ -67,9 +68,37 @@ def test_a_version_that_drops_samples_or_a_kfac_fit_is_refused(versions, digits)
     encoder, state, table, _, _ = versions
     fewer = digits.subset(digits.sample_ids[10:600])
     with pytest.raises(ValueError, match="only adds samples"):
-        score_appended(InfluenceScorer(encoder, CONFIG), fewer, state, table)
+        score_appended(restored(encoder, state), fewer, table)
     from dataclasses import replace
 
     kfac = InfluenceScorer(encoder, replace(CONFIG, curvature="kfac")).fit(digits.subset(digits.sample_ids[:64]))
     with pytest.raises(ValueError, match="cannot be extended"):
         kfac.extend_fit(digits.subset(digits.sample_ids[64:80]))
+
+
+def test_cli_since_scores_only_the_appended_images(encoder_checkpoint, tmp_path, capsys):
+    """`score --since DIR`: version 2 (120 + 12 images) reuses version 1's resume directory; another config or
+    a directory that is no run is one line, exit 2."""
+    import pandas as pd
+
+    from conftest import write_digits_folder
+    from influencegate.cli import main
+
+    folder = write_digits_folder(tmp_path / "images", count=120)
+    base = ["score", str(folder), "--encoder", str(encoder_checkpoint), "--draws", "4", "--rank", "8",
+            "--target-stability", "none", "--no-findings", "--image-size", "8", "--channels", "1"]
+    assert main([*base, "--resume-dir", str(tmp_path / "v1"), "--out", str(tmp_path / "v1.parquet")]) == 0
+    write_digits_folder(folder, count=12, offset=120)
+    capsys.readouterr()
+    assert main([*base, "--since", str(tmp_path / "v1"), "--out", str(tmp_path / "v2.parquet")]) == 0
+    assert "incremental: 12 new samples scored, 120 previous scores kept" in capsys.readouterr().out
+    assert main([*base, "--out", str(tmp_path / "full.parquet")]) == 0
+    got, full = pd.read_parquet(tmp_path / "v2.parquet"), pd.read_parquet(tmp_path / "full.parquet")
+    assert got["sample_id"].tolist() == full["sample_id"].tolist() and len(got) == 132
+    assert spearmanr(got["influence"], full["influence"]).statistic >= 0.99
+    capsys.readouterr()
+    assert main([*base[:5], "3", *base[6:], "--since", str(tmp_path / "v1"), "--out", str(tmp_path / "x.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "another config" in err and err.count("\n") == 1
+    assert main([*base, "--since", str(tmp_path / "images"), "--out", str(tmp_path / "y.parquet")]) == 2
+    assert "holds no run.json" in capsys.readouterr().err

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from influencegate.influence.fit_state import restore_fit
 from influencegate.influence.scorer import InfluenceScorer
 from influencegate.influence.table import scores_table
 
@@ -49,11 +48,11 @@ class IncrementalReport:
         return self.rescored_old == self.recheck_samples
 
 
-def score_appended(scorer: InfluenceScorer, dataset: Any, previous_fit: dict[str, Any],
-                   previous_scores: pd.DataFrame, tolerance: float = RECHECK_TOLERANCE,
+def score_appended(scorer: InfluenceScorer, dataset: Any, previous_scores: pd.DataFrame,
+                   tolerance: float = RECHECK_TOLERANCE,
                    check_samples: int = RECHECK_SAMPLES) -> tuple[pd.DataFrame, IncrementalReport]:
-    """(scores table of `dataset`, report) from the previous version's fit (``fit_state`` output) and scores
-    table (`sample_id`, `influence`), for a `scorer` with the same encoder and config (not yet fitted).
+    """(scores table of `dataset`, report) for a `scorer` that holds the previous version's fit (``restore_fit``
+    of its ``fit_state``; same encoder and config) and that version's scores table (`sample_id`, `influence`).
 
     dataset: an ImageDataset (``sample_ids``, ``subset``, ``records``) holding every previously scored sample.
     """
@@ -65,7 +64,6 @@ def score_appended(scorer: InfluenceScorer, dataset: Any, previous_fit: dict[str
         raise ValueError(f"{len(dropped)} samples of the previous version are not readable in this one (e.g. "
                          f"{dropped[:3]}); an incremental audit only adds samples: audit this version in full")
     new_ids = [sid for sid in ids if sid not in previous.index]
-    restore_fit(scorer, previous_fit)
     if new_ids:
         scorer.extend_fit(dataset.subset(new_ids))
     old_ids = [sid for sid in ids if sid in previous.index]

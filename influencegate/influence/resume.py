@@ -195,3 +195,46 @@ def score_resumable(scorer: InfluenceScorer, dataset: Any, directory: str | stor
                                  for i in range(len(chunks))]) if chunks else np.zeros(0))
     table = scores_table(ids, influence, getattr(dataset, "records", None))
     return table, {"shards": len(chunks), "shards_reused": reused, "fit_reused": int(fit_reused)}
+
+
+# -- a finished run as the base of an incremental audit -----------------------------------------------------
+def load_previous_run(scorer: InfluenceScorer, directory: str | storage.Location) -> pd.DataFrame:
+    """Restore `scorer` with the fit kept in a finished resume directory of an earlier version (same config,
+    tracked layers and encoder weights; other samples allowed) and return that version's scores
+    (`sample_id`, `influence`), for ``influence.incremental.score_appended``. ValueError, one line, for a
+    directory that is not a finished run of this encoder and config."""
+    directory = storage.normalise(directory)
+    shown, marker = storage.redact(directory), storage.join(directory, "run.json")
+    if not storage.exists(marker):
+        raise ValueError(f"{shown} holds no run.json: not a resume directory of influencegate (--since takes the "
+                         f"--resume-dir of an earlier version's score)")
+    try:
+        recorded = json.loads(storage.read_text(marker))
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{storage.redact(marker)} is not a run record of influencegate")
+    mine = run_fingerprint(scorer, [], 1)
+    changed = [k for k in ("config", "layers", "encoder_sha256") if recorded.get(k) != mine[k]]
+    if changed:
+        raise ValueError(f"{shown} was scored with another {', '.join(changed)}; an incremental audit needs the same "
+                         f"encoder and config")
+    _load_fit(scorer, storage.join(directory, "curvature.pt"))
+    size, total = int(recorded.get("shard_size", 0)), int(recorded.get("n_samples", -1))
+    ids: list[str] = []
+    parts: list[np.ndarray] = []
+    for index in range(-(-total // size) if size > 0 and total >= 0 else 0):
+        location = storage.join(directory, f"shard-{index:05d}.npz")
+        try:
+            data = storage.read_bytes(location)
+            with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+                ids.extend(str(s) for s in stored["sample_ids"].tolist())
+                parts.append(np.asarray(stored["influence"], dtype=np.float64))
+        except FileNotFoundError:
+            raise ValueError(f"{shown} is an unfinished run ({storage.basename(location)} is missing); finish it "
+                             f"with the same --resume-dir first") from None
+        except Exception as exc:  # not an npz, truncated, an object array
+            raise ValueError(f"{storage.redact(location)} is not a readable shard ({type(exc).__name__})") from None
+    if len(ids) != total:
+        raise ValueError(f"{shown} holds {len(ids)} scores for the {total} samples of its run.json")
+    return pd.DataFrame({"sample_id": ids, "influence": np.concatenate(parts) if parts else np.zeros(0)})
