@@ -26,7 +26,7 @@ def read_bytes(location: str) -> bytes:
         return storage.read_bytes(location)
     except FileNotFoundError:
         raise SampleError("missing file") from None
-    except (OSError, storage.StorageError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: storage.StorageError, a path with a NUL byte
         raise SampleError(f"unreadable file: {getattr(exc, 'strerror', None) or exc}") from None
 
 
