@@ -166,7 +166,8 @@ def score_dataset(dataset: Any, encoder: Any, config: Any, resume_dir: str | Pat
     resume_dir, a directory every rank shares).
     since: the resume_dir of an earlier version's run (same encoder and config) that this version extends by
     appending: its fit and scores are reused and only the new samples scored (`influence.incremental`); the
-    info then carries the incremental report. Not with resume_dir or distributed (ValueError).
+    info then carries the incremental report. With resume_dir as well, this version's run is kept there as a
+    finished run (the base of the next version). Not under torchrun (ValueError).
     """
     import time
 
@@ -177,14 +178,16 @@ def score_dataset(dataset: Any, encoder: Any, config: Any, resume_dir: str | Pat
     start = time.perf_counter()
     scorer = InfluenceScorer(encoder, config)
     if since is not None:
-        if resume_dir is not None or distributed:
-            raise ValueError("an incremental audit (since) runs in one process without a resume directory")
+        if distributed:
+            raise ValueError("an incremental audit (since) runs in one process, not under torchrun")
         from dataclasses import asdict
 
         from influencegate.influence.incremental import score_appended
-        from influencegate.influence.resume import load_previous_run
+        from influencegate.influence.resume import load_previous_run, save_finished_run
 
         table, report = score_appended(scorer, dataset, load_previous_run(scorer, str(since)))
+        if resume_dir is not None:
+            save_finished_run(scorer, table, str(resume_dir), shard_size)
         info = {"incremental": {**asdict(report), "kept_old_scores": report.kept_old_scores}}
     elif resume_dir is not None:  # with or without ranks
         table, info = score_resumable(scorer, dataset, resume_dir, shard_size)

@@ -495,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--since", metavar="DIR",
                        help="the --resume-dir of an earlier version scored with the same --encoder and settings: this "
                             "version appends samples to it, so only the new ones are scored (the old scores are kept "
-                            "while a re-check of 200 of them holds Spearman >= 0.99)")
+                            "while a re-check of 200 of them holds Spearman >= 0.99); with --resume-dir, this "
+                            "version is kept there as the base of the next")
     score.add_argument("--groups", help="comma-separated group columns of the manifest to audit for fairness")
     score.add_argument("--no-findings", action="store_true",
                        help="scores only: skip duplicates, outliers and the fairness audit")

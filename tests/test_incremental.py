@@ -102,3 +102,27 @@ def test_cli_since_scores_only_the_appended_images(encoder_checkpoint, tmp_path,
     assert "another config" in err and err.count("\n") == 1
     assert main([*base, "--since", str(tmp_path / "images"), "--out", str(tmp_path / "y.parquet")]) == 2
     assert "holds no run.json" in capsys.readouterr().err
+
+
+def test_cli_versions_chain_through_their_resume_directories(encoder_checkpoint, tmp_path, capsys):
+    """v1 scored with --resume-dir; v2 --since v1 --resume-dir v2 keeps v2 as a finished run, which a plain
+    --resume-dir rerun of v2 reuses whole and v3 --since v2 builds on."""
+    import pandas as pd
+
+    from conftest import write_digits_folder
+    from influencegate.cli import main
+
+    folder = write_digits_folder(tmp_path / "images", count=100)
+    base = ["score", str(folder), "--encoder", str(encoder_checkpoint), "--draws", "4", "--rank", "8",
+            "--target-stability", "none", "--no-findings", "--image-size", "8", "--channels", "1", "--shard-size", "40"]
+    assert main([*base, "--resume-dir", str(tmp_path / "v1"), "--out", str(tmp_path / "v1.parquet")]) == 0
+    write_digits_folder(folder, count=10, offset=100)
+    assert main([*base, "--since", str(tmp_path / "v1"), "--resume-dir", str(tmp_path / "v2"),
+                 "--out", str(tmp_path / "v2.parquet")]) == 0
+    capsys.readouterr()
+    assert main([*base, "--resume-dir", str(tmp_path / "v2"), "--out", str(tmp_path / "v2again.parquet")]) == 0
+    assert "3 of 3 shards reused, fit reused" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "v2.parquet"), pd.read_parquet(tmp_path / "v2again.parquet"))
+    write_digits_folder(folder, count=10, offset=110)
+    assert main([*base, "--since", str(tmp_path / "v2"), "--out", str(tmp_path / "v3.parquet")]) == 0
+    assert "incremental: 10 new samples scored, 110 previous scores kept" in capsys.readouterr().out

@@ -238,3 +238,26 @@ def load_previous_run(scorer: InfluenceScorer, directory: str | storage.Location
     if len(ids) != total:
         raise ValueError(f"{shown} holds {len(ids)} scores for the {total} samples of its run.json")
     return pd.DataFrame({"sample_id": ids, "influence": np.concatenate(parts) if parts else np.zeros(0)})
+
+
+def save_finished_run(scorer: InfluenceScorer, table: pd.DataFrame, directory: str | storage.Location,
+                      shard_size: int = 4096) -> None:
+    """Keep a run scored elsewhere (an incremental audit) as a finished resume directory: run.json, the
+    scorer's fit and the influence of the table's scored rows in shards, exactly as `score_resumable` leaves
+    them, so that the directory can be resumed or be the base of the next version. The directory must be new
+    or empty, or hold this same run (ValueError otherwise)."""
+    if int(shard_size) < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    directory = storage.normalise(directory)
+    scored = table.dropna(subset=["influence"])
+    ids = scored["sample_id"].astype(str).tolist()
+    _claim(directory, run_fingerprint(scorer, ids, int(shard_size)))
+    buffer = io.BytesIO()
+    torch.save(fit_state(scorer), buffer)
+    storage.write_bytes(storage.join(directory, "curvature.pt"), buffer.getvalue())
+    influence = scored["influence"].to_numpy(dtype=np.float64)
+    for index, start in enumerate(range(0, len(ids), int(shard_size))):
+        buffer = io.BytesIO()
+        np.savez(buffer, sample_ids=np.array(ids[start:start + int(shard_size)]),
+                 influence=influence[start:start + int(shard_size)])
+        storage.write_bytes(storage.join(directory, f"shard-{index:05d}.npz"), buffer.getvalue())
