@@ -126,10 +126,11 @@ def stage_torchrun(limit_s: float, scratch: Path) -> dict[str, Any]:
         "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m",
                      "influencegate.cli", *common, "--encoder", str(ckpt), "--out", str(ranked)],
     }
-    result: dict[str, Any] = {"steps": {}}
+    result: dict[str, Any] = {"steps": {}, "seconds": 0.0}
     for name, cmd in steps.items():
         step = run_stage(cmd, max(10.0, deadline - time.perf_counter()))
         result["steps"][name] = step
+        result["seconds"] = round(result["seconds"] + step["seconds"], 1)
         if not step["passed"]:
             result["passed"] = False
             return result
