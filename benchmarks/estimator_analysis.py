@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from influencegate.influence.stability import split_half_stability
+
 
 def control(objective: np.ndarray) -> np.ndarray:
     """The control statistic of each draw: the squared objective (the score is quadratic in the response)."""
@@ -60,11 +62,6 @@ def estimate(kind: str, scores: np.ndarray, objective: np.ndarray, k1: int, k2: 
     raise ValueError(kind)
 
 
-def split_half_prediction(scores: np.ndarray, k: int) -> float:
-    """Between-seed stability at K = k predicted from one seed: Spearman-Brown of its even/odd half means."""
-    r = float(spearmanr(scores[:, :k:2].mean(axis=1), scores[:, 1:k:2].mean(axis=1)).statistic)
-    return 2 * r / (1 + r)
-
 
 def analyse(path: str, forward_share: float) -> dict:
     data = np.load(path)
@@ -86,7 +83,7 @@ def analyse(path: str, forward_share: float) -> dict:
                     a, b = (estimate(kind, *recs[seed], k1, k2) for seed in (0, 1))
                     rows.append({"estimator": kind, "k1": k1, "k2": k2, "cost": k1 + forward_share * (k2 - k1),
                                  "stability": float(spearmanr(a, b).statistic)})
-        predicted = {k: split_half_prediction(s0, k) for k in (8, 16, 24, 32, 48, 64) if k <= k_max}
+        predicted = {k: split_half_stability(s0[:, :k]) for k in (8, 16, 24, 32, 48, 64) if k <= k_max}
         out["settings"][setting] = {"n": int(len(s0)), "k_max": int(k_max), "split_half_predicted": predicted,
                                     "median_within_sample_spearman_s_vs_c": float(np.nanmedian(
                                         within["spearman_s_vs_c_within_sample"])),

@@ -38,15 +38,12 @@ def per_draw_records(scorer: InfluenceScorer, dataset, seed: int, k_max: int) ->
     rows: dict[str, np.ndarray] = {}
     objective: dict[str, np.ndarray] = {}
     order: list[str] = []
-    _, batches = scorer._pass(dataset, scorer.projectors, f"seed {seed}")
-    for ids, k, grads in batches:
-        per_sample = sum(curv.score(scorer._layer_grad(grads, name, len(ids))).cpu()
-                         for name, curv in scorer.curvature.items())
+    for ids, k, values in scorer._draw_scores(dataset, k_max, f"seed {seed}"):
         if k == 0:
             order.extend(ids)
             for sid in ids:
                 rows[sid], objective[sid] = np.zeros(k_max), np.zeros(k_max)
-        for sid, value in zip(ids, per_sample.tolist()):
+        for sid, value in zip(ids, values):
             rows[sid][k] = value
     with torch.no_grad():
         for start in range(0, len(dataset), 256):

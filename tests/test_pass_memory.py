@@ -72,3 +72,13 @@ def test_scores_do_not_depend_on_how_passes_are_cut(monkeypatch):
     got = small.fit(data).score(data)
     assert got["sample_id"].tolist() == expected["sample_id"].tolist()
     np.testing.assert_allclose(got["influence"], expected["influence"], rtol=1e-9)
+
+
+def test_cpu_budget_counts_reclaimable_page_cache():
+    """The CPU budget starts from MemAvailable (free + reclaimable cache), never less than the free pages."""
+    import os
+
+    from influencegate.influence.pass_memory import available_ram_bytes
+
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert available_ram_bytes() >= free > 0

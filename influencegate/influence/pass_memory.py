@@ -61,16 +61,29 @@ def activation_bytes_per_row(model: nn.Module, image: torch.Tensor, precision_co
     return int(total)
 
 
+def available_ram_bytes() -> int:
+    """RAM the system can give without swapping: MemAvailable of /proc/meminfo on Linux (free memory plus the
+    reclaimable page cache; plain free memory is small on a machine that has read many images), else the
+    free pages, else CPU_FALLBACK_BYTES."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return CPU_FALLBACK_BYTES
+
+
 def pass_budget_bytes(device: torch.device) -> int:
     """Bytes one pass may use: half the free memory of the CUDA device, a quarter of the available RAM."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * CUDA_FREE_FRACTION)
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return CPU_FALLBACK_BYTES
-    return int(available * CPU_AVAILABLE_FRACTION)
+    return int(available_ram_bytes() * CPU_AVAILABLE_FRACTION)
 
 
 def plan_pass(bytes_per_row: int, budget_bytes: int, batch_size: int, draws: int,

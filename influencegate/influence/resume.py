@@ -155,10 +155,20 @@ def _shard(scorer: InfluenceScorer, dataset: Any, ids: list[str], location: str)
     order, influence = scorer.influence(dataset.subset(ids))
     if order != ids:
         raise RuntimeError(f"the scorer returned the samples of {storage.basename(location)} in another order")
+    _write_shard(location, ids, influence)
+    return False, influence
+
+
+def shard_location(directory: str, index: int) -> str:
+    """Where shard `index` of a resume directory lives (shard-00000.npz, ...)."""
+    return storage.join(directory, f"shard-{index:05d}.npz")
+
+
+def _write_shard(location: str, ids: list[str], influence: np.ndarray) -> None:
+    """One shard file: the sample ids and their float64 influence (npz, written atomically)."""
     buffer = io.BytesIO()
     np.savez(buffer, sample_ids=np.array(ids), influence=np.asarray(influence, dtype=np.float64))
     storage.write_bytes(location, buffer.getvalue())
-    return False, influence
 
 
 def score_resumable(scorer: InfluenceScorer, dataset: Any, directory: str | storage.Location,
@@ -182,7 +192,7 @@ def score_resumable(scorer: InfluenceScorer, dataset: Any, directory: str | stor
     ranks.on_first(lambda: _claim(directory, fingerprint))  # before anything in the directory is read
     fit_reused = _fit_or_load(scorer, dataset, storage.join(directory, "curvature.pt"), ranks)
     chunks = [ids[i:i + int(shard_size)] for i in range(0, len(ids), int(shard_size))]
-    locations = [storage.join(directory, f"shard-{index:05d}.npz") for index in range(len(chunks))]
+    locations = [shard_location(directory, index) for index in range(len(chunks))]
     mine = range(ranks.rank, len(chunks), ranks.world)
     done: dict[int, np.ndarray] = {}
     reused = 0
@@ -224,7 +234,7 @@ def load_previous_run(scorer: InfluenceScorer, directory: str | storage.Location
     ids: list[str] = []
     parts: list[np.ndarray] = []
     for index in range(-(-total // size) if size > 0 and total >= 0 else 0):
-        location = storage.join(directory, f"shard-{index:05d}.npz")
+        location = shard_location(directory, index)
         try:
             data = storage.read_bytes(location)
             with np.load(io.BytesIO(data), allow_pickle=False) as stored:
@@ -257,7 +267,5 @@ def save_finished_run(scorer: InfluenceScorer, table: pd.DataFrame, directory: s
     storage.write_bytes(storage.join(directory, "curvature.pt"), buffer.getvalue())
     influence = scored["influence"].to_numpy(dtype=np.float64)
     for index, start in enumerate(range(0, len(ids), int(shard_size))):
-        buffer = io.BytesIO()
-        np.savez(buffer, sample_ids=np.array(ids[start:start + int(shard_size)]),
-                 influence=influence[start:start + int(shard_size)])
-        storage.write_bytes(storage.join(directory, f"shard-{index:05d}.npz"), buffer.getvalue())
+        _write_shard(shard_location(directory, index), ids[start:start + int(shard_size)],
+                     influence[start:start + int(shard_size)])
