@@ -312,7 +312,7 @@ def compare_duplicates(images: torch.Tensor, emb: np.ndarray, ids: list[str], tr
 def image_rule_sweep(images: torch.Tensor, truth: pd.DataFrame) -> dict:
     """Recall/precision of the absolute rule alone over IMAGE_SWEEP (one search, thresholded afterwards) and
     of the relative rule settings of RELATIVE_GRID (absolute threshold at its default), exact copies included."""
-    from influencegate.findings.duplicates import content_hashes, exact_pairs
+    from influencegate.findings.duplicate_links import content_hashes, exact_pairs
 
     n = len(truth)
     ei, ej = exact_pairs(content_hashes(images))

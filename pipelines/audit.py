@@ -5,10 +5,13 @@ from typing import Any, Optional
 
 from zenml import pipeline
 
-from influencegate.pipelines.config import DEFAULT_PARAMETERS
+from influencegate.pipelines.schema import ImageAuditParameters
 from influencegate.steps import (compare_with_approved, find_issues, load_dataset, load_or_pretrain_encoder,
                                  log_to_mlflow, record_approval, render_figures, render_findings, score_influence,
                                  validate_and_gate)
+
+#: The embedded default (also what the packaged audit_digits.yaml spells out): the digits audited end to end.
+DEFAULTS = ImageAuditParameters().model_dump()
 
 
 @pipeline(enable_cache=False)
@@ -17,12 +20,12 @@ def dataset_audit_pipeline(dataset: Optional[dict] = None, encoder: Optional[dic
                            tracking: Optional[dict] = None) -> None:
     """Audit one dataset version end to end; every argument is a section of configs/audit_digits.yaml
     (None: the embedded default, the digits). Its gate decision is the artifact `influencegate_gate_decision`."""
-    dataset = dataset or DEFAULT_PARAMETERS["dataset"]
-    encoder = encoder or DEFAULT_PARAMETERS["encoder"]
-    scorer = DEFAULT_PARAMETERS["scorer"] if scorer is None else scorer
-    findings = DEFAULT_PARAMETERS["findings"] if findings is None else findings
-    gate = gate or DEFAULT_PARAMETERS["gate"]
-    tracking = tracking or DEFAULT_PARAMETERS["tracking"]
+    dataset = dataset or DEFAULTS["dataset"]
+    encoder = encoder or DEFAULTS["encoder"]
+    scorer = DEFAULTS["scorer"] if scorer is None else scorer
+    findings = DEFAULTS["findings"] if findings is None else findings
+    gate = gate or DEFAULTS["gate"]
+    tracking = tracking or DEFAULTS["tracking"]
     ref, records = load_dataset(**dataset)
     model, encoder_info = load_or_pretrain_encoder(ref, **encoder)
     device = (scorer or {}).get("device", "cpu")
@@ -56,7 +59,7 @@ def recorded_decision(run: Any) -> dict[str, Any]:
 
 
 def run_audit(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """Run the pipeline for a normalised config (`load_audit_config`); returns (decision, pipeline run)."""
+    """Run the pipeline for a normalised config (`load_config("images")`); returns (decision, pipeline run)."""
     options = {k: v for k, v in config.items() if k != "parameters"}
     run = dataset_audit_pipeline.with_options(**options)(**config["parameters"])
     return recorded_decision(run), run

@@ -6,15 +6,15 @@ from typing import Annotated, Optional, Tuple
 import pandas as pd
 from zenml import step
 
-from influencegate.audit import dataset_ref
 from influencegate.data import load_images
 from influencegate.data.errors import require_readable
+from influencegate.workflows.references import DatasetRef
 
 
 # Never cached: the cache key would be the source *path*, but the files behind it may have changed.
 @step(enable_cache=False)
 def load_dataset(source: str = "digits", image_size: Optional[int] = None, channels: Optional[int] = None,
-                 name: Optional[str] = None, workers: int = 0) -> Tuple[Annotated[dict, "dataset"], Annotated[pd.DataFrame, "dataset_records"]]:
+                 name: Optional[str] = None, workers: int = 0) -> Tuple[Annotated[DatasetRef, "dataset"], Annotated[pd.DataFrame, "dataset_records"]]:
     """Load `source` ("digits", a folder, a .csv/.parquet/.jsonl manifest, WebDataset or Parquet shards, local
     or an fsspec URL; see `influencegate.data.load_images`), decoding in `workers` DataLoader processes.
 
@@ -24,4 +24,4 @@ def load_dataset(source: str = "digits", image_size: Optional[int] = None, chann
     """
     dataset = load_images(source, image_size=image_size, channels=channels, name=name, workers=workers)
     require_readable(dataset)
-    return dataset_ref(dataset, image_size, channels, workers), dataset.records
+    return DatasetRef.of(dataset, "images", image_size=image_size, channels=channels, workers=workers), dataset.records

@@ -6,11 +6,12 @@ from typing import Annotated, Optional, Tuple
 from torch import nn
 from zenml import step
 
-from influencegate.audit import load_or_pretrain, open_dataset
+from influencegate.workflows.image_audit import load_or_pretrain
+from influencegate.workflows.references import DatasetRef
 
 
 @step
-def load_or_pretrain_encoder(dataset: dict, checkpoint: Optional[str] = None, method: Optional[str] = "simclr",
+def load_or_pretrain_encoder(dataset: DatasetRef, checkpoint: Optional[str] = None, method: Optional[str] = "simclr",
                              epochs: int = 20, seed: int = 0, architecture: str = "small_cnn",
                              save_to: Optional[str] = None) -> Tuple[Annotated[nn.Module, "encoder"], Annotated[dict, "encoder_info"]]:
     """The encoder to score with: `checkpoint` (a path or "torchvision:<name>") when given, else
@@ -18,7 +19,7 @@ def load_or_pretrain_encoder(dataset: dict, checkpoint: Optional[str] = None, me
 
     encoder_info: checkpoint, method, epochs, seed, architecture, pretrain_seconds, final_loss.
     """
-    data = open_dataset(dataset) if not checkpoint else None
+    data = dataset.open() if not checkpoint else None
     encoder, losses, seconds = load_or_pretrain(data, checkpoint, method, epochs, seed, architecture, save_to, progress=False)
     info = {"checkpoint": checkpoint, "method": None if checkpoint else method, "epochs": 0 if checkpoint else int(epochs),
             "seed": int(seed), "architecture": architecture, "pretrain_seconds": round(seconds, 3),

@@ -9,7 +9,6 @@ from torch import nn
 from zenml import ArtifactConfig, step
 from zenml.types import HTMLString
 
-from influencegate.audit import find_issues as find_issues_in, open_dataset, summary_with_findings
 from influencegate.findings import FindingsResult, artifacts, metric_catalog
 from influencegate.findings.fairness import RESULT_COLUMNS as FAIRNESS_COLUMNS
 from influencegate.findings.registry import as_config
@@ -17,10 +16,13 @@ from influencegate.findings.run import finding_tables
 from influencegate.integrations.zenml.approvals import SCORES_ARTIFACT
 from influencegate.integrations.zenml.tables import TableMaterializer
 from influencegate.report import findings_figures
+from influencegate.statistics import summary_with_findings
+from influencegate.workflows.image_audit import find_issues as find_issues_in
+from influencegate.workflows.references import DatasetRef
 
 
 @step(output_materializers={"fairness_audit": TableMaterializer, "duplicate_groups": TableMaterializer})
-def find_issues(dataset: dict, encoder: nn.Module, scores: pd.DataFrame, findings: Optional[dict[str, Any]] = None,
+def find_issues(dataset: DatasetRef, encoder: nn.Module, scores: pd.DataFrame, findings: Optional[dict[str, Any]] = None,
                 device: str = "cpu") -> Tuple[
         Annotated[pd.DataFrame, ArtifactConfig(name=SCORES_ARTIFACT)],
         Annotated[dict, "audit_summary"],
@@ -34,7 +36,7 @@ def find_issues(dataset: dict, encoder: nn.Module, scores: pd.DataFrame, finding
     is off or, for fairness, when no group column is audited; every finding's tables and figures are in `render_findings`' finding_artifacts) and
     plain-language texts per finding.
     """
-    found = find_issues_in(open_dataset(dataset), encoder, scores, findings, device=device)
+    found = find_issues_in(dataset.open(), encoder, scores, findings, device=device)
     return (found.table, summary_with_findings(found.table, found.metrics),
             found.tables.get("fairness", pd.DataFrame(columns=list(FAIRNESS_COLUMNS))),
             found.tables.get("duplicate_groups", pd.DataFrame()),
@@ -42,16 +44,16 @@ def find_issues(dataset: dict, encoder: nn.Module, scores: pd.DataFrame, finding
 
 
 @step
-def render_findings(dataset: dict, encoder: nn.Module, scores: pd.DataFrame, summary: dict, texts: dict,
+def render_findings(dataset: DatasetRef, encoder: nn.Module, scores: pd.DataFrame, summary: dict, texts: dict,
                     findings: Optional[dict[str, Any]] = None, device: str = "cpu") -> Tuple[
         Annotated[dict, "finding_artifacts"],
         Annotated[Image.Image, "embedding_map"],
         Annotated[HTMLString, "findings_report"]]:
     """Each enabled finding's figures and tables by artifact path (`influencegate.findings.artifacts`), the
     t-SNE map of the embeddings, and one HTML page with all of them (influencegate.report.findings_figures)."""
-    ds, config = open_dataset(dataset), as_config(findings)
+    ds, config = dataset.open(), as_config(findings)
     figures = findings_figures.render_all(ds, encoder, scores, device=device, config=config)
     found = FindingsResult(scores, summary, texts, finding_tables(scores, config), config)
-    html = findings_figures.html_summary(f"{dataset['name']} @ {dataset['version'][:12]}", summary, texts, figures,
+    html = findings_figures.html_summary(f"{dataset.name} @ {dataset.version[:12]}", summary, texts, figures,
                                          described=metric_catalog())
     return artifacts(found, figures=figures), figures["embedding_map"], HTMLString(html)

@@ -12,10 +12,11 @@ from zenml.types import HTMLString
 from influencegate.integrations.great_expectations import run_gate
 from influencegate.integrations.zenml.approvals import BASE_TAG, DECISION_ARTIFACT, tag_current_output
 from influencegate.report.gate_report import decision_html
+from influencegate.workflows.references import DatasetRef
 
 
 @step(enable_cache=False)
-def validate_and_gate(dataset: dict, scores: pd.DataFrame, summary: dict, scoring_info: dict,
+def validate_and_gate(dataset: DatasetRef, scores: pd.DataFrame, summary: dict, scoring_info: dict,
                       drift: Optional[dict] = None, suite: Optional[str] = None, drift_blocks: bool = False,
                       findings: Optional[dict] = None) -> Tuple[
         Annotated[dict, "gate_decision"], Annotated[HTMLString, "gate_report"], Annotated[Path, "data_docs"]]:
@@ -28,8 +29,8 @@ def validate_and_gate(dataset: dict, scores: pd.DataFrame, summary: dict, scorin
     """
     docs = Path(tempfile.mkdtemp(prefix="influencegate_data_docs_"))
     extra = [t for t in (drift or {}).get("tests", [])] if drift_blocks else None
-    decision = run_gate(scores, pd.DataFrame([summary]), suite, dataset_name=dataset["name"],
-                        dataset_version=dataset["version"], scorer_config=scoring_info.get("config", {}),
+    decision = run_gate(scores, pd.DataFrame([summary]), suite, dataset_name=dataset.name,
+                        dataset_version=dataset.version, scorer_config=scoring_info.get("config", {}),
                         docs_dir=docs, extra_checks=extra, findings=findings)
     return decision, HTMLString(decision_html(decision)), docs
 

@@ -1,4 +1,4 @@
-"""Steps of the pair-alignment audit (ECIF): load image-text pairs, score them, picture them, log them."""
+"""Steps of the pair audit (image-text pairs, scored with ECIF): load them, score them, picture them, log them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,60 +8,64 @@ import pandas as pd
 from PIL import Image
 from zenml import ArtifactConfig, step
 
-from influencegate.align import (known_misalignment, load_pairs, open_pairs, pair_ref, pair_summary_stats,
-                                 score_pair_dataset)
+from influencegate.data import DIGITS_CAPTIONS, load_pairs
 from influencegate.data.errors import require_readable
+from influencegate.ecif import EcifConfig
 from influencegate.integrations.mlflow import DEFAULT_RETRY_SECONDS, log_audit
 from influencegate.report.figures import dataset_images
 from influencegate.report.pairs import misaligned_gallery, roc_figure
 from influencegate.report.review import review_table
+from influencegate.statistics import known_misalignment, summary_stats
+from influencegate.workflows.pair_audit import score_pair_dataset
+from influencegate.workflows.references import DatasetRef
 
 PAIR_SCORES_ARTIFACT = "influencegate_pair_scores"
 
 
 @step(enable_cache=False)
-def load_pair_dataset(source: str = "digits-captions", image_size: Optional[int] = None,
-                      channels: Optional[int] = None, name: Optional[str] = None, shuffled_fraction: float = 0.2,
-                      seed: int = 0, part: str = "all", workers: int = 0) -> Tuple[Annotated[dict, "pairs"], Annotated[pd.DataFrame, "pair_records"]]:
-    """Load image-text pairs (`influencegate.align.load_pairs`): a manifest with path and caption columns, or
-    "digits-captions" (or its "audit" / "reference" part). Returns the reference later steps take and every row (failed ones included);
-    DatasetError when no pair is readable."""
+def load_pair_dataset(source: str = DIGITS_CAPTIONS, image_size: Optional[int] = None,
+                       channels: Optional[int] = None, name: Optional[str] = None, shuffled_fraction: float = 0.2,
+                       seed: int = 0, part: str = "all", workers: int = 0) -> Tuple[
+        Annotated[DatasetRef, "pairs"], Annotated[pd.DataFrame, "pair_records"]]:
+    """Load image-text pairs (`influencegate.data.load_pairs`): a manifest with path and caption columns, or
+    "digits-captions" (or its "audit" / "reference" part). Returns the reference later steps take and every row
+    (failed ones included); DatasetError when no pair is readable."""
     options = dict(source=source, image_size=image_size, channels=channels, name=name,
                    shuffled_fraction=shuffled_fraction, seed=seed, part=part, workers=workers)
     dataset = load_pairs(**options)
     require_readable(dataset)
-    return pair_ref(dataset, **options), dataset.records
+    return DatasetRef.of(dataset, "pairs", **options), dataset.records
 
 
 @step
-def score_image_text_pairs(pairs: dict, reference: Optional[dict] = None, ecif: Optional[dict[str, Any]] = None) -> Tuple[
+def score_pairs(pairs: DatasetRef, reference: Optional[DatasetRef] = None,
+                ecif: Optional[dict[str, Any]] = None) -> Tuple[
         Annotated[pd.DataFrame, ArtifactConfig(name=PAIR_SCORES_ARTIFACT)],
         Annotated[dict, "pair_summary"],
         Annotated[dict, "ecif_info"]]:
     """ECIF scores of every pair (the pair scores table of docs/design.md section 2), against the clean `reference`
     pairs when given (else self-influence); `ecif`: EcifConfig fields. The summary holds misalignment_auroc and
     clip_score_auroc when the pairs carry known corruption labels."""
-    from influencegate.ecif import EcifConfig
-
     config = EcifConfig.from_dict({"progress": False, **(ecif or {})})
-    dataset = open_pairs(pairs)
-    table, scored = score_pair_dataset(dataset, open_pairs(reference) if reference else None, config)
+    dataset = pairs.open()
+    table, scored = score_pair_dataset(dataset, reference.open() if reference else None, config)
     info = {"config": {**config.to_params(), **scored["flag_rule"]},
-            "seconds": {k: round(v, 3) for k, v in scored["seconds"].items()}, "reference": (reference or {}).get("name")}
-    return table, pair_summary_stats(table, known_misalignment(dataset), scored["flag_rule"]), info
+            "seconds": {k: round(v, 3) for k, v in scored["seconds"].items()},
+            "reference": reference.name if reference else None}
+    return table, summary_stats(table, known_misalignment(dataset.records), scored["flag_rule"]), info
 
 
 @step
-def render_pair_figures(pairs: dict, scores: pd.DataFrame, k: int = 16) -> Tuple[
+def render_pair_figures(pairs: DatasetRef, scores: pd.DataFrame, k: int = 16) -> Tuple[
         Annotated[Image.Image, "most_misaligned_pairs"], Annotated[Image.Image, "misalignment_roc"]]:
     """The k most misaligned pairs with their captions, and the ROC against known corruption labels."""
-    dataset = open_pairs(pairs)
-    return misaligned_gallery(scores, dataset, k=k), roc_figure(scores, known_misalignment(dataset))
+    dataset = pairs.open()
+    return misaligned_gallery(scores, dataset, k=k), roc_figure(scores, known_misalignment(dataset.records))
 
 
 @step(enable_cache=False)
-def log_pairs_to_mlflow(pairs: dict, records: pd.DataFrame, scores: pd.DataFrame, summary: dict, ecif_info: dict,
-                        decision: dict, data_docs: Path, gallery: Image.Image, roc: Image.Image,
+def log_pairs_to_mlflow(pairs: DatasetRef, records: pd.DataFrame, scores: pd.DataFrame, summary: dict,
+                        ecif_info: dict, decision: dict, data_docs: Path, gallery: Image.Image, roc: Image.Image,
                         tracking_uri: Optional[str] = None, experiment: Optional[str] = None,
                         run_dir: Optional[str] = None, retry_seconds: Optional[float] = None) -> Annotated[dict, "mlflow_run"]:
     """One MLflow run of the pair audit: the pair scores table, the summary, the ECIF config, the gallery, the
@@ -69,9 +73,9 @@ def log_pairs_to_mlflow(pairs: dict, records: pd.DataFrame, scores: pd.DataFrame
     written to `run_dir` first and uploaded for at most about `retry_seconds` (as `log_to_mlflow`)."""
     timings = {f"seconds.{k}": v for k, v in (ecif_info.get("seconds") or {}).items()}
     return log_audit(scores=scores, summary={**summary, **timings}, decision={**decision, "data_docs": str(data_docs)},
-                     dataset={**pairs, "kind": "image-text pairs"}, records=records,
+                     dataset=pairs.params(), records=records,
                      scorer_params=ecif_info.get("config", {}), scorer_prefix="ecif",
                      figures={"misaligned_gallery": gallery, "roc": roc},
-                     review=review_table(scores, dataset_images(open_pairs(pairs))),
+                     review=review_table(scores, dataset_images(pairs.open())),
                      uri=tracking_uri, experiment=experiment, extra_tags={"audit.kind": "pairs"}, run_dir=run_dir,
                      retry_seconds=DEFAULT_RETRY_SECONDS if retry_seconds is None else retry_seconds)

@@ -9,12 +9,14 @@ from torch import nn
 from zenml import step
 
 from influencegate import InfluenceConfig
-from influencegate.audit import open_dataset, score_dataset, summary_stats
 from influencegate.report import influence_grids, influence_histogram
+from influencegate.statistics import summary_stats
+from influencegate.workflows.image_audit import score_dataset
+from influencegate.workflows.references import DatasetRef
 
 
 @step
-def score_influence(dataset: dict, encoder: nn.Module, scorer: Optional[dict[str, Any]] = None,
+def score_influence(dataset: DatasetRef, encoder: nn.Module, scorer: Optional[dict[str, Any]] = None,
                     resume_dir: Optional[str] = None) -> Tuple[
         Annotated[pd.DataFrame, "influence_scores"],
         Annotated[dict, "score_summary"],
@@ -23,23 +25,23 @@ def score_influence(dataset: dict, encoder: nn.Module, scorer: Optional[dict[str
 
     Returns the scores table (docs/design.md section 2, with is_high_influence; `find_issues` adds the findings and
     becomes the run's `influencegate_scores` artifact), its summary statistics
-    (`influencegate.audit.summary_stats`) and {"config": flat scorer config, "seconds": scoring time, "draws": the
+    (`influencegate.statistics.summary_stats`) and {"config": flat scorer config, "seconds": scoring time, "draws": the
     draws each score averages, "predicted_stability": the pilot's prediction there (NaN without one), "resume":
     shards written and reused}. resume_dir: a directory where the fit and the scores are kept shard by shard,
     so that a step that was interrupted resumes there when it is run again (`influence.score_resumable`).
     """
     config = InfluenceConfig.from_dict({"progress": False, **(scorer or {})})
-    table, seconds, info = score_dataset(open_dataset(dataset), encoder, config, resume_dir)
+    table, seconds, info = score_dataset(dataset.open(), encoder, config, resume_dir)
     draws = {"draws": info.pop("score_draws"), "predicted_stability": info.pop("predicted_stability")}
     return table, summary_stats(table), {"config": config.to_params(), "seconds": round(seconds, 3), **draws,
                                          "resume": info}
 
 
 @step
-def render_figures(dataset: dict, scores: pd.DataFrame, k: int = 16) -> Tuple[
+def render_figures(dataset: DatasetRef, scores: pd.DataFrame, k: int = 16) -> Tuple[
         Annotated[Image.Image, "log_influence_histogram"],
         Annotated[Image.Image, "most_influential"],
         Annotated[Image.Image, "least_influential"]]:
     """Histogram of log_influence and grids of the `k` most and least influential images."""
-    most, least = influence_grids(scores, open_dataset(dataset), k=k)
-    return influence_histogram(scores, title=f"{dataset['name']} log_influence"), most, least
+    most, least = influence_grids(scores, dataset.open(), k=k)
+    return influence_histogram(scores, title=f"{dataset.name} log_influence"), most, least

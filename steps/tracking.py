@@ -9,18 +9,18 @@ from PIL import Image
 from zenml import step
 from zenml.types import HTMLString
 
-from influencegate.audit import open_dataset
 from influencegate.integrations.mlflow import DEFAULT_RETRY_SECONDS, log_audit
 from influencegate.report.figures import dataset_images
 from influencegate.report.gate_report import with_verdict
 from influencegate.report.review import review_table
+from influencegate.workflows.references import DatasetRef
 
 #: encoder_info entries that are measurements (logged as metrics), not settings (params).
 ENCODER_MEASUREMENTS = {"pretrain_seconds": "seconds.pretrain", "final_loss": "encoder.final_loss"}
 
 
 @step(enable_cache=False)
-def log_to_mlflow(dataset: dict, records: pd.DataFrame, scores: pd.DataFrame, summary: dict, scoring_info: dict,
+def log_to_mlflow(dataset: DatasetRef, records: pd.DataFrame, scores: pd.DataFrame, summary: dict, scoring_info: dict,
                   encoder_info: dict, decision: dict, data_docs: Path, histogram: Image.Image,
                   most_influential: Image.Image, least_influential: Image.Image,
                   evidently_report: Optional[HTMLString] = None, drift: Optional[dict] = None,
@@ -46,12 +46,12 @@ def log_to_mlflow(dataset: dict, records: pd.DataFrame, scores: pd.DataFrame, su
     settings = {k: v for k, v in encoder_info.items() if k not in ENCODER_MEASUREMENTS}
     findings_page = with_verdict(str(findings_report), decision) if findings_report else None
     return log_audit(scores=scores, summary={**summary, **measurements},
-                     decision={**decision, "data_docs": str(data_docs)}, dataset=dataset, records=records,
+                     decision={**decision, "data_docs": str(data_docs)}, dataset=dataset.params(), records=records,
                      scorer_params=scoring_info.get("config", {}), encoder=settings,
                      figures={"histogram": histogram, "most": most_influential, "least": least_influential,
                               "embedding_map": embedding_map}, findings=findings,
                      html={"findings_report": findings_page,
                            "evidently": str(evidently_report) if evidently_report else None}, drift=drift,
-                     review=review_table(scores, dataset_images(open_dataset(dataset))),
+                     review=review_table(scores, dataset_images(dataset.open())),
                      uri=tracking_uri, experiment=experiment, run_dir=run_dir,
                      retry_seconds=DEFAULT_RETRY_SECONDS if retry_seconds is None else retry_seconds)

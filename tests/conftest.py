@@ -48,7 +48,7 @@ def digits():
 @pytest.fixture(scope="session")
 def encoder_checkpoint(digits, test_root: Path) -> Path:
     """One SmallCNN pretrained (SimCLR, 1 epoch) on the digits, shared by every test of the session."""
-    from influencegate.audit import load_or_pretrain
+    from influencegate.workflows.image_audit import load_or_pretrain
 
     path = test_root / "encoder_digits.pt"
     load_or_pretrain(digits, method="simclr", epochs=1, seed=0, save_to=path, progress=False)

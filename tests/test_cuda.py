@@ -24,7 +24,7 @@ N_SAMPLES = 512
 @pytest.fixture(scope="module")
 def scored_subset(digits, encoder_checkpoint):
     """(encoder, the first N_SAMPLES digits) shared by the device comparisons."""
-    from influencegate.audit import load_or_pretrain
+    from influencegate.workflows.image_audit import load_or_pretrain
 
     encoder, _, _ = load_or_pretrain(digits, checkpoint=encoder_checkpoint, progress=False)
     return encoder, digits.subset(digits.sample_ids[:N_SAMPLES])

@@ -253,7 +253,7 @@ def test_our_checkpoints_load_from_urls(tmp_path: Path, s3_bucket: str) -> None:
 
 
 def test_spec_checks_shared_by_the_cli_and_the_audit_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from influencegate.pipelines.config import ConfigError, preflight
+    from influencegate.pipelines import ConfigError, preflight
 
     assert encoder_spec_problem("torchvision:resnet18") is None
     assert encoder_spec_problem(str(tmp_path / "absent.pt")) == f"encoder checkpoint not found: {str(tmp_path / 'absent.pt')!r}"

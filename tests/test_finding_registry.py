@@ -52,7 +52,7 @@ def dark_finding():
 
 
 def test_a_registered_finding_reaches_every_output(dark_finding, digits) -> None:
-    from influencegate.audit import summary_with_findings
+    from influencegate.statistics import summary_with_findings
     from influencegate.integrations.great_expectations import run_gate
     from influencegate.models import SmallCNN
     from influencegate.report import html_summary, render_all

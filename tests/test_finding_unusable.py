@@ -84,7 +84,7 @@ def test_all_embedded_digits_are_usable_and_error_rows_are_neutral(digits):
 
 
 def test_off_by_default_and_its_gate_line_when_on(planted):
-    from influencegate.audit import summary_with_findings
+    from influencegate.statistics import summary_with_findings
     from influencegate.integrations.great_expectations import run_gate
 
     table, images, _ = planted

@@ -65,7 +65,7 @@ def test_rerunning_replaces_the_finding_columns(audited):
 
 
 def test_skipped_finding_leaves_nan_metrics_and_the_default_gate_rejects(audited):
-    from influencegate.audit import summary_with_findings
+    from influencegate.statistics import summary_with_findings
     from influencegate.integrations.great_expectations import run_gate
 
     table, embeddings, images = audited
@@ -79,7 +79,7 @@ def test_skipped_finding_leaves_nan_metrics_and_the_default_gate_rejects(audited
 
 
 def test_the_default_gate_rejects_a_fairness_skew_and_too_many_copies(audited):
-    from influencegate.audit import summary_with_findings
+    from influencegate.statistics import summary_with_findings
     from influencegate.integrations.great_expectations import run_gate
 
     table, embeddings, images = audited

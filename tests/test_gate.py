@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from influencegate.audit import add_high_influence, summary_table, summary_with_findings
+from influencegate.statistics import add_high_influence, summary_table, summary_with_findings
 from influencegate.findings.run import find_all
 from influencegate.integrations.great_expectations import DEFAULT_SUITE, load_suite, run_gate, suite_hash
 

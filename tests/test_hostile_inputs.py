@@ -99,7 +99,7 @@ def test_file_name_that_is_not_utf8_keeps_its_row(tmp_path: Path, digits_folder)
 
 
 def test_numeric_captions_are_text(tmp_path: Path, digits_folder) -> None:
-    from influencegate.align import load_pairs
+    from influencegate.data import load_pairs
 
     folder = digits_folder(tmp_path / "d", count=3)
     manifest = tmp_path / "pairs.jsonl"

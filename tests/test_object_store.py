@@ -98,7 +98,7 @@ def test_cli_scores_shards_from_the_bucket(s3_bucket: str, tmp_path: Path, encod
 
 
 def test_pair_manifest_in_a_bucket(s3_bucket: str, tmp_path: Path, digits_folder) -> None:
-    from influencegate.align import load_pairs
+    from influencegate.data import load_pairs
 
     url = upload(digits_folder(tmp_path / "d", count=8), s3_bucket, "pairs")
     rows = pd.DataFrame({"path": [f"img_{i:04d}.png" for i in range(8)], "caption": [f"digit {i}" for i in range(8)]})

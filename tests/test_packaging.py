@@ -13,7 +13,7 @@ import yaml
 from influencegate import resources
 from influencegate.data import storage
 from influencegate.integrations.great_expectations import DEFAULT_SUITE, load_suite
-from influencegate.pipelines import load_align_config, load_audit_config, preflight
+from influencegate.pipelines import load_config, preflight
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -32,29 +32,29 @@ def test_packaged_suites_and_configs_parse() -> None:
     default, pairs = load_suite(), load_suite(resources.path(resources.PAIRS_SUITE))
     assert default["tables"]["summary"] and pairs["tables"]["summary"]
     assert default["meta"]["path"] == str(DEFAULT_SUITE)
-    audit = load_audit_config()["parameters"]
+    audit = load_config()["parameters"]
     assert audit["suite"] == str(DEFAULT_SUITE) and audit["dataset"]["source"] == "digits"
-    align = load_align_config()["parameters"]
+    align = load_config("pairs")["parameters"]
     assert align["suite"] == str(resources.path(resources.PAIRS_SUITE))
 
 
 def test_default_audit_config_loads_from_an_empty_working_directory(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    config = load_audit_config()
+    config = load_config()
     preflight(config)
     assert Path(config["parameters"]["suite"]).is_file()
-    assert Path(load_align_config()["parameters"]["suite"]).is_file()
+    assert Path(load_config("pairs")["parameters"]["suite"]).is_file()
 
 
 def test_a_relative_suite_resolves_against_the_config_folder_then_the_package(tmp_path: Path) -> None:
     config = tmp_path / "audit.yaml"
     config.write_text(yaml.safe_dump({"parameters": {"suite": "expectations/default.json"}}))
-    assert load_audit_config(config)["parameters"]["suite"] == str(DEFAULT_SUITE)
+    assert load_config("images", config)["parameters"]["suite"] == str(DEFAULT_SUITE)
     local = tmp_path / "expectations" / "default.json"
     local.parent.mkdir()
     local.write_text(DEFAULT_SUITE.read_text())
-    assert load_audit_config(config)["parameters"]["suite"] == str(local)
+    assert load_config("images", config)["parameters"]["suite"] == str(local)
 
 
 def test_a_suite_can_be_an_fsspec_url(tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_a_suite_can_be_an_fsspec_url(tmp_path: Path) -> None:
     storage.write_text(url, DEFAULT_SUITE.read_text())
     suite = load_suite(url)
     assert suite["name"] == json.loads(DEFAULT_SUITE.read_text())["name"] and suite["meta"]["path"] == url
-    config = load_audit_config(overrides=[f"suite={url}"])
+    config = load_config(overrides=[f"suite={url}"])
     assert config["parameters"]["suite"] == url  # a URL is left alone by the relative-path resolution
     preflight(config)
     with pytest.raises(ValueError, match="expectation suite not found"):

@@ -35,7 +35,7 @@ def readme_commands(name: str) -> list[str]:
 @pytest.fixture(scope="module")
 def bucket_with_shards(s3_endpoint: str, tmp_path_factory) -> str:
     """s3://pretraining-data with 4 WebDataset shards of 24 RGB images and a SimCLR encoder trained on them."""
-    from influencegate.audit import load_or_pretrain
+    from influencegate.workflows.image_audit import load_or_pretrain
     from influencegate.data import load_images
 
     root = tmp_path_factory.mktemp("readme")

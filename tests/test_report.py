@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from influencegate.audit import add_high_influence, robust_z, summary_stats
+from influencegate.statistics import add_high_influence, robust_z, summary_stats
 from influencegate.report import image_grid, influence_grids, influence_histogram
 
 

@@ -111,7 +111,9 @@ def test_logged_run_leads_from_verdict_to_flagged_images(tmp_path: Path, digits_
     from zenml.types import HTMLString
 
     from influencegate import InfluenceConfig
-    from influencegate.audit import dataset_ref, find_issues, load_or_pretrain, score_dataset, summary_with_findings
+    from influencegate.statistics import summary_with_findings
+    from influencegate.workflows.image_audit import find_issues, load_or_pretrain, score_dataset
+    from influencegate.workflows.references import DatasetRef
     from influencegate.data import load_images
     from influencegate.integrations.great_expectations import run_gate
     from influencegate.report.findings_figures import html_summary
@@ -129,7 +131,7 @@ def test_logged_run_leads_from_verdict_to_flagged_images(tmp_path: Path, digits_
     assert decision["approved"] is False  # 2 unreadable of 61: more than 1% errors
     blank = Image.new("RGB", (8, 8))
     runs = [log_to_mlflow.entrypoint(
-        dataset_ref(dataset, 8, 1), dataset.records, found.table, summary, {"config": {"rank": 8}, "seconds": seconds},
+        DatasetRef.of(dataset, "images", image_size=8, channels=1), dataset.records, found.table, summary, {"config": {"rank": 8}, "seconds": seconds},
         {"checkpoint": str(encoder_checkpoint), "pretrain_seconds": 0.0, "final_loss": None}, decision,
         tmp_path / "docs", blank, blank, blank,
         findings_report=HTMLString(html_summary("findings", summary, found.texts, {"histogram": blank})),

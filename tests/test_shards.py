@@ -107,7 +107,7 @@ def test_broken_and_missing_shards_are_rows(corpus: dict, tmp_path: Path) -> Non
 
 
 def test_pairs_from_shards(corpus: dict) -> None:
-    from influencegate.align import load_pairs
+    from influencegate.data import load_pairs
 
     pairs = load_pairs(str(corpus["parquet"]), image_size=SIZE)
     assert len(pairs) == 40 and pairs.records["caption"].iloc[5] == "a photo number 5"

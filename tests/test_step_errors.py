@@ -57,9 +57,9 @@ def _outage_pipeline() -> None:
 
 
 def test_a_tracking_outage_in_a_step_is_logged_without_its_traceback(caplog) -> None:
-    from influencegate.cli import _quiet_logs
+    from influencegate.cli.pipelines import quiet_logs
 
-    _quiet_logs()
+    quiet_logs()
     with pytest.raises(RuntimeError):
         _outage_pipeline()
     failed = [r for r in caplog.records if "failed" in r.getMessage()]

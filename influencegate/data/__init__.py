@@ -12,12 +12,14 @@ from influencegate.data.constants import (
 from influencegate.data.dataset import ImageDataset, denormalize
 from influencegate.data.errors import DatasetError
 from influencegate.data.loader import load_images
+from influencegate.data.pairs import DIGITS_CAPTIONS, load_pairs
 
 __all__ = [
     "CIFAR10_GRAY_MEAN",
     "CIFAR10_GRAY_STD",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "DIGITS_CAPTIONS",
     "DIGITS_MEAN",
     "DIGITS_STD",
     "IMAGE_EXTENSIONS",
@@ -28,5 +30,6 @@ __all__ = [
     "class_prompts",
     "denormalize",
     "load_images",
+    "load_pairs",
     "shuffle_captions",
 ]

@@ -17,7 +17,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from influencegate.audit import robust_z
 from influencegate.data.dataset import ImageDataset
 from influencegate.ecif.batches import make_batches
 from influencegate.ecif.config import EcifConfig
@@ -36,9 +35,8 @@ from influencegate.ecif.train import FitResult, fit_contrastive
 from influencegate.models.dual import DualEncoder
 from influencegate.models.registry import build_encoder
 from influencegate.models.trainer import pretrain
+from influencegate.statistics import REFERENCE_FLAG_RULE, robust_z
 
-#: ``flag_rule["flag_rule"]`` of flags calibrated on a clean reference set.
-REFERENCE_FLAG_RULE = "harmful_and_below_reference_quantile"
 TextEncoder = Callable[[Sequence[str]], torch.Tensor]
 
 

@@ -1,10 +1,8 @@
-"""Exact and near-duplicates: content hash of the image tensor; near-duplicates by a shift/crop-tolerant pixel
-similarity of thumbnails (image_similarity.py, small images), the multi-view matcher (views.py, all pairs or
-the candidates of the streaming index, duplicate_index.py) and/or the cosine similarity of embeddings;
-connected components, one canonical member kept per group (docs/design.md sections 2 and 5)."""
+"""Exact and near-duplicates: the samples linked by content hash, pixel or multi-view similarity and/or the
+embedding cosine (duplicate_links.py), grouped as connected components, one canonical member kept per group
+(docs/design.md sections 2 and 5); and the finding's plug-in."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict
 from typing import Any, Mapping, Sequence
 
@@ -15,12 +13,14 @@ import torch
 from scipy.sparse.csgraph import connected_components
 
 from influencegate.findings.base import Finding, align_embeddings, check_table
-from influencegate.findings.duplicate_index import ViewIndex, available_index
-from influencegate.findings.image_similarity import ImageMatch, image_pairs
+from influencegate.findings.duplicate_links import (IMAGE_MAX_SAMPLES, VIEW_EXACT_MAX_SAMPLES, content_hashes,
+                                                    exact_pairs, image_links, image_paths, link_signals)
+from influencegate.findings.image_similarity import ImageMatch
 from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
                                              flagged_ids, register)
 from influencegate.findings.similarity import DEFAULT_BLOCK, check_index, cosine_pairs
-from influencegate.findings.views import ViewMatch, view_pairs
+from influencegate.findings.views import ViewMatch
+from influencegate.plotting.galleries import duplicate_gallery
 
 #: Default cosine threshold (of the centred, L2-normalised embeddings) for a near-duplicate pair by embeddings.
 #: Chosen by measurement (benchmarks/findings_quality.py: digits + 60 planted near-copies + 20 exact copies,
@@ -30,58 +30,10 @@ from influencegate.findings.views import ViewMatch, view_pairs
 #: the pixel similarity (ImageMatch) is the default signal whenever images are given.
 #: Embedding-dependent: re-measure for another encoder.
 NEAR_DUPLICATE_THRESHOLD = 0.995
-#: Largest number of examined samples for which near="auto" uses the image similarity; above it "auto" links by
-#: the embedding cosine instead. Both searches are all-pairs, O(M^2), but with very different constants,
-#: measured on this project's 2-core CPU, one torch thread, random inputs, M = 1,000-8,000 (image) and
-#: 10,000-40,000 (cosine): image_similarity.image_pairs 1.25-1.63 us per M^2 with 16 x 16 thumbnails (every
-#: image of side >= 16 px at the default thumb_size) and 0.11-0.25 us per M^2 with 8 x 8 ones (digits);
-#: similarity.cosine_pairs (D = 32) 3-4 ns per M^2. At 10,000 images the image search takes ~2-3 min (16 px)
-#: or 10-25 s (8 px), less than scoring them with the smallest encoder (SmallCNN, default config: ~30
-#: samples/s on this CPU, benchmarks/results/influence_speed_cpu.json, ~5 min); at 100,000 it would take
-#: 3.5-4.5 h (16 px) or 20-40 min (8 px), the cosine ~30 s. Raise it on a GPU (device="cuda"), or pass
-#: near="image" to force the pixel search.
-IMAGE_MAX_SAMPLES = 10_000
-#: Largest image side (the shorter of H and W, pixels) for which matcher="auto" compares pixels (ImageMatch,
-#: tiles of whole-pixel shifts and crops); above it the multi-view matcher (ViewMatch, views.py). Measured
-#: (benchmarks/duplicates_crossover.py; criterion: the worst min(recall, precision) over the shift, crop,
-#: JPEG, resize, brightness and border copies): on the tuning photos the views win at 12, 16 and 24 px
-#: (0.76 / 0.83 / 0.90 against 0.32 / 0.47 / 0.37), and so on the held-out photos (0.69 / 0.83 / 0.87 against
-#: 0.41 / 0.59 / 0.24); on the 8 x 8 digits (held-out table, benchmarks/results/duplicates_natural.json) the
-#: tiles win (shift recall 1.00, crop 0.90 against 0.03 and 0.07). 10 lies between the measured 8 and 12.
-PIXEL_MAX_SIDE = 10
-#: Largest number of examined samples for which search="auto" runs the multi-view matcher on all pairs; above
-#: it the streaming candidate index (duplicate_index.ViewIndex) proposes pairs and the same matcher checks only
-#: those. On the held-out photos the index path keeps the all-pairs recall (equal or higher per family and
-#: side) but links a few more look-alikes at 32 px (precision 0.94-0.96 against 0.97-0.99; relative rule over
-#: candidates only; benchmarks/results/duplicates_natural_index.json beside duplicates_natural.json); the
-#: all-pairs search costs ~4 us per M^2 (2 threads, 32 px colour: 15 s at 2,000 images, 10 min at 12,000).
-VIEW_EXACT_MAX_SAMPLES = 2_000
 KEEP_RULES = ("first", "most_influential", "least_influential")
 NEAR_SIGNALS = ("auto", "image", "embedding", "both", "none")
 MATCHERS = ("auto", "pixels", "views")
 SEARCHES = ("auto", "exact", "index")
-#: Images per streaming batch of the candidate index.
-INDEX_BATCH = 1024
-
-
-def content_hashes(images: torch.Tensor | np.ndarray) -> list[str]:
-    """sha256 (hex) of each sample's tensor bytes (float32, C-contiguous): equal only for identical pixels."""
-    arr = np.ascontiguousarray(images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images,
-                               dtype=np.float32)
-    return [hashlib.sha256(arr[i].tobytes()).hexdigest() for i in range(arr.shape[0])]
-
-
-def exact_pairs(hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(i, j) edges linking each sample to the first sample with the same hash."""
-    first: dict[str, int] = {}
-    ii, jj = [], []
-    for pos, h in enumerate(hashes):
-        if h in first:
-            ii.append(first[h])
-            jj.append(pos)
-        else:
-            first[h] = pos
-    return np.asarray(ii, dtype=np.int64), np.asarray(jj, dtype=np.int64)
 
 
 class Duplicates(Finding):
@@ -170,64 +122,6 @@ class Duplicates(Finding):
         self._table: pd.DataFrame | None = None
         self._stats: dict[str, Any] = {}
 
-    def _paths(self, images: torch.Tensor | np.ndarray | None) -> tuple[str | None, str | None]:
-        """(matcher, search) the image similarity would run for these images: matcher "pixels" or "views"
-        (matcher="auto": by the shorter image side against PIXEL_MAX_SIDE), search "exact" (all pairs) or
-        "index" (candidates; views only; search="auto": above view_exact_max_samples); (None, None) without
-        images."""
-        if images is None:
-            return None, None
-        matcher = self.matcher
-        if matcher == "auto":
-            matcher = "pixels" if min(images.shape[-2], images.shape[-1]) <= PIXEL_MAX_SIDE else "views"
-        if matcher == "pixels":
-            if self.search == "index":
-                raise ValueError(f"duplicates: search='index' runs the multi-view matcher, but images of side "
-                                 f"<= {PIXEL_MAX_SIDE} px use the pixel matcher; pass matcher='views'")
-            return matcher, "exact"
-        search = self.search
-        if search == "auto":
-            search = "exact" if len(images) <= self.view_exact_max_samples else "index"
-        return matcher, search
-
-    def _signals(self, has_embeddings: bool, has_images: bool, m: int, matcher: str | None) -> tuple[bool, bool]:
-        """(link by image similarity, link by embedding cosine) for this call of m samples; ValueError if an
-        input is missing. near="auto" links by the embedding cosine instead of the image similarity only when
-        the pixel matcher (all pairs, O(M^2)) would examine more than image_max_samples images."""
-        if self.near == "auto":
-            too_many = matcher == "pixels" and m > self.image_max_samples
-            if has_images and too_many and not has_embeddings:
-                raise ValueError(f"duplicates: near='auto' with {m} images > image_max_samples="
-                                 f"{self.image_max_samples} links by the embedding cosine, but no embeddings were "
-                                 "given; pass embeddings, near='image' (all-pairs pixel search, O(M^2)) or a larger "
-                                 "image_max_samples")
-            use_image = has_images and not too_many
-            return use_image, not use_image
-        use_image, use_embedding = self.near in ("image", "both"), self.near in ("embedding", "both")
-        if use_image and not has_images:
-            raise ValueError(f"duplicates: near={self.near!r} needs images (M x C x H x W)")
-        if use_embedding and not has_embeddings:
-            raise ValueError(f"duplicates: near={self.near!r} needs embeddings (M x D)")
-        return use_image, use_embedding
-
-    def _image_links(self, images: torch.Tensor | np.ndarray, matcher: str,
-                     search: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, int]:
-        """(i, j, s, the absolute threshold of s, candidate pairs checked: 0 for an all-pairs search)."""
-        if matcher == "pixels":
-            i, j, s = image_pairs(images, self.image, self.block_size, self.device)
-            return i, j, s, self.image.threshold, 0
-        if search == "exact":
-            i, j, s = view_pairs(images, self.views, self.block_size, self.device)
-            return i, j, s, self.views.threshold, 0
-        index = ViewIndex(self.views)
-        try:
-            for start in range(0, len(images), INDEX_BATCH):
-                index.add(images[start:start + INDEX_BATCH])
-            i, j, s, checked = index.pairs(index=available_index())
-        finally:
-            index.close()
-        return i, j, s, self.views.threshold, checked
-
     def find(self, table: pd.DataFrame, embeddings: np.ndarray | None = None, *,
              images: torch.Tensor | np.ndarray | None = None, sample_ids: Sequence[str] | None = None,
              **_: Any) -> pd.DataFrame:
@@ -243,8 +137,9 @@ class Duplicates(Finding):
         m = len(positions)
         if images is not None and len(images) != m:
             raise ValueError(f"duplicates: {len(images)} images for {m} embeddings/rows")
-        matcher, search = self._paths(images)
-        use_image, use_embedding = self._signals(embeddings is not None, images is not None, m, matcher)
+        matcher, search = image_paths(images, self.matcher, self.search, self.view_exact_max_samples)
+        use_image, use_embedding = link_signals(self.near, embeddings is not None, images is not None, m, matcher,
+                                                self.image_max_samples)
         edges_i, edges_j = [], []
         counts = {"embedding_pairs": 0, "image_pairs": 0, "image_pairs_relative": 0, "exact_pairs": 0,
                   "candidates": 0}
@@ -256,7 +151,8 @@ class Duplicates(Finding):
             edges_j.append(j)
             counts["embedding_pairs"] = len(i)
         if use_image and m > 1:
-            i, j, s, threshold, counts["candidates"] = self._image_links(images, matcher, search)
+            i, j, s, threshold, counts["candidates"] = image_links(images, matcher, search, self.image, self.views,
+                                                                   self.block_size, self.device)
             edges_i.append(i)
             edges_j.append(j)
             counts["image_pairs"], counts["image_pairs_relative"] = len(i), int((s < threshold).sum())
@@ -402,8 +298,6 @@ class DuplicatesFinding(FindingPlugin):
                        text)
 
     def draw(self, table: pd.DataFrame, images_by_id: Any, groups: Sequence[str]) -> dict[str, Any]:
-        from influencegate.report.findings_figures import duplicate_gallery
-
         return {"duplicate_gallery": duplicate_gallery(table, images_by_id)}
 
     def derive(self, table: pd.DataFrame, config: Duplicates, groups: Sequence[str]) -> dict[str, pd.DataFrame]:

@@ -34,6 +34,7 @@ from scipy import stats
 from influencegate.findings.base import Finding, check_table, scorable_mask
 from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
                                              register)
+from influencegate.plotting.galleries import group_histogram_panel
 
 #: Share of the (scorable) samples taken as "the most influential" when top_k is not given.
 TOP_FRACTION = 0.1
@@ -259,8 +260,6 @@ class FairnessFinding(FindingPlugin):
         return Outcome(pd.DataFrame(index=inputs.table.index), metrics, fairness.text())
 
     def draw(self, table: pd.DataFrame, images_by_id: Any, groups: Sequence[str]) -> dict[str, Any]:
-        from influencegate.report.findings_figures import group_histogram_panel
-
         return {"group_histograms": group_histogram_panel(table, groups)}
 
     def derive(self, table: pd.DataFrame, config: FairnessOptions, groups: Sequence[str]) -> dict[str, pd.DataFrame]:

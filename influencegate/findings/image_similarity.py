@@ -34,7 +34,7 @@ Memory: per tile one block x block similarity and its running maximum, one block
 plus M x (k + shifts) floats for the running top-k and the per-mask norms (block 2048: ~60 MiB). Use a CUDA
 device beyond a few tens of thousands of images; beyond a few hundred thousand this exhaustive search is too
 slow and the embedding cosine is the scalable signal: Duplicates(near="auto") switches to it above
-image_max_samples (duplicates.IMAGE_MAX_SAMPLES, with the measured time per M^2).
+image_max_samples (duplicate_links.IMAGE_MAX_SAMPLES, with the measured time per M^2).
 
 Pure core: numpy and torch only.
 """

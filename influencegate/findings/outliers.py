@@ -6,11 +6,12 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from influencegate.audit import robust_z
 from influencegate.findings.base import Finding, align_embeddings, check_table
 from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
                                              flagged_ids, register)
 from influencegate.findings.similarity import DEFAULT_BLOCK, check_index, knn_cosine
+from influencegate.plotting.galleries import outlier_gallery
+from influencegate.statistics import robust_z
 
 #: Neighbours averaged for the distance score.
 OUTLIER_K = 10
@@ -25,7 +26,7 @@ class Outliers(Finding):
 
     knn_distance: mean cosine distance (1 - cosine of L2-normalised embeddings) to the k nearest other
     samples (blockwise, exact; or through a faiss `index`, "faiss-flat" exact, "faiss-hnsw" approximate, for
-    large sets). robust_z: (x - median) / (1.4826 MAD), influencegate.audit.robust_z, over the
+    large sets). robust_z: (x - median) / (1.4826 MAD), influencegate.statistics.robust_z, over the
     rows that have both values.
     combine: "mean" (default) = the average of the two z-scores: a sample must be unusual on both counts (or
       extreme on one) to score high; "max" = the larger of the two: either signal alone suffices.
@@ -105,6 +106,4 @@ class OutliersFinding(FindingPlugin):
                                  "n_outliers": float(found["outliers"])}, text)
 
     def draw(self, table: pd.DataFrame, images_by_id: Any, groups: Sequence[str]) -> dict[str, Any]:
-        from influencegate.report.findings_figures import outlier_gallery
-
         return {"outlier_gallery": outlier_gallery(table, images_by_id)}

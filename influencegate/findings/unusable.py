@@ -31,6 +31,7 @@ import torch
 from influencegate.findings.base import Finding, align_embeddings, check_table
 from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
                                              flagged_ids, register)
+from influencegate.plotting.galleries import flagged_gallery
 
 REASONS = ("blank", "near_constant", "saturated", "blurred", "tiny")
 _LUMA = (0.299, 0.587, 0.114)
@@ -182,7 +183,5 @@ class UnusableFinding(FindingPlugin):
         return Outcome(columns, metrics, text)
 
     def draw(self, table: pd.DataFrame, images_by_id: Any, groups: Sequence[str]) -> dict[str, Any]:
-        from influencegate.report.findings_figures import flagged_gallery
-
         return {"unusable_gallery": flagged_gallery(table, images_by_id, "is_unusable", "unusable_reason",
                                                     "unusable images")}

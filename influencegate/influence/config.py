@@ -7,7 +7,10 @@ from typing import Any, Callable
 
 import torch
 
-CURVATURES = ("identity", "diagonal", "raw", "kfac", "ekfac")
+from influencegate.influence.curvature import CURVATURE_CLASSES
+
+#: The curvature kinds: the curvature registry's names (one place, `influence.curvature.CURVATURE_CLASSES`).
+CURVATURES = tuple(CURVATURE_CLASSES)
 PROJECTIONS = ("random", "pca", "identity")
 PRECISIONS = ("fp32", "fp64", "bf16", "fp16")
 EMBEDDINGS = ("backbone",)

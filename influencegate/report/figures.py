@@ -4,31 +4,13 @@ Pure PIL / matplotlib (Agg backend), no tracking calls: callers decide where the
 """
 from __future__ import annotations
 
-import io
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
+from PIL import Image
 
-
-def _figure_to_image(fig: Any) -> Image.Image:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    buffer.seek(0)
-    image = Image.open(buffer).convert("RGB")
-    image.load()
-    return image
-
-
-def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend (no display needed), imported on first use."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from influencegate.plotting.canvas import caption_width, figure_to_image, image_grid, pyplot, short_id
 
 
 def influence_histogram(table: pd.DataFrame, title: str = "log_influence", bins: int = 50) -> Image.Image:
@@ -56,57 +38,10 @@ def influence_histogram(table: pd.DataFrame, title: str = "log_influence", bins:
     ax.set_title(f"{title} (n={len(finite)}, errors={n_errors})")
     ax.set_xlabel("log_influence (natural log of self-influence)")
     ax.set_ylabel("samples")
-    image = _figure_to_image(fig)
+    image = figure_to_image(fig)
     plt.close(fig)
     return image
 
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """C x H x W array with pixels in [0, 1] -> H x W x 3 uint8."""
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim == 2:
-        image = image[None]
-    image = np.clip(image, 0.0, 1.0)
-    if image.shape[0] == 1:
-        image = np.repeat(image, 3, axis=0)
-    return (image[:3].transpose(1, 2, 0) * 255).round().astype(np.uint8)
-
-
-def caption_width(cell: int) -> int:
-    """How many characters of a caption line fit under a grid cell of `cell` pixels."""
-    return max(12, cell // 6)
-
-
-def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], title: str = "", columns: int = 8,
-               cell: int = 64) -> Image.Image:
-    """A captioned grid of images (each C x H x W, pixels in [0, 1]) scaled to `cell` pixels, as RGB PIL.
-    A caption may hold several lines ("\n"); each line is cut to `caption_width(cell)` characters."""
-    count = len(images)
-    columns = max(1, min(columns, count or 1))
-    rows = max(1, -(-count // columns))
-    lines = [str(caption).split("\n") for caption in captions]
-    line_h, width = 12, caption_width(cell)
-    caption_h, title_h = line_h * max((len(c) for c in lines), default=1) + 2, 18 if title else 0
-    grid = Image.new("RGB", (columns * (cell + 4) + 4, title_h + rows * (cell + caption_h + 4) + 4), "white")
-    draw = ImageDraw.Draw(grid)
-    if title:
-        draw.text((4, 2), title, fill="black")
-    for i, (array, caption) in enumerate(zip(images, lines)):
-        r, c = divmod(i, columns)
-        x, y = 4 + c * (cell + 4), title_h + 4 + r * (cell + caption_h + 4)
-        tile = Image.fromarray(_to_uint8(array)).resize((cell, cell), Image.NEAREST)
-        grid.paste(tile, (x, y))
-        for k, line in enumerate(caption):
-            draw.text((x, y + cell + 1 + k * line_h), line[:width], fill="black")
-    if count == 0:
-        draw.text((4, title_h + 4), "no images", fill="black")
-    return grid
-
-
-def short_id(sample_id: str, width: int) -> str:
-    """`sample_id` cut to `width` characters for a caption, keeping its end (where ids differ): "~" + tail."""
-    text = str(sample_id)
-    return text if len(text) <= width else "~" + text[-(width - 1):]
 
 
 def dataset_images(dataset: Any) -> Callable[[str], np.ndarray]:

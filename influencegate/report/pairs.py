@@ -1,4 +1,4 @@
-"""Figures of a pair-alignment audit: the most misaligned pairs with their captions, and ROC curves against
+"""Figures of a pair audit: the most misaligned pairs with their captions, and ROC curves against
 known corruption labels. Pure PIL / matplotlib, no tracking calls."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from influencegate.align import labelled_scores
-from influencegate.report.figures import _figure_to_image, caption_width, dataset_images, image_grid, pyplot, short_id
-from influencegate.report.findings_figures import placeholder
+from influencegate.plotting.canvas import caption_width, figure_to_image, image_grid, placeholder, pyplot, short_id
+from influencegate.report.figures import dataset_images
+from influencegate.statistics import labelled_scores
 
 
 def misaligned_gallery(table: pd.DataFrame, dataset: Any, k: int = 16, columns: int = 4, cell: int = 96) -> Image.Image:
@@ -49,6 +49,6 @@ def roc_figure(table: pd.DataFrame, truth: pd.Series | None) -> Image.Image:
     ax.set(xlabel="false positive rate", ylabel="true positive rate",
            title=f"misaligned pairs: {int(y.sum())} of {len(y)}")
     ax.legend(loc="lower right", fontsize=8)
-    image = _figure_to_image(fig)
+    image = figure_to_image(fig)
     plt.close(fig)
     return image

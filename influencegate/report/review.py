@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from influencegate.report.figures import _to_uint8
+from influencegate.plotting.canvas import to_uint8
 
 #: The most rows a review table holds (the worst ones) and the thumbnails' side in pixels.
 REVIEW_LIMIT = 500
@@ -100,7 +100,7 @@ def thumbnail(pixels: np.ndarray | None, size: int = THUMBNAIL_SIZE) -> Image.Im
         tile = Image.new("RGB", (size, size), (220, 220, 220))
         ImageDraw.Draw(tile).text((4, size // 2 - 6), "no image", fill="black")
         return tile
-    image = Image.fromarray(_to_uint8(pixels))
+    image = Image.fromarray(to_uint8(pixels))
     scale = size / max(image.size)
     shape = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(shape, Image.NEAREST if scale >= 1 else Image.BILINEAR)

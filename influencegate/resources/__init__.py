@@ -10,11 +10,11 @@ from importlib.resources import files
 from pathlib import Path
 
 AUDIT_CONFIG = "audit_digits.yaml"
-ALIGN_CONFIG = "align_digits.yaml"
+PAIRS_CONFIG = "pairs_digits.yaml"
 DEFAULT_SUITE = "expectations/default.json"
 PAIRS_SUITE = "expectations/pairs.json"
 #: Every packaged file, as POSIX paths relative to this package.
-NAMES = (AUDIT_CONFIG, ALIGN_CONFIG, DEFAULT_SUITE, PAIRS_SUITE)
+NAMES = (AUDIT_CONFIG, PAIRS_CONFIG, DEFAULT_SUITE, PAIRS_SUITE)
 
 
 def folder() -> Path:

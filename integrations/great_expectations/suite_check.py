@@ -1,6 +1,6 @@
 """Check an expectation suite before any work: it parses, every expectation has a type Great Expectations
 knows, and every column it names in the summary table is a metric the audit produces (the summary's columns
-are known in advance: `influencegate.audit.summary_stats` and the registered findings' metrics)."""
+are known in advance: `influencegate.statistics.summary_stats` and the registered findings' metrics)."""
 from __future__ import annotations
 
 import re
@@ -21,8 +21,8 @@ def _known_types() -> set[str]:
 def summary_metrics() -> list[str]:
     """The summary table's column names, or patterns (a registered metric named with `<column>` matches any
     text there)."""
-    from influencegate.audit import summary_stats
     from influencegate.findings import metric_catalog
+    from influencegate.statistics import summary_stats
 
     empty = pd.DataFrame({"sample_id": [], "influence": [], "log_influence": [], "error": []})
     return [*summary_stats(empty), *metric_catalog()]

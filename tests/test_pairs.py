@@ -1,4 +1,4 @@
-"""The pair audit: `influencegate score-pairs` (core), the pairs gate, and `influencegate align` through ZenML
+"""The pair audit: `influencegate score-pairs` (core), the pairs gate, and `influencegate audit-pairs` through ZenML
 with a real MLflow store, the real MiniLM text encoder and real Great Expectations."""
 from __future__ import annotations
 
@@ -48,27 +48,29 @@ def test_score_pairs_writes_the_pair_table_and_keeps_failed_rows(pair_manifest: 
 
 
 def test_reopening_pairs_detects_a_changed_manifest(pair_manifest: Path):
-    from influencegate.align import load_pairs, open_pairs, pair_ref
-    from influencegate.data import DatasetError
+    from influencegate.data import DatasetError, load_pairs
+    from influencegate.workflows.references import DatasetRef
 
     options = {"source": str(pair_manifest), "image_size": 8, "channels": 1}
-    ref = pair_ref(load_pairs(**options), **options)
-    assert ref["n_rows"] == 65 and ref["n_readable"] == 64 and ref["n_failed"] == 1
-    assert open_pairs(ref).version == ref["version"]
+    ref = DatasetRef.of(load_pairs(**options), "pairs", **options)
+    assert ref.n_rows == 65 and ref.n_readable == 64 and ref.n_failed == 1
+    assert ref.open().version == ref.version
     rows = pd.read_csv(pair_manifest)
     rows.loc[0, "caption"] = "a handwritten nine"
     rows.to_csv(pair_manifest, index=False)
     with pytest.raises(DatasetError, match="changed during the audit"):
-        open_pairs(ref)
+        ref.open()
 
 
 def test_pair_inputs_without_captions_are_usage_errors(tmp_path: Path, digits_folder, capsys):
     folder = digits_folder(tmp_path / "imgs", count=8)
     assert main(["score-pairs", str(folder)]) == 2
     assert "no 'caption' column" in capsys.readouterr().err
-    assert main(["align", "--set", "parameters.pairs.source=/no/such.csv"]) == 2
+    assert main(["audit-pairs", "--set", "parameters.pairs.source=/no/such.csv"]) == 2
     assert "pairs source not found" in capsys.readouterr().err
-    assert main(["align", "--set", "ecif.bogus=1"]) == 2
+    assert main(["audit-pairs", "--set", "ecif.bogus=1"]) == 2
+    assert "parameters.ecif" in capsys.readouterr().err
+    assert main(["align", "--set", "ecif.bogus=1"]) == 2  # the former name of audit-pairs still works
     assert "parameters.ecif" in capsys.readouterr().err
 
 
@@ -88,7 +90,7 @@ def test_pairs_gate_rejects_too_many_misaligned_pairs():
 
 
 def test_embedded_pairs_split_into_disjoint_audit_and_reference_parts(tmp_path: Path, digits_folder):
-    from influencegate.align import load_pairs
+    from influencegate.data import load_pairs
     from influencegate.data import DatasetError
 
     audit = load_pairs("digits-captions", shuffled_fraction=0.2, part="audit")
@@ -102,38 +104,39 @@ def test_embedded_pairs_split_into_disjoint_audit_and_reference_parts(tmp_path: 
         load_pairs(str(digits_folder(tmp_path / "imgs", count=4)), part="reference")
 
 
-def test_align_config_pairs_the_embedded_reference_with_the_embedded_pairs_only(pair_manifest: Path):
-    from influencegate.pipelines.align import load_align_config
-    from influencegate.pipelines.config import ConfigError
+def test_pairs_config_pairs_the_embedded_reference_with_the_embedded_pairs_only(pair_manifest: Path):
+    from influencegate.pipelines.config import ConfigError, load_config
 
-    default = load_align_config()["parameters"]
+    default = load_config("pairs")["parameters"]
     assert (default["pairs"]["part"], default["reference"]["part"]) == ("audit", "reference")
     with pytest.raises(ConfigError, match="embedded reference"):
-        load_align_config(overrides=[f"parameters.pairs.source={pair_manifest}"])
-    own = load_align_config(overrides=[f"parameters.pairs.source={pair_manifest}", "parameters.reference=null"])
+        load_config("pairs", overrides=[f"parameters.pairs.source={pair_manifest}"])
+    own = load_config("pairs", overrides=[f"parameters.pairs.source={pair_manifest}", "parameters.reference=null"])
     assert own["parameters"]["reference"] is None
     with pytest.raises(ConfigError, match="share digits"):
-        load_align_config(overrides=["parameters.pairs.part=all"])
+        load_config("pairs", overrides=["parameters.pairs.part=all"])
     with pytest.raises(ConfigError, match="part applies to digits-captions only"):
-        load_align_config(overrides=[f"parameters.reference.source={pair_manifest}", "parameters.reference.part=audit"])
+        load_config("pairs", overrides=[f"parameters.reference.source={pair_manifest}", "parameters.reference.part=audit"])
 
 
 @pytest.mark.parametrize("shuffled, approved", [(0.2, False), (0.0, True)])
 def test_pairs_gate_rejects_shuffled_captions_and_approves_clean_ones(shuffled, approved):
     """The embedded pairs scored for real (SmallCNN + MiniLM + ECIF against the 200 held-out digits), then the
     real pairs suite: the calibrated is_misaligned flags must separate 20% shuffled captions from clean ones."""
-    from influencegate.align import known_misalignment, load_pairs, pair_summary_stats, score_pair_dataset
+    from influencegate.data import load_pairs
+    from influencegate.statistics import known_misalignment, summary_stats
+    from influencegate.workflows.pair_audit import score_pair_dataset
     from influencegate.integrations.great_expectations import run_gate
 
     pairs = load_pairs("digits-captions", shuffled_fraction=shuffled, part="audit")
     reference = load_pairs("digits-captions", shuffled_fraction=0.0, part="reference")
     table, info = score_pair_dataset(pairs, reference, {"progress": False})
-    summary = pair_summary_stats(table, None, info["flag_rule"])
+    summary = summary_stats(table, None, info["flag_rule"])
     assert len(table) == 1597 and summary["flags_calibrated"] == 1.0
     decision = run_gate(table, pd.DataFrame([summary]), PAIRS_SUITE, dataset_name="digits", dataset_version="v")
     assert decision["approved"] is approved, summary["misaligned_fraction"]
     if shuffled:
-        truth = known_misalignment(pairs)
+        truth = known_misalignment(pairs.records)
         assert truth[table.loc[table["is_misaligned"], "sample_id"]].mean() > 0.9  # precision of the flags
 
 
@@ -146,17 +149,17 @@ def test_score_pairs_cli_measures_the_embedded_pairs_against_the_embedded_refere
 
 
 @pytest.mark.slow
-def test_align_pipeline_logs_everything_and_records_the_decision(pair_manifest: Path, tmp_path: Path, monkeypatch,
+def test_pair_audit_pipeline_logs_everything_and_records_the_decision(pair_manifest: Path, tmp_path: Path, monkeypatch,
                                                                  mlflow_uri: str, capsys):
     from mlflow.tracking import MlflowClient
 
     monkeypatch.chdir(tmp_path)
-    config = tmp_path / "align.yaml"
+    config = tmp_path / "pairs.yaml"
     config.write_text(yaml.safe_dump({"parameters": {
         "pairs": {"source": str(pair_manifest), "image_size": 8, "channels": 1, "name": "digit-pairs"},
         "ecif": {"pretrain_epochs": 5},
         "tracking": {"uri": mlflow_uri, "experiment": "influencegate-pairs-tests"}}}))
-    code = main(["align", str(config)])
+    code = main(["audit-pairs", str(config)])
     out = capsys.readouterr().out
     assert code in (0, 1) and ("APPROVED" if code == 0 else "REJECTED") in out
     client = MlflowClient(mlflow_uri)

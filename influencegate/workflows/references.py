@@ -1,0 +1,75 @@
+"""The reference to a dataset version that workflows, steps and pipelines pass around instead of the images.
+
+One type for both audits: `DatasetRef.of(dataset, kind, **load_options)` takes it from a loaded version,
+`ref.open()` reloads that version anywhere (another step, another process) and refuses data that changed
+since (another version id). It is a frozen pydantic model, so ZenML stores it as JSON.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from influencegate.data import DatasetError, ImageDataset, load_images, load_pairs
+
+#: The two kinds of dataset version: images (the image audit) and image-text pairs (the pair audit).
+Kind = Literal["images", "pairs"]
+#: Load options that apply to pairs only (the embedded digits-captions: corruption share, seed, part).
+PAIR_OPTIONS = ("shuffled_fraction", "seed", "part")
+#: What describes a version's size, not how to load it (kept out of `params`).
+COUNTS = ("n_rows", "n_readable", "n_failed")
+
+
+class DatasetRef(BaseModel):
+    """A loaded dataset version: how to reload it (source and load options), its name and content version id,
+    and its size (rows, readable and failed samples)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Kind
+    source: str
+    name: str
+    version: str
+    image_size: int | None = None
+    channels: int | None = None
+    workers: int = 0
+    shuffled_fraction: float | None = None
+    seed: int | None = None
+    part: str | None = None
+    n_rows: int = 0
+    n_readable: int = 0
+    n_failed: int = 0
+
+    @classmethod
+    def of(cls, dataset: ImageDataset, kind: Kind = "images", **options: Any) -> DatasetRef:
+        """The reference to `dataset`, loaded with `options` (`load_images` or `load_pairs` keyword arguments;
+        the source defaults to the dataset's own)."""
+        options = {k: v for k, v in options.items() if v is not None}
+        options.setdefault("source", str(dataset.source))
+        options["name"] = str(dataset.name)  # the name the version was loaded under (given or derived)
+        return cls(kind=kind, version=str(dataset.version), n_rows=int(len(dataset.records)),
+                   n_readable=int(len(dataset)), n_failed=int(len(dataset.failed)), **options)
+
+    def load_options(self) -> dict[str, Any]:
+        """The keyword arguments that reload this version (`load_images` or `load_pairs`), None values left out."""
+        keys = ("source", "image_size", "channels", "name", "workers") + (PAIR_OPTIONS if self.kind == "pairs" else ())
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+    def open(self) -> ImageDataset:
+        """Reload this version; DatasetError when the data at the source has another version id now (it changed
+        since the reference was taken)."""
+        dataset = (load_pairs if self.kind == "pairs" else load_images)(**self.load_options())
+        return self.check(dataset)
+
+    def check(self, dataset: ImageDataset) -> ImageDataset:
+        """`dataset` when it is this version; DatasetError naming the data when it is another."""
+        if dataset.version != self.version:
+            raise DatasetError(f"{self.kind} {self.name!r} at {self.source!r} changed during the audit: version "
+                               f"{dataset.version} instead of {self.version}")
+        return dataset
+
+    def params(self) -> dict[str, Any]:
+        """The settings that identify this version (kind, source, name, version and the load options of its kind;
+        no counts): what the MLflow run logs as `dataset.*` params."""
+        return {"kind": self.kind, **self.load_options(), "image_size": self.image_size, "channels": self.channels,
+                "version": self.version}
