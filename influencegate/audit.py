@@ -108,7 +108,7 @@ def check_encoder_input(encoder: Any, dataset: Any) -> None:
 
     if len(dataset) == 0:
         return
-    probe = dataset.images[:1]
+    probe = dataset.batch(slice(0, 1))
     try:
         with torch.no_grad():
             encoder.eval()(probe)
@@ -139,7 +139,7 @@ def load_or_pretrain(dataset: Any, checkpoint: str | Path | None = None, method:
         return encoder, [], 0.0
     if not method:
         raise ValueError("give an encoder checkpoint or a pretraining method (simclr, byol, barlow_twins)")
-    arch_kwargs = {"in_channels": int(dataset.images.shape[1])} if architecture == "small_cnn" else {}
+    arch_kwargs = {"in_channels": int(dataset.image_shape[0])} if architecture == "small_cnn" else {}
     encoder = models.build_encoder(architecture, seed=int(seed), **arch_kwargs)
     result = models.pretrain(encoder, dataset, method=method, epochs=int(epochs), seed=int(seed), progress=progress)
     losses = [float(x) for x in result.losses]
@@ -215,7 +215,7 @@ def find_issues(dataset: Any, encoder: Any, table: pd.DataFrame, config: Any = N
 
     model = encoder.to(device).eval()
     embeddings = encode(model, dataset, batch_size, torch.device(device))
-    return find_all(table, embeddings, dataset.images, config, sample_ids=dataset.sample_ids, mean=dataset.mean,
+    return find_all(table, embeddings, dataset.pixels, config, sample_ids=dataset.sample_ids, mean=dataset.mean,
                     std=dataset.std)
 
 
@@ -225,9 +225,11 @@ def summary_with_findings(table: pd.DataFrame, findings_metrics: Mapping[str, fl
 
 
 def version_ref(dataset: Any) -> dict[str, Any]:
-    """What identifies a loaded version and its size: name, version, n_rows, n_readable, n_failed."""
+    """What identifies a loaded version and its size: name, version, n_rows, n_readable, n_failed, and
+    skipped (a folder's entries its scan left out, by kind: `ImageDataset.skipped`)."""
     return {"name": str(dataset.name), "version": str(dataset.version), "n_rows": int(len(dataset.records)),
-            "n_readable": int(len(dataset)), "n_failed": int(len(dataset.failed))}
+            "n_readable": int(len(dataset)), "n_failed": int(len(dataset.failed)),
+            "skipped": dict(dataset.skipped)}
 
 
 def same_version(dataset: Any, ref: dict[str, Any], what: str) -> Any:
