@@ -70,6 +70,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from influencegate.audit import find_issues, load_or_pretrain, score_dataset, summary_stats
     from influencegate.data import DatasetError, load_images
+    from influencegate.data.folder_walk import describe_skipped
     from influencegate.influence.distributed import init_from_env, launched_with_ranks
 
     config = _scorer_config(args)
@@ -85,7 +86,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         dataset = load_images(args.data, image_size=args.image_size, channels=args.channels, workers=args.workers)
     except DatasetError as exc:
         raise UsageError(str(exc)) from exc
-    print(f"dataset {dataset.name} version {dataset.version}: {len(dataset)} readable, {len(dataset.failed)} failed")
+    skipped = f"; skipped in the folder: {describe_skipped(dataset.skipped)}" if dataset.skipped else ""
+    print(f"dataset {dataset.name} version {dataset.version}: {len(dataset)} readable, {len(dataset.failed)} failed"
+          + skipped)
     groups = [g.strip() for g in (args.groups or "").split(",") if g.strip()]
     columns = [c for c in dataset.records.columns if c not in ("sample_id", "path", "error")]
     if [g for g in groups if g not in columns]:
