@@ -73,7 +73,7 @@ def log_pairs_to_mlflow(pairs: DatasetRef, records: pd.DataFrame, scores: pd.Dat
     written to `run_dir` first and uploaded for at most about `retry_seconds` (as `log_to_mlflow`)."""
     timings = {f"seconds.{k}": v for k, v in (ecif_info.get("seconds") or {}).items()}
     return log_audit(scores=scores, summary={**summary, **timings}, decision={**decision, "data_docs": str(data_docs)},
-                     dataset=pairs.params(), records=records,
+                     dataset=pairs.logged(), records=records,
                      scorer_params=ecif_info.get("config", {}), scorer_prefix="ecif",
                      figures={"misaligned_gallery": gallery, "roc": roc},
                      review=review_table(scores, dataset_images(pairs.open())),

@@ -46,7 +46,7 @@ def log_to_mlflow(dataset: DatasetRef, records: pd.DataFrame, scores: pd.DataFra
     settings = {k: v for k, v in encoder_info.items() if k not in ENCODER_MEASUREMENTS}
     findings_page = with_verdict(str(findings_report), decision) if findings_report else None
     return log_audit(scores=scores, summary={**summary, **measurements},
-                     decision={**decision, "data_docs": str(data_docs)}, dataset=dataset.params(), records=records,
+                     decision={**decision, "data_docs": str(data_docs)}, dataset=dataset.logged(), records=records,
                      scorer_params=scoring_info.get("config", {}), encoder=settings,
                      figures={"histogram": histogram, "most": most_influential, "least": least_influential,
                               "embedding_map": embedding_map}, findings=findings,

@@ -105,7 +105,7 @@ def test_manifest_formats(tmp_path: Path, suffix: str) -> None:
     ds = load_images(manifest, image_size=8)
     assert ds.name == "manifest"
     assert ds.sample_ids == ["sx", "img/y.png", "sz"]
-    assert list(ds.records.columns) == ["sample_id", "path", "race", "caption", "error"]
+    assert list(ds.records.columns) == ["sample_id", "path", "race", "caption", "frames", "error"]
     assert list(ds.records["race"]) == ["a", "b", "a", "b"]
     missing = ds.records.set_index("sample_id").loc["sm"]
     assert missing["error"] == "missing file" and missing["path"] == str((root / "img" / "missing.png").absolute())

@@ -14,7 +14,7 @@ from PIL import Image
 
 from influencegate import InfluenceConfig
 from influencegate.cli import main
-from influencegate.data import load_images, storage
+from influencegate.data import DatasetError, load_images, storage
 from influencegate.data.decode import decode_image
 from influencegate.influence.table import scores_table
 
@@ -63,16 +63,16 @@ def test_exif_orientation_is_applied() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     data = _encoded(Image.fromarray(pixels), "JPEG", exif=exif, quality=95)
-    upright = decode_image(data, 16, 1)[0].astype(float)
+    upright = decode_image(data, 16, 1).pixels[0].astype(float)
     assert upright[:8].mean() < 60 and upright[8:].mean() > 190  # displayed: top black, bottom white
-    plain = decode_image(_encoded(Image.fromarray(pixels), "JPEG", quality=95), 16, 1)[0].astype(float)
+    plain = decode_image(_encoded(Image.fromarray(pixels), "JPEG", quality=95), 16, 1).pixels[0].astype(float)
     assert plain[:, :8].mean() < 60 and plain[:, 8:].mean() > 190
 
 
 def test_transparency_is_composited_on_white() -> None:
     rgba = np.zeros((8, 8, 4), np.uint8)  # black and fully transparent...
     rgba[:4, :, 3] = 255  # ...except the top half, opaque black
-    decoded = decode_image(_encoded(Image.fromarray(rgba, "RGBA"), "PNG"), 8, 3)
+    decoded = decode_image(_encoded(Image.fromarray(rgba, "RGBA"), "PNG"), 8, 3).pixels
     assert (decoded[:, :4] == 0).all() and (decoded[:, 4:] == 255).all()
 
 
@@ -140,3 +140,72 @@ def test_channel_mismatch_is_found_before_scoring(tmp_path: Path, digits_folder,
     err = capsys.readouterr().err
     assert "the encoder cannot take this dataset's images (C x H x W = 3 x 32 x 32)" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "s.parquet").exists()
+
+
+def _png(path: Path, value: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8), value, np.uint8)).save(path)
+
+
+def test_folder_scan_reads_links_inside_skips_the_rest_and_counts_each_kind(tmp_path: Path, capsys) -> None:
+    """Symlinks: a file link inside the folder is read, one pointing outside is not, nor a linked folder;
+    hidden files and folders, a FIFO and a text file are skipped; every kind is counted and printed."""
+    root, outside = tmp_path / "photos", tmp_path / "elsewhere"
+    _png(root / "a.png", 10)
+    _png(root / "sub" / "b.png", 20)
+    _png(outside / "secret.png", 30)
+    (root / "inside_link.png").symlink_to(root / "sub" / "b.png")
+    (root / "outside_link.png").symlink_to(outside / "secret.png")
+    (root / "linked_folder").symlink_to(outside, target_is_directory=True)
+    _png(root / ".hidden.png")
+    _png(root / ".hidden_folder" / "c.png")
+    _png(root / ".hidden_folder" / "d.png")
+    (root / "notes.txt").write_text("not an image")
+    os.mkfifo(root / "pipe.png")  # reading it would block forever
+    data = load_images(str(root), image_size=8, channels=1)
+    assert sorted(data.records["sample_id"]) == ["a.png", "inside_link.png", "sub/b.png"]
+    assert data.records["error"].isna().all()
+    assert data.skipped == {"hidden": 2, "symlink_outside": 1, "symlinked_folder": 1, "special": 1,
+                            "unreadable_folder": 0, "not_image": 1}
+    from influencegate.audit import version_ref
+
+    assert version_ref(data)["skipped"] == data.skipped
+    assert main(["score", str(root), "--image-size", "8", "--channels", "1", "--groups", "none",
+                 "--out", str(tmp_path / "s.parquet")]) == 2  # stops after the dataset line (no such column)
+    assert ("skipped in the folder: 2 hidden, 1 symlinks pointing outside, 1 symlinked folders, 1 special files, "
+            "0 unreadable folders, 1 without an image extension") in capsys.readouterr().out
+    assert load_images(str(root / "sub"), image_size=8, channels=1).skipped == dict.fromkeys(data.skipped, 0)
+
+
+def test_skipped_counts_become_mlflow_metrics_not_params() -> None:
+    from influencegate.integrations.mlflow.logging import audit_record
+
+    skipped = {"hidden": 2, "symlink_outside": 1}
+    record = audit_record(scores=pd.DataFrame({"sample_id": ["a"]}), summary={}, decision={"approved": True},
+                          dataset={"name": "d", "version": "v", "skipped": skipped})
+    assert record.metrics["dataset.skipped.hidden"] == 2 and record.metrics["dataset.skipped.symlink_outside"] == 1
+    assert "dataset.skipped" not in record.params
+
+
+def test_animations_give_their_first_frame_and_a_frames_column(tmp_path: Path) -> None:
+    frames = [Image.fromarray(np.full((8, 8), value, np.uint8)) for value in (0, 128, 255)]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    _png(tmp_path / "still.png", 200)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    data = load_images(str(tmp_path), image_size=8, channels=1)
+    by_id = data.records.set_index("sample_id")
+    assert by_id.loc["moving.gif", "frames"] == 3 and by_id.loc["still.png", "frames"] == 1
+    assert pd.isna(by_id.loc["broken.png", "frames"]) and str(data.records["frames"].dtype) == "Int64"
+    pixels = data.images[data.sample_ids.index("moving.gif")] * data.std[0] + data.mean[0]
+    assert float(pixels.max()) < 0.01  # the first frame (black), not a later one
+    table = scores_table(data.sample_ids, np.ones(len(data)), data.records)
+    frames_of = table.set_index("sample_id")["frames"]
+    assert frames_of["moving.gif"] == 3 and frames_of["still.png"] == 1 and pd.isna(frames_of["broken.png"])
+    assert list(table.columns[-2:]) == ["frames", "error"]
+
+
+def test_a_manifest_may_not_name_a_column_frames(tmp_path: Path) -> None:
+    _png(tmp_path / "a.png")
+    pd.DataFrame({"path": ["a.png"], "frames": [7]}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DatasetError, match="reserved column names: frames"):
+        load_images(str(tmp_path / "m.csv"), image_size=8, channels=1)

@@ -116,7 +116,8 @@ def test_two_versions_compare_against_first_approved_and_mlflow_has_everything(
     for metric in ("fairness_columns_audited", "fairness_min_p_value"):  # no group column: not audited, no 1.0
         assert metric not in run.data.metrics, metric
     assert run.data.tags["not_measured.fairness_min_p_value"].startswith("fairness not audited")
-    assert runs[0].info.run_name.startswith(f"handwriting-{v1[:8]}-") and run.info.run_name.endswith("-approved")
+    assert runs[0].info.run_name.startswith(f"handwriting-{v1[:8]}-")
+    assert run.info.run_name.endswith(f"-approved-{run.info.run_id[:4]}")  # unique by its run id
     assert run.data.tags["mlflow.note.content"].startswith("## APPROVED: handwriting")
     assert EXPECTED_ARTIFACTS <= _artifact_files(client, run.info.run_id)
     assert [(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs] == [("handwriting", v2)]

@@ -141,7 +141,7 @@ def test_logged_run_leads_from_verdict_to_flagged_images(tmp_path: Path, digits_
     first, second = (client.get_run(r["run_id"]) for r in runs)
     assert first.info.run_name != second.info.run_name
     assert first.info.run_name.startswith(f"{dataset.name}-{dataset.version[:8]}-")
-    assert first.info.run_name.split("-")[-1] == "rejected"
+    assert first.info.run_name.endswith(f"-rejected-{first.info.run_id[:4]}")
     assert runs[0]["runs_url"].endswith(f"/#/experiments/{first.info.experiment_id}")
     note = first.data.tags["mlflow.note.content"]
     assert note.startswith(f"## REJECTED: {dataset.name}") and "summary.error_fraction" in note

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -36,11 +37,15 @@ def test_locations(tmp_path: Path) -> None:
 def test_memory_store_round_trip_and_walk() -> None:
     storage.write_text("memory://walk/a/b.txt", "hello")
     storage.write_bytes("memory://walk/.hidden/c.txt", b"x")
+    storage.write_bytes("memory://walk/.hidden/e.txt", b"x")
+    storage.write_bytes("memory://walk/a/.f.png", b"x")
     storage.write_bytes("memory://walk/d.png", b"y")
     assert storage.read_text("memory://walk/a/b.txt") == "hello"
     assert storage.is_dir("memory://walk/a") and storage.is_file("memory://walk/d.png")
     assert not storage.exists("memory://walk/nothing")
-    assert sorted(r for r, _ in storage.walk_files("memory://walk")) == ["a/b.txt", "d.png"]
+    skipped: Counter[str] = Counter()
+    assert sorted(r for r, _ in storage.walk_files("memory://walk", skipped)) == ["a/b.txt", "d.png"]
+    assert skipped == {"hidden": 2}  # the hidden folder once, the hidden file
     with pytest.raises(FileNotFoundError):
         storage.read_bytes("memory://walk/nothing")
 

@@ -4,7 +4,9 @@ once it is back."""
 from __future__ import annotations
 
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +15,7 @@ import pytest
 from tracking_server import MlflowServer, Postgres, free_port
 
 
-def _small_run_dir(tmp_path: Path, uri: str) -> Path:
+def _small_run_dir(tmp_path: Path, uri: str, folder: str = "run") -> Path:
     from influencegate.integrations.mlflow.run_dir import RunRecord, write_run_dir
 
     decision = {"dataset_name": "tiny", "dataset_version": "v1", "approved": True, "status": "approved"}
@@ -21,7 +23,7 @@ def _small_run_dir(tmp_path: Path, uri: str) -> Path:
                        tags={"gate.status": "approved"}, params={"scorer.rank": "8"}, metrics={"n_rows": 2.0},
                        artifacts={"gate/decision.json": decision},
                        tables={"scores/scores_table.json": pd.DataFrame({"sample_id": ["a", "b"]})})
-    return write_run_dir(tmp_path / "run", record)
+    return write_run_dir(tmp_path / folder, record)
 
 
 def test_upload_to_a_dead_port_gives_up_within_its_budget_in_one_line(tmp_path: Path) -> None:
@@ -124,3 +126,29 @@ def test_audit_on_a_postgres_tracking_server_survives_an_outage_and_syncs(
     assert main(["sync", str(second_dir)]) == 0  # a second sync uploads nothing twice
     assert "already uploaded" in capsys.readouterr().out
     print(f"outage audit exit 3 after {elapsed:.1f} s")
+
+
+def test_two_uploads_at_once_to_a_server_get_two_run_names(tmp_path: Path, tracking_server, monkeypatch) -> None:
+    """Two uploads of identical records to one tracking server, both creating their run only after both have
+    looked at the experiment's names (the interleaving a search-then-create naming loses): two names."""
+    from mlflow.tracking import MlflowClient
+
+    from influencegate.integrations.mlflow import upload_run_dir
+
+    both_looked = threading.Barrier(2, timeout=60)
+    create_run = MlflowClient.create_run
+
+    def create_after_both(self, *args, **kwargs):
+        both_looked.wait()
+        return create_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "create_run", create_after_both)
+    folders = [_small_run_dir(tmp_path, tracking_server.uri, name) for name in ("first", "second")]
+    with ThreadPoolExecutor(2) as pool:
+        uploads = list(pool.map(lambda folder: upload_run_dir(folder, retry_seconds=30), folders))
+    client = MlflowClient(tracking_server.uri)
+    runs = [client.get_run(upload["run_id"]) for upload in uploads]
+    names = [run.info.run_name for run in runs]
+    assert names[0] != names[1], names
+    assert names == [f"tiny-v1-{run.info.run_id[:4]}" for run in runs]
+    assert {run.info.status for run in runs} == {"FINISHED"}

@@ -11,6 +11,7 @@ from influencegate import InfluenceConfig
 from influencegate.cli.common import (DEVICES, ENCODER_SPECS, UsageError, check_encoder, check_out, non_negative,
                                       positive, stability_target, write_table)
 from influencegate.data import DIGITS_CAPTIONS, DatasetError, load_images, load_pairs
+from influencegate.data.folder_walk import describe_skipped
 from influencegate.ecif import EcifConfig
 from influencegate.influence.config import CURVATURES, NOISES, PRECISIONS, PROJECTIONS
 from influencegate.models import load_image_text_encoders
@@ -56,7 +57,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         dataset = load_images(args.data, image_size=args.image_size, channels=args.channels, workers=args.workers)
     except DatasetError as exc:
         raise UsageError(str(exc)) from exc
-    print(f"dataset {dataset.name} version {dataset.version}: {len(dataset)} readable, {len(dataset.failed)} failed")
+    skipped = f"; skipped in the folder: {describe_skipped(dataset.skipped)}" if dataset.skipped else ""
+    print(f"dataset {dataset.name} version {dataset.version}: {len(dataset)} readable, {len(dataset.failed)} failed"
+          + skipped)
     groups = [g.strip() for g in (args.groups or "").split(",") if g.strip()]
     columns = [c for c in dataset.records.columns if c not in ("sample_id", "path", "error")]
     if [g for g in groups if g not in columns]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from influencegate.data.dataset import ImageDataset
 from influencegate.data.digits import load_digits_dataset
@@ -123,7 +122,7 @@ def captioned_digits(fraction: float = 0.0, seed: int = 0, image_size: int | Non
     records["caption"], records["caption_label"], records["is_misaligned"] = captions, caption_labels, is_misaligned
     suffix = "" if part == "all" else f"-{part}"
     return ImageDataset(
-        digits.images[torch.from_numpy(rows)], [digits.sample_ids[i] for i in rows], records,
+        digits.batch(rows), [digits.sample_ids[i] for i in rows], records,
         name=f"digits-captions{suffix}-{fraction:g}-seed{seed}",
         version=derived_version(digits.version, captions),
         mean=digits.mean, std=digits.std, source="digits",

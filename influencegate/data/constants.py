@@ -25,5 +25,9 @@ IMAGE_EXTENSIONS = frozenset(
 )
 MANIFEST_EXTENSIONS = frozenset({".csv", ".parquet", ".jsonl"})
 
+#: The per-row column that says how many frames the image file holds (1: a still image; more: an animation or
+#: a multi-page TIFF, whose first frame is the one used); filled by the loader, reserved in manifests.
+FRAMES_COLUMN = "frames"
+
 # Folders/manifests with more files than this show a progress bar while decoding.
 PROGRESS_MIN_FILES = 200

@@ -1,12 +1,14 @@
 """ImageDataset: the decoded, normalised images of one dataset version plus the table of all its rows."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from influencegate.data.store import ImageArray, ImageSource, Rows, StoredImages, TensorImages
 from influencegate.data.versioning import derived_version, tensors_version
 
 
@@ -27,24 +29,30 @@ def order_record_columns(records: pd.DataFrame) -> pd.DataFrame:
 
 
 class ImageDataset(Dataset):
-    """The readable samples of a dataset version as one tensor, and every row (readable or not) as a table.
+    """The readable samples of a dataset version, and every row (readable or not) as a table.
 
-    All images are decoded eagerly when the dataset is built and held in memory as one float32 tensor
-    N x C x H x W in normalised units ((pixel in [0, 1] - mean) / std per channel).
+    Images are decoded once when the dataset is built. Loaded files keep them as uint8 in a memory-mapped
+    file (``influencegate.data.store``) and normalise only the rows read, so memory does not grow with N;
+    in-memory data (``from_tensors``, the digits) keeps its float32 tensor. Reads give float32
+    B x C x H x W in normalised units ((pixel in [0, 1] - mean) / std per channel): ``batch``, ``batches``,
+    ``pixels`` (an array-like view) and ``__getitem__``.
 
     Attributes:
         name: human name of the dataset ("digits", the folder name, the manifest's stem...).
         version: content hash (16 hex chars) of the rows and file bytes; see ``influencegate.data.versioning``.
         records: all rows, columns ``sample_id, path, <manifest columns>, error``; ``path`` is an absolute
             path string (None for in-memory data), ``error`` None for readable samples, else a short reason.
-        sample_ids: ids of the readable samples, in dataset order (row i of ``images``).
+        sample_ids: ids of the readable samples, in dataset order (row i of ``batch``).
         mean, std: per-channel normalisation constants (pixel units in [0, 1]), length C.
         source: where the data came from ("digits", an absolute folder/manifest path, or "tensors").
+        skipped: for a folder, the count of each kind of entry its scan left out (hidden, symlinks pointing
+            outside, symlinked folders, special files, unreadable folders, files without an image extension;
+            ``influencegate.data.folder_walk``), zeros included; empty for other sources.
     """
 
     def __init__(
         self,
-        images: torch.Tensor,
+        images: torch.Tensor | ImageSource,
         sample_ids: Sequence[str],
         records: pd.DataFrame,
         *,
@@ -53,8 +61,9 @@ class ImageDataset(Dataset):
         mean: Sequence[float],
         std: Sequence[float],
         source: str,
+        skipped: dict[str, int] | None = None,
     ) -> None:
-        if images.ndim != 4:
+        if len(images.shape) != 4:
             raise ValueError(f"images must be N x C x H x W, got shape {tuple(images.shape)}")
         sample_ids = [str(s) for s in sample_ids]
         if len(sample_ids) != images.shape[0]:
@@ -70,7 +79,7 @@ class ImageDataset(Dataset):
         missing = [s for s in sample_ids if s not in fine]
         if missing:
             raise ValueError(f"sample_ids without an error-free row in records: {missing[:5]}")
-        self._images = images.detach().to(torch.float32).contiguous()
+        self._source: ImageSource = TensorImages(images) if isinstance(images, torch.Tensor) else images
         self.sample_ids = sample_ids
         self.records = records
         self.name = name
@@ -78,6 +87,7 @@ class ImageDataset(Dataset):
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.source = source
+        self.skipped = dict(skipped or {})
         self._index = {sid: i for i, sid in enumerate(sample_ids)}
 
     def __len__(self) -> int:
@@ -86,7 +96,21 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[str, torch.Tensor]:
         """(sample_id, normalised float32 image C x H x W) of readable sample i."""
-        return self.sample_ids[i], self._images[i]
+        return self.sample_ids[i], self._source.batch([i])[0]
+
+    def __getitems__(self, rows: list[int]) -> list[tuple[str, torch.Tensor]]:
+        """``[self[i] for i in rows]`` read as one batch (what a DataLoader calls for a batch of indices)."""
+        images = self._source.batch(rows)
+        return [(self.sample_ids[i], images[k]) for k, i in enumerate(rows)]
+
+    def batch(self, rows: Rows) -> torch.Tensor:
+        """float32 B x C x H x W, normalised: the readable samples at ``rows`` (a slice or int positions)."""
+        return self._source.batch(rows)
+
+    def batches(self, batch_size: int = 1024) -> Iterator[torch.Tensor]:
+        """All readable images in dataset order, ``batch_size`` at a time (float32 B x C x H x W, normalised)."""
+        for start in range(0, len(self), batch_size):
+            yield self._source.batch(slice(start, start + batch_size))
 
     def __repr__(self) -> str:
         return (
@@ -96,8 +120,19 @@ class ImageDataset(Dataset):
 
     @property
     def images(self) -> torch.Tensor:
-        """All readable images, float32 N x C x H x W, normalised."""
-        return self._images
+        """All readable images at once, float32 N x C x H x W, normalised: N x C x H x W x 4 bytes of memory,
+        for small data and tests; code that must scale reads ``batch``/``batches``/``pixels``."""
+        return self._source.batch(slice(None))
+
+    @property
+    def pixels(self) -> ImageArray:
+        """The readable images as an array-like N x C x H x W view that reads only the rows indexed."""
+        return ImageArray(self._source)
+
+    @property
+    def store_path(self) -> str | None:
+        """The memory-mapped uint8 file holding the images, None for in-memory images."""
+        return self._source.store.path if isinstance(self._source, StoredImages) else None
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -107,7 +142,7 @@ class ImageDataset(Dataset):
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of every image."""
-        _, c, h, w = self._images.shape
+        _, c, h, w = self._source.shape
         return int(c), int(h), int(w)
 
     def subset(self, sample_ids: Sequence[str]) -> ImageDataset:
@@ -123,7 +158,7 @@ class ImageDataset(Dataset):
         rows = [self._index[s] for s in sample_ids]
         fine = self.records[self.records["error"].isna()].drop_duplicates("sample_id").set_index("sample_id", drop=False)
         return ImageDataset(
-            self._images[rows],
+            self._source.take(np.asarray(rows, dtype=np.int64)),
             sample_ids,
             fine.loc[sample_ids],
             name=self.name,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -20,6 +21,14 @@ class SampleError(Exception):
     """A single sample cannot be used; ``str(error)`` is the short reason stored in the ``error`` column."""
 
 
+class Decoded(NamedTuple):
+    """A decoded image: ``pixels`` uint8 channels x size x size; ``frames`` the frame count of the file (1 for a
+    still image; an animated GIF/WebP/PNG or a multi-page TIFF has more, and only its first frame is used)."""
+
+    pixels: np.ndarray
+    frames: int
+
+
 def read_bytes(location: str) -> bytes:
     """The raw bytes of a local path or URL; raises SampleError("missing file" / "unreadable file: ...")."""
     try:
@@ -30,19 +39,22 @@ def read_bytes(location: str) -> bytes:
         raise SampleError(f"unreadable file: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def decode_image(data: bytes, image_size: int, channels: int) -> np.ndarray:
+def decode_image(data: bytes, image_size: int, channels: int) -> Decoded:
     """Decode encoded image bytes, convert to ``channels`` (1 = grayscale "L", 3 = "RGB") and resize.
 
     The image is first turned upright by its EXIF orientation, transparent images are composited on white
-    (``ALPHA_BACKGROUND``), and animations give their first frame; then it is resized (squashed, not cropped)
-    to image_size x image_size with bilinear filtering.
-    Returns a uint8 array channels x image_size x image_size (pixel values 0..255, not yet normalised; a
-    numpy array rather than a tensor, so that DataLoader workers hand it over as plain bytes).
+    (``ALPHA_BACKGROUND``), and animations give their first frame (their frame count is returned, read from
+    the file's frame index without decoding the other frames); then it is resized (squashed, not cropped) to
+    image_size x image_size with bilinear filtering.
+    Returns ``Decoded``: pixels, a uint8 array channels x image_size x image_size (values 0..255, not yet
+    normalised; a numpy array rather than a tensor, so that DataLoader workers hand it over as plain bytes),
+    and the frame count.
     Raises SampleError with a short reason for unreadable files and unsupported modes.
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
+            frames = int(getattr(image, "n_frames", 1))
             if image.mode not in _SUPPORTED_MODES:
                 raise SampleError(f"unsupported image mode {image.mode!r} (expected an 8-bit image)")
             upright = ImageOps.exif_transpose(image)
@@ -60,4 +72,4 @@ def decode_image(data: bytes, image_size: int, channels: int) -> np.ndarray:
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
         raise SampleError(f"unreadable image: {exc}") from None
     pixels = np.asarray(resized, dtype=np.uint8).reshape(image_size, image_size, channels)
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    return Decoded(np.ascontiguousarray(pixels.transpose(2, 0, 1)), frames)

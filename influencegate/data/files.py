@@ -1,24 +1,27 @@
 """From rows and parts to an ImageDataset: file rows as readable parts, and the assembly of read samples.
 
-Every source (folder, manifest, shards) ends here: its samples are read (``samples.read_parts``), duplicate
-ids are marked, the version is hashed from every row, and the readable images become the dataset tensor.
+Every source (folder, manifest, shards) ends here: its samples are read (``samples.read_parts``), each
+decoded image streamed into a memory-mapped pixel store as it arrives (``store.PixelWriter``), duplicate
+ids are marked, the version is hashed from every row, and the readable images' store rows become the dataset.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from influencegate.data import storage
-from influencegate.data.constants import PROGRESS_MIN_FILES
+from influencegate.data.constants import FRAMES_COLUMN, PROGRESS_MIN_FILES
 from influencegate.data.dataset import ImageDataset
 from influencegate.data.decode import SampleError, read_bytes
 from influencegate.data.samples import Decoder, Part, Sample, read_parts
+from influencegate.data.store import PixelWriter, StoredImages
 from influencegate.data.versioning import row_fingerprint, rows_version
 
 #: File rows per part: large enough to keep worker hand-offs cheap, small enough to spread over workers.
@@ -80,31 +83,42 @@ def load_parts(
     source: str,
     workers: int = 0,
     total: int | None = None,
+    skipped: Mapping[str, int] | None = None,
+    store_dir: str | Path | None = None,
 ) -> ImageDataset:
     """Read every part (in ``workers`` DataLoader processes) and assemble an ImageDataset.
 
     Rows whose image is missing or undecodable keep their row with ``error`` set and are left out of the
-    tensor. Images become float32 channels x image_size x image_size, normalised with ``mean``/``std`` (per
-    channel, [0, 1] pixel units). root: the dataset's root (folder, manifest's folder, shards' folder), so
-    that the version does not depend on where the dataset sits. total: expected row count, for the progress
-    bar (None: unknown, e.g. shards).
+    images. Images are kept as uint8 channels x image_size x image_size in a memory-mapped file under
+    ``store_dir`` (default: a temporary folder, see ``influencegate.data.store``) and read back as float32
+    normalised with ``mean``/``std`` (per channel, [0, 1] pixel units). root: the dataset's root (folder,
+    manifest's folder, shards' folder), so that the version does not depend on where the dataset sits.
+    total: expected row count, for the progress bar (None: unknown, e.g. shards).
+    skipped: what a folder scan left out, by kind (``ImageDataset.skipped``). Each row's ``frames`` column
+    holds its image file's frame count (None when not decoded).
     """
     def progress(items: Iterator[Any]) -> Iterator[Any]:
         return tqdm(items, total=total, desc=f"loading {name}", unit="img",
                     disable=total is not None and total <= PROGRESS_MIN_FILES)
 
-    samples = read_parts(parts, Decoder(image_size, channels), workers, progress)
+    writer = PixelWriter((channels, image_size, image_size), store_dir)
+
+    def store(sample: Sample) -> None:
+        if sample.pixels is not None:
+            sample.row, sample.pixels = writer.append(sample.pixels), None
+
+    samples = read_parts(parts, Decoder(image_size, channels), workers, progress, sink=store)
+    pixel_store = writer.finish()
     mark_duplicates(samples)
-    records = pd.DataFrame([{"sample_id": s.sample_id, "path": s.path, **s.columns, "error": s.error}
-                            for s in samples], columns=None if samples else ["sample_id", "path", "error"])
+    records = pd.DataFrame([{"sample_id": s.sample_id, "path": s.path, **s.columns, FRAMES_COLUMN: s.frames,
+                             "error": s.error} for s in samples],
+                           columns=None if samples else ["sample_id", "path", FRAMES_COLUMN, "error"])
+    records[FRAMES_COLUMN] = records[FRAMES_COLUMN].astype("Int64")
     fingerprints = [row_fingerprint(s.sample_id, _hashed_path(s.path, root), s.columns, s.digest) for s in samples]
     readable = [s for s in samples if s.error is None]
-    shape = (len(readable), channels, image_size, image_size)
-    stacked = torch.from_numpy(np.stack([s.pixels for s in readable]) if readable else np.empty(shape, np.uint8))
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    rows = np.array([s.row for s in readable], dtype=np.int64)
     return ImageDataset(
-        (stacked.to(torch.float32).div_(255.0) - mean_t) / std_t,
+        StoredImages(pixel_store, rows, mean, std),
         [s.sample_id for s in readable],
         records,
         name=name,
@@ -112,4 +126,5 @@ def load_parts(
         mean=mean,
         std=std,
         source=source,
+        skipped=skipped,
     )

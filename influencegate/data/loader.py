@@ -1,6 +1,7 @@
 """``load_images``: one entry point for every dataset source, local or in an object store."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from influencegate.data import storage
@@ -17,6 +18,7 @@ from influencegate.data.dataset import ImageDataset
 from influencegate.data.digits import load_digits_dataset
 from influencegate.data.errors import DatasetError
 from influencegate.data.files import file_parts, load_parts
+from influencegate.data.folder_walk import skipped_counts
 from influencegate.data.samples import Part
 from influencegate.data.shards import PARQUET_SUFFIX, is_tar, parquet_image_column, shard_parts
 from influencegate.data.sources import read_manifest, scan_folder
@@ -33,8 +35,9 @@ def load_images(
     channels: int | None = None,
     name: str | None = None,
     workers: int = 0,
+    store_dir: str | Path | None = None,
 ) -> ImageDataset:
-    """Load a dataset version, decoding every image into memory.
+    """Load a dataset version, decoding every image once into a memory-mapped pixel store.
 
     source: "digits" (the embedded default, 1 x 8 x 8 unless resized); a folder of images (recursive); a
         ``.csv``/``.parquet``/``.jsonl`` manifest with a ``path`` column (see ``influencegate.data.sources``);
@@ -45,10 +48,13 @@ def load_images(
     channels: 1 (grayscale) or 3 (RGB); default 3 for files, 1 for digits.
     name: dataset name; default "digits", the folder's name, the manifest's stem or the shards' folder name.
     workers: DataLoader processes that read and decode (0: this process).
+    store_dir: folder for the temporary uint8 pixel file of files and shards (default
+        ``$INFLUENCEGATE_STORE_DIR`` or the system's temp folder; see ``influencegate.data.store``); removed
+        when the dataset is garbage collected. The digits stay in memory.
 
     Files are normalised with the CIFAR-10 mean/std, digits with DIGITS_MEAN/DIGITS_STD.
     Unusable samples (missing, corrupt, unsupported mode, duplicate sample_id, a broken shard...) never
-    raise: they stay in ``records`` with ``error`` set and are left out of the tensor. A wrong source raises
+    raise: they stay in ``records`` with ``error`` set and are left out of the images. A wrong source raises
     DatasetError.
     """
     if isinstance(source, str) and source == DIGITS:
@@ -64,7 +70,7 @@ def load_images(
     try:
         pattern = storage.is_pattern(source)
         location = str(source) if pattern else storage.normalise(source)
-        parts, root, default_name, total = _plan(location, pattern)
+        parts, root, default_name, total, skipped = _plan(location, pattern)
     except (storage.StorageError, OSError) as exc:  # no driver for the scheme, no permission, no connection
         raise DatasetError(f"cannot read {storage.redact(source)!r}: {exc}") from None
     return load_parts(
@@ -78,12 +84,15 @@ def load_images(
         source=storage.redact(location),
         workers=int(workers),
         total=total,
+        skipped=skipped,
+        store_dir=store_dir,
     )
 
 
-def _plan(source: str, pattern: bool) -> tuple[list[Part], str, str, int | None]:
-    """(parts to read, root for location-free hashing, default name, row count if known) of a source;
-    pattern: whether it names several shards (``storage.is_pattern``)."""
+def _plan(source: str, pattern: bool) -> tuple[list[Part], str, str, int | None, dict[str, int]]:
+    """(parts to read, root for location-free hashing, default name, row count if known, what a folder scan
+    skipped by kind (empty for other sources)) of a source; pattern: whether it names several shards
+    (``storage.is_pattern``)."""
     shown = storage.redact(source)
     if pattern:
         locations = storage.expand(source)
@@ -93,22 +102,26 @@ def _plan(source: str, pattern: bool) -> tuple[list[Part], str, str, int | None]
     if not storage.exists(source):
         raise DatasetError(f"dataset source not found: {shown!r} (expected {SOURCES_HELP})")
     if storage.is_dir(source):
+        skipped: Counter[str] = Counter()
         try:
-            rows = scan_folder(source)
+            rows = scan_folder(source, skipped)
         except DatasetError:
-            shards = sorted(loc for _, loc in storage.walk_files(source)
-                            if is_tar(loc) or storage.suffix(loc) == PARQUET_SUFFIX)
+            skipped = Counter()
+            files = [location for _, location in storage.walk_files(source, skipped)]
+            shards = sorted(loc for loc in files if is_tar(loc) or storage.suffix(loc) == PARQUET_SUFFIX)
             if not shards:
                 raise
-            return _shards(shards, shown)
-        return file_parts(rows), source, storage.basename(source), len(rows)
+            skipped["not_image"] = len(files) - len(shards)
+            parts, root, name, _, _ = _shards(shards, shown)
+            return parts, root, name, None, skipped_counts(skipped)
+        return file_parts(rows), source, storage.basename(source), len(rows), skipped_counts(skipped)
     if is_tar(source) or (storage.suffix(source) == PARQUET_SUFFIX and _has_image_column(source)):
-        parts, root, _, total = _shards([source], shown)
-        return parts, root, parts[0].shard, total
+        parts, root, _, total, skipped = _shards([source], shown)
+        return parts, root, parts[0].shard, total, skipped
     if storage.suffix(source) in MANIFEST_EXTENSIONS:
         rows = read_manifest(source)
         stem = storage.basename(source).rsplit(".", 1)[0]
-        return file_parts(rows), storage.parent(source), stem, len(rows)
+        return file_parts(rows), storage.parent(source), stem, len(rows), {}
     raise DatasetError(f"unknown dataset source extension {storage.suffix(source)!r} of {shown!r} "
                        f"(expected {SOURCES_HELP})")
 
@@ -120,9 +133,9 @@ def _has_image_column(location: str) -> bool:
         raise DatasetError(f"cannot read Parquet file {storage.redact(location)!r}: {exc}") from exc
 
 
-def _shards(locations: list[str], shown: str) -> tuple[list[Part], str, str, None]:
+def _shards(locations: list[str], shown: str) -> tuple[list[Part], str, str, None, dict[str, int]]:
     try:
         parts, root = shard_parts(locations)
     except ValueError as exc:
         raise DatasetError(f"{shown}: {exc}") from None
-    return parts, root, storage.basename(root) or "shards", None
+    return parts, root, storage.basename(root) or "shards", None, {}

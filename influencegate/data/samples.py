@@ -27,7 +27,9 @@ class Sample:
     sample_id: stable id (file path relative to the root, or ``<shard>/<key>``). path: the file (or shard)
     it came from, a local path or URL; None for rows without one. columns: the row's other fields (manifest
     columns, caption, JSON metadata). digest: sha256 hex of the image bytes (None when unreadable).
-    pixels: uint8 C x H x W, None when ``error`` is set. error: None or the short reason.
+    frames: the image file's frame count (``decode.Decoded``), None when it was not decoded.
+    pixels: uint8 C x H x W, None when ``error`` is set (or once handed to a pixel store, see ``read_parts``).
+    error: None or the short reason. row: the sample's row in the pixel store its pixels were written to.
     """
 
     sample_id: str
@@ -36,6 +38,8 @@ class Sample:
     digest: str | None = None
     pixels: np.ndarray | None = None
     error: str | None = None
+    frames: int | None = None
+    row: int | None = None
 
 
 @dataclass(frozen=True)
@@ -52,13 +56,13 @@ class Decoder:
         The digest is taken whenever there are bytes; decoding runs only for rows without an error.
         """
         digest = hashlib.sha256(data).hexdigest() if data is not None else None
-        pixels = None
+        pixels, frames = None, None
         if data is not None and error is None:
             try:
-                pixels = decode_image(data, self.image_size, self.channels)
+                pixels, frames = decode_image(data, self.image_size, self.channels)
             except SampleError as exc:
                 error = str(exc)
-        return Sample(sample_id, path, columns, digest, pixels, error)
+        return Sample(sample_id, path, columns, digest, pixels, error, frames)
 
 
 class Part(Protocol):
@@ -98,10 +102,17 @@ def _unbatched(item: list[Ordered]) -> list[Ordered]:
     return item
 
 
+def _sunk(item: Ordered, sink: Callable[[Sample], None]) -> Ordered:
+    sink(item[2])
+    return item
+
+
 def read_parts(parts: Sequence[Part], decoder: Decoder, workers: int = 0,
-               progress: Callable[[Iterator[Ordered]], Iterator[Ordered]] | None = None) -> list[Sample]:
+               progress: Callable[[Iterator[Ordered]], Iterator[Ordered]] | None = None,
+               sink: Callable[[Sample], None] | None = None) -> list[Sample]:
     """Every sample of ``parts``, ordered by (part, position), read in ``workers`` DataLoader processes
-    (0: in this process). progress: optional wrapper of the stream of samples (a tqdm bar)."""
+    (0: in this process). progress: optional wrapper of the stream of samples (a tqdm bar). sink: called on
+    each sample as it arrives (in arrival order, before sorting), e.g. to move its pixels out of memory."""
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     stream = _PartStream(parts, decoder)
@@ -109,6 +120,8 @@ def read_parts(parts: Sequence[Part], decoder: Decoder, workers: int = 0,
     chunks: Iterator[list[Ordered]] = iter(stream) if workers == 0 else iter(
         DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_unbatched))
     items = (item for chunk in chunks for item in chunk)
+    if sink is not None:
+        items = (_sunk(item, sink) for item in items)
     collected = list(progress(items) if progress else items)
     collected.sort(key=lambda item: (item[0], item[1]))
     return [sample for _, _, sample in collected]

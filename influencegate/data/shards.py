@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from influencegate.data import storage
-from influencegate.data.constants import IMAGE_EXTENSIONS
+from influencegate.data.constants import FRAMES_COLUMN, IMAGE_EXTENSIONS
 from influencegate.data.samples import Decoder, Sample
 
 TAR_SUFFIXES = (".tar", ".tgz", ".tar.gz")
@@ -33,7 +33,7 @@ IMAGE_COLUMNS = ("image", "jpg", "png", "webp", "img", "image_bytes", "bytes")
 #: Non-image tar members longer than this are not turned into columns.
 MAX_TEXT_MEMBER = 65536
 _IMAGE_EXTS = frozenset(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
-_RESERVED = ("sample_id", "path", "error")
+_RESERVED = ("sample_id", "path", "error", FRAMES_COLUMN)
 _PARQUET_BATCH = 256
 
 

@@ -8,33 +8,37 @@ from __future__ import annotations
 
 import io
 import logging
+from collections import Counter
 
 import pandas as pd
 
 from influencegate.data import storage
-from influencegate.data.constants import IMAGE_EXTENSIONS
+from influencegate.data.constants import FRAMES_COLUMN, IMAGE_EXTENSIONS
 from influencegate.data.errors import DatasetError
+from influencegate.data.folder_walk import describe_skipped, skipped_counts
 
 logger = logging.getLogger(__name__)
 
-RESERVED_COLUMNS = ("error",)
+RESERVED_COLUMNS = ("error", FRAMES_COLUMN)
 
 
-def scan_folder(folder: str) -> pd.DataFrame:
-    """Every image file under ``folder`` (a local path or URL; recursive, by extension, hidden files and
-    folders skipped).
+def scan_folder(folder: str, skipped: Counter[str] | None = None) -> pd.DataFrame:
+    """Every image file under ``folder`` (a local path or URL; recursive, by extension; symlinks, hidden and
+    special files as ``storage.walk_files`` says).
 
     sample_id is the path relative to ``folder`` with POSIX separators; rows are sorted by sample_id.
-    Raises DatasetError when the folder holds no image file.
+    ``skipped`` (optional) receives the walk's counts of skipped entries and ``not_image``, the files without
+    an image extension. Raises DatasetError when the folder holds no image file.
     """
-    files, skipped = [], 0
-    for relative, location in storage.walk_files(folder):
+    skipped = Counter() if skipped is None else skipped
+    files = []
+    for relative, location in storage.walk_files(folder, skipped):
         if storage.suffix(relative) in IMAGE_EXTENSIONS:
             files.append((relative, location, None))
         else:
-            skipped += 1
-    if skipped:
-        logger.info("%s: skipped %d files without an image extension", storage.redact(folder), skipped)
+            skipped["not_image"] += 1
+    if sum(skipped.values()):
+        logger.info("%s: skipped %s", storage.redact(folder), describe_skipped(skipped_counts(skipped)))
     if not files:
         raise DatasetError(f"no image files found in folder {storage.redact(folder)!r} "
                            f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")

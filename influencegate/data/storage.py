@@ -18,10 +18,13 @@ import os
 import posixpath
 import re
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from glob import glob as local_glob
 from pathlib import Path
 from typing import IO, Any
+
+from influencegate.data.folder_walk import walk_local
 
 URL_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 FILE_SCHEME = "file://"
@@ -230,23 +233,27 @@ def relative_to(location: Location, root: Location) -> str | None:
     return None if relative == ".." or relative.startswith("../") else relative
 
 
-def walk_files(folder: Location) -> Iterator[tuple[str, str]]:
-    """(path relative to ``folder`` in POSIX form, location) of every file below ``folder``, recursively,
-    skipping hidden files and folders (a part starting with '.'). Not sorted."""
-    folder = normalise(folder)
+def walk_files(folder: Location, skipped: Counter[str] | None = None) -> Iterator[tuple[str, str]]:
+    """(path relative to ``folder`` in POSIX form, location) of every file below ``folder`` that a scan reads,
+    recursively, not sorted. Local folders follow ``folder_walk``'s policy (symlinks, hidden and special
+    files); in object stores, which have no links, hidden files and folders (a part starting with '.') are
+    skipped. ``skipped`` (optional) receives a count per skipped kind (``folder_walk.SKIPPED_KINDS``; a
+    hidden folder counts once)."""
+    folder, skipped = normalise(folder), Counter() if skipped is None else skipped
     if not is_url(folder):
-        root = Path(folder)
-        for path in root.rglob("*"):
-            relative = path.relative_to(root)
-            if not any(part.startswith(".") for part in relative.parts) and path.is_file():
-                yield relative.as_posix(), str(path.absolute())
+        yield from walk_local(folder, skipped)
         return
     filesystem, root = _filesystem(folder)
     root = root.rstrip("/")
+    hidden: set[str] = set()
     for path in filesystem.find(root):
-        relative = posixpath.relpath(path, root)
-        if not any(part.startswith(".") for part in relative.split("/")):
-            yield relative, _url_of(filesystem, path)
+        parts = posixpath.relpath(path, root).split("/")
+        first = next((i for i, part in enumerate(parts) if part.startswith(".")), None)
+        if first is None:
+            yield "/".join(parts), _url_of(filesystem, path)
+        else:
+            hidden.add("/".join(parts[:first + 1]))
+    skipped["hidden"] += len(hidden)
 
 
 def expand(pattern: Location) -> list[str]:

@@ -93,7 +93,7 @@ class PairSet:
                             readable[~has_caption].assign(error="missing caption")[columns]], ignore_index=True)
         keep = readable[has_caption]
         return cls(keep["sample_id"].tolist(), keep[caption_column].tolist(),
-                   dataset.images[torch.from_numpy(np.flatnonzero(has_caption))], keep["path"].tolist(),
+                   dataset.batch(np.flatnonzero(has_caption)), keep["path"].tolist(),
                    failed.rename(columns={caption_column: "caption"}))
 
 

@@ -45,10 +45,15 @@ INDEX_BATCH = 1024
 
 
 def content_hashes(images: torch.Tensor | np.ndarray) -> list[str]:
-    """sha256 (hex) of each sample's tensor bytes (float32, C-contiguous): equal only for identical pixels."""
-    arr = np.ascontiguousarray(images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images,
-                               dtype=np.float32)
-    return [hashlib.sha256(arr[i].tobytes()).hexdigest() for i in range(arr.shape[0])]
+    """sha256 (hex) of each sample's tensor bytes (float32, C-contiguous): equal only for identical pixels.
+    images: M x ... (any array-like, read INDEX_BATCH rows at a time)."""
+    hashes: list[str] = []
+    for start in range(0, len(images), INDEX_BATCH):
+        block = images[start:start + INDEX_BATCH]
+        arr = np.ascontiguousarray(block.detach().cpu().numpy() if isinstance(block, torch.Tensor) else block,
+                                   dtype=np.float32)
+        hashes += [hashlib.sha256(arr[i].tobytes()).hexdigest() for i in range(arr.shape[0])]
+    return hashes
 
 
 def exact_pairs(hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

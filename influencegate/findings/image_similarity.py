@@ -100,17 +100,17 @@ def thumbnails(images: torch.Tensor | np.ndarray, thumb_size: int, block_size: i
                device: str | torch.device = "cpu") -> torch.Tensor:
     """Grey thumbnails: images M x C x H x W (or M x H x W), any value range -> float32 M x S x S on `device`,
     S = min(thumb_size, H, W), shifted and scaled by one global mean and standard deviation (NCC does not
-    change; it keeps the float32 sums well-conditioned)."""
-    x = torch.as_tensor(images)
-    if x.ndim == 3:
-        x = x[:, None]
-    if x.ndim != 4:
-        raise ValueError(f"images must be M x C x H x W or M x H x W, got shape {tuple(x.shape)}")
-    side = min(int(thumb_size), x.shape[-2], x.shape[-1])
+    change; it keeps the float32 sums well-conditioned). images may be any array-like read block by block
+    (e.g. ``ImageDataset.pixels``)."""
+    if len(images.shape) not in (3, 4):
+        raise ValueError(f"images must be M x C x H x W or M x H x W, got shape {tuple(images.shape)}")
+    side = min(int(thumb_size), images.shape[-2], images.shape[-1])
     block = check_block(block_size)
     chunks = []
-    for start in range(0, x.shape[0], block):
-        grey = x[start:start + block].to(device=device, dtype=torch.float32).mean(dim=1, keepdim=True)
+    for start in range(0, len(images), block):
+        x = torch.as_tensor(images[start:start + block])
+        x = x[:, None] if x.ndim == 3 else x
+        grey = x.to(device=device, dtype=torch.float32).mean(dim=1, keepdim=True)
         if grey.shape[-2:] != (side, side):
             grey = F.interpolate(grey, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
         chunks.append(grey[:, 0])

@@ -103,14 +103,11 @@ class Unusable(Finding):
         check_table(table, ["sample_id"], "unusable")
         if images is None:
             raise ValueError("unusable: images are required (M x C x H x W)")
-        x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-        if x.ndim != 4:
-            raise ValueError(f"unusable: images must be M x C x H x W, got shape {x.shape}")
-        if mean is not None and std is not None:
-            shape = (1, -1, 1, 1)
-            x = x * np.asarray(std, dtype=np.float32).reshape(shape) + np.asarray(mean, dtype=np.float32).reshape(shape)
-        positions, _ = align_embeddings(table, np.zeros((len(x), 1)), sample_ids, "unusable")
-        stats = self.measure(np.clip(x, 0.0, 1.0))
+        if len(images.shape) != 4:
+            raise ValueError(f"unusable: images must be M x C x H x W, got shape {tuple(images.shape)}")
+        positions, _ = align_embeddings(table, np.zeros((len(images), 1)), sample_ids, "unusable")
+        stats = pd.concat([self.measure(self._pixels(images[start:start + self.block], mean, std))
+                           for start in range(0, len(images), self.block)], ignore_index=True)
         tiny = self.tiny(table).to_numpy()[positions]
         result = pd.DataFrame({"is_unusable": False, "unusable_reason": None, "pixel_std": np.nan,
                                "clipped_fraction": np.nan, "sharpness": np.nan}, index=table.index)
@@ -123,6 +120,16 @@ class Unusable(Finding):
         result["is_unusable"] = result["is_unusable"].astype(bool)
         self._result, self._examined = result, len(positions)
         return result
+
+    @staticmethod
+    def _pixels(block: torch.Tensor | np.ndarray, mean: Sequence[float] | None,
+                std: Sequence[float] | None) -> np.ndarray:
+        """One block of images (B x C x H x W, normalised by mean/std or already in [0, 1]) as pixels in [0, 1]."""
+        x = block.detach().cpu().numpy() if isinstance(block, torch.Tensor) else np.asarray(block)
+        if mean is not None and std is not None:
+            shape = (1, -1, 1, 1)
+            x = x * np.asarray(std, dtype=np.float32).reshape(shape) + np.asarray(mean, dtype=np.float32).reshape(shape)
+        return np.clip(x, 0.0, 1.0)
 
     def tiny(self, table: pd.DataFrame) -> pd.Series:
         """True where the original width or height (table columns, pixels) is below min_size; all False

@@ -2,7 +2,7 @@
 
 Text features (e.g. MiniLM, ``influencegate.models.text``) are always precomputed: the text tower is frozen.
 Image inputs are either precomputed features of a frozen image encoder (the fast path) or images run
-through ``image_encoder``, which is frozen except for the LoRA adapters put on chosen Linear layers.
+through ``image_encoder``, which is frozen except for the LoRA adapters put on chosen Linear/Conv2d layers.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from influencegate.models.lora_conv import LoRAConv2d
 
 
 class LoRALinear(nn.Module):
@@ -40,19 +42,21 @@ class LoRALinear(nn.Module):
 
 
 def add_lora(module: nn.Module, layers: Sequence[str], rank: int = 4, alpha: float = 4.0, seed: int = 0) -> nn.Module:
-    """A frozen copy of ``module`` whose named Linear layers are wrapped in LoRALinear (the only trainable
-    parameters). ValueError for a name that is not a Linear layer of the module."""
+    """A frozen copy of ``module`` whose named Linear and Conv2d layers are wrapped in LoRALinear /
+    LoRAConv2d (the only trainable parameters). ValueError for a name that is neither."""
     module = copy.deepcopy(module).requires_grad_(False)
-    linears = {name for name, m in module.named_modules() if isinstance(m, nn.Linear)}
-    unknown = sorted(set(layers) - linears)
+    adaptable = {name for name, m in module.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    unknown = sorted(set(layers) - adaptable)
     if unknown:
-        raise ValueError(f"LoRA layers {unknown} are not Linear layers of the image encoder; "
-                         f"Linear layers: {sorted(linears)}")
+        raise ValueError(f"LoRA layers {unknown} are not Linear or Conv2d layers of the image encoder; "
+                         f"those layers: {sorted(adaptable)}")
     generator = torch.Generator().manual_seed(seed)
     for name in layers:
         parent_name, _, child = name.rpartition(".")
         parent = module.get_submodule(parent_name)
-        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha, generator))
+        layer = getattr(parent, child)
+        wrapper = LoRALinear if isinstance(layer, nn.Linear) else LoRAConv2d
+        setattr(parent, child, wrapper(layer, rank, alpha, generator))
     return module
 
 
@@ -93,7 +97,7 @@ class DualEncoder(nn.Module):
         embeddings (with ``normalize`` False and image head only, S is linear in the trainable parameters
         and the contrastive loss is convex).
     normalize: L2-normalise both embeddings (CLIP); False keeps the heads' outputs as they are.
-    lora_layers: names of Linear layers of ``image_encoder`` that get LoRA adapters (rank ``lora_rank``).
+    lora_layers: names of Linear or Conv2d layers of ``image_encoder`` that get LoRA adapters (rank ``lora_rank``).
     train_heads: whether the projection heads are trainable (False with LoRA trains the adapters only).
     seed: initialisation of heads (weights N(0, 1/in_dim), zero bias) and adapters (the global RNG is
         not touched).

@@ -76,8 +76,7 @@ def pretrain(
     params = list(backbone.parameters()) + [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    images = dataset.images
-    n = len(images)
+    n = len(dataset)
     batch_size = min(batch_size, n)
     steps_per_epoch = max(1, n // batch_size)
     total_steps = epochs * steps_per_epoch
@@ -87,7 +86,7 @@ def pretrain(
         order = torch.randperm(n, generator=generator)
         epoch_loss = 0.0
         for step in range(steps_per_epoch):
-            batch = images[order[step * batch_size:(step + 1) * batch_size]].to(device)
+            batch = dataset.batch(order[step * batch_size:(step + 1) * batch_size]).to(device)
             loss = objective(backbone, augment(batch, config, generator), augment(batch, config, generator))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{method} loss became {loss.item()} at epoch {epoch}; try a lower lr")

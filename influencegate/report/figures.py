@@ -52,7 +52,7 @@ def dataset_images(dataset: Any) -> Callable[[str], np.ndarray]:
     index = {sid: i for i, sid in enumerate(dataset.sample_ids)}
 
     def lookup(sample_id: str) -> np.ndarray:
-        return denormalize(dataset.images[index[sample_id]], dataset).cpu().numpy()
+        return denormalize(dataset.batch([index[sample_id]])[0], dataset).cpu().numpy()
 
     return lookup
 

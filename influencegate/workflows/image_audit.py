@@ -29,7 +29,7 @@ def check_encoder_input(encoder: Any, dataset: Any) -> None:
     when it cannot take it (a channel or size mismatch), so the mismatch is found before any scoring."""
     if len(dataset) == 0:
         return
-    probe = dataset.images[:1]
+    probe = dataset.batch(slice(0, 1))
     try:
         with torch.no_grad():
             encoder.eval()(probe)
@@ -58,7 +58,7 @@ def load_or_pretrain(dataset: Any, checkpoint: str | Path | None = None, method:
         return encoder, [], 0.0
     if not method:
         raise ValueError("give an encoder checkpoint or a pretraining method (simclr, byol, barlow_twins)")
-    arch_kwargs = {"in_channels": int(dataset.images.shape[1])} if architecture == "small_cnn" else {}
+    arch_kwargs = {"in_channels": int(dataset.image_shape[0])} if architecture == "small_cnn" else {}
     encoder = models.build_encoder(architecture, seed=int(seed), **arch_kwargs)
     result = models.pretrain(encoder, dataset, method=method, epochs=int(epochs), seed=int(seed), progress=progress)
     losses = [float(x) for x in result.losses]
@@ -118,6 +118,6 @@ def find_issues(dataset: Any, encoder: Any, table: pd.DataFrame, config: Any = N
     """
     model = encoder.to(device).eval()
     embeddings = encode(model, dataset, batch_size, torch.device(device))
-    return find_all(table, embeddings, dataset.images, config, sample_ids=dataset.sample_ids, mean=dataset.mean,
+    return find_all(table, embeddings, dataset.pixels, config, sample_ids=dataset.sample_ids, mean=dataset.mean,
                     std=dataset.std)
 

@@ -16,13 +16,11 @@ from influencegate.data import DatasetError, ImageDataset, load_images, load_pai
 Kind = Literal["images", "pairs"]
 #: Load options that apply to pairs only (the embedded digits-captions: corruption share, seed, part).
 PAIR_OPTIONS = ("shuffled_fraction", "seed", "part")
-#: What describes a version's size, not how to load it (kept out of `params`).
-COUNTS = ("n_rows", "n_readable", "n_failed")
 
 
 class DatasetRef(BaseModel):
     """A loaded dataset version: how to reload it (source and load options), its name and content version id,
-    and its size (rows, readable and failed samples)."""
+    and its size (rows, readable and failed samples, and a folder's entries its scan skipped, by kind)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -39,6 +37,7 @@ class DatasetRef(BaseModel):
     n_rows: int = 0
     n_readable: int = 0
     n_failed: int = 0
+    skipped: dict[str, int] = {}
 
     @classmethod
     def of(cls, dataset: ImageDataset, kind: Kind = "images", **options: Any) -> DatasetRef:
@@ -48,7 +47,8 @@ class DatasetRef(BaseModel):
         options.setdefault("source", str(dataset.source))
         options["name"] = str(dataset.name)  # the name the version was loaded under (given or derived)
         return cls(kind=kind, version=str(dataset.version), n_rows=int(len(dataset.records)),
-                   n_readable=int(len(dataset)), n_failed=int(len(dataset.failed)), **options)
+                   n_readable=int(len(dataset)), n_failed=int(len(dataset.failed)),
+                   skipped={str(k): int(v) for k, v in dataset.skipped.items()}, **options)
 
     def load_options(self) -> dict[str, Any]:
         """The keyword arguments that reload this version (`load_images` or `load_pairs`), None values left out."""
@@ -68,8 +68,10 @@ class DatasetRef(BaseModel):
                                f"{dataset.version} instead of {self.version}")
         return dataset
 
-    def params(self) -> dict[str, Any]:
-        """The settings that identify this version (kind, source, name, version and the load options of its kind;
-        no counts): what the MLflow run logs as `dataset.*` params."""
+    def logged(self) -> dict[str, Any]:
+        """What the MLflow run logs of this version: the settings that identify it (kind, source, name, version
+        and the load options of its kind; `dataset.*` params) and its counts (n_rows, n_readable, n_failed,
+        skipped by kind; metrics)."""
         return {"kind": self.kind, **self.load_options(), "image_size": self.image_size, "channels": self.channels,
-                "version": self.version}
+                "version": self.version, "n_rows": self.n_rows, "n_readable": self.n_readable,
+                "n_failed": self.n_failed, "skipped": dict(self.skipped)}

@@ -29,6 +29,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "influencegate"
+#: Rows of the scores table logged as an MLflow table (scores_table.json, which the UI loads whole into the
+#: browser): above it the rows with the highest log_influence; scores.parquet always holds every row.
+TABLE_MAX_ROWS = 10_000
 #: Where run directories go when none is given (one folder per audit below it).
 DEFAULT_RUNS_ROOT = "influencegate_runs"
 #: Artifact paths inside the run, one name for one thing (the README's tour lists them).
@@ -109,12 +112,15 @@ def audit_record(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: 
             "gate.suite": str((decision.get("suite") or {}).get("name")),
             "gate.suite_hash": str((decision.get("suite") or {}).get("hash")), **(extra_tags or {})}
     params = {**_params(scorer_prefix, scorer_params or {}), **_params("encoder", encoder or {}),
-              **_params("dataset", {k: v for k, v in dataset.items() if k not in ("records", "n_rows", "n_readable", "n_failed")}),
+              **_params("dataset", {k: v for k, v in dataset.items()
+                                    if k not in ("records", "n_rows", "n_readable", "n_failed", "skipped")}),
               **_params("suite", decision.get("suite") or {})}
     metrics = _metrics("", measured(summary))
     metrics["gate.approved"] = 1.0 if decision.get("approved") else 0.0
     metrics["gate.n_failed"] = float(len(decision.get("failed_expectations") or []))
     metrics["gate.n_expectations"] = float(len(decision.get("expectations") or []))
+    for kind, count in (dataset.get("skipped") or {}).items():  # a folder's entries its scan left out
+        metrics[f"dataset.skipped.{kind}"] = float(count)
     for column, values in ((drift or {}).get("columns") or {}).items():
         metrics[f"drift.{column}.score"] = float(values.get("drift_score", math.nan))  # a p-value or a distance
         metrics[f"drift.{column}.drifted"] = float(values["drifted"]) if "drifted" in values else math.nan
@@ -124,7 +130,10 @@ def audit_record(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: 
     docs = decision.get("data_docs")
     if docs and Path(docs).is_dir():
         artifacts[ARTIFACTS["data_docs"]] = Path(docs)
-    tables = {ARTIFACTS["scores_table"]: _loggable_table(scores)}
+    shown = scores if len(scores) <= TABLE_MAX_ROWS or "log_influence" not in scores.columns else \
+        scores.nlargest(TABLE_MAX_ROWS, "log_influence")
+    tags["scores_table.rows"] = f"{len(shown)} of {len(scores)} (all rows: {ARTIFACTS['scores_parquet']})"
+    tables = {ARTIFACTS["scores_table"]: _loggable_table(shown)}
     for path, item in (findings or {}).items():
         if isinstance(item, pd.DataFrame):
             if not item.empty:

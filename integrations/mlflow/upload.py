@@ -83,22 +83,24 @@ def _retryable() -> tuple[type[BaseException], ...]:
     return tuple(kinds)
 
 
-def _free_run_name(client: Any, name: str, experiment_id: str) -> str:
-    """`name`, or `name-2`, `name-3`, ... when the experiment already has a run of that name."""
-    runs = client.search_runs([experiment_id], filter_string=f"attributes.run_name LIKE '{name}%'", max_results=1000)
-    taken = {r.info.run_name for r in runs}
-    return next(c for c in (name if k == 1 else f"{name}-{k}" for k in range(1, len(taken) + 2)) if c not in taken)
+def unique_run_name(name: str, run_id: str) -> str:
+    """`name-<first 4 hex of run_id>`: the record's readable name made unique by its run id, with no
+    search-then-create race (two runs of the same version, time and verdict differ in their run ids)."""
+    return f"{name}-{run_id[:4]}"
 
 
 def _open_run(client: Any, uri: str, run: Mapping[str, Any], folder: Path) -> Any:
-    """The MLflow run to fill: the active run (a ZenML MLflow tracker's), the one an earlier upload of this
-    folder started on the same store, else a new one (recorded in upload.json before anything is logged)."""
+    """The MLflow run to fill: the active run (a ZenML MLflow tracker's, keeping its name), the one an earlier
+    upload of this folder started on the same store, else a new one (recorded in upload.json before anything
+    is logged). A run of our own is named `unique_run_name(run_name, run_id)` (again on a resumed upload,
+    in case the renaming was what the outage interrupted)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     active = mlflow.active_run()
     if active is not None:
         return active
+    base = run.get("run_name") or None
     previous = rd.read_upload(folder)
     if previous.get("run_id") and previous.get("tracking_uri") == uri:
         try:
@@ -107,14 +109,17 @@ def _open_run(client: Any, uri: str, run: Mapping[str, Any], folder: Path) -> An
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
         else:
-            client.update_run(found.info.run_id, status="RUNNING")
+            run_id = found.info.run_id
+            client.update_run(run_id, status="RUNNING", name=unique_run_name(base, run_id) if base else None)
             return found
     experiment = client.get_experiment_by_name(run["experiment"])
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(run["experiment"])
-    name = _free_run_name(client, run["run_name"], experiment_id) if run.get("run_name") else None
-    created = client.create_run(experiment_id, run_name=name)
-    rd.write_upload(folder, {"status": "started", "run_id": created.info.run_id, "tracking_uri": uri,
+    created = client.create_run(experiment_id, run_name=base)
+    run_id = created.info.run_id
+    rd.write_upload(folder, {"status": "started", "run_id": run_id, "tracking_uri": uri,
                              "experiment_id": experiment_id})
+    if base:
+        client.update_run(run_id, name=unique_run_name(base, run_id))
     return created
 
 

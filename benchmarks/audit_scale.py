@@ -1,0 +1,229 @@
+"""The whole audit at scale: `influencegate audit` (ZenML pipeline, MLflow, gate) on N = 10k, 30k, 100k images.
+
+Data: 32 x 32 RGB natural-image patches (random windows of 32-96 px cut from scikit-image's and
+scikit-learn's bundled photos, `natural_images.load_photo`, random mirror, resized to 32 px with PIL
+bilinear), 0.5% of them planted exact copies, written as WebDataset tar shards of SHARD_SIZE PNG members:
+the loader users use reads them (`load_images` on the shards' folder, `workers` decoding processes). The
+N-image set is the first N of one stream, so the smaller sets are prefixes of the larger.
+Encoder: the small CNN pretrained once (SimCLR, ENCODER_EPOCHS epochs on ENCODER_IMAGES patches of another
+seed) and given as a checkpoint, so pretraining is not timed.
+
+Each N runs `influencegate audit <config>` in a fresh process with its own ZenML store and MLflow store
+(sqlite, artifacts beside it). This process samples the RSS of that process and the PSS of it and its
+decoding workers (psutil, every SAMPLE_S) and reads the steps' start and end times back from the ZenML store: per step wall seconds,
+share of the pipeline's total, and peak RSS / PSS while the step ran. Growth exponent per step: slope of
+log(seconds) on log(N) between consecutive N and over all N. MLflow: bytes of the run's artifacts per file.
+
+Output: benchmarks/results/audit_scale.json (rewritten after every N). Run:
+  python benchmarks/audit_scale.py [--n 10000,30000,100000] [--work /tmp/audit_scale] [--draws 8]
+Wall times on a shared CPU are noisy; compare shares and exponents rather than seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+RESULTS = Path(__file__).resolve().parent / "results" / "audit_scale.json"
+SHARD_SIZE = 5000
+SIDE = 32
+COPY_SHARE = 0.005
+PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "brick", "grass", "gravel", "clock",
+          "page", "text", "hubble_deep_field", "immunohistochemistry", "retina", "cell", "horse", "china", "flower")
+ENCODER_IMAGES, ENCODER_EPOCHS = 2000, 3
+SAMPLE_S = 0.2
+ENV = {"ZENML_ANALYTICS_OPT_IN": "false", "GX_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+       "DO_NOT_TRACK": "true", "ZENML_LOGGING_VERBOSITY": "WARN"}
+
+
+def patches(n: int, seed: int) -> np.ndarray:
+    """n x 32 x 32 x 3 uint8 patches (module docstring); row i depends on (seed, i) only, copies excepted."""
+    from PIL import Image
+
+    from natural_images import load_photo
+
+    photos = [np.clip(np.round(load_photo(name) * 255), 0, 255).astype(np.uint8) for name in PHOTOS]
+    out = np.empty((n, SIDE, SIDE, 3), np.uint8)
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        photo = photos[rng.integers(len(photos))]
+        side = int(rng.integers(SIDE, 3 * SIDE + 1))
+        y, x = (int(rng.integers(0, d - side + 1)) for d in photo.shape[:2])
+        window = photo[y:y + side, x:x + side]
+        window = window[:, ::-1] if rng.random() < 0.5 else window
+        out[i] = np.asarray(Image.fromarray(np.ascontiguousarray(window)).resize((SIDE, SIDE), Image.BILINEAR))
+    rng = np.random.default_rng([seed, n])
+    copies = rng.choice(n, int(COPY_SHARE * n), replace=False)
+    out[copies] = out[rng.integers(0, n, len(copies))]
+    return out
+
+
+def write_shards(folder: Path, n: int, seed: int) -> Path:
+    """WebDataset tar shards of PNG members ``<shard>/<index>.png`` under folder (skipped when present)."""
+    from PIL import Image
+
+    done = folder / "COMPLETE"
+    if done.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for shard, start in enumerate(range(0, n, SHARD_SIZE)):
+        block = patches(min(SHARD_SIZE, n - start), seed + 1000 * shard)
+        with tarfile.open(folder / f"{shard:06d}.tar", "w") as tar:
+            for k, image in enumerate(block):
+                buffer = io.BytesIO()
+                Image.fromarray(image).save(buffer, format="PNG")
+                info = tarfile.TarInfo(f"{start + k:07d}.png")
+                info.size = buffer.tell()
+                buffer.seek(0)
+                tar.addfile(info, buffer)
+    done.write_text(str(n))
+    return folder
+
+
+def train_encoder(work: Path) -> Path:
+    """The small CNN pretrained on ENCODER_IMAGES patches of another seed, saved once as a checkpoint."""
+    from influencegate.audit import load_or_pretrain
+    from influencegate.data import load_images
+
+    path = work / "encoder.pt"
+    if not path.exists():
+        data = load_images(write_shards(work / "encoder_data", ENCODER_IMAGES, seed=99), image_size=SIDE)
+        load_or_pretrain(data, method="simclr", epochs=ENCODER_EPOCHS, save_to=path, progress=False)
+    return path
+
+
+class RssSampler(threading.Thread):
+    """(unix time, RSS bytes of a process, PSS bytes of it and all its children) every SAMPLE_S until
+    stopped. PSS shares the pages forked decoding workers share with their parent instead of counting
+    them once per process as a sum of RSS would."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.samples, self.stop = pid, [], threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        root = psutil.Process(self.pid)
+        while not self.stop.is_set():
+            try:
+                pss = sum(p.memory_full_info().pss for p in [root, *root.children(recursive=True)])
+                self.samples.append((time.time(), root.memory_info().rss, pss))
+            except psutil.Error:
+                pass
+            self.stop.wait(SAMPLE_S)
+
+
+def step_times(env: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """{step name: (start, end) unix seconds} of the newest pipeline run in the ZenML store of ``env``."""
+    code = ("import json; from datetime import timezone; from zenml.client import Client\n"
+            "run = Client().list_pipeline_runs(sort_by='desc:created', size=1).items[0]\n"
+            "ts = lambda d: (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).timestamp()\n"
+            "print(json.dumps({n: (ts(s.start_time), ts(s.end_time)) for n, s in run.steps.items()}))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def artifact_sizes(root: Path) -> dict[str, int]:
+    """{path relative to the MLflow artifact root's run folder: bytes} of every logged artifact."""
+    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_audit(n: int, work: Path, encoder: Path, draws: int, workers: int) -> dict:
+    """One audit of the first n patches in a fresh process; per-step seconds, shares and peak RSS."""
+    import yaml
+
+    source = write_shards(work / f"data_{n}", n, seed=0)
+    home = work / f"run_{n}"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **ENV, "ZENML_CONFIG_PATH": str(home / "zenml"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "INFLUENCEGATE_STORE_DIR": str(home / "store")}
+    config = {"run_name": f"audit_scale_{n}_{int(time.time())}", "parameters": {
+        "dataset": {"source": str(source), "image_size": SIDE, "channels": 3, "workers": workers,
+                    "name": f"patches{n}"},
+        "encoder": {"checkpoint": str(encoder)},
+        "scorer": {"draws": draws, "target_stability": None},
+        "tracking": {"uri": env["MLFLOW_TRACKING_URI"], "experiment": "audit-scale"}}}
+    (home / "audit.yaml").write_text(yaml.safe_dump(config))
+    command = [str(Path(sys.executable).with_name("influencegate")), "audit", str(home / "audit.yaml")]
+    start = time.time()
+    with open(home / "audit.log", "w") as log:
+        proc = subprocess.Popen(command, env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT)
+        sampler = RssSampler(proc.pid)
+        sampler.start()
+        code = proc.wait()
+        sampler.stop.set()
+        sampler.join()
+    wall = time.time() - start
+    steps = step_times(env)
+    total = sum(end - begin for begin, end in steps.values())
+    rows = {}
+    for name, (begin, end) in sorted(steps.items(), key=lambda item: item[1][0]):
+        inside = [(rss, pss) for t, rss, pss in sampler.samples if begin <= t <= end]
+        rows[name] = {"seconds": end - begin, "share": (end - begin) / total,
+                      "peak_rss_mb": max(r for r, _ in inside) / 2**20 if inside else None,
+                      "peak_pss_tree_mb": max(p for _, p in inside) / 2**20 if inside else None}
+    sizes = artifact_sizes(home / "mlruns") if (home / "mlruns").exists() else {}
+    return {"n": n, "exit_code": code, "process_wall_s": wall, "steps_total_s": total,
+            "peak_rss_mb": max(rss for _, rss, _ in sampler.samples) / 2**20,
+            "peak_pss_tree_mb": max(pss for _, _, pss in sampler.samples) / 2**20, "steps": rows,
+            "mlflow_artifacts_mb": sum(sizes.values()) / 2**20,
+            "mlflow_largest": dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:6]),
+            "data_mb": sum(p.stat().st_size for p in source.glob("*.tar")) / 2**20}
+
+
+def exponents(runs: list[dict]) -> dict:
+    """Slope of log(seconds) on log(n) per step (and the total): between consecutive runs and over all."""
+    out: dict[str, dict[str, float]] = {}
+    names = [s for s in runs[0]["steps"] if all(s in r["steps"] for r in runs)]
+    for name in [*names, "total"]:
+        secs = [r["steps_total_s"] if name == "total" else r["steps"][name]["seconds"] for r in runs]
+        ns = [r["n"] for r in runs]
+        pairs = {f"{ns[k]}->{ns[k + 1]}": math.log(secs[k + 1] / secs[k]) / math.log(ns[k + 1] / ns[k])
+                 for k in range(len(runs) - 1)}
+        pairs["fit"] = float(np.polyfit(np.log(ns), np.log(secs), 1)[0])
+        out[name] = pairs
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", default="10000,30000,100000")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/audit_scale"))
+    parser.add_argument("--draws", type=int, default=8, help="noise draws per sample (target_stability off)")
+    parser.add_argument("--workers", type=int, default=2, help="decoding processes of the loader")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    encoder = train_encoder(args.work)
+    payload = {"benchmark": "audit_scale", "command": " ".join(sys.argv), "machine": {
+        "cpus": os.cpu_count(), "note": "shared 2-core CPU, other jobs running: seconds are noisy"},
+        "data": {"side": SIDE, "channels": 3, "shard_size": SHARD_SIZE, "copy_share": COPY_SHARE,
+                 "format": "WebDataset tar of PNG"}, "scorer": {"draws": args.draws, "target_stability": None},
+        "encoder": {"architecture": "small_cnn", "pretrain": f"simclr {ENCODER_EPOCHS} epochs on "
+                    f"{ENCODER_IMAGES} patches (not timed)"}, "runs": []}
+    if args.out.exists():
+        payload["runs"] = [r for r in json.loads(args.out.read_text()).get("runs", [])
+                           if r["n"] not in {int(v) for v in args.n.split(",")}]
+    for n in (int(v) for v in args.n.split(",")):
+        payload["runs"] = sorted([*payload["runs"], run_audit(n, args.work, encoder, args.draws, args.workers)],
+                                 key=lambda r: r["n"])
+        if len(payload["runs"]) > 1:
+            payload["growth_exponent"] = exponents(payload["runs"])
+        args.out.write_text(json.dumps(payload, indent=1))
+        print(json.dumps({k: v for k, v in payload["runs"][-1].items() if k != "steps"}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""Agreement of influence rankings across independently trained encoders, and an ensemble estimator (issue 17).
+
+The Influence-SSL paper (Figure 2) reports rank correlations near 0.97 between influence scores of
+independently initialised and trained SSL runs. Here every run is fully independent: encoder seed s sets the
+initial weights, the pretraining batch order and augmentations (``models.pretrain(seed=s)``), and the
+scorer's perturbation and projection seeds. A cell trains `pool` encoders (seeds 0 .. pool-1) of one setting
+and reports the Spearman of log-influence between every pair of its first four encoders (6 pairs: mean,
+sd, min, max), the SSL loss of the last epoch and a linear-probe accuracy (below) to show how far training
+went. Cells with ``noise_ref`` also score encoders 0-2 a second time with other perturbation and projection
+seeds: the agreement the score's own noise allows (3 pairs).
+
+Ensemble estimator: a run of M encoders scores the data with each and combines them, by the mean over
+encoders of the rank ("mean_rank") or of log_influence ("mean_log"). Two runs are independent when their
+encoder seeds are disjoint: from a pool of P encoders, pair j compares seeds [2jM, 2jM+M) with
+[2jM+M, 2jM+2M), floor(P / 2M) disjoint pairs. Cost of one run: M pretrainings + M scorings of `draws`
+draws per image.
+
+Datasets (labels are used only by the linear probe):
+  digits   scikit-learn's 1,797 8 x 8 digits (label: the digit);
+  patches  1,029 non-overlapping 32 x 32 patches of the 20 photos of benchmarks/natural_images.py (scikit-image
+           and scikit-learn), average-pooled to 16 x 16 RGB to keep scoring affordable on the CPU, normalised per
+           channel (label: the source photo, a proxy class).
+Linear probe: logistic regression on the standardised encoder outputs, fitted on a stratified half
+(split seed 0) and evaluated on the other half.
+
+Split (stated): the estimator (combination rule and M) is chosen on the development cell digits / SimCLR /
+20 epochs only; digits / BYOL and patches / BYOL are held out from that choice (and from any other).
+
+Usage: python benchmarks/encoder_agreement.py [--cells a,b,...] [--cache DIR] [--out encoder_agreement.json]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import rankdata
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import RESULTS_DIR, write_json  # noqa: E402
+from influencegate.data import ImageDataset, load_images  # noqa: E402
+from influencegate.influence import InfluenceConfig, InfluenceScorer, spearman  # noqa: E402
+from influencegate.models import build_encoder, pretrain  # noqa: E402
+
+DEFAULT_WIDTHS = (8, 16, 32)
+RULES = ("mean_rank", "mean_log")
+ENSEMBLE_SIZES = (1, 2, 4, 8)
+AGREEMENT_ENCODERS = 4
+NOISE_REF_ENCODERS = 3
+PATCH_SIDE = 16
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One setting: dataset, SSL method, epochs, SmallCNN widths and the scorer's sigma / draws / curvature.
+    pool: encoders trained (>= 4); role: "dev" (choices were made here) or "held_out"."""
+
+    name: str
+    dataset: str = "digits"
+    method: str = "simclr"
+    epochs: int = 20
+    widths: tuple[int, int, int] = DEFAULT_WIDTHS
+    sigma: float = 0.2
+    draws: int = 16
+    curvature: str = "raw"
+    pool: int = 4
+    noise_ref: bool = False
+    ensemble: bool = False
+    role: str = "dev"
+
+
+CELLS = [  # in the order they run (most informative first)
+    Cell("digits_simclr_e20", pool=24, noise_ref=True, ensemble=True),
+    Cell("digits_byol_e20", method="byol", pool=16, noise_ref=True, ensemble=True, role="held_out"),
+    Cell("patches_byol_e20", dataset="patches", method="byol", pool=12, noise_ref=True, ensemble=True,
+         role="held_out"),
+    Cell("digits_simclr_e20_k64", draws=64, noise_ref=True),
+    Cell("digits_simclr_e5", epochs=5),
+    Cell("digits_simclr_e80", epochs=80),
+    Cell("patches_simclr_e20", dataset="patches", noise_ref=True, role="held_out"),
+    Cell("digits_simclr_e20_sigma0.1", sigma=0.1),
+    Cell("digits_simclr_e20_sigma0.4", sigma=0.4),
+    Cell("digits_barlow_e20", method="barlow_twins", role="held_out"),
+    Cell("digits_simclr_e20_w2x", widths=(16, 32, 64)),
+    Cell("digits_simclr_e20_w4x", widths=(32, 64, 128)),
+    Cell("digits_simclr_e20_identity", curvature="identity"),
+    Cell("patches_simclr_e80", dataset="patches", epochs=80, role="held_out"),
+]
+
+
+# -- data, training, probe, scoring ----------------------------------------------------------------------
+def labelled_dataset(name: str) -> tuple[ImageDataset, np.ndarray]:
+    """(dataset, labels N int) for "digits" or "patches" (module docstring); labels for evaluation only."""
+    if name == "digits":
+        data = load_images("digits")
+        return data, data.records["label"].to_numpy(dtype=np.int64)
+    if name != "patches":
+        raise ValueError(f"unknown dataset {name!r}")
+    from benchmarks.natural_images import PHOTOS, photo_set
+
+    photos = photo_set(PHOTOS + ("china", "flower"), 32, seed=0, families=())
+    images = F.avg_pool2d(torch.from_numpy(photos.images), 32 // PATCH_SIDE)
+    mean, std = images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3))
+    images = ((images - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)).contiguous()
+    _, labels = np.unique(photos.source, return_inverse=True)
+    data = ImageDataset.from_tensors(images, [f"patch{i:05d}" for i in range(len(images))], name="patches",
+                                     mean=mean.tolist(), std=std.tolist())
+    return data, labels.astype(np.int64)
+
+
+def train_encoder(data: ImageDataset, method: str, epochs: int, seed: int,
+                  widths: Sequence[int] = DEFAULT_WIDTHS, batch_size: int = 256) -> tuple[torch.nn.Module, list[float]]:
+    """(SmallCNN pretrained with `method`, loss per epoch): initial weights, batch order and augmentations
+    from `seed`."""
+    initial = build_encoder("small_cnn", seed=seed, in_channels=data.image_shape[0], widths=tuple(widths))
+    result = pretrain(initial, data, method=method, epochs=epochs, seed=seed, batch_size=batch_size, progress=False)
+    return result.encoder.eval(), [float(x) for x in result.losses]
+
+
+def embed(encoder: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
+    """Encoder outputs N x D (float64) of normalised images N x C x H x W."""
+    with torch.no_grad():
+        return encoder.eval()(images).double().numpy()
+
+
+def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
+    """Accuracy on (test_x, test_y) of a logistic regression fitted on standardised train_x (scaler from train)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_x)
+    model = LogisticRegression(max_iter=2000).fit(scaler.transform(train_x), train_y)
+    return float((model.predict(scaler.transform(test_x)) == test_y).mean())
+
+
+def half_split(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) index arrays: a stratified 50/50 split of range(len(labels))."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    train, test = train_test_split(idx, test_size=0.5, stratify=labels, random_state=seed)
+    return np.sort(train), np.sort(test)
+
+
+def linear_probe(encoder: torch.nn.Module, data: ImageDataset, labels: np.ndarray) -> float:
+    """Linear-probe accuracy of the encoder: fitted on a stratified half of data, evaluated on the other."""
+    train, test = half_split(labels)
+    x = embed(encoder, data.images)
+    return probe_accuracy(x[train], labels[train], x[test], labels[test])
+
+
+def log_influence(encoder: torch.nn.Module, data: ImageDataset, sigma: float, draws: int, curvature: str,
+                  seed: int) -> np.ndarray:
+    """log_influence N of every sample with `draws` draws (fixed, no pilot), perturbation and projection seed."""
+    config = InfluenceConfig(sigma=sigma, draws=draws, curvature=curvature, target_stability=None, seed=seed,
+                             projection_seed=seed, progress=False)
+    table = InfluenceScorer(encoder, config).fit(data).score(data)
+    return table["log_influence"].to_numpy(dtype=np.float64)
+
+
+# -- statistics ------------------------------------------------------------------------------------------
+def spread(values: Sequence[float]) -> dict[str, float | int]:
+    """n, mean, sd (ddof 1; 0 for one value), min, max of values."""
+    v = np.asarray(values, dtype=np.float64)
+    return {"n": int(v.size), "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max())}
+
+
+def combine(scores: Sequence[np.ndarray], rule: str) -> np.ndarray:
+    """Ensemble score of M score vectors (each N): mean rank ("mean_rank") or mean log-influence ("mean_log")."""
+    if rule == "mean_rank":
+        return np.mean([rankdata(s) for s in scores], axis=0)
+    if rule == "mean_log":
+        return np.mean(scores, axis=0)
+    raise ValueError(f"unknown rule {rule!r}; use one of {RULES}")
+
+
+def ensemble_agreement(scores: Sequence[np.ndarray], sizes: Sequence[int] = ENSEMBLE_SIZES) -> list[dict[str, Any]]:
+    """For each M with 2M <= len(scores) and each rule: the Spearman between disjoint runs of M encoders."""
+    rows = []
+    for m in sizes:
+        pairs = len(scores) // (2 * m)
+        if pairs == 0:
+            continue
+        for rule in RULES:
+            rhos = [spearman(combine(scores[2 * j * m:2 * j * m + m], rule),
+                             combine(scores[2 * j * m + m:2 * j * m + 2 * m], rule)) for j in range(pairs)]
+            rows.append({"M": m, "rule": rule, "spearman": spread(rhos), "pairs": pairs,
+                         "cost_per_run": {"pretrainings": m, "scorings": m}})
+    return rows
+
+
+# -- the cells -------------------------------------------------------------------------------------------
+class Runner:
+    """Trains, probes and scores encoders of the cells, caching each encoder's results in `cache` (npz)."""
+
+    def __init__(self, cache: Path) -> None:
+        self.cache = cache
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self.data: dict[str, tuple[ImageDataset, np.ndarray]] = {}
+        self.seconds = {"pretrain": [], "score": []}
+
+    def _dataset(self, name: str) -> tuple[ImageDataset, np.ndarray]:
+        if name not in self.data:
+            self.data[name] = labelled_dataset(name)
+        return self.data[name]
+
+    def encoder_run(self, cell: Cell, seed: int, noise_seeds: Sequence[int]) -> dict[str, Any]:
+        """{"losses", "probe", "scores": {noise seed: log_influence N}} of encoder `seed` of the cell."""
+        train_key = f"{cell.dataset}_{cell.method}_e{cell.epochs}_w{'-'.join(map(str, cell.widths))}_s{seed}"
+        score_key = f"sigma{cell.sigma}_k{cell.draws}_{cell.curvature}"
+        data, labels = self._dataset(cell.dataset)
+        path = self.cache / f"{train_key}.pt"
+        if path.is_file():
+            saved = torch.load(path, weights_only=False)
+            encoder = build_encoder("small_cnn", in_channels=data.image_shape[0], widths=cell.widths)
+            encoder.load_state_dict(saved["state"])
+            encoder.eval()
+        else:
+            start = time.perf_counter()
+            encoder, losses = train_encoder(data, cell.method, cell.epochs, seed, cell.widths)
+            self.seconds["pretrain"].append(time.perf_counter() - start)
+            saved = {"state": encoder.state_dict(), "losses": losses, "probe": linear_probe(encoder, data, labels)}
+            torch.save(saved, path)
+        scores = {}
+        for noise_seed in noise_seeds:
+            score_path = self.cache / f"{train_key}_{score_key}_n{noise_seed}.npy"
+            if not score_path.is_file():
+                start = time.perf_counter()
+                np.save(score_path, log_influence(encoder, data, cell.sigma, cell.draws, cell.curvature, noise_seed))
+                self.seconds["score"].append(time.perf_counter() - start)
+            scores[noise_seed] = np.load(score_path)
+        return {"losses": saved["losses"], "probe": saved["probe"], "scores": scores}
+
+    def run_cell(self, cell: Cell) -> dict[str, Any]:
+        """The cell's row: pairwise agreement, noise reference, convergence and (if asked) the ensemble."""
+        runs = []
+        for seed in range(cell.pool):
+            noise = [seed] + ([100 + seed] if cell.noise_ref and seed < NOISE_REF_ENCODERS else [])
+            runs.append(self.encoder_run(cell, seed, noise))
+        first = [r["scores"][s] for s, r in enumerate(runs)]
+        pairs = list(itertools.combinations(range(min(cell.pool, AGREEMENT_ENCODERS)), 2))
+        row: dict[str, Any] = {**asdict(cell), "n": int(len(first[0])),
+                               "between_encoders": spread([spearman(first[a], first[b]) for a, b in pairs])}
+        if cell.noise_ref:
+            row["same_encoder_noise_seeds"] = spread([spearman(runs[s]["scores"][s], runs[s]["scores"][100 + s])
+                                                      for s in range(NOISE_REF_ENCODERS)])
+        row["final_ssl_loss"] = spread([r["losses"][-1] for r in runs[:AGREEMENT_ENCODERS]])
+        row["linear_probe_accuracy"] = spread([r["probe"] for r in runs[:AGREEMENT_ENCODERS]])
+        if cell.ensemble:
+            row["ensemble"] = ensemble_agreement(first)
+        return row
+
+
+def choose_estimator(dev: dict[str, Any], target: float = 0.9) -> dict[str, Any]:
+    """On the dev cell's ensemble rows: the rule with the higher mean Spearman at the largest M that has >= 3
+    disjoint pairs, and the smallest M whose mean reaches `target` under that rule (None if none does)."""
+    rows = dev["ensemble"]
+    m_ref = max(r["M"] for r in rows if r["pairs"] >= 3)
+    rule = max((r for r in rows if r["M"] == m_ref), key=lambda r: r["spearman"]["mean"])["rule"]
+    reaching = [r["M"] for r in rows if r["rule"] == rule and r["spearman"]["mean"] >= target]
+    return {"cell": dev["name"], "rule": rule, "compared_at_M": m_ref, "target": target,
+            "smallest_M_reaching_target": min(reaching) if reaching else None}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--cells", default=",".join(c.name for c in CELLS))
+    p.add_argument("--cache", default="/tmp/influencegate_encoder_agreement")
+    p.add_argument("--out", default="encoder_agreement.json")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    wanted = args.cells.split(",")
+    runner = Runner(Path(args.cache))
+    rows = []
+    for cell in (c for c in CELLS if c.name in wanted):
+        start = time.perf_counter()
+        rows.append(runner.run_cell(cell))
+        summary = {k: rows[-1][k] for k in ("name", "between_encoders", "linear_probe_accuracy")}
+        print(json.dumps(summary), f"{time.perf_counter() - start:.0f} s", flush=True)
+        dev = next((r for r in rows if r["name"] == "digits_simclr_e20" and "ensemble" in r), None)
+        payload = {"description": __doc__.split("Usage:")[0].strip(), "cells": rows,
+                   "chosen_estimator": choose_estimator(dev) if dev else None,
+                   "seconds_median": {k: float(np.median(v)) if v else None for k, v in runner.seconds.items()},
+                   "torch_threads": torch.get_num_threads()}
+        write_json(RESULTS_DIR / args.out, payload)
+
+
+if __name__ == "__main__":
+    main()
