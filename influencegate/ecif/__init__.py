@@ -20,7 +20,8 @@ from influencegate.ecif.influence import (
 )
 from influencegate.ecif.problem import ContrastiveProblem, FlatDual
 from influencegate.ecif.reference import query_loss, reference_loss
-from influencegate.ecif.scorer import EcifScorer, PairSet, score_pairs
+from influencegate.ecif.pairs import PairSet
+from influencegate.ecif.scorer import EcifScorer, score_pairs
 from influencegate.ecif.table import PAIR_COLUMNS, pair_scores_table
 from influencegate.ecif.train import FitResult, fit_contrastive
 
