@@ -93,7 +93,7 @@ def write_shards(folder: Path, n: int, seed: int) -> Path:
 
 def train_encoder(work: Path) -> Path:
     """The small CNN pretrained on ENCODER_IMAGES patches of another seed, saved once as a checkpoint."""
-    from influencegate.audit import load_or_pretrain
+    from influencegate.workflows.image_audit import load_or_pretrain
     from influencegate.data import load_images
 
     path = work / "encoder.pt"

@@ -39,9 +39,7 @@ def dataset_audit_pipeline(dataset: Optional[dict] = None, encoder: Optional[dic
                                           drift_blocks=bool(gate.get("drift_blocks", False)), findings=findings)
     run = log_to_mlflow(ref, records, scores, summary, scoring_info, encoder_info, decision, docs, histogram, most,
                         least, report, drift, findings=finding_artifacts, embedding_map=embedding_map,
-                        findings_report=findings_report,
-                        tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"),
-                        run_dir=tracking.get("run_dir"), retry_seconds=tracking.get("retry_seconds"))
+                        findings_report=findings_report, tracking=tracking)
     record_approval(decision, run)
 
 

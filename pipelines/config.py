@@ -23,7 +23,8 @@ from influencegate.data import DIGITS_CAPTIONS, storage
 from influencegate.pipelines.schema import RUN_OPTIONS, SCHEMAS, Kind, PairAuditParameters, one_line
 
 #: The packaged default config of each kind (`influencegate demo`, `influencegate audit-pairs`).
-DEFAULT_CONFIG_PATHS = {"images": resources.path(resources.AUDIT_CONFIG), "pairs": resources.path(resources.PAIRS_CONFIG)}
+DEFAULT_CONFIG_PATHS = {"images": resources.path(resources.AUDIT_CONFIG),
+                        "pairs": resources.path(resources.PAIRS_CONFIG)}
 
 
 class ConfigError(ValueError):

@@ -35,9 +35,7 @@ def pair_audit_pipeline(pairs: Optional[dict] = None, reference: Optional[dict] 
     gallery, roc = render_pair_figures(ref, scores)
     decision, _, docs = validate_and_gate(ref, scores, summary, info, None,
                                           suite or str(resources.path(resources.PAIRS_SUITE)))
-    run = log_pairs_to_mlflow(ref, records, scores, summary, info, decision, docs, gallery, roc,
-                              tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"),
-                              run_dir=tracking.get("run_dir"), retry_seconds=tracking.get("retry_seconds"))
+    run = log_pairs_to_mlflow(ref, records, scores, summary, info, decision, docs, gallery, roc, tracking=tracking)
     record_approval(decision, run)
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from influencegate import InfluenceConfig, resources
 from influencegate.data import DIGITS_CAPTIONS
 from influencegate.data.captions import PARTS
+from influencegate.data.constants import CHANNELS
 from influencegate.ecif import EcifConfig
 from influencegate.findings.registry import FindingsConfig
 from influencegate.models.heads import METHODS
@@ -37,7 +38,7 @@ class DataSection(Section):
 
     source: str = "digits"
     image_size: Optional[int] = Field(None, gt=0)
-    channels: Optional[Literal[1, 3]] = None
+    channels: Optional[Literal[CHANNELS]] = None  # type: ignore[valid-type]
     name: Optional[str] = None
     workers: int = Field(0, ge=0)
 

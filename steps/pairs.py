@@ -11,7 +11,7 @@ from zenml import ArtifactConfig, step
 from influencegate.data import DIGITS_CAPTIONS, load_pairs
 from influencegate.data.errors import require_readable
 from influencegate.ecif import EcifConfig
-from influencegate.integrations.mlflow import DEFAULT_RETRY_SECONDS, log_audit
+from influencegate.integrations.mlflow import AuditRun, Tracking, log_audit
 from influencegate.report.figures import dataset_images
 from influencegate.report.pairs import misaligned_gallery, roc_figure
 from influencegate.report.review import review_table
@@ -66,16 +66,13 @@ def render_pair_figures(pairs: DatasetRef, scores: pd.DataFrame, k: int = 16) ->
 @step(enable_cache=False)
 def log_pairs_to_mlflow(pairs: DatasetRef, records: pd.DataFrame, scores: pd.DataFrame, summary: dict,
                         ecif_info: dict, decision: dict, data_docs: Path, gallery: Image.Image, roc: Image.Image,
-                        tracking_uri: Optional[str] = None, experiment: Optional[str] = None,
-                        run_dir: Optional[str] = None, retry_seconds: Optional[float] = None) -> Annotated[dict, "mlflow_run"]:
+                        tracking: Optional[dict] = None) -> Annotated[dict, "mlflow_run"]:
     """One MLflow run of the pair audit: the pair scores table, the summary, the ECIF config, the gallery, the
     ROC, the gate decision and the review table of flagged pairs (see `influencegate.integrations.mlflow.log_audit`),
-    written to `run_dir` first and uploaded for at most about `retry_seconds` (as `log_to_mlflow`)."""
+    written to the tracking section's `run_dir` first and uploaded as `log_to_mlflow` does."""
     timings = {f"seconds.{k}": v for k, v in (ecif_info.get("seconds") or {}).items()}
-    return log_audit(scores=scores, summary={**summary, **timings}, decision={**decision, "data_docs": str(data_docs)},
-                     dataset=pairs.logged(), records=records,
-                     scorer_params=ecif_info.get("config", {}), scorer_prefix="ecif",
-                     figures={"misaligned_gallery": gallery, "roc": roc},
-                     review=review_table(scores, dataset_images(pairs.open())),
-                     uri=tracking_uri, experiment=experiment, extra_tags={"audit.kind": "pairs"}, run_dir=run_dir,
-                     retry_seconds=DEFAULT_RETRY_SECONDS if retry_seconds is None else retry_seconds)
+    run = AuditRun(scores=scores, summary={**summary, **timings}, decision={**decision, "data_docs": str(data_docs)},
+                   dataset=pairs.logged(), records=records, scorer_params=ecif_info.get("config", {}),
+                   scorer_prefix="ecif", figures={"misaligned_gallery": gallery, "roc": roc},
+                   review=review_table(scores, dataset_images(pairs.open())), extra_tags={"audit.kind": "pairs"})
+    return log_audit(run, Tracking.of(tracking))

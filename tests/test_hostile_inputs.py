@@ -167,9 +167,9 @@ def test_folder_scan_reads_links_inside_skips_the_rest_and_counts_each_kind(tmp_
     assert data.records["error"].isna().all()
     assert data.skipped == {"hidden": 2, "symlink_outside": 1, "symlinked_folder": 1, "special": 1,
                             "unreadable_folder": 0, "not_image": 1}
-    from influencegate.audit import version_ref
+    from influencegate.workflows.references import DatasetRef
 
-    assert version_ref(data)["skipped"] == data.skipped
+    assert DatasetRef.of(data, "images", image_size=8, channels=1).skipped == data.skipped
     assert main(["score", str(root), "--image-size", "8", "--channels", "1", "--groups", "none",
                  "--out", str(tmp_path / "s.parquet")]) == 2  # stops after the dataset line (no such column)
     assert ("skipped in the folder: 2 hidden, 1 symlinks pointing outside, 1 symlinked folders, 1 special files, "
@@ -178,11 +178,11 @@ def test_folder_scan_reads_links_inside_skips_the_rest_and_counts_each_kind(tmp_
 
 
 def test_skipped_counts_become_mlflow_metrics_not_params() -> None:
-    from influencegate.integrations.mlflow.logging import audit_record
+    from influencegate.integrations.mlflow.logging import AuditRun, audit_record
 
     skipped = {"hidden": 2, "symlink_outside": 1}
-    record = audit_record(scores=pd.DataFrame({"sample_id": ["a"]}), summary={}, decision={"approved": True},
-                          dataset={"name": "d", "version": "v", "skipped": skipped})
+    record = audit_record(AuditRun(scores=pd.DataFrame({"sample_id": ["a"]}), summary={}, decision={"approved": True},
+                                   dataset={"name": "d", "version": "v", "skipped": skipped}))
     assert record.metrics["dataset.skipped.hidden"] == 2 and record.metrics["dataset.skipped.symlink_outside"] == 1
     assert "dataset.skipped" not in record.params
 

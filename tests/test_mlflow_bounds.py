@@ -6,14 +6,14 @@ import io
 import numpy as np
 import pandas as pd
 
-from influencegate.integrations.mlflow.logging import ARTIFACTS, TABLE_MAX_ROWS, audit_record
+from influencegate.integrations.mlflow.logging import ARTIFACTS, TABLE_MAX_ROWS, AuditRun, audit_record
 
 
 def _record(n: int):
     scores = pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)],
                            "log_influence": np.random.default_rng(0).normal(size=n)})
-    return scores, audit_record(scores=scores, summary={}, decision={"approved": True},
-                                dataset={"name": "d", "version": "v"})
+    return scores, audit_record(AuditRun(scores=scores, summary={}, decision={"approved": True},
+                                         dataset={"name": "d", "version": "v"}))
 
 
 def test_large_scores_table_view_keeps_the_top_rows_and_parquet_keeps_all() -> None:

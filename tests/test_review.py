@@ -135,7 +135,7 @@ def test_logged_run_leads_from_verdict_to_flagged_images(tmp_path: Path, digits_
         {"checkpoint": str(encoder_checkpoint), "pretrain_seconds": 0.0, "final_loss": None}, decision,
         tmp_path / "docs", blank, blank, blank,
         findings_report=HTMLString(html_summary("findings", summary, found.texts, {"histogram": blank})),
-        tracking_uri=mlflow_uri, experiment="influencegate-review-tests") for _ in range(2)]
+        tracking={"uri": mlflow_uri, "experiment": "influencegate-review-tests"}) for _ in range(2)]
 
     client = MlflowClient(mlflow_uri)
     first, second = (client.get_run(r["run_id"]) for r in runs)

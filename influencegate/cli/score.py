@@ -11,6 +11,7 @@ from influencegate import InfluenceConfig
 from influencegate.cli.common import (DEVICES, ENCODER_SPECS, UsageError, check_encoder, check_out, non_negative,
                                       positive, stability_target, write_table)
 from influencegate.data import DIGITS_CAPTIONS, DatasetError, load_images, load_pairs
+from influencegate.data.constants import CHANNELS
 from influencegate.data.folder_walk import describe_skipped
 from influencegate.ecif import EcifConfig
 from influencegate.influence.config import CURVATURES, NOISES, PRECISIONS, PROJECTIONS
@@ -161,7 +162,7 @@ def add_parsers(sub: Any) -> None:
     score.add_argument("--save-encoder", help="write the pretrained encoder here")
     score.add_argument("--image-size", type=int)
     score.add_argument("--workers", type=non_negative, default=0, help="DataLoader processes that read and decode")
-    score.add_argument("--channels", type=int, choices=[1, 3])
+    score.add_argument("--channels", type=int, choices=CHANNELS)
     score.add_argument("--device", choices=DEVICES)
     score.add_argument("--rank", type=positive)
     score.add_argument("--curvature", choices=CURVATURES)
@@ -203,7 +204,7 @@ def add_parsers(sub: Any) -> None:
                                          "encoder too (else MiniLM); default: a SmallCNN pretrained on the images")
     pairs.add_argument("--image-size", type=int)
     pairs.add_argument("--workers", type=non_negative, default=0, help="DataLoader processes that read and decode")
-    pairs.add_argument("--channels", type=int, choices=[1, 3])
+    pairs.add_argument("--channels", type=int, choices=CHANNELS)
     pairs.add_argument("--device", choices=DEVICES)
     pairs.add_argument("--seed", type=int)
     pairs.set_defaults(func=cmd_score_pairs)

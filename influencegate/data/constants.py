@@ -19,6 +19,8 @@ CIFAR10_GRAY_STD: tuple[float] = (0.299 * 0.2470 + 0.587 * 0.2435 + 0.114 * 0.26
 
 DEFAULT_IMAGE_SIZE = 32
 DEFAULT_CHANNELS = 3
+#: The channel counts a dataset can be loaded with (grey or colour).
+CHANNELS = (1, 3)
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}

@@ -15,8 +15,9 @@ import os
 import re
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import pandas as pd
 
@@ -98,20 +99,67 @@ def _parquet(table: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def audit_record(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: Mapping[str, Any],
-                 dataset: Mapping[str, Any], records: pd.DataFrame | None = None,
-                 scorer_params: Mapping[str, Any] | None = None, scorer_prefix: str = "scorer",
-                 encoder: Mapping[str, Any] | None = None, figures: Mapping[str, Any] | None = None,
-                 findings: Mapping[str, Any] | None = None, html: Mapping[str, str | None] | None = None,
-                 drift: Mapping[str, Any] | None = None, review: pd.DataFrame | None = None, uri: str | None = None,
-                 experiment: str | None = None, run_name: str | None = None,
-                 extra_tags: Mapping[str, str] | None = None) -> RunRecord:
-    """The MLflow run of one audit, not yet written (see `log_audit` for the arguments)."""
+@dataclass(frozen=True)
+class AuditRun:
+    """Everything one audit logs to MLflow (one run), whichever audit it is.
+
+    scores: the scores table (one row per sample); summary: the flat metrics (statistics, findings, timings);
+    decision: the gate decision (its `data_docs` folder is uploaded under gate/data_docs); dataset: the
+    version as `DatasetRef.logged()` gives it (settings become `dataset.*` params; n_rows, n_readable,
+    n_failed and skipped are counts: skipped become `dataset.skipped.<kind>` metrics); records: the dataset's
+    rows (logged as the run's input with the version id as digest); scorer_params under scorer_prefix
+    ("scorer", "ecif"); encoder: the encoder's settings; figures: {ARTIFACTS key: PIL image} (histogram, most,
+    least, embedding_map, misaligned_gallery, roc); findings: {artifact path: PIL image | DataFrame | dict}
+    (`influencegate.findings.artifacts`; empty tables skipped); html: {"findings_report" | "evidently": page};
+    drift: the Evidently summary; review: `influencegate.report.review.review_table` (see
+    `review.review_items`, which also adds the description and the gate report); extra_tags.
+    None values are skipped; metrics that were not measured are left out, each with a `not_measured.<name>` tag.
+    """
+
+    scores: pd.DataFrame
+    summary: Mapping[str, Any]
+    decision: Mapping[str, Any]
+    dataset: Mapping[str, Any]
+    records: Optional[pd.DataFrame] = None
+    scorer_params: Mapping[str, Any] = field(default_factory=dict)
+    scorer_prefix: str = "scorer"
+    encoder: Mapping[str, Any] = field(default_factory=dict)
+    figures: Mapping[str, Any] = field(default_factory=dict)
+    findings: Mapping[str, Any] = field(default_factory=dict)
+    html: Mapping[str, Optional[str]] = field(default_factory=dict)
+    drift: Optional[Mapping[str, Any]] = None
+    review: Optional[pd.DataFrame] = None
+    extra_tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where and how an audit's run is logged: tracking URI (None: MLFLOW_TRACKING_URI or sqlite:///mlflow.db),
+    experiment (None: DEFAULT_EXPERIMENT), run directory (None: a new folder under DEFAULT_RUNS_ROOT) and the
+    upload's retry budget in seconds. The run is named by `run_note.run_name`."""
+
+    uri: Optional[str] = None
+    experiment: Optional[str] = None
+    run_dir: Optional[str] = None
+    retry_seconds: float = DEFAULT_RETRY_SECONDS
+
+    @classmethod
+    def of(cls, section: Optional[Mapping[str, Any]]) -> "Tracking":
+        """From a config's `tracking` section (uri, experiment, run_dir, retry_seconds; None: the defaults)."""
+        section = dict(section or {})
+        retry = section.get("retry_seconds")
+        return cls(uri=section.get("uri"), experiment=section.get("experiment"), run_dir=section.get("run_dir"),
+                   retry_seconds=DEFAULT_RETRY_SECONDS if retry is None else float(retry))
+
+
+def audit_record(run: AuditRun, tracking: Tracking = Tracking()) -> RunRecord:
+    """The MLflow run of one audit, not yet written."""
+    scores, summary, decision, dataset = run.scores, run.summary, run.decision, run.dataset
     name, version = str(dataset.get("name")), str(dataset.get("version"))
     tags = {"dataset.name": name, "dataset.version": version, "gate.status": str(decision.get("status")),
             "gate.suite": str((decision.get("suite") or {}).get("name")),
-            "gate.suite_hash": str((decision.get("suite") or {}).get("hash")), **(extra_tags or {})}
-    params = {**_params(scorer_prefix, scorer_params or {}), **_params("encoder", encoder or {}),
+            "gate.suite_hash": str((decision.get("suite") or {}).get("hash")), **run.extra_tags}
+    params = {**_params(run.scorer_prefix, run.scorer_params), **_params("encoder", run.encoder),
               **_params("dataset", {k: v for k, v in dataset.items()
                                     if k not in ("records", "n_rows", "n_readable", "n_failed", "skipped")}),
               **_params("suite", decision.get("suite") or {})}
@@ -121,12 +169,12 @@ def audit_record(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: 
     metrics["gate.n_expectations"] = float(len(decision.get("expectations") or []))
     for kind, count in (dataset.get("skipped") or {}).items():  # a folder's entries its scan left out
         metrics[f"dataset.skipped.{kind}"] = float(count)
-    for column, values in ((drift or {}).get("columns") or {}).items():
+    for column, values in ((run.drift or {}).get("columns") or {}).items():
         metrics[f"drift.{column}.score"] = float(values.get("drift_score", math.nan))  # a p-value or a distance
         metrics[f"drift.{column}.drifted"] = float(values["drifted"]) if "drifted" in values else math.nan
     artifacts: dict[str, Any] = {ARTIFACTS["scores_parquet"]: _parquet(scores), ARTIFACTS["summary"]: dict(summary),
                                  ARTIFACTS["decision"]: dict(decision)}
-    artifacts.update({ARTIFACTS[key]: image for key, image in (figures or {}).items() if image is not None})
+    artifacts.update({ARTIFACTS[key]: image for key, image in run.figures.items() if image is not None})
     docs = decision.get("data_docs")
     if docs and Path(docs).is_dir():
         artifacts[ARTIFACTS["data_docs"]] = Path(docs)
@@ -134,49 +182,36 @@ def audit_record(*, scores: pd.DataFrame, summary: Mapping[str, Any], decision: 
         scores.nlargest(TABLE_MAX_ROWS, "log_influence")
     tags["scores_table.rows"] = f"{len(shown)} of {len(scores)} (all rows: {ARTIFACTS['scores_parquet']})"
     tables = {ARTIFACTS["scores_table"]: _loggable_table(shown)}
-    for path, item in (findings or {}).items():
+    for path, item in run.findings.items():
         if isinstance(item, pd.DataFrame):
             if not item.empty:
                 tables[path] = _loggable_table(item)
         elif item is not None:
             artifacts[path] = dict(item) if isinstance(item, Mapping) else item
-    artifacts.update({ARTIFACTS[key]: page for key, page in (html or {}).items() if page})
-    if drift is not None:
-        artifacts[ARTIFACTS["drift"]] = dict(drift)
-    review_tags, review_artifacts, review_tables = review_items(decision, summary, review)
+    artifacts.update({ARTIFACTS[key]: page for key, page in run.html.items() if page})
+    if run.drift is not None:
+        artifacts[ARTIFACTS["drift"]] = dict(run.drift)
+    review_tags, review_artifacts, review_tables = review_items(decision, summary, run.review)
     source = str(dataset.get("source") or "")
     return RunRecord(
-        experiment=experiment or DEFAULT_EXPERIMENT, tracking_uri=tracking_uri(uri),
-        run_name=run_name or default_run_name(name, version, bool(decision.get("approved"))),
+        experiment=tracking.experiment or DEFAULT_EXPERIMENT, tracking_uri=tracking_uri(tracking.uri),
+        run_name=default_run_name(name, version, bool(decision.get("approved"))),
         tags={**tags, **review_tags}, params=params,
         metrics={k: v for k, v in metrics.items() if not math.isnan(v)},
         artifacts={**artifacts, **review_artifacts}, tables={**tables, **review_tables},
-        records=_loggable_table(records) if records is not None else None,
+        records=_loggable_table(run.records) if run.records is not None else None,
         dataset_input={"name": name, "digest": version,
                        "source": str(Path(source).resolve()) if source and Path(source).exists() else source})
 
 
-def log_audit(*, run_dir: str | Path | None = None, retry_seconds: float = DEFAULT_RETRY_SECONDS,
-              **audit: Any) -> dict[str, str | None]:
-    """Log one audit: write its run to `run_dir` (default: a new folder under DEFAULT_RUNS_ROOT), then upload
-    it (`upload.upload_run_dir`, bounded by `retry_seconds`; TrackingUnavailable when the store cannot be
-    reached). Returns {"run_id", "experiment_id", "tracking_uri", "artifact_uri", "runs_url", "ui_command",
-    "status", "run_dir"} (see `review.runs_link`).
-
-    Keyword arguments (`audit_record`): scores, summary, decision (the gate decision; its `data_docs` folder
-    is uploaded under gate/data_docs), dataset: {"name", "version", "source"}; records: the dataset's rows
-    (logged as the run's input with the version id as digest); figures: {ARTIFACTS key: PIL image} (histogram,
-    most, least, embedding_map); findings: {artifact path: PIL image | DataFrame | dict}
-    (`influencegate.findings.artifacts`: each finding's figures, tables and texts, logged at their paths;
-    empty tables skipped); html: {"findings_report" | "evidently": page}; drift: the Evidently summary;
-    review: `influencegate.report.review.review_table` (see `review.review_items`, which also adds the
-    description and the gate report); scorer_params with scorer_prefix ("scorer", "ecif"); encoder; uri;
-    experiment; run_name (default `run_note.run_name`); extra_tags. None values are skipped; metrics that
-    were not measured are left out, each with a `not_measured.<name>` tag.
-    """
-    record = audit_record(**audit)
-    folder = write_run_dir(run_dir or new_run_dir(label=str(audit["dataset"].get("name"))), record)
-    return {**upload_run_dir(folder, retry_seconds=retry_seconds), "run_dir": str(folder)}
+def log_audit(run: AuditRun, tracking: Tracking = Tracking()) -> dict[str, str | None]:
+    """Log one audit: write its run to `tracking.run_dir` (default: a new folder under DEFAULT_RUNS_ROOT), then
+    upload it (`upload.upload_run_dir`, bounded by `tracking.retry_seconds`; TrackingUnavailable when the store
+    cannot be reached). Returns {"run_id", "experiment_id", "tracking_uri", "artifact_uri", "runs_url",
+    "ui_command", "status", "run_dir"} (see `review.runs_link`)."""
+    record = audit_record(run, tracking)
+    folder = write_run_dir(tracking.run_dir or new_run_dir(label=str(run.dataset.get("name"))), record)
+    return {**upload_run_dir(folder, retry_seconds=tracking.retry_seconds), "run_dir": str(folder)}
 
 
 def approval_runs(dataset_name: str, uri: str | None = None) -> pd.DataFrame:
