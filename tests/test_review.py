@@ -98,7 +98,7 @@ def test_runs_link() -> None:
     from influencegate.integrations.mlflow.review import runs_link
 
     local = runs_link("sqlite:///mlflow.db", "3", "abc")
-    assert local["runs_url"] == "http://127.0.0.1:5000/#/experiments/3"
+    assert local["runs_url"] == "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
     assert local["ui_command"] == f"mlflow ui --backend-store-uri sqlite:///{Path('mlflow.db').resolve()}"
     assert runs_link("http://mlflow:5000/", "3", "abc") == {
         "runs_url": "http://mlflow:5000/#/experiments/3/runs/abc", "ui_command": None}
@@ -142,7 +142,7 @@ def test_logged_run_leads_from_verdict_to_flagged_images(tmp_path: Path, digits_
     assert first.info.run_name != second.info.run_name
     assert first.info.run_name.startswith(f"{dataset.name}-{dataset.version[:8]}-")
     assert first.info.run_name.endswith(f"-rejected-{first.info.run_id[:4]}")
-    assert runs[0]["runs_url"].endswith(f"/#/experiments/{first.info.experiment_id}")
+    assert runs[0]["runs_url"].endswith(f"/#/experiments/{first.info.experiment_id}/runs?workflowType=machine_learning")
     note = first.data.tags["mlflow.note.content"]
     assert note.startswith(f"## REJECTED: {dataset.name}") and "summary.error_fraction" in note
     # fairness was not audited (no group column): absent, with a tag saying why, never a passing 1.0

@@ -23,6 +23,8 @@ REVIEW_ARTIFACTS = {
 DESCRIPTION_TAG = "mlflow.note.content"
 #: Where `mlflow ui` serves by default.
 LOCAL_UI = "http://127.0.0.1:5000"
+#: MLflow 3 opens an experiment in its GenAI overview; this query opens the classic ("Model training") runs view.
+CLASSIC_VIEW = "workflowType=machine_learning"
 
 
 def measured(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,8 +60,10 @@ def _absolute_sqlite(uri: str) -> str:
 def runs_link(uri: str, experiment_id: str, run_id: str) -> dict[str, str | None]:
     """How to open the run in the MLflow UI: {"runs_url", "ui_command"}. An http(s) tracking server:
     `<server>/#/experiments/<id>/runs/<run_id>`, no command; a local store: the `mlflow ui` command that serves
-    it and the experiment's runs view on the default local address."""
+    it and the experiment's classic runs view on the default local address (without `workflowType` MLflow 3
+    lands on its GenAI overview, which shows none of the runs)."""
     if uri.startswith(("http://", "https://")):
         return {"runs_url": f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}", "ui_command": None}
     store = _absolute_sqlite(uri) if uri.startswith("sqlite:///") else uri
-    return {"runs_url": f"{LOCAL_UI}/#/experiments/{experiment_id}", "ui_command": f"mlflow ui --backend-store-uri {store}"}
+    return {"runs_url": f"{LOCAL_UI}/#/experiments/{experiment_id}/runs?{CLASSIC_VIEW}",
+            "ui_command": f"mlflow ui --backend-store-uri {store}"}
