@@ -9,9 +9,9 @@ Encoder: the small CNN pretrained once (SimCLR, ENCODER_EPOCHS epochs on ENCODER
 seed) and given as a checkpoint, so pretraining is not timed.
 
 Each N runs `influencegate audit <config>` in a fresh process with its own ZenML store and MLflow store
-(sqlite, artifacts beside it). This process samples the RSS of that process and the PSS of it and its
-decoding workers (psutil, every SAMPLE_S) and reads the steps' start and end times back from the ZenML store: per step wall seconds,
-share of the pipeline's total, and peak RSS / PSS while the step ran. Growth exponent per step: slope of
+(sqlite, artifacts beside it). This process samples the RSS of that process and the RSS of it and its
+decoding workers (unshared pages) (psutil, every SAMPLE_S) and reads the steps' start and end times back from the ZenML store: per step wall seconds,
+share of the pipeline's total, and peak RSS (process, and with its workers) while the step ran. Growth exponent per step: slope of
 log(seconds) on log(N) between consecutive N and over all N. MLflow: bytes of the run's artifacts per file.
 
 Output: benchmarks/results/audit_scale.json (rewritten after every N). Run:
@@ -42,7 +42,7 @@ COPY_SHARE = 0.005
 PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "brick", "grass", "gravel", "clock",
           "page", "text", "hubble_deep_field", "immunohistochemistry", "retina", "cell", "horse", "china", "flower")
 ENCODER_IMAGES, ENCODER_EPOCHS = 2000, 3
-SAMPLE_S = 0.2
+SAMPLE_S = 0.25
 ENV = {"ZENML_ANALYTICS_OPT_IN": "false", "GX_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
        "DO_NOT_TRACK": "true", "ZENML_LOGGING_VERBOSITY": "WARN"}
 
@@ -104,9 +104,9 @@ def train_encoder(work: Path) -> Path:
 
 
 class RssSampler(threading.Thread):
-    """(unix time, RSS bytes of a process, PSS bytes of it and all its children) every SAMPLE_S until
-    stopped. PSS shares the pages forked decoding workers share with their parent instead of counting
-    them once per process as a sum of RSS would."""
+    """(unix time, RSS bytes of a process, RSS of it plus the unshared RSS of its children) every SAMPLE_S
+    until stopped. Forked decoding workers share pages with their parent: their ``shared`` RSS is left out
+    rather than counted once per process (statm only: reading smaps for PSS costs a third of a core here)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -118,8 +118,9 @@ class RssSampler(threading.Thread):
         root = psutil.Process(self.pid)
         while not self.stop.is_set():
             try:
-                pss = sum(p.memory_full_info().pss for p in [root, *root.children(recursive=True)])
-                self.samples.append((time.time(), root.memory_info().rss, pss))
+                rss = root.memory_info().rss
+                tree = rss + sum(m.rss - m.shared for m in (c.memory_info() for c in root.children(recursive=True)))
+                self.samples.append((time.time(), rss, tree))
             except psutil.Error:
                 pass
             self.stop.wait(SAMPLE_S)
@@ -170,14 +171,14 @@ def run_audit(n: int, work: Path, encoder: Path, draws: int, workers: int) -> di
     total = sum(end - begin for begin, end in steps.values())
     rows = {}
     for name, (begin, end) in sorted(steps.items(), key=lambda item: item[1][0]):
-        inside = [(rss, pss) for t, rss, pss in sampler.samples if begin <= t <= end]
+        inside = [(rss, tree) for t, rss, tree in sampler.samples if begin <= t <= end]
         rows[name] = {"seconds": end - begin, "share": (end - begin) / total,
                       "peak_rss_mb": max(r for r, _ in inside) / 2**20 if inside else None,
-                      "peak_pss_tree_mb": max(p for _, p in inside) / 2**20 if inside else None}
+                      "peak_tree_mb": max(p for _, p in inside) / 2**20 if inside else None}
     sizes = artifact_sizes(home / "mlruns") if (home / "mlruns").exists() else {}
     return {"n": n, "exit_code": code, "process_wall_s": wall, "steps_total_s": total,
             "peak_rss_mb": max(rss for _, rss, _ in sampler.samples) / 2**20,
-            "peak_pss_tree_mb": max(pss for _, _, pss in sampler.samples) / 2**20, "steps": rows,
+            "peak_tree_mb": max(tree for _, _, tree in sampler.samples) / 2**20, "steps": rows,
             "mlflow_artifacts_mb": sum(sizes.values()) / 2**20,
             "mlflow_largest": dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:6]),
             "data_mb": sum(p.stat().st_size for p in source.glob("*.tar")) / 2**20}

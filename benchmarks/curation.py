@@ -218,6 +218,11 @@ def summarise(setting: Setting, seeds: list[dict[str, Any]]) -> list[dict[str, A
     return rows
 
 
+def load_results(path: Path) -> dict[str, Any]:
+    """The results file's content, or an empty one ({"settings": {}})."""
+    return json.loads(path.read_text()) if path.is_file() else {"settings": {}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--settings", default=",".join(s.name for s in SETTINGS))
@@ -226,14 +231,15 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     out_path = RESULTS_DIR / args.out
-    done = json.loads(out_path.read_text()) if out_path.is_file() else {"settings": {}}
     for setting in (s for s in SETTINGS if s.name in args.settings.split(",")):
-        entry = done["settings"].setdefault(setting.name, {"setting": asdict(setting), "seeds": []})
+        entry = load_results(out_path)["settings"].get(setting.name, {"setting": asdict(setting), "seeds": []})
         have = {s["seed"] for s in entry["seeds"]}
         for seed in (int(x) for x in args.seeds.split(",") if int(x) not in have):
             start = time.perf_counter()
             entry["seeds"].append(run_seed(setting, seed))
             entry["summary"] = summarise(setting, entry["seeds"])
+            done = load_results(out_path)  # re-read: processes running other settings share the file
+            done["settings"][setting.name] = entry
             done.update({"description": __doc__.split("Usage:")[0].strip(), "steps": STEPS, "batch": BATCH,
                          "fractions": list(FRACTIONS), "removals": list(REMOVALS)})
             write_json(out_path, done)

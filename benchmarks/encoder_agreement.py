@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -79,14 +80,14 @@ class Cell:
 
 
 CELLS = [  # in the order they run (most informative first)
-    Cell("digits_simclr_e20", pool=24, noise_ref=True, ensemble=True),
-    Cell("digits_byol_e20", method="byol", pool=16, noise_ref=True, ensemble=True, role="held_out"),
-    Cell("patches_byol_e20", dataset="patches", method="byol", pool=12, noise_ref=True, ensemble=True,
+    Cell("digits_simclr_e20", pool=16, noise_ref=True, ensemble=True),
+    Cell("digits_byol_e20", method="byol", pool=12, noise_ref=True, ensemble=True, role="held_out"),
+    Cell("patches_simclr_e20", dataset="patches", pool=8, noise_ref=True, ensemble=True, role="held_out"),
+    Cell("patches_byol_e20", dataset="patches", method="byol", pool=8, noise_ref=True, ensemble=True,
          role="held_out"),
-    Cell("digits_simclr_e20_k64", draws=64, noise_ref=True),
     Cell("digits_simclr_e5", epochs=5),
     Cell("digits_simclr_e80", epochs=80),
-    Cell("patches_simclr_e20", dataset="patches", noise_ref=True, role="held_out"),
+    Cell("digits_simclr_e20_k64", draws=64),
     Cell("digits_simclr_e20_sigma0.1", sigma=0.1),
     Cell("digits_simclr_e20_sigma0.4", sigma=0.4),
     Cell("digits_barlow_e20", method="barlow_twins", role="held_out"),
@@ -184,8 +185,19 @@ def combine(scores: Sequence[np.ndarray], rule: str) -> np.ndarray:
     raise ValueError(f"unknown rule {rule!r}; use one of {RULES}")
 
 
+def spearman_brown(rho: float, m: int) -> float:
+    """Predicted agreement of two means of m independent replicates whose single-replicate agreement is rho."""
+    return m * rho / (1 + (m - 1) * rho)
+
+
+def encoders_needed(rho: float, target: float) -> int:
+    """The smallest M whose Spearman-Brown prediction from single-encoder agreement rho reaches target."""
+    return max(1, math.ceil(target * (1 - rho) / (rho * (1 - target)) - 1e-9))
+
+
 def ensemble_agreement(scores: Sequence[np.ndarray], sizes: Sequence[int] = ENSEMBLE_SIZES) -> list[dict[str, Any]]:
-    """For each M with 2M <= len(scores) and each rule: the Spearman between disjoint runs of M encoders."""
+    """For each M with 2M <= len(scores) and each rule: the Spearman between disjoint runs of M encoders,
+    beside the Spearman-Brown prediction from the mean agreement of single encoders (M = 1)."""
     rows = []
     for m in sizes:
         pairs = len(scores) // (2 * m)
@@ -196,6 +208,9 @@ def ensemble_agreement(scores: Sequence[np.ndarray], sizes: Sequence[int] = ENSE
                              combine(scores[2 * j * m + m:2 * j * m + 2 * m], rule)) for j in range(pairs)]
             rows.append({"M": m, "rule": rule, "spearman": spread(rhos), "pairs": pairs,
                          "cost_per_run": {"pretrainings": m, "scorings": m}})
+    single = next(r["spearman"]["mean"] for r in rows if r["M"] == 1)
+    for row in rows:
+        row["spearman_brown_prediction"] = spearman_brown(single, row["M"])
     return rows
 
 
@@ -203,8 +218,9 @@ def ensemble_agreement(scores: Sequence[np.ndarray], sizes: Sequence[int] = ENSE
 class Runner:
     """Trains, probes and scores encoders of the cells, caching each encoder's results in `cache` (npz)."""
 
-    def __init__(self, cache: Path) -> None:
+    def __init__(self, cache: Path, cached_only: bool = False) -> None:
         self.cache = cache
+        self.cached_only = cached_only
         self.cache.mkdir(parents=True, exist_ok=True)
         self.data: dict[str, tuple[ImageDataset, np.ndarray]] = {}
         self.seconds = {"pretrain": [], "score": []}
@@ -214,12 +230,28 @@ class Runner:
             self.data[name] = labelled_dataset(name)
         return self.data[name]
 
-    def encoder_run(self, cell: Cell, seed: int, noise_seeds: Sequence[int]) -> dict[str, Any]:
-        """{"losses", "probe", "scores": {noise seed: log_influence N}} of encoder `seed` of the cell."""
+    def _paths(self, cell: Cell, seed: int) -> tuple[Path, dict[int, Path]]:
+        """(cached encoder file, {noise seed: cached score file}) of encoder `seed` of the cell."""
         train_key = f"{cell.dataset}_{cell.method}_e{cell.epochs}_w{'-'.join(map(str, cell.widths))}_s{seed}"
         score_key = f"sigma{cell.sigma}_k{cell.draws}_{cell.curvature}"
+        noise = [seed] + ([100 + seed] if cell.noise_ref and seed < NOISE_REF_ENCODERS else [])
+        return self.cache / f"{train_key}.pt", {n: self.cache / f"{train_key}_{score_key}_n{n}.npy" for n in noise}
+
+    def cached_pool(self, cell: Cell) -> int:
+        """How many encoders (seeds 0, 1, ...) of the cell have every file cached."""
+        count = 0
+        while count < cell.pool:
+            path, scores = self._paths(cell, count)
+            if not (path.is_file() and all(p.is_file() for p in scores.values())):
+                break
+            count += 1
+        return count
+
+    def encoder_run(self, cell: Cell, seed: int) -> dict[str, Any]:
+        """{"losses", "probe", "scores": {noise seed: log_influence N}} of encoder `seed` of the cell (trained
+        and scored unless cached)."""
         data, labels = self._dataset(cell.dataset)
-        path = self.cache / f"{train_key}.pt"
+        path, score_paths = self._paths(cell, seed)
         if path.is_file():
             saved = torch.load(path, weights_only=False)
             encoder = build_encoder("small_cnn", in_channels=data.image_shape[0], widths=cell.widths)
@@ -232,8 +264,7 @@ class Runner:
             saved = {"state": encoder.state_dict(), "losses": losses, "probe": linear_probe(encoder, data, labels)}
             torch.save(saved, path)
         scores = {}
-        for noise_seed in noise_seeds:
-            score_path = self.cache / f"{train_key}_{score_key}_n{noise_seed}.npy"
+        for noise_seed, score_path in score_paths.items():
             if not score_path.is_file():
                 start = time.perf_counter()
                 np.save(score_path, log_influence(encoder, data, cell.sigma, cell.draws, cell.curvature, noise_seed))
@@ -241,15 +272,16 @@ class Runner:
             scores[noise_seed] = np.load(score_path)
         return {"losses": saved["losses"], "probe": saved["probe"], "scores": scores}
 
-    def run_cell(self, cell: Cell) -> dict[str, Any]:
-        """The cell's row: pairwise agreement, noise reference, convergence and (if asked) the ensemble."""
-        runs = []
-        for seed in range(cell.pool):
-            noise = [seed] + ([100 + seed] if cell.noise_ref and seed < NOISE_REF_ENCODERS else [])
-            runs.append(self.encoder_run(cell, seed, noise))
+    def run_cell(self, cell: Cell) -> dict[str, Any] | None:
+        """The cell's row: pairwise agreement, noise reference, convergence and (if asked) the ensemble.
+        With cached_only, only the cached encoders are used (pool = their number): None below 4."""
+        pool = self.cached_pool(cell) if self.cached_only else cell.pool
+        if pool < AGREEMENT_ENCODERS:
+            return None
+        runs = [self.encoder_run(cell, seed) for seed in range(pool)]
         first = [r["scores"][s] for s, r in enumerate(runs)]
-        pairs = list(itertools.combinations(range(min(cell.pool, AGREEMENT_ENCODERS)), 2))
-        row: dict[str, Any] = {**asdict(cell), "n": int(len(first[0])),
+        pairs = list(itertools.combinations(range(AGREEMENT_ENCODERS), 2))
+        row: dict[str, Any] = {**asdict(cell), "pool": pool, "n": int(len(first[0])),
                                "between_encoders": spread([spearman(first[a], first[b]) for a, b in pairs])}
         if cell.noise_ref:
             row["same_encoder_noise_seeds"] = spread([spearman(runs[s]["scores"][s], runs[s]["scores"][100 + s])
@@ -257,19 +289,21 @@ class Runner:
         row["final_ssl_loss"] = spread([r["losses"][-1] for r in runs[:AGREEMENT_ENCODERS]])
         row["linear_probe_accuracy"] = spread([r["probe"] for r in runs[:AGREEMENT_ENCODERS]])
         if cell.ensemble:
-            row["ensemble"] = ensemble_agreement(first)
+            row["ensemble_agreement"] = ensemble_agreement(first)
         return row
 
 
 def choose_estimator(dev: dict[str, Any], target: float = 0.9) -> dict[str, Any]:
-    """On the dev cell's ensemble rows: the rule with the higher mean Spearman at the largest M that has >= 3
+    """On the dev cell's ensemble rows: the rule with the higher mean Spearman at the largest M that has >= 2
     disjoint pairs, and the smallest M whose mean reaches `target` under that rule (None if none does)."""
-    rows = dev["ensemble"]
-    m_ref = max(r["M"] for r in rows if r["pairs"] >= 3)
+    rows = dev["ensemble_agreement"]
+    m_ref = max(r["M"] for r in rows if r["pairs"] >= 2)
     rule = max((r for r in rows if r["M"] == m_ref), key=lambda r: r["spearman"]["mean"])["rule"]
     reaching = [r["M"] for r in rows if r["rule"] == rule and r["spearman"]["mean"] >= target]
+    single = next(r["spearman"]["mean"] for r in rows if r["M"] == 1)
     return {"cell": dev["name"], "rule": rule, "compared_at_M": m_ref, "target": target,
-            "smallest_M_reaching_target": min(reaching) if reaching else None}
+            "smallest_M_reaching_target": min(reaching) if reaching else None,
+            "M_predicted_for_target": encoders_needed(single, target)}
 
 
 def main() -> None:
@@ -277,17 +311,30 @@ def main() -> None:
     p.add_argument("--cells", default=",".join(c.name for c in CELLS))
     p.add_argument("--cache", default="/tmp/influencegate_encoder_agreement")
     p.add_argument("--out", default="encoder_agreement.json")
+    p.add_argument("--train-seeds", default=None,
+                   help="comma list: only train and score these encoder seeds of the cells into the cache (to split "
+                        "a pool over processes), report nothing")
+    p.add_argument("--cached-only", action="store_true",
+                   help="train and score nothing: report each cell from the encoders already in the cache")
     args = p.parse_args()
     torch.set_num_threads(1)
     wanted = args.cells.split(",")
-    runner = Runner(Path(args.cache))
+    runner = Runner(Path(args.cache), cached_only=args.cached_only)
     rows = []
     for cell in (c for c in CELLS if c.name in wanted):
+        if args.train_seeds:
+            for seed in (int(x) for x in args.train_seeds.split(",")):
+                runner.encoder_run(cell, seed)
+            continue
         start = time.perf_counter()
-        rows.append(runner.run_cell(cell))
+        row = runner.run_cell(cell)
+        if row is None:
+            print(f"{cell.name}: fewer than {AGREEMENT_ENCODERS} encoders cached, not reported", flush=True)
+            continue
+        rows.append(row)
         summary = {k: rows[-1][k] for k in ("name", "between_encoders", "linear_probe_accuracy")}
         print(json.dumps(summary), f"{time.perf_counter() - start:.0f} s", flush=True)
-        dev = next((r for r in rows if r["name"] == "digits_simclr_e20" and "ensemble" in r), None)
+        dev = next((r for r in rows if r["name"] == "digits_simclr_e20" and "ensemble_agreement" in r), None)
         payload = {"description": __doc__.split("Usage:")[0].strip(), "cells": rows,
                    "chosen_estimator": choose_estimator(dev) if dev else None,
                    "seconds_median": {k: float(np.median(v)) if v else None for k, v in runner.seconds.items()},
