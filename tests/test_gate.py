@@ -89,6 +89,7 @@ def test_exception_inside_gate_step_rejects(monkeypatch: pytest.MonkeyPatch) -> 
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
     from influencegate.steps import validate_and_gate
+    from influencegate.workflows.references import DatasetRef
 
     def boom(self, *args, **kwargs):
         raise ValueError("injected: cannot build expectation")
@@ -96,8 +97,8 @@ def test_exception_inside_gate_step_rejects(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(ExpectationConfiguration, "to_domain_obj", boom)
     table = scores_table()
     summary = summary_table(table).iloc[0].to_dict()
-    decision, html, _ = validate_and_gate.entrypoint({"name": "synthetic", "version": "v1"}, table, summary,
-                                                     {"config": {}})
+    dataset = DatasetRef(kind="images", source="tensors", name="synthetic", version="v1")
+    decision, html, _ = validate_and_gate.entrypoint(dataset, table, summary, {"config": {}})
     assert decision["approved"] is False and "REJECTED" in str(html)
     assert any("injected: cannot build expectation" in r for r in decision["reasons"])
 
