@@ -119,9 +119,12 @@ def _source(section: Any) -> Any:
 
 
 def run_alignment(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """Run the pipeline for a config from `load_align_config`; returns (recorded decision, pipeline run)."""
+    """Run the pipeline for a config from `load_align_config`; returns (recorded decision, pipeline run).
+    The ZenML store is opened first under a lock (`open_store`)."""
+    from influencegate.integrations.zenml.store import open_store
     from influencegate.pipelines.audit import recorded_decision
 
+    open_store()
     options = {k: v for k, v in config.items() if k != "parameters"}
     run = pair_alignment_pipeline.with_options(**options)(**config["parameters"])
     return recorded_decision(run), run
