@@ -85,7 +85,9 @@ def summarise(row: dict, tau: dict, chosen: np.ndarray, halves: list, loo: list,
     """The row with the correlations over the retrainings done so far (``loo_done``, ``lds_done`` of them)."""
     true_loo, true_lds = np.array([c for c, _ in loo]), np.array([c for c, _ in lds])
     out = {**row, "loo_done": len(loo), "lds_done": len(lds), "retrain_converged": int(sum(c for _, c in loo + lds)),
-           "retrain_seconds": time.perf_counter() - start, "loo": {}, "lds": {}}
+           "retrain_seconds": time.perf_counter() - start, "loo": {}, "lds": {},
+           "true_loo": true_loo.tolist(), "true_lds": true_lds.tolist(), "chosen": chosen.tolist(),
+           "tau": {name: t.tolist() for name, t in tau.items()}}  # to score other methods on the same retrainings
     for name, t in tau.items():
         if len(loo) > 2:
             out["loo"][name] = float(np.corrcoef(t[chosen[:len(loo)]], true_loo)[0, 1])
@@ -126,12 +128,16 @@ def run_seed(seed: int, n_train: int, removals: int, subsets: int, models: list[
 def merge() -> None:
     rows = []
     for path in sorted(setup.RESULTS.glob("ecif_fidelity_seed*.json")):
-        rows.extend(json.loads(path.read_text())["rows"])
+        if path.name.endswith(".partial.json"):
+            if not path.with_name(path.name.replace(".partial", "")).exists():  # an unfinished run: as far as it got
+                rows.append({**json.loads(path.read_text()), "partial": True})
+        else:
+            rows.extend(json.loads(path.read_text())["rows"])
     settings = {"proj_dim": PROJ_DIM, "gn_damping": GN_DAMPING, "logra_damping": LOGRA_DAMPING,
                 "retrain_tol": RETRAIN_TOL, "peers_proj_dim": peers.PROJ_DIM}
     evaluation = [r for r in rows if r["seed"] != 100 and r["model"] == "memorising"]
-    bar = {"lds_ecif_ge_every_peer": [all(r["lds"]["ecif"] >= r["lds"][m] for m in ("tracin", "trak", "logra", "ecif_positive"))
-                                      for r in evaluation]}
+    bar = {"lds_ecif_ge_every_peer": {r["seed"]: all(r["lds"]["ecif"] >= r["lds"][m] for m in ("tracin", "trak", "logra", "ecif_positive"))
+                                      for r in evaluation if r["lds"]}}
     (setup.RESULTS / "ecif_fidelity.json").write_text(json.dumps({"settings": settings, "bars": bar, "rows": rows}, indent=2))
 
 
