@@ -14,6 +14,11 @@ decoding workers (unshared pages) (psutil, every SAMPLE_S) and reads the steps' 
 share of the pipeline's total, and peak RSS (process, and with its workers) while the step ran. Growth exponent per step: slope of
 log(seconds) on log(N) between consecutive N and over all N. MLflow: bytes of the run's artifacts per file.
 
+Scorer: `--draws` noise draws per sample with target_stability off (the recorded runs: 4, to fit the runs into
+the time this shared CPU gave; scoring cost is linear in draws, so the default's pilot choice of 16 draws on
+32 px photo patches scales the score step by about 4). CPU seconds per step are the robust cost measure
+here: with 20-30 other runnable processes on 2 cores, a step's wall time mostly measures its share of the CPU.
+
 Output: benchmarks/results/audit_scale.json (rewritten after every N). Run:
   python benchmarks/audit_scale.py [--n 10000,30000,100000] [--work /tmp/audit_scale] [--draws 8]
 Wall times on a shared CPU are noisy; compare shares and exponents rather than seconds.
