@@ -14,6 +14,11 @@ decoding workers (unshared pages) (psutil, every SAMPLE_S) and reads the steps' 
 share of the pipeline's total, and peak RSS (process, and with its workers) while the step ran. Growth exponent per step: slope of
 log(seconds) on log(N) between consecutive N and over all N. MLflow: bytes of the run's artifacts per file.
 
+Scorer: `--draws` noise draws per sample with target_stability off (the recorded runs: 4, to fit the runs into
+the time this shared CPU gave; scoring cost is linear in draws, so the default's pilot choice of 16 draws on
+32 px photo patches scales the score step by about 4). CPU seconds per step are the robust cost measure
+here: with 20-30 other runnable processes on 2 cores, a step's wall time mostly measures its share of the CPU.
+
 Output: benchmarks/results/audit_scale.json (rewritten after every N). Run:
   python benchmarks/audit_scale.py [--n 10000,30000,100000] [--work /tmp/audit_scale] [--draws 8]
 Wall times on a shared CPU are noisy; compare shares and exponents rather than seconds.
@@ -104,8 +109,8 @@ def train_encoder(work: Path) -> Path:
 
 
 class RssSampler(threading.Thread):
-    """(unix time, RSS bytes of a process, RSS of it plus the unshared RSS of its children) every SAMPLE_S
-    until stopped. Forked decoding workers share pages with their parent: their ``shared`` RSS is left out
+    """(unix time, RSS bytes of a process, RSS of it plus the unshared RSS of its children, CPU seconds of it
+    and its children, finished ones included) every SAMPLE_S until stopped. Forked decoding workers share pages with their parent: their ``shared`` RSS is left out
     rather than counted once per process (statm only: reading smaps for PSS costs a third of a core here)."""
 
     def __init__(self, pid: int) -> None:
@@ -118,9 +123,11 @@ class RssSampler(threading.Thread):
         root = psutil.Process(self.pid)
         while not self.stop.is_set():
             try:
-                rss = root.memory_info().rss
-                tree = rss + sum(m.rss - m.shared for m in (c.memory_info() for c in root.children(recursive=True)))
-                self.samples.append((time.time(), rss, tree))
+                rss, children = root.memory_info().rss, root.children(recursive=True)
+                tree = rss + sum(m.rss - m.shared for m in (c.memory_info() for c in children))
+                times = root.cpu_times()
+                cpu = sum(times[:4]) + sum(sum(c.cpu_times()[:2]) for c in children)
+                self.samples.append((time.time(), rss, tree, cpu))
             except psutil.Error:
                 pass
             self.stop.wait(SAMPLE_S)
@@ -171,30 +178,38 @@ def run_audit(n: int, work: Path, encoder: Path, draws: int, workers: int) -> di
     total = sum(end - begin for begin, end in steps.values())
     rows = {}
     for name, (begin, end) in sorted(steps.items(), key=lambda item: item[1][0]):
-        inside = [(rss, tree) for t, rss, tree in sampler.samples if begin <= t <= end]
+        inside = [(rss, tree) for t, rss, tree, _ in sampler.samples if begin <= t <= end]
+        cpu = [c for t, _, _, c in sampler.samples if t <= end]
+        before = [c for t, _, _, c in sampler.samples if t < begin]
         rows[name] = {"seconds": end - begin, "share": (end - begin) / total,
+                      "cpu_s": (cpu[-1] if cpu else 0.0) - (before[-1] if before else 0.0),
                       "peak_rss_mb": max(r for r, _ in inside) / 2**20 if inside else None,
                       "peak_tree_mb": max(p for _, p in inside) / 2**20 if inside else None}
     sizes = artifact_sizes(home / "mlruns") if (home / "mlruns").exists() else {}
     return {"n": n, "exit_code": code, "process_wall_s": wall, "steps_total_s": total,
-            "peak_rss_mb": max(rss for _, rss, _ in sampler.samples) / 2**20,
-            "peak_tree_mb": max(tree for _, _, tree in sampler.samples) / 2**20, "steps": rows,
+            "peak_rss_mb": max(rss for _, rss, _, _ in sampler.samples) / 2**20,
+            "peak_tree_mb": max(tree for _, _, tree, _ in sampler.samples) / 2**20,
+            "steps_cpu_s": sum(r["cpu_s"] for r in rows.values()), "steps": rows,
             "mlflow_artifacts_mb": sum(sizes.values()) / 2**20,
             "mlflow_largest": dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:6]),
             "data_mb": sum(p.stat().st_size for p in source.glob("*.tar")) / 2**20}
 
 
 def exponents(runs: list[dict]) -> dict:
-    """Slope of log(seconds) on log(n) per step (and the total): between consecutive runs and over all."""
-    out: dict[str, dict[str, float]] = {}
+    """Slope of log(cost) on log(n) per step and for the total, of wall seconds ("wall") and of CPU seconds
+    ("cpu", less sensitive to the other jobs sharing the CPU): between consecutive runs and a fit over all."""
+    def slopes(costs: list[float], ns: list[int]) -> dict[str, float]:
+        pairs = {f"{ns[k]}->{ns[k + 1]}": math.log(costs[k + 1] / costs[k]) / math.log(ns[k + 1] / ns[k])
+                 for k in range(len(ns) - 1)}
+        return {**pairs, "fit": float(np.polyfit(np.log(ns), np.log(costs), 1)[0])}
+
+    ns = [r["n"] for r in runs]
     names = [s for s in runs[0]["steps"] if all(s in r["steps"] for r in runs)]
-    for name in [*names, "total"]:
-        secs = [r["steps_total_s"] if name == "total" else r["steps"][name]["seconds"] for r in runs]
-        ns = [r["n"] for r in runs]
-        pairs = {f"{ns[k]}->{ns[k + 1]}": math.log(secs[k + 1] / secs[k]) / math.log(ns[k + 1] / ns[k])
-                 for k in range(len(runs) - 1)}
-        pairs["fit"] = float(np.polyfit(np.log(ns), np.log(secs), 1)[0])
-        out[name] = pairs
+    out = {name: {"wall": slopes([r["steps"][name]["seconds"] for r in runs], ns),
+                  "cpu": slopes([max(r["steps"][name].get("cpu_s", math.nan), 1e-3) for r in runs], ns)}
+           for name in names}
+    out["total"] = {"wall": slopes([r["steps_total_s"] for r in runs], ns),
+                    "cpu": slopes([r.get("steps_cpu_s", math.nan) for r in runs], ns)}
     return out
 
 

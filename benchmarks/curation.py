@@ -223,14 +223,32 @@ def load_results(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"settings": {}}
 
 
+def merge(path: Path, parts: list[Path]) -> None:
+    """Add the seeds of other results files (runs split over processes) to `path`, per setting and seed, and
+    recompute the summaries."""
+    done = load_results(path)
+    for part in parts:
+        for name, entry in load_results(part)["settings"].items():
+            target = done["settings"].setdefault(name, {"setting": entry["setting"], "seeds": []})
+            seeds = {s["seed"]: s for s in target["seeds"]} | {s["seed"]: s for s in entry["seeds"]}
+            target["seeds"] = [seeds[k] for k in sorted(seeds)]
+            target["summary"] = summarise(Setting(**entry["setting"]), target["seeds"])
+    write_json(path, done)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--settings", default=",".join(s.name for s in SETTINGS))
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--out", default="curation.json")
+    p.add_argument("--merge", default=None, help="comma list of results files (in benchmarks/results) whose seeds "
+                                                 "are added to --out; runs nothing")
     args = p.parse_args()
     torch.set_num_threads(1)
     out_path = RESULTS_DIR / args.out
+    if args.merge:
+        merge(out_path, [RESULTS_DIR / name for name in args.merge.split(",")])
+        return
     for setting in (s for s in SETTINGS if s.name in args.settings.split(",")):
         entry = load_results(out_path)["settings"].get(setting.name, {"setting": asdict(setting), "seeds": []})
         have = {s["seed"] for s in entry["seeds"]}

@@ -5,13 +5,14 @@ shuffled captions), the target is the clean reference loss L' (200 pairs) and ev
 change of L' when pairs are removed (``ecif_peers``'s convention):
 - ecif: the convex head's exact ECIF (CG solves, ``influence.pair_influence``); the memorising model's
   projected ECIF (``ecif.projected``, Gauss-Newton curvature, k = PROJ_DIM, damping GN_DAMPING x the mean
-  eigenvalue, chosen on the development seed); ecif_projected on the convex head too;
+  eigenvalue, fixed beforehand, not tuned); ecif_projected on the convex head too;
 - ecif_positive: its positive part alone; logra, tracin, trak: ``ecif_peers``.
-Truth, by retraining warm-started from theta_hat to |grad R| <= RETRAIN_TOL (L-BFGS + Newton, the same
-fixed batches less the removed pairs):
+Truth, by retraining warm-started from theta_hat to |grad R| <= RETRAIN_TOL or RETRAIN_MAX_ITER L-BFGS
+iterations (then Newton steps; the same fixed batches less the removed pairs; ``retrain_converged`` counts
+the retrainings that reached the tolerance):
 - loo: Pearson of tau_n with L'(theta_-n) - L'(theta_hat) over ``--removals`` random pairs;
 - lds: Spearman over ``--subsets`` random half-subsets of sum_{n removed} tau_n with the true change.
-Development seed 100 (choices: damping, PROJ_DIM); evaluation seeds 0, 1, 2.
+Development seed 100 (the memorising model's delta, ``ecif_setup``); evaluation seeds 0, 1, 2.
 Run: python benchmarks/ecif_fidelity.py --seeds 0 [--n-train 128] [--removals 64] [--subsets 50]; one
 JSON per seed (ecif_fidelity_seed{S}.json), merged by --merge into benchmarks/results/ecif_fidelity.json.
 """
@@ -38,6 +39,7 @@ PROJ_DIM = 512
 GN_DAMPING = 1e-3
 LOGRA_DAMPING = 1e-3
 RETRAIN_TOL = 1e-7
+RETRAIN_MAX_ITER = 150
 
 
 def method_scores(split: setup.Split, problem, theta: torch.Tensor, checkpoints: list, loss, seed: int) -> tuple[dict, dict]:
@@ -74,12 +76,28 @@ def method_scores(split: setup.Split, problem, theta: torch.Tensor, checkpoints:
 
 def retrained_change(problem, theta: torch.Tensor, loss, drop: np.ndarray) -> tuple[float, bool]:
     """L'(theta_without) - L'(theta_hat), theta_without retrained warm-started; and whether it converged."""
-    fit = fit_contrastive(problem.with_batches(problem.batches.without(drop.tolist())), theta, max_iter=1000,
+    fit = fit_contrastive(problem.with_batches(problem.batches.without(drop.tolist())), theta, max_iter=RETRAIN_MAX_ITER,
                           tol=RETRAIN_TOL, exact_max_params=0, progress=False)
     return float(loss(fit.theta) - loss(theta)), fit.converged
 
 
-def run_seed(seed: int, n_train: int, removals: int, subsets: int, models: list[str]) -> list[dict]:
+def summarise(row: dict, tau: dict, chosen: np.ndarray, halves: list, loo: list, lds: list, start: float) -> dict:
+    """The row with the correlations over the retrainings done so far (``loo_done``, ``lds_done`` of them)."""
+    true_loo, true_lds = np.array([c for c, _ in loo]), np.array([c for c, _ in lds])
+    out = {**row, "loo_done": len(loo), "lds_done": len(lds), "retrain_converged": int(sum(c for _, c in loo + lds)),
+           "retrain_seconds": time.perf_counter() - start, "loo": {}, "lds": {},
+           "true_loo": true_loo.tolist(), "true_lds": true_lds.tolist(), "chosen": chosen.tolist(),
+           "tau": {name: t.tolist() for name, t in tau.items()}}  # to score other methods on the same retrainings
+    for name, t in tau.items():
+        if len(loo) > 2:
+            out["loo"][name] = float(np.corrcoef(t[chosen[:len(loo)]], true_loo)[0, 1])
+        if len(lds) > 2:
+            out["lds"][name] = float(spearmanr([t[h].sum() for h in halves[:len(lds)]], true_lds).statistic)
+    return out
+
+
+def run_seed(seed: int, n_train: int, removals: int, subsets: int, models: list[str],
+             partial: Path | None = None) -> list[dict]:
     split = setup.make_split(seed, n_train)
     rows = []
     for kind in models:
@@ -90,17 +108,18 @@ def run_seed(seed: int, n_train: int, removals: int, subsets: int, models: list[
         rng = np.random.default_rng(seed + 7)
         start = time.perf_counter()
         chosen = np.sort(rng.choice(n_train, size=removals, replace=False))
-        loo = [retrained_change(problem, theta, loss, np.array([n])) for n in chosen]
         halves = [np.sort(rng.choice(n_train, size=n_train // 2, replace=False)) for _ in range(subsets)]
-        lds = [retrained_change(problem, theta, loss, h) for h in halves]
-        true_loo, true_lds = np.array([c for c, _ in loo]), np.array([c for c, _ in lds])
         row = {"seed": seed, "model": kind, "n_train": n_train, "removals": removals, "subsets": subsets, **info,
-               "clip_score_auroc": setup.cosine_auroc(problem, theta, split.bad),
-               "retrain_converged": int(sum(c for _, c in loo + lds)), "retrain_seconds": time.perf_counter() - start,
-               "method_seconds": seconds, "loo": {}, "lds": {}}
-        for name, t in tau.items():
-            row["loo"][name] = float(np.corrcoef(t[chosen], true_loo)[0, 1])
-            row["lds"][name] = float(spearmanr([t[h].sum() for h in halves], true_lds).statistic)
+               "clip_score_auroc": setup.cosine_auroc(problem, theta, split.bad), **setup.training_fit(split, problem, theta),
+               "method_seconds": seconds}
+        loo, lds = [], []
+        jobs = [(loo, np.array([n])) for n in chosen] + [(lds, h) for h in halves]
+        order = np.argsort([i / removals for i in range(removals)] + [i / subsets for i in range(subsets)], kind="stable")
+        for target, drop in (jobs[i] for i in order):  # interleaved: a partial file holds both kinds
+            target.append(retrained_change(problem, theta, loss, drop))
+            if partial is not None and (len(loo) + len(lds)) % 8 == 0:
+                partial.write_text(json.dumps(summarise(row, tau, chosen, halves, loo, lds, start), indent=2))
+        row = summarise(row, tau, chosen, halves, loo, lds, start)
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("seed", "model", "loo", "lds", "retrain_converged")}), file=sys.stderr)
     return rows
@@ -109,12 +128,16 @@ def run_seed(seed: int, n_train: int, removals: int, subsets: int, models: list[
 def merge() -> None:
     rows = []
     for path in sorted(setup.RESULTS.glob("ecif_fidelity_seed*.json")):
-        rows.extend(json.loads(path.read_text())["rows"])
+        if path.name.endswith(".partial.json"):
+            if not path.with_name(path.name.replace(".partial", "")).exists():  # an unfinished run: as far as it got
+                rows.append({**json.loads(path.read_text()), "partial": True})
+        else:
+            rows.extend(json.loads(path.read_text())["rows"])
     settings = {"proj_dim": PROJ_DIM, "gn_damping": GN_DAMPING, "logra_damping": LOGRA_DAMPING,
                 "retrain_tol": RETRAIN_TOL, "peers_proj_dim": peers.PROJ_DIM}
     evaluation = [r for r in rows if r["seed"] != 100 and r["model"] == "memorising"]
-    bar = {"lds_ecif_ge_every_peer": [all(r["lds"]["ecif"] >= r["lds"][m] for m in ("tracin", "trak", "logra", "ecif_positive"))
-                                      for r in evaluation]}
+    bar = {"lds_ecif_ge_every_peer": {r["seed"]: all(r["lds"]["ecif"] >= r["lds"][m] for m in ("tracin", "trak", "logra", "ecif_positive"))
+                                      for r in evaluation if r["lds"]}}
     (setup.RESULTS / "ecif_fidelity.json").write_text(json.dumps({"settings": settings, "bars": bar, "rows": rows}, indent=2))
 
 
@@ -133,8 +156,9 @@ def main() -> None:
         merge()
         return
     for seed in (int(s) for s in args.seeds.split(",")):
-        rows = run_seed(seed, args.n_train, args.removals, args.subsets, args.models.split(","))
         path = setup.RESULTS / f"ecif_fidelity_seed{seed}{args.tag}.json"
+        rows = run_seed(seed, args.n_train, args.removals, args.subsets, args.models.split(","),
+                        path.with_suffix(".partial.json"))
         path.write_text(json.dumps({"rows": rows}, indent=2))
 
 

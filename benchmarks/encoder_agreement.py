@@ -5,7 +5,7 @@ independently initialised and trained SSL runs. Here every run is fully independ
 initial weights, the pretraining batch order and augmentations (``models.pretrain(seed=s)``), and the
 scorer's perturbation and projection seeds. A cell trains `pool` encoders (seeds 0 .. pool-1) of one setting
 and reports the Spearman of log-influence between every pair of its first four encoders (6 pairs: mean,
-sd, min, max), the SSL loss of the last epoch and a linear-probe accuracy (below) to show how far training
+sd, min, max) and the share of one encoder's top 5% that is in the other's top 5%, the SSL loss of the last epoch and a linear-probe accuracy (below) to show how far training
 went. Cells with ``noise_ref`` also score encoders 0-2 a second time with other perturbation and projection
 seeds: the agreement the score's own noise allows (3 pairs).
 
@@ -58,6 +58,7 @@ ENSEMBLE_SIZES = (1, 2, 4, 8)
 AGREEMENT_ENCODERS = 4
 NOISE_REF_ENCODERS = 3
 PATCH_SIDE = 16
+TOP_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,12 @@ def spread(values: Sequence[float]) -> dict[str, float | int]:
             "min": float(v.min()), "max": float(v.max())}
 
 
+def top_overlap(a: np.ndarray, b: np.ndarray, share: float = TOP_SHARE) -> float:
+    """Share of the top `share` of samples by a that are also in the top `share` by b."""
+    k = max(1, int(round(share * len(a))))
+    return len(set(np.argsort(-a)[:k].tolist()) & set(np.argsort(-b)[:k].tolist())) / k
+
+
 def combine(scores: Sequence[np.ndarray], rule: str) -> np.ndarray:
     """Ensemble score of M score vectors (each N): mean rank ("mean_rank") or mean log-influence ("mean_log")."""
     if rule == "mean_rank":
@@ -282,7 +289,8 @@ class Runner:
         first = [r["scores"][s] for s, r in enumerate(runs)]
         pairs = list(itertools.combinations(range(AGREEMENT_ENCODERS), 2))
         row: dict[str, Any] = {**asdict(cell), "pool": pool, "n": int(len(first[0])),
-                               "between_encoders": spread([spearman(first[a], first[b]) for a, b in pairs])}
+                               "between_encoders": spread([spearman(first[a], first[b]) for a, b in pairs]),
+                               "top5pct_overlap": spread([top_overlap(first[a], first[b]) for a, b in pairs])}
         if cell.noise_ref:
             row["same_encoder_noise_seeds"] = spread([spearman(runs[s]["scores"][s], runs[s]["scores"][100 + s])
                                                       for s in range(NOISE_REF_ENCODERS)])

@@ -5,6 +5,7 @@ from typing import Any, Optional
 
 from zenml import pipeline
 
+from influencegate.integrations.zenml.store import open_store
 from influencegate.pipelines.schema import ImageAuditParameters
 from influencegate.steps import (compare_with_approved, find_issues, load_dataset, load_or_pretrain_encoder,
                                  log_to_mlflow, record_approval, render_figures, render_findings, score_influence,
@@ -57,7 +58,9 @@ def recorded_decision(run: Any) -> dict[str, Any]:
 
 
 def run_audit(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """Run the pipeline for a normalised config (`load_config("images")`); returns (decision, pipeline run)."""
+    """Run the pipeline for a normalised config (`load_config("images")`); returns (decision, pipeline run).
+    The ZenML store is opened first under a lock (`open_store`: concurrent audits on a new store)."""
+    open_store()
     options = {k: v for k, v in config.items() if k != "parameters"}
     run = dataset_audit_pipeline.with_options(**options)(**config["parameters"])
     return recorded_decision(run), run

@@ -1,9 +1,10 @@
 """Two audits of the same dataset version at once. Each uploads its run directory to the same fresh MLflow store
-and records its decision in the same ZenML store, as the end of an audit does (`log_to_mlflow`, then
-`record_approval`): both runs are recorded with their own consistent tags (no failed migration race, no lost run,
-no shared run name), and `influencegate status` lists both with one approval."""
+and records its decision in the same fresh ZenML store, as the end of an audit does (`log_to_mlflow`, then
+`record_approval`): both runs are recorded with their own consistent tags (no failed migration race in either
+store, no lost run, no shared run name), and `influencegate status` lists both with one approval."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -24,12 +25,14 @@ from influencegate.integrations.mlflow.run_dir import RunRecord, write_run_dir
 def record_only(decision, mlflow_run):
     from zenml import pipeline
 
+    from influencegate.integrations.zenml.store import open_store
     from influencegate.steps import record_approval
 
     @pipeline(enable_cache=False)
     def record_decision(decision: dict, mlflow_run: dict) -> None:
         record_approval(decision, mlflow_run)
 
+    open_store()  # as run_audit does: two processes creating a new ZenML store at once lost one
     record_decision(decision, mlflow_run)
 
 
@@ -51,14 +54,14 @@ if __name__ == "__main__":
 """
 
 
-def _two_at_once(tmp_path: Path, uri: str, name: str, record: bool) -> list[str]:
-    """Run AUDIT_TAIL twice at once (released together once both wrote their run directory); their MLflow
-    run ids."""
+def _two_at_once(tmp_path: Path, uri: str, name: str, record: bool, env: dict[str, str] | None = None) -> list[str]:
+    """Run AUDIT_TAIL twice at once (released together once both wrote their run directory; environment
+    `env`, default this one); their MLflow run ids."""
     script, go = tmp_path / "audit_tail.py", tmp_path / "go"
     script.write_text(AUDIT_TAIL)
     folders = [tmp_path / "first", tmp_path / "second"]
     workers = [subprocess.Popen([sys.executable, str(script), uri, str(folder), str(go), name,
-                                 "record" if record else "upload"],
+                                 "record" if record else "upload"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for folder in folders]
     deadline = time.monotonic() + 120
     while not all((f / "ready").exists() for f in folders) and time.monotonic() < deadline:
@@ -83,17 +86,14 @@ def test_two_uploads_at_once_to_a_new_local_store_both_record_their_own_run(tmp_
 
 
 @pytest.mark.slow
-def test_status_lists_both_audits_of_one_version_at_once(tmp_path: Path, capsys) -> None:
-    from influencegate.cli import main
-    from influencegate.integrations.zenml import list_versions
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_ids = _two_at_once(tmp_path, uri, "concurrent_pair", record=True)
-    versions = list_versions("concurrent_pair")
-    assert sorted(versions["mlflow_run_id"]) == sorted(run_ids)  # both audits, each with its own MLflow run
-    assert list(versions["status"]) == ["approved", "approved"] and list(versions["dataset_version"]) == ["v1", "v1"]
-    assert versions["latest_approved"].sum() == 1  # one approval a consumer reads, not two contradicting ones
-    capsys.readouterr()
-    assert main(["status", "concurrent_pair"]) == 0
-    out = capsys.readouterr().out
-    assert all(run_id in out for run_id in run_ids) and "approved: concurrent_pair version v1" in out
+def test_status_lists_both_audits_of_one_version_at_once(tmp_path: Path) -> None:
+    """On a new ZenML store (both processes create it at once: one failed before `open_store`)."""
+    env = {**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "zenml")}
+    run_ids = _two_at_once(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", "concurrent_pair", record=True, env=env)
+    status = subprocess.run([sys.executable, "-m", "influencegate.cli", "status", "concurrent_pair"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert status.returncode == 0, status.stderr[-1500:]
+    rows = [line for line in status.stdout.splitlines() if any(run_id in line for run_id in run_ids)]
+    assert len(rows) == 2 and all(" v1 " in row and " approved " in row for row in rows)  # both audits listed
+    assert sum(" True " in row for row in rows) == 1  # one approval a consumer reads, not two contradicting ones
+    assert "approved: concurrent_pair version v1" in status.stdout

@@ -37,6 +37,9 @@ def tag_current_output(decision: Mapping[str, Any]) -> list[str]:
 def _decisions(dataset_name: str, approved_only: bool, size: int = 50) -> list[Any]:
     from zenml.client import Client
 
+    from influencegate.integrations.zenml.store import open_store
+
+    open_store()  # a first look-up may meet a new store that an audit is creating
     tags = [f"dataset:{dataset_name}"] + (["approved"] if approved_only else [])
     page = Client().list_artifact_versions(name=DECISION_ARTIFACT, tags=tags, sort_by="desc:created", size=size)
     return list(page.items)
