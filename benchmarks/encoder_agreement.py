@@ -93,7 +93,7 @@ CELLS = [  # in the order they run (most informative first)
     Cell("digits_simclr_e20_sigma0.4", sigma=0.4),
     Cell("digits_barlow_e20", method="barlow_twins", role="held_out"),
     Cell("digits_simclr_e20_w2x", widths=(16, 32, 64)),
-    Cell("digits_simclr_e20_w4x", widths=(32, 64, 128)),
+    Cell("digits_simclr_e20_w4x", widths=(32, 64, 128), pool=8, ensemble=True),
     Cell("digits_simclr_e20_identity", curvature="identity"),
     Cell("patches_simclr_e80", dataset="patches", epochs=80, role="held_out"),
 ]
