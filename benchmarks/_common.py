@@ -8,6 +8,8 @@ import json
 import os
 import platform
 import resource
+import signal
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -19,6 +21,24 @@ from torch.utils.data import Dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+
+
+# -- subprocesses ----------------------------------------------------------------------------------------
+def run_with_deadline(cmd: Sequence[str], timeout: float, **kwargs: Any) -> subprocess.CompletedProcess:
+    """`subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)`, except that a timeout ends the
+    command's whole process group (the workers it spawned too) before TimeoutExpired is raised with its output.
+
+    A benchmark stage stopped at its limit must not leave GPU workers running into the next stage: on the
+    first GPU check, the orphans of a stopped stage made every later stage time out."""
+    with subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          **kwargs) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            raise subprocess.TimeoutExpired(cmd, timeout, output=out, stderr=err) from exc
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 # -- devices and clocks ----------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks._common import (  # noqa: E402
+    run_with_deadline,
     REPO_ROOT,
     RESULTS_DIR,
     SETUPS,
@@ -432,7 +433,7 @@ def spawn(args: argparse.Namespace, method: str, setup: str, n: int, n_timed: in
     start = time.perf_counter()
     print(f"[{setup}] {method} (n={n}, timed={n_timed}) ...", file=sys.stderr, flush=True)
     try:
-        proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+        proc = run_with_deadline(cmd, timeout, env=env, cwd=REPO_ROOT)
     except subprocess.TimeoutExpired:
         return {"method": method, "error": f"timed out after {timeout:.0f} s"}
     wall = time.perf_counter() - start
