@@ -32,6 +32,7 @@ def validate_and_gate(dataset: DatasetRef, scores: pd.DataFrame, summary: dict, 
     decision = run_gate(scores, pd.DataFrame([summary]), suite, dataset_name=dataset.name,
                         dataset_version=dataset.version, scorer_config=scoring_info.get("config", {}),
                         docs_dir=docs, extra_checks=extra, findings=findings)
+    decision["dataset"] = {key: dataset.logged()[key] for key in ("n_rows", "n_readable", "n_failed", "skipped")}
     return decision, HTMLString(decision_html(decision)), docs
 
 

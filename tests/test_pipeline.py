@@ -90,7 +90,9 @@ def test_two_versions_compare_against_first_approved_and_mlflow_has_everything(
     v1 = first["decision"]["dataset_version"]
     assert first["decision"]["approved"] is True and len(first["scores"]) == 100
 
+    assert "dataset: 100 rows, 100 readable, 0 failed\n" in capsys.readouterr().out
     digits_folder(folder, count=40, offset=100)  # version 2: the same dataset with 40 more images
+    (folder / ".DS_Store").write_bytes(b"finder metadata")  # skipped (hidden), counted, not part of the version
     assert main(["audit", str(config), "--set", "scorer.seed=1"]) == 0
     second = last_approved("handwriting")
     v2 = second["decision"]["dataset_version"]
@@ -99,6 +101,7 @@ def test_two_versions_compare_against_first_approved_and_mlflow_has_everything(
     client = MlflowClient(mlflow_uri)
     experiment = client.get_experiment_by_name("influencegate-tests")
     printed = capsys.readouterr().out  # the CLI says how to open the runs view
+    assert "dataset: 140 rows, 140 readable, 0 failed; skipped in the folder: 1 hidden, 0 symlinks" in printed
     assert f"open: http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}" in printed
     assert "mlflow ui --backend-store-uri sqlite:///" in printed
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.`dataset.name` = 'handwriting'",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from influencegate.cli.common import EXIT_APPROVED, EXIT_FAULT, EXIT_REJECTED, RUN_DIR_HELP, UsageError, fail
+from influencegate.data.folder_walk import describe_skipped
 
 TELEMETRY_OFF = {"ZENML_ANALYTICS_OPT_IN": "false", "GX_ANALYTICS_ENABLED": "false",
                  "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
@@ -111,6 +112,12 @@ def _run_config(config: dict[str, Any], kind: str) -> int:
           f"(suite {decision['suite']['name']} {decision['suite']['hash']}, {time.perf_counter() - start:.0f} s)")
     for reason in decision.get("reasons", []):
         print(f"  failed: {reason}")
+    counts = decision.get("dataset")
+    if counts:
+        skipped = (f"; skipped in the folder: {describe_skipped(counts['skipped'])}"
+                   if any(counts.get("skipped", {}).values()) else "")
+        print(f"  dataset: {counts['n_rows']} rows, {counts['n_readable']} readable, {counts['n_failed']} failed"
+              + skipped)
     print(f"  ZenML run: {run.name}")
     if mlflow_info.get("run_dir"):
         print(f"  run directory: {mlflow_info['run_dir']}")

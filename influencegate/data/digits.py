@@ -9,7 +9,7 @@ from sklearn.datasets import load_digits
 
 from influencegate.data.constants import DIGITS_MEAN, DIGITS_STD
 from influencegate.data.dataset import ImageDataset
-from influencegate.data.errors import DatasetError
+from influencegate.data.errors import check_image_options
 from influencegate.data.versioning import tensors_version
 
 DIGITS_SIZE = 8
@@ -25,11 +25,8 @@ def load_digits_dataset(image_size: int | None = None, channels: int | None = No
     only). The version hashes the original pixel values and ids, so it does not depend on image_size/channels.
     """
     channels = 1 if channels is None else channels
-    if channels not in (1, 3):
-        raise DatasetError(f"channels must be 1 or 3, got {channels}")
     image_size = DIGITS_SIZE if image_size is None else image_size
-    if image_size < 1:
-        raise DatasetError(f"image_size must be positive, got {image_size}")
+    check_image_options(image_size, channels)
     bunch = load_digits()
     raw = bunch.images.astype(np.uint8)  # N x 8 x 8, integers 0..16
     sample_ids = [f"digits/{i:05d}" for i in range(len(raw))]

@@ -16,7 +16,7 @@ from influencegate.data.constants import (
 )
 from influencegate.data.dataset import ImageDataset
 from influencegate.data.digits import load_digits_dataset
-from influencegate.data.errors import DatasetError
+from influencegate.data.errors import DatasetError, check_image_options
 from influencegate.data.files import file_parts, load_parts
 from influencegate.data.folder_walk import skipped_counts
 from influencegate.data.samples import Part
@@ -60,11 +60,8 @@ def load_images(
     if isinstance(source, str) and source == DIGITS:
         return load_digits_dataset(image_size, channels, name)
     channels = DEFAULT_CHANNELS if channels is None else channels
-    if channels not in (1, 3):
-        raise DatasetError(f"channels must be 1 or 3, got {channels}")
     image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
-    if image_size < 1:
-        raise DatasetError(f"image_size must be positive, got {image_size}")
+    check_image_options(image_size, channels)
     if int(workers) < 0:
         raise DatasetError(f"workers must be >= 0, got {workers}")
     try:
