@@ -12,6 +12,7 @@ from influencegate.data import DIGITS_CAPTIONS, load_pairs
 from influencegate.data.errors import require_readable
 from influencegate.ecif import EcifConfig
 from influencegate.integrations.mlflow import AuditRun, Tracking, log_audit
+from influencegate.integrations.zenml.run_times import pipeline_started_at
 from influencegate.report.figures import dataset_images
 from influencegate.report.pairs import misaligned_gallery, roc_figure
 from influencegate.report.review import review_table
@@ -74,5 +75,6 @@ def log_pairs_to_mlflow(pairs: DatasetRef, records: pd.DataFrame, scores: pd.Dat
     run = AuditRun(scores=scores, summary={**summary, **timings}, decision={**decision, "data_docs": str(data_docs)},
                    dataset=pairs.logged(), records=records, scorer_params=ecif_info.get("config", {}),
                    scorer_prefix="ecif", figures={"misaligned_gallery": gallery, "roc": roc},
-                   review=review_table(scores, dataset_images(pairs.open())), extra_tags={"audit.kind": "pairs"})
+                   review=review_table(scores, dataset_images(pairs.open())), extra_tags={"audit.kind": "pairs"},
+                   started_at=pipeline_started_at())
     return log_audit(run, Tracking.of(tracking))

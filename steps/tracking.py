@@ -10,6 +10,7 @@ from zenml import step
 from zenml.types import HTMLString
 
 from influencegate.integrations.mlflow import AuditRun, Tracking, log_audit
+from influencegate.integrations.zenml.run_times import pipeline_started_at
 from influencegate.report.figures import dataset_images
 from influencegate.report.gate_report import with_verdict
 from influencegate.report.review import review_table
@@ -52,5 +53,5 @@ def log_to_mlflow(dataset: DatasetRef, records: pd.DataFrame, scores: pd.DataFra
                             "embedding_map": embedding_map}, findings=findings or {},
                    html={"findings_report": findings_page,
                          "evidently": str(evidently_report) if evidently_report else None}, drift=drift,
-                   review=review_table(scores, dataset_images(dataset.open())))
+                   review=review_table(scores, dataset_images(dataset.open())), started_at=pipeline_started_at())
     return log_audit(run, Tracking.of(tracking))

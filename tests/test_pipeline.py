@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import timezone
 from pathlib import Path
 from typing import Annotated
 
 import pytest
 from zenml import pipeline, step
+from zenml.client import Client as ZenMLClient
 
 from influencegate.steps import find_issues, load_dataset, load_or_pretrain_encoder, score_influence, validate_and_gate
 
@@ -122,6 +125,11 @@ def test_two_versions_compare_against_first_approved_and_mlflow_has_everything(
     assert runs[0].info.run_name.startswith(f"handwriting-{v1[:8]}-")
     assert run.info.run_name.endswith(f"-approved-{run.info.run_id[:4]}")  # unique by its run id
     assert run.data.tags["mlflow.note.content"].startswith("## APPROVED: handwriting")
+    # The run's times are the audit's (MLflow's Duration column), not those of the upload at its end.
+    zenml_run = ZenMLClient().get_pipeline_run(re.findall(r"ZenML run: (\S+)", printed)[-1])
+    zenml_start = zenml_run.start_time.replace(tzinfo=timezone.utc).timestamp()
+    assert abs(run.info.start_time / 1000 - zenml_start) < 1.0
+    assert run.info.end_time - run.info.start_time >= 1000 * run.data.metrics["seconds.score"]
     assert EXPECTED_ARTIFACTS <= _artifact_files(client, run.info.run_id)
     assert [(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs] == [("handwriting", v2)]
 

@@ -112,7 +112,9 @@ class AuditRun:
     least, embedding_map, misaligned_gallery, roc); findings: {artifact path: PIL image | DataFrame | dict}
     (`influencegate.findings.artifacts`; empty tables skipped); html: {"findings_report" | "evidently": page};
     drift: the Evidently summary; review: `influencegate.report.review.review_table` (see
-    `review.review_items`, which also adds the description and the gate report); extra_tags.
+    `review.review_items`, which also adds the description and the gate report); extra_tags; started_at: when
+    the audit began (seconds since the epoch; the run's start in MLflow, so that its Duration is the audit's
+    and not the upload's; None: when the run is written).
     None values are skipped; metrics that were not measured are left out, each with a `not_measured.<name>` tag.
     """
 
@@ -130,6 +132,7 @@ class AuditRun:
     drift: Optional[Mapping[str, Any]] = None
     review: Optional[pd.DataFrame] = None
     extra_tags: Mapping[str, str] = field(default_factory=dict)
+    started_at: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ class Tracking:
 
 def audit_record(run: AuditRun, tracking: Tracking = Tracking()) -> RunRecord:
     """The MLflow run of one audit, not yet written."""
+    ended = time.time()  # the audit is over once its record is made; the upload may come much later
     scores, summary, decision, dataset = run.scores, run.summary, run.decision, run.dataset
     name, version = str(dataset.get("name")), str(dataset.get("version"))
     tags = {"dataset.name": name, "dataset.version": version, "gate.status": str(decision.get("status")),
@@ -196,6 +200,7 @@ def audit_record(run: AuditRun, tracking: Tracking = Tracking()) -> RunRecord:
     return RunRecord(
         experiment=tracking.experiment or DEFAULT_EXPERIMENT, tracking_uri=tracking_uri(tracking.uri),
         run_name=default_run_name(name, version, bool(decision.get("approved"))),
+        start_ms=int(1000 * (run.started_at if run.started_at is not None else ended)), end_ms=int(1000 * ended),
         tags={**tags, **review_tags}, params=params,
         metrics={k: v for k, v in metrics.items() if not math.isnan(v)},
         artifacts={**artifacts, **review_artifacts}, tables={**tables, **review_tables},

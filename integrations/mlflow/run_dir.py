@@ -39,7 +39,8 @@ class RunDirError(ValueError):
 class RunRecord:
     """What one MLflow run holds, before it is written. artifacts: {artifact path: PIL image | dict | str (text)
     | bytes | Path of a folder to copy}; tables: {artifact file: DataFrame}; dataset_input: {"name", "digest",
-    "source"} of `records`."""
+    "source"} of `records`; start_ms / end_ms: the audit's start and end (milliseconds since the epoch), the
+    run's times in MLflow whenever it is uploaded."""
 
     experiment: str
     run_name: str | None
@@ -51,6 +52,8 @@ class RunRecord:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     records: pd.DataFrame | None = None
     dataset_input: dict[str, str] | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
 
 
 def _png(image: Any) -> bytes:
@@ -109,7 +112,8 @@ def write_run_dir(run_dir: str | Path, record: RunRecord) -> Path:
     run = {"format": 1, "experiment": record.experiment, "run_name": record.run_name,
            "tracking_uri": record.tracking_uri, "tags": record.tags, "params": record.params,
            "metrics": record.metrics, "tables": tables,
-           "dataset_input": record.dataset_input if record.records is not None else None}
+           "dataset_input": record.dataset_input if record.records is not None else None,
+           "start_ms": record.start_ms, "end_ms": record.end_ms}
     storage.write_text(str(root / RUN_FILE), json.dumps(run, indent=2))
     return root
 

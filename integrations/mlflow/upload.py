@@ -114,7 +114,7 @@ def _open_run(client: Any, uri: str, run: Mapping[str, Any], folder: Path) -> An
             return found
     experiment = client.get_experiment_by_name(run["experiment"])
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(run["experiment"])
-    created = client.create_run(experiment_id, run_name=base)
+    created = client.create_run(experiment_id, run_name=base, start_time=run.get("start_ms"))
     run_id = created.info.run_id
     rd.write_upload(folder, {"status": "started", "run_id": run_id, "tracking_uri": uri,
                              "experiment_id": experiment_id})
@@ -167,7 +167,7 @@ def _upload_once(folder: Path, run: Mapping[str, Any], uri: str) -> dict[str, An
     import mlflow
 
     if mlflow.active_run() is None or mlflow.active_run().info.run_id != run_id:
-        client.set_terminated(run_id, "FINISHED")
+        client.set_terminated(run_id, "FINISHED", end_time=run.get("end_ms"))
     info = {"status": "finished", "run_id": run_id, "experiment_id": experiment_id, "tracking_uri": uri,
             "artifact_uri": target.info.artifact_uri, **runs_link(uri, experiment_id, run_id)}
     rd.write_upload(folder, info)
