@@ -146,3 +146,26 @@ def test_writer_refuses_other_shapes_and_dtypes(tmp_path: Path, bad: np.ndarray)
     with pytest.raises(ValueError, match="expected uint8"):
         writer.append(bad)
     assert writer.finish().shape == (1, 3, 8, 8)
+
+
+def test_a_killed_process_store_folder_is_removed_by_the_next_store(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from influencegate.data.store import PixelWriter
+
+    script = ("import os, sys, numpy as np; from influencegate.data.store import PixelWriter; "
+              "w = PixelWriter((1, 2, 2), sys.argv[1]); w.append(np.zeros((1, 2, 2), np.uint8)); store = w.finish(); "
+              "print(w.folder, flush=True); os.kill(os.getpid(), 9)")
+    killed = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    orphan = Path(killed.stdout.strip())
+    assert orphan.parent == tmp_path and (orphan / "pixels.u8").is_file()  # the kill left it behind
+    other_host = tmp_path / "influencegate-pixels-otherhost-1-abc"
+    other_host.mkdir()
+    running = PixelWriter((1, 2, 2), tmp_path)  # this process is alive: its folder stays
+    later = PixelWriter((1, 2, 2), tmp_path)
+    assert not orphan.exists()
+    assert other_host.is_dir() and Path(running.folder).is_dir() and Path(later.folder).is_dir()
+    running.finish(), later.finish()

@@ -10,12 +10,15 @@ values are arbitrary floats that uint8 cannot hold.
 The file lives in a private temporary folder (under ``store_dir``, default ``$INFLUENCEGATE_STORE_DIR`` or
 the system's temp folder) that is removed when the last dataset or view using it is garbage collected. A
 pickled store carries its path, not its bytes: an unpickled copy (a DataLoader worker, another process on
-the same machine) reads the same file while the process that created it keeps it alive.
+the same machine) reads the same file while the process that created it keeps it alive. A process killed
+outright (SIGKILL, out of memory) cannot remove its folder: the folder's name holds the host and the process
+id, and the next store written in the same place removes the folders of this host's processes that are gone.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import weakref
 from collections.abc import Sequence
@@ -27,6 +30,8 @@ import torch
 
 #: Environment variable naming the folder for temporary pixel stores (default: the system's temp folder).
 STORE_DIR_ENV = "INFLUENCEGATE_STORE_DIR"
+#: A store folder is named FOLDER_PREFIX + "<host>-<pid>-" + a random suffix.
+FOLDER_PREFIX = "influencegate-pixels-"
 Rows = Union[slice, Sequence[int], np.ndarray, torch.Tensor]
 
 
@@ -67,7 +72,8 @@ class PixelWriter:
         base = store_dir if store_dir is not None else os.environ.get(STORE_DIR_ENV) or None
         if base is not None:
             Path(base).mkdir(parents=True, exist_ok=True)
-        self.folder = tempfile.mkdtemp(prefix="influencegate-pixels-", dir=base)
+        remove_orphaned_stores(base)
+        self.folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{_host()}-{os.getpid()}-", dir=base)
         self.path = os.path.join(self.folder, "pixels.u8")
         self.image_shape = tuple(int(s) for s in image_shape)
         self.count = 0
@@ -85,6 +91,35 @@ class PixelWriter:
         """Close the file; the store owns (and eventually removes) its temporary folder."""
         self._file.close()
         return PixelStore(self.path, (self.count, *self.image_shape), owned=True)
+
+
+def _host() -> str:
+    return "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_orphaned_stores(base: str | Path | None = None) -> list[str]:
+    """Remove the store folders under `base` (default: the system's temp folder) that processes of this host
+    left behind when they were killed (their process id no longer runs); returns the folders removed. Folders
+    of other hosts (a shared store_dir) and of running processes are left alone."""
+    root = Path(base if base is not None else tempfile.gettempdir())
+    mine = f"{FOLDER_PREFIX}{_host()}-"
+    removed = []
+    for folder in root.glob(f"{mine}*"):
+        pid = folder.name[len(mine):].split("-", 1)[0]
+        if folder.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
+    return removed
 
 
 class ImageSource(Protocol):
