@@ -23,16 +23,22 @@ def test_reference_z_and_combined_score_by_hand():
         combined_score(evidence, {"c": 1.0})
 
 
-def test_threshold_flags_at_most_the_stated_share_of_the_reference():
-    assert calibrated_threshold(np.arange(100.0), 0.02) == 97.0  # 98 and 99 pass: 2 of 100
-    assert calibrated_threshold(np.arange(100.0), 0.0) == 99.0  # none pass
-    assert calibrated_threshold(np.array([1.0, 5.0, 5.0, 5.0]), 0.5) == 5.0  # ties: none pass rather than three
+def test_threshold_is_the_conformal_test_and_flags_less_than_the_stated_share_of_the_reference():
+    assert calibrated_threshold(np.arange(100.0), 0.02) == 98.0  # k = floor(2.02) - 1 = 1: only 99 passes
+    assert calibrated_threshold(np.arange(99.0), 0.02) == 97.0  # k = floor(2.0) - 1 = 1: only 98 passes
+    assert calibrated_threshold(np.arange(40.0), 0.02) == np.inf  # (0 + 1) / 41 > 0.02: nothing can pass
+    assert calibrated_threshold(np.array([1.0, 5.0, 5.0, 5.0, 7.0]), 0.4) == 5.0  # ties: 7 passes, no 5 does
     rng = np.random.default_rng(0)
     for share in (0.01, 0.02, 0.1):
-        reference = rng.normal(size=(3, 237))
+        reference = rng.normal(size=(2, 237))
         evidence = {"x": (rng.normal(size=50), reference[0]), "y": (rng.normal(size=50), reference[1])}
-        _, _, threshold = calibrated_flags(evidence, share, {"x": 1.0, "y": 0.5})
-        passing = (combined_score(evidence, {"x": 1.0, "y": 0.5})[1] > threshold).sum()
-        assert passing == int(np.floor(share * 237))  # continuous scores: exactly the stated share, rounded down
+        score, flags, threshold = calibrated_flags(evidence, share, {"x": 1.0, "y": 0.5})
+        reference_score = combined_score(evidence, {"x": 1.0, "y": 0.5})[1]
+        assert flags.tolist() == (score > threshold).tolist()
+        passing = int((reference_score > threshold).sum())
+        assert passing == int(np.floor(share * 238)) - 1 and passing < share * 237
+        # the conformal p-value of each flagged score is <= share, of each other score > share
+        p_value = (1 + (reference_score[None, :] >= score[:, None]).sum(1)) / 238
+        assert flags.tolist() == (p_value <= share).tolist()
     with pytest.raises(ValueError, match="flag_share"):
         calibrated_threshold(np.arange(3.0), 1.0)

@@ -304,7 +304,7 @@ def test_misaligned_flags_follow_the_reference_calibrated_combined_rule():
     reference_combined = sum(weights[k] * z[k][1] for k in z)
     assert np.allclose(scored["combined_score"], combined)
     threshold = scorer.flag_rule["flag_threshold"]
-    assert (reference_combined > threshold).sum() <= int(0.05 * 40)  # at most flag_share of the clean reference
+    assert (reference_combined > threshold).sum() < 0.05 * 40  # fewer than flag_share of the clean reference
     assert scored["is_misaligned"].tolist() == (combined > threshold).tolist()
     flagged = scored["is_misaligned"].to_numpy()
     assert flagged[bad].mean() > 0.9 and bad[flagged].mean() >= 0.75  # it finds the wrong pairs, mostly them

@@ -31,8 +31,8 @@ class EcifConfig:
     Scores (is_misaligned):
         flag_share: with a clean reference set, a pair is_misaligned when its combined misalignment score
             (``influencegate.ecif.combined``: ECIF, the CLIP score and the cosine under heads fitted on the
-            reference only, each as a robust z against the reference pairs) exceeds the threshold that at
-            most flag_share of the reference pairs exceed (they are scored out of sample, by cross-fitting).
+            reference only, each as a robust z against the reference pairs) passes the conformal test at
+            level flag_share against the reference pairs (scored out of sample, by cross-fitting).
         flag_z: without a reference set (no calibration data), a pair is_misaligned when the robust z-score of
             its misalignment_score (self-influence) exceeds this.
         reference_batch_size: batch size of the reference loss (None: batch_size).
