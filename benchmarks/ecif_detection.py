@@ -16,7 +16,11 @@ Phases, kept apart:
 - eval: seeds 0, 1, 2 x (shuffled, EVAL_SYSTEMATIC) with the product's weights as they are; no choice is
   made here -> results/ecif_detection.json: AUROC of combined, CLIP score, ECIF and reference-head cosine,
   recall of is_misaligned, its false-flag rate on the run's clean pairs, catch rate at inspection budgets.
-Run: python benchmarks/ecif_detection.py --phase dev|eval
+- memorising: the LoRA model of ``ecif_setup`` (N_MEMO training pairs, 20% shuffled, its dev-chosen delta),
+  projected ECIF (``ecif_fidelity``'s k and damping; P-space solves through Phi^T (C + damping)^-1 Phi), the
+  same evidence and the product's weights (chosen on the convex dev seed; nothing is chosen here), on the dev
+  seed and the evaluation seeds -> results/ecif_detection_memorising.json.
+Run: python benchmarks/ecif_detection.py --phase dev|eval|memorising
 """
 from __future__ import annotations
 
@@ -30,10 +34,14 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+import ecif_setup as setup
+from ecif_fidelity import GN_DAMPING, PROJ_DIM
 from ecif_quality import make_split
 from influencegate.data.captions import mislabel_digit
-from influencegate.ecif import EcifConfig, EcifScorer, PairSet
-from influencegate.ecif.combined import COMBINED_WEIGHTS, combined_score
+from influencegate.ecif import EcifConfig, EcifScorer, PairSet, loss_gradient
+from influencegate.ecif.combined import COMBINED_WEIGHTS, calibrated_flags, combined_score
+from influencegate.ecif.evidence import FitSettings, reference_evidence
+from influencegate.ecif.projected import ProjectedEcif, project_pairs, random_projection
 
 RESULTS = Path(__file__).parent / "results"
 DEV_SEED, EVAL_SEEDS = 100, (0, 1, 2)
@@ -41,6 +49,7 @@ DEV_SEED, EVAL_SEEDS = 100, (0, 1, 2)
 DEV_SYSTEMATIC = ((4, 9, 0.5), (2, 3, 0.5))
 EVAL_SYSTEMATIC = ((3, 8, 0.5), (1, 7, 0.7), (5, 6, 0.5))
 BUDGETS = (0.05, 0.10, 0.20)
+N_MEMO = 128
 EVIDENCE_SIGN = {"ecif": "misalignment_score", "clip": "clip_score", "reference_clip": "reference_clip_score"}
 WEIGHT_GRID = [dict(zip(("ecif", "clip", "reference_clip"), w)) for w in itertools.product((1.0,), (0.0, 0.5, 1.0, 2.0),
                                                                                            (0.0, 0.5, 1.0, 2.0)) if any(w[1:])]
@@ -130,22 +139,71 @@ def eval_phase(config: EcifConfig, pretrain_epochs: int) -> dict:
             "summary": {"shuffled": summarise(shuffled), "systematic": summarise(systematic)}}
 
 
+class ProjectedSolver:
+    """H^-1 b ~= Phi^T (C + damping I)^-1 Phi b in parameter space (P,), from a ProjectedEcif."""
+
+    def __init__(self, ecif: ProjectedEcif) -> None:
+        self.ecif = ecif
+
+    def solve(self, b: torch.Tensor) -> torch.Tensor:
+        phi = self.ecif.pairs.phi
+        return phi.T @ self.ecif.solve(phi @ b)
+
+
+def memorising_run(seed: int, flag_share: float) -> dict:
+    """One shuffled-caption run of the memorising LoRA model: AUROCs, flags and catch rates."""
+    start = time.perf_counter()
+    split = setup.make_split(seed, N_MEMO)
+    problem = setup.make_problem(split, "memorising", seed)
+    theta, _, info = setup.train(problem)
+    pairs = project_pairs(problem, theta, random_projection(problem.n_params, min(PROJ_DIM, problem.n_params), seed))
+    solver = ProjectedSolver(ProjectedEcif(pairs, GN_DAMPING * float(pairs.curvature.trace()) / len(pairs.curvature)))
+    pos, neg = solver.ecif.influence(loss_gradient(setup.ref_loss(split, problem, seed), theta))
+    evidence = reference_evidence(problem, theta, solver, -(pos + neg).numpy(),
+                                  setup.model_inputs(split, problem, split.ref_images), split.ref_texts,
+                                  FitSettings(setup.BATCH, seed, 1000, 1e-7, 2000))
+    score, flagged, threshold = calibrated_flags(evidence, flag_share)
+    bad = split.bad
+    oriented = {"combined": score} | {name: values for name, (values, _) in evidence.items()}
+    row = {"seed": seed, "run": "shuffled_20pct", "n_pairs": N_MEMO, "n_misaligned": int(bad.sum()), **info,
+           **{f"auroc_{name}": float(roc_auc_score(bad, values)) for name, values in oriented.items()},
+           "recall": float(flagged[bad].mean()), "clean_false_flag_rate": float(flagged[~bad].mean()),
+           "flagged_fraction": float(flagged.mean()), "flag_threshold": threshold,
+           **{f"catch_{k}": catch_rates(oriented[k], bad) for k in ("combined", "ecif", "clip")},
+           "seconds_total": time.perf_counter() - start}
+    row["combined_ge_max_ecif_clip"] = row["auroc_combined"] >= max(row["auroc_ecif"], row["auroc_clip"])
+    return row
+
+
+def memorising_phase(config: EcifConfig) -> dict:
+    rows = []
+    for seed in (DEV_SEED, *EVAL_SEEDS):
+        rows.append(memorising_run(seed, config.flag_share))
+        print(json.dumps(rows[-1]), flush=True)
+    evaluation = [r for r in rows if r["seed"] != DEV_SEED]
+    return {"model": "memorising LoRA (ecif_setup)", "weights": dict(COMBINED_WEIGHTS), "dev_seed": DEV_SEED,
+            "eval_seeds": EVAL_SEEDS, "projection_dim": PROJ_DIM, "gn_damping": GN_DAMPING, "runs": rows,
+            "summary": {"shuffled_eval": summarise(evaluation)}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phase", choices=("dev", "eval"), required=True)
+    parser.add_argument("--phase", choices=("dev", "eval", "memorising"), required=True)
     parser.add_argument("--pretrain-epochs", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = EcifConfig(progress=False)
     start = time.perf_counter()
-    phase = dev_phase if args.phase == "dev" else eval_phase
+    phase = {"dev": lambda: dev_phase(config, args.pretrain_epochs), "eval": lambda: eval_phase(config, args.pretrain_epochs),
+             "memorising": lambda: memorising_phase(config)}[args.phase]
     out = {"phase": args.phase, "model": "convex image head (EcifConfig defaults)", "config": config.to_params(),
-           "flag_share": config.flag_share, "budgets": BUDGETS, **phase(config, args.pretrain_epochs)}
+           "flag_share": config.flag_share, "budgets": BUDGETS, **phase()}
     if args.phase == "eval":
         dev_file = RESULTS / "ecif_detection_dev.json"
         out["dev_chosen_weights"] = json.loads(dev_file.read_text())["chosen_weights"] if dev_file.exists() else None
     out["seconds"] = time.perf_counter() - start
-    name = "ecif_detection_dev.json" if args.phase == "dev" else "ecif_detection.json"
+    name = {"dev": "ecif_detection_dev.json", "eval": "ecif_detection.json",
+            "memorising": "ecif_detection_memorising.json"}[args.phase]
     (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out.get("summary", out.get("chosen_weights")), indent=1))
 

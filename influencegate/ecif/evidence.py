@@ -14,12 +14,12 @@ Every piece is oriented so that higher = more misaligned, and comes as (audited 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from influencegate.ecif.batches import make_batches
-from influencegate.ecif.hessian import CGSolver, ExactSolver
 from influencegate.ecif.influence import loss_gradient, pair_influence
 from influencegate.ecif.problem import ContrastiveProblem
 from influencegate.ecif.reference import reference_loss
@@ -27,6 +27,12 @@ from influencegate.ecif.train import fit_contrastive
 
 #: The names of the evidence ``reference_evidence`` returns.
 EVIDENCE = ("ecif", "clip", "reference_clip")
+
+
+class InverseHessian(Protocol):
+    """b (P,) -> H^-1 b (P,): ``ExactSolver``, ``CGSolver``, or a projected approximation."""
+
+    def solve(self, b: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -51,10 +57,11 @@ def reference_halves(m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _cosines(problem: ContrastiveProblem, theta: torch.Tensor, images: torch.Tensor, texts: torch.Tensor) -> np.ndarray:
+    """Cosine of each pair's embeddings under the problem's model at theta: (M,)."""
     return problem.model.module_at(theta, torch.float64).pair_cosine(images, texts).detach().numpy()
 
 
-def reference_evidence(problem: ContrastiveProblem, theta: torch.Tensor, solver: ExactSolver | CGSolver,
+def reference_evidence(problem: ContrastiveProblem, theta: torch.Tensor, solver: InverseHessian,
                        ecif: np.ndarray, images: torch.Tensor, texts: torch.Tensor,
                        settings: FitSettings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{name: (audited pairs (N,), reference pairs (M,))} for every name in EVIDENCE (module docstring).
