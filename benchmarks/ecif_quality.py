@@ -40,7 +40,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from influencegate.data import load_images
-from influencegate.data.captions import CAPTION_TEMPLATES, caption_digits, class_prompts, digit_caption, shuffle_captions
+from influencegate.data.captions import caption_digits, class_prompts, mislabel_digit, shuffle_captions
 from influencegate.ecif import EcifConfig, EcifScorer, PairSet, pair_gradients
 from influencegate.models import build_encoder
 from influencegate.models import pretrain
@@ -205,12 +205,7 @@ def systematic_section(split: dict, config: EcifConfig, seed: int) -> list[dict]
     rng = np.random.default_rng(seed + 3)
     rows = []
     for source, target, share in SYSTEMATIC:
-        members = np.flatnonzero(labels == source)
-        chosen = rng.choice(members, size=int(round(share * len(members))), replace=False)
-        captions = list(clean.captions)
-        for i, template in zip(chosen, rng.integers(0, len(CAPTION_TEMPLATES), size=len(chosen))):
-            captions[i] = digit_caption(target, int(template))
-        bad = np.isin(np.arange(len(captions)), chosen)
+        captions, bad = mislabel_digit(clean.captions, labels, source, target, share, rng)
         pairs = PairSet(clean.sample_ids, captions, clean.images)
         table = EcifScorer(config, image_encoder=split["encoder"]).fit(pairs).score(split["reference"]).iloc[: len(pairs)]
         flagged = table["is_misaligned"].to_numpy()

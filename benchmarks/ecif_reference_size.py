@@ -8,8 +8,9 @@ dual encoder is fitted once per seed; it is then scored against nested random su
 
 Per size: AUROC of misalignment_score (and of its positive part alone) for the shuffled pairs, the
 CLIP-score baseline (-clip_score, which does not depend on the reference), and what is_misaligned flags
-(fraction, precision): the flag threshold is the flag_alpha quantile of the reference pairs' CLIP scores, so
-it is estimated from the reference too.
+(fraction, precision): the flag threshold is calibrated on the reference pairs (``ecif.combined``; the JSON
+of record predates it: then the flag_alpha quantile of their CLIP scores), so it is estimated from the
+reference too.
 
 Run: python benchmarks/ecif_reference_size.py [--seeds 0,1,2]. Writes benchmarks/results/ecif_reference_size.json.
 """
@@ -51,7 +52,7 @@ def sweep(seed: int, config: EcifConfig, pretrain_epochs: int) -> list[dict]:
             "auroc_clip_score": float(roc_auc_score(bad, -table["clip_score"])),
             "flagged_fraction": float(flagged.mean()),
             "flagged_precision": float(bad[flagged].mean()) if flagged.any() else float("nan"),
-            "flag_clip_threshold": scorer.flag_rule.get("flag_clip_threshold"),
+            "flag_threshold": scorer.flag_rule.get("flag_threshold"),
         })
         print(json.dumps({"seed": seed, **rows[-1]}), flush=True)
     return rows

@@ -19,7 +19,7 @@ HIGH_INFLUENCE_Z = 3.5
 #: its own quantile expectation, see docs/design.md section 6).
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 #: ``flag_rule["flag_rule"]`` of ECIF flags calibrated on a clean reference set (`influencegate.ecif.scorer`).
-REFERENCE_FLAG_RULE = "harmful_and_below_reference_quantile"
+REFERENCE_FLAG_RULE = "combined_above_reference_quantile"
 #: The score column of each kind of scores table: an image audit's, a pair audit's.
 SCORE_COLUMNS = {"images": "influence", "pairs": "misalignment_score"}
 

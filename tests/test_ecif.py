@@ -37,6 +37,7 @@ from influencegate.ecif import (
     removal_edit,
     similarity_jvps,
 )
+from influencegate.ecif.evidence import reference_halves
 from influencegate.models.dual import DualEncoder
 from influencegate.models.small_cnn import SmallCNN
 
@@ -284,28 +285,59 @@ def test_scorer_table_detects_wrong_pairs_and_keeps_failed_rows():
     assert np.allclose(low_rank["misalignment_score"].iloc[:60], self_table["misalignment_score"].iloc[:60], rtol=1e-6)
 
 
-def test_misaligned_flags_follow_the_reference_calibrated_rule():
+def test_misaligned_flags_follow_the_reference_calibrated_combined_rule():
     pairs, bad = toy_pairs(60, seed=0, wrong=0.2)
-    reference, _ = toy_pairs(20, seed=1, wrong=0.0)
-    scorer = EcifScorer(EcifConfig(**SMALL, flag_alpha=0.2), text_encoder=word_encoder).fit(pairs)
+    reference, _ = toy_pairs(40, seed=1, wrong=0.0)
+    scorer = EcifScorer(EcifConfig(**SMALL, flag_share=0.05), text_encoder=word_encoder).fit(pairs)
     table = scorer.score(reference)
-    # the threshold is the 20% quantile of the reference pairs' cosines, recomputed here from the embeddings
-    dual = scorer.dual_encoder_at(scorer.theta, torch.float64)
-    v, u = dual(scorer.image_inputs(reference.images), scorer.text_inputs(reference.captions))
-    cosines = torch.nn.functional.cosine_similarity(v, u, dim=1).detach().numpy()
-    threshold = scorer.flag_rule["flag_clip_threshold"]
-    assert threshold == pytest.approx(np.quantile(cosines, 0.2), rel=1e-5)
-    expected = (table["misalignment_score"] > 0) & (table["clip_score"] < threshold)
-    assert table["is_misaligned"].tolist() == expected.tolist()
-    flagged = table["is_misaligned"].to_numpy()
-    assert flagged.any() and bad[flagged].mean() > 0.8  # what it flags is mostly the wrong pairs
+    scored = table.iloc[:60]
+    evidence = scorer.evidence
+    assert set(evidence) == {"ecif", "clip", "reference_clip"}
+    assert np.allclose(evidence["ecif"][0], scored["misalignment_score"])
+    assert np.allclose(evidence["clip"][0], -scored["clip_score"])
+    assert np.allclose(evidence["reference_clip"][0], -scored["reference_clip_score"])
+    # the combined score and the flags, recomputed from the evidence by hand
+    z = {k: [(v - np.median(r)) / (1.4826 * np.median(np.abs(r - np.median(r)))) for v in (p, r)]
+         for k, (p, r) in evidence.items()}
+    weights = scorer.flag_rule["weights"]
+    combined = sum(weights[k] * z[k][0] for k in z)
+    reference_combined = sum(weights[k] * z[k][1] for k in z)
+    assert np.allclose(scored["combined_score"], combined)
+    threshold = scorer.flag_rule["flag_threshold"]
+    assert (reference_combined > threshold).sum() < 0.05 * 40  # fewer than flag_share of the clean reference
+    assert scored["is_misaligned"].tolist() == (combined > threshold).tolist()
+    flagged = scored["is_misaligned"].to_numpy()
+    assert flagged[bad].mean() > 0.9 and bad[flagged].mean() >= 0.75  # it finds the wrong pairs, mostly them
     clean, _ = toy_pairs(60, seed=0, wrong=0.0)
-    clean_table = EcifScorer(EcifConfig(**SMALL, flag_alpha=0.2), text_encoder=word_encoder).fit(clean).score(reference)
+    clean_table = EcifScorer(EcifConfig(**SMALL, flag_share=0.05), text_encoder=word_encoder).fit(clean).score(reference)
     assert clean_table["is_misaligned"].mean() < flagged.mean() / 2
     self_table = scorer.score(None)  # no calibration set: the robust z-rule
     assert scorer.flag_rule == {"flag_rule": "robust_z", "flag_z": 3.5}
+    assert self_table["combined_score"].isna().all()
     deviation = self_table["misalignment_score"] - self_table["misalignment_score"].median()
     assert self_table["is_misaligned"].tolist() == (deviation / (1.4826 * deviation.abs().median()) > 3.5).tolist()
+
+
+def test_reference_evidence_is_out_of_sample_and_the_reference_heads_never_see_the_audited_pairs():
+    pairs, _ = toy_pairs(60, seed=0, wrong=0.2)
+    reference, _ = toy_pairs(40, seed=1, wrong=0.0)
+    scorer = EcifScorer(EcifConfig(**SMALL), text_encoder=word_encoder).fit(pairs)
+    scorer.score(reference)
+    images, texts = scorer.image_inputs(reference.images), scorer.text_inputs(reference.captions)
+    first, second = reference_halves(40, scorer.config.seed)
+    assert sorted(np.r_[first, second].tolist()) == list(range(40))
+    # reference pairs of the second half: ECIF against the loss of the first half only, by explicit gradients
+    loss = reference_loss(scorer.problem.model, images[first], texts[first], 10, scorer.config.seed)
+    other = ContrastiveProblem(scorer.problem.model, images[second], texts[second], make_batches(20, 10, scorer.config.seed),
+                               scorer.problem.delta, scorer.problem.anchor)
+    g_pos, g_neg = pair_gradients(other, scorer.theta)
+    pos, neg = explicit_pair_influence(g_pos, g_neg, scorer.solver, loss_gradient(loss, scorer.theta))
+    assert np.allclose(scorer.evidence["ecif"][1][second], -(pos + neg).numpy(), rtol=1e-6, atol=1e-12)
+    # the same audited pairs with other captions leave the reference heads' cosines of the reference unchanged
+    shuffled = PairSet(pairs.sample_ids, pairs.captions[::-1], pairs.images)
+    other_scorer = EcifScorer(EcifConfig(**SMALL), text_encoder=word_encoder).fit(shuffled)
+    other_scorer.score(reference)
+    assert np.allclose(other_scorer.evidence["reference_clip"][1], scorer.evidence["reference_clip"][1])
 
 
 def test_trace_back_finds_the_pair_behind_a_misprediction():

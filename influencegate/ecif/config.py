@@ -29,10 +29,10 @@ class EcifConfig:
         cg_max_iter) for one right-hand side (reference, trace-back, removal), and for self-influence (one
         right-hand side per pair) the low-rank approximation with the top lowrank_rank Lanczos eigenpairs.
     Scores (is_misaligned):
-        flag_alpha: with a clean reference set, a pair is_misaligned when removing it is predicted to lower
-            the reference loss (misalignment_score > 0) AND its clip_score is below the flag_alpha quantile of
-            the reference pairs' clip scores (a conformal test: about flag_alpha of clean pairs fall below it,
-            and fewer pass both conditions; measured in benchmarks/ecif_quality.py).
+        flag_share: with a clean reference set, a pair is_misaligned when its combined misalignment score
+            (``influencegate.ecif.combined``: ECIF, the CLIP score and the cosine under heads fitted on the
+            reference only, each as a robust z against the reference pairs) passes the conformal test at
+            level flag_share against the reference pairs (scored out of sample, by cross-fitting).
         flag_z: without a reference set (no calibration data), a pair is_misaligned when the robust z-score of
             its misalignment_score (self-influence) exceeds this.
         reference_batch_size: batch size of the reference loss (None: batch_size).
@@ -59,7 +59,7 @@ class EcifConfig:
     cg_tol: float = 1e-10
     cg_max_iter: int = 2000
     lowrank_rank: int = 300
-    flag_alpha: float = 0.05
+    flag_share: float = 0.02
     flag_z: float = 3.5
     reference_batch_size: int | None = None
     pretrain_epochs: int = 20
@@ -78,8 +78,8 @@ class EcifConfig:
             raise ValueError(f"these settings must be positive: {', '.join(bad)}")
         if self.batch_size < 2 or (self.reference_batch_size is not None and self.reference_batch_size < 2):
             raise ValueError("batch sizes must be at least 2 (a contrastive batch needs negatives)")
-        if not 0.0 < self.flag_alpha < 1.0:
-            raise ValueError(f"flag_alpha must be in (0, 1), got {self.flag_alpha}")
+        if not 0.0 <= self.flag_share < 1.0:
+            raise ValueError(f"flag_share must be in [0, 1), got {self.flag_share}")
         if self.delta < 0 or self.damping < 0 or self.pretrain_epochs < 0 or self.exact_max_params < 0:
             raise ValueError("delta, damping, pretrain_epochs and exact_max_params must be >= 0")
         if self.delta + self.damping <= 0:

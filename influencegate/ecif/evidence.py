@@ -1,0 +1,93 @@
+"""Evidence of misalignment for the audited pairs and, out of sample, for the clean reference pairs: what
+``influencegate.ecif.combined`` puts on the reference's scale and combines (issue 16, items 3 and 4).
+
+Every piece is oriented so that higher = more misaligned, and comes as (audited pairs (N,), reference (M,)):
+- "ecif": -dL'_n, the ECIF misalignment score. A reference pair r is scored as if it were a training pair,
+  -s^T grad(Pos_r + Neg_r) in its own reference batch, with s = H^-1 grad L'_half from the other half of the
+  reference (two-fold cross-fitting, so that no pair is scored against a loss that holds it).
+- "clip": -cosine of the pair under the trained model (the CLIP score, negated).
+- "reference_clip": -cosine under a head fitted on clean reference pairs only, which cannot have learned
+  the audited pairs' errors: reference pairs under the head of the other half, audited pairs under the mean
+  of the two halves' heads. Each head is the same model fitted from the same anchor on its half, with delta
+  scaled to the same regularisation per pair (delta x half / N).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from influencegate.ecif.batches import make_batches
+from influencegate.ecif.influence import loss_gradient, pair_influence
+from influencegate.ecif.problem import ContrastiveProblem
+from influencegate.ecif.reference import reference_loss
+from influencegate.ecif.train import fit_contrastive
+
+#: The names of the evidence ``reference_evidence`` returns.
+EVIDENCE = ("ecif", "clip", "reference_clip")
+
+
+class InverseHessian(Protocol):
+    """b (P,) -> H^-1 b (P,): ``ExactSolver``, ``CGSolver``, or a projected approximation."""
+
+    def solve(self, b: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How the reference heads are fitted (``fit_contrastive``): batch size of their fixed batches and of
+    the reference losses, seed, L-BFGS cap, gradient-norm target, exact-solver size limit."""
+
+    batch_size: int
+    seed: int
+    max_iter: int
+    tol: float
+    exact_max_params: int
+
+
+def reference_halves(m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint halves of the reference positions 0..m-1 (seeded), sorted; ValueError below 4 pairs
+    (each half needs a contrastive batch)."""
+    if m < 4:
+        raise ValueError(f"cross-fitting on the reference needs at least 4 pairs, got {m}")
+    order = np.random.default_rng(seed).permutation(m)
+    return np.sort(order[: m // 2]), np.sort(order[m // 2:])
+
+
+def _cosines(problem: ContrastiveProblem, theta: torch.Tensor, images: torch.Tensor, texts: torch.Tensor) -> np.ndarray:
+    """Cosine of each pair's embeddings under the problem's model at theta: (M,)."""
+    return problem.model.module_at(theta, torch.float64).pair_cosine(images, texts).detach().numpy()
+
+
+def reference_evidence(problem: ContrastiveProblem, theta: torch.Tensor, solver: InverseHessian,
+                       ecif: np.ndarray, images: torch.Tensor, texts: torch.Tensor,
+                       settings: FitSettings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{name: (audited pairs (N,), reference pairs (M,))} for every name in EVIDENCE (module docstring).
+
+    problem, theta, solver: the fitted training objective, its optimum and its damped inverse Hessian.
+    ecif: the audited pairs' ECIF misalignment scores (N,) against the whole reference.
+    images, texts: the reference pairs as the model takes them (M x ..., M x text_dim, float64).
+    """
+    m, n = len(images), len(problem.images)
+    ecif_ref, head_ref, head_pairs = np.empty(m), np.empty(m), np.zeros(n)
+    first, second = reference_halves(m, settings.seed)
+    for own, other in ((first, second), (second, first)):
+        s = solver.solve(loss_gradient(reference_loss(problem.model, images[own], texts[own], settings.batch_size,
+                                                      settings.seed), theta))
+        scored = ContrastiveProblem(problem.model, images[other], texts[other],
+                                    make_batches(len(other), settings.batch_size, settings.seed), problem.delta,
+                                    problem.anchor)
+        pos, neg = pair_influence(scored, theta, s)
+        ecif_ref[other] = -(pos + neg).numpy()
+        half = ContrastiveProblem(problem.model, images[own], texts[own],
+                                  make_batches(len(own), settings.batch_size, settings.seed),
+                                  problem.delta * len(own) / n, problem.anchor)
+        head = fit_contrastive(half, problem.anchor, settings.max_iter, settings.tol, settings.exact_max_params,
+                               False).theta
+        head_ref[other] = -_cosines(problem, head, images[other], texts[other])
+        head_pairs -= _cosines(problem, head, problem.images, problem.texts) / 2
+    clip = (-_cosines(problem, theta, problem.images, problem.texts), -_cosines(problem, theta, images, texts))
+    return {"ecif": (np.asarray(ecif, dtype=np.float64), ecif_ref), "clip": clip,
+            "reference_clip": (head_pairs, head_ref)}
