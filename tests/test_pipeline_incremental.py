@@ -89,9 +89,10 @@ def test_incremental_audit_scores_only_appended_samples_and_equals_a_full_audit(
     assert bool(near["is_duplicate"]) and str(near["duplicate_of"]).endswith("img_0003.png")
 
     client = MlflowClient(mlflow_uri)
-    run = client.search_runs([client.get_experiment_by_name("influencegate-tests").experiment_id],
-                             filter_string="tags.`dataset.name` = 'growing'",
-                             order_by=["attributes.start_time DESC"], max_results=1)[0]
+    full_run, run = client.search_runs([client.get_experiment_by_name("influencegate-tests").experiment_id],
+                                       filter_string="tags.`dataset.name` = 'growing'",
+                                       order_by=["attributes.start_time ASC"])
+    assert full_run.data.tags["audit.incremental"] == "false" and "incremental.new" not in full_run.data.metrics
     assert run.data.tags["audit.incremental"] == "true" and run.data.tags["incremental.old_scores"] == "kept"
     assert run.data.params["incremental.since"] == v1 and run.data.params["incremental.tolerance"] == "0.99"
     metrics = run.data.metrics
