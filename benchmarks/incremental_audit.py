@@ -9,12 +9,23 @@ relative difference on the new samples, and whether the old scores were kept.
 Settings: digits_simclr_s0 (the incremental rule's defaults were set here) and sklearn_patches_byol_s5 (held
 out), the encoders of benchmarks/noise_stability.py (trained there once, kept in --encoder-cache).
 
+With --pipeline: the same through `influencegate audit` (dataset_audit_pipeline on the local ZenML stack,
+MLflow, gate; the packaged default config), on the digits written as 1,797 8 x 8 PNGs: the previous version's
+folder holds the first 90% (audited once with --resume-dir), the new version all of them. Per repeat,
+interleaved: a full audit of the new version, then an incremental one (--since the previous version's
+directory); both keep their run with --resume-dir, as a chain of versions would. Reported: pipeline wall
+seconds and CPU seconds (this process; the local orchestrator runs the steps in it) and their ratios, wall
+seconds per step, the scoring step's seconds and ratio, Spearman of the incremental table with the full
+one of the same repeat, and the MLflow run's incremental metrics. Written to incremental_audit_pipeline.json.
+
 Usage: python benchmarks/incremental_audit.py [--repeats 3] [--settings ...] [--out incremental_audit.json]
+       python benchmarks/incremental_audit.py --pipeline [--repeats 3] [--work /tmp/incremental_pipeline]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -63,21 +74,106 @@ def one_setting(setting: str, repeats: int, epochs: int, cache: Path) -> dict:
             "score_draws_previous_fit": int(before.score_draws)}
 
 
+def _digits_folder(folder: Path, count: int) -> Path:
+    """The first `count` digits as 8 x 8 grayscale PNGs (img_0000.png ...) in `folder`."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(load_digits().images[:count]):
+        Image.fromarray((image * 255 / 16).astype(np.uint8), mode="L").save(folder / f"img_{i:04d}.png")
+    return folder
+
+
+def _audit(argv: list[str], run_dir: Path) -> dict:
+    """Run `influencegate audit` in this process (the local orchestrator runs its steps here): {exit, seconds
+    (wall), cpu_seconds (this process, all threads), steps (wall seconds per step, from the ZenML store),
+    metrics of its MLflow run, scores}."""
+    import pandas as pd
+    from zenml.client import Client
+
+    from influencegate.cli import main as cli
+    from influencegate.integrations.mlflow import read_run
+
+    start, cpu = time.perf_counter(), time.process_time()
+    code = cli(["audit", *argv, "--run-dir", str(run_dir)])
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    run = Client().list_pipeline_runs(sort_by="desc:created", size=1).items[0]
+    steps = {name: (step.end_time - step.start_time).total_seconds() for name, step in run.steps.items()}
+    return {"exit": code, "seconds": seconds, "cpu_seconds": cpu_seconds, "steps": steps,
+            "metrics": read_run(run_dir)["metrics"],
+            "scores": pd.read_parquet(run_dir / "artifacts" / "scores" / "scores.parquet")}
+
+
+def pipeline_setting(repeats: int, epochs: int, cache: Path, work: Path) -> dict:
+    """Full vs incremental `influencegate audit` of the +11% digits version (module docstring)."""
+    import shutil
+
+    from influencegate.models import save_encoder
+
+    shutil.rmtree(work, ignore_errors=True)
+    os.environ.update({"ZENML_CONFIG_PATH": str(work / "zenml"), "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+                       "ZENML_LOGGING_VERBOSITY": "WARN"})
+    data = dataset_for("digits")
+    checkpoint = save_encoder(encoder_for("digits_simclr_s0", data, epochs, cache), work / "encoder.pt", "small_cnn",
+                              {"in_channels": 1}, {"setting": "digits_simclr_s0", "epochs": epochs})
+    folder = _digits_folder(work / "digits", int(0.9 * len(data)))
+    base = ["--set", f"dataset.source={folder}", "--set", "dataset.image_size=8", "--set", "dataset.channels=1",
+            "--set", "dataset.name=digits_versions", "--set", f"encoder.checkpoint={checkpoint}"]
+    previous = _audit([*base, "--resume-dir", str(work / "v1")], work / "runs" / "v1")
+    _digits_folder(folder, len(data))
+    rows = []
+    for r in range(repeats):
+        full = _audit([*base, "--resume-dir", str(work / f"full{r}")], work / "runs" / f"full{r}")
+        incremental = _audit([*base, "--since", str(work / "v1"), "--resume-dir", str(work / f"incremental{r}")],
+                             work / "runs" / f"incremental{r}")
+        assert full["scores"]["sample_id"].tolist() == incremental["scores"]["sample_id"].tolist()
+        m = incremental["metrics"]
+        rows.append({"full_exit": full["exit"], "incremental_exit": incremental["exit"],
+                     "full_seconds": full["seconds"], "incremental_seconds": incremental["seconds"],
+                     "full_cpu_seconds": full["cpu_seconds"], "incremental_cpu_seconds": incremental["cpu_seconds"],
+                     "full_steps": full["steps"], "incremental_steps": incremental["steps"],
+                     "full_score_seconds": full["metrics"]["seconds.score"],
+                     "incremental_score_seconds": m["seconds.score"],
+                     "spearman_with_full": spearman(incremental["scores"]["influence"].to_numpy(),
+                                                    full["scores"]["influence"].to_numpy()),
+                     **{key: m[key] for key in m if key.startswith("incremental.")}})
+        print(json.dumps(rows[-1]), flush=True)
+    ratios = {name: [row[f"incremental_{name}"] / row[f"full_{name}"] for row in rows]
+              for name in ("seconds", "cpu_seconds", "score_seconds")}
+    return {"setting": "digits_simclr_s0 via influencegate audit", "previous": len(previous["scores"]),
+            "version": len(data), "previous_audit_seconds": previous["seconds"], "runs": rows,
+            **{f"{label}_ratio_median": statistics.median(ratios[name]) for label, name in
+               (("time", "seconds"), ("cpu", "cpu_seconds"), ("score_step", "score_seconds"))},
+            **{f"{label}_ratio_range": [min(ratios[name]), max(ratios[name])] for label, name in
+               (("time", "seconds"), ("cpu", "cpu_seconds"), ("score_step", "score_seconds"))},
+            "spearman_with_full_range": [min(r["spearman_with_full"] for r in rows),
+                                         max(r["spearman_with_full"] for r in rows)]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--settings", default="digits_simclr_s0,sklearn_patches_byol_s5")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--encoder-cache", default="/tmp/influencegate_encoders")
-    p.add_argument("--out", default="incremental_audit.json")
+    p.add_argument("--out", default=None, help="default: incremental_audit.json, with --pipeline "
+                                                "incremental_audit_pipeline.json")
+    p.add_argument("--pipeline", action="store_true", help="time `influencegate audit` (module docstring)")
+    p.add_argument("--work", default="/tmp/incremental_pipeline", help="--pipeline: folders, stores and runs")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = p.parse_args()
-    torch.set_num_threads(2)
-    rows = []
+    torch.set_num_threads(args.threads)
     RESULTS.mkdir(exist_ok=True)
+    if args.pipeline:
+        result = pipeline_setting(args.repeats, args.epochs, Path(args.encoder_cache), Path(args.work))
+        (RESULTS / (args.out or "incremental_audit_pipeline.json")).write_text(json.dumps(result, indent=1) + "\n")
+        return
+    rows = []
     for setting in args.settings.split(","):  # written after every setting, so a stopped run keeps what finished
         rows.append(one_setting(setting, args.repeats, args.epochs, Path(args.encoder_cache)))
         print(json.dumps(rows[-1]), flush=True)
-        (RESULTS / args.out).write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+        (RESULTS / (args.out or "incremental_audit.json")).write_text(json.dumps({"rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

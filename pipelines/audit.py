@@ -18,9 +18,11 @@ DEFAULTS = ImageAuditParameters().model_dump()
 @pipeline(enable_cache=False)
 def dataset_audit_pipeline(dataset: Optional[dict] = None, encoder: Optional[dict] = None, scorer: Optional[dict] = None,
                            findings: Optional[dict] = None, suite: Optional[str] = None, gate: Optional[dict] = None,
-                           tracking: Optional[dict] = None) -> None:
+                           tracking: Optional[dict] = None, influence: Optional[dict] = None) -> None:
     """Audit one dataset version end to end; every argument is a section of configs/audit_digits.yaml
-    (None: the embedded default, the digits). Its gate decision is the artifact `influencegate_gate_decision`."""
+    (None: the embedded default, the digits). Its gate decision is the artifact `influencegate_gate_decision`.
+    influence: {resume_dir, since} (`schema.InfluenceSection`): with since, only the samples appended since that
+    version are scored; the findings still see every sample of this version."""
     dataset = dataset or DEFAULTS["dataset"]
     encoder = encoder or DEFAULTS["encoder"]
     scorer = DEFAULTS["scorer"] if scorer is None else scorer
@@ -30,8 +32,8 @@ def dataset_audit_pipeline(dataset: Optional[dict] = None, encoder: Optional[dic
     ref, records = load_dataset(**dataset)
     model, encoder_info = load_or_pretrain_encoder(ref, **encoder)
     device = (scorer or {}).get("device", "cpu")
-    influence, _, scoring_info = score_influence(ref, model, scorer)
-    scores, summary, _, _, texts = find_issues(ref, model, influence, findings, device=device)
+    scored, _, scoring_info = score_influence(ref, model, scorer, **(influence or {}))
+    scores, summary, _, _, texts = find_issues(ref, model, scored, findings, device=device)
     histogram, most, least = render_figures(ref, scores)
     finding_artifacts, embedding_map, findings_report = render_findings(ref, model, scores, summary, texts, findings,
                                                                         device=device)

@@ -2,10 +2,10 @@
 pydantic schema per audit kind and one loader, `load_config(kind, path, overrides)`.
 
 Top-level keys: `parameters` and the ZenML run options (`run_name`, `enable_cache`, `settings`, `tags`).
-The image audit's parameters are dataset, encoder, scorer, findings, suite, gate, tracking (the packaged
+The image audit's parameters are dataset, encoder, scorer, influence, findings, suite, gate, tracking (the packaged
 default `influencegate/resources/audit_digits.yaml`); the pair audit's are pairs, reference, ecif, suite,
 tracking (`influencegate/resources/pairs_digits.yaml`); both are copied in the repository's configs/.
-Relative paths of the suite, the sources and the encoder checkpoint are resolved against the config file's
+Relative paths of the suite, the sources, the encoder checkpoint and the influence directories are resolved against the config file's
 folder; a suite not found there is looked up among the packaged suites. Any of them may be an fsspec URL.
 Every problem is a ConfigError of one line naming the key (the CLI exits 2).
 """
@@ -124,6 +124,8 @@ def normalise(kind: Kind, config: Mapping[str, Any], base: Path | None = None) -
     if kind == "images":
         params["dataset"]["source"] = resolve_relative(params["dataset"]["source"], base)
         params["encoder"]["checkpoint"] = resolve_relative(params["encoder"]["checkpoint"], base)
+        for key in ("resume_dir", "since"):
+            params["influence"][key] = resolve_relative(params["influence"][key], base)
     else:
         _pair_rules(params, parsed.parameters, given, base)
         _check_suite(params)

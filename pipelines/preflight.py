@@ -1,6 +1,7 @@
 """Input checks of a loaded image-audit config before its pipeline starts, so that an input error is exit 2 with
 one line and not a failed run: the source and the suite exist (local paths or fsspec URLs), the suite names
-only known expectation types and metrics, the encoder checkpoint loads and takes the configured images."""
+only known expectation types and metrics, the encoder checkpoint loads and takes the configured images, and an
+incremental audit's previous resume directory is there."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -35,6 +36,21 @@ def preflight(config: Mapping[str, Any]) -> None:
         raise ConfigError("parameters.encoder needs a checkpoint or a pretraining method")
     if checkpoint:
         check_encoder(str(checkpoint), params["dataset"])
+    check_since(params)
+
+
+def check_since(params: Mapping[str, Any]) -> None:
+    """ConfigError when influence.since is set but its directory is not there, or the encoder is pretrained in
+    this run (an incremental audit reuses scores of the same encoder: give its checkpoint)."""
+    since = (params.get("influence") or {}).get("since")
+    if not since:
+        return
+    if not location_exists(since):
+        raise ConfigError(f"parameters.influence.since: previous version's resume directory not found: "
+                          f"{storage.redact(since)!r} (the influence.resume_dir of its audit)")
+    if not params["encoder"].get("checkpoint"):
+        raise ConfigError("parameters.influence.since needs parameters.encoder.checkpoint: an incremental audit "
+                          "reuses the scores of the previous version's encoder, not a freshly pretrained one")
 
 
 def check_encoder(checkpoint: str, dataset: Mapping[str, Any]) -> None:

@@ -63,6 +63,25 @@ class EncoderSection(Section):
     save_to: Optional[str] = None
 
 
+class InfluenceSection(Section):
+    """Where the scoring run is kept and which earlier version it extends (`workflows.image_audit.score_dataset`).
+
+    resume_dir: keep the fit and the scores there (a local directory or a URL); an interrupted audit resumes
+    there, and the next version's audit can name it as `since`. since: the resume_dir of an earlier audit of
+    this dataset with the same encoder checkpoint and scorer settings, which this version extends by appending:
+    only the new samples are scored (`influence.incremental`). Both unset: a full audit, nothing kept."""
+
+    resume_dir: Optional[str] = None
+    since: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _keep_the_base(self) -> "InfluenceSection":
+        if self.since and self.resume_dir and self.since.rstrip("/") == self.resume_dir.rstrip("/"):
+            raise ValueError("resume_dir must differ from since: the previous version's run is the base of this "
+                             "one and is not overwritten")
+        return self
+
+
 class GateSection(Section):
     """drift_blocks: failing Evidently drift tests reject too; drift_threshold: None for each method's own."""
 
@@ -113,6 +132,7 @@ class ImageAuditParameters(Section):
     dataset: DataSection = DataSection()
     encoder: EncoderSection = EncoderSection()
     scorer: dict[str, Any] = Field(default_factory=dict)
+    influence: InfluenceSection = InfluenceSection()
     findings: dict[str, Any] = Field(default_factory=dict)
     suite: Optional[str] = resources.DEFAULT_SUITE
     gate: GateSection = GateSection()

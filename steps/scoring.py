@@ -9,6 +9,7 @@ from torch import nn
 from zenml import step
 
 from influencegate import InfluenceConfig
+from influencegate.data.storage import redact
 from influencegate.report import influence_grids, influence_histogram
 from influencegate.statistics import summary_stats
 from influencegate.workflows.image_audit import score_dataset
@@ -17,7 +18,7 @@ from influencegate.workflows.references import DatasetRef
 
 @step
 def score_influence(dataset: DatasetRef, encoder: nn.Module, scorer: Optional[dict[str, Any]] = None,
-                    resume_dir: Optional[str] = None) -> Tuple[
+                    resume_dir: Optional[str] = None, since: Optional[str] = None) -> Tuple[
         Annotated[pd.DataFrame, "influence_scores"],
         Annotated[dict, "score_summary"],
         Annotated[dict, "scoring_info"]]:
@@ -27,11 +28,17 @@ def score_influence(dataset: DatasetRef, encoder: nn.Module, scorer: Optional[di
     becomes the run's `influencegate_scores` artifact), its summary statistics
     (`influencegate.statistics.summary_stats`) and {"config": flat scorer config, "seconds": scoring time, "draws": the
     draws each score averages, "predicted_stability": the pilot's prediction there (NaN without one), "resume":
-    shards written and reused}. resume_dir: a directory where the fit and the scores are kept shard by shard,
-    so that a step that was interrupted resumes there when it is run again (`influence.score_resumable`).
+    shards written and reused; with `since`, "incremental": the `influence.incremental.IncrementalReport` fields,
+    kept_old_scores and since}. resume_dir: a directory where the fit and the scores are kept shard by shard,
+    so that a step that was interrupted resumes there when it is run again (`influence.score_resumable`), and
+    that the next version's audit can name as `since`. since: the resume_dir of an earlier version (same
+    encoder and scorer) that this one extends by appending: only its new samples are scored
+    (`influence.incremental.score_appended`); ValueError when it is not such a run or samples were dropped.
     """
     config = InfluenceConfig.from_dict({"progress": False, **(scorer or {})})
-    table, seconds, info = score_dataset(dataset.open(), encoder, config, resume_dir)
+    table, seconds, info = score_dataset(dataset.open(), encoder, config, resume_dir, since=since)
+    if since is not None:
+        info["incremental"]["since"] = redact(since)
     draws = {"draws": info.pop("score_draws"), "predicted_stability": info.pop("predicted_stability")}
     return table, summary_stats(table), {"config": config.to_params(), "seconds": round(seconds, 3), **draws,
                                          "resume": info}

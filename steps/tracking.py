@@ -53,5 +53,6 @@ def log_to_mlflow(dataset: DatasetRef, records: pd.DataFrame, scores: pd.DataFra
                             "embedding_map": embedding_map}, findings=findings or {},
                    html={"findings_report": findings_page,
                          "evidently": str(evidently_report) if evidently_report else None}, drift=drift,
-                   review=review_table(scores, dataset_images(dataset.open())), started_at=pipeline_started_at())
+                   review=review_table(scores, dataset_images(dataset.open())),
+                   incremental=(scoring_info.get("resume") or {}).get("incremental"), started_at=pipeline_started_at())
     return log_audit(run, Tracking.of(tracking))

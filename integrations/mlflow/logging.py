@@ -112,9 +112,10 @@ class AuditRun:
     least, embedding_map, misaligned_gallery, roc); findings: {artifact path: PIL image | DataFrame | dict}
     (`influencegate.findings.artifacts`; empty tables skipped); html: {"findings_report" | "evidently": page};
     drift: the Evidently summary; review: `influencegate.report.review.review_table` (see
-    `review.review_items`, which also adds the description and the gate report); extra_tags; started_at: when
-    the audit began (seconds since the epoch; the run's start in MLflow, so that its Duration is the audit's
-    and not the upload's; None: when the run is written).
+    `review.review_items`, which also adds the description and the gate report); incremental: the report of an
+    incremental audit (`incremental_items`; None: a full audit); extra_tags; started_at: when the audit began
+    (seconds since the epoch; the run's start in MLflow, so that its Duration is the audit's and not the
+    upload's; None: when the run is written).
     None values are skipped; metrics that were not measured are left out, each with a `not_measured.<name>` tag.
     """
 
@@ -131,8 +132,26 @@ class AuditRun:
     html: Mapping[str, Optional[str]] = field(default_factory=dict)
     drift: Optional[Mapping[str, Any]] = None
     review: Optional[pd.DataFrame] = None
+    incremental: Optional[Mapping[str, Any]] = None
     extra_tags: Mapping[str, str] = field(default_factory=dict)
     started_at: Optional[float] = None
+
+
+def incremental_items(report: Optional[Mapping[str, Any]]) -> tuple[dict[str, str], dict[str, str], dict[str, float]]:
+    """(tags, params, metrics) saying whether and how an audit was incremental. report: the scoring step's
+    `scoring_info["resume"]["incremental"]` (`influence.incremental.IncrementalReport` fields, kept_old_scores,
+    since), None for a full audit. Tags `audit.incremental` ("true" | "false") and `incremental.old_scores`
+    ("kept" | "scored again"); params `incremental.since`, `incremental.tolerance`; metrics
+    `incremental.<new | previous | rescored_old | recheck_samples | recheck_spearman>` (counts of samples; the
+    Spearman of the re-checked old samples' scores with their previous ones)."""
+    if not report:
+        return {"audit.incremental": "false"}, {}, {}
+    tags = {"audit.incremental": "true",
+            "incremental.old_scores": "kept" if report.get("kept_old_scores") else "scored again"}
+    params = _params("incremental", {k: report.get(k) for k in ("since", "tolerance")})
+    metrics = _metrics("incremental.", {k: report.get(k) for k in ("new", "previous", "rescored_old",
+                                                                    "recheck_samples", "recheck_spearman")})
+    return tags, params, metrics
 
 
 @dataclass(frozen=True)
@@ -163,11 +182,13 @@ def audit_record(run: AuditRun, tracking: Tracking = Tracking()) -> RunRecord:
     tags = {"dataset.name": name, "dataset.version": version, "gate.status": str(decision.get("status")),
             "gate.suite": str((decision.get("suite") or {}).get("name")),
             "gate.suite_hash": str((decision.get("suite") or {}).get("hash")), **run.extra_tags}
-    params = {**_params(run.scorer_prefix, run.scorer_params), **_params("encoder", run.encoder),
+    incremental_tags, incremental_params, incremental_metrics = incremental_items(run.incremental)
+    tags.update(incremental_tags)
+    params = {**_params(run.scorer_prefix, run.scorer_params), **_params("encoder", run.encoder), **incremental_params,
               **_params("dataset", {k: v for k, v in dataset.items()
                                     if k not in ("records", "n_rows", "n_readable", "n_failed", "skipped")}),
               **_params("suite", decision.get("suite") or {})}
-    metrics = _metrics("", measured(summary))
+    metrics = {**_metrics("", measured(summary)), **incremental_metrics}
     metrics["gate.approved"] = 1.0 if decision.get("approved") else 0.0
     metrics["gate.n_failed"] = float(len(decision.get("failed_expectations") or []))
     metrics["gate.n_expectations"] = float(len(decision.get("expectations") or []))
