@@ -33,6 +33,7 @@ def validate_and_gate(dataset: DatasetRef, scores: pd.DataFrame, summary: dict, 
                         dataset_version=dataset.version, scorer_config=scoring_info.get("config", {}),
                         docs_dir=docs, extra_checks=extra, findings=findings)
     decision["dataset"] = {key: dataset.logged()[key] for key in ("n_rows", "n_readable", "n_failed", "skipped")}
+    decision["incremental"] = (scoring_info.get("resume") or {}).get("incremental")
     return decision, HTMLString(decision_html(decision)), docs
 
 

@@ -74,7 +74,9 @@ def test_incremental_audit_scores_only_appended_samples_and_equals_a_full_audit(
     _one_line_error(capsys, ["audit", config, "--since", v1], "only adds samples")
     (folder / "img_0005.png").write_bytes(kept)
 
+    capsys.readouterr()
     assert main(["audit", config, "--since", v1, "--resume-dir", v2]) == 0
+    assert "  incremental: 31 new samples scored, 300 previous scores kept (re-check of 200" in capsys.readouterr().out
     second = last_approved("growing")
     got = second["scores"]
     data = load_images(str(folder), image_size=8, channels=1)

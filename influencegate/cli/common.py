@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -110,3 +110,11 @@ def write_table(table: pd.DataFrame, out: str) -> None:
         storage.write_bytes(out, buffer.getvalue())
     except OSError as exc:
         raise UsageError(f"cannot write --out {storage.redact(out)!r}: {exc}") from exc
+
+
+def describe_incremental(done: dict[str, Any]) -> str:
+    """One line on an incremental audit (`influence.incremental.IncrementalReport` fields and kept_old_scores)."""
+    return (f"{done['new']} new samples scored, {done['previous']} previous scores "
+            + ("kept" if done["kept_old_scores"] else "scored again")
+            + f" (re-check of {done['recheck_samples']}: Spearman {done['recheck_spearman']:.4f}, "
+            f"tolerance {done['tolerance']})")

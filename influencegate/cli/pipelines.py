@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from influencegate.cli.common import EXIT_APPROVED, EXIT_FAULT, EXIT_REJECTED, RUN_DIR_HELP, UsageError, fail
+from influencegate.cli.common import (EXIT_APPROVED, EXIT_FAULT, EXIT_REJECTED, RUN_DIR_HELP, UsageError,
+                                      describe_incremental, fail)
 from influencegate.data.folder_walk import describe_skipped
 
 TELEMETRY_OFF = {"ZENML_ANALYTICS_OPT_IN": "false", "GX_ANALYTICS_ENABLED": "false",
@@ -118,6 +119,8 @@ def _run_config(config: dict[str, Any], kind: str) -> int:
                    if any(counts.get("skipped", {}).values()) else "")
         print(f"  dataset: {counts['n_rows']} rows, {counts['n_readable']} readable, {counts['n_failed']} failed"
               + skipped)
+    if decision.get("incremental"):
+        print(f"  incremental: {describe_incremental(decision['incremental'])}")
     print(f"  ZenML run: {run.name}")
     if mlflow_info.get("run_dir"):
         print(f"  run directory: {mlflow_info['run_dir']}")

@@ -8,8 +8,8 @@ import argparse
 from typing import Any
 
 from influencegate import InfluenceConfig
-from influencegate.cli.common import (DEVICES, ENCODER_SPECS, UsageError, check_encoder, check_out, non_negative,
-                                      positive, stability_target, write_table)
+from influencegate.cli.common import (DEVICES, ENCODER_SPECS, UsageError, check_encoder, check_out, describe_incremental,
+                                      non_negative, positive, stability_target, write_table)
 from influencegate.data import DIGITS_CAPTIONS, DatasetError, load_images, load_pairs
 from influencegate.data.constants import CHANNELS
 from influencegate.data.folder_walk import describe_skipped
@@ -84,11 +84,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         if rank != 0:
             return 0
     if "incremental" in resume:
-        done = resume["incremental"]
-        print(f"incremental: {done['new']} new samples scored, {done['previous']} previous scores "
-              + ("kept" if done["kept_old_scores"] else "scored again")
-              + f" (re-check of {done['recheck_samples']}: Spearman {done['recheck_spearman']:.4f}, "
-              f"tolerance {done['tolerance']})")
+        print(f"incremental: {describe_incremental(resume['incremental'])}")
     if "shards" in resume:
         from influencegate.data.storage import redact
 
