@@ -33,6 +33,7 @@ HELD-OUT = HELD_OUT_PHOTOS at 32 px, seeds 1, 2, 3, and at 64 px (never looked a
 (+ digits with HELD_OUT_PHOTOS patches, seeds 1, 2, 3). Any default change is chosen on TUNE only.
 
 Run: python benchmarks/outliers_natural.py [--stage tune|held_out|all] [--draws 16] [--epochs 20] [--out FILE]
+     [--cache DIR [--reuse]]
 Output: benchmarks/results/outliers_natural.json (a stage run merges into it).
 """
 from __future__ import annotations
@@ -56,6 +57,7 @@ from influencegate.findings import Outliers  # noqa: E402
 from influencegate.findings.outliers import OUTLIER_Z  # noqa: E402
 from influencegate.findings.unusable import Unusable  # noqa: E402
 from influencegate.influence.scorer import encode  # noqa: E402
+from influencegate.statistics import robust_z  # noqa: E402
 from influencegate.workflows.image_audit import load_or_pretrain, score_dataset  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "outliers_natural.json"
@@ -64,7 +66,16 @@ PLANT_SHARE = 0.025
 TOP = 0.05
 #: added to the score of an image the Unusable finding flags, in the "|unusable" variants (ranks it first)
 UNUSABLE_FIRST = 1e6
-VARIANTS = ("log_influence", "knn", "mean", "max", "mean|unusable", "max|unusable")
+VARIANTS = ("log_influence", "knn", "mean", "max", "mean|unusable", "mean|unusable_no_blur", "mahalanobis",
+            "pixels", "max(mahalanobis,pixels)", "max(mean,mahalanobis,pixels)", "max(mean,pixels)")
+#: how a default is chosen, on the TUNE stage only (then reported on HELD-OUT)
+MAX_CLEAN_FLAGS = 0.02
+TIE = 0.02
+CHOICE_RULE = (f"the highest mean in_top5 over the planted kinds and versions, among the variants whose clean "
+               f"false-flag rate stays below {MAX_CLEAN_FLAGS} (the default gate's outlier bar) on every clean "
+               f"version; variants within {TIE} of the best count as tied and the one with fewest kinds at 0 wins")
+#: covariance shrinkage of the Mahalanobis distances
+SHRINK = 0.1
 #: (direction, photos, side, seeds) of each split; direction "photos": foreign among photo patches,
 #: "digits": photo patches among the digits (side = the photo patches' cut before downscaling to 8 px)
 STAGES = {"tune": [("photos", ni.TUNE_PHOTOS, 32, (0,)), ("digits", ni.TUNE_PHOTOS, 32, (0,))],
@@ -159,15 +170,41 @@ def audit(pixels: np.ndarray, seed: int, epochs: int, draws: int) -> tuple[pd.Da
     return table, emb, {"pretrain_s": round(pretrain_s, 1), "score_s": round(score_s, 1), **info}
 
 
-def variant_scores(table: pd.DataFrame, emb: np.ndarray, unusable: np.ndarray) -> dict[str, np.ndarray]:
-    """Each VARIANTS score per row (M floats; +inf for an unusable image in the "|unusable" variants)."""
+def mahalanobis(x: np.ndarray, shrink: float = SHRINK) -> np.ndarray:
+    """M distances: sqrt((x - mean)^T S^-1 (x - mean)) of the rows of x (M x D), S = the covariance shrunk
+    towards (trace / D) I by `shrink` (invertible for any M, D)."""
+    c = x - x.mean(axis=0)
+    cov = np.atleast_2d(np.cov(c, rowvar=False))
+    cov = (1 - shrink) * cov + shrink * np.trace(cov) / len(cov) * np.eye(len(cov))
+    return np.sqrt(np.einsum("ij,jk,ik->i", c, np.linalg.inv(cov), c))
+
+
+def pixel_features(stats: pd.DataFrame) -> np.ndarray:
+    """M x 4 encoder-free features from Unusable.measure: grey mean, pixel_std, clipped_fraction and
+    log(sharpness + 1e-3) (a constant image's NaN sharpness as 0), each scaled to a robust z-score."""
+    sharp = np.log(np.nan_to_num(stats["sharpness"].to_numpy(float), nan=0.0) + 1e-3)
+    cols = [stats["mean"], stats["pixel_std"], stats["clipped_fraction"], pd.Series(sharp)]
+    return np.column_stack([robust_z(pd.Series(np.asarray(c, float))).to_numpy() for c in cols])
+
+
+def variant_scores(table: pd.DataFrame, emb: np.ndarray, stats: pd.DataFrame,
+                   reasons: pd.Series) -> dict[str, np.ndarray]:
+    """Each VARIANTS score per row (M floats; module docstring). stats: Unusable.measure of the images;
+    reasons: Unusable's unusable_reason per row (None when usable)."""
     finder = Outliers()
     out = {"mean": finder.find(table, emb)["outlier_score"].to_numpy()}
     out["log_influence"] = finder.components["z_log_influence"].to_numpy()
     out["knn"] = finder.components["z_knn_distance"].to_numpy()
     out["max"] = Outliers(combine="max").find(table, emb)["outlier_score"].to_numpy()
-    for name in ("mean", "max"):  # unusable images first, in the order of the score
-        out[f"{name}|unusable"] = np.where(unusable, UNUSABLE_FIRST + out[name], out[name])
+    unusable = reasons.notna().to_numpy()
+    out["mean|unusable"] = np.where(unusable, UNUSABLE_FIRST + out["mean"], out["mean"])
+    content = unusable & (reasons.fillna("").str.split("+").str[0] != "blurred").to_numpy()
+    out["mean|unusable_no_blur"] = np.where(content, UNUSABLE_FIRST + out["mean"], out["mean"])
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    out["mahalanobis"] = robust_z(pd.Series(mahalanobis(unit.astype(np.float64)))).to_numpy()
+    out["pixels"] = robust_z(pd.Series(mahalanobis(pixel_features(stats)))).to_numpy()
+    for parts in (("mahalanobis", "pixels"), ("mean", "mahalanobis", "pixels"), ("mean", "pixels")):
+        out[f"max({','.join(parts)})"] = np.maximum.reduce([out[p] for p in parts])
     return {v: out[v] for v in VARIANTS}
 
 
@@ -182,9 +219,10 @@ def in_top(score: np.ndarray, kinds: np.ndarray, kind: str) -> float:
 def measure(table: pd.DataFrame, emb: np.ndarray, pixels: np.ndarray, kinds: np.ndarray) -> dict:
     """Per variant: per planted kind in_top5 and flagged, and false_flag over the originals; per kind the
     Unusable finding's catch (and its reasons)."""
-    found = Unusable().find(table, images=pixels)
+    finder = Unusable()
+    found = finder.find(table, images=pixels)
     unusable = found["is_unusable"].to_numpy()
-    scores = variant_scores(table, emb, unusable)
+    scores = variant_scores(table, emb, finder.measure(pixels), found["unusable_reason"])
     planted = [k for k in dict.fromkeys(kinds) if k != "original"]
     orig = kinds == "original"
     out: dict = {"n": int(len(kinds)), "n_original": int(orig.sum()), "n_per_kind": {k: int((kinds == k).sum())
@@ -201,9 +239,10 @@ def measure(table: pd.DataFrame, emb: np.ndarray, pixels: np.ndarray, kinds: np.
     return out
 
 
-def run_stage(stage: str, epochs: int, draws: int, cache: Path | None) -> list[dict]:
+def run_stage(stage: str, epochs: int, draws: int, cache: Path | None, reuse: list[dict] | None) -> list[dict]:
     """Every version of a stage (STAGES): planted and clean, per direction, side and seed. cache: a folder to
-    keep each version's log_influence, embeddings and kinds in (npz), to study other scores without rescoring."""
+    keep each version's log_influence, embeddings and kinds in (npz); reuse: the earlier run rows (their
+    timings) when the cached scores are to be measured again instead of rescoring (None: score)."""
     runs = []
     for direction, photos, side, seeds in STAGES[stage]:
         for seed in seeds:
@@ -214,11 +253,23 @@ def run_stage(stage: str, epochs: int, draws: int, cache: Path | None) -> list[d
                 else:
                     pixels, kinds = digits_version(patches, seed, planted)
                 t = time.perf_counter()
-                table, emb, info = audit(pixels, seed, epochs, draws)
-                if cache is not None:
-                    cache.mkdir(parents=True, exist_ok=True)
-                    np.savez(cache / f"{stage}_{direction}_{side}_{seed}_{int(planted)}.npz", emb=emb, kinds=kinds.astype(str),
-                             log_influence=table["log_influence"].to_numpy(float))
+                key = (stage, direction, side, seed, planted)
+                path = None if cache is None else cache / ("_".join(map(str, key[:-1])) + f"_{int(planted)}.npz")
+                if reuse is not None and path is not None:
+                    kept = np.load(path)
+                    if not np.array_equal(kept["kinds"], kinds.astype(str)):
+                        raise SystemExit(f"{path}: cached kinds differ from the regenerated version")
+                    emb = kept["emb"]
+                    table = pd.DataFrame({"sample_id": [f"s{i:05d}" for i in range(len(emb))],
+                                          "log_influence": kept["log_influence"]})
+                    info = next({k: r[k] for k in ("pretrain_s", "score_s", "score_draws", "predicted_stability")}
+                                for r in reuse if (r["stage"], r["direction"], r["photos_cut_at"], r["seed"],
+                                                   r["planted"]) == key)
+                else:
+                    table, emb, info = audit(pixels, seed, epochs, draws)
+                if path is not None and reuse is None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    np.savez(path, emb=emb, kinds=kinds.astype(str), log_influence=table["log_influence"].to_numpy(float))
                 row = {"stage": stage, "direction": direction, "side": int(pixels.shape[-1]),
                        "photos_cut_at": side, "seed": seed, "planted": planted, **info,
                        **measure(table, emb, pixels, kinds)}
@@ -249,6 +300,24 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
+def choice(runs: list[dict], stage: str) -> dict:
+    """Per variant over a stage's planted versions: the mean over kinds and runs of in_top5, the number of
+    (run, kind) cells at 0, and the largest clean false-flag rate; plus the variant the rule picks (CHOICE_RULE)
+    among those with every clean false-flag rate below MAX_CLEAN_FLAGS."""
+    rows = [r for r in runs if r["stage"] == stage]
+    table = {}
+    for name in VARIANTS:
+        cells = [r[name][k]["in_top5"] for r in rows if r["planted"] for k in r["n_per_kind"]]
+        table[name] = {"mean_in_top5": float(np.mean(cells)), "cells_at_0": int(sum(c == 0 for c in cells)),
+                       "cells": len(cells),
+                       "max_clean_false_flag": float(max(r[name]["false_flag"] for r in rows if not r["planted"]))}
+    allowed = [n for n in VARIANTS if table[n]["max_clean_false_flag"] < MAX_CLEAN_FLAGS]
+    best = max(table[n]["mean_in_top5"] for n in allowed)
+    near = [n for n in allowed if table[n]["mean_in_top5"] >= best - TIE]
+    return {"rule": CHOICE_RULE, "variants": table,
+            "picked": min(near, key=lambda n: (table[n]["cells_at_0"], -table[n]["mean_in_top5"]))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--stage", choices=("tune", "held_out", "all"), default="all")
@@ -256,17 +325,21 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=16)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--cache", type=Path, default=None, help="folder for each version's scores and embeddings")
+    ap.add_argument("--reuse", action="store_true", help="measure the cached scores again (no pretraining or "
+                    "scoring; timings from --out's earlier runs)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     stages = ("tune", "held_out") if args.stage == "all" else (args.stage,)
     runs = [r for r in previous.get("runs", []) if r["stage"] not in stages]
-    seconds = {k: v for k, v in previous.get("seconds", {}).items() if k not in stages}
+    seconds = {k: v for k, v in previous.get("seconds", {}).items() if k not in stages or args.reuse}
     for stage in stages:
         t = time.perf_counter()
-        runs += run_stage(stage, args.epochs, args.draws, args.cache)
-        seconds[stage] = round(time.perf_counter() - t, 1)
+        runs += run_stage(stage, args.epochs, args.draws, args.cache,
+                          previous.get("runs", []) if args.reuse else None)
+        if not args.reuse:
+            seconds[stage] = round(time.perf_counter() - t, 1)
     result = {"benchmark": "outliers_natural", "split": {
                   "tune": "TUNE_PHOTOS at 32 px, seed 0; digits with TUNE_PHOTOS patches, seed 0",
                   "held_out": "HELD_OUT_PHOTOS at 32 px (seeds 1, 2, 3) and 64 px (seeds 1, 2); digits with "
@@ -275,7 +348,10 @@ def main() -> None:
               "encoder": {"model": "SmallCNN", "method": "simclr", "epochs": args.epochs,
                           "path": "workflows.image_audit.load_or_pretrain"},
               "scorer": {"draws": args.draws, "target_stability": None, "rest": "InfluenceConfig defaults"},
-              "summary": summarise(runs), "runs": runs, "seconds": seconds,
+              "summary": summarise(runs),
+              "choice": {stage: choice(runs, stage) for stage in ("tune", "held_out")
+                         if any(r["stage"] == stage for r in runs)},
+              "runs": runs, "seconds": seconds,
               "threads": torch.get_num_threads()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
