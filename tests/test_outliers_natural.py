@@ -1,0 +1,62 @@
+"""The outliers benchmark's planted versions and measures (benchmarks/outliers_natural.py), on small inputs:
+each kind is what its name says, the saturated and blurred images leave no clean twin behind, and the top-5%
+share ranks a kind among the originals only."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import outliers_natural as on  # noqa: E402
+
+from influencegate.findings.unusable import Unusable  # noqa: E402
+
+
+def smooth_patches(n: int, side: int = 32, seed: int = 0) -> np.ndarray:
+    """n textured RGB patches in [0.2, 0.8], n x 3 x side x side."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0.2, 0.8, size=(n, 3, side // 4, side // 4))
+    return on.resize(small, side, antialias=False).astype(np.float32)
+
+
+def test_photo_version_plants_each_kind_and_takes_the_sources_out():
+    background = smooth_patches(200)
+    pixels, kinds = on.photo_version(background, seed=0, planted=True)
+    m = round(on.PLANT_SHARE * 200)
+    assert {k: int((kinds == k).sum()) for k in on.PHOTO_KINDS} == {k: m for k in on.PHOTO_KINDS}
+    assert (kinds == "original").sum() == 200 - 2 * m  # the saturated and blurred images' sources left
+    originals = pixels[kinds == "original"].reshape(200 - 2 * m, -1)
+    assert len({row.tobytes() for row in originals} & {row.tobytes() for row in background.reshape(200, -1)}) \
+        == 200 - 2 * m
+    stats = Unusable().measure(pixels)
+    assert (stats.loc[kinds == "blank", "pixel_std"] < 1e-6).all()
+    assert (stats.loc[kinds == "saturated", "clipped_fraction"] > 0.5).all()
+    assert stats.loc[kinds == "noise", "sharpness"].min() > stats.loc[kinds == "original", "sharpness"].max()
+    assert stats.loc[kinds == "blur", "sharpness"].max() < stats.loc[kinds == "original", "sharpness"].median()
+    clean, clean_kinds = on.photo_version(background, seed=0, planted=False)
+    assert clean is background and (clean_kinds == "original").all()
+
+
+def test_digits_version_adds_grey_photos_at_8_px():
+    pixels, kinds = on.digits_version(smooth_patches(60), seed=1, planted=True)
+    assert pixels.shape[1:] == (1, 8, 8) and (kinds == "original").sum() == 1797
+    assert (kinds == "photos").sum() == round(on.PLANT_SHARE * 1797)
+    assert pixels.min() >= 0 and pixels.max() <= 1
+
+
+def test_in_top_ranks_a_kind_among_the_originals_only():
+    kinds = np.array(["original"] * 95 + ["a"] * 3 + ["b"] * 2, dtype=object)
+    score = np.concatenate([np.arange(95.0), [200.0, 201.0, 50.0], [300.0, 301.0]])
+    # pool of a: 95 originals + 3 -> top round(0.05 * 98) = 5: b's higher scores do not take places
+    assert on.in_top(score, kinds, "a") == 2 / 3
+    assert on.in_top(score, kinds, "b") == 1.0
+    planted_reasons = pd.Series([None] * 100)
+    table = pd.DataFrame({"sample_id": [f"s{i}" for i in range(100)], "log_influence": score / 100})
+    emb = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    stats = Unusable().measure(np.random.default_rng(1).uniform(size=(100, 1, 8, 8)))
+    variants = on.variant_scores(table, emb, stats, planted_reasons)
+    assert set(variants) == set(on.VARIANTS) and all(len(v) == 100 for v in variants.values())
+    np.testing.assert_allclose(variants["mean|unusable"], variants["mean"])  # nothing unusable: unchanged
