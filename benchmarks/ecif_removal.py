@@ -230,17 +230,31 @@ def trace_summary(rows: list[dict]) -> dict:
            "max_warm_vs_cold_difference": max(q.get("warm_vs_cold_change_difference", 0.0) for q in queries)}
     for variant in ("ecif", "ecif_relative"):
         out[f"{variant}_beats"] = {alt: float(np.mean([q["change"][variant] < q["change"][alt] for q in queries]))
-                                   for alt in (*ALTERNATIVES, *({"ecif"} - {variant}))}
+                                   for alt in (*ALTERNATIVES, *({"ecif", "ecif_relative"} - {variant}))}
     return out
+
+
+def summarise(out: dict) -> None:
+    """out["summary"]: removal (shuffled and systematic runs apart) at out["chosen_k"], and trace-back."""
+    out["summary"] = {kind: removal_summary([r for r in out["rows"] if (r["run"] == "shuffled_20pct") == (kind == "shuffled")],
+                                            out["chosen_k"]) for kind in ("shuffled", "systematic")}
+    out["summary"]["trace_back"] = trace_summary(out["rows"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phase", choices=("dev", "eval"), required=True)
     parser.add_argument("--queries", type=int, default=4, help="mispredicted test queries traced back per run")
+    parser.add_argument("--summary-only", action="store_true", help="recompute the summary of the phase's JSON")
     args = parser.parse_args()
     torch.set_num_threads(1)
     dev_file = RESULTS / "ecif_removal_dev.json"
+    if args.summary_only:
+        path = dev_file if args.phase == "dev" else RESULTS / "ecif_removal.json"
+        out = json.loads(path.read_text())
+        summarise(out)
+        path.write_text(json.dumps(out, indent=1) + "\n")
+        return
     seeds, systematic = ((DEV_SEED,), DEV_SYSTEMATIC) if args.phase == "dev" else (EVAL_SEEDS, EVAL_SYSTEMATIC)
     chosen_k = json.loads(dev_file.read_text())["chosen_k"] if args.phase == "eval" else None
     out_file = dev_file if args.phase == "dev" else RESULTS / "ecif_removal.json"
@@ -258,9 +272,7 @@ def main() -> None:
         out["criterion"] = "per method, the k of k_grid with the best mean dev accuracy (ties: smaller k)"
     else:
         out["chosen_k"] = chosen_k
-    out["summary"] = {kind: removal_summary([r for r in out["rows"] if (r["run"] == "shuffled_20pct") == (kind == "shuffled")],
-                                            out["chosen_k"]) for kind in ("shuffled", "systematic")}
-    out["summary"]["trace_back"] = trace_summary(out["rows"])
+    summarise(out)
     out_file.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out["summary"], indent=1))
 
