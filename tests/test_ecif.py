@@ -34,7 +34,9 @@ from influencegate.ecif import (
     positive_part,
     query_loss,
     reference_loss,
+    relative_influence,
     removal_edit,
+    self_influence,
     similarity_jvps,
 )
 from influencegate.ecif.evidence import reference_halves
@@ -153,6 +155,35 @@ def test_cheap_path_equals_explicit_path(case, request):
     for cheap, explicit in ((cheap_pos, explicit_pos), (cheap_neg, explicit_neg)):
         assert float(explicit.abs().max()) > 1e-4  # not trivially zero
         assert float((cheap - explicit).abs().max()) < 1e-6 * float(explicit.abs().max())
+
+
+def test_relative_influence_matches_explicit_per_pair_gradients(convex):
+    """influence_n / sqrt(g_n^T H^-1 g_n) against one backward pass per pair, Pos_n + Neg_n written out from
+    the softmaxes, and H from torch.autograd.functional.hessian."""
+    problem, theta, ref = convex
+    hessian = torch.autograd.functional.hessian(problem.objective, theta)
+    ref_grad = torch.autograd.functional.jacobian(ref, theta)
+    expected = torch.empty(len(problem.images), dtype=torch.float64)
+    for members in problem.batches.members:
+        for slot in range(len(members)):
+            def pair_term(t, members=members, slot=slot):
+                s = problem.batch_similarity(t, members)
+                p_row, p_col = torch.softmax(s, 1), torch.softmax(s, 0)
+                others = torch.arange(len(members)) != slot
+                return (-p_row[slot, slot].log() - p_col[slot, slot].log()
+                        + p_row[others, slot].sum() + p_col[slot, others].sum())
+            g = torch.autograd.functional.jacobian(pair_term, theta)
+            dtheta = torch.linalg.solve(hessian, g)
+            expected[members[slot]] = (ref_grad @ dtheta) / (g @ dtheta).sqrt()
+    solver = ExactSolver(problem.hessian(theta))
+    pos, neg = pair_influence(problem, theta, solver.solve(loss_gradient(ref, theta)))
+    got = relative_influence(pos + neg, sum(self_influence(*pair_gradients(problem, theta), solver)))
+    assert float((got - expected).abs().max()) < 1e-8 * float(expected.abs().max())
+    ratio = got / (pos + neg)  # not a rescaling of the plain score: the ranking changes
+    assert float(ratio.std() / ratio.abs().mean()) > 0.05
+    assert not torch.equal(torch.argsort(got), torch.argsort(pos + neg))
+    with pytest.raises(ValueError, match="positive"):
+        relative_influence(pos + neg, torch.zeros_like(pos))
 
 
 def test_closed_forms_match_finite_differences():

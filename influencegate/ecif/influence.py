@@ -9,6 +9,8 @@ reference loss L' by dL'_n ~= grad L'^T dtheta_n = positive_if_n + negative_if_n
 - Explicit path (``pair_gradients`` + ``explicit_pair_influence``): per-pair gradients of Pos_n and Neg_n
   (P each) and H^-1 applied to every one of them; the reference the cheap path is tested against, and what
   self-influence and the removal edit need.
+- Relative influence (``relative_influence``): the influence divided by the pair's own influence scale
+  sqrt(g_n^T H^-1 g_n), so that trace-back is not dominated by pairs that move every loss a lot.
 """
 from __future__ import annotations
 
@@ -100,6 +102,24 @@ def self_influence(g_pos: torch.Tensor, g_neg: torch.Tensor, solver: Solver) -> 
     grad Neg_n^T H^-1 g_n) so that the two parts add up to it. Inputs N x P; returns two (N,)."""
     dtheta = solver.solve((g_pos + g_neg).T).T  # N x P
     return (g_pos * dtheta).sum(1), (g_neg * dtheta).sum(1)
+
+
+def relative_influence(influence: torch.Tensor, self_influence: torch.Tensor) -> torch.Tensor:
+    """l-relative influence (RelatIF, Barshan et al. 2020): influence_n / sqrt(g_n^T H^-1 g_n).
+
+    influence: (N,) or Q x N, e.g. positive_if + negative_if of each pair position n for one or Q losses;
+    self_influence: (N,) g_n^T H^-1 g_n (``self_influence``, its two parts summed), > 0 where H is positive
+    definite and g_n != 0. It is the influence of pair n under the constraint that its removal moves the
+    parameters by at most one unit of H-norm (|dtheta_n|_H = sqrt(g_n^T H^-1 g_n)), so pairs that are merely
+    influential on everything (large self-influence) do not dominate a trace-back. NaN positions stay NaN;
+    ValueError for a non-positive self-influence.
+    """
+    if influence.shape[-1] != self_influence.shape[0] or self_influence.ndim != 1:
+        raise ValueError(f"influence {tuple(influence.shape)} and self-influence {tuple(self_influence.shape)} "
+                         "must share the pair dimension N")
+    if bool((self_influence <= 0).any()):
+        raise ValueError("self-influence g^T H^-1 g must be positive (H positive definite, g != 0)")
+    return influence / self_influence.sqrt()
 
 
 def removal_edit(problem: ContrastiveProblem, theta: torch.Tensor, solver: Solver,
