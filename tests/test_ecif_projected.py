@@ -27,29 +27,9 @@ from influencegate.ecif.projected import ProjectedEcif, project_pairs, random_pr
 from influencegate.models.dual import DualEncoder, add_lora
 from influencegate.models.lora_conv import LoRAConv2d
 from influencegate.models.small_cnn import SmallCNN
+from contrastive_data import clustered, one_thread  # noqa: F401 (one_thread: autouse fixture)
 
 ALL_LAYERS = ("features.0", "features.2", "features.4", "head")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def clustered(n: int, seed: int, wrong: float = 0.0, image_dim: int = 6, text_dim: int = 5):
-    """n pairs around 4 class centres; the first round(wrong n) texts name the next class (float64)."""
-    g = torch.Generator().manual_seed(seed)
-    centres_i = torch.randn(4, image_dim, generator=g, dtype=torch.float64)
-    centres_t = torch.randn(4, text_dim, generator=g, dtype=torch.float64)
-    cls = torch.randint(0, 4, (n,), generator=g)
-    text_cls = cls.clone()
-    k = int(round(wrong * n))
-    text_cls[:k] = (text_cls[:k] + 1) % 4
-    return (centres_i[cls] + 0.5 * torch.randn(n, image_dim, generator=g, dtype=torch.float64),
-            centres_t[text_cls] + 0.3 * torch.randn(n, text_dim, generator=g, dtype=torch.float64))
 
 
 def make_problem(dual: DualEncoder, images, texts, batch_size: int, delta: float, features=None) -> ContrastiveProblem:
