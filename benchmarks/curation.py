@@ -223,11 +223,16 @@ def run_seed(setting: Setting, seed: int, steps: int = STEPS, manifest: Path | N
 
 
 def interval(deltas: list[float]) -> dict[str, float | int]:
-    """n, mean and the 95% t-interval of the mean (NaN bounds for one value)."""
+    """n, mean, the 95% t-interval of the mean and the two-sided one-sample t-test p-value of mean 0 (NaN
+    bounds and p for one value; p = 1 when every delta is 0)."""
     d = np.asarray(deltas, dtype=np.float64)
-    half = stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size) if d.size > 1 else math.nan
+    half, p = math.nan, math.nan
+    if d.size > 1:
+        sd = d.std(ddof=1)
+        half = stats.t.ppf(0.975, d.size - 1) * sd / math.sqrt(d.size)
+        p = float(stats.ttest_1samp(d, 0.0).pvalue) if sd > 0 else 1.0
     return {"n_seeds": int(d.size), "mean": float(d.mean()), "ci95_low": float(d.mean() - half),
-            "ci95_high": float(d.mean() + half)}
+            "ci95_high": float(d.mean() + half), "p_value": p}
 
 
 def summarise(setting: Setting, seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -242,6 +247,23 @@ def summarise(setting: Setting, seeds: list[dict[str, Any]]) -> list[dict[str, A
                 row["junk_share_of_removed"] = float(np.mean([c["junk_share_of_removed"] for c in cells]))
             rows.append(row)
     return rows
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The README table: one row per (setting, rule), one column per fraction; each cell the delta's mean and
+    95% interval in accuracy points (bold where the interval excludes 0)."""
+    fractions = sorted({r["fraction"] for e in results["settings"].values() for r in e["summary"]})
+    lines = ["| setting | rule | " + " | ".join(f"p = {f:.0%}" for f in fractions) + " |",
+             "|---|---|" + "---|" * len(fractions)]
+    for name, entry in results["settings"].items():
+        for rule in REMOVALS:
+            cells = []
+            for fraction in fractions:
+                d = next(r["delta"] for r in entry["summary"] if r["rule"] == rule and r["fraction"] == fraction)
+                text = f"{100 * d['mean']:+.2f} [{100 * d['ci95_low']:+.2f}, {100 * d['ci95_high']:+.2f}]"
+                cells.append(f"**{text}**" if d["ci95_low"] > 0 or d["ci95_high"] < 0 else text)
+            lines.append(f"| {name} | {rule} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def load_results(path: Path) -> dict[str, Any]:
@@ -273,9 +295,13 @@ def main() -> None:
                                                             "each removal alike); recorded per seed")
     p.add_argument("--manifest-dir", type=Path, default=None, help="write each seed's kept-sample manifest here "
                                                                     "(<setting>_seed<s>.parquet)")
+    p.add_argument("--table", action="store_true", help="print the README table of --out; runs nothing")
     args = p.parse_args()
     torch.set_num_threads(1)
     out_path = RESULTS_DIR / args.out
+    if args.table:
+        print(markdown_table(load_results(out_path)))
+        return
     if args.merge:
         merge(out_path, [RESULTS_DIR / name for name in args.merge.split(",")])
         return

@@ -109,3 +109,18 @@ def test_train_runs_the_given_number_of_steps(tiny_split) -> None:
     """Fewer steps give different weights from the same seed (the --steps option reaches the optimiser)."""
     one, two = (curation.train(tiny_split.pool, "simclr", SEED, steps) for steps in (1, 2))
     assert any(not torch.equal(a, b) for a, b in zip(one.state_dict().values(), two.state_dict().values()))
+
+
+def test_summary_marks_only_intervals_that_exclude_zero() -> None:
+    """Over 5 seeds, a cell whose deltas are all positive gets an interval above 0, p < 0.05 and bold in the
+    table; a cell of deltas around 0 does not."""
+    setting = curation.Setting("toy", "digits", False, "simclr")
+    seeds = [{"cells": [{"rule": rule, "fraction": f, "junk_share_of_removed": 0.0,
+                         "delta": 0.01 + 0.001 * s if (rule, f) == ("top_knn", 0.05) else (-1) ** s * 0.01}
+                        for rule in curation.REMOVALS for f in curation.FRACTIONS]} for s in range(5)]
+    summary = curation.summarise(setting, seeds)
+    up = next(r["delta"] for r in summary if (r["rule"], r["fraction"]) == ("top_knn", 0.05))
+    assert up["n_seeds"] == 5 and up["ci95_low"] > 0 and up["p_value"] < 0.05
+    assert all(r["delta"]["ci95_low"] < 0 < r["delta"]["ci95_high"] for r in summary if r["delta"] is not up)
+    table = curation.markdown_table({"settings": {"toy": {"summary": summary}}})
+    assert table.count("**") == 2 and "| toy | top_knn | +0.20 [-1.16, +1.56] | **+1.20 [+1.00, +1.40]** |" in table
