@@ -27,7 +27,8 @@ Datasets: digits (1,797 8 x 8, label the digit) and photo patches (1,029 16 x 16
 label the source photo), as built by benchmarks/encoder_agreement.py. No choice here was tuned on these
 numbers: the fractions, rules, step budget and probe were fixed before the first run.
 
-Usage: python benchmarks/curation.py [--settings a,b] [--seeds 0,1,2,3,4] [--out curation.json]
+Usage: python benchmarks/curation.py [--settings a,b] [--seeds 0,1,2,3,4] [--steps 120] [--out curation.json]
+       [--manifest-dir DIR]
 """
 from __future__ import annotations
 
@@ -138,11 +139,11 @@ def make_split(setting: Setting, seed: int) -> Split:
 
 
 # -- training, probe, removal rules ----------------------------------------------------------------------
-def train(pool: ImageDataset, method: str, seed: int) -> torch.nn.Module:
-    """SmallCNN pretrained on `pool` from seed's initial weights for ceil(STEPS / steps per epoch) epochs."""
+def train(pool: ImageDataset, method: str, seed: int, steps: int = STEPS) -> torch.nn.Module:
+    """SmallCNN pretrained on `pool` from seed's initial weights for ceil(steps / steps per epoch) epochs."""
     per_epoch = max(1, len(pool) // min(BATCH, len(pool)))
     initial = build_encoder("small_cnn", seed=seed, in_channels=pool.image_shape[0])
-    return pretrain(initial, pool, method=method, epochs=math.ceil(STEPS / per_epoch), seed=seed, batch_size=BATCH,
+    return pretrain(initial, pool, method=method, epochs=math.ceil(steps / per_epoch), seed=seed, batch_size=BATCH,
                     progress=False).encoder.eval()
 
 
@@ -176,32 +177,62 @@ def removed_ids(table: pd.DataFrame, rule: str, fraction: float, seed: int) -> l
     return order["sample_id"].iloc[:count].tolist()
 
 
-# -- one seed, and the summary ---------------------------------------------------------------------------
-def run_seed(setting: Setting, seed: int) -> dict[str, Any]:
-    """Baseline and every (rule, fraction) accuracy for one seed, with the junk share of each removed set."""
-    split = make_split(setting, seed)
-    baseline = train(split.pool, setting.method, seed)
-    table = rankings(baseline, split.pool, seed)
-    out: dict[str, Any] = {"seed": seed, "n_pool": len(split.pool), "n_test": len(split.test_labels),
-                           "score_draws": table.attrs["score_draws"], "baseline_accuracy": probe(baseline, split),
-                           "cells": []}
+def kept_ids(table: pd.DataFrame, fractions: tuple[float, ...], seed: int) -> dict[tuple[str, float], list[str]]:
+    """For each (rule, fraction): the pool's sample ids without that rule's removed ids, in pool order."""
+    out = {}
     for rule in REMOVALS:
-        for fraction in FRACTIONS:
+        for fraction in fractions:
             gone = set(removed_ids(table, rule, fraction, seed))
-            kept = split.pool.subset([s for s in split.pool.sample_ids if s not in gone])
-            accuracy = probe(train(kept, setting.method, seed), split)
-            out["cells"].append({"rule": rule, "fraction": fraction, "removed": len(gone), "accuracy": accuracy,
-                                 "delta": accuracy - out["baseline_accuracy"],
-                                 "junk_share_of_removed": sum(s.startswith("junk/") for s in gone) / max(len(gone), 1)})
+            out[(rule, fraction)] = [s for s in table["sample_id"] if s not in gone]
     return out
 
 
+def write_manifest(path: Path, kept: dict[tuple[str, float], list[str]]) -> Path:
+    """The kept-sample manifest as Parquet: one row (rule, fraction, sample_id) per kept image per cell."""
+    rows = [(rule, fraction, sample_id) for (rule, fraction), ids in kept.items() for sample_id in ids]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["rule", "fraction", "sample_id"]).to_parquet(path, index=False)
+    return path
+
+
+# -- one seed, and the summary ---------------------------------------------------------------------------
+def run_split(split: Split, method: str, seed: int, steps: int = STEPS, fractions: tuple[float, ...] = FRACTIONS,
+              manifest: Path | None = None) -> dict[str, Any]:
+    """Baseline and every (rule, fraction) accuracy on one split, with the junk share of each removed set; the
+    kept-sample manifest written to `manifest` if given."""
+    baseline = train(split.pool, method, seed, steps)
+    table = rankings(baseline, split.pool, seed)
+    kept = kept_ids(table, fractions, seed)
+    if manifest is not None:
+        write_manifest(manifest, kept)
+    out: dict[str, Any] = {"seed": seed, "steps": steps, "n_pool": len(split.pool), "n_test": len(split.test_labels),
+                           "score_draws": table.attrs["score_draws"], "baseline_accuracy": probe(baseline, split),
+                           "cells": []}
+    for (rule, fraction), ids in kept.items():
+        accuracy = probe(train(split.pool.subset(ids), method, seed, steps), split)
+        gone = set(split.pool.sample_ids) - set(ids)
+        out["cells"].append({"rule": rule, "fraction": fraction, "removed": len(gone), "accuracy": accuracy,
+                             "delta": accuracy - out["baseline_accuracy"],
+                             "junk_share_of_removed": sum(s.startswith("junk/") for s in gone) / max(len(gone), 1)})
+    return out
+
+
+def run_seed(setting: Setting, seed: int, steps: int = STEPS, manifest: Path | None = None) -> dict[str, Any]:
+    """`run_split` on the setting's split for `seed` (module docstring, steps 1-5)."""
+    return run_split(make_split(setting, seed), setting.method, seed, steps, manifest=manifest)
+
+
 def interval(deltas: list[float]) -> dict[str, float | int]:
-    """n, mean and the 95% t-interval of the mean (NaN bounds for one value)."""
+    """n, mean, the 95% t-interval of the mean and the two-sided one-sample t-test p-value of mean 0 (NaN
+    bounds and p for one value; p = 1 when every delta is 0)."""
     d = np.asarray(deltas, dtype=np.float64)
-    half = stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size) if d.size > 1 else math.nan
+    half, p = math.nan, math.nan
+    if d.size > 1:
+        sd = d.std(ddof=1)
+        half = stats.t.ppf(0.975, d.size - 1) * sd / math.sqrt(d.size)
+        p = float(stats.ttest_1samp(d, 0.0).pvalue) if sd > 0 else 1.0
     return {"n_seeds": int(d.size), "mean": float(d.mean()), "ci95_low": float(d.mean() - half),
-            "ci95_high": float(d.mean() + half)}
+            "ci95_high": float(d.mean() + half), "p_value": p}
 
 
 def summarise(setting: Setting, seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -216,6 +247,23 @@ def summarise(setting: Setting, seeds: list[dict[str, Any]]) -> list[dict[str, A
                 row["junk_share_of_removed"] = float(np.mean([c["junk_share_of_removed"] for c in cells]))
             rows.append(row)
     return rows
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The README table: one row per (setting, rule), one column per fraction; each cell the delta's mean and
+    95% interval in accuracy points (bold where the interval excludes 0)."""
+    fractions = sorted({r["fraction"] for e in results["settings"].values() for r in e["summary"]})
+    lines = ["| setting | rule | " + " | ".join(f"p = {f:.0%}" for f in fractions) + " |",
+             "|---|---|" + "---|" * len(fractions)]
+    for name, entry in results["settings"].items():
+        for rule in REMOVALS:
+            cells = []
+            for fraction in fractions:
+                d = next(r["delta"] for r in entry["summary"] if r["rule"] == rule and r["fraction"] == fraction)
+                text = f"{100 * d['mean']:+.2f} [{100 * d['ci95_low']:+.2f}, {100 * d['ci95_high']:+.2f}]"
+                cells.append(f"**{text}**" if d["ci95_low"] > 0 or d["ci95_high"] < 0 else text)
+            lines.append(f"| {name} | {rule} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def load_results(path: Path) -> dict[str, Any]:
@@ -243,9 +291,17 @@ def main() -> None:
     p.add_argument("--out", default="curation.json")
     p.add_argument("--merge", default=None, help="comma list of results files (in benchmarks/results) whose seeds "
                                                  "are added to --out; runs nothing")
+    p.add_argument("--steps", type=int, default=STEPS, help="optimiser steps of every pretraining (baseline and "
+                                                            "each removal alike); recorded per seed")
+    p.add_argument("--manifest-dir", type=Path, default=None, help="write each seed's kept-sample manifest here "
+                                                                    "(<setting>_seed<s>.parquet)")
+    p.add_argument("--table", action="store_true", help="print the README table of --out; runs nothing")
     args = p.parse_args()
     torch.set_num_threads(1)
     out_path = RESULTS_DIR / args.out
+    if args.table:
+        print(markdown_table(load_results(out_path)))
+        return
     if args.merge:
         merge(out_path, [RESULTS_DIR / name for name in args.merge.split(",")])
         return
@@ -254,15 +310,17 @@ def main() -> None:
         have = {s["seed"] for s in entry["seeds"]}
         for seed in (int(x) for x in args.seeds.split(",") if int(x) not in have):
             start = time.perf_counter()
-            entry["seeds"].append(run_seed(setting, seed))
+            manifest = args.manifest_dir / f"{setting.name}_seed{seed}.parquet" if args.manifest_dir else None
+            result = run_seed(setting, seed, args.steps, manifest)
+            entry["seeds"].append(result | {"seconds": round(time.perf_counter() - start, 1)})
             entry["summary"] = summarise(setting, entry["seeds"])
             done = load_results(out_path)  # re-read: processes running other settings share the file
             done["settings"][setting.name] = entry
-            done.update({"description": __doc__.split("Usage:")[0].strip(), "steps": STEPS, "batch": BATCH,
+            done.update({"description": __doc__.split("Usage:")[0].strip(), "default_steps": STEPS, "batch": BATCH,
                          "fractions": list(FRACTIONS), "removals": list(REMOVALS)})
             write_json(out_path, done)
             print(setting.name, seed, f"baseline {entry['seeds'][-1]['baseline_accuracy']:.3f}",
-                  f"{time.perf_counter() - start:.0f} s", flush=True)
+                  f"{entry['seeds'][-1]['seconds']:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
