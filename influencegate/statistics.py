@@ -24,14 +24,21 @@ REFERENCE_FLAG_RULE = "combined_above_reference_quantile"
 SCORE_COLUMNS = {"images": "influence", "pairs": "misalignment_score"}
 
 
+def robust_scale(values: np.ndarray) -> tuple[float, float]:
+    """(median, 1.4826 x MAD) of finite values (the MAD scaled to a Gaussian's standard deviation; same units
+    as the values). Callers decide what a zero scale means."""
+    x = np.asarray(values, dtype=np.float64)
+    median = float(np.median(x))
+    return median, 1.4826 * float(np.median(np.abs(x - median)))
+
+
 def robust_z(values: pd.Series) -> pd.Series:
     """(x - median) / (1.4826 * MAD) over the non-null values; NaN stays NaN; 0 when MAD is 0. Unitless."""
     x = pd.to_numeric(values, errors="coerce").astype(float)
     finite = x[np.isfinite(x)]
     if finite.empty:
         return pd.Series(np.nan, index=x.index)
-    median = float(finite.median())
-    mad = 1.4826 * float((finite - median).abs().median())
+    median, mad = robust_scale(finite.to_numpy())
     if mad <= 0:
         return (x - median) * 0.0
     return (x - median) / mad

@@ -85,7 +85,6 @@ def shuffle_captions(captions: Sequence[str], labels: Sequence[int], fraction: f
     return new_captions, caption_labels, is_misaligned
 
 
-
 def mislabel_digit(captions: Sequence[str], labels: Sequence[int], source: int, target: int, share: float,
                    rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
     """A systematic caption error: round(share x count) of the images of digit ``source`` (drawn with
@@ -98,6 +97,7 @@ def mislabel_digit(captions: Sequence[str], labels: Sequence[int], source: int, 
     for i, template in zip(chosen, rng.integers(0, len(CAPTION_TEMPLATES), size=len(chosen))):
         captions[i] = digit_caption(target, int(template))
     return captions, np.isin(np.arange(len(captions)), chosen)
+
 
 #: Digits held out as the clean reference part of ``captioned_digits`` (a fixed, seeded choice).
 REFERENCE_SIZE = 200

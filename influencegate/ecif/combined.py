@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from influencegate.statistics import robust_scale
+
 #: Weights of the robust z-scores (unitless) by evidence name (``influencegate.ecif.evidence.EVIDENCE``):
 #: chosen on development seed 100 by benchmarks/ecif_detection.py --phase dev (results/ecif_detection_dev.json:
 #: of the two weightings of its grid whose AUROC >= max(ECIF, CLIP score) on all 3 dev runs, the better mean).
@@ -28,8 +30,7 @@ def reference_z(values: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, 
     """(z of values (N,), z of reference (M,)): robust z-scores against the reference's median and
     1.4826 x MAD (unitless); MAD 0 falls back to the reference's standard deviation, then to 1."""
     reference = np.asarray(reference, dtype=np.float64)
-    median = float(np.median(reference))
-    scale = 1.4826 * float(np.median(np.abs(reference - median)))
+    median, scale = robust_scale(reference)
     if not scale > 0:
         scale = float(np.std(reference)) or 1.0
     return (np.asarray(values, dtype=np.float64) - median) / scale, (reference - median) / scale
