@@ -49,8 +49,8 @@ def run_stage(cmd: list[str], limit_s: float, env: dict[str, str] | None = None)
         proc = run_with_deadline(cmd, limit_s, cwd=REPO_ROOT, env={**os.environ, "TQDM_DISABLE": "1", **(env or {})})
         result = {"returncode": proc.returncode, "output_tail": (proc.stdout + proc.stderr)[-TAIL_CHARS:]}
     except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"") + (exc.stderr or b"")
-        text = out.decode(errors="replace") if isinstance(out, bytes) else out
+        text = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part
+                       for part in (exc.stdout, exc.stderr) if part)
         result = {"returncode": None, "error": f"stopped after its limit of {limit_s:.0f} s",
                   "output_tail": text[-TAIL_CHARS:]}
     result["seconds"] = round(time.perf_counter() - start, 1)
@@ -94,11 +94,13 @@ def compact_speed(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def stage_speed(precision: str, limit_s: float, results_dir: Path, max_seconds: float, setups: str) -> dict[str, Any]:
-    """influence_speed.py on the GPU; its full report is kept beside the check's JSON."""
+def stage_speed(precision: str, limit_s: float, results_dir: Path, max_seconds: float, setups: str,
+                methods: str | None = None) -> dict[str, Any]:
+    """influence_speed.py on the GPU; its full report is kept beside the check's JSON. `methods` replaces the
+    stage's STAGE_METHODS (comma list), e.g. to leave out kronfluence where it cannot finish in the limit."""
     json_path = results_dir / f"influence_speed_cuda_{precision}.json"
     cmd = [sys.executable, "benchmarks/influence_speed.py", "--device", "cuda", "--precision", precision,
-           "--setups", setups, "--methods", STAGE_METHODS[f"speed_{precision}"], "--max-seconds", str(max_seconds),
+           "--setups", setups, "--methods", methods or STAGE_METHODS[f"speed_{precision}"], "--max-seconds", str(max_seconds),
            "--out", str(json_path), "--worker-timeout", str(round(limit_s / 3))]
     if precision != "fp32":
         cmd += ["--flatness", ""]
@@ -171,6 +173,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "gpu_check.json"))
     p.add_argument("--stages", default=",".join(STAGE_LIMITS_S), help=f"comma list of {list(STAGE_LIMITS_S)}")
     p.add_argument("--setups", default=SPEED_SETUPS, help="influence_speed.py setups of the speed stages")
+    p.add_argument("--methods", default=None, help="influence_speed.py methods of the speed stages (default: "
+                   f"{STAGE_METHODS})")
     p.add_argument("--max-seconds", type=float, default=6.0, help="influence_speed.py's time budget per method")
     p.add_argument("--budget-scale", type=float, default=1.0, help="multiplies every stage's time limit")
     args = p.parse_args(argv)
@@ -201,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 report["stages"][name] = stage_tests(limit)
             elif name.startswith("speed_"):
                 report["stages"][name] = stage_speed(name.split("_")[1], limit, out.parent, args.max_seconds,
-                                                     args.setups)
+                                                     args.setups, args.methods)
             else:
                 report["stages"][name] = stage_torchrun(limit, scratch)
             report["total_seconds"] = round(time.perf_counter() - start, 1)

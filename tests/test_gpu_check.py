@@ -48,3 +48,12 @@ def test_a_stage_stopped_at_its_limit_takes_its_workers_with_it(tmp_path):
     assert not _alive(worker), "the stage's worker outlived the stage"
     finished = run_with_deadline([sys.executable, "-c", "print('ok')"], timeout=60)
     assert finished.returncode == 0 and finished.stdout.strip() == "ok"
+
+
+def test_a_stage_stopped_at_its_limit_is_recorded_with_its_output():
+    from benchmarks.gpu_check import run_stage
+
+    result = run_stage(["bash", "-c", "echo partial; echo warned >&2; sleep 60"], limit_s=2)
+    assert result["passed"] is False and result["returncode"] is None
+    assert "limit of 2 s" in result["error"]
+    assert "partial" in result["output_tail"] and "warned" in result["output_tail"]
