@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 RESULTS = Path(__file__).resolve().parent / "results" / "audit_scale.json"
@@ -148,12 +149,14 @@ def artifact_sizes(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def run_audit(n: int, work: Path, encoder: Path, draws: int, workers: int) -> dict:
-    """One audit of the first n patches in a fresh process; per-step seconds, shares and peak RSS."""
+def run_audit(n: int, work: Path, encoder: Path, draws: int, workers: int, label: str = "full",
+              influence: dict[str, str] | None = None) -> dict:
+    """One audit of the first n patches in a fresh process; per-step seconds, shares and peak RSS.
+    influence: the config's `influence` section (resume_dir / since of an incremental audit), if any."""
     import yaml
 
     source = write_shards(work / f"data_{n}", n, seed=0)
-    home = work / f"run_{n}"
+    home = work / f"run_{n}" if label == "full" else work / f"run_{n}_{label}"
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **ENV, "ZENML_CONFIG_PATH": str(home / "zenml"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "INFLUENCEGATE_STORE_DIR": str(home / "store")}
@@ -162,6 +165,7 @@ def run_audit(n: int, work: Path, encoder: Path, draws: int, workers: int) -> di
                     "name": f"patches{n}"},
         "encoder": {"checkpoint": str(encoder)},
         "scorer": {"draws": draws, "target_stability": None},
+        **({"influence": influence} if influence else {}),
         "tracking": {"uri": env["MLFLOW_TRACKING_URI"], "experiment": "audit-scale"}}}
     (home / "audit.yaml").write_text(yaml.safe_dump(config))
     command = [str(Path(sys.executable).with_name("influencegate")), "audit", str(home / "audit.yaml")]
@@ -186,7 +190,7 @@ def run_audit(n: int, work: Path, encoder: Path, draws: int, workers: int) -> di
                       "peak_rss_mb": max(r for r, _ in inside) / 2**20 if inside else None,
                       "peak_tree_mb": max(p for _, p in inside) / 2**20 if inside else None}
     sizes = artifact_sizes(home / "mlruns") if (home / "mlruns").exists() else {}
-    return {"n": n, "exit_code": code, "process_wall_s": wall, "steps_total_s": total,
+    return {"n": n, "audit": label, "exit_code": code, "process_wall_s": wall, "steps_total_s": total,
             "peak_rss_mb": max(rss for _, rss, _, _ in sampler.samples) / 2**20,
             "peak_tree_mb": max(tree for _, _, tree, _ in sampler.samples) / 2**20,
             "steps_cpu_s": sum(r["cpu_s"] for r in rows.values()), "steps": rows,
@@ -213,6 +217,33 @@ def exponents(runs: list[dict]) -> dict:
     return out
 
 
+def scores_table(home: Path) -> pd.DataFrame:
+    """The scores table an audit logged to MLflow under home (artifacts/scores/scores.parquet)."""
+    (path,) = home.glob("mlruns/*/*/artifacts/scores/scores.parquet")
+    return pd.read_parquet(path).set_index("sample_id")
+
+
+def incremental_comparison(old: int, new: int, args: argparse.Namespace, encoder: Path) -> dict:
+    """Issue 15 item 4 at scale: the full audit of the first `old` patches kept as a resume directory, the
+    incremental audit of the first `new` (`influence.since` = that directory), and the full audit of `new`;
+    time ratio (pipeline steps' wall and CPU seconds) and the Spearman of the two tables' influence."""
+    from scipy.stats import spearmanr
+
+    base = args.work / f"resume_{old}"
+    runs = {"base": run_audit(old, args.work, encoder, args.draws, args.workers, "base", {"resume_dir": str(base)})}
+    runs["incremental"] = run_audit(new, args.work, encoder, args.draws, args.workers, "incremental",
+                                    {"since": str(base)})
+    runs["full"] = run_audit(new, args.work, encoder, args.draws, args.workers)
+    full, incremental = scores_table(args.work / f"run_{new}"), scores_table(args.work / f"run_{new}_incremental")
+    shared = full.index.intersection(incremental.index)
+    is_new = ~shared.isin(scores_table(args.work / f"run_{old}_base").index)
+    rho = lambda ids: float(spearmanr(full.loc[ids, "influence"], incremental.loc[ids, "influence"]).statistic)
+    return {"old": old, "new": new, "runs": runs, "rows_compared": len(shared), "same_ids": len(shared) == len(full),
+            "time_ratio_wall": runs["incremental"]["steps_total_s"] / runs["full"]["steps_total_s"],
+            "time_ratio_cpu": runs["incremental"]["steps_cpu_s"] / runs["full"]["steps_cpu_s"],
+            "spearman_all": rho(shared), "spearman_new": rho(shared[is_new]), "spearman_old": rho(shared[~is_new])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", default="10000,30000,100000")
@@ -220,6 +251,9 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=8, help="noise draws per sample (target_stability off)")
     parser.add_argument("--workers", type=int, default=2, help="decoding processes of the loader")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--incremental", default=None, metavar="OLD:NEW",
+                        help="instead of --n: full audit of OLD kept for resuming, incremental and full audits of NEW; "
+                             "written to the output's 'incremental' entry")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     encoder = train_encoder(args.work)
@@ -229,6 +263,15 @@ def main() -> None:
                  "format": "WebDataset tar of PNG"}, "scorer": {"draws": args.draws, "target_stability": None},
         "encoder": {"architecture": "small_cnn", "pretrain": f"simclr {ENCODER_EPOCHS} epochs on "
                     f"{ENCODER_IMAGES} patches (not timed)"}, "runs": []}
+    if args.incremental:
+        old, new = (int(v) for v in args.incremental.split(":"))
+        payload = json.loads(args.out.read_text()) if args.out.exists() else payload
+        payload["incremental"] = incremental_comparison(old, new, args, encoder)
+        base = payload["incremental"]["runs"]["base"]  # a full audit of `old` (keeping a resume directory too)
+        payload["runs"] = sorted([*(r for r in payload["runs"] if r["n"] != old), base], key=lambda r: r["n"])
+        payload["growth_exponent"] = exponents(payload["runs"])
+        args.out.write_text(json.dumps(payload, indent=1))
+        return
     if args.out.exists():
         payload["runs"] = [r for r in json.loads(args.out.read_text()).get("runs", [])
                            if r["n"] not in {int(v) for v in args.n.split(",")}]
