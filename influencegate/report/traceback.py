@@ -10,7 +10,7 @@ from PIL import Image
 from influencegate.plotting.canvas import ImagesById, caption_width, image_grid, image_of, placeholder, short_id, stack
 
 #: Pixels of one image cell of a trace-back row.
-TRACE_CELL = 80
+TRACE_CELL = 96
 TITLES = {"plain": "plain ECIF influence (predicted change of the query's loss when the pair is removed, nats)",
           "relative": "relative influence (influence / sqrt(g^T H^-1 g): pairs that move every loss a lot "
                       "do not dominate)"}
@@ -22,10 +22,11 @@ def trace_row(query: pd.DataFrame, query_images: ImagesById, pair_images: Images
     each traced pair of ``query`` in rank order (sample_id, caption, the value of its kind)."""
     head, width = query.iloc[0], caption_width(cell)
     value = "influence" if head["kind"] == "plain" else "relative_influence"
-    captions = [f"query {head['query']}: true {head['true_label']}\npredicted {head['predicted_label']}\n"
-                f"loss {head['query_loss']:.2f}\n{short_id(head['query_id'], width)}"]
+    captions = [f"query {head['query']}\ntrue {short_id(head['true_label'], width - 5)}\npredicted "
+                f"{short_id(head['predicted_label'], width - 10)}\nloss {head['query_loss']:.2f}\n"
+                f"{short_id(head['query_id'], width)}"]
     captions += [f"#{r['rank']} {r[value]:.2e}\n{short_id(r['sample_id'], width)}\n"
-                 + "\n".join(textwrap.wrap(str(r["caption"]), width)[:2]) for _, r in query.iterrows()]
+                 + "\n".join(textwrap.wrap(str(r["caption"]), width)[:3]) for _, r in query.iterrows()]
     images = [image_of(query_images, str(head["query_id"]))]
     images += [image_of(pair_images, str(s)) for s in query["sample_id"]]
     return image_grid(images, captions, columns=len(images), cell=cell)

@@ -1,5 +1,6 @@
-"""The lines a pair audit prints: the worst pairs with the combined score and the CLIP score beside it, and
-one line per removal set with the held-out accuracy now and the accuracy the ECIF edit predicts. Pure core."""
+"""A pair audit in a few lines and numbers: the worst pairs with the combined score and the CLIP score beside
+it, one line per removal set with the held-out accuracy now and the accuracy the ECIF edit predicts, and the
+same as flat metrics for the tracking run. Pure core."""
 from __future__ import annotations
 
 import pandas as pd
@@ -32,3 +33,15 @@ def removal_lines(effects: pd.DataFrame) -> list[str]:
     return [f"  remove {r.removal_set} ({r.n_removed} pairs): held-out zero-shot accuracy {r.accuracy_now:.3f} now, "
             f"{r.predicted_accuracy:.3f} predicted after the edit ({r.predicted_change_points:+.1f} points, "
             f"{r.n_queries} queries)" for r in effects.itertuples()]
+
+
+def effect_metrics(effects: pd.DataFrame | None) -> dict[str, float]:
+    """Flat metrics of a removal-effects table: effects.accuracy_now, and per removal set
+    effects.<set>.n_removed, .predicted_accuracy and .predicted_change_points ({} without effects)."""
+    if effects is None or effects.empty:
+        return {}
+    metrics = {"effects.accuracy_now": float(effects["accuracy_now"].iloc[0])}
+    for r in effects.itertuples():
+        for column in ("n_removed", "predicted_accuracy", "predicted_change_points"):
+            metrics[f"effects.{r.removal_set}.{column}"] = float(getattr(r, column))
+    return metrics
