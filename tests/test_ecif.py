@@ -42,7 +42,7 @@ from influencegate.ecif import (
 from influencegate.ecif.evidence import reference_halves
 from influencegate.models.dual import DualEncoder
 from influencegate.models.small_cnn import SmallCNN
-from contrastive_data import SMALL, CLASSES, clustered, one_thread, toy_pairs, word_encoder  # noqa: F401 (one_thread: autouse fixture)
+from contrastive_data import SMALL, WORDS, clustered, one_thread, toy_pairs, word_encoder  # noqa: F401 (one_thread: autouse fixture)
 
 
 def problem_for(dual: DualEncoder, images, texts, batch_size: int, delta: float, image_features=None) -> ContrastiveProblem:

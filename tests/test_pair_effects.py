@@ -189,3 +189,16 @@ def test_a_real_mlflow_run_holds_the_effects_table_and_the_galleries(audited, tm
     assert metrics[f"effects.{FLAGGED}.predicted_accuracy"] == effects["predicted_accuracy"].iloc[0]
     printed = pair_lines(logged["run_dir"])
     assert len(printed) == 1 + 5 + 1 + len(sets) and "top_25pct (20 pairs)" in printed[-1]
+
+
+def test_effects_section_is_checked_in_one_line_and_null_turns_it_off():
+    from influencegate.pipelines import ConfigError, load_config
+
+    assert load_config("pairs")["parameters"]["effects"] == {"removal_shares": [0.01, 0.02, 0.05], "queries": 8,
+                                                            "top_k": 5, "label_column": "label"}
+    assert load_config("pairs", None, ["effects=null"])["parameters"]["effects"] is None
+    for bad, word in (("effects.top_k=0", "top_k"), ("effects.removal_shares=[0.5,2]", "removal_shares"),
+                      ("effects.budget=3", "budget")):
+        with pytest.raises(ConfigError, match=word) as error:
+            load_config("pairs", None, [bad])
+        assert "\n" not in str(error.value)
