@@ -22,21 +22,23 @@ DEFAULTS = PairAuditParameters().model_dump()
 @pipeline(enable_cache=False)
 def pair_audit_pipeline(pairs: Optional[dict] = None, reference: Optional[dict] = None,
                         ecif: Optional[dict] = None, suite: Optional[str] = None,
-                        tracking: Optional[dict] = None) -> None:
+                        tracking: Optional[dict] = None, effects: Optional[dict] = None) -> None:
     """Audit one version of image-text pairs with ECIF; every argument is a section of pairs_digits.yaml
-    (None: the embedded default; `suite` None: the packaged pairs suite). `reference`: clean pairs (same keys
+    (None: the embedded default, except `effects`; `suite` None: the packaged pairs suite). `reference`: clean pairs (same keys
     as `pairs`) whose loss the misalignment score is measured on; None = self-influence (with `pairs` None
-    too: the embedded reference)."""
+    too: the embedded reference). `effects`: EffectsConfig fields of the removal effects and the trace-back
+    ({}: the defaults; None: off; they need a reference)."""
     if pairs is None:
         pairs, reference = DEFAULTS["pairs"], reference or DEFAULTS["reference"]
     tracking = tracking or DEFAULTS["tracking"]
     ref, records = load_pair_dataset(**pairs)
     clean = load_pair_dataset(**reference, id="load_reference_pairs")[0] if reference else None
-    scores, summary, info = score_pairs(ref, clean, ecif or {})
-    gallery, roc = render_pair_figures(ref, scores)
+    scores, summary, info, effects_table, removed, trace = score_pairs(ref, clean, ecif or {}, effects)
+    gallery, roc, trace_plain, trace_relative = render_pair_figures(ref, scores, trace, clean)
     decision, _, docs = validate_and_gate(ref, scores, summary, info, None,
                                           suite or str(resources.path(resources.PAIRS_SUITE)))
-    run = log_pairs_to_mlflow(ref, records, scores, summary, info, decision, docs, gallery, roc, tracking=tracking)
+    run = log_pairs_to_mlflow(ref, records, scores, summary, info, decision, docs, gallery, roc, trace_plain,
+                              trace_relative, effects_table, removed, trace, tracking=tracking)
     record_approval(decision, run)
 
 

@@ -13,6 +13,7 @@ from influencegate.data import DIGITS_CAPTIONS
 from influencegate.data.captions import PARTS
 from influencegate.data.constants import CHANNELS
 from influencegate.ecif import EcifConfig
+from influencegate.ecif.effects import EffectsConfig
 from influencegate.findings.registry import FindingsConfig
 from influencegate.models.heads import METHODS
 
@@ -105,10 +106,13 @@ class TrackingSection(Section):
         return value
 
 
-def _checked(build: Any, what: str) -> Any:
-    """A field validator: the section (a mapping of `build`'s fields) when `build` accepts it."""
+def _checked(build: Any, what: str, optional: bool = False) -> Any:
+    """A field validator: the section (a mapping of `build`'s fields) when `build` accepts it; with
+    `optional`, None stays None (the section is switched off)."""
 
-    def check(cls: type, value: Optional[dict[str, Any]]) -> dict[str, Any]:
+    def check(cls: type, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if optional and value is None:
+            return None
         value = dict(value or {})
         try:
             build(dict(value))
@@ -144,15 +148,19 @@ class ImageAuditParameters(Section):
 
 class PairAuditParameters(Section):
     """The pair audit's parameters (`pair_audit_pipeline`'s arguments): the pairs, the clean reference pairs
-    (None: self-influence), EcifConfig fields, the suite and the tracking."""
+    (None: self-influence), EcifConfig fields, EffectsConfig fields (None: no removal effects or trace-back),
+    the suite and the tracking."""
 
     pairs: PairsSection = PairsSection(part="audit")
     reference: Optional[PairsSection] = PairsSection(part="reference", shuffled_fraction=0.0)
     ecif: dict[str, Any] = Field(default_factory=dict)
+    effects: Optional[dict[str, Any]] = Field(default_factory=dict)
     suite: Optional[str] = resources.PAIRS_SUITE
     tracking: PairTrackingSection = PairTrackingSection()
 
     check_ecif = _checked(EcifConfig.from_dict, "ecif")
+
+    check_effects = _checked(EffectsConfig.from_dict, "effects", optional=True)
 
 
 class RunConfig(Section):

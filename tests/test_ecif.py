@@ -42,7 +42,7 @@ from influencegate.ecif import (
 from influencegate.ecif.evidence import reference_halves
 from influencegate.models.dual import DualEncoder
 from influencegate.models.small_cnn import SmallCNN
-from contrastive_data import CLASSES, clustered, one_thread  # noqa: F401 (one_thread: autouse fixture)
+from contrastive_data import SMALL, WORDS, clustered, one_thread, toy_pairs, word_encoder  # noqa: F401 (one_thread: autouse fixture)
 
 
 def problem_for(dual: DualEncoder, images, texts, batch_size: int, delta: float, image_features=None) -> ContrastiveProblem:
@@ -241,26 +241,6 @@ def test_convex_leave_one_out_matches_prediction(convex):
 
 
 # -- the scorer, the table, trace-back and removal -------------------------------------------------------
-WORDS = ("circle", "square", "triangle", "star")
-
-
-def word_encoder(captions):
-    """A deterministic toy text encoder: the class word's centre (as in `clustered`) plus a template offset."""
-    centres = torch.randn(CLASSES, 5, generator=torch.Generator().manual_seed(7))
-    return torch.stack([centres[next(i for i, w in enumerate(WORDS) if w in c)] + 0.1 * len(c) / 40 for c in captions])
-
-
-def toy_pairs(n: int, seed: int, wrong: float) -> tuple[PairSet, np.ndarray]:
-    g = torch.Generator().manual_seed(seed)
-    cls = torch.randint(0, CLASSES, (n,), generator=g)
-    centres = torch.randn(CLASSES, 6, generator=torch.Generator().manual_seed(8))
-    images = centres[cls] + 0.4 * torch.randn(n, 6, generator=g)
-    captions = [f"a {'big ' if i % 2 else ''}{WORDS[c]}" for i, c in enumerate(cls.tolist())]
-    captions, _, bad = shuffle_captions(captions, cls.tolist(), wrong, seed)
-    return PairSet([f"p{i:03d}" for i in range(n)], captions, images), bad
-
-
-SMALL = dict(tau=0.5, text_head=False, normalize=False, batch_size=10, delta=1.0, tol=1e-9, progress=False)
 
 
 def test_scorer_table_detects_wrong_pairs_and_keeps_failed_rows():

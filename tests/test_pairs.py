@@ -130,7 +130,8 @@ def test_pairs_gate_rejects_shuffled_captions_and_approves_clean_ones(shuffled, 
 
     pairs = load_pairs("digits-captions", shuffled_fraction=shuffled, part="audit")
     reference = load_pairs("digits-captions", shuffled_fraction=0.0, part="reference")
-    table, info = score_pair_dataset(pairs, reference, {"progress": False})
+    audit = score_pair_dataset(pairs, reference, {"progress": False})
+    table, info = audit.table, audit.info
     summary = summary_stats(table, None, info["flag_rule"])
     assert len(table) == 1597 and summary["flags_calibrated"] == 1.0
     decision = run_gate(table, pd.DataFrame([summary]), PAIRS_SUITE, dataset_name="digits", dataset_version="v")

@@ -89,6 +89,26 @@ def _step_failure(exc: BaseException, config: dict[str, Any], pipeline: str) -> 
     return found
 
 
+def pair_lines(run_dir: str) -> list[str]:
+    """The worst pairs (combined score, CLIP score beside it) and the removal effects of a pair audit, read back
+    from the files its run directory holds (what the MLflow run holds)."""
+    import pandas as pd
+
+    from influencegate.integrations.mlflow import ARTIFACTS
+    from influencegate.integrations.mlflow.run_dir import ARTIFACTS_DIR
+    from influencegate.report.pair_summary import WORST_PAIRS, removal_lines, worst_pair_lines
+
+    folder = Path(run_dir) / ARTIFACTS_DIR
+    lines = [f"  the {WORST_PAIRS} worst pairs (combined score: robust z against the reference; CLIP score: cosine):",
+             *worst_pair_lines(pd.read_parquet(folder / ARTIFACTS["scores_parquet"]))]
+    effects = folder / ARTIFACTS["removal_effects"]
+    if effects.is_file():
+        lines += [f"  remove these and the predicted effect (ECIF edit, no retraining; ids: "
+                  f"{ARTIFACTS['removed_pairs']}, trace-back: {ARTIFACTS['traceback_plain']}, "
+                  f"{ARTIFACTS['traceback_relative']}):", *removal_lines(pd.read_csv(effects))]
+    return lines
+
+
 def _run_config(config: dict[str, Any], kind: str) -> int:
     """Run the pipeline of `kind` for a loaded config; the exit code of its decision (3: infrastructure fault)."""
     from influencegate import pipelines
@@ -121,6 +141,8 @@ def _run_config(config: dict[str, Any], kind: str) -> int:
               + skipped)
     if decision.get("incremental"):
         print(f"  incremental: {describe_incremental(decision['incremental'])}")
+    if kind == "pairs":
+        print("\n".join(pair_lines(config["parameters"]["tracking"]["run_dir"])))
     print(f"  ZenML run: {run.name}")
     if mlflow_info.get("run_dir"):
         print(f"  run directory: {mlflow_info['run_dir']}")

@@ -132,12 +132,12 @@ def cmd_score_pairs(args: argparse.Namespace) -> int:
     try:
         image_encoder, text_encoder = (load_image_text_encoders(args.encoder, device=config.device) if args.encoder
                                        else (None, None))
-        table, scored = score_pair_dataset(dataset, reference, config, image_encoder, text_encoder)
+        audit = score_pair_dataset(dataset, reference, config, image_encoder, text_encoder)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    write_table(table, args.out)
-    stats = summary_stats(table, known_misalignment(dataset.records), scored["flag_rule"])
-    print(f"scored {int(stats['n_scored'])} pairs in {scored['seconds']['total']:.1f} s -> {args.out} "
+    write_table(audit.table, args.out)
+    stats = summary_stats(audit.table, known_misalignment(dataset.records), audit.info["flag_rule"])
+    print(f"scored {int(stats['n_scored'])} pairs in {audit.info['seconds']['total']:.1f} s -> {args.out} "
           f"({int(stats['n_misaligned'])} flagged misaligned)")
     if "misalignment_auroc" in stats:
         print(f"known corruption: AUROC {stats['misalignment_auroc']:.3f} (CLIP-score baseline "

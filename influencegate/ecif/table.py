@@ -12,6 +12,12 @@ PAIR_COLUMNS = [
 ]
 
 
+def ranking_column(table: pd.DataFrame) -> str:
+    """The column that orders a pair scores table worst first: combined_score when it was computed (with a
+    reference set), else misalignment_score."""
+    return "combined_score" if table["combined_score"].notna().any() else "misalignment_score"
+
+
 def pair_scores_table(
     sample_ids: Sequence[str],
     paths: Sequence[str | None],

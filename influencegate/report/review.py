@@ -24,13 +24,19 @@ COLUMNS = ("finding", "reason", "sample_id", "path", "severity", "score")
 
 @dataclass(frozen=True)
 class Flag:
-    """One finding as the review reads it: the boolean column that flags a row, the score that orders the
-    flagged rows (None: a fact, severity 1), and the reason of one row in words."""
+    """One finding as the review reads it: the boolean column that flags a row, the scores that order the
+    flagged rows (the first column holding a finite value; empty: a fact, severity 1), and the reason of one
+    row in words."""
 
     finding: str
     column: str
-    score: str | None
+    scores: tuple[str, ...]
     reason: Callable[[pd.Series], str]
+
+    def score_column(self, table: pd.DataFrame) -> str | None:
+        """The first of `scores` that `table` holds with a finite value; None for a fact or when none does."""
+        return next((c for c in self.scores if c in table.columns
+                     and np.isfinite(pd.to_numeric(table[c], errors="coerce")).any()), None)
 
 
 def _number(value: object, digits: int = 3) -> str:
@@ -39,16 +45,17 @@ def _number(value: object, digits: int = 3) -> str:
 
 #: In the order that breaks severity ties: facts (unreadable, copies) before suspicions.
 FLAGS = (
-    Flag("error", "error", None, lambda r: str(r["error"])),
-    Flag("duplicate", "is_duplicate", None,
+    Flag("error", "error", (), lambda r: str(r["error"])),
+    Flag("duplicate", "is_duplicate", (),
          lambda r: f"near-duplicate of {r.get('duplicate_of')} (group {r.get('duplicate_group')})"),
-    Flag("misaligned", "is_misaligned", "misalignment_score",
-         lambda r: f"caption does not fit the image: misalignment score {_number(r['misalignment_score'])}, "
-                   f"CLIP score {_number(r.get('clip_score'))}; caption {str(r.get('caption'))[:80]!r}"),
-    Flag("outlier", "is_outlier", "outlier_score",
+    Flag("misaligned", "is_misaligned", ("combined_score", "misalignment_score"),
+         lambda r: f"caption does not fit the image: combined score {_number(r.get('combined_score'))}, "
+                   f"CLIP score {_number(r.get('clip_score'))}, ECIF misalignment score "
+                   f"{_number(r['misalignment_score'])}; caption {str(r.get('caption'))[:80]!r}"),
+    Flag("outlier", "is_outlier", ("outlier_score",),
          lambda r: f"outlier score {_number(r['outlier_score'])} (robust z of log_influence and k-NN distance "
                    "combined)"),
-    Flag("high_influence", "is_high_influence", "log_influence",
+    Flag("high_influence", "is_high_influence", ("log_influence",),
          lambda r: f"high influence: percentile {_number(r.get('influence_percentile'), 4)}, log_influence "
                    f"{_number(r['log_influence'])}"),
 )
@@ -74,12 +81,12 @@ def flagged_rows(table: pd.DataFrame, limit: int = REVIEW_LIMIT) -> pd.DataFrame
         mask = _flagged(table, flag)
         if not mask.any():
             continue
-        rows = table[mask]
-        if flag.score is None or flag.score not in table.columns:
+        rows, column = table[mask], flag.score_column(table)
+        if column is None:
             score = pd.Series(np.nan, index=rows.index)
             severity = pd.Series(1.0, index=rows.index)
         else:
-            values = pd.to_numeric(table[flag.score], errors="coerce").where(lambda s: np.isfinite(s))
+            values = pd.to_numeric(table[column], errors="coerce").where(lambda s: np.isfinite(s))
             score, severity = values[mask], values.rank(pct=True)[mask].fillna(0.0)
         parts.append(pd.DataFrame({
             "finding": flag.finding, "reason": [flag.reason(r) for _, r in rows.iterrows()],

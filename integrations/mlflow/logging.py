@@ -47,6 +47,11 @@ ARTIFACTS = {
     "findings_report": "findings/summary.html",
     "misaligned_gallery": "figures/most_misaligned_pairs.png",
     "roc": "figures/misalignment_roc.png",
+    "traceback_plain": "figures/traceback_plain.png",
+    "traceback_relative": "figures/traceback_relative.png",
+    "removal_effects": "pairs/removal_effects.csv",
+    "removed_pairs": "pairs/removed_pairs.csv",
+    "trace_back": "pairs/trace_back.csv",
     "decision": "gate/decision.json",
     "data_docs": "gate/data_docs",
     "evidently": "drift/evidently_report.html",
@@ -109,7 +114,9 @@ class AuditRun:
     n_failed and skipped are counts: skipped become `dataset.skipped.<kind>` metrics); records: the dataset's
     rows (logged as the run's input with the version id as digest); scorer_params under scorer_prefix
     ("scorer", "ecif"); encoder: the encoder's settings; figures: {ARTIFACTS key: PIL image} (histogram, most,
-    least, embedding_map, misaligned_gallery, roc); findings: {artifact path: PIL image | DataFrame | dict}
+    least, embedding_map, misaligned_gallery, roc, traceback_plain, traceback_relative); tables: {ARTIFACTS
+    key: DataFrame} (removal_effects, removed_pairs, trace_back), each written as CSV at its path and logged as
+    an MLflow table beside it (.json; empty tables skipped); findings: {artifact path: PIL image | DataFrame | dict}
     (`influencegate.findings.artifacts`; empty tables skipped); html: {"findings_report" | "evidently": page};
     drift: the Evidently summary; review: `influencegate.report.review.review_table` (see
     `review.review_items`, which also adds the description and the gate report); incremental: the report of an
@@ -128,6 +135,7 @@ class AuditRun:
     scorer_prefix: str = "scorer"
     encoder: Mapping[str, Any] = field(default_factory=dict)
     figures: Mapping[str, Any] = field(default_factory=dict)
+    tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
     findings: Mapping[str, Any] = field(default_factory=dict)
     html: Mapping[str, Optional[str]] = field(default_factory=dict)
     drift: Optional[Mapping[str, Any]] = None
@@ -207,6 +215,10 @@ def audit_record(run: AuditRun, tracking: Tracking = Tracking()) -> RunRecord:
         scores.nlargest(TABLE_MAX_ROWS, "log_influence")
     tags["scores_table.rows"] = f"{len(shown)} of {len(scores)} (all rows: {ARTIFACTS['scores_parquet']})"
     tables = {ARTIFACTS["scores_table"]: _loggable_table(shown)}
+    for key, table in run.tables.items():
+        if not table.empty:
+            artifacts[ARTIFACTS[key]] = table.to_csv(index=False)
+            tables[str(Path(ARTIFACTS[key]).with_suffix(".json"))] = _loggable_table(table)
     for path, item in run.findings.items():
         if isinstance(item, pd.DataFrame):
             if not item.empty:
