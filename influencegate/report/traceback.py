@@ -43,4 +43,5 @@ def trace_gallery(trace: pd.DataFrame, kind: str, query_images: ImagesById, pair
                            "a reference set is needed)")
     return stack([trace_row(group, query_images, pair_images, cell) for _, group in rows.groupby("query", sort=True)],
                  f"{rows['query'].nunique()} worst mispredicted held-out queries and their top "
-                 f"{int(rows['rank'].max())} training pairs by {TITLES[kind]}")
+                 f"{int(rows['rank'].max())} training pairs by {TITLES[kind]}; most negative first: removing "
+                 "them is predicted to lower the query's loss most")
