@@ -237,7 +237,10 @@ def incremental_comparison(old: int, new: int, args: argparse.Namespace, encoder
     full, incremental = scores_table(args.work / f"run_{new}"), scores_table(args.work / f"run_{new}_incremental")
     shared = full.index.intersection(incremental.index)
     is_new = ~shared.isin(scores_table(args.work / f"run_{old}_base").index)
-    rho = lambda ids: float(spearmanr(full.loc[ids, "influence"], incremental.loc[ids, "influence"]).statistic)
+
+    def rho(ids: pd.Index) -> float:
+        return float(spearmanr(full.loc[ids, "influence"], incremental.loc[ids, "influence"]).statistic)
+
     return {"old": old, "new": new, "runs": runs, "rows_compared": len(shared), "same_ids": len(shared) == len(full),
             "time_ratio_wall": runs["incremental"]["steps_total_s"] / runs["full"]["steps_total_s"],
             "time_ratio_cpu": runs["incremental"]["steps_cpu_s"] / runs["full"]["steps_cpu_s"],
