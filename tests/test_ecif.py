@@ -31,6 +31,7 @@ from influencegate.ecif import (
     negative_part,
     pair_gradients,
     pair_influence,
+    pair_self_influence,
     positive_part,
     query_loss,
     reference_loss,
@@ -139,6 +140,7 @@ def test_relative_influence_matches_explicit_per_pair_gradients(convex):
     hessian = torch.autograd.functional.hessian(problem.objective, theta)
     ref_grad = torch.autograd.functional.jacobian(ref, theta)
     expected = torch.empty(len(problem.images), dtype=torch.float64)
+    expected_self = torch.empty_like(expected)
     for members in problem.batches.members:
         for slot in range(len(members)):
             def pair_term(t, members=members, slot=slot):
@@ -150,7 +152,10 @@ def test_relative_influence_matches_explicit_per_pair_gradients(convex):
             g = torch.autograd.functional.jacobian(pair_term, theta)
             dtheta = torch.linalg.solve(hessian, g)
             expected[members[slot]] = (ref_grad @ dtheta) / (g @ dtheta).sqrt()
+            expected_self[members[slot]] = g @ dtheta
     solver = ExactSolver(problem.hessian(theta))
+    streamed = sum(pair_self_influence(problem, theta, solver))  # batch by batch, memory 2 B P
+    assert float((streamed - expected_self).abs().max()) < 1e-8 * float(expected_self.abs().max())
     pos, neg = pair_influence(problem, theta, solver.solve(loss_gradient(ref, theta)))
     got = relative_influence(pos + neg, sum(self_influence(*pair_gradients(problem, theta), solver)))
     assert float((got - expected).abs().max()) < 1e-8 * float(expected.abs().max())

@@ -8,7 +8,7 @@ reference loss L' by dL'_n ~= grad L'^T dtheta_n = positive_if_n + negative_if_n
   O(one forward pass) after the solve.
 - Explicit path (``pair_gradients`` + ``explicit_pair_influence``): per-pair gradients of Pos_n and Neg_n
   (P each) and H^-1 applied to every one of them; the reference the cheap path is tested against, and what
-  self-influence and the removal edit need.
+  self-influence and the removal edit need (``pair_self_influence`` streams them batch by batch).
 - Relative influence (``relative_influence``): the influence divided by the pair's own influence scale
   sqrt(g_n^T H^-1 g_n), so that trace-back is not dominated by pairs that move every loss a lot.
 """
@@ -70,21 +70,30 @@ def pair_influence(problem: ContrastiveProblem, theta: torch.Tensor, s: torch.Te
     return pos, neg
 
 
-def pair_gradients(problem: ContrastiveProblem, theta: torch.Tensor,
-                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pair gradients (grad Pos_n, grad Neg_n), each N x P float64 by pair position (reverse mode, one
-    Jacobian per batch). Memory 2 N P: small problems, or the explicit reference. Removed positions: NaN."""
-    n = len(problem.batches.batch_id)
-    g_pos = torch.full((n, problem.n_params), float("nan"), dtype=torch.float64)
-    g_neg = torch.full_like(g_pos, float("nan"))
+def batch_pair_gradients(problem: ContrastiveProblem, theta: torch.Tensor, progress: bool = False,
+                         desc: str = "ecif per-pair gradients") -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(members (B,), grad Pos (B x P), grad Neg (B x P)) of every batch in turn, float64 (reverse mode, one
+    Jacobian per batch): per-pair gradients without holding them all (memory 2 B P)."""
 
     def parts(t: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
         sim = problem.batch_similarity(t, members)
         return torch.stack([positive_part(sim), negative_part(sim)])
 
-    for members in tqdm(problem.batches.members, desc="ecif per-pair gradients", unit="batch", disable=not progress):
+    for members in tqdm(problem.batches.members, desc=desc, unit="batch", disable=not progress):
         jac = jacrev(parts)(theta, members).detach()  # 2 x B x P
-        g_pos[members], g_neg[members] = jac[0], jac[1]
+        yield members, jac[0], jac[1]
+
+
+def pair_gradients(problem: ContrastiveProblem, theta: torch.Tensor,
+                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pair gradients (grad Pos_n, grad Neg_n), each N x P float64 by pair position
+    (``batch_pair_gradients`` gathered). Memory 2 N P: small problems, or the explicit reference. Removed
+    positions: NaN."""
+    n = len(problem.batches.batch_id)
+    g_pos = torch.full((n, problem.n_params), float("nan"), dtype=torch.float64)
+    g_neg = torch.full_like(g_pos, float("nan"))
+    for members, pos, neg in batch_pair_gradients(problem, theta, progress):
+        g_pos[members], g_neg[members] = pos, neg
     return g_pos, g_neg
 
 
@@ -102,6 +111,17 @@ def self_influence(g_pos: torch.Tensor, g_neg: torch.Tensor, solver: Solver) -> 
     grad Neg_n^T H^-1 g_n) so that the two parts add up to it. Inputs N x P; returns two (N,)."""
     dtheta = solver.solve((g_pos + g_neg).T).T  # N x P
     return (g_pos * dtheta).sum(1), (g_neg * dtheta).sum(1)
+
+
+def pair_self_influence(problem: ContrastiveProblem, theta: torch.Tensor, solver: Solver,
+                        progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``self_influence`` of every pair position, batch by batch (memory 2 B P, not 2 N P): two (N,) float64,
+    NaN at positions in no batch (removed)."""
+    n = len(problem.batches.batch_id)
+    pos, neg = torch.full((n,), float("nan"), dtype=torch.float64), torch.full((n,), float("nan"), dtype=torch.float64)
+    for members, g_pos, g_neg in batch_pair_gradients(problem, theta, progress, "ecif self-influence"):
+        pos[members], neg[members] = self_influence(g_pos, g_neg, solver)
+    return pos, neg
 
 
 def relative_influence(influence: torch.Tensor, self_influence: torch.Tensor) -> torch.Tensor:

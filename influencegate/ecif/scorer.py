@@ -24,10 +24,9 @@ from influencegate.ecif.evidence import FitSettings, reference_evidence
 from influencegate.ecif.hessian import CGSolver, ExactSolver, LowRankSolver, make_solver
 from influencegate.ecif.influence import (
     loss_gradient,
-    pair_gradients,
     pair_influence,
+    pair_self_influence,
     removal_edit,
-    self_influence,
 )
 from influencegate.ecif.pairs import PairSet, TextEncoder, default_text_encoder
 from influencegate.ecif.problem import ContrastiveProblem, FlatDual
@@ -235,15 +234,15 @@ class EcifScorer:
         heads fitted on the reference only, for these pairs and out of sample for the reference pairs);
         combined_score and is_misaligned from it (``influencegate.ecif.combined``: at most config.flag_share
         of the reference pairs pass the threshold). Without: misalignment_score =
-        self-influence g_n^T H^-1 g_n, split into its positive and negative parts (explicit per-pair
-        gradients, memory 2 M P; ``self_influence_solver``), is_misaligned = robust z-score > config.flag_z.
+        self-influence g_n^T H^-1 g_n, split into its positive and negative parts (per-pair gradients batch
+        by batch, memory 2 B P; ``self_influence_solver``), is_misaligned = robust z-score > config.flag_z.
         ``flag_rule`` records the rule and its threshold.
         """
         self._require_fit()
         if reference is None:
             start = time.perf_counter()
-            g_pos, g_neg = pair_gradients(self.problem, self.theta, self.config.progress)
-            pos, neg = (t.numpy() for t in self_influence(g_pos, g_neg, self.self_influence_solver))
+            pos, neg = (t.numpy() for t in pair_self_influence(self.problem, self.theta, self.self_influence_solver,
+                                                                self.config.progress))
             self.timings["pair_scores"] = time.perf_counter() - start
             return self._table(pos + neg, pos, neg)
         cfg = self.config

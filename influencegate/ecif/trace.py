@@ -6,7 +6,7 @@ A query's loss L_q is the cross-entropy of its image over the K class texts at i
 change of L_q when n is removed (``EcifScorer.influence_on``): the pairs traced to the query are those with
 the lowest tau_n (removing them lowers its loss most), and, for the relative variant, the lowest
 tau_n / sqrt(g_n^T H^-1 g_n) (``influence.relative_influence``: pairs that move every loss a lot do not
-dominate). Self-influences come from per-pair gradients (memory 2 M P) and ``self_influence_solver``.
+dominate). Self-influences come from per-pair gradients, batch by batch (memory 2 B P), and ``self_influence_solver``.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from influencegate.ecif.effects import HeldOut, predictions
-from influencegate.ecif.influence import pair_gradients, relative_influence, self_influence
+from influencegate.ecif.influence import pair_self_influence, relative_influence
 from influencegate.ecif.reference import Loss, query_loss
 from influencegate.ecif.scorer import EcifScorer
 
@@ -25,10 +25,9 @@ TRACE_COLUMNS = ["query", "query_id", "true_label", "predicted_label", "query_lo
                  "caption", "influence", "relative_influence"]
 
 
-def pair_self_influence(scorer: EcifScorer) -> torch.Tensor:
+def fitted_self_influence(scorer: EcifScorer) -> torch.Tensor:
     """g_n^T H^-1 g_n of every fitted pair position n, g_n = grad(Pos_n + Neg_n): (M,) float64."""
-    g_pos, g_neg = pair_gradients(scorer.problem, scorer.theta, scorer.config.progress)
-    pos, neg = self_influence(g_pos, g_neg, scorer.self_influence_solver)
+    pos, neg = pair_self_influence(scorer.problem, scorer.theta, scorer.self_influence_solver, scorer.config.progress)
     return pos + neg
 
 
@@ -61,7 +60,7 @@ def trace_mispredictions(scorer: EcifScorer, held_out: HeldOut, queries: int, to
     worst = worst_mispredictions(scorer, held_out, queries)
     if worst.empty:
         return pd.DataFrame(columns=TRACE_COLUMNS)
-    self_inf = pair_self_influence(scorer)
+    self_inf = fitted_self_influence(scorer)
     pairs, rows = scorer.pairs, []
     for q, query in enumerate(worst.itertuples(), start=1):
         pos, neg = scorer.influence_on(held_out_loss(scorer, held_out, query.position))
