@@ -28,6 +28,8 @@ from typing import Any, Protocol, Union
 import numpy as np
 import torch
 
+from influencegate.data.mapped import MappedArray
+
 #: Environment variable naming the folder for temporary pixel stores (default: the system's temp folder).
 STORE_DIR_ENV = "INFLUENCEGATE_STORE_DIR"
 #: A store folder is named FOLDER_PREFIX + "<host>-<pid>-" + a random suffix.
@@ -43,7 +45,7 @@ class PixelStore:
 
     def __init__(self, path: str | Path, shape: tuple[int, int, int, int], owned: bool = False) -> None:
         self.path, self.shape = str(path), tuple(int(s) for s in shape)
-        self._map: np.ndarray | None = None
+        self._map: MappedArray | None = None
         if owned:
             weakref.finalize(self, shutil.rmtree, str(Path(path).parent), True)
 
@@ -55,8 +57,8 @@ class PixelStore:
         if self.shape[0] == 0:
             return np.empty((0, *self.shape[1:]), np.uint8)
         if self._map is None:
-            self._map = np.memmap(self.path, dtype=np.uint8, mode="r", shape=self.shape)
-        return np.array(self._map[index])
+            self._map = MappedArray(self.path, np.uint8, self.shape)
+        return self._map.read(index)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "shape": self.shape}  # the path, never the bytes nor the owner's finalizer

@@ -25,6 +25,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from influencegate.data.mapped import MappedArray
 from influencegate.findings.views import ViewMatch, _base, kth_best, link, search_count, view_descriptors
 
 #: Neighbours per query code: a copy is found when it is among the k nearest whole-image codes of one anchor.
@@ -85,15 +86,15 @@ class ViewIndex:
 
     def thumbnails(self, rows: np.ndarray) -> torch.Tensor:
         """The stored K x b x b thumbnails of `rows`, float32 in [0, 1] (each stretched to its own range)."""
-        return torch.from_numpy(np.asarray(self._store()[np.asarray(rows)], dtype=np.float32) / 255.0)
+        return torch.from_numpy(self._store().read(np.asarray(rows)).astype(np.float32) / 255.0)
 
-    def _store(self) -> np.ndarray:
+    def _store(self) -> MappedArray:
         self._file.flush()
-        return np.memmap(self.path, dtype=np.uint8, mode="r", shape=(self.count, *self._shape))
+        return MappedArray(self.path, np.uint8, (self.count, *self._shape))
 
-    def _anchors(self) -> np.ndarray:
+    def _anchors(self) -> MappedArray:
         self._anchor_file.flush()
-        return np.memmap(self.anchor_path, dtype=np.float16, mode="r", shape=(self.count, *self._anchor_shape))
+        return MappedArray(self.anchor_path, np.float16, (self.count, *self._anchor_shape))
 
     def candidates(self, k: int = CANDIDATE_K, index: str = "faiss-hnsw") -> tuple[np.ndarray, np.ndarray]:
         """Candidate pairs of the indexed images (code_candidates)."""
@@ -106,7 +107,7 @@ class ViewIndex:
         search views (S x K D^2, 105 KiB) are computed once; one batched product per group of rows, each
         image's partners padded to its group's largest count, groups cut so that rows x largest count <=
         PAD_SLOTS (an index hub with thousands of partners gets a group of its own). Memory: block x S views
-        (~27 MiB at the defaults) and PAD_SLOTS x A' anchors (~55 MiB)."""
+        (~27 MiB at the defaults) and one buffer of PAD_SLOTS x A' anchors (~75 MiB), reused by every group."""
         p = len(ci)
         sims = np.full(p, -2.0, dtype=np.float32)
         if p == 0:
@@ -118,12 +119,14 @@ class ViewIndex:
         store, anchors = self._store(), self._anchors()
         plain = replace(self.match, flip=False)
         search = list(range(search_count(self.match)))
+        per_slot = int(np.prod(self._anchor_shape))
+        buffer = np.zeros(PAD_SLOTS * per_slot, dtype=np.float32)
         for b0 in range(0, self.count, block):
             b1 = min(b0 + block, self.count)
             lo, hi = bounds[b0], bounds[b1]
             if lo == hi:
                 continue
-            thumbs = torch.from_numpy(np.asarray(store[b0:b1], dtype=np.float32) / 255.0)
+            thumbs = torch.from_numpy(store.read(slice(b0, b1)).astype(np.float32) / 255.0)
             views = view_descriptors(thumbs, plain, only=search)  # B x S x F
             for r0, r1 in _row_groups(np.diff(bounds[b0:b1 + 1]), PAD_SLOTS):
                 r0, r1, lo, hi = b0 + r0, b0 + r1, bounds[b0 + r0], bounds[b0 + r1]
@@ -131,8 +134,13 @@ class ViewIndex:
                     continue
                 count = np.diff(bounds[r0:r1 + 1])
                 slot = np.arange(lo, hi) - np.repeat(bounds[r0:r1], count)  # each half's place among its image's
-                padded = np.zeros((r1 - r0, int(count.max()), *self._anchor_shape), dtype=np.float32)
-                padded[own[lo:hi] - r0, slot] = anchors[other[lo:hi]]
+                slots = (r1 - r0) * int(count.max())
+                if slots * per_slot > len(buffer):  # a hub row alone above PAD_SLOTS
+                    buffer = np.zeros(slots * per_slot, dtype=np.float32)
+                # one buffer for every group (padding slots keep stale values; only real slots are read back):
+                # fresh arrays of a different size per group fragmented the heap, RSS grew with N
+                padded = buffer[:slots * per_slot].reshape(r1 - r0, int(count.max()), *self._anchor_shape)
+                padded[own[lo:hi] - r0, slot] = anchors.read(other[lo:hi])
                 theirs = torch.from_numpy(padded).flatten(1, 2)  # R x (most partners x A') x F
                 best = torch.bmm(views[r0 - b0:r1 - b0], theirs.transpose(1, 2)).amax(dim=1)
                 half = best.reshape(len(padded), -1, padded.shape[2]).amax(dim=2).numpy()[own[lo:hi] - r0, slot]

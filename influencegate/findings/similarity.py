@@ -85,23 +85,24 @@ def knn_cosine(embeddings: np.ndarray, k: int, block_size: int = DEFAULT_BLOCK,
     k = min(int(k), n - 1)
     if k < 1:
         raise ValueError(f"k nearest neighbours need at least 2 samples and k >= 1 (have {n} samples, k={k})")
-    out_s, out_i = [], []
+    out_s = torch.empty((n, k), device=x.device)
+    out_i = torch.empty((n, k), dtype=torch.long, device=x.device)
     for r0 in range(0, n, block):
         a = x[r0:r0 + block]
-        best_s = torch.full((a.shape[0], 0), -2.0, device=x.device)
-        best_i = torch.zeros((a.shape[0], 0), dtype=torch.long, device=x.device)
+        rows = torch.arange(a.shape[0], device=x.device)
+        best_s = torch.full((a.shape[0], k), -4.0, device=x.device)
+        best_i = torch.zeros((a.shape[0], k), dtype=torch.long, device=x.device)
         for c0 in range(0, n, block):
             s = a @ x[c0:c0 + block].T
             if c0 < r0 + a.shape[0] and r0 < c0 + s.shape[1]:  # tile crosses the diagonal: drop self-pairs
-                r = torch.arange(a.shape[0], device=x.device)
-                c = r + r0 - c0
+                c = rows + r0 - c0
                 ok = (c >= 0) & (c < s.shape[1])
-                s[r[ok], c[ok]] = -3.0
-            cand_s = torch.cat([best_s, s], dim=1)
-            cand_i = torch.cat([best_i, torch.arange(c0, c0 + s.shape[1], device=x.device).expand(a.shape[0], -1)],
-                               dim=1)
-            top = torch.topk(cand_s, min(k, cand_s.shape[1]), dim=1)
-            best_s, best_i = top.values, torch.gather(cand_i, 1, top.indices)
-        out_s.append(best_s.cpu())
-        out_i.append(best_i.cpu())
-    return torch.cat(out_s).numpy(), torch.cat(out_i).numpy()
+                s[rows[ok], c[ok]] = -3.0
+            # the tile's own k best first (block x k), then merged with the running best (block x 2k): no
+            # block x (block + k) copy per tile, whose changing sizes fragmented the heap (RSS grew with N)
+            tile = torch.topk(s, min(k, s.shape[1]), dim=1)
+            merged = torch.topk(torch.cat([best_s, tile.values], dim=1), k, dim=1)
+            best_i = torch.gather(torch.cat([best_i, tile.indices + c0], dim=1), 1, merged.indices)
+            best_s = merged.values
+        out_s[r0:r0 + a.shape[0]], out_i[r0:r0 + a.shape[0]] = best_s, best_i
+    return out_s.cpu().numpy(), out_i.cpu().numpy()
