@@ -7,9 +7,9 @@ from zenml import pipeline
 
 from influencegate.integrations.zenml.store import open_store
 from influencegate.pipelines.schema import ImageAuditParameters
-from influencegate.steps import (compare_with_approved, find_issues, load_dataset, load_or_pretrain_encoder,
-                                 log_to_mlflow, record_approval, render_figures, render_findings, score_influence,
-                                 validate_and_gate)
+from influencegate.steps import (compare_with_approved, embed_dataset, find_issues, load_dataset,
+                                 load_or_pretrain_encoder, log_to_mlflow, record_approval, render_figures,
+                                 render_findings, score_influence, validate_and_gate)
 
 #: The embedded default (also what the packaged audit_digits.yaml spells out): the digits audited end to end.
 DEFAULTS = ImageAuditParameters().model_dump()
@@ -33,10 +33,11 @@ def dataset_audit_pipeline(dataset: Optional[dict] = None, encoder: Optional[dic
     model, encoder_info = load_or_pretrain_encoder(ref, **encoder)
     device = (scorer or {}).get("device", "cpu")
     scored, _, scoring_info = score_influence(ref, model, scorer, **(influence or {}))
-    scores, summary, _, _, texts = find_issues(ref, model, scored, findings, device=device)
+    embeddings = embed_dataset(ref, model, device=device)
+    scores, summary, _, _, texts = find_issues(ref, model, scored, findings, device=device, embeddings=embeddings)
     histogram, most, least = render_figures(ref, scores)
     finding_artifacts, embedding_map, findings_report = render_findings(ref, model, scores, summary, texts, findings,
-                                                                        device=device)
+                                                                        device=device, embeddings=embeddings)
     report, drift = compare_with_approved(ref, scores, threshold=gate.get("drift_threshold"))
     decision, _, docs = validate_and_gate(ref, scores, summary, scoring_info, drift, suite,
                                           drift_blocks=bool(gate.get("drift_blocks", False)), findings=findings)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Optional, Tuple
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 from torch import nn
@@ -17,13 +18,21 @@ from influencegate.integrations.zenml.approvals import SCORES_ARTIFACT
 from influencegate.integrations.zenml.tables import TableMaterializer
 from influencegate.report import findings_figures
 from influencegate.statistics import summary_with_findings
+from influencegate.workflows.image_audit import encoder_embeddings
 from influencegate.workflows.image_audit import find_issues as find_issues_in
 from influencegate.workflows.references import DatasetRef
 
 
+@step
+def embed_dataset(dataset: DatasetRef, encoder: nn.Module, device: str = "cpu") -> Annotated[np.ndarray, "embeddings"]:
+    """M x D float32: the encoder's outputs for the dataset's readable samples (one forward pass), computed once
+    for `find_issues` and `render_findings` (each encodes the dataset itself when not given them)."""
+    return encoder_embeddings(dataset.open(), encoder, device=device)
+
+
 @step(output_materializers={"fairness_audit": TableMaterializer, "duplicate_groups": TableMaterializer})
 def find_issues(dataset: DatasetRef, encoder: nn.Module, scores: pd.DataFrame, findings: Optional[dict[str, Any]] = None,
-                device: str = "cpu") -> Tuple[
+                device: str = "cpu", embeddings: Optional[np.ndarray] = None) -> Tuple[
         Annotated[pd.DataFrame, ArtifactConfig(name=SCORES_ARTIFACT)],
         Annotated[dict, "audit_summary"],
         Annotated[pd.DataFrame, "fairness_audit"],
@@ -34,9 +43,9 @@ def find_issues(dataset: DatasetRef, encoder: nn.Module, scores: pd.DataFrame, f
     Returns the scores table with its finding columns (docs/design.md section 2), the summary the gate checks
     (summary statistics + findings metrics), the fairness and duplicate-group tables (empty when the finding
     is off or, for fairness, when no group column is audited; every finding's tables and figures are in `render_findings`' finding_artifacts) and
-    plain-language texts per finding.
+    plain-language texts per finding. embeddings: `embed_dataset`'s output (None: encoded here).
     """
-    found = find_issues_in(dataset.open(), encoder, scores, findings, device=device)
+    found = find_issues_in(dataset.open(), encoder, scores, findings, device=device, embeddings=embeddings)
     return (found.table, summary_with_findings(found.table, found.metrics),
             found.tables.get("fairness", pd.DataFrame(columns=list(FAIRNESS_COLUMNS))),
             found.tables.get("duplicate_groups", pd.DataFrame()),
@@ -45,14 +54,16 @@ def find_issues(dataset: DatasetRef, encoder: nn.Module, scores: pd.DataFrame, f
 
 @step
 def render_findings(dataset: DatasetRef, encoder: nn.Module, scores: pd.DataFrame, summary: dict, texts: dict,
-                    findings: Optional[dict[str, Any]] = None, device: str = "cpu") -> Tuple[
+                    findings: Optional[dict[str, Any]] = None, device: str = "cpu",
+                    embeddings: Optional[np.ndarray] = None) -> Tuple[
         Annotated[dict, "finding_artifacts"],
         Annotated[Image.Image, "embedding_map"],
         Annotated[HTMLString, "findings_report"]]:
     """Each enabled finding's figures and tables by artifact path (`influencegate.findings.artifacts`), the
-    t-SNE map of the embeddings, and one HTML page with all of them (influencegate.report.findings_figures)."""
+    t-SNE map of the embeddings (`embed_dataset`'s output; None: encoded here), and one HTML page with all of
+    them (influencegate.report.findings_figures)."""
     ds, config = dataset.open(), as_config(findings)
-    figures = findings_figures.render_all(ds, encoder, scores, device=device, config=config)
+    figures = findings_figures.render_all(ds, encoder, scores, device=device, config=config, embeddings=embeddings)
     found = FindingsResult(scores, summary, texts, finding_tables(scores, config), config)
     html = findings_figures.html_summary(f"{dataset.name} @ {dataset.version[:12]}", summary, texts, figures,
                                          described=metric_catalog())

@@ -86,16 +86,19 @@ def embedding_map(embeddings: np.ndarray, table: pd.DataFrame, seed: int = 0, ma
 
 
 def render_all(dataset: Any, encoder: Any, table: pd.DataFrame, groups: Sequence[str] = (), device: str = "cpu",
-               seed: int = 0, max_points: int = 5000, batch_size: int = 256, config: Any = None) -> dict[str, Image.Image]:
+               seed: int = 0, max_points: int = 5000, batch_size: int = 256, config: Any = None,
+               embeddings: np.ndarray | None = None) -> dict[str, Image.Image]:
     """The findings figures of a scored dataset, by short name: each enabled finding's figures (findings
     registry; by default duplicate_gallery, outlier_gallery, group_histograms) and embedding_map.
     dataset: the ImageDataset that was scored; encoder: its encoder (embeddings from one forward pass, as
     audit.find_issues does); table: the scores table with the findings' columns (findings.run.find_all);
-    config: the FindingsConfig (or its mapping) that ran, default FindingsConfig(groups=groups)."""
-    import torch
+    config: the FindingsConfig (or its mapping) that ran, default FindingsConfig(groups=groups); embeddings:
+    the M x D embeddings when the findings already computed them (None: one forward pass here)."""
+    if embeddings is None:
+        import torch
 
-    with torch.no_grad():
-        embeddings = encode(encoder.to(device).eval(), dataset, batch_size, torch.device(device))
+        with torch.no_grad():
+            embeddings = encode(encoder.to(device).eval(), dataset, batch_size, torch.device(device))
     figures = draw_figures(table, config if config is not None else {"groups": list(groups)}, dataset_images(dataset))
     return {**figures, "embedding_map": embedding_map(embeddings, table, seed=seed, max_points=max_points,
                                                       sample_ids=dataset.sample_ids)}

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -108,16 +109,22 @@ def score_dataset(dataset: Any, encoder: Any, config: InfluenceConfig, resume_di
     return add_high_influence(table), time.perf_counter() - start, {**info, **draws}
 
 
+def encoder_embeddings(dataset: Any, encoder: Any, batch_size: int = 256, device: str = "cpu") -> np.ndarray:
+    """M x D float32: the encoder's outputs for the readable samples (one forward pass, no gradient), what the
+    findings and the embedding map use."""
+    return encode(encoder.to(device).eval(), dataset, batch_size, torch.device(device))
+
+
 def find_issues(dataset: Any, encoder: Any, table: pd.DataFrame, config: Any = None, batch_size: int = 256,
-                device: str = "cpu") -> FindingsResult:
+                device: str = "cpu", embeddings: np.ndarray | None = None) -> FindingsResult:
     """Findings of a scored dataset (`influencegate.findings.find_all`): the encoder's embeddings of the
     readable samples (one forward pass) and their images (with the dataset's normalisation) feed every
     registered finding the config enables.
 
-    config: a `FindingsConfig`, a mapping of its fields, or None for the defaults. Returns a FindingsResult.
+    config: a `FindingsConfig`, a mapping of its fields, or None for the defaults. embeddings: the M x D
+    `encoder_embeddings` when already computed (None: computed here). Returns a FindingsResult.
     """
-    model = encoder.to(device).eval()
-    embeddings = encode(model, dataset, batch_size, torch.device(device))
+    if embeddings is None:
+        embeddings = encoder_embeddings(dataset, encoder, batch_size, device)
     return find_all(table, embeddings, dataset.pixels, config, sample_ids=dataset.sample_ids, mean=dataset.mean,
                     std=dataset.std)
-
