@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from influencegate.findings import duplicate_index
 from influencegate.findings.duplicate_index import ViewIndex, code_candidates
 from influencegate.findings.views import ViewMatch, view_pairs
 
@@ -105,18 +106,25 @@ def test_code_candidates_exact_and_hnsw_agree() -> None:
     assert len(a & b) >= 0.95 * len(a)
 
 
-def test_streaming_index_memory_is_flat() -> None:
+def test_streaming_index_memory_is_flat(monkeypatch: pytest.MonkeyPatch) -> None:
     """RAM kept per image is its codes (3 x 64 float16 = 384 B), not its thumbnail (3 x 48 x 48 float32 =
-    27 KiB) nor its pixels: streaming 4,000 64 x 64 images must stay far below holding their thumbnails."""
+    27 KiB) nor its pixels: streaming 4,000 64 x 64 images must stay far below holding their thumbnails.
+    Code blocks of 500 images here (the default block is 48 MiB), so the kept codes are allocated in the loop."""
+    monkeypatch.setattr(duplicate_index, "CODE_BLOCK", 500)
     idx = ViewIndex()
     try:
         idx.add(torch.rand(8, 3, 64, 64))  # warm-up: projection matrix and first chunk
         tracemalloc.start()
         base, _ = tracemalloc.get_traced_memory()
         for s in range(20):
-            idx.add(torch.rand(200, 3, 64, 64))
+            last = torch.rand(200, 3, 64, 64)
+            idx.add(last)
         kept = tracemalloc.get_traced_memory()[0] - base
         tracemalloc.stop()
+        alone = ViewIndex()
+        alone.add(last)  # same seeded projection; rows 3,808-4,007 cross the block boundary at 4,000
+        np.testing.assert_array_equal(idx.codes()[-200:], alone.codes())
+        alone.close()
         all_thumbs = 4000 * 3 * 48 * 48 * 4
         assert kept < all_thumbs / 20
         assert kept >= 4000 * 3 * 64 * 2 * 0.9  # the codes themselves are kept

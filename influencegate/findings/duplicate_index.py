@@ -27,10 +27,14 @@ import torch
 
 from influencegate.data.mapped import MappedArray
 from influencegate.findings.views import ViewMatch, _base, kth_best, link, search_count, view_descriptors
+from influencegate.heap import release_heap
 
 #: Neighbours per query code: a copy is found when it is among the k nearest whole-image codes of one anchor.
 CANDIDATE_K = 10
 CODE_DIM = 64
+#: Images per block of the codes kept in RAM (3 x 64 float16 each: 48 MiB per block, above glibc's largest
+#: mmap threshold, so a block never pins the heap).
+CODE_BLOCK = 1 << 17
 #: Padded partner slots per batched product of the check (rows x their largest partner count).
 PAD_SLOTS = 8192
 
@@ -77,12 +81,28 @@ class ViewIndex:
             self._proj = torch.randn(anchors.shape[-1], self.dim, generator=gen)
         plain = anchors[:, :len(self._anchor_windows)]  # codes of the un-mirrored anchors
         codes = torch.nn.functional.normalize(plain @ self._proj, dim=-1)
-        self._codes.append(codes.to(torch.float16).numpy().copy())  # numpy-owned: counted by tracemalloc
+        self._store_codes(codes.to(torch.float16).numpy())
         self.count += len(x)
+        release_heap()
+
+    def _store_codes(self, codes: np.ndarray) -> None:
+        """Append M x A x dim codes into blocks of CODE_BLOCK images (allocated whole, filled as images come):
+        one small array per batch, kept alive between the batch's freed temporaries, pinned glibc's heap and
+        grew RSS by ~5 KiB per image; a block this size is always its own memory map."""
+        done = 0
+        while done < len(codes):
+            at = (self.count + done) % CODE_BLOCK
+            if at == 0:
+                self._codes.append(np.empty((CODE_BLOCK, *codes.shape[1:]), dtype=np.float16))
+            take = min(len(codes) - done, CODE_BLOCK - at)
+            self._codes[-1][at:at + take] = codes[done:done + take]
+            done += take
 
     def codes(self) -> np.ndarray:
         """N x A x dim float32 codes (A anchors: the whole image first)."""
-        return np.concatenate(self._codes).astype(np.float32) if self._codes else np.zeros((0, 1, self.dim), np.float32)
+        if not self._codes:
+            return np.zeros((0, 1, self.dim), np.float32)
+        return np.concatenate(self._codes).astype(np.float32)[:self.count]
 
     def thumbnails(self, rows: np.ndarray) -> torch.Tensor:
         """The stored K x b x b thumbnails of `rows`, float32 in [0, 1] (each stretched to its own range)."""
@@ -145,6 +165,7 @@ class ViewIndex:
                 best = torch.bmm(views[r0 - b0:r1 - b0], theirs.transpose(1, 2)).amax(dim=1)
                 half = best.reshape(len(padded), -1, padded.shape[2]).amax(dim=2).numpy()[own[lo:hi] - r0, slot]
                 np.maximum.at(sims, pair[lo:hi], half)
+            release_heap()
         return sims
 
     def pairs(self, k: int = CANDIDATE_K, index: str = "faiss-hnsw") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from influencegate.heap import release_heap
+
 DEFAULT_BLOCK = 2048
 
 
@@ -105,4 +107,5 @@ def knn_cosine(embeddings: np.ndarray, k: int, block_size: int = DEFAULT_BLOCK,
             best_i = torch.gather(torch.cat([best_i, tile.indices + c0], dim=1), 1, merged.indices)
             best_s = merged.values
         out_s[r0:r0 + a.shape[0]], out_i[r0:r0 + a.shape[0]] = best_s, best_i
+        release_heap()
     return out_s.cpu().numpy(), out_i.cpu().numpy()
