@@ -25,7 +25,7 @@ from influencegate.ecif.reference import query_loss, reference_loss
 from influencegate.ecif.pairs import PairSet
 from influencegate.ecif.scorer import EcifScorer, score_pairs
 from influencegate.ecif.table import PAIR_COLUMNS, pair_scores_table
-from influencegate.ecif.train import FitResult, fit_contrastive
+from influencegate.ecif.train import FitResult, dense_hessian, fit_contrastive, fit_contrastive_newton, shifted_cholesky
 
 __all__ = [
     "PAIR_COLUMNS",
@@ -42,7 +42,10 @@ __all__ = [
     "batch_loss",
     "directional_parts",
     "explicit_pair_influence",
+    "dense_hessian",
     "fit_contrastive",
+    "fit_contrastive_newton",
+    "shifted_cholesky",
     "lanczos",
     "loss_gradient",
     "make_batches",
