@@ -44,5 +44,5 @@ class MappedArray:
             start, stop = (int(rows.min()), int(rows.max()) + 1) if rows.size else (0, 0)
         row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
         lo, hi = start * row_bytes // mmap.PAGESIZE * mmap.PAGESIZE, stop * row_bytes
-        if hi > lo:
+        if hi > lo and hasattr(mmap, "MADV_DONTNEED"):  # Linux and macOS; elsewhere the pages stay mapped
             self._mmap.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
