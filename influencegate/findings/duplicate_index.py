@@ -2,7 +2,7 @@
 (issue 14).
 
 One streaming pass over the images (`ViewIndex.add`, a batch at a time) keeps, per image:
-  * codes: its anchor views (views.py, blurred by CODE_BLUR) projected by one fixed Gaussian random matrix to
+  * codes: its anchor views (views.py; CODE_BLUR) projected by one fixed Gaussian random matrix to
     `dim` (64) numbers and L2-normalised, float16: A x dim x 2 bytes (3 x 64 x 2 = 384 B) in RAM;
   * its base thumbnail (K x b x b, uint8: 3 x 48 x 48 = 6.9 KiB), its anchor views (A' x K D^2, float16:
     3 x 768 x 2 = 4.5 KiB; A' = 2A with flip) and their low-frequency bounds (anchor_bounds: A' x
@@ -34,18 +34,23 @@ from influencegate.findings.views import (ViewMatch, _base, dct_matrix, kth_best
 #: Neighbours per query code: a copy is found when it is among the k nearest whole-image codes of one anchor.
 CANDIDATE_K = 10
 CODE_DIM = 64
-#: Blur (descriptor pixels) of the anchor views the codes are projected from (the check's views use
-#: ViewMatch.blur = 1): on the tuning split (TUNE_PHOTOS at 32 and 128 px) blur 2 puts 81% / 77% of the
-#: shifted copies above the 99.9th percentile of unrelated pairs' code similarity (blur 1: 68% / 54%), crops
-#: 75% / 59% (72% / 53%), borders 93% / 92% (100% / 85%), the other families unchanged at >= 89%.
-CODE_BLUR = 2.0
+#: Blur (descriptor pixels) of the anchor views the codes are projected from; None: the check's own
+#: (ViewMatch.blur = 1), the anchors themselves. A coarser code finds shifted copies more often: on the tuning
+#: split (TUNE_PHOTOS at 32 and 128 px) blur 2 puts 81% / 77% of the shifted copies above the 99.9th
+#: percentile of unrelated pairs' code similarity (blur 1: 68% / 54%), and on 20,000 synthetic images the
+#: exact kNN of the codes holds 98% of the all-pairs links (94% at blur 1). Not the default: its nearest
+#: codes are coarser look-alikes, so each image's k-th best among its candidates (the relative rule) drops
+#: and on the held-out photos precision falls by 0.3-1.7 points in 6 of 40 cells (shift at 32 / 64 px,
+#: jpeg, resize, brightness at 32 px, watermark at 64 px) and shift recall by 1 point at 64 px.
+CODE_BLUR: float | None = None
 #: Padded partner slots per batched product of the check (rows x their largest partner count).
 PAD_SLOTS = 8192
 #: Low DCT frequencies per axis kept for the bound of the check (views.view_bounds).
 BOUND_LOW = 6
-#: Added to the bound before comparing it with the floor: float32 products and the float16 stored low
-#: coefficients (relative error <= 2^-11 of a unit vector: < 5e-4 per product) stay well inside it.
-BOUND_MARGIN = 2e-3
+#: Added to the bound before comparing it with the floor: the float16 stored low coefficients (relative error
+#: <= 2^-11 of a unit vector: < 5e-4 per product) and the float32 residual norms (sqrt of a difference of
+#: sums near 1: < 5e-4 each) stay well inside it.
+BOUND_MARGIN = 5e-3
 
 
 class ViewIndex:
@@ -95,9 +100,12 @@ class ViewIndex:
         if self._proj is None:
             gen = torch.Generator().manual_seed(self.seed)
             self._proj = torch.randn(anchors.shape[-1], self.dim, generator=gen)
-        # codes of the un-mirrored anchors, blurred more than the views (CODE_BLUR): a shifted copy stays close
-        coarse = view_descriptors(stored_thumbs, replace(self.match, blur=CODE_BLUR, flip=False),
-                                  only=self._anchor_windows)
+        # codes of the un-mirrored anchors (or of anchors blurred by CODE_BLUR)
+        if CODE_BLUR is None or CODE_BLUR == self.match.blur:
+            coarse = anchors[:, :len(self._anchor_windows)]
+        else:
+            coarse = view_descriptors(stored_thumbs, replace(self.match, blur=CODE_BLUR, flip=False),
+                                      only=self._anchor_windows)
         codes = torch.nn.functional.normalize(coarse @ self._proj, dim=-1)
         self._codes.append(codes.to(torch.float16).numpy().copy())  # numpy-owned: counted by tracemalloc
         self.count += len(x)
@@ -125,6 +133,7 @@ class ViewIndex:
     def _read_thumbnails(self, rows: np.ndarray) -> torch.Tensor:
         """float32 thumbnails of sorted `rows`: a plain read of the file for a run of consecutive rows (no
         mapping: the pages do not stay in this process's resident memory), else gathered through a mapping."""
+        self._file.flush()
         if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
             per = int(np.prod(self._shape))
             raw = np.fromfile(self.path, dtype=np.uint8, count=len(rows) * per, offset=int(rows[0]) * per)
@@ -171,7 +180,11 @@ class ViewIndex:
         own, other = np.concatenate([ci, cj]), np.concatenate([cj, ci])
         order = np.argsort(own, kind="stable")
         own, other = own[order], other[order]
-        rows, starts, counts = np.unique(own, return_index=True, return_counts=True)
+        first = np.ones(len(own), dtype=bool)
+        first[1:] = own[1:] != own[:-1]
+        starts = np.flatnonzero(first)  # own is sorted: each searching image's run of halves
+        rows, counts = own[starts], np.diff(np.append(starts, len(own)))
+        del first, own
         halves = np.empty(2 * p, dtype=np.float32)
         partners = self._anchors() if exact else self._lows()
         plain = replace(self.match, flip=False)
@@ -228,18 +241,18 @@ def anchor_bounds(anchors: torch.Tensor, channels: int, low: int) -> np.ndarray:
     """float16 M x A' x (K low^2 + 1): the stored (float16) anchor views in the DCT basis cut to low x low
     per channel (their constant coefficient dropped: the search views are centred), then the norm of the
     rest rounded up, so that (search view bound) . (this) >= (search view) . (stored anchor) (views.view_bounds)."""
-    v = anchors.double()
+    v = anchors.float()
     m, a, f = v.shape
     side = int(round((f // channels) ** 0.5))
     t = min(int(low), side)
-    c = torch.as_tensor(dct_matrix(side))
+    c = torch.as_tensor(dct_matrix(side), dtype=torch.float32)
     coef = c @ v.reshape(m, a, channels, side, side) @ c.T
+    total = v.reshape(m, a, channels, -1).square().sum(3) - coef[..., 0, 0].square()  # Parseval: all but DC
     coef[..., 0, 0] = 0.0
     cut = coef[..., :t, :t].reshape(m, a, -1)
-    rest = ((coef ** 2).sum(dim=(2, 3, 4)) - (cut ** 2).sum(dim=2)).clamp_min(0.0).sqrt()
-    out = torch.cat([cut, rest[..., None]], dim=2).numpy()
-    low16 = out.astype(np.float16)
-    low16[..., -1] = np.nextafter(np.maximum(low16[..., -1], out[..., -1].astype(np.float16)), np.float16(np.inf))
+    rest = (total.sum(2) - cut.square().sum(2)).clamp_min(0.0).sqrt().numpy()
+    low16 = torch.cat([cut, torch.from_numpy(rest)[..., None]], dim=2).numpy().astype(np.float16)
+    low16[..., -1] = np.nextafter(np.maximum(low16[..., -1], rest.astype(np.float16)), np.float16(np.inf))
     return low16
 
 
@@ -258,8 +271,12 @@ def _row_groups(count: np.ndarray, slots: int) -> list[tuple[int, int]]:
 
 #: Candidate indexes of code_candidates.
 CANDIDATE_INDEXES = ("faiss-ivf", "faiss-hnsw", "exact")
-#: IVF cells probed per query (of about 2 sqrt(N) cells): see benchmarks/findings_scale.py.
-IVF_NPROBE = 8
+#: IVF cells probed per query (of about 4 sqrt(N) cells). On the 100k synthetic images of
+#: benchmarks/findings_scale.py (planted-copy recall of the candidates; search seconds on one shared core):
+#: 2 sqrt(N) cells x 8 probed 0.898 (4.8 s), x 16 0.918 (8.7 s), x 32 0.935 (16.1 s); 4 sqrt(N) x 16 0.909
+#: (5.6 s), x 24 0.922 (7.8 s), x 32 0.924 (10.1 s); 8 sqrt(N) x 32 0.926 (7.8 s + 3 s training); HNSW 0.937
+#: (68 s). The copies it misses have code similarities of 0.25-0.6 (shifts: module CODE_BLUR).
+IVF_NPROBE = 24
 #: Query codes per search call (bounds the memory of queries and results).
 QUERY_BATCH = 1 << 18
 
@@ -274,17 +291,18 @@ def available_index() -> str:
 
 
 def ivf_cells(n: int) -> int:
-    """IVF cells for n base codes: about 2 sqrt(n), at least 40 training codes per cell."""
-    return max(1, min(int(round(2 * np.sqrt(n))), n // 40))
+    """IVF cells for n base codes: about 4 sqrt(n) (cells of sqrt(n) / 4 codes), at least 40 training codes
+    per cell."""
+    return max(1, min(int(round(4 * np.sqrt(n))), n // 40))
 
 
 def code_candidates(codes: np.ndarray, k: int = CANDIDATE_K, index: str = "faiss-ivf",
                     nprobe: int = IVF_NPROBE) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs (i < j, unique, sorted) from codes N x A x dim (unit rows, the whole image first): each
     anchor code's k nearest whole-image codes. index: "faiss-ivf" (approximate: an inverted file of
-    ivf_cells(N) k-means cells trained on a sample, `nprobe` cells searched per query, exact inner products
-    inside them), "faiss-hnsw" (approximate, graph) or "exact" (blockwise, O(N^2)). Queries are searched
-    QUERY_BATCH at a time."""
+    ivf_cells(N) k-means cells trained on 40 codes per cell, `nprobe` cells searched per query, exact inner
+    products inside them; O(N^1.5)), "faiss-hnsw" (approximate, graph) or "exact" (blockwise, O(N^2)).
+    Queries are searched QUERY_BATCH at a time."""
     if index not in CANDIDATE_INDEXES:
         raise ValueError(f"index must be one of {CANDIDATE_INDEXES}, got {index!r}")
     n, a = codes.shape[0], codes.shape[1]
@@ -305,7 +323,7 @@ def code_candidates(codes: np.ndarray, k: int = CANDIDATE_K, index: str = "faiss
             searcher = faiss.IndexIVFFlat(faiss.IndexFlatIP(base.shape[1]), base.shape[1], cells,
                                           faiss.METRIC_INNER_PRODUCT)
             searcher.cp.niter = 10
-            sample = np.random.default_rng(0).choice(n, min(n, 64 * cells), replace=False)
+            sample = np.random.default_rng(0).choice(n, min(n, 40 * cells), replace=False)
             searcher.train(base[np.sort(sample)])
             searcher.nprobe = min(int(nprobe), cells)
         searcher.add(base)
