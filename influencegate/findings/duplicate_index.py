@@ -272,11 +272,14 @@ def _row_groups(count: np.ndarray, slots: int) -> list[tuple[int, int]]:
 #: Candidate indexes of code_candidates.
 CANDIDATE_INDEXES = ("faiss-ivf", "faiss-hnsw", "exact")
 #: IVF cells probed per query (of about 4 sqrt(N) cells). On the 100k synthetic images of
-#: benchmarks/findings_scale.py (planted-copy recall of the candidates; search seconds on one shared core):
-#: 2 sqrt(N) cells x 8 probed 0.898 (4.8 s), x 16 0.918 (8.7 s), x 32 0.935 (16.1 s); 4 sqrt(N) x 16 0.909
-#: (5.6 s), x 24 0.922 (7.8 s), x 32 0.924 (10.1 s); 8 sqrt(N) x 32 0.926 (7.8 s + 3 s training); HNSW 0.937
-#: (68 s). The copies it misses have code similarities of 0.25-0.6 (shifts: module CODE_BLUR).
-IVF_NPROBE = 24
+#: benchmarks/findings_scale.py (planted-copy recall of the candidates; search seconds on one shared core,
+#: float32 lists): 2 sqrt(N) cells x 8 probed 0.898 (4.8 s), x 16 0.918 (8.7 s), x 32 0.935 (16.1 s);
+#: 4 sqrt(N) x 16 0.909 (5.6 s), x 24 0.922 (7.8 s), x 32 0.924 (10.1 s); 8 sqrt(N) x 32 0.926 (7.8 s + 3 s
+#: training); HNSW 0.937 (68 s). The lists hold the float16 codes as they are (QT_fp16: same recall, -27%
+#: time). 16, not 24: at 1M, 24 probes took the candidates to 575 s (float32 lists) and the whole run past
+#: 15 minutes on this shared CPU. The copies it misses have code similarities of 0.25-0.6 (shifts:
+#: CODE_BLUR).
+IVF_NPROBE = 16
 #: Query codes per search call (bounds the memory of queries and results).
 QUERY_BATCH = 1 << 18
 
@@ -300,8 +303,8 @@ def code_candidates(codes: np.ndarray, k: int = CANDIDATE_K, index: str = "faiss
                     nprobe: int = IVF_NPROBE) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs (i < j, unique, sorted) from codes N x A x dim (unit rows, the whole image first): each
     anchor code's k nearest whole-image codes. index: "faiss-ivf" (approximate: an inverted file of
-    ivf_cells(N) k-means cells trained on 40 codes per cell, `nprobe` cells searched per query, exact inner
-    products inside them; O(N^1.5)), "faiss-hnsw" (approximate, graph) or "exact" (blockwise, O(N^2)).
+    ivf_cells(N) k-means cells trained on 40 codes per cell, `nprobe` cells searched per query, inner
+    products of the float16 codes inside them; O(N^1.5)), "faiss-hnsw" (approximate, graph) or "exact" (blockwise, O(N^2)).
     Queries are searched QUERY_BATCH at a time."""
     if index not in CANDIDATE_INDEXES:
         raise ValueError(f"index must be one of {CANDIDATE_INDEXES}, got {index!r}")
@@ -320,8 +323,8 @@ def code_candidates(codes: np.ndarray, k: int = CANDIDATE_K, index: str = "faiss
             searcher.hnsw.efSearch = max(64, 2 * k)
         else:
             cells = ivf_cells(n)
-            searcher = faiss.IndexIVFFlat(faiss.IndexFlatIP(base.shape[1]), base.shape[1], cells,
-                                          faiss.METRIC_INNER_PRODUCT)
+            searcher = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(base.shape[1]), base.shape[1], cells,
+                                                     faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
             searcher.cp.niter = 10
             sample = np.random.default_rng(0).choice(n, min(n, 40 * cells), replace=False)
             searcher.train(base[np.sort(sample)])
@@ -355,7 +358,8 @@ def _exact_knn(queries: np.ndarray, base: np.ndarray, k: int, block: int = 4096)
 
 
 def indexed_view_pairs(batches: Iterable[torch.Tensor | np.ndarray], match: ViewMatch = ViewMatch(),
-                       k: int = CANDIDATE_K, index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                       k: int = CANDIDATE_K,
+                       index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """One streaming pass over `batches` of images, then `ViewIndex.pairs`: (i, j, s, candidates checked)."""
     idx = ViewIndex(match)
     try:
