@@ -451,7 +451,7 @@ def test_duplicates_centre_embeddings_before_cosine():
     assert sorted(table["sample_id"][centred["duplicate_group"] >= 0]) == ["s0003", "s0049"]
 
 
-@pytest.mark.parametrize("index", ["faiss-flat", "faiss-hnsw"])
+@pytest.mark.parametrize("index", ["faiss-flat", "faiss-hnsw", "faiss-ivf"])
 def test_faiss_index_finds_what_the_exact_search_finds(index):
     rng = np.random.default_rng(11)
     emb = rng.normal(size=(600, 24)).astype(np.float32)
@@ -459,7 +459,8 @@ def test_faiss_index_finds_what_the_exact_search_finds(index):
     exact_s, exact_i = knn_cosine(emb, 5)
     faiss_s, faiss_i = knn_cosine(emb, 5, index=index)
     overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact_i, faiss_i)])
-    assert overlap == 1.0 if index == "faiss-flat" else overlap >= 0.95
+    # IVF on 600 structureless points (15 cells, 8 searched) is the loosest; near copies are found by all
+    assert overlap == 1.0 if index == "faiss-flat" else overlap >= (0.8 if index == "faiss-ivf" else 0.95)
     if index == "faiss-flat":
         np.testing.assert_allclose(faiss_s, exact_s, atol=1e-5)
     ei, ej, _ = cosine_pairs(emb, 0.99)

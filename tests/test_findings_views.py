@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from influencegate.findings import duplicate_index
-from influencegate.findings.duplicate_index import ViewIndex, code_candidates
-from influencegate.findings.views import ViewMatch, view_pairs
+from influencegate.findings.duplicate_index import ViewIndex, code_candidates, prune_floor
+from influencegate.findings.views import ViewMatch, kth_best, link, view_bounds, view_descriptors, view_pairs
 
 FAMILIES = ("shift", "crop", "jpeg", "resize", "brightness")
 
@@ -84,7 +84,8 @@ def test_candidate_index_against_exact_search() -> None:
     try:
         for s in range(0, 200, 64):
             idx.add(imgs[s:s + 64])
-        ci, cj = idx.candidates(index="faiss-hnsw")
+        ci, cj = idx.candidates(index="faiss-ivf")
+        hi, hj = idx.candidates(index="faiss-hnsw")
         ei, ej = idx.candidates(index="exact")
         i, j, _, checked = idx.pairs()
     finally:
@@ -93,17 +94,110 @@ def test_candidate_index_against_exact_search() -> None:
     assert planted <= exact
     assert planted <= set(zip(ei.tolist(), ej.tolist()))
     assert planted <= set(zip(ci.tolist(), cj.tolist()))
+    assert planted <= set(zip(hi.tolist(), hj.tolist()))
     assert checked < 200 * 199 // 4  # the check ran on candidates, not on all pairs
     assert planted <= set(zip(i.tolist(), j.tolist())) <= exact | set(zip(ci.tolist(), cj.tolist()))
 
 
-def test_code_candidates_exact_and_hnsw_agree() -> None:
+@pytest.mark.parametrize("index,share", [("faiss-hnsw", 0.95), ("faiss-ivf", 0.6)])
+def test_code_candidates_against_the_exact_search(index: str, share: float) -> None:
+    """The approximate indexes against the exact kNN of the same codes: every planted near copy (a code plus
+    noise) is a candidate, and most of the exact kNN pairs are (IVF, 8 of 28 cells searched on structureless
+    random codes, keeps the fewest; the near copies are what it must not miss)."""
     rng = np.random.default_rng(1)
-    codes = rng.normal(size=(500, 3, 64)).astype(np.float32)
+    codes = rng.normal(size=(1200, 3, 64)).astype(np.float32)
+    codes[1100:] = codes[:100] + 0.1 * rng.normal(size=(100, 3, 64)).astype(np.float32)
     codes /= np.linalg.norm(codes, axis=-1, keepdims=True)
     a = set(zip(*(x.tolist() for x in code_candidates(codes, 5, "exact"))))
-    b = set(zip(*(x.tolist() for x in code_candidates(codes, 5, "faiss-hnsw"))))
-    assert len(a & b) >= 0.95 * len(a)
+    b = set(zip(*(x.tolist() for x in code_candidates(codes, 5, index))))
+    planted = {(k, 1100 + k) for k in range(100)}
+    assert planted <= a and planted <= b
+    assert len(a & b) >= share * len(a)
+    assert code_candidates(codes[:1], 5, index)[0].size == 0
+    with pytest.raises(ValueError, match="index must be"):
+        code_candidates(codes, 5, "faiss-pq")
+
+
+def _reference_views(images: torch.Tensor, match: ViewMatch) -> torch.Tensor:
+    """view_descriptors as first written (F.affine_grid + F.grid_sample per window): the separable
+    operators must give the same vectors."""
+    from influencegate.findings.views import _base, _gauss
+
+    d = match.side
+    chans = _base(images, 3 * d, match.colour, "cpu")
+    m, k, b = chans.shape[0], chans.shape[1], chans.shape[-1]
+    base = chans.reshape(m * k, b, b)
+    wins, _ = match.windows()
+    theta = torch.zeros(len(wins), 2, 3)
+    for w, (s, dy, dx) in enumerate(wins):
+        theta[w, 0, 0], theta[w, 1, 1], theta[w, 0, 2], theta[w, 1, 2] = s, s, 2 * dx, 2 * dy
+    out = min(d, b)
+    grid = F.affine_grid(theta, [len(wins), 1, out, out], align_corners=False).reshape(1, len(wins) * out, out, 2)
+    pre = _gauss(base, max(0.0, 0.5 * (b / out - 1.0)))
+    views = F.grid_sample(pre[:, None], grid.expand(m * k, -1, -1, -1), mode="bilinear", padding_mode="border",
+                          align_corners=False).reshape(m * k * len(wins), out, out)
+    views = _gauss(views, float(match.blur) * out / d).reshape(m, k, len(wins), out, out)
+    if match.flip:
+        views = torch.cat([views, views.flip(-1)], dim=2)
+    views = views - views.mean(dim=(3, 4), keepdim=True)
+    views = views.transpose(1, 2).reshape(m, views.shape[2], -1)
+    var = (views ** 2).mean(dim=2, keepdim=True)
+    floor = torch.maximum(1e-3 * var[:, :1], torch.full_like(var[:, :1], 1e-12))
+    return torch.where(var > floor, views * var.clamp_min(1e-30).rsqrt() / np.sqrt(views.shape[2]),
+                       torch.zeros_like(views))
+
+
+@pytest.mark.parametrize("shape", [(6, 3, 32, 32), (4, 3, 80, 64), (5, 1, 8, 8), (4, 3, 20, 20)])
+def test_separable_views_equal_grid_sample_and_bound_them(shape: tuple[int, ...]) -> None:
+    """view_descriptors (separable operators) = the grid_sample reference, in both bases the same dot
+    products, `only` picks the same views; view_bounds' dot products bound every view dot product."""
+    g = torch.Generator().manual_seed(sum(shape))
+    x = F.avg_pool2d(torch.rand(*shape, generator=g), 3, 1, 1)
+    x[0] = 0.5  # a flat image: zero views
+    for match in (ViewMatch(), ViewMatch(flip=True), ViewMatch(colour=False, scales=(0.85,))):
+        ref = _reference_views(x, match)
+        views = view_descriptors(x, match)
+        torch.testing.assert_close(views, ref, atol=2e-5, rtol=0)
+        dct = view_descriptors(x, match, basis="dct")
+        torch.testing.assert_close(torch.einsum("mvf,nwf->mnvw", dct, dct),
+                                   torch.einsum("mvf,nwf->mnvw", ref, ref), atol=2e-5, rtol=0)
+        anchors = match.windows()[1]
+        torch.testing.assert_close(view_descriptors(x, match, only=anchors),
+                                   ref[:, anchors + [len(match.windows()[0]) + a for a in anchors]
+                                       if match.flip else anchors], atol=2e-5, rtol=0)
+        bounds = view_bounds(x, match, low=4)
+        gap = torch.einsum("mvf,nwf->mnvw", bounds, bounds) - torch.einsum("mvf,nwf->mnvw", ref, ref)
+        assert float(gap.min()) > -1e-5
+        assert float(bounds[0].abs().max()) == 0.0
+
+
+def test_bounded_check_gives_the_links_of_the_exact_check() -> None:
+    """ViewIndex.similarity(floor=prune_floor): every value is >= the exact s (the bound of the stored
+    float16 anchors), equal to it where the bound reaches the floor, and kth_best + link give the same links
+    as with the exact s of every candidate."""
+    rng = np.random.default_rng(2)
+    big = fields(300, 32, seed=13)
+    imgs = big[:, :, 4:36, 4:36].clone()
+    for c, o in zip(range(250, 300), range(50)):
+        imgs[c] = copy_of(big[o], 32, FAMILIES[c % 5], rng)
+    for match in (ViewMatch(), ViewMatch(flip=True), ViewMatch(ratio=0.5, k=2)):
+        idx = ViewIndex(match)
+        try:
+            for s in range(0, 300, 128):
+                idx.add(imgs[s:s + 128])
+            ci, cj = idx.candidates(index="exact")
+            exact = idx.similarity(ci, cj)
+            floor = prune_floor(match)
+            pruned = idx.similarity(ci, cj, floor=floor)
+            assert (pruned >= exact - 1e-4).all()
+            near = pruned >= floor
+            np.testing.assert_allclose(pruned[near], exact[near], atol=1e-6)
+            assert (~near).any() and (exact[~near] < floor).all()
+            links = [link(ci, cj, s, kth_best(ci, cj, s, 300, match.k), match) for s in (exact, pruned)]
+            np.testing.assert_array_equal(links[0], links[1])
+            assert links[0].sum() >= 40
+        finally:
+            idx.close()
 
 
 def test_streaming_index_memory_is_flat(monkeypatch: pytest.MonkeyPatch) -> None:

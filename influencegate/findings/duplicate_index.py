@@ -2,18 +2,21 @@
 (issue 14).
 
 One streaming pass over the images (`ViewIndex.add`, a batch at a time) keeps, per image:
-  * codes: its anchor views (views.py) projected by one fixed Gaussian random matrix to `dim` (64) numbers
-    and L2-normalised, float16: A x dim x 2 bytes (3 x 64 x 2 = 384 B) in RAM;
-  * its base thumbnail (K x b x b, uint8: 3 x 48 x 48 = 6.9 KiB) and its anchor views (A' x K D^2, float16:
-    3 x 768 x 2 = 4.5 KiB; A' = 2A with flip) appended to two files on disk (temporary unless `path` is
-    given), never all of them in RAM.
+  * codes: its anchor views (views.py; CODE_BLUR) projected by one fixed Gaussian random matrix to
+    `dim` (64) numbers and L2-normalised, float16: A x dim x 2 bytes (3 x 64 x 2 = 384 B) in RAM;
+  * its base thumbnail (K x b x b, uint8: 3 x 48 x 48 = 6.9 KiB), its anchor views (A' x K D^2, float16:
+    3 x 768 x 2 = 4.5 KiB; A' = 2A with flip) and their low-frequency bounds (anchor_bounds: A' x
+    (K BOUND_LOW^2 + 1) float16, 654 B) appended to three files on disk (temporary unless `path` is given),
+    never all of them in RAM.
 Memory in RAM therefore grows by 384 B per image, whatever the images' size; one batch of views at a time.
 
-`candidates(k)`: every anchor code of every image queries the whole-image codes (faiss HNSW, or an exact
-blockwise search when faiss is absent or index="exact") for its k nearest; each (image, neighbour) is a
-candidate pair. `pairs()`: the candidates' exact view similarity (`similarity`: each image's search views
-computed once from its stored thumbnail, against its partners' stored anchors: linear in images + pairs),
-then ViewMatch's rule with each image's k-th best among its candidates.
+`candidates(k)`: every anchor code of every image queries the whole-image codes (faiss IVF, else HNSW or an
+exact blockwise search: index=..., "exact" when faiss is absent) for its k nearest; each (image, neighbour)
+is a candidate pair. `pairs()`: the candidates' view similarity (`similarity`: each image's search views
+computed once from its stored thumbnail, against its partners' stored anchors: linear in images + pairs;
+first as an upper bound from the lowest DCT frequencies, the exact views only where that bound does not
+already rule the pair out of every link: prune_floor), then ViewMatch's rule with each image's k-th best
+among its candidates.
 """
 from __future__ import annotations
 
@@ -26,17 +29,33 @@ import numpy as np
 import torch
 
 from influencegate.data.mapped import MappedArray
-from influencegate.findings.views import ViewMatch, _base, kth_best, link, search_count, view_descriptors
+from influencegate.findings.views import (ViewMatch, _base, dct_matrix, kth_best, link, search_count, view_bounds,
+                                          view_descriptors)
 from influencegate.heap import release_heap
 
 #: Neighbours per query code: a copy is found when it is among the k nearest whole-image codes of one anchor.
 CANDIDATE_K = 10
 CODE_DIM = 64
+#: Blur (descriptor pixels) of the anchor views the codes are projected from; None: the check's own
+#: (ViewMatch.blur = 1), the anchors themselves. A coarser code finds shifted copies more often: on the tuning
+#: split (TUNE_PHOTOS at 32 and 128 px) blur 2 puts 81% / 77% of the shifted copies above the 99.9th
+#: percentile of unrelated pairs' code similarity (blur 1: 68% / 54%), and on 20,000 synthetic images the
+#: exact kNN of the codes holds 98% of the all-pairs links (94% at blur 1). Not the default: its nearest
+#: codes are coarser look-alikes, so each image's k-th best among its candidates (the relative rule) drops
+#: and on the held-out photos precision falls by 0.3-1.7 points in 6 of 40 cells (shift at 32 / 64 px,
+#: jpeg, resize, brightness at 32 px, watermark at 64 px) and shift recall by 1 point at 64 px.
+CODE_BLUR: float | None = None
 #: Images per block of the codes kept in RAM (3 x 64 float16 each: 48 MiB per block, above glibc's largest
 #: mmap threshold, so a block never pins the heap).
 CODE_BLOCK = 1 << 17
 #: Padded partner slots per batched product of the check (rows x their largest partner count).
 PAD_SLOTS = 8192
+#: Low DCT frequencies per axis kept for the bound of the check (views.view_bounds).
+BOUND_LOW = 6
+#: Added to the bound before comparing it with the floor: the float16 stored low coefficients (relative error
+#: <= 2^-11 of a unit vector: < 5e-4 per product) and the float32 residual norms (sqrt of a difference of
+#: sums near 1: < 5e-4 each) stay well inside it.
+BOUND_MARGIN = 5e-3
 
 
 class ViewIndex:
@@ -53,8 +72,10 @@ class ViewIndex:
         if path is None:
             handle, path = tempfile.mkstemp(suffix=".thumbs")
             os.close(handle)
-        self.path, self.anchor_path = str(path), str(path) + ".anchors"
+        self.path, self.anchor_path, self.low_path = str(path), str(path) + ".anchors", str(path) + ".low"
         self._file, self._anchor_file = open(self.path, "wb"), open(self.anchor_path, "wb")
+        self._low_file = open(self.low_path, "wb")
+        self._low_shape: tuple[int, ...] | None = None
         self.count = 0
 
     def add(self, images: torch.Tensor | np.ndarray) -> None:
@@ -73,14 +94,24 @@ class ViewIndex:
         thumbs = torch.round((base - lo) / span * 255).to(torch.uint8).numpy()
         self._file.write(thumbs.tobytes())
         # anchors of the stored (quantised) thumbnails: exactly what the check compares against
-        anchors = view_descriptors(torch.from_numpy(thumbs).float() / 255.0, self.match, only=self._anchor_windows)
+        stored_thumbs = torch.from_numpy(thumbs).float() / 255.0
+        anchors = view_descriptors(stored_thumbs, self.match, only=self._anchor_windows)
         self._anchor_shape = tuple(anchors.shape[1:])
-        self._anchor_file.write(anchors.to(torch.float16).numpy().tobytes())
+        stored = anchors.to(torch.float16)
+        self._anchor_file.write(stored.numpy().tobytes())
+        low = anchor_bounds(stored, int(base.shape[1]), BOUND_LOW)
+        self._low_shape = tuple(low.shape[1:])
+        self._low_file.write(low.tobytes())
         if self._proj is None:
             gen = torch.Generator().manual_seed(self.seed)
             self._proj = torch.randn(anchors.shape[-1], self.dim, generator=gen)
-        plain = anchors[:, :len(self._anchor_windows)]  # codes of the un-mirrored anchors
-        codes = torch.nn.functional.normalize(plain @ self._proj, dim=-1)
+        # codes of the un-mirrored anchors (or of anchors blurred by CODE_BLUR)
+        if CODE_BLUR is None or CODE_BLUR == self.match.blur:
+            coarse = anchors[:, :len(self._anchor_windows)]
+        else:
+            coarse = view_descriptors(stored_thumbs, replace(self.match, blur=CODE_BLUR, flip=False),
+                                      only=self._anchor_windows)
+        codes = torch.nn.functional.normalize(coarse @ self._proj, dim=-1)
         self._store_codes(codes.to(torch.float16).numpy())
         self.count += len(x)
         release_heap()
@@ -98,11 +129,16 @@ class ViewIndex:
             self._codes[-1][at:at + take] = codes[done:done + take]
             done += take
 
+    def _float16_codes(self) -> np.ndarray:
+        """N x A x dim float16 codes, one array."""
+        if not self._codes:
+            return np.zeros((0, 1, self.dim), np.float16)
+        filled = self.count - CODE_BLOCK * (len(self._codes) - 1)  # rows used in the last block
+        return np.concatenate([*self._codes[:-1], self._codes[-1][:filled]])
+
     def codes(self) -> np.ndarray:
         """N x A x dim float32 codes (A anchors: the whole image first)."""
-        if not self._codes:
-            return np.zeros((0, 1, self.dim), np.float32)
-        return np.concatenate(self._codes).astype(np.float32)[:self.count]
+        return self._float16_codes().astype(np.float32)
 
     def thumbnails(self, rows: np.ndarray) -> torch.Tensor:
         """The stored K x b x b thumbnails of `rows`, float32 in [0, 1] (each stretched to its own range)."""
@@ -116,73 +152,141 @@ class ViewIndex:
         self._anchor_file.flush()
         return MappedArray(self.anchor_path, np.float16, (self.count, *self._anchor_shape))
 
-    def candidates(self, k: int = CANDIDATE_K, index: str = "faiss-hnsw") -> tuple[np.ndarray, np.ndarray]:
-        """Candidate pairs of the indexed images (code_candidates)."""
-        return code_candidates(self.codes(), k, index)
+    def _lows(self) -> MappedArray:
+        self._low_file.flush()
+        return MappedArray(self.low_path, np.float16, (self.count, *self._low_shape))
 
-    def similarity(self, ci: np.ndarray, cj: np.ndarray, block: int = 256) -> np.ndarray:
+    def _read_thumbnails(self, rows: np.ndarray) -> torch.Tensor:
+        """float32 thumbnails of sorted `rows`: a plain read of the file for a run of consecutive rows, else
+        gathered through a mapping that gives its pages back (data.mapped): neither stays resident."""
+        self._file.flush()
+        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+            per = int(np.prod(self._shape))
+            raw = np.fromfile(self.path, dtype=np.uint8, count=len(rows) * per, offset=int(rows[0]) * per)
+            raw = raw.reshape(len(rows), *self._shape)
+        else:
+            raw = self._store().read(rows)
+        return torch.from_numpy(raw.astype(np.float32) / 255.0)
+
+    def candidates(self, k: int = CANDIDATE_K, index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray]:
+        """Candidate pairs of the indexed images (code_candidates)."""
+        return code_candidates(self._float16_codes(), k, index)  # float16 here: each query batch is converted
+
+    def similarity(self, ci: np.ndarray, cj: np.ndarray, block: int = 256,
+                   floor: float | None = None) -> np.ndarray:
         """float32 P: views.pair_similarity of the pairs (ci, cj), linear in images + pairs. s = max of two
         halves, (search views of one image) . (stored anchors of the other); the halves are sorted by their
         searching image and the images taken in blocks of `block` rows of the thumbnail store, so each image's
         search views (S x K D^2, 105 KiB) are computed once; one batched product per group of rows, each
         image's partners padded to its group's largest count, groups cut so that rows x largest count <=
         PAD_SLOTS (an index hub with thousands of partners gets a group of its own). Memory: block x S views
-        (~27 MiB at the defaults) and one buffer of PAD_SLOTS x A' anchors (~75 MiB), reused by every group."""
+        (~27 MiB at the defaults) and one buffer of PAD_SLOTS x A' anchors (~75 MiB), reused by every group.
+
+        floor: first the same scan with views.view_bounds (each view's BOUND_LOW^2 lowest DCT frequencies per
+        channel plus the norm of the rest: an upper bound of s at 1/7 of the numbers, the stored anchors' part
+        precomputed at add()); only the pairs whose bound + BOUND_MARGIN reaches `floor` get the exact s, the
+        others keep their bound (< floor, an upper bound of their s). With floor = prune_floor(match) the
+        links are exactly those of the exact s (prune_floor)."""
         p = len(ci)
-        sims = np.full(p, -2.0, dtype=np.float32)
         if p == 0:
-            return sims
+            return np.full(0, -2.0, dtype=np.float32)
+        if floor is None:
+            return self._scan(ci, cj, block, exact=True)
+        sims = self._scan(ci, cj, block, exact=False)
+        near = np.flatnonzero(sims + BOUND_MARGIN >= floor)
+        if len(near):
+            sims[near] = self._scan(ci[near], cj[near], block, exact=True)
+        return sims
+
+    def _scan(self, ci: np.ndarray, cj: np.ndarray, block: int, exact: bool) -> np.ndarray:
+        """float32 P: max over both halves of max over (search view of one image) . (anchor of the other):
+        the exact views and stored anchors (exact=True) or their view_bounds (exact=False)."""
+        p = len(ci)
         own, other = np.concatenate([ci, cj]), np.concatenate([cj, ci])
         order = np.argsort(own, kind="stable")
-        own, other, pair = own[order], other[order], order % p
-        bounds = np.searchsorted(own, np.arange(self.count + 1))  # halves of image r: bounds[r]:bounds[r + 1]
-        store, anchors = self._store(), self._anchors()
+        own, other = own[order], other[order]
+        first = np.ones(len(own), dtype=bool)
+        first[1:] = own[1:] != own[:-1]
+        starts = np.flatnonzero(first)  # own is sorted: each searching image's run of halves
+        rows, counts = own[starts], np.diff(np.append(starts, len(own)))
+        del first, own
+        halves = np.empty(2 * p, dtype=np.float32)
+        partners = self._anchors() if exact else self._lows()
         plain = replace(self.match, flip=False)
         search = list(range(search_count(self.match)))
-        per_slot = int(np.prod(self._anchor_shape))
+        per_slot = int(np.prod((self._anchor_shape if exact else self._low_shape)))
         buffer = np.zeros(PAD_SLOTS * per_slot, dtype=np.float32)
-        for b0 in range(0, self.count, block):
-            b1 = min(b0 + block, self.count)
-            lo, hi = bounds[b0], bounds[b1]
-            if lo == hi:
-                continue
-            thumbs = torch.from_numpy(store.read(slice(b0, b1)).astype(np.float32) / 255.0)
-            views = view_descriptors(thumbs, plain, only=search)  # B x S x F
-            for r0, r1 in _row_groups(np.diff(bounds[b0:b1 + 1]), PAD_SLOTS):
-                r0, r1, lo, hi = b0 + r0, b0 + r1, bounds[b0 + r0], bounds[b0 + r1]
-                if lo == hi:
-                    continue
-                count = np.diff(bounds[r0:r1 + 1])
-                slot = np.arange(lo, hi) - np.repeat(bounds[r0:r1], count)  # each half's place among its image's
+        for b0 in range(0, len(rows), block):
+            b1 = min(b0 + block, len(rows))
+            thumbs = self._read_thumbnails(rows[b0:b1])
+            views = (view_descriptors(thumbs, plain, only=search) if exact
+                     else view_bounds(thumbs, plain, BOUND_LOW, only=search))  # B x S x F
+            for r0, r1 in _row_groups(counts[b0:b1], PAD_SLOTS):
+                r0, r1 = b0 + r0, b0 + r1
+                lo, hi = starts[r0], starts[r1 - 1] + counts[r1 - 1]
+                count = counts[r0:r1]
+                local = np.repeat(np.arange(r1 - r0), count)
+                slot = np.arange(lo, hi) - np.repeat(starts[r0:r1], count)  # each half's place among its image's
+                theirs = partners.read(other[lo:hi])  # halves x A' x F, float16
                 slots = (r1 - r0) * int(count.max())
                 if slots * per_slot > len(buffer):  # a hub row alone above PAD_SLOTS
                     buffer = np.zeros(slots * per_slot, dtype=np.float32)
                 # one buffer for every group (padding slots keep stale values; only real slots are read back):
                 # fresh arrays of a different size per group fragmented the heap, RSS grew with N
-                padded = buffer[:slots * per_slot].reshape(r1 - r0, int(count.max()), *self._anchor_shape)
-                padded[own[lo:hi] - r0, slot] = anchors.read(other[lo:hi])
-                theirs = torch.from_numpy(padded).flatten(1, 2)  # R x (most partners x A') x F
-                best = torch.bmm(views[r0 - b0:r1 - b0], theirs.transpose(1, 2)).amax(dim=1)
-                half = best.reshape(len(padded), -1, padded.shape[2]).amax(dim=2).numpy()[own[lo:hi] - r0, slot]
-                np.maximum.at(sims, pair[lo:hi], half)
+                padded = buffer[:slots * per_slot].reshape(r1 - r0, int(count.max()), *theirs.shape[1:])
+                padded[local, slot] = theirs
+                flat = torch.from_numpy(padded).flatten(1, 2)  # R x (most partners x A') x F
+                best = torch.bmm(views[r0 - b0:r1 - b0], flat.transpose(1, 2)).amax(dim=1)
+                best = best.reshape(len(padded), -1, padded.shape[2]).amax(dim=2).numpy()
+                halves[order[lo:hi]] = best[local, slot]
             release_heap()
-        return sims
+        return np.maximum(halves[:p], halves[p:])
 
-    def pairs(self, k: int = CANDIDATE_K, index: str = "faiss-hnsw") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    def pairs(self, k: int = CANDIDATE_K, index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(i, j, s, candidates): the linked pairs among the candidates, by ViewMatch's similarity and rule
         (the relative rule's k-th best is taken among each image's candidates), and how many were checked."""
         ci, cj = self.candidates(k, index)
-        sims = self.similarity(ci, cj)
+        sims = self.similarity(ci, cj, floor=prune_floor(self.match))
         kth = kth_best(ci, cj, sims, self.count, int(self.match.k))
         ok = link(ci, cj, sims, kth, self.match)
         return ci[ok], cj[ok], sims[ok], len(ci)
 
     def close(self) -> None:
         """Close and delete the thumbnail and anchor files."""
-        for handle, path in ((self._file, self.path), (self._anchor_file, self.anchor_path)):
+        for handle, path in ((self._file, self.path), (self._anchor_file, self.anchor_path),
+                             (self._low_file, self.low_path)):
             handle.close()
             if os.path.exists(path):
                 os.remove(path)
+
+
+def prune_floor(match: ViewMatch) -> float:
+    """The similarity below which a pair's exact s cannot change any link (ViewMatch's rule): it is linked
+    neither absolutely (s < threshold) nor relatively (s < floor), and an image whose k-th best lies below
+    c = 1 - (1 - floor) / ratio passes the relative test whatever that k-th best is (its pairs have
+    gap <= 1 - floor < ratio (1 - kth)). So a pair known to lie below min(threshold, floor, c) may carry any
+    value below it (its upper bound): the same k-th best wherever that is >= c, the same links everywhere."""
+    c = 1.0 - (1.0 - match.floor) / match.ratio if match.ratio > 0 else match.floor
+    return float(min(match.threshold, match.floor, c))
+
+
+def anchor_bounds(anchors: torch.Tensor, channels: int, low: int) -> np.ndarray:
+    """float16 M x A' x (K low^2 + 1): the stored (float16) anchor views in the DCT basis cut to low x low
+    per channel (their constant coefficient dropped: the search views are centred), then the norm of the
+    rest rounded up, so that (search view bound) . (this) >= (search view) . (stored anchor) (views.view_bounds)."""
+    v = anchors.float()
+    m, a, f = v.shape
+    side = int(round((f // channels) ** 0.5))
+    t = min(int(low), side)
+    c = torch.as_tensor(dct_matrix(side), dtype=torch.float32)
+    coef = c @ v.reshape(m, a, channels, side, side) @ c.T
+    total = v.reshape(m, a, channels, -1).square().sum(3) - coef[..., 0, 0].square()  # Parseval: all but DC
+    coef[..., 0, 0] = 0.0
+    cut = coef[..., :t, :t].reshape(m, a, -1)
+    rest = (total.sum(2) - cut.square().sum(2)).clamp_min(0.0).sqrt().numpy()
+    low16 = torch.cat([cut, torch.from_numpy(rest)[..., None]], dim=2).numpy().astype(np.float16)
+    low16[..., -1] = np.nextafter(np.maximum(low16[..., -1], rest.astype(np.float16)), np.float16(np.inf))
+    return low16
 
 
 def _row_groups(count: np.ndarray, slots: int) -> list[tuple[int, int]]:
@@ -198,40 +302,81 @@ def _row_groups(count: np.ndarray, slots: int) -> list[tuple[int, int]]:
     return groups
 
 
+#: Candidate indexes of code_candidates.
+CANDIDATE_INDEXES = ("faiss-ivf", "faiss-hnsw", "exact")
+#: IVF cells probed per query (of about 4 sqrt(N) cells). On the 100k synthetic images of
+#: benchmarks/findings_scale.py (planted-copy recall of the candidates; search seconds on one shared core,
+#: float32 lists): 2 sqrt(N) cells x 8 probed 0.898 (4.8 s), x 16 0.918 (8.7 s), x 32 0.935 (16.1 s);
+#: 4 sqrt(N) x 16 0.909 (5.6 s), x 24 0.922 (7.8 s), x 32 0.924 (10.1 s); 8 sqrt(N) x 32 0.926 (7.8 s + 3 s
+#: training); HNSW 0.937 (68 s). The lists hold the float16 codes as they are (QT_fp16: same recall, -27%
+#: time). 16, not 24: at 1M, 24 probes took the candidates to 575 s (float32 lists) and the whole run past
+#: 15 minutes on this shared CPU. The copies it misses have code similarities of 0.25-0.6 (shifts:
+#: CODE_BLUR).
+IVF_NPROBE = 16
+#: Query codes per search call (bounds the memory of queries and results).
+QUERY_BATCH = 1 << 18
+
+
 def available_index() -> str:
-    """"faiss-hnsw" when faiss is installed (influencegate[index]), else "exact" (blockwise kNN of the codes)."""
+    """"faiss-ivf" when faiss is installed (influencegate[index]), else "exact" (blockwise kNN of the codes)."""
     try:
         import faiss  # noqa: F401
     except ImportError:
         return "exact"
-    return "faiss-hnsw"
+    return "faiss-ivf"
 
 
-def code_candidates(codes: np.ndarray, k: int = CANDIDATE_K,
-                    index: str = "faiss-hnsw") -> tuple[np.ndarray, np.ndarray]:
+def ivf_cells(n: int) -> int:
+    """IVF cells for n base codes: about 4 sqrt(n) (cells of sqrt(n) / 4 codes), at least 40 training codes
+    per cell."""
+    return max(1, min(int(round(4 * np.sqrt(n))), n // 40))
+
+
+def code_candidates(codes: np.ndarray, k: int = CANDIDATE_K, index: str = "faiss-ivf",
+                    nprobe: int = IVF_NPROBE) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs (i < j, unique, sorted) from codes N x A x dim (unit rows, the whole image first): each
-    anchor code's k nearest whole-image codes. index: "faiss-hnsw" (approximate, sub-linear per query) or
-    "exact" (blockwise, O(N^2))."""
+    anchor code's k nearest whole-image codes. index: "faiss-ivf" (approximate: an inverted file of
+    ivf_cells(N) k-means cells trained on 40 codes per cell, `nprobe` cells searched per query, inner
+    products of the float16 codes inside them; O(N^1.5)), "faiss-hnsw" (approximate, graph) or "exact" (blockwise, O(N^2)).
+    Queries are searched QUERY_BATCH at a time."""
+    if index not in CANDIDATE_INDEXES:
+        raise ValueError(f"index must be one of {CANDIDATE_INDEXES}, got {index!r}")
     n, a = codes.shape[0], codes.shape[1]
     if n < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     k = min(int(k), n - 1)
-    queries = np.ascontiguousarray(codes.reshape(n * a, -1), dtype=np.float32)
     base = np.ascontiguousarray(codes[:, 0], dtype=np.float32)
     if index == "exact":
-        neighbours = _exact_knn(queries, base, k + 1)
-    elif index == "faiss-hnsw":
-        import faiss
-        searcher = faiss.IndexHNSWFlat(base.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-        searcher.hnsw.efSearch = max(64, 2 * k)
-        searcher.add(base)
-        neighbours = searcher.search(queries, k + 1)[1]
+        def search(q: np.ndarray) -> np.ndarray:
+            return _exact_knn(q, base, k + 1)
     else:
-        raise ValueError(f"index must be 'faiss-hnsw' or 'exact', got {index!r}")
-    rows = np.repeat(np.arange(n), a * neighbours.shape[1])
-    cols = neighbours.reshape(-1)
-    ok = (cols >= 0) & (cols != rows)
-    pairs = np.unique(np.minimum(rows[ok], cols[ok]) * n + np.maximum(rows[ok], cols[ok]))
+        import faiss
+        if index == "faiss-hnsw":
+            searcher = faiss.IndexHNSWFlat(base.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+            searcher.hnsw.efSearch = max(64, 2 * k)
+        else:
+            cells = ivf_cells(n)
+            searcher = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(base.shape[1]), base.shape[1], cells,
+                                                     faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+            searcher.cp.niter = 10
+            sample = np.random.default_rng(0).choice(n, min(n, 40 * cells), replace=False)
+            searcher.train(base[np.sort(sample)])
+            searcher.nprobe = min(int(nprobe), cells)
+        searcher.add(base)
+
+        def search(q: np.ndarray) -> np.ndarray:
+            return searcher.search(q, k + 1)[1]
+    keys = []
+    step = max(1, QUERY_BATCH // a)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        queries = np.ascontiguousarray(codes[start:stop].reshape((stop - start) * a, -1), dtype=np.float32)
+        neighbours = search(queries)
+        rows = np.repeat(np.arange(start, stop), a * neighbours.shape[1])
+        cols = neighbours.reshape(-1)
+        ok = (cols >= 0) & (cols != rows)
+        keys.append(np.unique(np.minimum(rows[ok], cols[ok]) * n + np.maximum(rows[ok], cols[ok])))
+    pairs = np.unique(np.concatenate(keys))
     return pairs // n, pairs % n
 
 
@@ -246,7 +391,8 @@ def _exact_knn(queries: np.ndarray, base: np.ndarray, k: int, block: int = 4096)
 
 
 def indexed_view_pairs(batches: Iterable[torch.Tensor | np.ndarray], match: ViewMatch = ViewMatch(),
-                       k: int = CANDIDATE_K, index: str = "faiss-hnsw") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                       k: int = CANDIDATE_K,
+                       index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """One streaming pass over `batches` of images, then `ViewIndex.pairs`: (i, j, s, candidates checked)."""
     idx = ViewIndex(match)
     try:

@@ -1,8 +1,9 @@
 """Blockwise cosine-similarity search over embeddings (CPU or CUDA), never the full N x N matrix at once.
 
 Memory: one block_size x block_size similarity tile at a time (2048 x 2048 float32 = 16 MiB), plus the
-(normalised) embeddings on the device. Exact search; `index="faiss-flat"` / `"faiss-hnsw"` hands the search to
-a faiss index instead (`faiss_index.py`; HNSW is approximate and scales to millions of samples).
+(normalised) embeddings on the device. Exact search; `index="faiss-flat"` / `"faiss-hnsw"` / `"faiss-ivf"` hands
+the search to a faiss index instead (`faiss_index.py`; HNSW and IVF are approximate and scale to millions of
+samples).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def check_block(block_size: int) -> int:
 
 
 #: "exact" = the blockwise torch search below; the others are faiss indexes (faiss_index.INDEXES).
-SEARCH_INDEXES = ("exact", "faiss-flat", "faiss-hnsw")
+SEARCH_INDEXES = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
 #: With a faiss index, near-duplicate pairs are searched among each row's FAISS_PAIR_K nearest neighbours.
 FAISS_PAIR_K = 10
 

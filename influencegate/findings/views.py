@@ -32,6 +32,7 @@ Pure core: numpy and torch only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -93,22 +94,67 @@ class ViewMatch:
         return wins, anchors
 
 
+def _gauss_matrix(n: int, sigma: float) -> np.ndarray:
+    """n x n float64: out[i] = sum_j m[i, j] in[j], a Gaussian of `sigma` pixels with replicate padding folded
+    in (the identity for sigma <= 0)."""
+    if sigma <= 0:
+        return np.eye(n)
+    r = max(1, int(np.ceil(3 * sigma)))
+    x = np.arange(-r, r + 1)
+    k = np.exp(-x ** 2 / (2 * sigma ** 2))
+    m = np.zeros((n, n))
+    for i in range(n):
+        np.add.at(m[i], np.clip(i + x, 0, n - 1), k / k.sum())
+    return m
+
+
 def _gauss(t: torch.Tensor, sigma: float) -> torch.Tensor:
     """B x H x W blurred by a separable Gaussian of `sigma` pixels (edges replicated), as two matrix products
     (much faster on the CPU than a one-channel convolution)."""
     if sigma <= 0:
         return t
-    r = max(1, int(np.ceil(3 * sigma)))
+    rows = torch.as_tensor(_gauss_matrix(t.shape[-2], sigma), dtype=t.dtype, device=t.device)
+    cols = torch.as_tensor(_gauss_matrix(t.shape[-1], sigma), dtype=t.dtype, device=t.device)
+    return rows @ t @ cols.T
 
-    def matrix(n: int) -> torch.Tensor:  # n x n: out[i] = sum_j m[i, j] in[j], replicate padding folded in
-        x = np.arange(-r, r + 1)
-        k = np.exp(-x ** 2 / (2 * sigma ** 2))
-        m = np.zeros((n, n))
-        for i in range(n):
-            np.add.at(m[i], np.clip(i + x, 0, n - 1), k / k.sum())
-        return torch.as_tensor(m, dtype=t.dtype, device=t.device)
 
-    return matrix(t.shape[-2]) @ t @ matrix(t.shape[-1]).T
+def _sampler(n_in: int, n_out: int, scale: float, offset: float) -> np.ndarray:
+    """n_out x n_in float64: 1-D bilinear resampling of the window (scale, offset) as F.affine_grid +
+    F.grid_sample(mode="bilinear", padding_mode="border", align_corners=False) do it along one axis."""
+    out = (2 * np.arange(n_out) + 1) / n_out - 1  # output pixel centres, normalised
+    pos = ((scale * out + 2 * offset + 1) * n_in - 1) / 2  # input pixel coordinates
+    pos = np.clip(pos, 0, n_in - 1)  # border padding
+    lo = np.floor(pos).astype(int)
+    w = pos - lo
+    m = np.zeros((n_out, n_in))
+    m[np.arange(n_out), lo] += 1 - w
+    hi = np.minimum(lo + 1, n_in - 1)
+    m[np.arange(n_out), hi] += w
+    return m
+
+
+def dct_matrix(n: int) -> np.ndarray:
+    """n x n orthonormal DCT-II: row f is the f-th cosine (row 0 the constant)."""
+    k = np.arange(n)
+    m = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n)) * np.sqrt(2.0 / n)
+    m[0] /= np.sqrt(2.0)
+    return m
+
+
+@lru_cache(maxsize=32)
+def _axis_operators(b: int, d: int, blur: float, windows: tuple[tuple[float, float], ...],
+                    basis: str) -> torch.Tensor:
+    """float32 len(windows) x out_side x b: for each (scale, offset) along one axis the linear map from the
+    base pixels to that window's view pixels (pre-blur by the reduction factor, bilinear window, blur; then
+    the orthonormal DCT with basis="dct")."""
+    out_side = min(d, b)
+    pre = _gauss_matrix(b, max(0.0, 0.5 * (b / out_side - 1.0)))
+    post = _gauss_matrix(out_side, float(blur) * out_side / d)
+    ops = [post @ _sampler(b, out_side, s, o) @ pre for s, o in windows]
+    if basis == "dct":
+        c = dct_matrix(out_side)
+        ops = [c @ op for op in ops]
+    return torch.as_tensor(np.stack(ops), dtype=torch.float32)
 
 
 def _base(images: torch.Tensor | np.ndarray, base: int, colour: bool, device: str | torch.device) -> torch.Tensor:
@@ -128,14 +174,13 @@ def _base(images: torch.Tensor | np.ndarray, base: int, colour: bool, device: st
     return x
 
 
-@torch.no_grad()
-def view_descriptors(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch(),
-                     device: str | torch.device = "cpu", only: Sequence[int] | None = None) -> torch.Tensor:
-    """float32 M x V x (K D^2) unit (or zero) view vectors (K = C channels with colour, else 1) of a batch of
-    images (module docstring); V = len(match.windows()[0]) (x 2 with flip: the mirrored views follow).
-    only: the positions (in match.windows()[0]) of the windows to compute, in that order (V = len(only), x 2
-    with flip); the first must be the whole image (0), the flatness reference. Memory: one batch; call it per
-    chunk of a stream."""
+def _window_products(images: torch.Tensor | np.ndarray, match: ViewMatch, device: str | torch.device,
+                     only: Sequence[int] | None, basis: str):
+    """The un-normalised views of the requested windows, per window scale: (m, k, out_side, windows,
+    [(positions of that scale's windows in `windows`, dys, dxs, z)]) with z MK x len(dys) x out x
+    (len(dxs) [x 2 with flip]) x out (view_descriptors)."""
+    if basis not in ("pixel", "dct"):
+        raise ValueError(f"basis must be 'pixel' or 'dct', got {basis!r}")
     d = int(match.side)
     chans = _base(images, 3 * d, match.colour, device)
     m, k, b = chans.shape[0], chans.shape[1], chans.shape[-1]
@@ -145,27 +190,97 @@ def view_descriptors(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewM
         if not len(only) or int(only[0]) != 0:
             raise ValueError(f"only must start with the whole-image window 0, got {list(only)}")
         wins = [wins[int(w)] for w in only]
-    theta = torch.zeros(len(wins), 2, 3, device=base.device)
-    for w, (s, dy, dx) in enumerate(wins):  # affine_grid: output [-1, 1] -> input window, align_corners=False
-        theta[w, 0, 0], theta[w, 1, 1] = s, s
-        theta[w, 0, 2], theta[w, 1, 2] = 2 * dx, 2 * dy
     out_side = min(d, b)
-    grid = F.affine_grid(theta, [len(wins), 1, out_side, out_side], align_corners=False)
-    grid = grid.reshape(1, len(wins) * out_side, out_side, 2)  # the windows stacked vertically: one sample call
-    # antialias a window of s * b base pixels onto out_side: pre-blur the base by the reduction factor
-    pre = _gauss(base, max(0.0, 0.5 * (b / out_side - 1.0)))
-    views = F.grid_sample(pre[:, None], grid.expand(m * k, -1, -1, -1), mode="bilinear", padding_mode="border",
-                          align_corners=False)
-    views = views.reshape(m * k * len(wins), out_side, out_side)
-    views = _gauss(views, float(match.blur) * out_side / d).reshape(m, k, len(wins), out_side, out_side)
-    if match.flip:
-        views = torch.cat([views, views.flip(-1)], dim=2)
-    views = views - views.mean(dim=(3, 4), keepdim=True)  # each channel of each view centred
-    views = views.transpose(1, 2).reshape(m, views.shape[2], -1)
-    var = (views ** 2).mean(dim=2, keepdim=True)
+    parts = []
+    for scale in dict.fromkeys(s for s, _, _ in wins):  # one pair of products per window scale
+        here = [w for w, (s, _, _) in enumerate(wins) if s == scale]
+        dys = sorted({wins[w][1] for w in here})
+        dxs = sorted({wins[w][2] for w in here})
+        rows = _axis_operators(b, d, match.blur, tuple((scale, o) for o in dys), basis).to(base.device)
+        cols = _axis_operators(b, d, match.blur, tuple((scale, o) for o in dxs), basis).to(base.device)
+        if match.flip:  # a mirrored view: its columns reversed (in the DCT basis: odd frequencies negated)
+            flipped = cols.flip(1) if basis == "pixel" else cols * _flip_signs(out_side, cols)
+            cols = torch.cat([cols, flipped])
+        y = torch.matmul(rows.reshape(-1, b), base)  # MK x (dys x out) x b
+        z = torch.matmul(y, cols.reshape(-1, b).T)  # MK x (dys x out) x (dxs [+ mirrored] x out)
+        parts.append((here, dys, dxs, z.reshape(m * k, len(dys), out_side, -1, out_side)))
+    return m, k, out_side, wins, parts
+
+
+@torch.no_grad()
+def view_descriptors(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch(),
+                     device: str | torch.device = "cpu", only: Sequence[int] | None = None,
+                     basis: str = "pixel") -> torch.Tensor:
+    """float32 M x V x (K D^2) unit (or zero) view vectors (K = C channels with colour, else 1) of a batch of
+    images (module docstring); V = len(match.windows()[0]) (x 2 with flip: the mirrored views follow).
+    only: the positions (in match.windows()[0]) of the windows to compute, in that order (V = len(only), x 2
+    with flip); the first must be the whole image (0), the flatness reference. basis: "pixel" (each channel a
+    D x D image, row-major) or "dct" (each channel's 2-D orthonormal DCT coefficients, D x D row-major, low
+    frequencies first in each axis): an orthonormal change of basis per channel, so every dot product is the
+    same. Each window is a separable linear map of the base (pre-blur, bilinear window, blur: the operators
+    of F.grid_sample and the Gaussian as matrices, two matrix products per scale). Memory: one batch; call it
+    per chunk of a stream."""
+    m, k, out_side, wins, parts = _window_products(images, match, device, only, basis)
+    mirrors = 2 if match.flip else 1
+    views = torch.empty(m, mirrors * len(wins), k, out_side, out_side)
+    for here, dys, dxs, z in parts:
+        z = z.reshape(m, k, len(dys), out_side, mirrors * len(dxs), out_side)
+        for f in range(mirrors):
+            block = z[..., f * len(dxs):(f + 1) * len(dxs), :].permute(0, 2, 4, 1, 3, 5)  # m dys dxs k D D
+            if here == list(range(here[0], here[0] + len(dys) * len(dxs))):  # a whole grid, dy-major: one copy
+                start = f * len(wins) + here[0]
+                views[:, start:start + len(here)] = block.reshape(m, len(here), k, out_side, out_side)
+            else:
+                for w in here:
+                    views[:, f * len(wins) + w] = block[:, dys.index(wins[w][1]), dxs.index(wins[w][2])]
+    if basis == "pixel":
+        views -= views.mean(dim=(3, 4), keepdim=True)  # each channel of each view centred
+    else:
+        views[..., 0, 0] = 0.0  # the constant coefficient: centring
+    views = views.reshape(m, views.shape[1], -1)
+    norm = torch.linalg.vector_norm(views, dim=2, keepdim=True)
+    var = norm ** 2 / views.shape[2]
     floor = torch.maximum(FLAT_VAR * var[:, :1], torch.full_like(var[:, :1], 1e-12))
-    return torch.where(var > floor, views * var.clamp_min(1e-30).rsqrt() / np.sqrt(views.shape[2]),
-                       torch.zeros_like(views))
+    views *= torch.where(var > floor, 1.0 / norm.clamp_min(1e-30), torch.zeros_like(norm))
+    return views
+
+
+@torch.no_grad()
+def view_bounds(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch(), low: int = 6,
+                device: str | torch.device = "cpu", only: Sequence[int] | None = None) -> torch.Tensor:
+    """float32 M x V x (K low^2 + 1): each view (view_descriptors, same V) in the DCT basis cut to its
+    low x low lowest frequencies per channel, then the norm of the rest appended (r = sqrt(1 - |low part|^2);
+    0 for a flat view). For two views u, v: u . v <= u_low . v_low + r_u r_v (Cauchy-Schwarz on the rest),
+    which is the dot product of these vectors: an upper bound of every view similarity at K low^2 + 1 numbers
+    instead of K D^2."""
+    m, k, out_side, wins, parts = _window_products(images, match, device, only, "dct")
+    t = min(int(low), out_side)
+    mirrors = 2 if match.flip else 1
+    out = torch.zeros(m, mirrors * len(wins), k * t * t + 1)
+    for here, dys, dxs, z in parts:
+        sq = z.square().sum(2).sum(-1) - z[:, :, 0, :, 0] ** 2  # MK x dys x cols: centred sum of squares
+        cut = z[:, :, :t, :, :t].clone()
+        cut[:, :, 0, :, 0] = 0.0
+        sq = sq.reshape(m, k, len(dys), -1).sum(1)  # m x dys x cols: all channels
+        cut = cut.reshape(m, k, len(dys), t, -1, t).permute(0, 2, 4, 1, 3, 5)  # m dys cols k t t
+        for f in range(mirrors):
+            for w in here:
+                iy, ix = dys.index(wins[w][1]), f * len(dxs) + dxs.index(wins[w][2])
+                out[:, f * len(wins) + w, :-1] = cut[:, iy, ix].reshape(m, -1)
+                out[:, f * len(wins) + w, -1] = sq[:, iy, ix]
+    sq = out[:, :, -1:].clamp_min(0.0)
+    var = sq / (k * out_side * out_side)
+    floor = torch.maximum(FLAT_VAR * var[:, :1], torch.full_like(var[:, :1], 1e-12))
+    scale = torch.where(var > floor, sq.clamp_min(1e-30).rsqrt(), torch.zeros_like(sq))
+    out[:, :, :-1] *= scale
+    low_sq = (out[:, :, :-1] ** 2).sum(2, keepdim=True)
+    out[:, :, -1:] = torch.where(var > floor, (1.0 - low_sq).clamp_min(0.0).sqrt(), torch.zeros_like(sq))
+    return out
+
+
+def _flip_signs(n: int, like: torch.Tensor) -> torch.Tensor:
+    """1 x 1 x n column of (-1)^f: reversing a signal negates its odd DCT-II coefficients."""
+    return torch.as_tensor((-1.0) ** np.arange(n), dtype=like.dtype, device=like.device)[None, :, None]
 
 
 def anchor_index(match: ViewMatch) -> list[int]:
