@@ -38,7 +38,8 @@ import natural_images as ni  # noqa: E402
 
 from influencegate.findings.duplicate_index import indexed_view_pairs  # noqa: E402
 from influencegate.findings.image_similarity import ImageMatch, image_pairs  # noqa: E402
-from influencegate.findings.views import ViewMatch, block_similarity, view_descriptors, view_pairs  # noqa: E402
+from influencegate.findings.view_search import block_similarity, view_pairs  # noqa: E402
+from influencegate.findings.views import ViewMatch, view_descriptors  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "duplicates_natural.json"
 HELD_OUT_SEEDS = (1, 2, 3)

@@ -114,8 +114,9 @@ def memory() -> dict:
 
 def images_run(n: int) -> dict:
     """The whole indexed path over n synthetic images, per stage: time (s) and memory (MB); then the outliers."""
-    from influencegate.findings.duplicate_index import BOUND_MARGIN, ViewIndex, available_index, prune_floor
-    from influencegate.findings.views import kth_best, link
+    from influencegate.findings.code_candidates import available_index
+    from influencegate.findings.duplicate_index import BOUND_MARGIN, ViewIndex
+    from influencegate.findings.view_search import kth_best, link, prune_floor
     copies, originals = planting(n, seed=n)
     out: dict = {"n": n, "index": available_index(), "memory": {}}
     t_all = time.perf_counter()
@@ -203,8 +204,9 @@ def exhaustive_run(n: int) -> dict:
     """The index path against the exhaustive all-pairs view search (views.view_pairs) on the same n images:
     the share of the exhaustive search's links that are candidates, and that the index path links."""
     import torch
-    from influencegate.findings.duplicate_index import CANDIDATE_INDEXES, ViewIndex, available_index
-    from influencegate.findings.views import view_pairs
+    from influencegate.findings.code_candidates import CANDIDATE_INDEXES, available_index
+    from influencegate.findings.duplicate_index import ViewIndex
+    from influencegate.findings.view_search import view_pairs
     copies, originals = planting(n, seed=n)
     images = torch.from_numpy(image_batch(0, n, copies, originals, seed=n))
     cache = RESULTS.parent / f"exhaustive_links_{n}.npz"  # the all-pairs links, kept to rescore other indexes
@@ -244,7 +246,7 @@ def exhaustive_run(n: int) -> dict:
 
 
 def codes_run(n: int) -> dict:
-    from influencegate.findings.duplicate_index import code_candidates
+    from influencegate.findings.code_candidates import code_candidates
     rng = np.random.default_rng(n)
     out: dict = {"n": n}
     t = time.perf_counter()

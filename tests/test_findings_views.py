@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from influencegate.findings import duplicate_index
-from influencegate.findings.duplicate_index import ViewIndex, code_candidates, prune_floor
-from influencegate.findings.views import ViewMatch, kth_best, link, view_bounds, view_descriptors, view_pairs
+from influencegate.findings.code_candidates import code_candidates
+from influencegate.findings.duplicate_index import ViewIndex
+from influencegate.findings.view_search import kth_best, link, prune_floor, view_pairs
+from influencegate.findings.views import ViewMatch, view_bounds, view_descriptors
 
 FAMILIES = ("shift", "crop", "jpeg", "resize", "brightness")
 
@@ -310,7 +312,8 @@ def test_index_similarity_equals_the_pairwise_check(monkeypatch: pytest.MonkeyPa
     anchors) gives views.pair_similarity of the stored thumbnails, with and without flips, across blocks and
     padded row groups smaller than the data (a hub row larger than a group alone)."""
     from influencegate.findings import duplicate_index
-    from influencegate.findings.views import pair_similarity, view_descriptors
+    from influencegate.findings.view_search import pair_similarity
+    from influencegate.findings.views import view_descriptors
 
     monkeypatch.setattr(duplicate_index, "PAD_SLOTS", 40)
 

@@ -10,9 +10,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from influencegate.findings.duplicate_index import ViewIndex, available_index
+from influencegate.findings.code_candidates import available_index
+from influencegate.findings.duplicate_index import ViewIndex
 from influencegate.findings.image_similarity import ImageMatch, image_pairs
-from influencegate.findings.views import ViewMatch, view_pairs
+from influencegate.findings.view_search import view_pairs
+from influencegate.findings.views import ViewMatch
 
 #: Largest number of examined samples for which near="auto" uses the image similarity; above it "auto" links by
 #: the embedding cosine instead. Both searches are all-pairs, O(M^2), but with very different constants,

@@ -39,7 +39,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from influencegate.findings.similarity import DEFAULT_BLOCK, check_block
 
 #: A view whose variance is below this fraction of its image's whole-view variance (or of 1e-6 in absolute
 #: units after the global standardisation) is flat and matches nothing.
@@ -292,81 +291,3 @@ def anchor_index(match: ViewMatch) -> list[int]:
 def search_count(match: ViewMatch) -> int:
     """How many leading views of view_descriptors are search views (the mirrored ones are anchors only)."""
     return len(match.windows()[0])
-
-
-def pair_similarity(views_a: torch.Tensor, views_b: torch.Tensor, match: ViewMatch) -> torch.Tensor:
-    """P similarities s of row-aligned pairs: views_a, views_b P x V x D^2 (view_descriptors)."""
-    search, anchors = search_count(match), anchor_index(match)
-    ab = torch.einsum("pvd,pad->pva", views_a[:, :search], views_b[:, anchors]).amax(dim=(1, 2))
-    ba = torch.einsum("pvd,pad->pva", views_b[:, :search], views_a[:, anchors]).amax(dim=(1, 2))
-    return torch.maximum(ab, ba)
-
-
-def block_similarity(rows: torch.Tensor, cols: torch.Tensor, match: ViewMatch) -> torch.Tensor:
-    """R x C similarities of every row image with every column image (views R x V x D^2, C x V x D^2)."""
-    search, anchors = search_count(match), anchor_index(match)
-    r, c, n = rows.shape[0], cols.shape[0], rows.shape[2]
-    ab = (rows[:, :search].reshape(-1, n) @ cols[:, anchors].reshape(-1, n).T)
-    ab = ab.reshape(r, search, c, len(anchors)).amax(dim=(1, 3))
-    ba = (rows[:, anchors].reshape(-1, n) @ cols[:, :search].reshape(-1, n).T)
-    ba = ba.reshape(r, len(anchors), c, search).amax(dim=(1, 3))
-    return torch.maximum(ab, ba)
-
-
-def link(i: np.ndarray, j: np.ndarray, s: np.ndarray, kth: np.ndarray, match: ViewMatch) -> np.ndarray:
-    """bool P: which scored pairs (i, j, s) are linked by the absolute or relative rule; kth: N, each image's
-    k-th highest similarity (-1 where it has fewer than k scored partners)."""
-    gap, gap_k = 1.0 - s, 1.0 - kth
-    relative = (s >= match.floor) & (gap <= match.ratio * gap_k[i]) & (gap <= match.ratio * gap_k[j])
-    return (s >= match.threshold) | relative
-
-
-def kth_best(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int, k: int) -> np.ndarray:
-    """N: each image's k-th highest similarity among the scored pairs (i, j, s) it is in (-1 if fewer)."""
-    rows, vals = np.concatenate([i, j]), np.concatenate([s, s])
-    order = np.lexsort((-vals, rows))
-    rows, vals = rows[order], vals[order]
-    start = np.searchsorted(rows, np.arange(n))
-    count = np.searchsorted(rows, np.arange(n), side="right") - start
-    out = np.full(n, -1.0, dtype=np.float32)
-    has = count >= k
-    out[has] = vals[start[has] + k - 1]
-    return out
-
-
-@torch.no_grad()
-def view_pairs(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch(), block_size: int = 256,
-               device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All linked pairs i < j (ViewMatch's rule), exhaustively (O(M^2)): (i, j, s) as int64, int64, float32
-    sorted by (i, j). Memory: the M x V x (K D^2) views (35 x 768 floats = 105 KiB per colour image) plus
-    one tile; every pair with s >= min(floor, threshold) and each image's top k are kept."""
-    block = check_block(block_size)
-    n = len(images)
-    views = torch.cat([view_descriptors(images[s:s + DEFAULT_BLOCK], match, device)
-                       for s in range(0, n, DEFAULT_BLOCK)]) if n else None
-    keep_from = min(match.floor, match.threshold)
-    k = min(int(match.k), max(n - 1, 1))
-    top = torch.full((n, k), -2.0)
-    found_i, found_j, found_s = [], [], []
-    for r0 in range(0, n, block):
-        for c0 in range(r0, n, block):
-            sims = block_similarity(views[r0:r0 + block], views[c0:c0 + block], match).cpu()
-            if c0 == r0:
-                sims.fill_diagonal_(-2.0)
-            ii, jj = torch.nonzero(sims >= keep_from, as_tuple=True)
-            upper = ii + r0 < jj + c0
-            found_i.append(ii[upper] + r0)
-            found_j.append(jj[upper] + c0)
-            found_s.append(sims[ii[upper], jj[upper]])
-            rows, cols = slice(r0, r0 + sims.shape[0]), slice(c0, c0 + sims.shape[1])
-            top[rows] = torch.topk(torch.cat([top[rows], sims], 1), k, dim=1).values
-            if c0 != r0:
-                top[cols] = torch.topk(torch.cat([top[cols], sims.T], 1), k, dim=1).values
-    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
-    if n < 2:
-        return empty
-    i, j, s = (torch.cat(t).numpy() for t in (found_i, found_j, found_s))
-    ok = link(i, j, s, top[:, -1].numpy(), match)
-    i, j, s = i[ok], j[ok], s[ok]
-    order = np.lexsort((j, i))
-    return i[order].astype(np.int64), j[order].astype(np.int64), s[order].astype(np.float32)

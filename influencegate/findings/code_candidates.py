@@ -1,0 +1,96 @@
+"""Candidate pairs for the streaming duplicate index (issue 14): each anchor code's nearest whole-image codes,
+from a faiss IVF or HNSW index (influencegate[index]) or an exact blockwise search.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+#: Neighbours per query code: a copy is found when it is among the k nearest whole-image codes of one anchor.
+CANDIDATE_K = 10
+#: Candidate indexes of code_candidates.
+CANDIDATE_INDEXES = ("faiss-ivf", "faiss-hnsw", "exact")
+#: IVF cells probed per query (of about 4 sqrt(N) cells). On the 100k synthetic images of
+#: benchmarks/findings_scale.py (planted-copy recall of the candidates; search seconds on one shared core,
+#: float32 lists): 2 sqrt(N) cells x 8 probed 0.898 (4.8 s), x 16 0.918 (8.7 s), x 32 0.935 (16.1 s);
+#: 4 sqrt(N) x 16 0.909 (5.6 s), x 24 0.922 (7.8 s), x 32 0.924 (10.1 s); 8 sqrt(N) x 32 0.926 (7.8 s + 3 s
+#: training); HNSW 0.937 (68 s). The lists hold the float16 codes as they are (QT_fp16: same recall, -27%
+#: time). 16, not 24: at 1M, 24 probes took the candidates to 575 s (float32 lists) and the whole run past
+#: 15 minutes on this shared CPU. The copies it misses have code similarities of 0.25-0.6 (shifts:
+#: CODE_BLUR).
+IVF_NPROBE = 16
+#: Query codes per search call (bounds the memory of queries and results).
+QUERY_BATCH = 1 << 18
+
+
+def available_index() -> str:
+    """"faiss-ivf" when faiss is installed (influencegate[index]), else "exact" (blockwise kNN of the codes)."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return "exact"
+    return "faiss-ivf"
+
+
+def ivf_cells(n: int) -> int:
+    """IVF cells for n base codes: about 4 sqrt(n) (cells of sqrt(n) / 4 codes), at least 40 training codes
+    per cell."""
+    return max(1, min(int(round(4 * np.sqrt(n))), n // 40))
+
+
+def code_candidates(codes: np.ndarray, k: int = CANDIDATE_K, index: str = "faiss-ivf",
+                    nprobe: int = IVF_NPROBE) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (i < j, unique, sorted) from codes N x A x dim (unit rows, the whole image first): each
+    anchor code's k nearest whole-image codes. index: "faiss-ivf" (approximate: an inverted file of
+    ivf_cells(N) k-means cells trained on 40 codes per cell, `nprobe` cells searched per query, inner
+    products of the float16 codes inside them; O(N^1.5)), "faiss-hnsw" (approximate, graph) or "exact" (blockwise, O(N^2)).
+    Queries are searched QUERY_BATCH at a time."""
+    if index not in CANDIDATE_INDEXES:
+        raise ValueError(f"index must be one of {CANDIDATE_INDEXES}, got {index!r}")
+    n, a = codes.shape[0], codes.shape[1]
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    k = min(int(k), n - 1)
+    base = np.ascontiguousarray(codes[:, 0], dtype=np.float32)
+    if index == "exact":
+        def search(q: np.ndarray) -> np.ndarray:
+            return _exact_knn(q, base, k + 1)
+    else:
+        import faiss
+        if index == "faiss-hnsw":
+            searcher = faiss.IndexHNSWFlat(base.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+            searcher.hnsw.efSearch = max(64, 2 * k)
+        else:
+            cells = ivf_cells(n)
+            searcher = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(base.shape[1]), base.shape[1], cells,
+                                                     faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+            searcher.cp.niter = 10
+            sample = np.random.default_rng(0).choice(n, min(n, 40 * cells), replace=False)
+            searcher.train(base[np.sort(sample)])
+            searcher.nprobe = min(int(nprobe), cells)
+        searcher.add(base)
+
+        def search(q: np.ndarray) -> np.ndarray:
+            return searcher.search(q, k + 1)[1]
+    keys = []
+    step = max(1, QUERY_BATCH // a)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        queries = np.ascontiguousarray(codes[start:stop].reshape((stop - start) * a, -1), dtype=np.float32)
+        neighbours = search(queries)
+        rows = np.repeat(np.arange(start, stop), a * neighbours.shape[1])
+        cols = neighbours.reshape(-1)
+        ok = (cols >= 0) & (cols != rows)
+        keys.append(np.unique(np.minimum(rows[ok], cols[ok]) * n + np.maximum(rows[ok], cols[ok])))
+    pairs = np.unique(np.concatenate(keys))
+    return pairs // n, pairs % n
+
+
+def _exact_knn(queries: np.ndarray, base: np.ndarray, k: int, block: int = 4096) -> np.ndarray:
+    """Q x k indices of each query's k highest inner products with the base rows (blockwise over queries)."""
+    b = torch.from_numpy(base)
+    out = []
+    for start in range(0, len(queries), block):
+        s = torch.from_numpy(queries[start:start + block]) @ b.T
+        out.append(torch.topk(s, min(k, b.shape[0]), dim=1).indices.numpy())
+    return np.concatenate(out)

@@ -1,0 +1,119 @@
+"""How two images' views are compared (issue 14): the similarity of a pair and of a block of pairs, the
+absolute and relative linking rule with each image's k-th best, the floor below which no link can change
+(for the bounded check of duplicate_index.py), the stored anchors' DCT bounds, and the exhaustive all-pairs
+search. The descriptors themselves are views.py's.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from influencegate.findings.similarity import DEFAULT_BLOCK, check_block
+from influencegate.findings.views import ViewMatch, anchor_index, dct_matrix, search_count, view_descriptors
+
+
+def pair_similarity(views_a: torch.Tensor, views_b: torch.Tensor, match: ViewMatch) -> torch.Tensor:
+    """P similarities s of row-aligned pairs: views_a, views_b P x V x D^2 (view_descriptors)."""
+    search, anchors = search_count(match), anchor_index(match)
+    ab = torch.einsum("pvd,pad->pva", views_a[:, :search], views_b[:, anchors]).amax(dim=(1, 2))
+    ba = torch.einsum("pvd,pad->pva", views_b[:, :search], views_a[:, anchors]).amax(dim=(1, 2))
+    return torch.maximum(ab, ba)
+
+
+def block_similarity(rows: torch.Tensor, cols: torch.Tensor, match: ViewMatch) -> torch.Tensor:
+    """R x C similarities of every row image with every column image (views R x V x D^2, C x V x D^2)."""
+    search, anchors = search_count(match), anchor_index(match)
+    r, c, n = rows.shape[0], cols.shape[0], rows.shape[2]
+    ab = (rows[:, :search].reshape(-1, n) @ cols[:, anchors].reshape(-1, n).T)
+    ab = ab.reshape(r, search, c, len(anchors)).amax(dim=(1, 3))
+    ba = (rows[:, anchors].reshape(-1, n) @ cols[:, :search].reshape(-1, n).T)
+    ba = ba.reshape(r, len(anchors), c, search).amax(dim=(1, 3))
+    return torch.maximum(ab, ba)
+
+
+def link(i: np.ndarray, j: np.ndarray, s: np.ndarray, kth: np.ndarray, match: ViewMatch) -> np.ndarray:
+    """bool P: which scored pairs (i, j, s) are linked by the absolute or relative rule; kth: N, each image's
+    k-th highest similarity (-1 where it has fewer than k scored partners)."""
+    gap, gap_k = 1.0 - s, 1.0 - kth
+    relative = (s >= match.floor) & (gap <= match.ratio * gap_k[i]) & (gap <= match.ratio * gap_k[j])
+    return (s >= match.threshold) | relative
+
+
+def kth_best(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int, k: int) -> np.ndarray:
+    """N: each image's k-th highest similarity among the scored pairs (i, j, s) it is in (-1 if fewer)."""
+    rows, vals = np.concatenate([i, j]), np.concatenate([s, s])
+    order = np.lexsort((-vals, rows))
+    rows, vals = rows[order], vals[order]
+    start = np.searchsorted(rows, np.arange(n))
+    count = np.searchsorted(rows, np.arange(n), side="right") - start
+    out = np.full(n, -1.0, dtype=np.float32)
+    has = count >= k
+    out[has] = vals[start[has] + k - 1]
+    return out
+
+
+@torch.no_grad()
+def view_pairs(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch(), block_size: int = 256,
+               device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All linked pairs i < j (ViewMatch's rule), exhaustively (O(M^2)): (i, j, s) as int64, int64, float32
+    sorted by (i, j). Memory: the M x V x (K D^2) views (35 x 768 floats = 105 KiB per colour image) plus
+    one tile; every pair with s >= min(floor, threshold) and each image's top k are kept."""
+    block = check_block(block_size)
+    n = len(images)
+    views = torch.cat([view_descriptors(images[s:s + DEFAULT_BLOCK], match, device)
+                       for s in range(0, n, DEFAULT_BLOCK)]) if n else None
+    keep_from = min(match.floor, match.threshold)
+    k = min(int(match.k), max(n - 1, 1))
+    top = torch.full((n, k), -2.0)
+    found_i, found_j, found_s = [], [], []
+    for r0 in range(0, n, block):
+        for c0 in range(r0, n, block):
+            sims = block_similarity(views[r0:r0 + block], views[c0:c0 + block], match).cpu()
+            if c0 == r0:
+                sims.fill_diagonal_(-2.0)
+            ii, jj = torch.nonzero(sims >= keep_from, as_tuple=True)
+            upper = ii + r0 < jj + c0
+            found_i.append(ii[upper] + r0)
+            found_j.append(jj[upper] + c0)
+            found_s.append(sims[ii[upper], jj[upper]])
+            rows, cols = slice(r0, r0 + sims.shape[0]), slice(c0, c0 + sims.shape[1])
+            top[rows] = torch.topk(torch.cat([top[rows], sims], 1), k, dim=1).values
+            if c0 != r0:
+                top[cols] = torch.topk(torch.cat([top[cols], sims.T], 1), k, dim=1).values
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    if n < 2:
+        return empty
+    i, j, s = (torch.cat(t).numpy() for t in (found_i, found_j, found_s))
+    ok = link(i, j, s, top[:, -1].numpy(), match)
+    i, j, s = i[ok], j[ok], s[ok]
+    order = np.lexsort((j, i))
+    return i[order].astype(np.int64), j[order].astype(np.int64), s[order].astype(np.float32)
+
+
+def prune_floor(match: ViewMatch) -> float:
+    """The similarity below which a pair's exact s cannot change any link (ViewMatch's rule): it is linked
+    neither absolutely (s < threshold) nor relatively (s < floor), and an image whose k-th best lies below
+    c = 1 - (1 - floor) / ratio passes the relative test whatever that k-th best is (its pairs have
+    gap <= 1 - floor < ratio (1 - kth)). So a pair known to lie below min(threshold, floor, c) may carry any
+    value below it (its upper bound): the same k-th best wherever that is >= c, the same links everywhere."""
+    c = 1.0 - (1.0 - match.floor) / match.ratio if match.ratio > 0 else match.floor
+    return float(min(match.threshold, match.floor, c))
+
+
+def anchor_bounds(anchors: torch.Tensor, channels: int, low: int) -> np.ndarray:
+    """float16 M x A' x (K low^2 + 1): the stored (float16) anchor views in the DCT basis cut to low x low
+    per channel (their constant coefficient dropped: the search views are centred), then the norm of the
+    rest rounded up, so that (search view bound) . (this) >= (search view) . (stored anchor) (views.view_bounds)."""
+    v = anchors.float()
+    m, a, f = v.shape
+    side = int(round((f // channels) ** 0.5))
+    t = min(int(low), side)
+    c = torch.as_tensor(dct_matrix(side), dtype=torch.float32)
+    coef = c @ v.reshape(m, a, channels, side, side) @ c.T
+    total = v.reshape(m, a, channels, -1).square().sum(3) - coef[..., 0, 0].square()  # Parseval: all but DC
+    coef[..., 0, 0] = 0.0
+    cut = coef[..., :t, :t].reshape(m, a, -1)
+    rest = (total.sum(2) - cut.square().sum(2)).clamp_min(0.0).sqrt().numpy()
+    low16 = torch.cat([cut, torch.from_numpy(rest)[..., None]], dim=2).numpy().astype(np.float16)
+    low16[..., -1] = np.nextafter(np.maximum(low16[..., -1], rest.astype(np.float16)), np.float16(np.inf))
+    return low16
