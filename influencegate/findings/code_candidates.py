@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from influencegate.findings.faiss_index import ivf_cells, ivf_index
+
 #: Neighbours per query code: a copy is found when it is among the k nearest whole-image codes of one anchor.
 CANDIDATE_K = 10
 #: Candidate indexes of code_candidates.
@@ -32,19 +34,13 @@ def available_index() -> str:
     return "faiss-ivf"
 
 
-def ivf_cells(n: int) -> int:
-    """IVF cells for n base codes: about 4 sqrt(n) (cells of sqrt(n) / 4 codes), at least 40 training codes
-    per cell."""
-    return max(1, min(int(round(4 * np.sqrt(n))), n // 40))
-
-
 def code_candidates(codes: np.ndarray, k: int = CANDIDATE_K, index: str = "faiss-ivf",
                     nprobe: int = IVF_NPROBE) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs (i < j, unique, sorted) from codes N x A x dim (unit rows, the whole image first): each
     anchor code's k nearest whole-image codes. index: "faiss-ivf" (approximate: an inverted file of
-    ivf_cells(N) k-means cells trained on 40 codes per cell, `nprobe` cells searched per query, inner
-    products of the float16 codes inside them; O(N^1.5)), "faiss-hnsw" (approximate, graph) or "exact" (blockwise, O(N^2)).
-    Queries are searched QUERY_BATCH at a time."""
+    faiss_index.ivf_cells(N, 4) k-means cells trained on 40 codes per cell, `nprobe` cells searched per
+    query, inner products of the float16 codes inside them; O(N^1.5)), "faiss-hnsw" (approximate, graph) or
+    "exact" (blockwise, O(N^2)). Queries are searched QUERY_BATCH at a time."""
     if index not in CANDIDATE_INDEXES:
         raise ValueError(f"index must be one of {CANDIDATE_INDEXES}, got {index!r}")
     n, a = codes.shape[0], codes.shape[1]
@@ -61,13 +57,7 @@ def code_candidates(codes: np.ndarray, k: int = CANDIDATE_K, index: str = "faiss
             searcher = faiss.IndexHNSWFlat(base.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
             searcher.hnsw.efSearch = max(64, 2 * k)
         else:
-            cells = ivf_cells(n)
-            searcher = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(base.shape[1]), base.shape[1], cells,
-                                                     faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-            searcher.cp.niter = 10
-            sample = np.random.default_rng(0).choice(n, min(n, 40 * cells), replace=False)
-            searcher.train(base[np.sort(sample)])
-            searcher.nprobe = min(int(nprobe), cells)
+            searcher = ivf_index(base, ivf_cells(n, 4.0), nprobe, train_per_cell=40, fp16=True)
         searcher.add(base)
 
         def search(q: np.ndarray) -> np.ndarray:

@@ -140,7 +140,8 @@ class ViewIndex:
         return self._float16_codes().astype(np.float32)
 
     def thumbnails(self, rows: np.ndarray) -> torch.Tensor:
-        """The stored K x b x b thumbnails of `rows`, float32 in [0, 1] (each stretched to its own range)."""
+        """The stored K x b x b thumbnails of `rows`, float32 in [0, 1] (each stretched to its own range), read
+        through a mapping that gives its pages back (data.mapped), so the file never stays resident."""
         return torch.from_numpy(self._store().read(np.asarray(rows)).astype(np.float32) / 255.0)
 
     def _store(self) -> MappedArray:
@@ -154,18 +155,6 @@ class ViewIndex:
     def _lows(self) -> MappedArray:
         self._low_file.flush()
         return MappedArray(self.low_path, np.float16, (self.count, *self._low_shape))
-
-    def _read_thumbnails(self, rows: np.ndarray) -> torch.Tensor:
-        """float32 thumbnails of sorted `rows`: a plain read of the file for a run of consecutive rows, else
-        gathered through a mapping that gives its pages back (data.mapped): neither stays resident."""
-        self._file.flush()
-        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
-            per = int(np.prod(self._shape))
-            raw = np.fromfile(self.path, dtype=np.uint8, count=len(rows) * per, offset=int(rows[0]) * per)
-            raw = raw.reshape(len(rows), *self._shape)
-        else:
-            raw = self._store().read(rows)
-        return torch.from_numpy(raw.astype(np.float32) / 255.0)
 
     def candidates(self, k: int = CANDIDATE_K, index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray]:
         """Candidate pairs of the indexed images (code_candidates)."""
@@ -217,7 +206,7 @@ class ViewIndex:
         buffer = np.zeros(PAD_SLOTS * per_slot, dtype=np.float32)
         for b0 in range(0, len(rows), block):
             b1 = min(b0 + block, len(rows))
-            thumbs = self._read_thumbnails(rows[b0:b1])
+            thumbs = self.thumbnails(rows[b0:b1])
             views = (view_descriptors(thumbs, plain, only=search) if exact
                      else view_bounds(thumbs, plain, BOUND_LOW, only=search))  # B x S x F
             for r0, r1 in _row_groups(counts[b0:b1], PAD_SLOTS):

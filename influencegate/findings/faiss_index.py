@@ -8,6 +8,8 @@ searched per query, exact inner products inside), the cheapest to build at milli
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 INDEXES = ("faiss-flat", "faiss-hnsw", "faiss-ivf")
@@ -21,6 +23,30 @@ def _faiss():
     except ImportError as exc:  # a usage error, not a crash: say what to install
         raise ImportError("the faiss index needs faiss: pip install 'influencegate[index]' (faiss-cpu)") from exc
     return faiss
+
+
+def ivf_cells(n: int, per_sqrt: float) -> int:
+    """IVF cells for n base rows: about per_sqrt x sqrt(n), at least 40 rows per cell, at least 1."""
+    return max(1, min(int(round(per_sqrt * np.sqrt(n))), n // 40))
+
+
+def ivf_index(x: np.ndarray, cells: int, nprobe: int, train_per_cell: int, fp16: bool = False) -> Any:
+    """An inner-product faiss IVF index of `cells` k-means cells (10 iterations) trained on a seeded sample of
+    train_per_cell rows per cell of x (N x d float32), `nprobe` cells searched per query; its lists hold the
+    rows as float32 (IndexIVFFlat) or float16 (fp16: IndexIVFScalarQuantizer QT_fp16). Empty: add() the rows."""
+    faiss = _faiss()
+    d = x.shape[1]
+    quantiser = faiss.IndexFlatIP(d)
+    if fp16:
+        searcher = faiss.IndexIVFScalarQuantizer(quantiser, d, cells, faiss.ScalarQuantizer.QT_fp16,
+                                                 faiss.METRIC_INNER_PRODUCT)
+    else:
+        searcher = faiss.IndexIVFFlat(quantiser, d, cells, faiss.METRIC_INNER_PRODUCT)
+    searcher.cp.niter = 10
+    sample = np.random.default_rng(0).choice(len(x), min(len(x), train_per_cell * cells), replace=False)
+    searcher.train(x[np.sort(sample)])
+    searcher.nprobe = min(int(nprobe), cells)
+    return searcher
 
 
 def faiss_knn(embeddings: np.ndarray, k: int, index: str = "faiss-hnsw") -> tuple[np.ndarray, np.ndarray]:
@@ -41,11 +67,7 @@ def faiss_knn(embeddings: np.ndarray, k: int, index: str = "faiss-hnsw") -> tupl
         searcher = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
         searcher.hnsw.efSearch = max(128, 2 * k)
     else:
-        cells = max(1, min(int(round(2 * np.sqrt(n))), n // 40))
-        searcher = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, cells, faiss.METRIC_INNER_PRODUCT)
-        searcher.cp.niter = 10
-        searcher.train(x[np.sort(np.random.default_rng(0).choice(n, min(n, 64 * cells), replace=False))])
-        searcher.nprobe = min(IVF_NPROBE, cells)
+        searcher = ivf_index(x, ivf_cells(n, 2.0), IVF_NPROBE, train_per_cell=64)
     searcher.add(x)
     sims, idx = searcher.search(x, k + 1)
     own = idx == np.arange(n)[:, None]

@@ -39,7 +39,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
 #: A view whose variance is below this fraction of its image's whole-view variance (or of 1e-6 in absolute
 #: units after the global standardisation) is flat and matches nothing.
 FLAT_VAR = 1e-3
