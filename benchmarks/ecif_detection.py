@@ -50,9 +50,10 @@ DEV_SYSTEMATIC = ((4, 9, 0.5), (2, 3, 0.5))
 EVAL_SYSTEMATIC = ((3, 8, 0.5), (1, 7, 0.7), (5, 6, 0.5))
 BUDGETS = (0.05, 0.10, 0.20)
 N_MEMO = 128
-EVIDENCE_SIGN = {"ecif": "misalignment_score", "clip": "clip_score", "reference_clip": "reference_clip_score"}
-WEIGHT_GRID = [dict(zip(("ecif", "clip", "reference_clip"), w)) for w in itertools.product((1.0,), (0.0, 0.5, 1.0, 2.0),
-                                                                                           (0.0, 0.5, 1.0, 2.0)) if any(w[1:])]
+EVIDENCE_SIGN = {"ecif": "misalignment_score", "clip": "clip_score", "reference_clip": "reference_clip_score",
+                 "reference_caption_loss": "reference_caption_loss"}
+WEIGHT_GRID = [dict(zip(("ecif", "clip", "reference_clip", "reference_caption_loss"), w))
+               for w in itertools.product((1.0,), (0.0, 0.5, 1.0, 2.0), (0.0, 0.5, 1.0, 2.0), (0.0, 0.5, 1.0, 2.0)) if any(w[1:])]
 
 
 def runs(seed: int, systematic: tuple, pretrain_epochs: int):
@@ -104,7 +105,10 @@ def dev_phase(config: EcifConfig, pretrain_epochs: int) -> dict:
     bars = [max(r["auroc_ecif"], r["auroc_clip"]) for r in rows]
     for weights in WEIGHT_GRID:
         aurocs = [float(roc_auc_score(bad, combined_score(ev, weights)[0])) for bad, ev in evidences]
+        flags = [(bad, calibrated_flags(ev, config.flag_share, weights)[1]) for bad, ev in evidences]
         candidates.append({"weights": weights, "aurocs": aurocs, "mean_auroc": float(np.mean(aurocs)),
+                           "recalls": [float(f[bad].mean()) for bad, f in flags],
+                           "clean_false_flag_rates": [float(f[~bad].mean()) for bad, f in flags],
                            "runs_ge_max_ecif_clip": int(sum(a >= b for a, b in zip(aurocs, bars)))})
     best = max(candidates, key=lambda c: (c["runs_ge_max_ecif_clip"], c["mean_auroc"]))
     return {"seed": DEV_SEED, "systematic": DEV_SYSTEMATIC, "runs": rows, "candidates": candidates,

@@ -40,7 +40,7 @@ from influencegate.ecif import (
     self_influence,
     similarity_jvps,
 )
-from influencegate.ecif.evidence import reference_halves
+from influencegate.ecif.evidence import caption_losses, reference_halves
 from influencegate.models.dual import DualEncoder
 from influencegate.models.small_cnn import SmallCNN
 from contrastive_data import SMALL, WORDS, clustered, one_thread, toy_pairs, word_encoder  # noqa: F401 (one_thread: autouse fixture)
@@ -283,7 +283,7 @@ def test_misaligned_flags_follow_the_reference_calibrated_combined_rule():
     table = scorer.score(reference)
     scored = table.iloc[:60]
     evidence = scorer.evidence
-    assert set(evidence) == {"ecif", "clip", "reference_clip"}
+    assert set(evidence) == {"ecif", "clip", "reference_clip", "reference_caption_loss"}
     assert np.allclose(evidence["ecif"][0], scored["misalignment_score"])
     assert np.allclose(evidence["clip"][0], -scored["clip_score"])
     assert np.allclose(evidence["reference_clip"][0], -scored["reference_clip_score"])
@@ -307,6 +307,22 @@ def test_misaligned_flags_follow_the_reference_calibrated_combined_rule():
     assert self_table["combined_score"].isna().all()
     deviation = self_table["misalignment_score"] - self_table["misalignment_score"].median()
     assert self_table["is_misaligned"].tolist() == (deviation / (1.4826 * deviation.abs().median()) > 3.5).tolist()
+
+
+def test_caption_loss_is_the_image_to_text_cross_entropy_over_distinct_captions(convex):
+    problem, theta, _ = convex
+    images, texts = problem.images, problem.texts
+    candidates = torch.cat([texts[10:20], texts[10:13]])  # repeated candidates count once
+    losses = caption_losses(problem, theta, images, texts, candidates)
+    assert losses.shape == (len(images),) and (losses > 0).all()
+    # independent reference: per pair, the model's similarity matrix over [own caption, the 10 distinct
+    # candidates], and torch's cross-entropy with the own caption as the target
+    module = problem.model.module_at(theta, torch.float64)
+    with torch.no_grad():
+        for i in (0, 5, 15, 47):
+            logits = module.similarity(images[i:i + 1], torch.cat([texts[i:i + 1], texts[10:20]]))[:, 0]
+            expected = F.cross_entropy(logits[None], torch.zeros(1, dtype=torch.long)).item()
+            assert losses[i] == pytest.approx(expected, abs=1e-10)
 
 
 def test_reference_evidence_is_out_of_sample_and_the_reference_heads_never_see_the_audited_pairs():

@@ -20,8 +20,9 @@ from influencegate.statistics import robust_scale
 
 #: Weights of the robust z-scores (unitless) by evidence name (``influencegate.ecif.evidence.EVIDENCE``):
 #: chosen on development seed 100 by benchmarks/ecif_detection.py --phase dev (results/ecif_detection_dev.json:
-#: of the two weightings of its grid whose AUROC >= max(ECIF, CLIP score) on all 3 dev runs, the better mean).
-COMBINED_WEIGHTS: dict[str, float] = {"ecif": 1.0, "clip": 2.0, "reference_clip": 0.5}
+#: of the weightings of its grid whose AUROC >= max(ECIF, CLIP score) on all 3 dev runs, the best mean). The
+#: reference-head cosine got weight 0 once the reference caption loss (the same heads) was among the candidates.
+COMBINED_WEIGHTS: dict[str, float] = {"ecif": 1.0, "clip": 2.0, "reference_clip": 0.0, "reference_caption_loss": 1.0}
 
 Evidence = Mapping[str, tuple[np.ndarray, np.ndarray]]
 

@@ -10,6 +10,9 @@ Every piece is oriented so that higher = more misaligned, and comes as (audited 
   the audited pairs' errors: reference pairs under the head of the other half, audited pairs under the mean
   of the two halves' heads. Each head is the same model fitted from the same anchor on its half, with delta
   scaled to the same regularisation per pair (delta x half / N).
+- "reference_caption_loss": under the same reference-only heads, the pair's image-to-text loss against the
+  captions of the head's own reference half (``caption_losses``): a zero-shot check against clean captions,
+  so that a caption the trained model learned consistently (every 3 captioned "eight") still stands out.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from influencegate.ecif.batches import make_batches
 from influencegate.ecif.influence import loss_gradient, pair_influence
@@ -26,7 +30,7 @@ from influencegate.ecif.reference import reference_loss
 from influencegate.ecif.train import fit_contrastive
 
 #: The names of the evidence ``reference_evidence`` returns.
-EVIDENCE = ("ecif", "clip", "reference_clip")
+EVIDENCE = ("ecif", "clip", "reference_clip", "reference_caption_loss")
 
 
 class InverseHessian(Protocol):
@@ -61,6 +65,20 @@ def _cosines(problem: ContrastiveProblem, theta: torch.Tensor, images: torch.Ten
     return problem.model.module_at(theta, torch.float64).pair_cosine(images, texts).detach().numpy()
 
 
+@torch.no_grad()
+def caption_losses(problem: ContrastiveProblem, theta: torch.Tensor, images: torch.Tensor, texts: torch.Tensor,
+                   candidates: torch.Tensor) -> np.ndarray:
+    """Each pair's image-to-text contrastive loss against candidate captions under the model at theta (M,),
+    nats >= 0: -log softmax of its own caption's logit among its own and the distinct candidates' (the
+    model's logits, embeddings' dot product / tau). images, texts: M x ..., M x text_dim; candidates:
+    C x text_dim (duplicates count once)."""
+    module = problem.model.module_at(theta, torch.float64)
+    image, own = module.embed_images(images), module.embed_texts(texts)
+    own_logit = (image * own).sum(-1) / module.tau
+    others = image @ module.embed_texts(torch.unique(candidates, dim=0)).T / module.tau
+    return (torch.logsumexp(torch.cat([own_logit[:, None], others], dim=1), dim=1) - own_logit).numpy()
+
+
 def reference_evidence(problem: ContrastiveProblem, theta: torch.Tensor, solver: InverseHessian,
                        ecif: np.ndarray, images: torch.Tensor, texts: torch.Tensor,
                        settings: FitSettings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -72,6 +90,7 @@ def reference_evidence(problem: ContrastiveProblem, theta: torch.Tensor, solver:
     """
     m, n = len(images), len(problem.images)
     ecif_ref, head_ref, head_pairs = np.empty(m), np.empty(m), np.zeros(n)
+    loss_ref, loss_pairs = np.empty(m), np.zeros(n)
     first, second = reference_halves(m, settings.seed)
     for own, other in ((first, second), (second, first)):
         s = solver.solve(loss_gradient(reference_loss(problem.model, images[own], texts[own], settings.batch_size,
@@ -88,6 +107,8 @@ def reference_evidence(problem: ContrastiveProblem, theta: torch.Tensor, solver:
                                False).theta
         head_ref[other] = -_cosines(problem, head, images[other], texts[other])
         head_pairs -= _cosines(problem, head, problem.images, problem.texts) / 2
+        loss_ref[other] = caption_losses(problem, head, images[other], texts[other], texts[own])
+        loss_pairs += caption_losses(problem, head, problem.images, problem.texts, texts[own]) / 2
     clip = (-_cosines(problem, theta, problem.images, problem.texts), -_cosines(problem, theta, images, texts))
     return {"ecif": (np.asarray(ecif, dtype=np.float64), ecif_ref), "clip": clip,
-            "reference_clip": (head_pairs, head_ref)}
+            "reference_clip": (head_pairs, head_ref), "reference_caption_loss": (loss_pairs, loss_ref)}
