@@ -123,7 +123,8 @@ def test_code_candidates_against_the_exact_search(index: str, share: float) -> N
 def _reference_views(images: torch.Tensor, match: ViewMatch) -> torch.Tensor:
     """view_descriptors as first written (F.affine_grid + F.grid_sample per window): the separable
     operators must give the same vectors."""
-    from influencegate.findings.views import _base, _gauss
+    from influencegate.findings.align import gauss_blur
+    from influencegate.findings.views import _base
 
     d = match.side
     chans = _base(images, 3 * d, match.colour, "cpu")
@@ -135,10 +136,10 @@ def _reference_views(images: torch.Tensor, match: ViewMatch) -> torch.Tensor:
         theta[w, 0, 0], theta[w, 1, 1], theta[w, 0, 2], theta[w, 1, 2] = s, s, 2 * dx, 2 * dy
     out = min(d, b)
     grid = F.affine_grid(theta, [len(wins), 1, out, out], align_corners=False).reshape(1, len(wins) * out, out, 2)
-    pre = _gauss(base, max(0.0, 0.5 * (b / out - 1.0)))
+    pre = gauss_blur(base, max(0.0, 0.5 * (b / out - 1.0)))
     views = F.grid_sample(pre[:, None], grid.expand(m * k, -1, -1, -1), mode="bilinear", padding_mode="border",
                           align_corners=False).reshape(m * k * len(wins), out, out)
-    views = _gauss(views, float(match.blur) * out / d).reshape(m, k, len(wins), out, out)
+    views = gauss_blur(views, float(match.blur) * out / d).reshape(m, k, len(wins), out, out)
     if match.flip:
         views = torch.cat([views, views.flip(-1)], dim=2)
     views = views - views.mean(dim=(3, 4), keepdim=True)
