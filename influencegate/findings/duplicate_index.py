@@ -224,15 +224,30 @@ class ViewIndex:
         return np.maximum(halves[:p], halves[p:])
 
     def pairs(self, k: int = CANDIDATE_K, index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """(i, j, a, candidates): the linked pairs among the candidates with their score (aligned_scores), by ViewMatch's
-        view similarity (proposes), aligned check (decides) and rule (the relative rule's k-th best view
-        similarity is taken among each image's candidates), and how many candidates were checked."""
+        """(i, j, a, candidates): the linked pairs among the candidates with their score (aligned_scores), by
+        ViewMatch's view similarity (proposes), aligned check (decides) and rule (the relative rule's k-th
+        best view similarity is taken among each image's candidates), and how many candidates were checked."""
         ci, cj = self.candidates(k, index)
-        sims = self.similarity(ci, cj, floor=prune_floor(self.match))
-        kth = kth_best(ci, cj, sims, self.count, int(self.match.k))
-        aligned = aligned_scores(ci, cj, sims, self.thumbnails, self.match)
-        ok = link(ci, cj, aligned, kth, self.match)
+        ok, aligned = self.decide(ci, cj, self.similarity(ci, cj, floor=self.match.propose))
         return ci[ok], cj[ok], aligned[ok], len(ci)
+
+    def decide(self, ci: np.ndarray, cj: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(linked: bool P, score: float32 P) of the candidate pairs from their view similarities
+        `similarity(ci, cj, floor=match.propose)` (exact where they may reach propose, upper bounds elsewhere):
+        the aligned check of the proposed pairs; then the exact s of the other candidates of the images whose
+        link depends on their k-th best (an aligned score in [floor, threshold)) wherever the bound reaches
+        prune_floor; below it no k-th best changes a link (prune_floor), so the links are those of the exact s
+        of every candidate, at the exact views of a few images' candidates instead of all above prune_floor."""
+        m = self.match
+        aligned = aligned_scores(ci, cj, sims, self.thumbnails, m)
+        relative = (aligned >= m.floor) & (aligned < m.threshold)
+        rows = np.unique(np.concatenate([ci[relative], cj[relative]]))
+        need = np.flatnonzero((np.isin(ci, rows) | np.isin(cj, rows)) & (sims < m.propose)
+                              & (sims + BOUND_MARGIN >= prune_floor(m)))
+        if len(need):
+            sims = sims.copy()
+            sims[need] = self._scan(ci[need], cj[need], 256, exact=True)
+        return link(ci, cj, aligned, kth_best(ci, cj, sims, self.count, int(m.k)), m), aligned
 
     def close(self) -> None:
         """Close and delete the thumbnail and anchor files."""
