@@ -1,13 +1,15 @@
 """Near-duplicates on natural images at 32-224 px and the digits: ours next to peers, held-out (issue 14).
 
-Data and split: benchmarks/natural_images.py. Tuning (ViewMatch's rule, `tune`): photos TUNE_PHOTOS at 32 and
-128 px, seed 0. Reported (`held_out`): photos HELD_OUT_PHOTOS at 32, 64, 128, 224 px and the digits, planting
+Data and split: benchmarks/natural_images.py. Tuning (ViewMatch's rule and align_sigma, `tune`): photos
+TUNE_PHOTOS at 32 and 128 px, planting seeds TUNE_SEEDS (0, 10, 11); `--diagnose`: the previous view rule's
+misses on the tuning split (seed 0). Reported (`held_out`): photos HELD_OUT_PHOTOS at 32, 64, 128, 224 px and the digits, planting
 seeds HELD_OUT_SEEDS pooled (each seed plants other copies of other originals). Per (side, family) the set is
 all originals of that side plus that family's copies (natural_images.family_view); recall and precision as in
 natural_images.quality.
 
 Methods, each on exactly the same images:
-  views        influencegate.findings.views.view_pairs, ViewMatch() defaults (exhaustive all pairs);
+  views        influencegate.findings.view_search.view_pairs, ViewMatch() defaults (exhaustive all pairs: the
+               views propose, the aligned check of findings/align.py decides);
   views_index  influencegate.findings.duplicate_index (streaming index, candidates, same check);
   tiles        the previous matcher (image_similarity.image_pairs, ImageMatch() defaults, tuned on digits);
   imagehash    imagehash.phash (64 bits), linked at Hamming distance <= 10 (imagededup's default for PHash);
@@ -19,7 +21,8 @@ Methods, each on exactly the same images:
 Peers are run with their documented defaults (not tuned here). flip: measured with ViewMatch(flip=True) only.
 
 Output: benchmarks/results/duplicates_natural.json.
-Run: python benchmarks/duplicates_natural.py [--seeds 1,2,3] [--tune] [--methods views,tiles] [--out FILE]
+Run: python benchmarks/duplicates_natural.py [--seeds 1,2] [--tune] [--methods views,tiles] [--out FILE]
+     [--diagnose | --tune-only | --scales]; the fastdup peer needs FASTDUP_PYTHON (above)
 """
 from __future__ import annotations
 
@@ -202,7 +205,7 @@ def _tuning_scores(sigma: float, combine: bool) -> list[tuple[ni.EvalSet, np.nda
             np.fill_diagonal(s, -2.0)
             i, j = np.nonzero(np.triu(s >= match.propose, 1))
             small = thumbnails(_base(x, 3 * match.side, match.colour, "cpu"), match.align_side)
-            a = aligned_scores(i, j, s[i, j] if combine else np.full(len(i), -2.0, np.float32),
+            a = aligned_scores(i, j, s[i, j] if combine else np.full(len(i), -1.0, np.float32),  # max(-1, NCC)
                                lambda rows: small[torch.from_numpy(rows)], replace(match, propose=-1.0))
             full = np.full_like(s, -2.0)
             full[i, j] = full[j, i] = a
@@ -323,7 +326,7 @@ def main() -> None:
         args.out.write_text(json.dumps(diagnose() if args.diagnose else tune(), indent=1, default=str))
         return
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    result = {"split": {"tune": {"photos": ni.TUNE_PHOTOS, "sides": ni.TUNE_SIDES, "seed": 0},
+    result = {"split": {"tune": {"photos": ni.TUNE_PHOTOS, "sides": ni.TUNE_SIDES, "seeds": TUNE_SEEDS},
                         "held_out": {"photos": ni.HELD_OUT_PHOTOS, "sides": ni.SIDES, "digits": True,
                                      "seeds": seeds}},
               "lfw": "not included: sklearn's fetch_lfw_people needs a download (offline here)",
