@@ -59,17 +59,21 @@ MARGIN = 0.1
 @dataclass
 class EvalSet:
     """images: N x 3 x side x side float32 in [0, 1]; group: N int (an original and its copies share it);
-    family: N str ("original" or the copy's family); source: N str (photo name or "digits")."""
+    family: N str ("original" or the copy's family); source: N str (photo name or "digits"); amount: N float,
+    the copy's strength as a fraction of the side (shift: the larger of |dy|, |dx|; crop: the window side;
+    border: the border width; 0 for originals and the other families)."""
 
     images: np.ndarray
     group: np.ndarray
     family: np.ndarray
     source: np.ndarray
     side: int
+    amount: np.ndarray
 
     def subset(self, keep: np.ndarray) -> "EvalSet":
         """The rows where keep (bool N) is true."""
-        return EvalSet(self.images[keep], self.group[keep], self.family[keep], self.source[keep], self.side)
+        return EvalSet(self.images[keep], self.group[keep], self.family[keep], self.source[keep], self.side,
+                       self.amount[keep])
 
 
 def load_photo(name: str) -> np.ndarray:
@@ -101,41 +105,44 @@ def _resize(x: np.ndarray, h: int, w: int, rng: np.random.Generator) -> np.ndarr
     return _arr(_pil(x).resize((w, h), filt))
 
 
-def _copy(kind: str, patch: np.ndarray, photo: np.ndarray | None, y: int, x: int, rng: np.random.Generator) -> np.ndarray:
-    """One planted copy of `patch` (side x side x 3, cut from `photo` at (y, x); photo None = digits)."""
+def _copy(kind: str, patch: np.ndarray, photo: np.ndarray | None, y: int, x: int,
+          rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """One planted copy of `patch` (side x side x 3, cut from `photo` at (y, x); photo None = digits) and its
+    amount (EvalSet.amount)."""
     side = patch.shape[0]
     if kind == "shift":
         m = max(1, int(round(0.1 * side)))
         dy, dx = (int(rng.integers(0, m + 1)) * rng.choice([-1, 1]) for _ in range(2))
         if dy == 0 and dx == 0:
             dx = int(rng.choice([-1, 1]))
+        amount = max(abs(dy), abs(dx)) / side
         if photo is None:
             out = np.zeros_like(patch)
             out[max(dy, 0):side + min(dy, 0), max(dx, 0):side + min(dx, 0)] = \
                 patch[max(-dy, 0):side + min(-dy, 0), max(-dx, 0):side + min(-dx, 0)]
-            return out
-        return photo[y + dy:y + dy + side, x + dx:x + dx + side].copy()
+            return out, amount
+        return photo[y + dy:y + dy + side, x + dx:x + dx + side].copy(), amount
     if kind == "crop":
         c = max(2, int(round(rng.uniform(0.75, 0.95) * side)))
         oy, ox = rng.integers(0, side - c + 1, size=2)
-        return _resize(patch[oy:oy + c, ox:ox + c], side, side, rng)
+        return _resize(patch[oy:oy + c, ox:ox + c], side, side, rng), c / side
     if kind == "jpeg":
         import io
         buf = io.BytesIO()
         _pil(patch).save(buf, format="JPEG", quality=int(rng.integers(30, 91)))
-        return _arr(Image.open(io.BytesIO(buf.getvalue())))
+        return _arr(Image.open(io.BytesIO(buf.getvalue()))), 0.0
     if kind == "resize":
         f = rng.uniform(0.5, 0.8) if rng.random() < 0.5 else rng.uniform(1.25, 2.0)
         n = max(2, int(round(side * f)))
-        return _resize(_resize(patch, n, n, rng), side, side, rng)
+        return _resize(_resize(patch, n, n, rng), side, side, rng), 0.0
     if kind == "brightness":
-        return np.clip(patch * rng.uniform(0.8, 1.2) + rng.uniform(-0.1, 0.1), 0, 1)
+        return np.clip(patch * rng.uniform(0.8, 1.2) + rng.uniform(-0.1, 0.1), 0, 1), 0.0
     if kind == "border":
         w = max(1, int(round(rng.uniform(0.04, 0.10) * side)))
         out = np.empty_like(patch)
         out[:] = rng.uniform(0, 1, size=3) if rng.random() < 0.5 else float(rng.integers(0, 2))
         out[w:side - w, w:side - w] = _resize(patch, side - 2 * w, side - 2 * w, rng)
-        return out
+        return out, w / side
     if kind == "watermark":
         img = _pil(patch).convert("RGBA")
         layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
@@ -145,9 +152,9 @@ def _copy(kind: str, patch: np.ndarray, photo: np.ndarray | None, y: int, x: int
         x0, y0 = int(rng.integers(0, max(1, side // 2))), int(rng.integers(0, max(1, side - side // 6)))
         alpha = int(255 * rng.uniform(0.5, 0.8))
         draw.text((x0, y0), text, font=font, fill=(255, 255, 255, alpha))
-        return _arr(Image.alpha_composite(img, layer))
+        return _arr(Image.alpha_composite(img, layer)), 0.0
     if kind == "flip":
-        return patch[:, ::-1].copy()
+        return patch[:, ::-1].copy(), 0.0
     raise ValueError(f"unknown family {kind!r}")
 
 
@@ -178,21 +185,25 @@ def _fit(photo: np.ndarray, side: int) -> np.ndarray:
 
 def _plant(originals: list[np.ndarray], places: list[tuple[np.ndarray | None, int, int]], sources: list[str],
            families: tuple[str, ...], rng: np.random.Generator, side: int) -> EvalSet:
-    images, group, family, source = [], [], [], []
+    images, group, family, source, amount = [], [], [], [], []
     for g, (patch, (photo, y, x), src) in enumerate(zip(originals, places, sources)):
         images.append(patch)
         group.append(g)
         family.append("original")
         source.append(src)
+        amount.append(0.0)
         if rng.random() >= COPY_SHARE:
             continue
         for kind in rng.choice(families, size=min(COPIES_PER_ORIGINAL, len(families)), replace=False):
-            images.append(_copy(str(kind), patch, photo, y, x, rng))
+            copy, strength = _copy(str(kind), patch, photo, y, x, rng)
+            images.append(copy)
             group.append(g)
             family.append(str(kind))
             source.append(src)
+            amount.append(strength)
     arr = np.stack(images).astype(np.float32).transpose(0, 3, 1, 2)
-    return EvalSet(np.ascontiguousarray(arr), np.asarray(group), np.asarray(family), np.asarray(source), side)
+    return EvalSet(np.ascontiguousarray(arr), np.asarray(group), np.asarray(family), np.asarray(source), side,
+                   np.asarray(amount, dtype=np.float64))
 
 
 def photo_set(photos: tuple[str, ...], side: int, seed: int, families: tuple[str, ...] = FAMILIES) -> EvalSet:

@@ -13,7 +13,7 @@ from PIL import Image
 from influencegate.findings import duplicate_index
 from influencegate.findings.code_candidates import code_candidates
 from influencegate.findings.duplicate_index import ViewIndex
-from influencegate.findings.view_search import kth_best, link, prune_floor, view_pairs
+from influencegate.findings.view_search import aligned_scores, kth_best, link, prune_floor, view_pairs
 from influencegate.findings.views import ViewMatch, view_bounds, view_descriptors
 
 FAMILIES = ("shift", "crop", "jpeg", "resize", "brightness")
@@ -123,7 +123,8 @@ def test_code_candidates_against_the_exact_search(index: str, share: float) -> N
 def _reference_views(images: torch.Tensor, match: ViewMatch) -> torch.Tensor:
     """view_descriptors as first written (F.affine_grid + F.grid_sample per window): the separable
     operators must give the same vectors."""
-    from influencegate.findings.views import _base, _gauss
+    from influencegate.findings.align import gauss_blur
+    from influencegate.findings.views import _base
 
     d = match.side
     chans = _base(images, 3 * d, match.colour, "cpu")
@@ -135,10 +136,10 @@ def _reference_views(images: torch.Tensor, match: ViewMatch) -> torch.Tensor:
         theta[w, 0, 0], theta[w, 1, 1], theta[w, 0, 2], theta[w, 1, 2] = s, s, 2 * dx, 2 * dy
     out = min(d, b)
     grid = F.affine_grid(theta, [len(wins), 1, out, out], align_corners=False).reshape(1, len(wins) * out, out, 2)
-    pre = _gauss(base, max(0.0, 0.5 * (b / out - 1.0)))
+    pre = gauss_blur(base, max(0.0, 0.5 * (b / out - 1.0)))
     views = F.grid_sample(pre[:, None], grid.expand(m * k, -1, -1, -1), mode="bilinear", padding_mode="border",
                           align_corners=False).reshape(m * k * len(wins), out, out)
-    views = _gauss(views, float(match.blur) * out / d).reshape(m, k, len(wins), out, out)
+    views = gauss_blur(views, float(match.blur) * out / d).reshape(m, k, len(wins), out, out)
     if match.flip:
         views = torch.cat([views, views.flip(-1)], dim=2)
     views = views - views.mean(dim=(3, 4), keepdim=True)
@@ -174,9 +175,9 @@ def test_separable_views_equal_grid_sample_and_bound_them(shape: tuple[int, ...]
 
 
 def test_bounded_check_gives_the_links_of_the_exact_check() -> None:
-    """ViewIndex.similarity(floor=prune_floor): every value is >= the exact s (the bound of the stored
-    float16 anchors), equal to it where the bound reaches the floor, and kth_best + link give the same links
-    as with the exact s of every candidate."""
+    """ViewIndex.similarity(floor): every value is >= the exact s (the bound of the stored float16 anchors),
+    equal to it where the bound reaches the floor; ViewIndex.decide on the values bounded at propose gives
+    the links of the aligned check + kth_best + link with the exact s of every candidate."""
     rng = np.random.default_rng(2)
     big = fields(300, 32, seed=13)
     imgs = big[:, :, 4:36, 4:36].clone()
@@ -189,15 +190,18 @@ def test_bounded_check_gives_the_links_of_the_exact_check() -> None:
                 idx.add(imgs[s:s + 128])
             ci, cj = idx.candidates(index="exact")
             exact = idx.similarity(ci, cj)
-            floor = prune_floor(match)
-            pruned = idx.similarity(ci, cj, floor=floor)
-            assert (pruned >= exact - 1e-4).all()
-            near = pruned >= floor
-            np.testing.assert_allclose(pruned[near], exact[near], atol=1e-6)
-            assert (~near).any() and (exact[~near] < floor).all()
-            links = [link(ci, cj, s, kth_best(ci, cj, s, 300, match.k), match) for s in (exact, pruned)]
-            np.testing.assert_array_equal(links[0], links[1])
-            assert links[0].sum() >= 40
+            for floor in (prune_floor(match), match.propose):
+                pruned = idx.similarity(ci, cj, floor=floor)
+                assert (pruned >= exact - 1e-4).all()
+                near = pruned >= floor
+                np.testing.assert_allclose(pruned[near], exact[near], atol=1e-6)
+                assert (~near).any() and (exact[~near] < floor).all()
+            aligned = aligned_scores(ci, cj, exact, idx.thumbnails, match)
+            reference = link(ci, cj, aligned, kth_best(ci, cj, exact, 300, match.k), match)
+            decided, scores = idx.decide(ci, cj, pruned)
+            np.testing.assert_array_equal(decided, reference)
+            np.testing.assert_allclose(scores, aligned)
+            assert reference.sum() >= 40
         finally:
             idx.close()
 

@@ -2,7 +2,7 @@
 (issue 14).
 
 One streaming pass over the images (`ViewIndex.add`, a batch at a time) keeps, per image:
-  * codes: its anchor views (views.py; CODE_BLUR) projected by one fixed Gaussian random matrix to
+  * codes: its anchor views (views.py; blurred by ViewMatch.code_blur if set) projected by one fixed Gaussian random matrix to
     `dim` (64) numbers and L2-normalised, float16: A x dim x 2 bytes (3 x 64 x 2 = 384 B) in RAM;
   * its base thumbnail (K x b x b, uint8: 3 x 48 x 48 = 6.9 KiB), its anchor views (A' x K D^2, float16:
     3 x 768 x 2 = 4.5 KiB; A' = 2A with flip) and their low-frequency bounds (anchor_bounds: A' x
@@ -15,8 +15,9 @@ exact blockwise search: index=..., "exact" when faiss is absent) for its k neare
 is a candidate pair. `pairs()`: the candidates' view similarity (`similarity`: each image's search views
 computed once from its stored thumbnail, against its partners' stored anchors: linear in images + pairs;
 first as an upper bound from the lowest DCT frequencies, the exact views only where that bound does not
-already rule the pair out of every link: prune_floor), then ViewMatch's rule with each image's k-th best
-among its candidates.
+already rule the pair out of every link: prune_floor), the aligned check (align.py) of the pairs it
+proposes, read from the stored thumbnails, then ViewMatch's rule with each image's k-th best view
+similarity among its candidates.
 """
 from __future__ import annotations
 
@@ -30,20 +31,11 @@ import torch
 
 from influencegate.data.mapped import MappedArray
 from influencegate.findings.code_candidates import CANDIDATE_K, code_candidates
-from influencegate.findings.view_search import anchor_bounds, kth_best, link, prune_floor
+from influencegate.findings.view_search import aligned_scores, anchor_bounds, kth_best, link, prune_floor
 from influencegate.findings.views import ViewMatch, _base, search_count, view_bounds, view_descriptors
 from influencegate.heap import release_heap
 
 CODE_DIM = 64
-#: Blur (descriptor pixels) of the anchor views the codes are projected from; None: the check's own
-#: (ViewMatch.blur = 1), the anchors themselves. A coarser code finds shifted copies more often: on the tuning
-#: split (TUNE_PHOTOS at 32 and 128 px) blur 2 puts 81% / 77% of the shifted copies above the 99.9th
-#: percentile of unrelated pairs' code similarity (blur 1: 68% / 54%), and on 20,000 synthetic images the
-#: exact kNN of the codes holds 98% of the all-pairs links (94% at blur 1). Not the default: its nearest
-#: codes are coarser look-alikes, so each image's k-th best among its candidates (the relative rule) drops
-#: and on the held-out photos precision falls by 0.3-1.7 points in 6 of 40 cells (shift at 32 / 64 px,
-#: jpeg, resize, brightness at 32 px, watermark at 64 px) and shift recall by 1 point at 64 px.
-CODE_BLUR: float | None = None
 #: Images per block of the codes kept in RAM (3 x 64 float16 each: 48 MiB per block, above glibc's largest
 #: mmap threshold, so a block never pins the heap).
 CODE_BLOCK = 1 << 17
@@ -104,11 +96,12 @@ class ViewIndex:
         if self._proj is None:
             gen = torch.Generator().manual_seed(self.seed)
             self._proj = torch.randn(anchors.shape[-1], self.dim, generator=gen)
-        # codes of the un-mirrored anchors (or of anchors blurred by CODE_BLUR)
-        if CODE_BLUR is None or CODE_BLUR == self.match.blur:
+        # codes of the un-mirrored anchors (or of anchors blurred by ViewMatch.code_blur)
+        blur = self.match.code_blur
+        if blur is None or blur == self.match.blur:
             coarse = anchors[:, :len(self._anchor_windows)]
         else:
-            coarse = view_descriptors(stored_thumbs, replace(self.match, blur=CODE_BLUR, flip=False),
+            coarse = view_descriptors(stored_thumbs, replace(self.match, blur=blur, flip=False),
                                       only=self._anchor_windows)
         codes = torch.nn.functional.normalize(coarse @ self._proj, dim=-1)
         self._store_codes(codes.to(torch.float16).numpy())
@@ -231,13 +224,30 @@ class ViewIndex:
         return np.maximum(halves[:p], halves[p:])
 
     def pairs(self, k: int = CANDIDATE_K, index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """(i, j, s, candidates): the linked pairs among the candidates, by ViewMatch's similarity and rule
-        (the relative rule's k-th best is taken among each image's candidates), and how many were checked."""
+        """(i, j, a, candidates): the linked pairs among the candidates with their score (aligned_scores), by
+        ViewMatch's view similarity (proposes), aligned check (decides) and rule (the relative rule's k-th
+        best view similarity is taken among each image's candidates), and how many candidates were checked."""
         ci, cj = self.candidates(k, index)
-        sims = self.similarity(ci, cj, floor=prune_floor(self.match))
-        kth = kth_best(ci, cj, sims, self.count, int(self.match.k))
-        ok = link(ci, cj, sims, kth, self.match)
-        return ci[ok], cj[ok], sims[ok], len(ci)
+        ok, aligned = self.decide(ci, cj, self.similarity(ci, cj, floor=self.match.propose))
+        return ci[ok], cj[ok], aligned[ok], len(ci)
+
+    def decide(self, ci: np.ndarray, cj: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(linked: bool P, score: float32 P) of the candidate pairs from their view similarities
+        `similarity(ci, cj, floor=match.propose)` (exact where they may reach propose, upper bounds elsewhere):
+        the aligned check of the proposed pairs; then the exact s of the other candidates of the images whose
+        link depends on their k-th best (an aligned score in [floor, threshold)) wherever the bound reaches
+        prune_floor; below it no k-th best changes a link (prune_floor), so the links are those of the exact s
+        of every candidate, at the exact views of a few images' candidates instead of all above prune_floor."""
+        m = self.match
+        aligned = aligned_scores(ci, cj, sims, self.thumbnails, m)
+        relative = (aligned >= m.floor) & (aligned < m.threshold)
+        rows = np.unique(np.concatenate([ci[relative], cj[relative]]))
+        need = np.flatnonzero((np.isin(ci, rows) | np.isin(cj, rows)) & (sims < m.propose)
+                              & (sims + BOUND_MARGIN >= prune_floor(m)))
+        if len(need):
+            sims = sims.copy()
+            sims[need] = self._scan(ci[need], cj[need], 256, exact=True)
+        return link(ci, cj, aligned, kth_best(ci, cj, sims, self.count, int(m.k)), m), aligned
 
     def close(self) -> None:
         """Close and delete the thumbnail and anchor files."""

@@ -47,8 +47,9 @@ class Duplicates(Finding):
           benchmark with planted copies (noise, shifts of 1-2 px, crops; benchmarks/findings_quality.py):
           recall 1.0 at precision >= 0.997 on five planting/encoder seeds, where the embedding cosine alone
           reaches recall 0.17-0.30 (cleanlab's near_duplicate check on the same embeddings: 0.23-0.33);
-        - "views" (larger images): the multi-view low-frequency matcher (`views`: ViewMatch; views.py),
-          sub-pixel robust at any resolution (held-out natural photos at 32-224 px:
+        - "views" (larger images): the multi-view low-frequency matcher (`views`: ViewMatch; views.py)
+          proposes pairs, an aligned check (align.py: scale and sub-pixel shift estimated per pair, NCC of
+          the aligned overlap) decides, at any resolution (held-out natural photos at 32-224 px:
           benchmarks/results/duplicates_natural.json), over all pairs up to `view_exact_max_samples`
           examined images and over the candidate pairs of the streaming index above (`search`;
           duplicate_index.py: flat memory, thumbnails on disk, faiss HNSW when installed);

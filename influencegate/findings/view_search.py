@@ -1,15 +1,22 @@
-"""How two images' views are compared (issue 14): the similarity of a pair and of a block of pairs, the
-absolute and relative linking rule with each image's k-th best, the floor below which no link can change
-(for the bounded check of duplicate_index.py), the stored anchors' DCT bounds, and the exhaustive all-pairs
-search. The descriptors themselves are views.py's.
+"""How two images are compared (issue 14): the view similarity of a pair and of a block of pairs (it proposes
+pairs), the aligned check of the proposed pairs (align.py: it decides), the absolute and relative linking
+rule with each image's k-th best view similarity, the floor below which no link can change (for the bounded
+check of duplicate_index.py), the stored anchors' DCT bounds, and the exhaustive all-pairs search. The
+descriptors themselves are views.py's.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import torch
 
+from influencegate.findings.align import align_pairs, thumbnails
 from influencegate.findings.similarity import DEFAULT_BLOCK, check_block
-from influencegate.findings.views import ViewMatch, anchor_index, dct_matrix, search_count, view_descriptors
+from influencegate.findings.views import ViewMatch, _base, anchor_index, dct_matrix, search_count, view_descriptors
+
+#: Proposed pairs per aligned-check batch (thumbnails of both sides: 2 x 2,048 x 3 x 32 x 32 floats, 50 MiB).
+ALIGN_BATCH = 2048
 
 
 def pair_similarity(views_a: torch.Tensor, views_b: torch.Tensor, match: ViewMatch) -> torch.Tensor:
@@ -31,12 +38,26 @@ def block_similarity(rows: torch.Tensor, cols: torch.Tensor, match: ViewMatch) -
     return torch.maximum(ab, ba)
 
 
-def link(i: np.ndarray, j: np.ndarray, s: np.ndarray, kth: np.ndarray, match: ViewMatch) -> np.ndarray:
-    """bool P: which scored pairs (i, j, s) are linked by the absolute or relative rule; kth: N, each image's
-    k-th highest similarity (-1 where it has fewer than k scored partners)."""
-    gap, gap_k = 1.0 - s, 1.0 - kth
-    relative = (s >= match.floor) & (gap <= match.ratio * gap_k[i]) & (gap <= match.ratio * gap_k[j])
-    return (s >= match.threshold) | relative
+def aligned_scores(i: np.ndarray, j: np.ndarray, s: np.ndarray, thumbs: Callable[[np.ndarray], torch.Tensor],
+                   match: ViewMatch) -> np.ndarray:
+    """float32 P: the score max(s, aligned NCC) (align.align_pairs, match.alignment()) of each pair (i, j)
+    whose view similarity s reaches match.propose, -2 for the others. thumbs(rows): the M x K x b x b base thumbnails
+    of those images (float, any intensity scale), reduced to match.align_side here; ALIGN_BATCH pairs at a time."""
+    out = np.full(len(i), -2.0, dtype=np.float32)
+    todo = np.flatnonzero(s >= match.propose)
+    for start in range(0, len(todo), ALIGN_BATCH):
+        rows = todo[start:start + ALIGN_BATCH]
+        a, b = (thumbnails(thumbs(side[rows]), match.align_side) for side in (i, j))
+        out[rows] = np.maximum(align_pairs(a, b, match.alignment())["score"].numpy(), s[rows])
+    return out
+
+
+def link(i: np.ndarray, j: np.ndarray, a: np.ndarray, kth: np.ndarray, match: ViewMatch) -> np.ndarray:
+    """bool P: which pairs (i, j) with score a (aligned_scores) are linked by the absolute or relative
+    rule; kth: N, each image's k-th highest view similarity (-1 where it has fewer than k scored partners)."""
+    gap, gap_k = 1.0 - a, 1.0 - kth
+    relative = (a >= match.floor) & (gap <= match.ratio * gap_k[i]) & (gap <= match.ratio * gap_k[j])
+    return (a >= match.threshold) | relative
 
 
 def kth_best(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -55,14 +76,15 @@ def kth_best(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int, k: int) -> np.
 @torch.no_grad()
 def view_pairs(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch(), block_size: int = 256,
                device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All linked pairs i < j (ViewMatch's rule), exhaustively (O(M^2)): (i, j, s) as int64, int64, float32
-    sorted by (i, j). Memory: the M x V x (K D^2) views (35 x 768 floats = 105 KiB per colour image) plus
-    one tile; every pair with s >= min(floor, threshold) and each image's top k are kept."""
+    """All linked pairs i < j (ViewMatch's rule), exhaustively (O(M^2)): (i, j, a) as int64, int64, float32
+    (a: the score of aligned_scores) sorted by (i, j). Memory: the M x V x (K D^2) views (35 x 768 floats = 105 KiB per
+    colour image), the aligned check's thumbnails (12 KiB) plus one tile; every pair with view similarity
+    >= propose and each image's top k are kept, the former get the aligned check."""
     block = check_block(block_size)
     n = len(images)
     views = torch.cat([view_descriptors(images[s:s + DEFAULT_BLOCK], match, device)
                        for s in range(0, n, DEFAULT_BLOCK)]) if n else None
-    keep_from = min(match.floor, match.threshold)
+    keep_from = match.propose
     k = min(int(match.k), max(n - 1, 1))
     top = torch.full((n, k), -2.0)
     found_i, found_j, found_s = [], [], []
@@ -84,6 +106,9 @@ def view_pairs(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch()
     if n < 2:
         return empty
     i, j, s = (torch.cat(t).numpy() for t in (found_i, found_j, found_s))
+    small = torch.cat([thumbnails(_base(images[r:r + DEFAULT_BLOCK], 3 * match.side, match.colour, "cpu"),
+                                  match.align_side) for r in range(0, n, DEFAULT_BLOCK)])
+    s = aligned_scores(i, j, s, lambda rows: small[torch.from_numpy(rows)], match)
     ok = link(i, j, s, top[:, -1].numpy(), match)
     i, j, s = i[ok], j[ok], s[ok]
     order = np.lexsort((j, i))
@@ -91,13 +116,14 @@ def view_pairs(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch()
 
 
 def prune_floor(match: ViewMatch) -> float:
-    """The similarity below which a pair's exact s cannot change any link (ViewMatch's rule): it is linked
-    neither absolutely (s < threshold) nor relatively (s < floor), and an image whose k-th best lies below
-    c = 1 - (1 - floor) / ratio passes the relative test whatever that k-th best is (its pairs have
-    gap <= 1 - floor < ratio (1 - kth)). So a pair known to lie below min(threshold, floor, c) may carry any
-    value below it (its upper bound): the same k-th best wherever that is >= c, the same links everywhere."""
+    """The view similarity below which a pair's exact s cannot change any link (ViewMatch's rule): it is not
+    proposed for the aligned check (s < propose), so not linked, and an image whose k-th best view similarity
+    lies below c = 1 - (1 - floor) / ratio passes the relative test whatever that k-th best is (its pairs
+    linkable at all have a >= floor, gap <= 1 - floor < ratio (1 - kth)). So a pair known to lie below
+    min(propose, c) may carry any value below it (its upper bound): the same k-th best wherever that is
+    >= c, the same links everywhere."""
     c = 1.0 - (1.0 - match.floor) / match.ratio if match.ratio > 0 else match.floor
-    return float(min(match.threshold, match.floor, c))
+    return float(min(match.propose, c))
 
 
 def anchor_bounds(anchors: torch.Tensor, channels: int, low: int) -> np.ndarray:

@@ -8,9 +8,9 @@ own resolution:
      image, and windows of side fraction `scales` (0.9, 0.8) centred at offsets on a grid of step `step`
      (0.05 of the side) up to (1 - scale) / 2 in each direction: 1 + 9 + 25 = 35 "search" views;
   3. every view blurred with a Gaussian of `blur` descriptor pixels (low-pass: a shift or scale left between
-     two grid points moves edges by less than the blur, so NCC barely changes; this, not a lower threshold,
-     is what makes the match sub-pixel robust), then centred and scaled to unit norm (so the dot product of
-     two views is their normalised cross-correlation, invariant to brightness and contrast).
+     two grid points moves edges by less than the blur, so NCC changes little), then centred and scaled to
+     unit norm (so the dot product of two views is their normalised cross-correlation, invariant to
+     brightness and contrast).
 The "anchor" views are the centred windows (offset 0) of every scale: 1 + len(scales).
 
 Similarity of a pair (a, b): s = max over (search view u of one image, anchor view v of the other, both
@@ -22,6 +22,11 @@ flip=True the horizontally mirrored anchors are compared too.
 
 Flat views (variance under FLAT_VAR of the image's own mean view variance, or an all-flat image) are zero
 vectors: a flat region matches nothing (identical blank images are found by the content hash).
+
+The fixed grid leaves a residual misalignment (up to half a grid step in offset and scale): on the tuning
+split true shifted and cropped copies score 0.96-0.99, where natural look-alikes (a single edge at 32 px)
+also lie, so the view similarity only proposes pairs (s >= ViewMatch.propose); the aligned check (align.py:
+scale and sub-pixel translation estimated per pair, NCC of the aligned overlap) decides.
 
 Cost per pair: 2 x 35 x (1 + len(scales)) dot products of D^2 = 256: ~54k multiply-adds. All pairs: O(M^2),
 blockwise (`view_pairs`); above a few thousand images the candidate index (duplicate_index.py) proposes pairs
@@ -39,6 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from influencegate.findings.align import Alignment, gauss_matrix
+
 #: A view whose variance is below this fraction of its image's whole-view variance (or of 1e-6 in absolute
 #: units after the global standardisation) is flat and matches nothing.
 FLAT_VAR = 1e-3
@@ -46,40 +53,55 @@ FLAT_VAR = 1e-3
 
 @dataclass(frozen=True)
 class ViewMatch:
-    """Settings of the multi-view similarity (module docstring) and its link rule: a pair is a near-duplicate
-    when s >= threshold (absolute), or when s >= floor and 1 - s <= ratio * (1 - s_k) for both images, s_k
-    being that image's k-th highest similarity (relative: a copy stands out from its image's neighbourhood).
-    side, scales, step, blur and colour are the method; threshold, floor, k and ratio the rule, chosen on the
-    tuning split of benchmarks/natural_images.py (photos TUNE_PHOTOS at 32 and 128 px; grid of 96 rules in
-    benchmarks/duplicates_natural.py): the rule with the highest worst-case min(recall, precision) over the
-    families shift, crop, jpeg, resize, brightness, border at both sides (0.85 there; precision is what it
-    loses, to natural look-alikes such as plain edges at 32 px).
+    """Settings of the multi-view similarity (module docstring), of the aligned check (align.py) and of the
+    link rule. side, scales, step, blur and colour make the views; a pair whose view similarity reaches
+    `propose` gets the aligned check (thumbnails of `align_side` px, pre-blur `align_sigma` px, copies down to
+    `min_scale` of the side, mirrored too with flip), and its score a = max(view similarity, aligned NCC)
+    decides (the aligned NCC is sharper; the views are blurred more and keep heavy JPEG copies): a
+    near-duplicate when a >= threshold (absolute), or when a >= floor and 1 - a <= ratio * (1 - s_k) for
+    both images, s_k being that image's k-th highest view similarity (relative: a copy stands out from its
+    image's neighbourhood).
+    The rule was chosen on the tuning split of benchmarks/natural_images.py (photos TUNE_PHOTOS at 32 and
+    128 px, planting seeds 0, 10, 11; benchmarks/duplicates_natural.py --tune): the highest worst-case
+    min(recall, precision) over shift, crop, jpeg, resize, brightness, border at both sides.
     flip: also match horizontal mirrors (off by default: a mirrored photo is often a legitimate new sample).
     colour: views of each of the C channels, each centred, concatenated (a red edge on black is not a white
-    edge on black); False = the grey mean only."""
+    edge on black); False = the grey mean only. code_blur: blur of the views the index's codes are projected
+    from (duplicate_index.py; None = `blur`)."""
 
-    threshold: float = 0.998
+    threshold: float = 0.995
     floor: float = 0.95
     k: int = 3
-    ratio: float = 0.2
+    ratio: float = 0.1
     side: int = 16
     scales: tuple[float, ...] = (0.9, 0.8)
     step: float = 0.05
     blur: float = 1.0
     flip: bool = False
     colour: bool = True
+    propose: float = 0.9
+    align_side: int = 32
+    align_sigma: float = 1.0
+    min_scale: float = 0.75
+    code_blur: float | None = None
 
     def __post_init__(self) -> None:
-        if not -1.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold is a similarity in [-1, 1], got {self.threshold}")
-        if int(self.side) < 4:
-            raise ValueError(f"side must be >= 4, got {self.side}")
+        if not (-1.0 <= self.threshold <= 1.0 and -1.0 <= self.propose <= 1.0):
+            raise ValueError(f"threshold and propose are similarities in [-1, 1], got {self.threshold}, "
+                             f"{self.propose}")
+        if int(self.side) < 4 or int(self.align_side) < 4:
+            raise ValueError(f"side and align_side must be >= 4, got {self.side}, {self.align_side}")
         if not all(0.5 <= s < 1.0 for s in self.scales):
             raise ValueError(f"scales are window side fractions in [0.5, 1), got {self.scales}")
         if int(self.k) < 1 or self.ratio < 0:
             raise ValueError(f"k must be >= 1 and ratio >= 0, got k={self.k}, ratio={self.ratio}")
-        if self.step <= 0 or self.blur < 0:
-            raise ValueError(f"step must be > 0 and blur >= 0, got {self.step}, {self.blur}")
+        if self.step <= 0 or self.blur < 0 or (self.code_blur is not None and self.code_blur < 0):
+            raise ValueError(f"step must be > 0, blur and code_blur >= 0, got {self.step}, {self.blur}, "
+                             f"{self.code_blur}")
+
+    def alignment(self) -> Alignment:
+        """The aligned check's settings (align.py)."""
+        return Alignment(min_scale=self.min_scale, sigma=self.align_sigma, flip=self.flip)
 
     def windows(self) -> tuple[list[tuple[float, float, float]], list[int]]:
         """(windows as (scale, dy, dx) fractions of the side, the indices of the anchor windows)."""
@@ -90,30 +112,6 @@ class ViewMatch:
             anchors.append(len(wins) + (len(offsets) ** 2) // 2)
             wins.extend((s, dy, dx) for dy in offsets for dx in offsets)
         return wins, anchors
-
-
-def _gauss_matrix(n: int, sigma: float) -> np.ndarray:
-    """n x n float64: out[i] = sum_j m[i, j] in[j], a Gaussian of `sigma` pixels with replicate padding folded
-    in (the identity for sigma <= 0)."""
-    if sigma <= 0:
-        return np.eye(n)
-    r = max(1, int(np.ceil(3 * sigma)))
-    x = np.arange(-r, r + 1)
-    k = np.exp(-x ** 2 / (2 * sigma ** 2))
-    m = np.zeros((n, n))
-    for i in range(n):
-        np.add.at(m[i], np.clip(i + x, 0, n - 1), k / k.sum())
-    return m
-
-
-def _gauss(t: torch.Tensor, sigma: float) -> torch.Tensor:
-    """B x H x W blurred by a separable Gaussian of `sigma` pixels (edges replicated), as two matrix products
-    (much faster on the CPU than a one-channel convolution)."""
-    if sigma <= 0:
-        return t
-    rows = torch.as_tensor(_gauss_matrix(t.shape[-2], sigma), dtype=t.dtype, device=t.device)
-    cols = torch.as_tensor(_gauss_matrix(t.shape[-1], sigma), dtype=t.dtype, device=t.device)
-    return rows @ t @ cols.T
 
 
 def _sampler(n_in: int, n_out: int, scale: float, offset: float) -> np.ndarray:
@@ -146,8 +144,8 @@ def _axis_operators(b: int, d: int, blur: float, windows: tuple[tuple[float, flo
     base pixels to that window's view pixels (pre-blur by the reduction factor, bilinear window, blur; then
     the orthonormal DCT with basis="dct")."""
     out_side = min(d, b)
-    pre = _gauss_matrix(b, max(0.0, 0.5 * (b / out_side - 1.0)))
-    post = _gauss_matrix(out_side, float(blur) * out_side / d)
+    pre = gauss_matrix(b, max(0.0, 0.5 * (b / out_side - 1.0)))
+    post = gauss_matrix(out_side, float(blur) * out_side / d)
     ops = [post @ _sampler(b, out_side, s, o) @ pre for s, o in windows]
     if basis == "dct":
         c = dct_matrix(out_side)
