@@ -37,7 +37,10 @@ Scores compared (each a robust z-score, flagged above 3.5 like is_outlier):
       for blank, near_constant, saturated only) ranked first and flagged.
 Per planted kind: in_top5 = share of that kind's images among the top 5% of the score, ranked over the
 background plus that kind only (every kind is planted at 2.5%, so the top 5% of the whole version could not
-hold all kinds); flagged = share with score > 3.5; unusable = share flagged by Unusable. Per version:
+hold all kinds); flagged = share with score > 3.5; unusable = share flagged by Unusable. Peer: cleanvision
+(0.3.7, offline; `cleanvision_peer`): its issue types dark, light, low_information, blurry, grayscale at their
+defaults on the same images as 8-bit PIL images; in_top5 of 1 - its lowest issue score, caught / false_flag =
+share with any issue, and per kind the count of each issue. Per version:
 false_flag = share of the background flagged; on the clean version: clean_false_flag.
 
 Split (natural_images.py): TUNE = TUNE_PHOTOS at 32 px, seed 0 (+ digits with TUNE_PHOTOS patches, seed 0);
@@ -85,6 +88,8 @@ UNUSABLE_FIRST = 1e6
 VARIANTS = ("log_influence", "knn", "mean", "max", "mean|unusable", "mean|unusable_no_blur", "mahalanobis",
             "pixels", "max(mahalanobis,pixels)", "max(mean,mahalanobis,pixels)", "max(mean,pixels)",
             "knn_large", "knn_multi", "stats", "max(stats,knn_multi)", "joint", "joint+log_influence")
+#: flag-based checks beside the scores: their metrics per planted kind ("caught": share flagged)
+PEERS = {"unusable": ("caught",), "cleanvision": ("in_top5", "caught")}
 #: how a default is chosen, on the TUNE stage only (then reported on HELD-OUT)
 MAX_CLEAN_FLAGS = 0.02
 TIE = 0.02
@@ -237,6 +242,34 @@ def in_top(score: np.ndarray, kinds: np.ndarray, kind: str) -> float:
     return float(np.isin(np.flatnonzero(kinds == kind), order).mean())
 
 
+#: cleanvision's issue types for odd images (duplicates and sizes left out: every image here has one size)
+CLEANVISION_ISSUES = ("dark", "light", "low_information", "blurry", "grayscale")
+
+
+def cleanvision_peer(pixels: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
+    """cleanvision (Imagelab, CLEANVISION_ISSUES at their defaults) on pixels M x C x H x W in [0, 1], given as
+    8-bit PIL images: (ranking score M = 1 - the lowest of its issue scores, which run from 0 = worst to 1;
+    the M x issues table of is_<issue>_issue flags)."""
+    from cleanvision import Imagelab
+    from PIL import Image
+
+    class Images:
+        def __len__(self) -> int:
+            return len(pixels)
+
+        def __getitem__(self, i: int) -> tuple[Image.Image, int]:
+            a = (np.clip(pixels[i], 0, 1) * 255).round().astype(np.uint8)
+            return Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)), 0
+
+    lab = Imagelab(torchvision_dataset=Images())
+    lab.find_issues({t: {} for t in CLEANVISION_ISSUES}, verbose=False)
+    issues = lab.issues
+    score = 1.0 - issues[[f"{t}_score" for t in CLEANVISION_ISSUES]].min(axis=1).to_numpy(float)
+    flags = issues[[f"is_{t}_issue" for t in CLEANVISION_ISSUES]].astype(bool)
+    flags.columns = list(CLEANVISION_ISSUES)
+    return score, flags.reset_index(drop=True)
+
+
 def measure(table: pd.DataFrame, emb: np.ndarray, pixels: np.ndarray, kinds: np.ndarray) -> dict:
     """Per variant: per planted kind in_top5 and flagged, and false_flag over the originals; per kind the
     Unusable finding's catch (and its reasons)."""
@@ -253,6 +286,12 @@ def measure(table: pd.DataFrame, emb: np.ndarray, pixels: np.ndarray, kinds: np.
         out[name] = {"false_flag": float(flag[orig].mean()),
                      **{k: {"in_top5": in_top(score, kinds, k), "flagged": float(flag[kinds == k].mean())}
                         for k in planted}}
+    cv_score, cv_flags = cleanvision_peer(pixels)
+    cv_any = cv_flags.any(axis=1).to_numpy()
+    out["cleanvision"] = {"false_flag": float(cv_any[orig].mean()),
+                          **{k: {"in_top5": in_top(cv_score, kinds, k), "caught": float(cv_any[kinds == k].mean()),
+                                 "issues": {t: int(cv_flags.loc[kinds == k, t].sum()) for t in CLEANVISION_ISSUES}}
+                             for k in planted}}
     reasons = found["unusable_reason"].fillna("-")
     out["unusable"] = {"false_flag": float(unusable[orig].mean()),
                        **{k: {"caught": float(unusable[kinds == k].mean()),
@@ -311,9 +350,9 @@ def summarise(runs: list[dict]) -> dict:
         planted, clean = [r for r in rows if r["planted"]], [r for r in rows if not r["planted"]]
         spread = lambda xs: {"min": float(min(xs)), "mean": float(np.mean(xs)), "max": float(max(xs))}  # noqa: E731
         cell: dict = {"seeds": sorted({r["seed"] for r in rows})}
-        for name in (n for n in (*VARIANTS, "unusable") if all(n in r for r in rows)):  # measured on every run
+        for name in (n for n in (*VARIANTS, *PEERS) if all(n in r for r in rows)):  # measured on every run
             kinds = planted[0]["n_per_kind"]
-            metrics = ("caught",) if name == "unusable" else ("in_top5", "flagged")
+            metrics = PEERS.get(name, ("in_top5", "flagged"))
             cell[name] = {k: {m: spread([r[name][k][m] for r in planted]) for m in metrics} for k in kinds}
             cell[name]["false_flag"] = spread([r[name]["false_flag"] for r in planted])
             cell[name]["clean_false_flag"] = spread([r[name]["false_flag"] for r in clean])

@@ -35,11 +35,14 @@ HF_EPS = 1e-6
 BLOCK = 1024
 
 
+def channel_weights(c: int) -> np.ndarray:
+    """The C weights of the grey image: the luma for C = 3, the channel for C = 1, else the mean."""
+    return np.asarray(LUMA) if c == 3 else np.full(c, 1.0 / c)
+
+
 def grey(x: np.ndarray) -> np.ndarray:
-    """B x H x W grey image of B x C x H x W pixels: the luma for C = 3, the channel for C = 1, else the mean."""
-    if x.shape[1] == 3:
-        return np.tensordot(np.asarray(LUMA), x, axes=([0], [1]))
-    return x[:, 0] if x.shape[1] == 1 else x.mean(axis=1)
+    """B x H x W grey image of B x C x H x W pixels (channel_weights), in x's float type."""
+    return x[:, 0] if x.shape[1] == 1 else np.tensordot(channel_weights(x.shape[1]).astype(x.dtype), x, axes=([0], [1]))
 
 
 def laplacian(g: np.ndarray) -> np.ndarray:
@@ -57,40 +60,54 @@ def entropy_bits(g: np.ndarray, bins: int = HIST_BINS) -> np.ndarray:
         return -np.where(p > 0, p * np.log2(p), 0.0).sum(axis=1)
 
 
-def colour_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(colourfulness, channel_corr) of B x 3 x H x W pixels (module docstring)."""
-    b = len(x)
-    r, g, bl = (x[:, i].reshape(b, -1) for i in range(3))
-    rg, yb = r - g, 0.5 * (r + g) - bl
-    colourful = np.sqrt(rg.var(axis=1) + yb.var(axis=1)) + 0.3 * np.sqrt(rg.mean(axis=1) ** 2 + yb.mean(axis=1) ** 2)
-    c = x.reshape(b, 3, -1) - x.reshape(b, 3, -1).mean(axis=2, keepdims=True)
-    norm = np.sqrt((c ** 2).sum(axis=2))
+def channel_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(channel means B x C, channel covariances B x C x C over the pixels), float64, of B x C x H x W pixels:
+    one centred copy, then one product per channel pair."""
+    flat = x.reshape(len(x), x.shape[1], -1)
+    mu = flat.mean(axis=2)
+    centred = flat - mu[:, :, None]
+    cov = np.empty((len(x), x.shape[1], x.shape[1]))
+    for i in range(x.shape[1]):
+        for j in range(i, x.shape[1]):
+            cov[:, i, j] = cov[:, j, i] = np.einsum("bp,bp->b", centred[:, i], centred[:, j]) / flat.shape[2]
+    return mu.astype(np.float64), cov
+
+
+def colour_statistics(mu: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(colourfulness, channel_corr) of B images with 3 channels from their channel_moments (module docstring):
+    rg and yb are linear in the channels, so their means and variances are w . mu and w^T cov w."""
+    rg, yb = np.array([1.0, -1.0, 0.0]), np.array([0.5, 0.5, -1.0])
+    spread = np.einsum("i,bij,j->b", rg, cov, rg) + np.einsum("i,bij,j->b", yb, cov, yb)
+    colourful = np.sqrt(np.maximum(spread, 0.0)) + 0.3 * np.sqrt((mu @ rg) ** 2 + (mu @ yb) ** 2)
+    var = np.diagonal(cov, axis1=1, axis2=2)
     pairs = []
     for i, j in ((0, 1), (0, 2), (1, 2)):
-        denom = norm[:, i] * norm[:, j]
+        denom = np.sqrt(np.maximum(var[:, i] * var[:, j], 0.0))
         with np.errstate(divide="ignore", invalid="ignore"):
-            pairs.append(np.where(denom > 0, (c[:, i] * c[:, j]).sum(axis=1) / denom, 0.0))
+            pairs.append(np.where(denom > 0, cov[:, i, j] / denom, 0.0))
     return colourful, np.mean(pairs, axis=0)
 
 
 def image_statistics(pixels: np.ndarray) -> pd.DataFrame:
     """STATISTICS of B x C x H x W pixels in [0, 1] (H, W >= 3; C = 1 or 3 gives the colour columns their
-    grey values), one row per image; every value finite."""
-    x = np.asarray(pixels, dtype=np.float64)
+    grey values), one row per image, computed in float32 with float64 moments; every value finite."""
+    x = np.asarray(pixels, dtype=np.float32)
     if x.ndim != 4 or min(x.shape[2:]) < 3:
         raise ValueError(f"image statistics need B x C x H x W pixels with H, W >= 3, got shape {x.shape}")
+    mu, cov = channel_moments(x)
+    w = channel_weights(x.shape[1])
+    var = np.maximum(np.einsum("i,bij,j->b", w, cov, w), 0.0)
     g = grey(x)
     flat = g.reshape(len(g), -1)
-    var = flat.var(axis=1)
-    lap_var = laplacian(g).reshape(len(g), -1).var(axis=1)
+    lap_var = laplacian(g).reshape(len(g), -1).var(axis=1, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(var > 0, lap_var / var, 0.0)
     if x.shape[1] == 3:
-        colourful, corr = colour_statistics(x)
+        colourful, corr = colour_statistics(mu, cov)
     else:
         colourful, corr = np.zeros(len(x)), np.ones(len(x))
     return pd.DataFrame({
-        "brightness": flat.mean(axis=1), "contrast": np.sqrt(var),
+        "brightness": mu @ w, "contrast": np.sqrt(var),
         "clipped": np.maximum((flat <= 1 / 255).mean(axis=1), (flat >= 254 / 255).mean(axis=1)),
         "entropy": entropy_bits(g), "log_sharpness": np.log(ratio + EPS), "log_hf_energy": np.log(lap_var + HF_EPS),
         "colourfulness": colourful, "channel_corr": corr})
