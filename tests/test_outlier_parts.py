@@ -153,3 +153,16 @@ def test_a_group_of_foreign_images_is_found_by_the_image_statistics():
     assert top_share(old, group) < 0.5
     with pytest.raises(ValueError, match="aligned"):
         joint.find(table, emb, images=images[:10])
+
+
+def test_the_registered_finding_reads_the_images_and_says_so():
+    from influencegate.findings.run import find_all
+    emb, _ = planted(100, 5)
+    images = np.concatenate([smooth(100, 16), np.random.default_rng(9).uniform(0, 1, (5, 3, 16, 16))])
+    table = pd.DataFrame({"sample_id": [f"s{i}" for i in range(105)],
+                          "log_influence": np.random.default_rng(10).normal(size=105)})
+    found = find_all(table, emb, images, {"duplicates": None})
+    assert "image statistics" in found.texts["outliers"] and found.table["outlier_score"].notna().all()
+    without = find_all(table, emb, None, {"duplicates": None})
+    assert "no image statistics" in without.texts["outliers"]
+    assert not np.allclose(found.table["outlier_score"], without.table["outlier_score"])
