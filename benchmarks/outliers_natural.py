@@ -73,7 +73,7 @@ from influencegate import InfluenceConfig  # noqa: E402
 from influencegate.data.dataset import ImageDataset  # noqa: E402
 from influencegate.findings import Outliers  # noqa: E402
 from influencegate.findings.image_stats import STATISTICS, stream_statistics  # noqa: E402
-from influencegate.findings.outliers import OUTLIER_Z, joint_score  # noqa: E402
+from influencegate.findings.outliers import OUTLIER_Z, joint_score, log_distance  # noqa: E402
 from influencegate.findings.unusable import Unusable  # noqa: E402
 from influencegate.influence.scorer import encode  # noqa: E402
 from influencegate.statistics import mahalanobis, robust_z  # noqa: E402
@@ -222,7 +222,7 @@ def variant_scores(table: pd.DataFrame, emb: np.ndarray, stats: pd.DataFrame, re
     dist = joint.components[["knn_distance", "knn_distance_large"]].to_numpy()
     out["knn_large"] = robust_z(pd.Series(dist[:, 1])).to_numpy()
     image_stats = stream_statistics(pixels)
-    knn = {"log_knn_distance": np.log(dist[:, 0]), "log_knn_distance_large": np.log(dist[:, 1])}
+    knn = {"log_knn_distance": log_distance(dist[:, 0]), "log_knn_distance_large": log_distance(dist[:, 1])}
     statistics = {s: image_stats[s].to_numpy() for s in STATISTICS}
     out["knn_multi"] = joint_score(knn)[1]
     out["stats"] = joint_score(statistics)[1]

@@ -70,6 +70,9 @@ def test_streamed_statistics_equal_one_block_and_undo_the_normalisation():
     pd.testing.assert_frame_equal(got, image_statistics(pixels), atol=1e-5)
     with pytest.raises(ValueError, match="H, W >= 3"):
         image_statistics(np.zeros((2, 3, 2, 2)))
+    pixels[5, 1, 0, 0] = np.nan  # (an infinite pixel is clipped to 0 or 1 like any other)
+    with pytest.raises(ValueError, match="1 images have non-finite pixels.*at position 5"):
+        stream_statistics(pixels, block=3)
 
 
 @pytest.mark.parametrize("index", ["exact", "faiss-flat"])
@@ -166,3 +169,15 @@ def test_the_registered_finding_reads_the_images_and_says_so():
     without = find_all(table, emb, None, {"duplicates": None})
     assert "no image statistics" in without.texts["outliers"]
     assert not np.allclose(found.table["outlier_score"], without.table["outlier_score"])
+
+
+def test_identical_embeddings_stay_finite_and_bad_pixels_are_refused():
+    emb, _ = planted(100, 15)
+    emb[100:] = emb[100]  # 15 identical embeddings: their 10-NN distance is 0 (or rounds below)
+    table = pd.DataFrame({"sample_id": [f"s{i}" for i in range(115)], "log_influence": np.zeros(115)})
+    score = Outliers().find(table, emb)["outlier_score"].to_numpy()
+    assert np.isfinite(score).all() and top_share(score, np.arange(100, 115), 0.15) == 1.0  # two-sided: tight group
+    images = smooth(115, 8)
+    images[3, 0, 2, 2] = np.nan
+    with pytest.raises(ValueError, match="non-finite pixels.*at position 3"):
+        Outliers().find(table, emb, images=images)

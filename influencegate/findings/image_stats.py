@@ -88,12 +88,17 @@ def colour_statistics(mu: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.n
     return colourful, np.mean(pairs, axis=0)
 
 
-def image_statistics(pixels: np.ndarray) -> pd.DataFrame:
+def image_statistics(pixels: np.ndarray, first: int = 0) -> pd.DataFrame:
     """STATISTICS of B x C x H x W pixels in [0, 1] (H, W >= 3; C = 1 or 3 gives the colour columns their
-    grey values), one row per image, computed in float32 with float64 moments; every value finite."""
+    grey values), one row per image, computed in float32 with float64 moments; every value finite. A
+    non-finite pixel is a ValueError naming the image (first: the position of pixels[0] in the dataset)."""
     x = np.asarray(pixels, dtype=np.float32)
     if x.ndim != 4 or min(x.shape[2:]) < 3:
         raise ValueError(f"image statistics need B x C x H x W pixels with H, W >= 3, got shape {x.shape}")
+    bad = np.flatnonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1))
+    if len(bad):
+        raise ValueError(f"image statistics: {len(bad)} images have non-finite pixels (NaN or inf), the first "
+                         f"at position {first + int(bad[0])}")
     mu, cov = channel_moments(x)
     w = channel_weights(x.shape[1])
     var = np.maximum(np.einsum("i,bij,j->b", w, cov, w), 0.0)
@@ -130,5 +135,6 @@ def stream_statistics(images: torch.Tensor | np.ndarray, mean: Sequence[float] |
     data.store.ImageArray whose slices are read on demand), `block` images at a time: never all as floats."""
     if len(images.shape) != 4:
         raise ValueError(f"images must be M x C x H x W, got shape {tuple(images.shape)}")
-    parts = [image_statistics(as_pixels(images[s:s + block], mean, std)) for s in range(0, len(images), block)]
+    parts = [image_statistics(as_pixels(images[s:s + block], mean, std), first=s)
+             for s in range(0, len(images), block)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(STATISTICS), dtype=float)

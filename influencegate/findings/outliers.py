@@ -30,6 +30,13 @@ COMBINE_RULES = ("joint", "mean", "max")
 SHRINK = 0.1
 #: added to the joint distance before its log (unitless)
 LOG_EPS = 1e-3
+#: the k-NN distances' floor before their log (cosine distance): identical embeddings stay finite
+DISTANCE_FLOOR = 1e-6
+
+
+def log_distance(distance: np.ndarray) -> np.ndarray:
+    """log(max(distance, DISTANCE_FLOOR)) of mean cosine distances (rounding can make them 0 or below)."""
+    return np.log(np.maximum(np.asarray(distance, dtype=np.float64), DISTANCE_FLOOR))
 
 
 def joint_score(coords: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -59,8 +66,8 @@ class Outliers(Finding):
       tuning split of benchmarks/outliers_natural.py and measured held out (README, "Outliers on natural
       images"): at z = 3.5 it flags few images when foreign ones are many (12.5% there; they inflate the
       covariance), while ranking them first.
-    combine "mean" / "max": the earlier rules (the default was "mean" until the natural-image benchmark), the average / the larger of robust_z(log_influence) and
-      robust_z(knn_distance): images and the large scale unused.
+    combine "mean" / "max": the earlier rules (the default was "mean" until the natural-image benchmark), the
+      average / the larger of robust_z(log_influence) and robust_z(knn_distance); no images, one scale.
     robust_z: (x - median) / (1.4826 MAD), influencegate.statistics.robust_z, over the scored rows. The k-NN
     search is blockwise and exact, or through a faiss `index` ("faiss-flat" exact, "faiss-hnsw" /
     "faiss-ivf" approximate) for large sets; the image statistics are read `block` images at a time.
@@ -117,8 +124,8 @@ class Outliers(Finding):
 
     def _joint(self, parts: pd.DataFrame, positions: np.ndarray, stats: pd.DataFrame | None) -> np.ndarray:
         """combine "joint" (class docstring): adds each coordinate's robust z-score to `parts` as z_<name>."""
-        coords = {"log_knn_distance": np.log(parts["knn_distance"].to_numpy()[positions]),
-                  "log_knn_distance_large": np.log(parts["knn_distance_large"].to_numpy()[positions])}
+        coords = {"log_knn_distance": log_distance(parts["knn_distance"].to_numpy()[positions]),
+                  "log_knn_distance_large": log_distance(parts["knn_distance_large"].to_numpy()[positions])}
         if stats is not None:
             coords = {**{s: stats[s].to_numpy() for s in STATISTICS}, **coords}
         z, values = joint_score(coords)
