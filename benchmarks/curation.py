@@ -157,7 +157,7 @@ def rankings(encoder: torch.nn.Module, pool: ImageDataset, seed: int) -> pd.Data
     """Per pool image (pool order): log_influence (default scorer), outlier_score and knn_distance."""
     scorer = InfluenceScorer(encoder, InfluenceConfig(seed=seed, progress=False)).fit(pool)
     table = scorer.score(pool)
-    finding = Outliers()
+    finding = Outliers(combine="mean")  # the rule the curation figures were measured with (default until issue 14)
     found = finding.find(table, scorer.embeddings(pool), sample_ids=pool.sample_ids)
     out = pd.DataFrame({"sample_id": table["sample_id"], "log_influence": table["log_influence"],
                         "outlier_score": found["outlier_score"], "knn_distance": finding.components["knn_distance"]})

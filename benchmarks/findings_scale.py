@@ -14,20 +14,23 @@ counts the mapped pages of the index's files too; VmRSS/RssAnon/RssFile after ea
     (ViewIndex.decide, timed together as align_link_s; before the aligned check: link_s). Generating the
     synthetic images is timed apart (`generate_s`) and is in no stage. Then the outlier
     part on N synthetic D = 32 float32 embeddings (64 Gaussian clusters, 0.5% planted outliers in random
-    directions, log_influence standard normal): Outliers(index="faiss-ivf").find, timed, with the k-NN
-    distance of 2,000 random rows against the exact search (faiss-flat) and the planted outliers' share of
-    the top 5% of outlier_score.
+    directions, log_influence standard normal) and the same synthetic images: Outliers(index="faiss-ivf",
+    combine="joint").find with the image statistics read a block at a time (the images regenerated per
+    block, that time excluded), timed; the earlier rule (combine="mean", embeddings only) timed beside it;
+    the k-NN distance of 2,000 random rows against the exact search (faiss-flat) and the planted outliers'
+    share of the top 5% of outlier_score.
   * exhaustive (N = 20,000 by default): the index path against the all-pairs view search (views.view_pairs)
     on the same images: the share of the exhaustive search's links among the candidates (IVF, HNSW and the
     exact kNN of the same codes) and among the index path's links. The all-pairs links are cached in
     results/exhaustive_links_<N>.npz (git-ignored; ~20 min at 20,000 here), so other indexes can be rescored.
+  * outliers (none by default): the outlier part alone (as in images) on N synthetic images and embeddings.
   * codes (none by default): the candidate stage alone on synthetic codes (N x 3 x 64 unit vectors;
     2% planted copies = a code plus Gaussian noise of 0.1 per dim, renormalised).
 Growth exponent: slope of log(time) on log(N) per stage.
 
 Output: benchmarks/results/findings_scale.json (earlier tables kept under "superseded").
 Run: python benchmarks/findings_scale.py [--images 10000,100000,1000000] [--exhaustive 20000] [--codes ...]
-[--threads 2]
+[--outliers 10000,100000] [--threads 2]
 """
 from __future__ import annotations
 
@@ -156,7 +159,7 @@ def images_run(n: int) -> dict:
     del ci, cj, sims, aligned, ok
     out["memory"]["link"] = memory()
     out["duplicates_s"] = out["stream_s"] + out["candidates_s"] + out["check_s"] + out["align_link_s"]
-    out.update(outliers_part(n))
+    out.update(outliers_part(n, images=GeneratedImages(n, copies, originals, seed=n)))
     out["memory"]["outliers"] = memory()
     out["total_s"] = out["duplicates_s"] + out["outliers_s"]
     out["wall_s"] = time.perf_counter() - t_all  # generation of images and embeddings included
@@ -164,9 +167,30 @@ def images_run(n: int) -> dict:
     return out
 
 
-def outliers_part(n: int, d: int = 32, check_rows: int = 2000) -> dict:
-    """Outliers(index="faiss-ivf") on n synthetic D = d embeddings (module docstring), timed apart from making
-    them; k-NN distance of check_rows random rows against the exact search; planted outliers in the top 5%."""
+class GeneratedImages:
+    """The synthetic set as an array-like M x 3 x 32 x 32 (image_batch on each slice asked for), as the audit's
+    ImageArray reads a PixelStore: the time spent generating is kept in `generate_s` (it is in no stage)."""
+
+    def __init__(self, n: int, copies: np.ndarray, originals: np.ndarray, seed: int) -> None:
+        self.shape, self.generate_s = (n, 3, 32, 32), 0.0
+        self.copies, self.originals, self.seed = copies, originals, seed
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        t = time.perf_counter()
+        start, stop, _ = rows.indices(self.shape[0])
+        batch = image_batch(start, stop, self.copies, self.originals, self.seed)
+        self.generate_s += time.perf_counter() - t
+        return batch
+
+
+def outliers_part(n: int, d: int = 32, check_rows: int = 2000, images: GeneratedImages | None = None) -> dict:
+    """Outliers(index="faiss-ivf", combine="joint") on n synthetic D = d embeddings (module docstring) and the
+    image statistics of `images` (streamed a block at a time; their generation excluded), timed apart from
+    making them; the earlier rule (combine="mean", embeddings only) timed beside it; k-NN distance of
+    check_rows random rows against the exact search; planted outliers in the top 5%."""
     import faiss
     import pandas as pd
     from influencegate.findings.outliers import OUTLIER_K, Outliers
@@ -179,13 +203,18 @@ def outliers_part(n: int, d: int = 32, check_rows: int = 2000) -> dict:
     table = pd.DataFrame({"sample_id": np.arange(n).astype(str), "log_influence": rng.normal(size=n)})
     out: dict = {"outliers_generate_s": time.perf_counter() - t}
     t = time.perf_counter()
-    finder = Outliers(index="faiss-ivf")
-    found = finder.find(table, emb)
-    out["outliers_s"] = time.perf_counter() - t
+    finder = Outliers(index="faiss-ivf", combine="joint")
+    found = finder.find(table, emb, images=images)
+    out["outliers_s"] = time.perf_counter() - t - (images.generate_s if images is not None else 0.0)
+    out["outliers_rule"] = {k: v for k, v in finder.summary().items() if k in ("combine", "k", "k_large", "parts")}
+    out["outliers_image_generate_s"] = images.generate_s if images is not None else None
     out["memory_after_outliers"] = memory()
+    t = time.perf_counter()
+    earlier = Outliers(index="faiss-ivf", combine="mean").find(table, emb)["outlier_score"].to_numpy()
+    out["outliers_mean_rule_s"] = time.perf_counter() - t
     score = found["outlier_score"].to_numpy()
-    top = score >= np.quantile(score, 0.95)
-    out["outliers_planted_in_top5pct"] = float(top[planted].mean())
+    for key, values in (("outliers_planted_in_top5pct", score), ("outliers_mean_rule_planted_in_top5pct", earlier)):
+        out[key] = float((values >= np.quantile(values, 0.95))[planted].mean())
     out["outliers_flagged"] = int(found["is_outlier"].sum())
     rows = rng.choice(n, min(check_rows, n), replace=False)
     x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
@@ -275,7 +304,16 @@ def slope(ns: list[int], ts: list[float]) -> float | None:
     return float(np.polyfit(np.log(ns), np.log(ts), 1)[0]) if len(ns) >= 2 else None
 
 
-RUNS = {"images": images_run, "exhaustive": exhaustive_run, "codes": codes_run}
+def outliers_run(n: int) -> dict:
+    """The outliers part alone (outliers_part, the joint rule with the image statistics) over n synthetic images
+    and embeddings, with the peak RSS of its process."""
+    copies, originals = planting(n, seed=n)
+    out = {"n": n, **outliers_part(n, images=GeneratedImages(n, copies, originals, seed=n))}
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+RUNS = {"images": images_run, "exhaustive": exhaustive_run, "codes": codes_run, "outliers": outliers_run}
 
 
 STAGES = ("stream_s", "candidates_s", "check_s", "align_link_s", "duplicates_s", "outliers_s", "total_s")
@@ -314,6 +352,7 @@ def main() -> None:
     p.add_argument("--images", default="10000,100000,1000000")
     p.add_argument("--exhaustive", default="20000", help="N for the index against the all-pairs view search")
     p.add_argument("--codes", default="")
+    p.add_argument("--outliers", default="", help="N for the outliers part alone (joint rule, image statistics)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--note", default="shared 2-core CPU (other engineers' jobs running beside it)")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # (part, n): run in this process, print JSON

@@ -22,14 +22,25 @@ then the parts of Outliers (k = 10) and Unusable at its defaults.
 Scores compared (each a robust z-score, flagged above 3.5 like is_outlier):
   log_influence, knn: one part of Outliers alone (robust z of log_influence, of the 10-NN cosine distance);
   mahalanobis, pixels: candidate parts, not in the library (robust z of the Mahalanobis distance of the
-      L2-normalised embeddings; of the Mahalanobis distance of `pixel_features`, encoder-free);
+      L2-normalised embeddings; of the Mahalanobis distance of `pixel_features`, encoder-free; covariance
+      shrunk by 0.1, statistics.mahalanobis). Tried on TUNE and dropped: mean and covariance re-estimated from
+      the 75% most central rows (as the minimum covariance determinant does) flagged 6% of the clean photos;
+  knn_large: robust z of the mean cosine distance to the k_large(M) nearest (5% of M within [10, 100]);
+  joint: Outliers(combine="joint"): robust z of log of the Mahalanobis distance of the robust z-scores of
+      the 8 image statistics (findings.image_stats) and of log(10-NN distance) and log(k_large-NN distance);
+  stats, knn_multi: the same joint distance (outliers.joint_score) of the image statistics alone (encoder-free)
+      and of the two log k-NN distances alone (encoder only); joint+log_influence: log_influence as an 11th
+      coordinate; max(stats,knn_multi): the larger of the two;
   mean, max      (log_influence + knn) / 2 (the default before this benchmark), the larger of the two;
   max(a,b,...)   the largest of those parts: max(mahalanobis,pixels) is the candidate chosen on TUNE;
   mean|unusable, mean|unusable_no_blur: mean, with the images the Unusable finding flags (for any reason /
       for blank, near_constant, saturated only) ranked first and flagged.
 Per planted kind: in_top5 = share of that kind's images among the top 5% of the score, ranked over the
 background plus that kind only (every kind is planted at 2.5%, so the top 5% of the whole version could not
-hold all kinds); flagged = share with score > 3.5; unusable = share flagged by Unusable. Per version:
+hold all kinds); flagged = share with score > 3.5; unusable = share flagged by Unusable. Peer: cleanvision
+(0.3.7, offline; `cleanvision_peer`): its issue types dark, light, low_information, blurry, grayscale at their
+defaults on the same images as 8-bit PIL images; in_top5 of 1 - its lowest issue score, caught / false_flag =
+share with any issue, and per kind the count of each issue. Per version:
 false_flag = share of the background flagged; on the clean version: clean_false_flag.
 
 Split (natural_images.py): TUNE = TUNE_PHOTOS at 32 px, seed 0 (+ digits with TUNE_PHOTOS patches, seed 0);
@@ -61,10 +72,11 @@ import natural_images as ni  # noqa: E402
 from influencegate import InfluenceConfig  # noqa: E402
 from influencegate.data.dataset import ImageDataset  # noqa: E402
 from influencegate.findings import Outliers  # noqa: E402
-from influencegate.findings.outliers import OUTLIER_Z  # noqa: E402
+from influencegate.findings.image_stats import STATISTICS, stream_statistics  # noqa: E402
+from influencegate.findings.outliers import OUTLIER_Z, joint_score, log_distance  # noqa: E402
 from influencegate.findings.unusable import Unusable  # noqa: E402
 from influencegate.influence.scorer import encode  # noqa: E402
-from influencegate.statistics import robust_z  # noqa: E402
+from influencegate.statistics import mahalanobis, robust_z  # noqa: E402
 from influencegate.workflows.image_audit import load_or_pretrain, score_dataset  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "outliers_natural.json"
@@ -74,12 +86,13 @@ TOP = 0.05
 #: added to the score of an image the Unusable finding flags, in the "|unusable" variants (ranks it first)
 UNUSABLE_FIRST = 1e6
 VARIANTS = ("log_influence", "knn", "mean", "max", "mean|unusable", "mean|unusable_no_blur", "mahalanobis",
-            "pixels", "max(mahalanobis,pixels)", "max(mean,mahalanobis,pixels)", "max(mean,pixels)")
+            "pixels", "max(mahalanobis,pixels)", "max(mean,mahalanobis,pixels)", "max(mean,pixels)",
+            "knn_large", "knn_multi", "stats", "max(stats,knn_multi)", "joint", "joint+log_influence")
+#: flag-based checks beside the scores: their metrics per planted kind ("caught": share flagged)
+PEERS = {"unusable": ("caught",), "cleanvision": ("in_top5", "caught")}
 #: how a default is chosen, on the TUNE stage only (then reported on HELD-OUT)
 MAX_CLEAN_FLAGS = 0.02
 TIE = 0.02
-#: covariance shrinkage of the Mahalanobis distances
-SHRINK = 0.1
 CHOICE_RULE = (f"the highest mean in_top5 over the planted kinds and versions, among the variants whose clean "
                f"false-flag rate stays below {MAX_CLEAN_FLAGS} (the default gate's outlier bar) on every clean "
                f"version; variants within {TIE} of the best count as tied and the one with fewest kinds at 0 wins")
@@ -177,18 +190,6 @@ def audit(pixels: np.ndarray, seed: int, epochs: int, draws: int) -> tuple[pd.Da
     return table, emb, {"pretrain_s": round(pretrain_s, 1), "score_s": round(score_s, 1), **info}
 
 
-def mahalanobis(x: np.ndarray, shrink: float = SHRINK) -> np.ndarray:
-    """M distances sqrt((x - mean)^T S^-1 (x - mean)) of the rows of x (M x D, float64), S = the covariance
-    shrunk towards (trace / D) I by `shrink` (invertible for any M >= 2 and D). Unitless. A foreign group of
-    share p inflates S along its own direction until its distance is at most ~sqrt(1 / p) (masking).
-    Tried on TUNE and dropped: mean and S re-estimated from the 75% most central rows (as the minimum
-    covariance determinant does) lift that limit but flagged 6% of the clean photo patches."""
-    c = x - x.mean(axis=0)
-    cov = np.atleast_2d(np.cov(c, rowvar=False))
-    cov = (1.0 - shrink) * cov + shrink * np.trace(cov) / len(cov) * np.eye(len(cov))
-    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", c, np.linalg.pinv(cov), c), 0.0))
-
-
 def pixel_features(stats: pd.DataFrame) -> np.ndarray:
     """M x 4 encoder-free features from `Unusable.measure`'s columns: grey mean, pixel_std, clipped_fraction
     and log(sharpness + 1e-3) (a constant image's NaN sharpness counts as 0), each as a robust z-score. A
@@ -200,11 +201,11 @@ def pixel_features(stats: pd.DataFrame) -> np.ndarray:
     return np.column_stack([robust_z(pd.Series(c)).to_numpy() for c in cols])
 
 
-def variant_scores(table: pd.DataFrame, emb: np.ndarray, stats: pd.DataFrame,
-                   reasons: pd.Series) -> dict[str, np.ndarray]:
+def variant_scores(table: pd.DataFrame, emb: np.ndarray, stats: pd.DataFrame, reasons: pd.Series,
+                   pixels: np.ndarray) -> dict[str, np.ndarray]:
     """Each VARIANTS score per row (M floats; module docstring). stats: Unusable.measure of the images (pixels
-    in [0, 1]); reasons: Unusable's unusable_reason per row (None when usable)."""
-    finder = Outliers()
+    in [0, 1], M x C x H x W); reasons: Unusable's unusable_reason per row (None when usable)."""
+    finder = Outliers(combine="mean")
     out = {"mean": finder.find(table, emb)["outlier_score"].to_numpy(),
            "log_influence": finder.components["z_log_influence"].to_numpy(),
            "knn": finder.components["z_knn_distance"].to_numpy(),
@@ -216,7 +217,19 @@ def variant_scores(table: pd.DataFrame, emb: np.ndarray, stats: pd.DataFrame,
     out["mean|unusable"] = np.where(unusable, UNUSABLE_FIRST + out["mean"], out["mean"])
     content = unusable & (reasons.fillna("").str.split("+").str[0] != "blurred").to_numpy()
     out["mean|unusable_no_blur"] = np.where(content, UNUSABLE_FIRST + out["mean"], out["mean"])
-    for parts in (("mahalanobis", "pixels"), ("mean", "mahalanobis", "pixels"), ("mean", "pixels")):
+    joint = Outliers(combine="joint")
+    out["joint"] = joint.find(table, emb, images=pixels)["outlier_score"].to_numpy()
+    dist = joint.components[["knn_distance", "knn_distance_large"]].to_numpy()
+    out["knn_large"] = robust_z(pd.Series(dist[:, 1])).to_numpy()
+    image_stats = stream_statistics(pixels)
+    knn = {"log_knn_distance": log_distance(dist[:, 0]), "log_knn_distance_large": log_distance(dist[:, 1])}
+    statistics = {s: image_stats[s].to_numpy() for s in STATISTICS}
+    out["knn_multi"] = joint_score(knn)[1]
+    out["stats"] = joint_score(statistics)[1]
+    out["joint+log_influence"] = joint_score({**statistics, **knn, "log_influence": table["log_influence"]
+                                              .to_numpy(float)})[1]
+    for parts in (("mahalanobis", "pixels"), ("mean", "mahalanobis", "pixels"), ("mean", "pixels"),
+                  ("stats", "knn_multi")):
         out[f"max({','.join(parts)})"] = np.maximum.reduce([out[p] for p in parts])
     return {v: out[v] for v in VARIANTS}
 
@@ -229,13 +242,41 @@ def in_top(score: np.ndarray, kinds: np.ndarray, kind: str) -> float:
     return float(np.isin(np.flatnonzero(kinds == kind), order).mean())
 
 
+#: cleanvision's issue types for odd images (duplicates and sizes left out: every image here has one size)
+CLEANVISION_ISSUES = ("dark", "light", "low_information", "blurry", "grayscale")
+
+
+def cleanvision_peer(pixels: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
+    """cleanvision (Imagelab, CLEANVISION_ISSUES at their defaults) on pixels M x C x H x W in [0, 1], given as
+    8-bit PIL images: (ranking score M = 1 - the lowest of its issue scores, which run from 0 = worst to 1;
+    the M x issues table of is_<issue>_issue flags)."""
+    from cleanvision import Imagelab
+    from PIL import Image
+
+    class Images:
+        def __len__(self) -> int:
+            return len(pixels)
+
+        def __getitem__(self, i: int) -> tuple[Image.Image, int]:
+            a = (np.clip(pixels[i], 0, 1) * 255).round().astype(np.uint8)
+            return Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)), 0
+
+    lab = Imagelab(torchvision_dataset=Images())
+    lab.find_issues({t: {} for t in CLEANVISION_ISSUES}, verbose=False)
+    issues = lab.issues
+    score = 1.0 - issues[[f"{t}_score" for t in CLEANVISION_ISSUES]].min(axis=1).to_numpy(float)
+    flags = issues[[f"is_{t}_issue" for t in CLEANVISION_ISSUES]].astype(bool)
+    flags.columns = list(CLEANVISION_ISSUES)
+    return score, flags.reset_index(drop=True)
+
+
 def measure(table: pd.DataFrame, emb: np.ndarray, pixels: np.ndarray, kinds: np.ndarray) -> dict:
     """Per variant: per planted kind in_top5 and flagged, and false_flag over the originals; per kind the
     Unusable finding's catch (and its reasons)."""
     finder = Unusable()
     found = finder.find(table, images=pixels)
     unusable = found["is_unusable"].to_numpy()
-    scores = variant_scores(table, emb, finder.measure(pixels), found["unusable_reason"])
+    scores = variant_scores(table, emb, finder.measure(pixels), found["unusable_reason"], pixels)
     planted = [k for k in dict.fromkeys(kinds) if k != "original"]
     orig = kinds == "original"
     out: dict = {"n": int(len(kinds)), "n_original": int(orig.sum()), "n_per_kind": {k: int((kinds == k).sum())
@@ -245,6 +286,12 @@ def measure(table: pd.DataFrame, emb: np.ndarray, pixels: np.ndarray, kinds: np.
         out[name] = {"false_flag": float(flag[orig].mean()),
                      **{k: {"in_top5": in_top(score, kinds, k), "flagged": float(flag[kinds == k].mean())}
                         for k in planted}}
+    cv_score, cv_flags = cleanvision_peer(pixels)
+    cv_any = cv_flags.any(axis=1).to_numpy()
+    out["cleanvision"] = {"false_flag": float(cv_any[orig].mean()),
+                          **{k: {"in_top5": in_top(cv_score, kinds, k), "caught": float(cv_any[kinds == k].mean()),
+                                 "issues": {t: int(cv_flags.loc[kinds == k, t].sum()) for t in CLEANVISION_ISSUES}}
+                             for k in planted}}
     reasons = found["unusable_reason"].fillna("-")
     out["unusable"] = {"false_flag": float(unusable[orig].mean()),
                        **{k: {"caught": float(unusable[kinds == k].mean()),
@@ -303,9 +350,9 @@ def summarise(runs: list[dict]) -> dict:
         planted, clean = [r for r in rows if r["planted"]], [r for r in rows if not r["planted"]]
         spread = lambda xs: {"min": float(min(xs)), "mean": float(np.mean(xs)), "max": float(max(xs))}  # noqa: E731
         cell: dict = {"seeds": sorted({r["seed"] for r in rows})}
-        for name in (*VARIANTS, "unusable"):
+        for name in (n for n in (*VARIANTS, *PEERS) if all(n in r for r in rows)):  # measured on every run
             kinds = planted[0]["n_per_kind"]
-            metrics = ("caught",) if name == "unusable" else ("in_top5", "flagged")
+            metrics = PEERS.get(name, ("in_top5", "flagged"))
             cell[name] = {k: {m: spread([r[name][k][m] for r in planted]) for m in metrics} for k in kinds}
             cell[name]["false_flag"] = spread([r[name]["false_flag"] for r in planted])
             cell[name]["clean_false_flag"] = spread([r[name]["false_flag"] for r in clean])
@@ -319,13 +366,13 @@ def choice(runs: list[dict], stage: str) -> dict:
     among those with every clean false-flag rate below MAX_CLEAN_FLAGS."""
     rows = [r for r in runs if r["stage"] == stage]
     table = {}
-    for name in VARIANTS:
+    for name in (n for n in VARIANTS if all(n in r for r in rows)):
         cells = [r[name][k]["in_top5"] for r in rows if r["planted"] for k in r["n_per_kind"]]
         table[name] = {"mean_in_top5": float(np.mean(cells)), "cells_at_0": int(sum(c == 0 for c in cells)),
                        "cells": len(cells),
                        "max_clean_false_flag": float(max(r[name]["false_flag"] for r in rows if not r["planted"])),
                        "mean_clean_false_flag": float(np.mean([r[name]["false_flag"] for r in rows if not r["planted"]]))}
-    allowed = [n for n in VARIANTS if table[n]["max_clean_false_flag"] < MAX_CLEAN_FLAGS]
+    allowed = [n for n in table if table[n]["max_clean_false_flag"] < MAX_CLEAN_FLAGS]
     best = max(table[n]["mean_in_top5"] for n in allowed)
     near = [n for n in allowed if table[n]["mean_in_top5"] >= best - TIE]
     return {"rule": CHOICE_RULE, "variants": table,

@@ -44,6 +44,20 @@ def robust_z(values: pd.Series) -> pd.Series:
     return (x - median) / mad
 
 
+def mahalanobis(x: np.ndarray, shrink: float = 0.1) -> np.ndarray:
+    """M distances sqrt((x - mean)^T S^-1 (x - mean)) of the rows of x (M x D), S = the covariance shrunk
+    towards (trace / D) I by `shrink` in [0, 1] (invertible for any M >= 2 and D; pseudo-inverse when all
+    columns are constant). Unitless. A foreign group of share p inflates S along its own direction until its
+    distance is at most ~sqrt(1 / p) (masking)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2 or not 0 <= shrink <= 1:
+        raise ValueError(f"mahalanobis: need M x D with M >= 2 and shrink in [0, 1], got {x.shape}, {shrink}")
+    c = x - x.mean(axis=0)
+    cov = np.atleast_2d(np.cov(c, rowvar=False))
+    cov = (1.0 - shrink) * cov + shrink * np.trace(cov) / len(cov) * np.eye(len(cov))
+    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", c, np.linalg.pinv(cov), c), 0.0))
+
+
 def add_high_influence(table: pd.DataFrame, z: float = HIGH_INFLUENCE_Z) -> pd.DataFrame:
     """Copy of the scores table with `is_high_influence` (robust z of log_influence > z; False for error rows),
     placed right after `influence_percentile` as in docs/design.md section 2. Kept if already present."""

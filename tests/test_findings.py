@@ -286,7 +286,7 @@ def test_outlier_score_ranks_planted_far_points_first():
         emb[row] = rng.normal(size=8) * 3  # away from every cluster
         influence[row] *= 6  # and more influential
     table = scores(influence)
-    finder = Outliers(k=5)
+    finder = Outliers(k=5, combine="mean")
     out = finder.find(table, emb.astype(np.float32))
     assert list(out.columns) == ["is_outlier", "outlier_score"]
     top = set(out["outlier_score"].nlargest(3).index)
@@ -366,7 +366,7 @@ def test_bad_input_gives_clear_errors():
     table = scores(np.exp(np.random.default_rng(8).normal(size=10)), grp=["a", "b"] * 5)
     emb = np.random.default_rng(8).normal(size=(10, 4)).astype(np.float32)
     with pytest.raises(ValueError, match="lacks column"):
-        Outliers(k=2).find(table.drop(columns=["log_influence"]), emb)
+        Outliers(k=2, combine="mean").find(table.drop(columns=["log_influence"]), emb)
     with pytest.raises(ValueError, match=r"lacks column.*'race'"):
         Fairness("race").find(table)
     with pytest.raises(ValueError, match="empty"):

@@ -56,7 +56,7 @@ def test_in_top_ranks_a_kind_among_the_originals_only():
     planted_reasons = pd.Series([None] * 100)
     table = pd.DataFrame({"sample_id": [f"s{i}" for i in range(100)], "log_influence": score / 100})
     emb = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
-    stats = Unusable().measure(np.random.default_rng(1).uniform(size=(100, 1, 8, 8)))
-    variants = on.variant_scores(table, emb, stats, planted_reasons)
+    pixels = np.random.default_rng(1).uniform(size=(100, 1, 8, 8))
+    variants = on.variant_scores(table, emb, Unusable().measure(pixels), planted_reasons, pixels)
     assert set(variants) == set(on.VARIANTS) and all(len(v) == 100 for v in variants.values())
     np.testing.assert_allclose(variants["mean|unusable"], variants["mean"])  # nothing unusable: unchanged

@@ -8,7 +8,7 @@ searched per query, exact inner products inside), the cheapest to build at milli
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -49,9 +49,15 @@ def ivf_index(x: np.ndarray, cells: int, nprobe: int, train_per_cell: int, fp16:
     return searcher
 
 
-def faiss_knn(embeddings: np.ndarray, k: int, index: str = "faiss-hnsw") -> tuple[np.ndarray, np.ndarray]:
-    """(cosine similarities M x k descending, indices M x k) of each row's k nearest other rows (itself
-    excluded; k capped at M - 1); `index` is "faiss-flat" (exact), "faiss-hnsw" or "faiss-ivf" (approximate)."""
+#: Query rows per faiss search call: the transient search output stays bounded (chunk x (k + 1) results).
+SEARCH_CHUNK = 65_536
+
+
+def faiss_knn_chunks(embeddings: np.ndarray, k: int, index: str = "faiss-hnsw",
+                     chunk: int = SEARCH_CHUNK) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(start row, cosine similarities B x k descending, indices B x k) for consecutive chunks of at most
+    `chunk` query rows: each row's k nearest other rows (itself excluded; k capped at M - 1) through one
+    index of all M rows; `index` is "faiss-flat" (exact), "faiss-hnsw" or "faiss-ivf" (approximate)."""
     if index not in INDEXES:
         raise ValueError(f"index must be one of {INDEXES}, got {index!r}")
     faiss = _faiss()
@@ -69,11 +75,20 @@ def faiss_knn(embeddings: np.ndarray, k: int, index: str = "faiss-hnsw") -> tupl
     else:
         searcher = ivf_index(x, ivf_cells(n, 2.0), IVF_NPROBE, train_per_cell=64)
     searcher.add(x)
-    sims, idx = searcher.search(x, k + 1)
-    own = idx == np.arange(n)[:, None]
-    keep = ~own
-    keep[own.sum(1) == 0, -1] = False  # a row whose own match fell out keeps its k best others
-    return sims[keep].reshape(n, k).astype(np.float32), idx[keep].reshape(n, k).astype(np.int64)
+    for start in range(0, n, max(1, int(chunk))):
+        sims, idx = searcher.search(x[start:start + chunk], k + 1)
+        own = idx == np.arange(start, start + len(idx))[:, None]
+        keep = ~own
+        keep[own.sum(1) == 0, -1] = False  # a row whose own match fell out keeps its k best others
+        b = len(idx)
+        yield start, sims[keep].reshape(b, k).astype(np.float32), idx[keep].reshape(b, k).astype(np.int64)
+
+
+def faiss_knn(embeddings: np.ndarray, k: int, index: str = "faiss-hnsw") -> tuple[np.ndarray, np.ndarray]:
+    """(cosine similarities M x k descending, indices M x k) of each row's k nearest other rows (itself
+    excluded; k capped at M - 1); `index` is "faiss-flat" (exact), "faiss-hnsw" or "faiss-ivf" (approximate)."""
+    parts = list(faiss_knn_chunks(embeddings, k, index))
+    return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
 
 
 def faiss_pairs(embeddings: np.ndarray, threshold: float, k: int = 10,

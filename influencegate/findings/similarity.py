@@ -110,3 +110,24 @@ def knn_cosine(embeddings: np.ndarray, k: int, block_size: int = DEFAULT_BLOCK,
         out_s[r0:r0 + a.shape[0]], out_i[r0:r0 + a.shape[0]] = best_s, best_i
         release_heap()
     return out_s.cpu().numpy(), out_i.cpu().numpy()
+
+
+def knn_mean_distances(embeddings: np.ndarray, ks: tuple[int, ...], block_size: int = DEFAULT_BLOCK,
+                       device: str | torch.device = "cpu", index: str = "exact") -> np.ndarray:
+    """M x len(ks) float64: each row's mean cosine distance (1 - cosine) to its ks[j] nearest other rows
+    (each k capped at M - 1), from one search at max(ks). With a faiss `index` the search runs a chunk of rows
+    at a time and keeps only the means (memory M x len(ks), not M x max(ks))."""
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be positive neighbour counts, got {ks}")
+    if check_index(index) != "exact":
+        from influencegate.findings.faiss_index import faiss_knn_chunks
+
+        chunks = ((s, sims) for s, sims, _ in faiss_knn_chunks(embeddings, max(ks), index))
+    else:
+        chunks = iter([(0, knn_cosine(embeddings, max(ks), block_size, device)[0])])
+    out = np.empty((len(embeddings), len(ks)))
+    for start, sims in chunks:
+        dist = np.cumsum(1.0 - sims.astype(np.float64), axis=1)
+        cols = [min(k, dist.shape[1]) - 1 for k in ks]
+        out[start:start + len(dist)] = dist[:, cols] / (np.asarray(cols) + 1.0)
+    return out

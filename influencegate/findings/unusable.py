@@ -29,12 +29,12 @@ import pandas as pd
 import torch
 
 from influencegate.findings.base import Finding, align_embeddings, check_table
+from influencegate.findings.image_stats import as_pixels, grey, laplacian
 from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
                                              flagged_ids, register)
 from influencegate.plotting.galleries import flagged_gallery
 
 REASONS = ("blank", "near_constant", "saturated", "blurred", "tiny")
-_LUMA = (0.299, 0.587, 0.114)
 
 
 @dataclass
@@ -72,9 +72,9 @@ class Unusable(Finding):
         parts = []
         for start in range(0, len(pixels), self.block):
             x = pixels[start:start + self.block].astype(np.float64)
-            grey = x[:, 0] if x.shape[1] != 3 else np.tensordot(np.asarray(_LUMA), x, axes=([0], [1]))
-            flat = grey.reshape(len(grey), -1)
-            lap = grey[:, :-2, 1:-1] + grey[:, 2:, 1:-1] + grey[:, 1:-1, :-2] + grey[:, 1:-1, 2:] - 4 * grey[:, 1:-1, 1:-1]
+            g = grey(x)
+            flat = g.reshape(len(g), -1)
+            lap = laplacian(g)
             var = flat.var(axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
                 sharp = np.where(var > 0, lap.reshape(len(lap), -1).var(axis=1) / var, np.nan) if lap.size else \
@@ -106,7 +106,7 @@ class Unusable(Finding):
         if len(images.shape) != 4:
             raise ValueError(f"unusable: images must be M x C x H x W, got shape {tuple(images.shape)}")
         positions, _ = align_embeddings(table, np.zeros((len(images), 1)), sample_ids, "unusable")
-        stats = pd.concat([self.measure(self._pixels(images[start:start + self.block], mean, std))
+        stats = pd.concat([self.measure(as_pixels(images[start:start + self.block], mean, std))
                            for start in range(0, len(images), self.block)], ignore_index=True)
         tiny = self.tiny(table).to_numpy()[positions]
         result = pd.DataFrame({"is_unusable": False, "unusable_reason": None, "pixel_std": np.nan,
@@ -120,16 +120,6 @@ class Unusable(Finding):
         result["is_unusable"] = result["is_unusable"].astype(bool)
         self._result, self._examined = result, len(positions)
         return result
-
-    @staticmethod
-    def _pixels(block: torch.Tensor | np.ndarray, mean: Sequence[float] | None,
-                std: Sequence[float] | None) -> np.ndarray:
-        """One block of images (B x C x H x W, normalised by mean/std or already in [0, 1]) as pixels in [0, 1]."""
-        x = block.detach().cpu().numpy() if isinstance(block, torch.Tensor) else np.asarray(block)
-        if mean is not None and std is not None:
-            shape = (1, -1, 1, 1)
-            x = x * np.asarray(std, dtype=np.float32).reshape(shape) + np.asarray(mean, dtype=np.float32).reshape(shape)
-        return np.clip(x, 0.0, 1.0)
 
     def tiny(self, table: pd.DataFrame) -> pd.Series:
         """True where the original width or height (table columns, pixels) is below min_size; all False
