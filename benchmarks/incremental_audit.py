@@ -74,6 +74,35 @@ def one_setting(setting: str, repeats: int, epochs: int, cache: Path) -> dict:
             "score_draws_previous_fit": int(before.score_draws)}
 
 
+def findings_agreement(full, incremental, new_ids) -> dict:
+    """The incremental findings table against a full audit's (pandas tables indexed alike by sample_id, with the
+    findings' columns): Spearman of outlier_score (all rows), the flagged outliers' Jaccard overlap, and for the
+    duplicate groups: the share of new samples whose group (the set of its co-members) is the full audit's,
+    and the share of all samples with the same group."""
+    from scipy.stats import spearmanr
+
+    full, incremental = full.set_index("sample_id"), incremental.set_index("sample_id").loc[full["sample_id"]]
+
+    def members(table) -> dict:
+        grouped = table[table["duplicate_group"] >= 0]
+        sets = grouped.groupby("duplicate_group").groups
+        return {sid: frozenset(sets[g]) for sid, g in grouped["duplicate_group"].items()}
+
+    a, b = members(full), members(incremental)
+    same = [a.get(s, frozenset()) == b.get(s, frozenset()) for s in full.index]
+    new = full.index.isin(list(new_ids))
+    flagged_a, flagged_b = set(full.index[full["is_outlier"]]), set(incremental.index[incremental["is_outlier"]])
+    union = flagged_a | flagged_b
+    return {"outlier_score_spearman": float(spearmanr(full["outlier_score"], incremental["outlier_score"],
+                                                      nan_policy="omit").statistic),
+            "outlier_score_max_abs_difference": float((full["outlier_score"] - incremental["outlier_score"]).abs().max()),
+            "outliers_flagged": [len(flagged_a), len(flagged_b)],
+            "outliers_jaccard": len(flagged_a & flagged_b) / len(union) if union else 1.0,
+            "duplicate_groups": [int(full["duplicate_group"].max() + 1), int(incremental["duplicate_group"].max() + 1)],
+            "new_samples_same_group": float(np.mean(np.asarray(same)[new])) if new.any() else 1.0,
+            "all_samples_same_group": float(np.mean(same))}
+
+
 def _digits_folder(folder: Path, count: int) -> Path:
     """The first `count` digits as 8 x 8 grayscale PNGs (img_0000.png ...) in `folder`."""
     from PIL import Image
@@ -137,6 +166,8 @@ def pipeline_setting(repeats: int, epochs: int, cache: Path, work: Path) -> dict
                      "incremental_score_seconds": m["seconds.score"],
                      "spearman_with_full": spearman(incremental["scores"]["influence"].to_numpy(),
                                                     full["scores"]["influence"].to_numpy()),
+                     "findings": findings_agreement(full["scores"], incremental["scores"],
+                                                    set(full["scores"]["sample_id"]) - set(previous["scores"]["sample_id"])),
                      **{key: m[key] for key in m if key.startswith("incremental.")}})
         print(json.dumps(rows[-1]), flush=True)
     ratios = {name: [row[f"incremental_{name}"] / row[f"full_{name}"] for row in rows]

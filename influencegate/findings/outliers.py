@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from influencegate.findings.appended import Previous, knn_appended
 from influencegate.findings.base import Finding, align_embeddings, check_table
 from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
                                              flagged_ids, register)
@@ -46,14 +47,21 @@ class Outliers(Finding):
         self.block_size, self.device, self.index = block_size, device, check_index(index)
         self._result: pd.DataFrame | None = None
         self.components: pd.DataFrame | None = None
+        self.state: dict[str, Any] = {}
 
     def find(self, table: pd.DataFrame, embeddings: np.ndarray | None = None, *,
-             sample_ids: Sequence[str] | None = None, **_: Any) -> pd.DataFrame:
+             sample_ids: Sequence[str] | None = None, previous: Previous | None = None, **_: Any) -> pd.DataFrame:
+        """previous: the previous version's state (findings.appended): only the new samples' neighbours are
+        searched and the old samples' merged with them (the same k-NN); `state` then holds {"knn": M x k}."""
         check_table(table, ["sample_id", "log_influence"], "outliers")
         positions, emb = align_embeddings(table, embeddings, sample_ids, "outliers")
         if len(positions) < 2:
             raise ValueError("outliers: need at least 2 samples with embeddings")
-        sims, _ = knn_cosine(emb, self.k, self.block_size, self.device, self.index)
+        if previous is None:
+            sims, _ = knn_cosine(emb, self.k, self.block_size, self.device, self.index)
+        else:
+            sims = knn_appended(emb, self.k, previous, self.block_size, self.device)
+            self.state = {"knn": sims}
         knn = pd.Series(np.nan, index=table.index)
         knn.iloc[positions] = (1.0 - sims.astype(np.float64)).mean(axis=1)
         log_inf = pd.to_numeric(table["log_influence"], errors="coerce").astype(float)
@@ -97,13 +105,13 @@ class OutliersFinding(FindingPlugin):
         "of foreign or corrupted images worth review (the clean digits measure below 0.5%).", 0, 0.02)]}
 
     def run(self, inputs: FindingInputs, config: Outliers) -> Outcome:
-        columns = config.find(inputs.table, inputs.embeddings, sample_ids=inputs.sample_ids)
+        columns = config.find(inputs.table, inputs.embeddings, sample_ids=inputs.sample_ids, previous=inputs.previous)
         found = config.summary()
         text = (f"{found['outliers']} of {found['examined']} samples are outliers (combined robust z-score of "
                 f"log_influence and {found['k']}-NN distance above {found['z']:g})"
                 + (f": {flagged_ids(inputs.table, columns['is_outlier'])}." if found["outliers"] else "."))
         return Outcome(columns, {"outlier_fraction": float(found["outlier_fraction"]),
-                                 "n_outliers": float(found["outliers"])}, text)
+                                 "n_outliers": float(found["outliers"])}, text, config.state)
 
     def draw(self, table: pd.DataFrame, images_by_id: Any, groups: Sequence[str]) -> dict[str, Any]:
         return {"outlier_gallery": outlier_gallery(table, images_by_id)}
