@@ -241,7 +241,11 @@ def incremental_comparison(old: int, new: int, args: argparse.Namespace, encoder
     def rho(ids: pd.Index) -> float:
         return float(spearmanr(full.loc[ids, "influence"], incremental.loc[ids, "influence"]).statistic)
 
+    from incremental_audit import findings_agreement
+
+    findings = findings_agreement(full.reset_index(), incremental.reset_index(), shared[is_new])
     return {"old": old, "new": new, "runs": runs, "rows_compared": len(shared), "same_ids": len(shared) == len(full),
+            "findings": findings,
             "time_ratio_wall": runs["incremental"]["steps_total_s"] / runs["full"]["steps_total_s"],
             "time_ratio_cpu": runs["incremental"]["steps_cpu_s"] / runs["full"]["steps_cpu_s"],
             "spearman_all": rho(shared), "spearman_new": rho(shared[is_new]), "spearman_old": rho(shared[~is_new])}

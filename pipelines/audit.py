@@ -42,7 +42,7 @@ def dataset_audit_pipeline(dataset: Optional[dict] = None, encoder: Optional[dic
     histogram, most, least = render_figures(ref, scores)
     finding_artifacts, embedding_map, findings_report = render_findings(ref, model, scores, summary, texts, findings,
                                                                         device=device, embeddings=embeddings,
-                                                                        appended=influence.get("since") is not None)
+                                                                        **influence)
     report, drift = compare_with_approved(ref, scores, threshold=gate.get("drift_threshold"))
     decision, _, docs = validate_and_gate(ref, scores, summary, scoring_info, drift, suite,
                                           drift_blocks=bool(gate.get("drift_blocks", False)), findings=findings)

@@ -18,14 +18,9 @@ from influencegate.integrations.zenml.approvals import SCORES_ARTIFACT
 from influencegate.integrations.zenml.tables import TableMaterializer
 from influencegate.report import findings_figures
 from influencegate.statistics import summary_with_findings
-from influencegate.workflows.image_audit import version_embeddings
+from influencegate.workflows.image_audit import version_embeddings, version_layout
 from influencegate.workflows.image_audit import find_issues as find_issues_in
 from influencegate.workflows.references import DatasetRef
-
-
-#: Points of the t-SNE map of an appended version (`since`): a bounded sample (flagged samples first), so the
-#: map costs the same however large the version; a whole version maps up to 5,000.
-APPENDED_MAP_POINTS = 1000
 
 
 @step
@@ -68,17 +63,21 @@ def find_issues(dataset: DatasetRef, encoder: nn.Module, scores: pd.DataFrame, f
 @step
 def render_findings(dataset: DatasetRef, encoder: nn.Module, scores: pd.DataFrame, summary: dict, texts: dict,
                     findings: Optional[dict[str, Any]] = None, device: str = "cpu",
-                    embeddings: Optional[np.ndarray] = None, appended: bool = False) -> Tuple[
+                    embeddings: Optional[np.ndarray] = None, resume_dir: Optional[str] = None,
+                    since: Optional[str] = None) -> Tuple[
         Annotated[dict, "finding_artifacts"],
         Annotated[Image.Image, "embedding_map"],
         Annotated[HTMLString, "findings_report"]]:
     """Each enabled finding's figures and tables by artifact path (`influencegate.findings.artifacts`), the
     t-SNE map of the embeddings (`embed_dataset`'s output; None: encoded here), and one HTML page with all of
-    them (influencegate.report.findings_figures). appended: the version appends to an audited one (`since`):
-    the map shows at most APPENDED_MAP_POINTS samples."""
+    them (influencegate.report.findings_figures). since: an appended version reuses the previous version's
+    map and places its new samples (no t-SNE); resume_dir keeps this map's layout for the next version
+    (`workflows.image_audit.version_layout`)."""
     ds, config = dataset.open(), as_config(findings)
+    layout = (version_layout(ds, scores, embeddings, resume_dir=resume_dir, since=since)
+              if embeddings is not None else None)
     figures = findings_figures.render_all(ds, encoder, scores, device=device, config=config, embeddings=embeddings,
-                                          max_points=APPENDED_MAP_POINTS if appended else 5000)
+                                          layout=layout)
     found = FindingsResult(scores, summary, texts, finding_tables(scores, config), config)
     html = findings_figures.html_summary(f"{dataset.name} @ {dataset.version[:12]}", summary, texts, figures,
                                          described=metric_catalog())

@@ -23,6 +23,7 @@ from influencegate.influence.distributed import score_distributed
 from influencegate.influence.incremental import score_appended
 from influencegate.influence.resume import encoder_sha256, load_previous_run, save_finished_run
 from influencegate.influence.scorer import encode
+from influencegate.report.map_layout import placed_layout, tsne_layout
 from influencegate.statistics import add_high_influence
 from influencegate.workflows import version_state
 
@@ -166,3 +167,29 @@ def find_issues(dataset: Any, encoder: Any, table: pd.DataFrame, config: Any = N
     if resume_dir is not None:
         version_state.save_findings(str(resume_dir), ids, found.state)
     return found
+
+
+def version_layout(dataset: Any, table: pd.DataFrame, embeddings: np.ndarray, max_points: int = 5000,
+                   resume_dir: str | Path | None = None,
+                   since: str | Path | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The embedding map's layout (positions among the readable samples, xy; report.map_layout). since: the
+    previous version's kept map with the new samples placed by their neighbours (no t-SNE). Else, with
+    resume_dir, a t-SNE of at most max_points samples (flagged first); None without either (the map lays
+    itself out). resume_dir: keep the layout there for the next version."""
+    ids = list(dataset.sample_ids)
+    kept = version_state.previous_layout(str(since), ids) if since is not None else None
+    if kept is not None:
+        layout = placed_layout(embeddings, kept[1], kept[2], kept[0])
+    elif resume_dir is not None:
+        rows = table.set_index(table["sample_id"].astype(str)).loc[ids]
+        flagged = np.zeros(len(ids), dtype=bool)
+        if "duplicate_group" in rows.columns:
+            flagged |= pd.to_numeric(rows["duplicate_group"], errors="coerce").fillna(-1).to_numpy() >= 0
+        if "is_outlier" in rows.columns:
+            flagged |= rows["is_outlier"].fillna(False).astype(bool).to_numpy()
+        layout = tsne_layout(np.asarray(embeddings), flagged, max_points=max_points)
+    else:
+        return None
+    if resume_dir is not None:
+        version_state.save_layout(str(resume_dir), ids, layout)
+    return layout

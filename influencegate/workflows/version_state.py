@@ -4,6 +4,7 @@ in its resume directory beside the fit and the scores (influence.resume):
     directory/embeddings.npz   sample_ids (M), embeddings (M x D float32), encoder_sha256 (the weights' hash)
     directory/findings.npz     sample_ids (M) and the findings' state (findings.appended): knn (M x k),
                                near_top (M x k'), hashes (M), links_i / links_j (positions of linked samples)
+    directory/map.npz          sample_ids (M), the embedding map's mapped positions (M') and xy (M' x 2)
 
 An appended version (`since` = the previous version's directory) reuses the previous embeddings when its
 encoder's weights hash to the same value (else a ValueError: an incremental audit needs the same encoder),
@@ -22,6 +23,7 @@ from influencegate.findings.appended import Previous
 
 EMBEDDINGS = "embeddings.npz"
 FINDINGS = "findings.npz"
+MAP = "map.npz"
 
 
 def _read(directory: str, name: str) -> dict[str, np.ndarray] | None:
@@ -115,3 +117,21 @@ def save_findings(directory: str, ids: Sequence[str], state: dict[str, dict[str,
     if "links" in duplicates:
         arrays["links_i"], arrays["links_j"] = (np.asarray(a, dtype=np.int64) for a in duplicates["links"])
     _write(directory, FINDINGS, **arrays)
+
+
+def previous_layout(since: str, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(bool M: new in this version, the previous map's mapped rows as positions among `ids`, their xy), None
+    when `since` kept no map. ValueError when this version lacks one of its samples."""
+    stored = _read(since, MAP)
+    if stored is None:
+        return None
+    at = _positions(stored["sample_ids"], ids, "map")
+    new = np.ones(len(ids), dtype=bool)
+    new[at] = False
+    return new, at[stored["mapped"]], stored["xy"]
+
+
+def save_layout(directory: str, ids: Sequence[str], layout: tuple[np.ndarray, np.ndarray]) -> None:
+    """Keep the embedding map's layout (positions among the M rows `ids`, xy) in `directory`."""
+    _write(directory, MAP, sample_ids=np.asarray(list(ids), dtype=str), mapped=np.asarray(layout[0], np.int64),
+           xy=np.asarray(layout[1], np.float64))
