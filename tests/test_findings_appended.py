@@ -171,3 +171,15 @@ def test_new_samples_placed_on_the_previous_map_beside_their_neighbours(tmp_path
     fresh = rows >= 100
     distance = np.linalg.norm(placed[fresh][:, None] - centre[None], axis=2)
     assert (distance.argmin(axis=1) == label[rows[fresh]]).all()
+
+
+def test_a_state_of_another_size_or_without_the_needed_arrays_is_refused(version) -> None:
+    """A Previous for other rows, or one that kept no neighbours for its old rows: a ValueError, never a guess."""
+    images, emb, table = version
+    with pytest.raises(ValueError, match="covers 10 rows"):
+        knn_appended(emb[:20], 5, Previous.empty(10), block=64)
+    half = Previous(np.arange(20) >= 10)
+    with pytest.raises(ValueError, match="no outlier neighbours"):
+        knn_appended(emb[:20], 5, half, block=64)
+    with pytest.raises(ValueError, match="no near-duplicate top"):
+        Duplicates().find(table.iloc[:20], emb[:20], images=images[:20], previous=half)

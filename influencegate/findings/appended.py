@@ -65,6 +65,13 @@ class Previous:
     def old(self) -> np.ndarray:
         return np.flatnonzero(~self.new)
 
+    def check(self, m: int, who: str) -> "Previous":
+        """self, or ValueError when it describes another number of examined rows than m."""
+        if len(self.new) != m:
+            raise ValueError(f"{who}: the previous version's state covers {len(self.new)} rows of this version, "
+                             f"but {m} samples are examined")
+        return self
+
 
 def _prior_top(previous: Previous, stored: np.ndarray | None, k: int, what: str) -> torch.Tensor:
     """M x k float32: the stored top-k of the old rows, EMPTY for the new rows; ValueError if missing."""
@@ -126,6 +133,7 @@ def knn_appended(embeddings: np.ndarray, k: int, previous: Previous, block: int,
     neighbours; knn_cosine's values): new rows searched against all, old rows' previous top-k merged with
     their similarities to the new rows. k is capped at M - 1."""
     x = normalized(embeddings, device)
+    previous.check(len(x), "outliers")
     k = min(int(k), len(x) - 1)
     if k < 1:
         raise ValueError(f"k nearest neighbours need at least 2 samples and k >= 1 (have {len(x)} samples)")

@@ -26,6 +26,7 @@ def duplicate_edges(dups: Any, emb: np.ndarray, images: Any, use_image: bool, us
               "candidates": 0}
     state: dict[str, Any] = {}
     if previous is not None:
+        previous.check(m, "duplicates")
         edges_i.append(previous.links[0])
         edges_j.append(previous.links[1])
         counts.update(new_samples=int(previous.new.sum()), carried_links=len(previous.links[0]))
