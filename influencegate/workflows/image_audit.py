@@ -151,13 +151,13 @@ def find_issues(dataset: Any, encoder: Any, table: pd.DataFrame, config: Any = N
     registered finding the config enables.
 
     config: a `FindingsConfig`, a mapping of its fields, or None for the defaults. embeddings: the M x D
-    `encoder_embeddings` when already computed (None: computed here). since: the resume directory of the
+    `encoder_embeddings` when already computed (None: `version_embeddings` here). since: the resume directory of the
     version this one appends to: its findings state is reused and only what the new samples change is
     recomputed (findings.appended; the whole version when it kept none). resume_dir: keep this version's
     findings state there for the next version. Returns a FindingsResult.
     """
     if embeddings is None:
-        embeddings = version_embeddings(dataset, encoder, batch_size, device, since=since)
+        embeddings = version_embeddings(dataset, encoder, batch_size, device, resume_dir=resume_dir, since=since)
     ids = list(dataset.sample_ids)
     previous = version_state.previous_findings(str(since), ids) if since is not None else None
     if previous is None and resume_dir is not None:
