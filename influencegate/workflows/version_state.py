@@ -98,7 +98,7 @@ def previous_findings(since: str, ids: Sequence[str]) -> Previous | None:
     if "hashes" in stored:
         hashes = [None] * m
         for p, h in zip(at.tolist(), stored["hashes"].tolist()):
-            hashes[p] = str(h)
+            hashes[p] = h.decode("ascii") if isinstance(h, bytes) else str(h)
     links = (at[stored["links_i"]], at[stored["links_j"]]) if "links_i" in stored else Previous(new).links
     return Previous(new, rows("knn"), rows("near_top"), hashes, links)
 
@@ -113,7 +113,7 @@ def save_findings(directory: str, ids: Sequence[str], state: dict[str, dict[str,
     if "near_top" in duplicates:
         arrays["near_top"] = np.asarray(duplicates["near_top"], dtype=np.float32)
     if "hashes" in duplicates:
-        arrays["hashes"] = np.asarray(duplicates["hashes"], dtype=str)
+        arrays["hashes"] = np.asarray(duplicates["hashes"], dtype="S64")  # hex sha256, 64 B each (not 256)
     if "links" in duplicates:
         arrays["links_i"], arrays["links_j"] = (np.asarray(a, dtype=np.int64) for a in duplicates["links"])
     _write(directory, FINDINGS, **arrays)
