@@ -102,21 +102,23 @@ def test_appended_findings_equal_a_full_audit_and_find_copies_of_old_samples(ver
     assert copies["is_duplicate"].all() and copies["duplicate_of"].tolist() == ["s0003", "s0007"]
 
 
-def test_near_copy_of_an_old_image_found_through_the_restricted_index_candidates() -> None:
-    """The streaming index path (32 px colour fields, search="index"): each planted copy arrives as a new
-    sample of an old original and is linked, with the candidates restricted to pairs touching new samples."""
+@pytest.mark.parametrize("search", ["index", "exact"])
+def test_near_copy_of_an_old_image_found_by_the_views_matcher(search: str) -> None:
+    """The multi-view matcher (32 px colour fields), through the streaming index (its candidates restricted to
+    pairs touching new samples) and all pairs (new rows x all): each planted copy arrives as a new sample of an
+    old original and is linked wherever the full search links it."""
     images, planted = planted_set(32, 60, seed=3)
     m = len(images)
     old = m - len(planted)  # the copies are the new samples
     table = pd.DataFrame({"sample_id": [f"s{i:04d}" for i in range(m)], "influence": np.ones(m)})
-    dups = Duplicates(search="index")
+    dups = Duplicates(search=search)
     dups.find(table.iloc[:old], None, images=images[:old], previous=Previous.empty(old))
     state = dups.state
     new = np.arange(m) >= old
     top = np.concatenate([state["near_top"], np.zeros((m - old, state["near_top"].shape[1]), np.float32)])
-    out = Duplicates(search="index").find(table, None, images=images, previous=Previous(
+    out = Duplicates(search=search).find(table, None, images=images, previous=Previous(
         new, near_top=top, hashes=[*state["hashes"], *[None] * (m - old)], links=state["links"]))
-    reference = Duplicates(search="index").find(table, None, images=images)
+    reference = Duplicates(search=search).find(table, None, images=images)
     group = out["duplicate_group"].to_numpy()
     found = {(a, b) for a, b in planted if group[a] >= 0 and group[a] == group[b]}
     expected = {(a, b) for a, b in planted if reference["duplicate_group"].iloc[a] >= 0
