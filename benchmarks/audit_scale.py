@@ -150,9 +150,10 @@ def artifact_sizes(root: Path) -> dict[str, int]:
 
 
 def run_audit(n: int, work: Path, encoder: Path, draws: int, workers: int, label: str = "full",
-              influence: dict[str, str] | None = None) -> dict:
+              influence: dict[str, str] | None = None, scorer: dict | None = None) -> dict:
     """One audit of the first n patches in a fresh process; per-step seconds, shares and peak RSS.
-    influence: the config's `influence` section (resume_dir / since of an incremental audit), if any."""
+    influence: the config's `influence` section (resume_dir / since of an incremental audit), if any;
+    scorer: scorer settings besides draws and target_stability (e.g. fit_draws)."""
     import yaml
 
     source = write_shards(work / f"data_{n}", n, seed=0)
@@ -164,7 +165,7 @@ def run_audit(n: int, work: Path, encoder: Path, draws: int, workers: int, label
         "dataset": {"source": str(source), "image_size": SIDE, "channels": 3, "workers": workers,
                     "name": f"patches{n}"},
         "encoder": {"checkpoint": str(encoder)},
-        "scorer": {"draws": draws, "target_stability": None},
+        "scorer": {"draws": draws, "target_stability": None, **(scorer or {})},
         **({"influence": influence} if influence else {}),
         "tracking": {"uri": env["MLFLOW_TRACKING_URI"], "experiment": "audit-scale"}}}
     (home / "audit.yaml").write_text(yaml.safe_dump(config))
@@ -241,7 +242,19 @@ def incremental_comparison(old: int, new: int, args: argparse.Namespace, encoder
     def rho(ids: pd.Index) -> float:
         return float(spearmanr(full.loc[ids, "influence"], incremental.loc[ids, "influence"]).statistic)
 
+    from incremental_audit import findings_agreement
+
+    findings = findings_agreement(full.reset_index(), incremental.reset_index(), shared[is_new])
+    same_fit = {}
+    if args.same_fit_draws:  # a full audit with the base's fit draws: the same estimator as the incremental one
+        runs["full_same_fit"] = run_audit(new, args.work, encoder, args.draws, args.workers, "same_fit",
+                                          scorer={"fit_draws": args.same_fit_draws})
+        same = scores_table(args.work / f"run_{new}_same_fit").loc[shared]
+        same_fit = {"fit_draws": args.same_fit_draws, "spearman_all": float(spearmanr(
+            same["influence"], incremental.loc[shared, "influence"]).statistic),
+            "findings": findings_agreement(same.reset_index(), incremental.reset_index(), shared[is_new])}
     return {"old": old, "new": new, "runs": runs, "rows_compared": len(shared), "same_ids": len(shared) == len(full),
+            "findings": findings, "same_fit": same_fit,
             "time_ratio_wall": runs["incremental"]["steps_total_s"] / runs["full"]["steps_total_s"],
             "time_ratio_cpu": runs["incremental"]["steps_cpu_s"] / runs["full"]["steps_cpu_s"],
             "spearman_all": rho(shared), "spearman_new": rho(shared[is_new]), "spearman_old": rho(shared[~is_new])}
@@ -257,6 +270,10 @@ def main() -> None:
     parser.add_argument("--incremental", default=None, metavar="OLD:NEW",
                         help="instead of --n: full audit of OLD kept for resuming, incremental and full audits of NEW; "
                              "written to the output's 'incremental' entry")
+    parser.add_argument("--same-fit-draws", type=int, default=None,
+                        help="with --incremental: also a full audit of NEW with fit_draws fixed to the base's (where "
+                             "N x fit_draws >= 32 D gives OLD and NEW different fit draws, e.g. 2 at 30,000 and 1 at "
+                             "33,000 for rank 32), compared with the incremental table under 'same_fit'")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     encoder = train_encoder(args.work)

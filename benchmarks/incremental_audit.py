@@ -16,7 +16,9 @@ interleaved: a full audit of the new version, then an incremental one (--since t
 directory); both keep their run with --resume-dir, as a chain of versions would. Reported: pipeline wall
 seconds and CPU seconds (this process; the local orchestrator runs the steps in it) and their ratios, wall
 seconds per step, the scoring step's seconds and ratio, Spearman of the incremental table with the full
-one of the same repeat, and the MLflow run's incremental metrics. Written to incremental_audit_pipeline.json.
+one of the same repeat, the findings' agreement with it (findings_agreement), and the MLflow run's incremental
+metrics. Then the floor: an incremental audit of the previous version itself (no new sample), what the
+pipeline costs however few samples are new. Written to incremental_audit_pipeline.json.
 
 Usage: python benchmarks/incremental_audit.py [--repeats 3] [--settings ...] [--out incremental_audit.json]
        python benchmarks/incremental_audit.py --pipeline [--repeats 3] [--work /tmp/incremental_pipeline]
@@ -74,6 +76,35 @@ def one_setting(setting: str, repeats: int, epochs: int, cache: Path) -> dict:
             "score_draws_previous_fit": int(before.score_draws)}
 
 
+def findings_agreement(full, incremental, new_ids) -> dict:
+    """The incremental findings table against a full audit's (pandas tables indexed alike by sample_id, with the
+    findings' columns): Spearman of outlier_score (all rows), the flagged outliers' Jaccard overlap, and for the
+    duplicate groups: the share of new samples whose group (the set of its co-members) is the full audit's,
+    and the share of all samples with the same group."""
+    from scipy.stats import spearmanr
+
+    full, incremental = full.set_index("sample_id"), incremental.set_index("sample_id").loc[full["sample_id"]]
+
+    def members(table) -> dict:
+        grouped = table[table["duplicate_group"] >= 0]
+        sets = grouped.groupby("duplicate_group").groups
+        return {sid: frozenset(sets[g]) for sid, g in grouped["duplicate_group"].items()}
+
+    a, b = members(full), members(incremental)
+    same = [a.get(s, frozenset()) == b.get(s, frozenset()) for s in full.index]
+    new = full.index.isin(list(new_ids))
+    flagged_a, flagged_b = set(full.index[full["is_outlier"]]), set(incremental.index[incremental["is_outlier"]])
+    union = flagged_a | flagged_b
+    return {"outlier_score_spearman": float(spearmanr(full["outlier_score"], incremental["outlier_score"],
+                                                      nan_policy="omit").statistic),
+            "outlier_score_max_abs_difference": float((full["outlier_score"] - incremental["outlier_score"]).abs().max()),
+            "outliers_flagged": [len(flagged_a), len(flagged_b)],
+            "outliers_jaccard": len(flagged_a & flagged_b) / len(union) if union else 1.0,
+            "duplicate_groups": [int(full["duplicate_group"].max() + 1), int(incremental["duplicate_group"].max() + 1)],
+            "new_samples_same_group": float(np.mean(np.asarray(same)[new])) if new.any() else 1.0,
+            "all_samples_same_group": float(np.mean(same))}
+
+
 def _digits_folder(folder: Path, count: int) -> Path:
     """The first `count` digits as 8 x 8 grayscale PNGs (img_0000.png ...) in `folder`."""
     from PIL import Image
@@ -121,6 +152,7 @@ def pipeline_setting(repeats: int, epochs: int, cache: Path, work: Path) -> dict
     base = ["--set", f"dataset.source={folder}", "--set", "dataset.image_size=8", "--set", "dataset.channels=1",
             "--set", "dataset.name=digits_versions", "--set", f"encoder.checkpoint={checkpoint}"]
     previous = _audit([*base, "--resume-dir", str(work / "v1")], work / "runs" / "v1")
+    unchanged = shutil.copytree(folder, work / "digits_v1")  # the previous version as it was: the floor run
     _digits_folder(folder, len(data))
     rows = []
     for r in range(repeats):
@@ -137,11 +169,20 @@ def pipeline_setting(repeats: int, epochs: int, cache: Path, work: Path) -> dict
                      "incremental_score_seconds": m["seconds.score"],
                      "spearman_with_full": spearman(incremental["scores"]["influence"].to_numpy(),
                                                     full["scores"]["influence"].to_numpy()),
+                     "findings": findings_agreement(full["scores"], incremental["scores"],
+                                                    set(full["scores"]["sample_id"]) - set(previous["scores"]["sample_id"])),
                      **{key: m[key] for key in m if key.startswith("incremental.")}})
         print(json.dumps(rows[-1]), flush=True)
+    # the floor: an incremental audit of the previous version itself (no new sample): what every step costs
+    # however few samples are new (ZenML step launch and artifacts, MLflow, the gate, the 200-score re-check)
+    floor = _audit([*base, "--set", f"dataset.source={unchanged}", "--since", str(work / "v1")], work / "runs" / "floor")
     ratios = {name: [row[f"incremental_{name}"] / row[f"full_{name}"] for row in rows]
               for name in ("seconds", "cpu_seconds", "score_seconds")}
+    full_median = statistics.median(row["full_seconds"] for row in rows)
     return {"setting": "digits_simclr_s0 via influencegate audit", "previous": len(previous["scores"]),
+            "floor": {"seconds": floor["seconds"], "cpu_seconds": floor["cpu_seconds"], "steps": floor["steps"],
+                      "outside_steps_seconds": floor["seconds"] - sum(floor["steps"].values()),
+                      "share_of_full_median": floor["seconds"] / full_median},
             "version": len(data), "previous_audit_seconds": previous["seconds"], "runs": rows,
             **{f"{label}_ratio_median": statistics.median(ratios[name]) for label, name in
                (("time", "seconds"), ("cpu", "cpu_seconds"), ("score_step", "score_seconds"))},

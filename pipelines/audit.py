@@ -22,7 +22,8 @@ def dataset_audit_pipeline(dataset: Optional[dict] = None, encoder: Optional[dic
     """Audit one dataset version end to end; every argument is a section of configs/audit_digits.yaml
     (None: the embedded default, the digits). Its gate decision is the artifact `influencegate_gate_decision`.
     influence: {resume_dir, since} (`schema.InfluenceSection`): with since, only the samples appended since that
-    version are scored; the findings still see every sample of this version."""
+    version are scored and encoded, and the findings check what they change against the whole version
+    (`findings.appended`); resume_dir keeps this version's fit, scores, embeddings and findings state."""
     dataset = dataset or DEFAULTS["dataset"]
     encoder = encoder or DEFAULTS["encoder"]
     scorer = DEFAULTS["scorer"] if scorer is None else scorer
@@ -32,12 +33,16 @@ def dataset_audit_pipeline(dataset: Optional[dict] = None, encoder: Optional[dic
     ref, records = load_dataset(**dataset)
     model, encoder_info = load_or_pretrain_encoder(ref, **encoder)
     device = (scorer or {}).get("device", "cpu")
-    scored, _, scoring_info = score_influence(ref, model, scorer, **(influence or {}))
-    embeddings = embed_dataset(ref, model, device=device)
-    scores, summary, _, _, texts = find_issues(ref, model, scored, findings, device=device, embeddings=embeddings)
+    influence = influence or {}
+    scored, _, scoring_info = score_influence(ref, model, scorer, **influence)
+    # after scoring: the scoring step claims the resume directory (run.json) before anything else is kept there
+    embeddings = embed_dataset(ref, model, device=device, **influence, after="score_influence")
+    scores, summary, _, _, texts = find_issues(ref, model, scored, findings, device=device, embeddings=embeddings,
+                                               **influence)
     histogram, most, least = render_figures(ref, scores)
     finding_artifacts, embedding_map, findings_report = render_findings(ref, model, scores, summary, texts, findings,
-                                                                        device=device, embeddings=embeddings)
+                                                                        device=device, embeddings=embeddings,
+                                                                        **influence)
     report, drift = compare_with_approved(ref, scores, threshold=gate.get("drift_threshold"))
     decision, _, docs = validate_and_gate(ref, scores, summary, scoring_info, drift, suite,
                                           drift_blocks=bool(gate.get("drift_blocks", False)), findings=findings)

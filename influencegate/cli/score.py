@@ -94,7 +94,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     findings_error = None
     if not args.no_findings:
         try:
-            found = find_issues(dataset, encoder, table, {"groups": groups}, device=config.device)
+            found = find_issues(dataset, encoder, table, {"groups": groups}, device=config.device,
+                                resume_dir=args.resume_dir, since=args.since)
             table, texts = found.table, found.texts
         except ValueError as exc:  # too few samples for a finding, a group column without usable values...
             findings_error = f"findings not run: {exc}; the scores table was written without them (or pass --no-findings)"
@@ -179,9 +180,10 @@ def add_parsers(sub: Any) -> None:
     score.add_argument("--shard-size", type=positive, default=4096, help="samples per shard with --resume-dir")
     score.add_argument("--since", metavar="DIR",
                        help="the --resume-dir of an earlier version scored with the same --encoder and settings: this "
-                            "version appends samples to it, so only the new ones are scored (the old scores are kept "
-                            "while a re-check of 200 of them holds Spearman >= 0.99); with --resume-dir, this "
-                            "version is kept there as the base of the next")
+                            "version appends samples to it, so only the new ones are scored and encoded (the old "
+                            "scores are kept while a re-check of 200 of them holds Spearman >= 0.99) and the findings "
+                            "check only what they change; with --resume-dir, this version is kept there as the base "
+                            "of the next")
     score.add_argument("--groups", help="comma-separated group columns of the manifest to audit for fairness")
     score.add_argument("--no-findings", action="store_true",
                        help="scores only: skip duplicates, outliers and the fairness audit")

@@ -11,8 +11,8 @@ from influencegate.findings.registry import (REGISTRY, Artifact, FindingInputs, 
                                              Outcome, metric_catalog, register, suite_with_findings, unregister)
 # Registration order is the order the findings run in (duplicates may use the outlier columns' table).
 from influencegate.findings.outliers import OUTLIER_K, OUTLIER_Z, Outliers
-from influencegate.findings.duplicates import (IMAGE_MAX_SAMPLES, NEAR_DUPLICATE_THRESHOLD, Duplicates,
-                                               content_hashes)
+from influencegate.findings.duplicates import IMAGE_MAX_SAMPLES, NEAR_DUPLICATE_THRESHOLD, Duplicates
+from influencegate.findings.duplicate_links import content_hashes
 from influencegate.findings.fairness import Fairness, adjust_pvalues, share_test
 from influencegate.findings.unusable import Unusable
 from influencegate.findings.image_similarity import ImageMatch, image_pairs

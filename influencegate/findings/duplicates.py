@@ -12,13 +12,14 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components
 
+from influencegate.findings.appended import Previous
 from influencegate.findings.base import Finding, align_embeddings, check_table
-from influencegate.findings.duplicate_links import (IMAGE_MAX_SAMPLES, VIEW_EXACT_MAX_SAMPLES, content_hashes,
-                                                    exact_pairs, image_links, image_paths, link_signals)
+from influencegate.findings.duplicate_edges import duplicate_edges
+from influencegate.findings.duplicate_links import IMAGE_MAX_SAMPLES, VIEW_EXACT_MAX_SAMPLES, image_paths, link_signals
 from influencegate.findings.image_similarity import ImageMatch
 from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
                                              flagged_ids, register)
-from influencegate.findings.similarity import DEFAULT_BLOCK, check_index, cosine_pairs
+from influencegate.findings.similarity import DEFAULT_BLOCK, check_index
 from influencegate.findings.views import ViewMatch
 from influencegate.plotting.galleries import duplicate_gallery
 
@@ -122,13 +123,15 @@ class Duplicates(Finding):
         self._result: pd.DataFrame | None = None
         self._table: pd.DataFrame | None = None
         self._stats: dict[str, Any] = {}
+        self.state: dict[str, Any] = {}
 
     def find(self, table: pd.DataFrame, embeddings: np.ndarray | None = None, *,
              images: torch.Tensor | np.ndarray | None = None, sample_ids: Sequence[str] | None = None,
-             **_: Any) -> pd.DataFrame:
+             previous: Previous | None = None, **_: Any) -> pd.DataFrame:
         """embeddings: M x D for the readable rows (see base.align_embeddings); images: M x C x H x W in the
         same order (as given to the scorer, any normalisation), for the exact check and the image similarity.
-        At least one of them is needed."""
+        At least one of them is needed. previous: the previous version's state (findings.appended; then
+        `state` holds this version's)."""
         needed = ["sample_id"] + (["influence_rank"] if self.keep != "first" else [])
         check_table(table, needed, "duplicates")
         if embeddings is None and images is None:
@@ -141,31 +144,8 @@ class Duplicates(Finding):
         matcher, search = image_paths(images, self.matcher, self.search, self.view_exact_max_samples)
         use_image, use_embedding = link_signals(self.near, embeddings is not None, images is not None, m, matcher,
                                                 self.image_max_samples)
-        edges_i, edges_j = [], []
-        counts = {"embedding_pairs": 0, "image_pairs": 0, "image_pairs_relative": 0, "exact_pairs": 0,
-                  "candidates": 0}
-        if use_embedding and m > 1:
-            if self.center:
-                emb = emb - emb.mean(axis=0, keepdims=True)
-            i, j, _ = cosine_pairs(emb, self.threshold, self.block_size, self.device, self.index)
-            edges_i.append(i)
-            edges_j.append(j)
-            counts["embedding_pairs"] = len(i)
-        if use_image and m > 1:
-            i, j, s, threshold, counts["candidates"] = image_links(images, matcher, search, self.image, self.views,
-                                                                   self.block_size, self.device)
-            edges_i.append(i)
-            edges_j.append(j)
-            counts["image_pairs"], counts["image_pairs_relative"] = len(i), int((s < threshold).sum())
-        exact_members = np.zeros(m, dtype=bool)
-        if self.exact and images is not None:
-            i, j = exact_pairs(content_hashes(images))
-            edges_i.append(i)
-            edges_j.append(j)
-            counts["exact_pairs"] = len(i)
-            exact_members[i] = exact_members[j] = True
-        ii = np.concatenate(edges_i) if edges_i else np.zeros(0, np.int64)
-        jj = np.concatenate(edges_j) if edges_j else np.zeros(0, np.int64)
+        ii, jj, counts, exact_members, self.state = duplicate_edges(self, emb, images, use_image, use_embedding,
+                                                                    matcher, search, previous)
         graph = sp.coo_matrix((np.ones(len(ii), dtype=np.int8), (ii, jj)), shape=(m, m)).tocsr()
         _, labels = connected_components(graph, directed=False)
 
@@ -251,6 +231,9 @@ def path_text(found: Mapping[str, Any]) -> str:
             "views": "the multi-view matcher (blurred windows)"}[found["matcher"]]
     how = ("all pairs" if found["search"] == "exact"
            else f"{found['candidates']:,} candidate pairs from the streaming index")
+    if found.get("new_samples", found["examined"]) < found["examined"]:  # an appended version (findings.appended)
+        how += (f" with at least one of the {found['new_samples']:,} new samples, the previous version's "
+                f"{found['carried_links']:,} links kept")
     return f" Images compared by {name} over {how}."
 
 
@@ -284,7 +267,8 @@ class DuplicatesFinding(FindingPlugin):
         "training. The clean digits measure 0.0.", 0, 0.05)]}
 
     def run(self, inputs: FindingInputs, config: Duplicates) -> Outcome:
-        columns = config.find(inputs.table, inputs.embeddings, images=inputs.images, sample_ids=inputs.sample_ids)
+        columns = config.find(inputs.table, inputs.embeddings, images=inputs.images, sample_ids=inputs.sample_ids,
+                              previous=inputs.previous)
         found = config.summary()
         median = found.get("median_influence_percentile_duplicates")
         text = (f"{found['duplicates']} removable copies in {found['groups']} near-duplicate groups "
@@ -296,7 +280,7 @@ class DuplicatesFinding(FindingPlugin):
                 + path_text(found))
         return Outcome(columns, {"duplicate_fraction": float(found["duplicate_fraction"]),
                                  "n_duplicates": float(found["duplicates"]), "duplicate_groups": float(found["groups"])},
-                       text)
+                       text, config.state)
 
     def draw(self, table: pd.DataFrame, images_by_id: Any, groups: Sequence[str]) -> dict[str, Any]:
         return {"duplicate_gallery": duplicate_gallery(table, images_by_id)}

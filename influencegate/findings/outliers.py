@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from influencegate.findings.appended import Previous, knn_appended
 from influencegate.findings.base import Finding, align_embeddings, check_table
 from influencegate.findings.image_stats import STATISTICS, stream_statistics
 from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
                                              flagged_ids, register)
-from influencegate.findings.similarity import DEFAULT_BLOCK, check_index, knn_mean_distances
+from influencegate.findings.similarity import DEFAULT_BLOCK, check_index, knn_mean_distances, mean_distances
 from influencegate.plotting.galleries import outlier_gallery
 from influencegate.statistics import mahalanobis, robust_z
 
@@ -90,12 +91,16 @@ class Outliers(Finding):
         self.components: pd.DataFrame | None = None
         self.parts: list[str] = []
         self._k_large: int | None = None
+        self.state: dict[str, Any] = {}
 
     def find(self, table: pd.DataFrame, embeddings: np.ndarray | None = None, *,
              images: torch.Tensor | np.ndarray | None = None, sample_ids: Sequence[str] | None = None,
-             mean: Sequence[float] | None = None, std: Sequence[float] | None = None, **_: Any) -> pd.DataFrame:
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+             previous: Previous | None = None, **_: Any) -> pd.DataFrame:
         """images: M x C x H x W aligned with the embeddings, normalised by the C-vectors mean/std (None:
-        pixels in [0, 1]); used by combine "joint" only."""
+        pixels in [0, 1]); used by combine "joint" only. previous: the previous version's state
+        (findings.appended): only the new samples' neighbours are searched and the old samples' merged with
+        them (the same k-NN); `state` then holds {"knn": M x k_state} for the next version."""
         joint = self.combine == "joint"
         check_table(table, ["sample_id"] if joint else ["sample_id", "log_influence"], "outliers")
         positions, emb = align_embeddings(table, embeddings, sample_ids, "outliers")
@@ -106,7 +111,7 @@ class Outliers(Finding):
             raise ValueError(f"outliers: {len(images)} images for {len(emb)} embeddings (must be aligned)")
         self._k_large = k_large(len(emb), self.k) if joint else None
         ks = (self.k, self._k_large) if joint else (self.k,)
-        dist = knn_mean_distances(emb, ks, self.block_size, self.device, self.index)
+        dist = self._distances(emb, ks, previous)
         parts = pd.DataFrame(index=table.index)
         parts["knn_distance"] = np.nan
         parts.iloc[positions, 0] = dist[:, 0]
@@ -121,6 +126,16 @@ class Outliers(Finding):
                               index=table.index)
         self.components, self._result = parts, result
         return result
+
+    def _distances(self, emb: np.ndarray, ks: tuple[int, ...], previous: Previous | None) -> np.ndarray:
+        """M x len(ks) mean cosine distances to the ks nearest other samples. With `previous`, from the appended
+        search (findings.appended) of the STATE_K (joint: K_LARGE_MAX, else k) nearest, kept in `state`: the
+        same width in every version, whatever k_large its size gives."""
+        if previous is None:
+            return knn_mean_distances(emb, ks, self.block_size, self.device, self.index)
+        sims = knn_appended(emb, K_LARGE_MAX if len(ks) > 1 else self.k, previous, self.block_size, self.device)
+        self.state = {"knn": sims}
+        return mean_distances(sims, ks)
 
     def _joint(self, parts: pd.DataFrame, positions: np.ndarray, stats: pd.DataFrame | None) -> np.ndarray:
         """combine "joint" (class docstring): adds each coordinate's robust z-score to `parts` as z_<name>."""
@@ -186,13 +201,13 @@ class OutliersFinding(FindingPlugin):
 
     def run(self, inputs: FindingInputs, config: Outliers) -> Outcome:
         columns = config.find(inputs.table, inputs.embeddings, images=inputs.images, sample_ids=inputs.sample_ids,
-                              mean=inputs.mean, std=inputs.std)
+                              mean=inputs.mean, std=inputs.std, previous=inputs.previous)
         found = config.summary()
         text = (f"{found['outliers']} of {found['examined']} samples are outliers ({describe(found)} above "
                 f"{found['z']:g})" + (f": {flagged_ids(inputs.table, columns['is_outlier'])}." if found["outliers"]
                                       else "."))
         return Outcome(columns, {"outlier_fraction": float(found["outlier_fraction"]),
-                                 "n_outliers": float(found["outliers"])}, text)
+                                 "n_outliers": float(found["outliers"])}, text, config.state)
 
     def draw(self, table: pd.DataFrame, images_by_id: Any, groups: Sequence[str]) -> dict[str, Any]:
         return {"outlier_gallery": outlier_gallery(table, images_by_id)}

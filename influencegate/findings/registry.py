@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -54,7 +54,9 @@ class FindingInputs:
     before it); embeddings: M x D of the readable samples; images: M x C x H x W in the same order, normalised
     as given to the scorer; mean/std: the C per-channel values that normalised them (pixels = x * std + mean,
     in [0, 1]), None when the images are pixels already; sample_ids: the M ids (default: the error-free rows
-    in table order, see findings.base.align_embeddings); groups: the group columns to audit."""
+    in table order, see findings.base.align_embeddings); groups: the group columns to audit; previous: the
+    previous version's findings state of an appended version (findings.appended.Previous), None for a
+    version audited whole."""
 
     table: pd.DataFrame
     embeddings: np.ndarray | None = None
@@ -63,15 +65,18 @@ class FindingInputs:
     groups: Sequence[str] = ()
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
+    previous: Any = None
 
 
 @dataclass
 class Outcome:
-    """What one finding found: per-sample columns (indexed like the table), metric values, a text."""
+    """What one finding found: per-sample columns (indexed like the table), metric values, a text, and the
+    state it leaves for the next version's appended audit (arrays over the M examined rows; {} without one)."""
 
     columns: pd.DataFrame
     metrics: dict[str, float]
     text: str | None = None
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 class FindingPlugin(ABC):

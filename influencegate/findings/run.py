@@ -31,13 +31,15 @@ class FindingsResult:
     """table: the scores table with the enabled findings' columns. metrics: flat floats for the summary table
     and MLflow (each registered finding's metrics; NaN for a finding that did not run). texts: plain language
     per finding that ran. tables: {table short name: DataFrame} of the enabled findings (e.g. fairness,
-    duplicate_groups), also readable as attributes (found.fairness). config: what ran."""
+    duplicate_groups), also readable as attributes (found.fairness). config: what ran. state: {finding: the
+    state it leaves for the next version} where `find_all` was given `previous` (findings.appended)."""
 
     table: pd.DataFrame
     metrics: dict[str, float]
     texts: dict[str, str]
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     config: FindingsConfig = field(default_factory=FindingsConfig)
+    state: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __getattr__(self, name: str) -> pd.DataFrame:
         tables = self.__dict__.get("tables") or {}
@@ -56,7 +58,8 @@ def order_columns(table: pd.DataFrame, groups: Sequence[str] = ()) -> pd.DataFra
 
 def find_all(table: pd.DataFrame, embeddings: np.ndarray | None, images: torch.Tensor | np.ndarray | None = None,
              config: FindingsConfig | Mapping[str, Any] | None = None, sample_ids: Sequence[str] | None = None,
-             mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> FindingsResult:
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+             previous: Any = None) -> FindingsResult:
     """Run every registered finding the config enables on a scores table, in registry order.
 
     table: the scores table (one row per record; rows with `error` are kept with neutral finding values).
@@ -64,13 +67,15 @@ def find_all(table: pd.DataFrame, embeddings: np.ndarray | None, images: torch.T
     duplicates and image-space checks), normalised by the C-vectors mean/std (None: pixels in [0, 1]);
     sample_ids: the M ids (default: the error-free rows in table order). Columns a finding adds are replaced
     when the table already has them. A finding that is off leaves its metrics NaN, so a suite that checks
-    them rejects.
+    them rejects. previous: a findings.appended.Previous (an appended version: outliers and duplicates
+    recompute only what the new samples change; `Previous.empty(M)` for a whole version whose state is kept).
     """
     config = as_config(config)
     out = table.drop(columns=[c for p in REGISTRY.values() for c in p.columns if c in table.columns])
-    inputs = FindingInputs(out, embeddings, images, sample_ids, config.groups, mean, std)
+    inputs = FindingInputs(out, embeddings, images, sample_ids, config.groups, mean, std, previous)
     metrics: dict[str, float] = {}
     texts: dict[str, str] = {}
+    state: dict[str, dict[str, Any]] = {}
     enabled = config.enabled()
     for plugin in REGISTRY.values():
         outcome = (plugin.run(replace(inputs, table=out), config.config(plugin)) if plugin in enabled
@@ -79,8 +84,10 @@ def find_all(table: pd.DataFrame, embeddings: np.ndarray | None, images: torch.T
         metrics.update(outcome.metrics)
         if outcome.text:
             texts[plugin.name] = outcome.text
+        if outcome.state:
+            state[plugin.name] = outcome.state
     out = order_columns(out, config.groups)
-    return FindingsResult(out, metrics, texts, finding_tables(out, config), config)
+    return FindingsResult(out, metrics, texts, finding_tables(out, config), config, state)
 
 
 def finding_tables(table: pd.DataFrame, config: FindingsConfig | Mapping[str, Any] | None = None

@@ -127,7 +127,13 @@ def knn_mean_distances(embeddings: np.ndarray, ks: tuple[int, ...], block_size: 
         chunks = iter([(0, knn_cosine(embeddings, max(ks), block_size, device)[0])])
     out = np.empty((len(embeddings), len(ks)))
     for start, sims in chunks:
-        dist = np.cumsum(1.0 - sims.astype(np.float64), axis=1)
-        cols = [min(k, dist.shape[1]) - 1 for k in ks]
-        out[start:start + len(dist)] = dist[:, cols] / (np.asarray(cols) + 1.0)
+        out[start:start + len(sims)] = mean_distances(sims, ks)
     return out
+
+
+def mean_distances(sims: np.ndarray, ks: tuple[int, ...]) -> np.ndarray:
+    """R x len(ks) float64: the mean cosine distance (1 - s) over the first ks[j] columns (each capped at the
+    width) of R x K neighbour similarities sorted descending."""
+    dist = np.cumsum(1.0 - sims.astype(np.float64), axis=1)
+    cols = [min(k, dist.shape[1]) - 1 for k in ks]
+    return dist[:, cols] / (np.asarray(cols) + 1.0)

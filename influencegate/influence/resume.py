@@ -48,14 +48,19 @@ def run_fingerprint(scorer: InfluenceScorer, sample_ids: list[str], shard_size: 
     (which cuts the ids into shard files). A callable perturbation is known by its name only: changing what
     it does means a new directory."""
     config = {k: v for k, v in scorer.config.to_params().items() if k not in NEUTRAL_FIELDS}
-    weights = hashlib.sha256()
-    for name, tensor in sorted(scorer.model.state_dict().items()):
-        weights.update(name.encode())
-        weights.update(tensor.detach().to("cpu", torch.float64).numpy().tobytes())
     ids = hashlib.sha256("\x1f".join(sample_ids).encode()).hexdigest()
     return {"config": json.loads(json.dumps(config, default=str)), "layers": list(scorer.layers),
-            "encoder_sha256": weights.hexdigest(), "sample_ids_sha256": ids, "n_samples": len(sample_ids),
+            "encoder_sha256": encoder_sha256(scorer.model), "sample_ids_sha256": ids, "n_samples": len(sample_ids),
             "shard_size": int(shard_size)}
+
+
+def encoder_sha256(model: torch.nn.Module) -> str:
+    """sha256 (hex) of a model's weights: every state_dict entry's name and float64 values, in name order."""
+    weights = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(tensor.detach().to("cpu", torch.float64).numpy().tobytes())
+    return weights.hexdigest()
 
 
 def _claim(directory: str, fingerprint: dict[str, Any]) -> None:

@@ -28,14 +28,17 @@ from influencegate.findings.run import draw_figures
 from influencegate.influence.scorer import encode
 from influencegate.plotting.canvas import figure_to_image, placeholder, pyplot
 from influencegate.report.figures import dataset_images
+from influencegate.report.map_layout import tsne_layout
 
 
 def embedding_map(embeddings: np.ndarray, table: pd.DataFrame, seed: int = 0, max_points: int = 5000,
-                  sample_ids: Sequence[str] | None = None, perplexity: float = 30.0) -> Image.Image:
-    """A 2-D t-SNE map (scikit-learn, PCA initialisation, random_state=seed) of the embeddings (M x D, rows
-    aligned with the table as in findings.base.align_embeddings), coloured by log_influence; near-duplicate
-    group members drawn as black crosses, outliers (is_outlier) circled in red. Above max_points samples a
-    seeded random subset is mapped, flagged samples first. perplexity is capped at (n - 1) / 3."""
+                  sample_ids: Sequence[str] | None = None, perplexity: float = 30.0,
+                  layout: tuple[np.ndarray, np.ndarray] | None = None) -> Image.Image:
+    """A 2-D t-SNE map (report.map_layout.tsne_layout: scikit-learn, PCA initialisation, random_state=seed) of
+    the embeddings (M x D, rows aligned with the table as in findings.base.align_embeddings), coloured by
+    log_influence; near-duplicate group members drawn as black crosses, outliers (is_outlier) circled in red.
+    Above max_points samples a seeded random subset is mapped, flagged samples first. perplexity is capped at
+    (n - 1) / 3. layout: (positions among the M embeddings, xy) already laid out (map_layout.placed_layout)."""
     positions, emb = align_embeddings(table, embeddings, sample_ids, "embedding_map")
     rows = table.iloc[positions]
     n = len(rows)
@@ -45,20 +48,7 @@ def embedding_map(embeddings: np.ndarray, table: pd.DataFrame, seed: int = 0, ma
                if "duplicate_group" in rows.columns else np.zeros(n, dtype=bool))
     outlier = (rows["is_outlier"].fillna(False).astype(bool).to_numpy()
                if "is_outlier" in rows.columns else np.zeros(n, dtype=bool))
-    pick = np.arange(n)
-    if n > max_points:
-        rng = np.random.default_rng(seed)
-        flagged, plain = np.flatnonzero(grouped | outlier), np.flatnonzero(~(grouped | outlier))
-        flagged = rng.permutation(flagged)[:max_points]
-        pick = np.sort(np.concatenate([flagged, rng.choice(plain, max_points - len(flagged), replace=False)]))
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-
-    x = emb[pick].astype(np.float64)
-    if x.shape[1] > 50:
-        x = PCA(n_components=50, random_state=seed).fit_transform(x)
-    xy = TSNE(n_components=2, perplexity=min(perplexity, (len(pick) - 1) / 3.0), init="pca", random_state=seed
-              ).fit_transform(x)
+    pick, xy = layout if layout is not None else tsne_layout(emb, grouped | outlier, seed, max_points, perplexity)
     colour = pd.to_numeric(rows["log_influence"], errors="coerce").to_numpy()[pick] \
         if "log_influence" in rows.columns else np.full(len(pick), np.nan)
     plt = pyplot()
@@ -76,7 +66,8 @@ def embedding_map(embeddings: np.ndarray, table: pd.DataFrame, seed: int = 0, ma
                    label=f"outlier ({o.sum()})")
     if g.any() or o.any() or (~known).any():
         ax.legend(fontsize=8, loc="best")
-    ax.set_title(f"t-SNE of the embeddings: {len(pick)} of {n} samples (seed {seed})")
+    how = "t-SNE of the embeddings" if layout is None else "previous t-SNE, new samples at their neighbours"
+    ax.set_title(f"{how}: {len(pick)} of {n} samples (seed {seed})")
     ax.set_xticks([])
     ax.set_yticks([])
     image = figure_to_image(fig)
@@ -84,16 +75,17 @@ def embedding_map(embeddings: np.ndarray, table: pd.DataFrame, seed: int = 0, ma
     return image
 
 
-
 def render_all(dataset: Any, encoder: Any, table: pd.DataFrame, groups: Sequence[str] = (), device: str = "cpu",
                seed: int = 0, max_points: int = 5000, batch_size: int = 256, config: Any = None,
-               embeddings: np.ndarray | None = None) -> dict[str, Image.Image]:
+               embeddings: np.ndarray | None = None,
+               layout: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Image.Image]:
     """The findings figures of a scored dataset, by short name: each enabled finding's figures (findings
     registry; by default duplicate_gallery, outlier_gallery, group_histograms) and embedding_map.
     dataset: the ImageDataset that was scored; encoder: its encoder (embeddings from one forward pass, as
     audit.find_issues does); table: the scores table with the findings' columns (findings.run.find_all);
     config: the FindingsConfig (or its mapping) that ran, default FindingsConfig(groups=groups); embeddings:
-    the M x D embeddings when the findings already computed them (None: one forward pass here)."""
+    the M x D embeddings when the findings already computed them (None: one forward pass here); layout: the
+    map's (positions, xy) when already laid out (report.map_layout; None: t-SNE here)."""
     if embeddings is None:
         import torch
 
@@ -101,7 +93,7 @@ def render_all(dataset: Any, encoder: Any, table: pd.DataFrame, groups: Sequence
             embeddings = encode(encoder.to(device).eval(), dataset, batch_size, torch.device(device))
     figures = draw_figures(table, config if config is not None else {"groups": list(groups)}, dataset_images(dataset))
     return {**figures, "embedding_map": embedding_map(embeddings, table, seed=seed, max_points=max_points,
-                                                      sample_ids=dataset.sample_ids)}
+                                                      sample_ids=dataset.sample_ids, layout=layout)}
 
 
 def png_base64(image: Image.Image) -> str:

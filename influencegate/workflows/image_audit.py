@@ -16,13 +16,16 @@ import pandas as pd
 import torch
 
 from influencegate import models
+from influencegate.findings.appended import Previous
 from influencegate.findings.run import FindingsResult, find_all
 from influencegate.influence import InfluenceConfig, InfluenceScorer, score_resumable
 from influencegate.influence.distributed import score_distributed
 from influencegate.influence.incremental import score_appended
-from influencegate.influence.resume import load_previous_run, save_finished_run
+from influencegate.influence.resume import encoder_sha256, load_previous_run, save_finished_run
 from influencegate.influence.scorer import encode
+from influencegate.report.map_layout import placed_layout, tsne_layout
 from influencegate.statistics import add_high_influence
+from influencegate.workflows import version_state
 
 
 def check_encoder_input(encoder: Any, dataset: Any) -> None:
@@ -115,16 +118,78 @@ def encoder_embeddings(dataset: Any, encoder: Any, batch_size: int = 256, device
     return encode(encoder.to(device).eval(), dataset, batch_size, torch.device(device))
 
 
+def version_embeddings(dataset: Any, encoder: Any, batch_size: int = 256, device: str = "cpu",
+                       resume_dir: str | Path | None = None, since: str | Path | None = None) -> np.ndarray:
+    """M x D float32 `encoder_embeddings` of the readable samples. since: the resume directory of the version
+    this one appends to: its kept embeddings are reused when the encoder is the same (ValueError otherwise, or
+    when a sample was dropped) and only the new samples are encoded (all of them when it kept none).
+    resume_dir: keep this version's embeddings there for the next version (workflows.version_state)."""
+    ids = list(dataset.sample_ids)
+    sha = encoder_sha256(encoder) if since is not None or resume_dir is not None else ""
+    kept = version_state.previous_embeddings(str(since), ids, sha) if since is not None else None
+    if kept is None:
+        embeddings = encoder_embeddings(dataset, encoder, batch_size, device)
+    else:
+        at, old = kept
+        new = np.ones(len(ids), dtype=bool)
+        new[at] = False
+        fresh = np.flatnonzero(new)
+        encoded = (encoder_embeddings(dataset.subset([ids[p] for p in fresh]), encoder, batch_size, device)
+                   if len(fresh) else np.zeros((0, old.shape[1]), np.float32))
+        embeddings = np.empty((len(ids), old.shape[1]), dtype=np.float32)
+        embeddings[at], embeddings[fresh] = old, encoded
+    if resume_dir is not None:
+        version_state.save_embeddings(str(resume_dir), ids, embeddings, sha)
+    return embeddings
+
+
 def find_issues(dataset: Any, encoder: Any, table: pd.DataFrame, config: Any = None, batch_size: int = 256,
-                device: str = "cpu", embeddings: np.ndarray | None = None) -> FindingsResult:
+                device: str = "cpu", embeddings: np.ndarray | None = None, resume_dir: str | Path | None = None,
+                since: str | Path | None = None) -> FindingsResult:
     """Findings of a scored dataset (`influencegate.findings.find_all`): the encoder's embeddings of the
     readable samples (one forward pass) and their images (with the dataset's normalisation) feed every
     registered finding the config enables.
 
     config: a `FindingsConfig`, a mapping of its fields, or None for the defaults. embeddings: the M x D
-    `encoder_embeddings` when already computed (None: computed here). Returns a FindingsResult.
+    `encoder_embeddings` when already computed (None: `version_embeddings` here). since: the resume directory of the
+    version this one appends to: its findings state is reused and only what the new samples change is
+    recomputed (findings.appended; the whole version when it kept none). resume_dir: keep this version's
+    findings state there for the next version. Returns a FindingsResult.
     """
     if embeddings is None:
-        embeddings = encoder_embeddings(dataset, encoder, batch_size, device)
-    return find_all(table, embeddings, dataset.pixels, config, sample_ids=dataset.sample_ids, mean=dataset.mean,
-                    std=dataset.std)
+        embeddings = version_embeddings(dataset, encoder, batch_size, device, resume_dir=resume_dir, since=since)
+    ids = list(dataset.sample_ids)
+    previous = version_state.previous_findings(str(since), ids) if since is not None else None
+    if previous is None and resume_dir is not None:
+        previous = Previous.empty(len(ids))
+    found = find_all(table, embeddings, dataset.pixels, config, sample_ids=ids, mean=dataset.mean,
+                     std=dataset.std, previous=previous)
+    if resume_dir is not None:
+        version_state.save_findings(str(resume_dir), ids, found.state)
+    return found
+
+
+def version_layout(dataset: Any, table: pd.DataFrame, embeddings: np.ndarray, max_points: int = 5000,
+                   resume_dir: str | Path | None = None,
+                   since: str | Path | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The embedding map's layout (positions among the readable samples, xy; report.map_layout). since: the
+    previous version's kept map with the new samples placed by their neighbours (no t-SNE). Else, with
+    resume_dir, a t-SNE of at most max_points samples (flagged first); None without either (the map lays
+    itself out). resume_dir: keep the layout there for the next version."""
+    ids = list(dataset.sample_ids)
+    kept = version_state.previous_layout(str(since), ids) if since is not None else None
+    if kept is not None:
+        layout = placed_layout(embeddings, kept[1], kept[2], kept[0])
+    elif resume_dir is not None:
+        rows = table.set_index(table["sample_id"].astype(str)).loc[ids]
+        flagged = np.zeros(len(ids), dtype=bool)
+        if "duplicate_group" in rows.columns:
+            flagged |= pd.to_numeric(rows["duplicate_group"], errors="coerce").fillna(-1).to_numpy() >= 0
+        if "is_outlier" in rows.columns:
+            flagged |= rows["is_outlier"].fillna(False).astype(bool).to_numpy()
+        layout = tsne_layout(np.asarray(embeddings), flagged, max_points=max_points)
+    else:
+        return None
+    if resume_dir is not None:
+        version_state.save_layout(str(resume_dir), ids, layout)
+    return layout

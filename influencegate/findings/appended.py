@@ -1,0 +1,222 @@
+"""Findings of an appended dataset version (issue 15): only what the new samples can change is recomputed.
+
+A version that appends samples to the previous one keeps that version's findings state (`Previous`), and:
+  * outliers: the k nearest neighbours of each new sample are searched among all samples; an old sample keeps
+    its previous k nearest unless a new sample enters them (its top-k is merged with its similarities to the
+    new samples): the same neighbours as a full search. The robust z-scores use the whole version.
+  * duplicates: exact copies by content hash, the new samples' hashes against all; near copies only for the
+    pairs with at least one new member (all-pairs matchers: new rows x all columns; the streaming index: its
+    candidate pairs restricted to those touching a new sample); each image's top-k similarities (the relative
+    rule's k-th best) are the previous ones merged with the new pairs. The previous version's links among old
+    samples are carried over, so a new sample may join an old group.
+
+A full audit that keeps a state is the same computation with every sample new (`Previous.empty`).
+
+Tolerance against a full audit of the same version, same scores table and embeddings: the outliers' k-NN, and
+so outlier_score and is_outlier, are equal to float rounding; every link with a new member is the full search's
+(same k-th bests; the index path: the candidates of that index); what can differ is a link between two old
+samples, which is carried over as it was, while a full audit re-tests it against k-th bests that the new
+samples may have raised (the relative rule only) or, with the embedding cosine, against a re-centred mean.
+
+Pure core: numpy, torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from influencegate.findings.code_candidates import available_index
+from influencegate.findings.duplicate_index import ViewIndex
+from influencegate.findings.duplicate_links import INDEX_BATCH, content_hashes, exact_pairs
+from influencegate.findings.image_similarity import _Tiles, thumbnails
+from influencegate.findings.similarity import check_block, normalized
+from influencegate.findings.view_search import block_similarity, link, prune_floor
+from influencegate.findings.views import view_descriptors
+
+#: Value of an empty top-k slot (below every similarity).
+EMPTY = -2.0
+Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Previous:
+    """The previous version's findings state, in this version's M examined rows (their embedding order).
+
+    new: bool M, the samples the previous version did not have. knn: M x k float32 outliers' neighbour
+    similarities (rows of old samples; None: none kept). near_top: M x k' float32 each image's top similarities
+    of the near-duplicate matcher (None: none kept). hashes: M content hashes (None for new samples; None:
+    none kept). links: (i, j) int64 positions of the previous version's duplicate links among old samples."""
+
+    new: np.ndarray
+    knn: np.ndarray | None = None
+    near_top: np.ndarray | None = None
+    hashes: list[str | None] | None = None
+    links: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    @classmethod
+    def empty(cls, m: int) -> "Previous":
+        """Every one of the m samples new: a full search that also returns the state for the next version."""
+        return cls(np.ones(m, dtype=bool))
+
+    @property
+    def old(self) -> np.ndarray:
+        return np.flatnonzero(~self.new)
+
+    def check(self, m: int, who: str) -> "Previous":
+        """self, or ValueError when it describes another number of examined rows than m."""
+        if len(self.new) != m:
+            raise ValueError(f"{who}: the previous version's state covers {len(self.new)} rows of this version, "
+                             f"but {m} samples are examined")
+        return self
+
+
+def _prior_top(previous: Previous, stored: np.ndarray | None, k: int, what: str) -> torch.Tensor:
+    """M x k float32: the stored top-k of the old rows, EMPTY for the new rows; ValueError if missing."""
+    top = torch.full((len(previous.new), k), EMPTY)
+    if len(previous.old):
+        if stored is None or stored.shape[1] != k:
+            raise ValueError(f"the previous version's findings state holds no {what} with k = {k}; audit this "
+                             "version in full (with a resume directory) to start a new chain")
+        top[previous.old] = torch.from_numpy(np.asarray(stored, dtype=np.float32)[previous.old])
+    return top
+
+
+def _merge(top: torch.Tensor, rows: torch.Tensor, sims: torch.Tensor) -> None:
+    """Merge a tile's similarities (len(rows) x C) into the running top-k values of `rows`, in place."""
+    k = top.shape[1]
+    top[rows] = torch.topk(torch.cat([top[rows], sims], dim=1), k, dim=1).values
+
+
+@torch.no_grad()
+def touching_tiles(similarity: Similarity, new: np.ndarray, top: torch.Tensor, keep_from: float,
+                   block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair with at least one new member, once, tile by tile: (i, j, s) int64, int64, float32 of the
+    pairs with s >= keep_from (i < j), and `top` (M x k values) updated in place with every computed pair.
+
+    similarity(rows, cols) -> R x C for int64 row and column positions. The rows are ordered new first and the
+    tiles cover new-row blocks x the columns from that block on (the upper triangle of the new rows): with
+    every sample new this is the all-pairs search of image_similarity.image_pairs / view_search.view_pairs."""
+    block = check_block(block)
+    order = torch.from_numpy(np.concatenate([np.flatnonzero(new), np.flatnonzero(~new)]).astype(np.int64))
+    n, n_new = len(order), int(new.sum())
+    found_i, found_j, found_s = [], [], []
+    for r0 in range(0, n_new, block):
+        rows = order[r0:min(r0 + block, n_new)]
+        for c0 in range(r0, n, block):
+            cols = order[c0:c0 + block]
+            sims = similarity(rows, cols).float().cpu()
+            if c0 == r0:
+                sims.fill_diagonal_(EMPTY)
+            ii, jj = torch.nonzero(sims >= keep_from, as_tuple=True)
+            upper = ii + r0 < jj + c0
+            found_i.append(rows[ii[upper]])
+            found_j.append(cols[jj[upper]])
+            found_s.append(sims[ii[upper], jj[upper]])
+            _merge(top, rows, sims)
+            own = len(rows) if c0 == r0 else 0  # a square tile's first columns are its rows: merged above
+            if sims.shape[1] > own:
+                _merge(top, cols[own:], sims[:, own:].T)
+    if not found_i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    i, j, s = (torch.cat(t).numpy() for t in (found_i, found_j, found_s))
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    order_ = np.lexsort((hi, lo))
+    return lo[order_].astype(np.int64), hi[order_].astype(np.int64), s[order_].astype(np.float32)
+
+
+def knn_appended(embeddings: np.ndarray, k: int, previous: Previous, block: int,
+                 device: str = "cpu") -> np.ndarray:
+    """M x k float32: each row's k highest cosine similarities to the other rows, descending (the outliers'
+    neighbours; knn_cosine's values): new rows searched against all, old rows' previous top-k merged with
+    their similarities to the new rows. k is capped at M - 1."""
+    x = normalized(embeddings, device)
+    previous.check(len(x), "outliers")
+    k = min(int(k), len(x) - 1)
+    if k < 1:
+        raise ValueError(f"k nearest neighbours need at least 2 samples and k >= 1 (have {len(x)} samples)")
+    top = _prior_top(previous, previous.knn, k, "outlier neighbours")
+    touching_tiles(lambda r, c: x[r] @ x[c].T, previous.new, top, 2.0, block)
+    return top.numpy()
+
+
+def near_links(images: Any, matcher: str, search: str, match: Any, views: Any, previous: Previous, block: int,
+               device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
+    """(i, j, s, pairs checked, top M x k): the near-duplicate links with at least one new member, by the
+    pixel matcher (`match`: ImageMatch; all new x all pairs), the multi-view matcher all pairs (`views`) or
+    its streaming index (candidate pairs restricted to those touching a new sample)."""
+    rule = match if matcher == "pixels" else views
+    k = min(int(rule.k), max(len(previous.new) - 1, 1))
+    top = _prior_top(previous, previous.near_top, k, "near-duplicate top similarities")
+    if matcher == "views" and search == "index":
+        i, j, s = _index_pairs(images, views, previous.new)
+        rows, vals = torch.from_numpy(np.concatenate([i, j])), torch.from_numpy(np.concatenate([s, s]))
+        for start in range(0, len(rows), 1 << 20):  # each pair updates both of its images' top-k
+            part = slice(start, start + (1 << 20))
+            _merge_pairs(top, rows[part], vals[part])
+        checked = len(i)
+    else:
+        if matcher == "pixels":
+            tiles = _Tiles(thumbnails(images, match.thumb_size, block, device), match)
+            similarity = tiles.similarity
+        else:
+            desc = torch.cat([view_descriptors(images[s:s + INDEX_BATCH], views, device)
+                              for s in range(0, len(images), INDEX_BATCH)])
+            similarity = lambda r, c: block_similarity(desc[r], desc[c], views)  # noqa: E731
+        keep_from = min(rule.floor, rule.threshold) if rule.ratio > 0 else rule.threshold
+        i, j, s = touching_tiles(similarity, previous.new, top, keep_from, block)
+        checked = int(previous.new.sum()) * len(previous.new)
+    ok = link(i, j, s, top[:, -1].numpy(), rule)
+    return i[ok], j[ok], s[ok], checked, top.numpy()
+
+
+def _merge_pairs(top: torch.Tensor, rows: torch.Tensor, vals: torch.Tensor) -> None:
+    """Merge scattered (row, value) entries into the rows' top-k values, in place (rows may repeat)."""
+    k = top.shape[1]
+    order = torch.argsort(rows, stable=True)
+    rows, vals = rows[order], vals[order]
+    uniq, counts = torch.unique_consecutive(rows, return_counts=True)
+    width = int(counts.max()) if len(counts) else 0
+    if width == 0:
+        return
+    slot = torch.arange(len(rows)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    dense = torch.full((len(uniq), width), EMPTY)
+    dense[torch.repeat_interleave(torch.arange(len(uniq)), counts), slot] = vals.float()
+    _merge(top, uniq, dense if width >= k else torch.cat([dense, torch.full((len(uniq), k - width), EMPTY)], 1))
+
+
+def _index_pairs(images: Any, views: Any, new: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, s) of the streaming index's candidate pairs that touch a new sample, with their similarity
+    (ViewIndex.similarity with prune_floor: exact wherever it can change a link)."""
+    index = ViewIndex(views)
+    try:
+        for start in range(0, len(images), INDEX_BATCH):
+            index.add(images[start:start + INDEX_BATCH])
+        ci, cj = index.candidates(index=available_index())
+        touch = new[ci] | new[cj]
+        ci, cj = ci[touch], cj[touch]
+        return ci, cj, index.similarity(ci, cj, floor=prune_floor(views))
+    finally:
+        index.close()
+
+
+def embedding_links(embeddings: np.ndarray, threshold: float, previous: Previous, block: int,
+                    device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, s): the pairs with a new member whose cosine similarity (rows as given) is >= threshold."""
+    x = normalized(embeddings, device)
+    scratch = torch.full((len(x), 1), EMPTY)
+    return touching_tiles(lambda r, c: x[r] @ x[c].T, previous.new, scratch, threshold, block)
+
+
+def all_hashes(images: Any, previous: Previous) -> list[str]:
+    """The M content hashes: the new samples' computed (duplicate_links.content_hashes), the old ones kept."""
+    hashes = list(previous.hashes) if previous.hashes is not None else [None] * len(previous.new)
+    fresh = np.flatnonzero(previous.new | np.array([h is None for h in hashes]))
+    for start in range(0, len(fresh), INDEX_BATCH):
+        rows = fresh[start:start + INDEX_BATCH]
+        for row, h in zip(rows, content_hashes(images[rows])):
+            hashes[int(row)] = h
+    return hashes
+

@@ -1,0 +1,187 @@
+"""Findings of an appended version (findings/appended.py, workflows/version_state.py): only the pairs and rows the
+new samples change are recomputed, against the full searches as references."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from test_findings_views import planted_set
+
+from influencegate.findings.appended import Previous, knn_appended, touching_tiles
+from influencegate.findings.duplicates import Duplicates
+from influencegate.findings.image_similarity import ImageMatch, _Tiles, image_pairs, thumbnails
+from influencegate.findings.run import find_all
+from influencegate.findings.similarity import knn_cosine
+from influencegate.findings.view_search import link
+from influencegate.workflows import version_state
+
+OLD = 1617  # the previous version: the first 90% of the digits
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def version():
+    """The digits plus, among the new samples, a near-copy (noise) of old sample 3 and an exact copy of old 7:
+    (images M x 1 x 8 x 8, embeddings M x 64, scores table)."""
+    rng = np.random.default_rng(0)
+    digits = load_digits()
+    images = torch.tensor(digits.images[:, None] / 16.0, dtype=torch.float32)
+    images = torch.cat([images, images[3:4] + 0.01 * torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+                        images[7:8]])
+    m = len(images)
+    emb = np.concatenate([digits.data, digits.data[[3, 7]]]).astype(np.float32) + rng.normal(0, 0.5, (m, 64)).astype(np.float32)
+    table = pd.DataFrame({"sample_id": [f"s{i:04d}" for i in range(m)], "log_influence": rng.normal(size=m),
+                          "influence": rng.random(m)})
+    return images, emb, table
+
+
+def carried(state: dict, m: int, old: int) -> Previous:
+    """The Previous of a version of m rows whose first `old` rows are the previous version's (its `state`)."""
+    new = np.ones(m, dtype=bool)
+    new[:old] = False
+
+    def pad(a: np.ndarray) -> np.ndarray:
+        return np.concatenate([a, np.zeros((m - old, a.shape[1]), np.float32)])
+
+    dups = state["duplicates"]
+    return Previous(new, pad(state["outliers"]["knn"]), pad(dups["near_top"]), [*dups["hashes"], *[None] * (m - old)],
+                    dups["links"])
+
+
+def test_knn_of_appended_rows_equals_the_full_search() -> None:
+    """New rows searched against all, old rows' previous top-k merged with the new columns: knn_cosine's values."""
+    x = np.random.default_rng(1).normal(size=(700, 16)).astype(np.float32)
+    reference, _ = knn_cosine(x, 10, block_size=128)
+    old = 600
+    before = knn_appended(x[:old], 10, Previous.empty(old), block=128)
+    np.testing.assert_allclose(before, knn_cosine(x[:old], 10, block_size=128)[0], atol=1e-6)
+    new = np.arange(700) >= old
+    padded = np.concatenate([before, np.zeros((100, 10), np.float32)])
+    np.testing.assert_allclose(knn_appended(x, 10, Previous(new, padded), block=128), reference, atol=1e-6)
+
+
+def test_all_new_tiles_are_the_pixel_matchers_all_pairs_search(version) -> None:
+    """With every sample new, the tiles and link rule give image_pairs' links (absolute and relative rules),
+    on 600 digits with the two planted copies and ten 1-pixel shifts of others."""
+    digits = version[0]
+    images = torch.cat([digits[:588], digits[-2:], torch.roll(digits[20:30], 1, dims=-1)])
+    match = ImageMatch()
+    tiles = _Tiles(thumbnails(images, match.thumb_size), match)
+    top = torch.full((600, match.k), -2.0)
+    i, j, s = touching_tiles(tiles.similarity, np.ones(600, dtype=bool), top, match.floor, block=256)
+    ok = link(i, j, s, top[:, -1].numpy(), match)
+    ri, rj, _ = image_pairs(images, match, block_size=256)
+    assert len(ri) >= 5 and set(zip(i[ok].tolist(), j[ok].tolist())) == set(zip(ri.tolist(), rj.tolist()))
+
+
+def test_appended_findings_equal_a_full_audit_and_find_copies_of_old_samples(version) -> None:
+    """The stated tolerance on the digits (+11%): outlier_score equal to 1e-5, the same outliers, and every
+    sample's duplicate group the full audit's; the near-copy and the exact copy of old samples are found."""
+    images, emb, table = version
+    m = len(images)
+    ids = table["sample_id"].tolist()
+    full = find_all(table, emb, images, sample_ids=ids).table
+    before = find_all(table.iloc[:OLD], emb[:OLD], images[:OLD], sample_ids=ids[:OLD], previous=Previous.empty(OLD))
+    got = find_all(table, emb, images, sample_ids=ids, previous=carried(before.state, m, OLD)).table
+    np.testing.assert_allclose(got["outlier_score"], full["outlier_score"], atol=1e-5)
+    assert got["is_outlier"].tolist() == full["is_outlier"].tolist()
+    for column in ("duplicate_group", "is_duplicate", "duplicate_of"):
+        assert got[column].tolist() == full[column].tolist(), column
+    copies = got.set_index("sample_id").loc[[f"s{m - 2:04d}", f"s{m - 1:04d}"]]
+    assert copies["is_duplicate"].all() and copies["duplicate_of"].tolist() == ["s0003", "s0007"]
+
+
+@pytest.mark.parametrize("search", ["index", "exact"])
+def test_near_copy_of_an_old_image_found_by_the_views_matcher(search: str) -> None:
+    """The multi-view matcher (32 px colour fields), through the streaming index (its candidates restricted to
+    pairs touching new samples) and all pairs (new rows x all): each planted copy arrives as a new sample of an
+    old original and is linked wherever the full search links it."""
+    images, planted = planted_set(32, 60, seed=3)
+    m = len(images)
+    old = m - len(planted)  # the copies are the new samples
+    table = pd.DataFrame({"sample_id": [f"s{i:04d}" for i in range(m)], "influence": np.ones(m)})
+    dups = Duplicates(search=search)
+    dups.find(table.iloc[:old], None, images=images[:old], previous=Previous.empty(old))
+    state = dups.state
+    new = np.arange(m) >= old
+    top = np.concatenate([state["near_top"], np.zeros((m - old, state["near_top"].shape[1]), np.float32)])
+    out = Duplicates(search=search).find(table, None, images=images, previous=Previous(
+        new, near_top=top, hashes=[*state["hashes"], *[None] * (m - old)], links=state["links"]))
+    reference = Duplicates(search=search).find(table, None, images=images)
+    group = out["duplicate_group"].to_numpy()
+    found = {(a, b) for a, b in planted if group[a] >= 0 and group[a] == group[b]}
+    expected = {(a, b) for a, b in planted if reference["duplicate_group"].iloc[a] >= 0
+                and reference["duplicate_group"].iloc[a] == reference["duplicate_group"].iloc[b]}
+    assert len(expected) >= 4 and found >= expected
+
+
+def test_version_state_reuses_embeddings_of_the_same_encoder_only(tmp_path: Path) -> None:
+    """Kept embeddings come back in this version's rows; another encoder or a dropped sample is refused."""
+    ids = ["a", "b", "c"]
+    emb = np.arange(6, dtype=np.float32).reshape(3, 2)
+    version_state.save_embeddings(str(tmp_path), ids, emb, "f" * 64)
+    at, kept = version_state.previous_embeddings(str(tmp_path), ["x", "c", "a", "b"], "f" * 64)
+    assert at.tolist() == [2, 3, 1] and np.array_equal(kept, emb)
+    with pytest.raises(ValueError, match="another encoder"):
+        version_state.previous_embeddings(str(tmp_path), ids, "e" * 64)
+    with pytest.raises(ValueError, match="only adds samples"):
+        version_state.previous_embeddings(str(tmp_path), ["a", "c"], "f" * 64)
+    assert version_state.previous_embeddings(str(tmp_path / "none"), ids, "f" * 64) is None
+
+
+def test_findings_state_round_trip_in_this_versions_rows(tmp_path: Path) -> None:
+    """save_findings then previous_findings: arrays moved to the new version's positions, links re-indexed."""
+    state = {"outliers": {"knn": np.array([[0.9], [0.8]], np.float32)},
+             "duplicates": {"near_top": np.array([[0.5], [0.4]], np.float32), "hashes": ["h0", "h1"],
+                            "links": (np.array([0]), np.array([1]))}}
+    version_state.save_findings(str(tmp_path), ["a", "b"], state)
+    prev = version_state.previous_findings(str(tmp_path), ["n", "b", "a"])
+    assert prev.new.tolist() == [True, False, False]
+    assert prev.knn[:, 0].tolist() == pytest.approx([0.0, 0.8, 0.9]) and prev.hashes == [None, "h1", "h0"]
+    assert (prev.links[0].tolist(), prev.links[1].tolist()) == ([2], [1])
+
+
+def test_new_samples_placed_on_the_previous_map_beside_their_neighbours(tmp_path: Path) -> None:
+    """An appended version's map keeps the previous layout and puts each new sample at its nearest mapped
+    neighbours: new samples of two separated clusters land in their own cluster's region of the t-SNE."""
+    from influencegate.report.map_layout import placed_layout, tsne_layout
+
+    rng = np.random.default_rng(0)
+    centres = np.zeros((2, 8), np.float32)
+    centres[0, 0], centres[1, 1] = 5.0, 5.0
+    label = np.arange(120) % 2
+    emb = centres[label] + rng.normal(0, 0.3, (120, 8)).astype(np.float32)
+    new = np.arange(120) >= 100
+    mapped, xy = tsne_layout(emb[:100], np.zeros(100, dtype=bool), max_points=100, perplexity=10)
+    version_state.save_layout(str(tmp_path), [f"s{i}" for i in range(100)], (mapped, xy))
+    kept_new, kept_rows, kept_xy = version_state.previous_layout(str(tmp_path), [f"s{i}" for i in range(120)])
+    assert np.array_equal(kept_new, new) and np.array_equal(kept_rows, mapped)
+    rows, placed = placed_layout(emb, kept_rows, kept_xy, kept_new)
+    assert len(rows) == 120 and np.array_equal(placed[:100], xy)  # every new sample: its share is 20 of 100
+    centre = np.array([xy[label[:100] == c].mean(axis=0) for c in (0, 1)])
+    fresh = rows >= 100
+    distance = np.linalg.norm(placed[fresh][:, None] - centre[None], axis=2)
+    assert (distance.argmin(axis=1) == label[rows[fresh]]).all()
+
+
+def test_a_state_of_another_size_or_without_the_needed_arrays_is_refused(version) -> None:
+    """A Previous for other rows, or one that kept no neighbours for its old rows: a ValueError, never a guess."""
+    images, emb, table = version
+    with pytest.raises(ValueError, match="covers 10 rows"):
+        knn_appended(emb[:20], 5, Previous.empty(10), block=64)
+    half = Previous(np.arange(20) >= 10)
+    with pytest.raises(ValueError, match="no outlier neighbours"):
+        knn_appended(emb[:20], 5, half, block=64)
+    with pytest.raises(ValueError, match="no near-duplicate top"):
+        Duplicates().find(table.iloc[:20], emb[:20], images=images[:20], previous=half)
