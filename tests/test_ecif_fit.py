@@ -37,6 +37,15 @@ def normalised(delta: float = 0.5) -> ContrastiveProblem:
     return make_problem(images, texts, DualEncoder(6, 5, embed_dim=4, tau=0.3, seed=3), delta=delta, batch_size=8)
 
 
+def non_convex_start() -> tuple[ContrastiveProblem, torch.Tensor]:
+    """``normalised(30)`` and a start theta0 where its Hessian has a negative eigenvalue."""
+    problem = normalised(delta=30.0)
+    theta0 = problem.anchor + 0.5 * torch.randn(problem.n_params, generator=torch.Generator().manual_seed(5),
+                                                dtype=torch.float64)
+    assert float(torch.linalg.eigvalsh(problem.hessian(theta0))[0]) < 0  # starts where R is not convex
+    return problem, theta0
+
+
 def test_dense_hessian_matches_torch_func_hessian():
     problem = normalised()
     theta = problem.anchor + 0.3 * torch.randn(problem.n_params, generator=torch.Generator().manual_seed(4),
@@ -71,10 +80,7 @@ def test_preconditioned_fit_reaches_the_same_optimum_in_fewer_iterations():
 
 
 def test_newton_rounds_reach_a_strict_local_minimum_of_a_non_convex_problem():
-    problem = normalised(delta=30.0)
-    theta0 = problem.anchor + 0.5 * torch.randn(problem.n_params, generator=torch.Generator().manual_seed(5),
-                                                dtype=torch.float64)
-    assert float(torch.linalg.eigvalsh(problem.hessian(theta0))[0]) < 0  # starts where R is not convex
+    problem, theta0 = non_convex_start()
     fit, lower = fit_contrastive_newton(problem, theta0, tol=1e-9, max_rounds=10, iterations_per_round=20)
     assert fit.converged, fit
     assert float(problem.gradient(fit.theta).norm()) <= 1e-9
@@ -112,10 +118,7 @@ def test_retraining_to_tolerance_reaches_a_long_lbfgs_runs_optimum_on_a_convex_p
 
 
 def test_newton_with_preconditioner_refreshes_reaches_a_strict_local_minimum():
-    problem = normalised(delta=30.0)
-    theta0 = problem.anchor + 0.5 * torch.randn(problem.n_params, generator=torch.Generator().manual_seed(5),
-                                                dtype=torch.float64)
-    assert float(torch.linalg.eigvalsh(problem.hessian(theta0))[0]) < 0  # starts where R is not convex
+    problem, theta0 = non_convex_start()
     identity = torch.eye(problem.n_params, dtype=torch.float64)  # plain Newton-CG until the first refresh
     fit, refreshes = newton_to_tolerance(problem, theta0, 1e-9, identity, max_steps=3, max_refreshes=10)
     assert fit.converged and float(problem.gradient(fit.theta).norm()) <= 1e-9, fit
