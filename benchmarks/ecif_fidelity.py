@@ -49,7 +49,7 @@ LOGRA_DAMPING = 1e-3
 RETRAIN_TOL = 1e-7
 RETRAIN_MAX_ITER = 150  # convex head (it reaches RETRAIN_TOL within them)
 RETRAIN_TOL_MEMORISING = 1e-5  # |grad R| of the memorising model's retrainings: the error of L' there is about
-# |grad L'| |grad R| / lambda_min(H) (lambda_min ~ 15 on dev seed 101, |grad L'| in each row): < 1e-6 nats,
+# |grad L'| |grad R| / lambda_min(H) (lambda_min ~ 15 on dev seed 101, |grad L'| ~ 13 in each row): < 1e-5 nats,
 # against true changes spread by 0.02 (leave-one-out) and 0.2 nats (half-subsets)
 
 
@@ -217,11 +217,15 @@ def merge() -> None:
                 "retrain_tol": RETRAIN_TOL, "retrain_tol_memorising": RETRAIN_TOL_MEMORISING, "peers_proj_dim": peers.PROJ_DIM,
                 "ecif_exact_hessian": "a diagnostic beside the chosen ECIF (projected Gauss-Newton); not chosen, "
                                       "no development-seed decision was made for it, the bar uses ecif"}
-    evaluation = [r for r in rows if r["seed"] in (0, 1, 2)]
+    for r in rows:
+        done = r.get("loo_done", r["removals"]) + r.get("lds_done", r["subsets"])
+        r["truth"] = "converged" if r["retrain_converged"] == done else "not every retraining reached the tolerance"
+    evaluation = [r for r in rows if r["seed"] in (0, 1, 2) and not r.get("partial")]
     peer_names = ("tracin", "trak", "logra", "ecif_positive")
     bar = {"loo_ecif_convex_ge_0.99": {r["seed"]: r["loo"]["ecif"] >= 0.99 for r in evaluation if r["model"] == "convex"},
-           "lds_ecif_ge_every_peer": {r["seed"]: all(r["lds"]["ecif"] >= r["lds"][m] for m in peer_names)
-                                      for r in evaluation if r["model"] == "memorising" and r["lds"]}}
+           "lds_ecif_ge_every_peer_converged_truth": {
+               r["seed"]: all(r["lds"]["ecif"] >= r["lds"][m] for m in peer_names)
+               for r in evaluation if r["model"] == "memorising" and r["truth"] == "converged"}}
     checks = [json.loads(p.read_text()) for p in sorted(setup.RESULTS.glob("ecif_fidelity_start_check_seed*.json"))]
     (setup.RESULTS / "ecif_fidelity.json").write_text(json.dumps({"settings": settings, "bars": bar, "start_check": checks,
                                                                   "rows": rows}, indent=2))

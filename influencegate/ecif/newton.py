@@ -1,4 +1,4 @@
-"""Retraining to a certified tolerance: preconditioned L-BFGS, then truncated Newton with a line search.
+"""Retraining to a gradient tolerance: preconditioned L-BFGS, then truncated Newton with a line search.
 
 Ground truth for influence (leave-one-out and subset retraining) needs every retraining at |grad R| <= tol.
 L-BFGS brings R from a warm start close to the new optimum cheaply, but its line search stalls once R's
