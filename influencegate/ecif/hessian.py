@@ -101,6 +101,33 @@ class CGSolver:
         return x[:, 0] if b.ndim == 1 else x
 
 
+def preconditioned_cg(hessian: Callable[[torch.Tensor], torch.Tensor], g: torch.Tensor, lower: torch.Tensor,
+                      rtol: float, max_iter: int = 500) -> tuple[torch.Tensor, int, bool]:
+    """Solve H x = g (P,) by CG on L^-1 H L^-T y = L^-1 g, x = L^-T y, lower L (P x P) lower-triangular.
+
+    Stops when the residual is below rtol x |L^-1 g|, after max_iter iterations, or at the first direction of
+    non-positive curvature (then the iterate so far, or L^-T L^-1 g if there is none: x . g > 0 either way).
+    Returns (x, iterations, negative_curvature_met)."""
+    left = lambda v: torch.linalg.solve_triangular(lower, v[:, None], upper=False)[:, 0]  # noqa: E731
+    right = lambda v: torch.linalg.solve_triangular(lower.T, v[:, None], upper=True)[:, 0]  # noqa: E731
+    b = left(g)
+    y, r = torch.zeros_like(b), b.clone()
+    p, rr = r.clone(), r.dot(r)
+    target = (rtol * b.norm()) ** 2
+    for iteration in range(max_iter):
+        if rr <= target:
+            return right(y), iteration, False
+        ap = left(hessian(right(p)))
+        curvature = p.dot(ap)
+        if curvature <= 0:
+            return right(y if iteration else b), iteration, True
+        step = rr / curvature
+        y, r = y + step * p, r - step * ap
+        rr, previous = r.dot(r), rr
+        p = r + (rr / previous) * p
+    return right(y), max_iter, False
+
+
 def lanczos(operator: Callable[[torch.Tensor], torch.Tensor], size: int, rank: int,
             seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Extreme eigenpairs of a symmetric operator (size x size, given by products) by Lanczos with full

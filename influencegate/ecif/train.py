@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from influencegate.ecif.hessian import make_solver
+from influencegate.ecif.hessian import make_solver, preconditioned_cg
 from influencegate.ecif.problem import ContrastiveProblem
 
 _LBFGS_ITERATIONS_PER_STEP = 25
@@ -98,27 +98,14 @@ def _lbfgs(problem: ContrastiveProblem, theta0: torch.Tensor, max_iter: int, tol
 
 def _preconditioned_step(problem: ContrastiveProblem, theta: torch.Tensor, g: torch.Tensor, lower: torch.Tensor,
                          rtol: float, max_iter: int = 500) -> torch.Tensor:
-    """H^-1 g by conjugate gradients on L^-1 H L^-T y = L^-1 g (x = L^-T y), Hessian-vector products at
-    theta; residual below rtol x |L^-1 g|. ArithmeticError on negative curvature or no convergence."""
-    hessian = problem.hessian_operator(theta)
-    left = lambda v: torch.linalg.solve_triangular(lower, v[:, None], upper=False)[:, 0]  # noqa: E731
-    right = lambda v: torch.linalg.solve_triangular(lower.T, v[:, None], upper=True)[:, 0]  # noqa: E731
-    b = left(g)
-    y, r = torch.zeros_like(b), b.clone()
-    p, rr = r.clone(), r.dot(r)
-    target = (rtol * b.norm()) ** 2
-    for _ in range(max_iter):
-        if rr <= target:
-            return right(y)
-        ap = left(hessian(right(p)))
-        curvature = p.dot(ap)
-        if curvature <= 0:
-            raise ArithmeticError("negative curvature")
-        step = rr / curvature
-        y, r = y + step * p, r - step * ap
-        rr, previous = r.dot(r), rr
-        p = r + (rr / previous) * p
-    raise ArithmeticError("preconditioned CG did not converge")
+    """H^-1 g by ``preconditioned_cg`` with Hessian-vector products at theta; residual below rtol x |L^-1 g|.
+    ArithmeticError on negative curvature or no convergence."""
+    step, iterations, negative = preconditioned_cg(problem.hessian_operator(theta), g, lower, rtol, max_iter)
+    if negative:
+        raise ArithmeticError("negative curvature")
+    if iterations >= max_iter:
+        raise ArithmeticError("preconditioned CG did not converge")
+    return step
 
 
 def _newton(problem: ContrastiveProblem, theta: torch.Tensor, tol: float,
