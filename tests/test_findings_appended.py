@@ -125,6 +125,12 @@ def test_near_copy_of_an_old_image_found_by_the_views_matcher(search: str) -> No
                 and reference["duplicate_group"].iloc[a] == reference["duplicate_group"].iloc[b]}
     assert len(expected) >= 4 and found >= expected
 
+    def members(groups: np.ndarray, row: int) -> set[int]:
+        return set(np.flatnonzero(groups == groups[row]).tolist()) if groups[row] >= 0 else {row}
+
+    full = reference["duplicate_group"].to_numpy()
+    assert all(members(group, a) == members(full, a) for a in np.flatnonzero(new))  # nothing more, nothing less
+
 
 def test_version_state_reuses_embeddings_of_the_same_encoder_only(tmp_path: Path) -> None:
     """Kept embeddings come back in this version's rows; another encoder or a dropped sample is refused."""
@@ -185,3 +191,35 @@ def test_a_state_of_another_size_or_without_the_needed_arrays_is_refused(version
         knn_appended(emb[:20], 5, half, block=64)
     with pytest.raises(ValueError, match="no near-duplicate top"):
         Duplicates().find(table.iloc[:20], emb[:20], images=images[:20], previous=half)
+
+
+@pytest.mark.parametrize("search", ["index", "exact"])
+def test_appended_views_search_links_by_the_aligned_check_as_the_full_search_does(search: str) -> None:
+    """Crops to 76-90% arriving as new samples of old smooth fields (48 px), under the absolute rule alone
+    (ratio 0): their view similarity stays below the threshold and only the aligned check links them, so an
+    appended search that linked by view similarity would find none. The appended groups are the full search's."""
+    from test_findings_views import fields
+
+    from influencegate.findings.views import ViewMatch
+
+    side, old = 48, 40
+    big = fields(old, side, seed=0)
+    start = (big.shape[-1] - side) // 2
+    base = big[:, :, start:start + side, start:start + side]
+    crops = [torch.nn.functional.interpolate(base[k:k + 1, :, 3:3 + c, 4:4 + c], size=(side, side), mode="bilinear",
+                                             antialias=True)[0] for k, c in enumerate((36, 37, 38, 43))]
+    images = torch.cat([base, torch.stack(crops)])
+    m = len(images)
+    table = pd.DataFrame({"sample_id": [f"s{i:04d}" for i in range(m)], "influence": np.ones(m)})
+    views = ViewMatch(ratio=0.0)
+    dups = Duplicates(search=search, views=views)
+    dups.find(table.iloc[:old], None, images=images[:old], previous=Previous.empty(old))
+    state = dups.state
+    new = np.arange(m) >= old
+    top = np.concatenate([state["near_top"], np.zeros((m - old, state["near_top"].shape[1]), np.float32)])
+    got = Duplicates(search=search, views=views).find(table, None, images=images, previous=Previous(
+        new, near_top=top, hashes=[*state["hashes"], *[None] * (m - old)], links=state["links"]))
+    full = Duplicates(search=search, views=views).find(table, None, images=images)
+    assert got["duplicate_group"].tolist() == full["duplicate_group"].tolist()
+    groups = got["duplicate_group"].to_numpy()
+    assert all(groups[k] >= 0 and groups[k] == groups[old + k] for k in range(4))

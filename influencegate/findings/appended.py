@@ -33,7 +33,7 @@ from influencegate.findings.duplicate_index import ViewIndex
 from influencegate.findings.duplicate_links import INDEX_BATCH, content_hashes, exact_pairs
 from influencegate.findings.image_similarity import _Tiles, thumbnails
 from influencegate.findings.similarity import check_block, normalized
-from influencegate.findings.view_search import block_similarity, link, prune_floor
+from influencegate.findings.view_search import aligned_scores, align_thumbnails, block_similarity, link, prune_floor
 from influencegate.findings.views import view_descriptors
 
 #: Value of an empty top-k slot (below every similarity).
@@ -151,7 +151,7 @@ def near_links(images: Any, matcher: str, search: str, match: Any, views: Any, p
     k = min(int(rule.k), max(len(previous.new) - 1, 1))
     top = _prior_top(previous, previous.near_top, k, "near-duplicate top similarities")
     if matcher == "views" and search == "index":
-        i, j, s = _index_pairs(images, views, previous.new)
+        i, j, s, score = _index_pairs(images, views, previous.new)
         rows, vals = torch.from_numpy(np.concatenate([i, j])), torch.from_numpy(np.concatenate([s, s]))
         for start in range(0, len(rows), 1 << 20):  # each pair updates both of its images' top-k
             part = slice(start, start + (1 << 20))
@@ -161,15 +161,17 @@ def near_links(images: Any, matcher: str, search: str, match: Any, views: Any, p
         if matcher == "pixels":
             tiles = _Tiles(thumbnails(images, match.thumb_size, block, device), match)
             similarity = tiles.similarity
+            keep_from = min(rule.floor, rule.threshold) if rule.ratio > 0 else rule.threshold
         else:
             desc = torch.cat([view_descriptors(images[s:s + INDEX_BATCH], views, device)
                               for s in range(0, len(images), INDEX_BATCH)])
             similarity = lambda r, c: block_similarity(desc[r], desc[c], views)  # noqa: E731
-        keep_from = min(rule.floor, rule.threshold) if rule.ratio > 0 else rule.threshold
+            keep_from = views.propose  # the views propose, the aligned check decides (view_search.view_pairs)
         i, j, s = touching_tiles(similarity, previous.new, top, keep_from, block)
+        score = s if matcher == "pixels" else aligned_scores(i, j, s, align_thumbnails(images, views), views)
         checked = int(previous.new.sum()) * len(previous.new)
-    ok = link(i, j, s, top[:, -1].numpy(), rule)
-    return i[ok], j[ok], s[ok], checked, top.numpy()
+    ok = link(i, j, score, top[:, -1].numpy(), rule)
+    return i[ok], j[ok], score[ok], checked, top.numpy()
 
 
 def _merge_pairs(top: torch.Tensor, rows: torch.Tensor, vals: torch.Tensor) -> None:
@@ -187,9 +189,10 @@ def _merge_pairs(top: torch.Tensor, rows: torch.Tensor, vals: torch.Tensor) -> N
     _merge(top, uniq, dense if width >= k else torch.cat([dense, torch.full((len(uniq), k - width), EMPTY)], 1))
 
 
-def _index_pairs(images: Any, views: Any, new: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, s) of the streaming index's candidate pairs that touch a new sample, with their similarity
-    (ViewIndex.similarity with prune_floor: exact wherever it can change a link)."""
+def _index_pairs(images: Any, views: Any, new: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, s, score) of the streaming index's candidate pairs that touch a new sample: their view similarity
+    (ViewIndex.similarity with prune_floor: exact wherever it can change a link) and the aligned check's score
+    of those reaching ViewMatch.propose (view_search.aligned_scores, on the index's thumbnails)."""
     index = ViewIndex(views)
     try:
         for start in range(0, len(images), INDEX_BATCH):
@@ -197,7 +200,8 @@ def _index_pairs(images: Any, views: Any, new: np.ndarray) -> tuple[np.ndarray, 
         ci, cj = index.candidates(index=available_index())
         touch = new[ci] | new[cj]
         ci, cj = ci[touch], cj[touch]
-        return ci, cj, index.similarity(ci, cj, floor=prune_floor(views))
+        sims = index.similarity(ci, cj, floor=prune_floor(views))
+        return ci, cj, sims, aligned_scores(ci, cj, sims, index.thumbnails, views)
     finally:
         index.close()
 

@@ -52,6 +52,14 @@ def aligned_scores(i: np.ndarray, j: np.ndarray, s: np.ndarray, thumbs: Callable
     return out
 
 
+def align_thumbnails(images: torch.Tensor | np.ndarray, match: ViewMatch) -> Callable[[np.ndarray], torch.Tensor]:
+    """rows -> those images' thumbnails for aligned_scores (`thumbs`), all M computed once from the M x C x H x W
+    images (M x K x align_side^2 floats: 12 KiB per colour image)."""
+    small = torch.cat([thumbnails(_base(images[r:r + DEFAULT_BLOCK], 3 * match.side, match.colour, "cpu"),
+                                  match.align_side) for r in range(0, len(images), DEFAULT_BLOCK)])
+    return lambda rows: small[torch.from_numpy(rows)]
+
+
 def link(i: np.ndarray, j: np.ndarray, a: np.ndarray, kth: np.ndarray, match: ViewMatch) -> np.ndarray:
     """bool P: which pairs (i, j) with score a (aligned_scores) are linked by the absolute or relative
     rule; kth: N, each image's k-th highest view similarity (-1 where it has fewer than k scored partners)."""
@@ -106,9 +114,7 @@ def view_pairs(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch()
     if n < 2:
         return empty
     i, j, s = (torch.cat(t).numpy() for t in (found_i, found_j, found_s))
-    small = torch.cat([thumbnails(_base(images[r:r + DEFAULT_BLOCK], 3 * match.side, match.colour, "cpu"),
-                                  match.align_side) for r in range(0, n, DEFAULT_BLOCK)])
-    s = aligned_scores(i, j, s, lambda rows: small[torch.from_numpy(rows)], match)
+    s = aligned_scores(i, j, s, align_thumbnails(images, match), match)
     ok = link(i, j, s, top[:, -1].numpy(), match)
     i, j, s = i[ok], j[ok], s[ok]
     order = np.lexsort((j, i))
