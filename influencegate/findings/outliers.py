@@ -129,8 +129,9 @@ class Outliers(Finding):
 
     def _distances(self, emb: np.ndarray, ks: tuple[int, ...], previous: Previous | None) -> np.ndarray:
         """M x len(ks) mean cosine distances to the ks nearest other samples. With `previous`, from the appended
-        search (findings.appended) of the STATE_K (joint: K_LARGE_MAX, else k) nearest, kept in `state`: the
-        same width in every version, whatever k_large its size gives."""
+        search (findings.appended) of the K_LARGE_MAX (joint) or k (the other rules) nearest, kept in `state`:
+        the same width in every version, whatever k_large its size gives. Without `previous`, no state."""
+        self.state = {}
         if previous is None:
             return knn_mean_distances(emb, ks, self.block_size, self.device, self.index)
         sims = knn_appended(emb, K_LARGE_MAX if len(ks) > 1 else self.k, previous, self.block_size, self.device)
