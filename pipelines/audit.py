@@ -5,6 +5,7 @@ from typing import Any, Optional
 
 from zenml import pipeline
 
+from influencegate.integrations.zenml.package_lookup import cache_package_map
 from influencegate.integrations.zenml.store import open_store
 from influencegate.pipelines.schema import ImageAuditParameters
 from influencegate.steps import (compare_with_approved, embed_dataset, find_issues, load_dataset,
@@ -69,6 +70,7 @@ def run_audit(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     """Run the pipeline for a normalised config (`load_config("images")`); returns (decision, pipeline run).
     The ZenML store is opened first under a lock (`open_store`: concurrent audits on a new store)."""
     open_store()
+    cache_package_map()  # ZenML asks for the installed-package map on every artifact
     options = {k: v for k, v in config.items() if k != "parameters"}
     run = dataset_audit_pipeline.with_options(**options)(**config["parameters"])
     return recorded_decision(run), run

@@ -8,6 +8,7 @@ from typing import Any, Optional
 from zenml import pipeline
 
 from influencegate import resources
+from influencegate.integrations.zenml.package_lookup import cache_package_map
 from influencegate.integrations.zenml.store import open_store
 from influencegate.pipelines.audit import recorded_decision
 from influencegate.pipelines.schema import PairAuditParameters
@@ -46,6 +47,7 @@ def run_pair_audit(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     """Run the pipeline for a config from `load_config("pairs")`; returns (recorded decision, pipeline run).
     The ZenML store is opened first under a lock (`open_store`)."""
     open_store()
+    cache_package_map()  # ZenML asks for the installed-package map on every artifact
     options = {k: v for k, v in config.items() if k != "parameters"}
     run = pair_audit_pipeline.with_options(**options)(**config["parameters"])
     return recorded_decision(run), run
