@@ -58,6 +58,8 @@ def test_residual_ncc_of_a_copy_a_pure_profile_and_unrelated_texture() -> None:
     assert torch.all(residual_ncc(images, textured(3, 24, seed=3)).abs() < 0.5)
     with pytest.raises(ValueError):
         residual_ncc(images, images[:, :, :12, :12])
+    with pytest.raises(ValueError):
+        ViewMatch(texture=1.5)
 
 
 def test_two_patches_of_one_edge_are_not_linked_a_shift_is() -> None:

@@ -16,8 +16,8 @@ carries texture of its own. So, per aligned pair (template T, window W of the ot
 
 A textured copy keeps residual NCC near its score; two patches of one edge give residuals that share
 nothing (tuning split, distinct pairs scoring >= 0.99: median 0.25). Operates on the already blurred images
-of the aligned check. Cost: a P x t^2 x (about 1.5 t) design matrix per batch of pairs, processed CHUNK
-pairs at a time (25 MiB at t = 26).
+of the aligned check. Cost: a P x t^2 x (about 1.4 t + 3 knots) design matrix per batch of pairs, CHUNK
+pairs at a time (28 MB at t = 26, 40 knots); 1.2-1.4x the aligned check's time per pair.
 
 Pure core: torch only.
 """
