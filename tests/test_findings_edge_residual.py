@@ -40,7 +40,24 @@ def test_profile_fit_along_an_axis_is_the_mean_across_it(phi: float, axis: int) 
     x = images.double().numpy()
     want = x - x.mean(axis=axis, keepdims=True)
     want = want - want.mean(axis=(2, 3), keepdims=True)
-    assert np.allclose(got, want.reshape(2, 3, -1).transpose(0, 2, 1), atol=1e-6)
+    assert np.allclose(got, want.reshape(2, 3, -1).transpose(0, 2, 1), atol=1e-5)  # RIDGE: ~1e-6 here
+
+
+def test_profile_fit_at_an_oblique_angle_equals_dense_least_squares() -> None:
+    """Against numpy's lstsq on the dense design matrix of hat functions, written out here."""
+    images = textured(2, 10, seed=4)
+    phi = torch.tensor([0.4, -1.1])
+    got = profile_residuals(images, phi).numpy()
+    axis = np.arange(10) - 4.5
+    yy, xx = np.meshgrid(axis, axis, indexing="ij")
+    for n in range(2):
+        u = (yy * np.sin(float(phi[n])) + xx * np.cos(float(phi[n]))).reshape(-1)
+        knots = np.arange(np.floor(u.min()) - 1, np.ceil(u.max()) + 2)
+        design = np.maximum(0.0, 1.0 - np.abs(u[:, None] - knots[None, :]))
+        x = images[n].double().numpy().reshape(3, -1).T
+        fit = design @ np.linalg.lstsq(design, x, rcond=None)[0]
+        want = (x - fit) - (x - fit).mean(0)
+        assert np.allclose(got[n], want, atol=1e-5)
 
 
 def test_gradient_direction_of_a_ramp() -> None:
