@@ -1,6 +1,7 @@
 """Near-duplicates on natural images at 32-224 px and the digits: ours next to peers, held-out (issue 14).
 
-Data and split: benchmarks/natural_images.py. Tuning (ViewMatch's rule and align_sigma, `tune`): photos
+Data and split: benchmarks/natural_images.py. Tuning (ViewMatch's rule and align_sigma, `tune`; ViewMatch.texture
+with the rule fixed, `tune_texture`): photos
 TUNE_PHOTOS at 32 and 128 px, planting seeds TUNE_SEEDS (0, 10, 11); `--diagnose`: the previous view rule's
 misses on the tuning split (seed 0). Reported (`held_out`): photos HELD_OUT_PHOTOS at 32, 64, 128, 224 px and the digits, planting
 seeds HELD_OUT_SEEDS pooled (each seed plants other copies of other originals). Per (side, family) the set is
@@ -22,7 +23,7 @@ Peers are run with their documented defaults (not tuned here). flip: measured wi
 
 Output: benchmarks/results/duplicates_natural.json.
 Run: python benchmarks/duplicates_natural.py [--seeds 1,2] [--tune] [--methods views,tiles] [--out FILE]
-     [--diagnose | --tune-only | --scales]; the fastdup peer needs FASTDUP_PYTHON (above)
+     [--diagnose | --tune-only | --tune-texture | --scales]; the fastdup peer needs FASTDUP_PYTHON (above)
 """
 from __future__ import annotations
 
@@ -192,10 +193,11 @@ TUNE_SEEDS = (0, 10, 11)
 TUNE_SIGMAS = (0.7, 1.0)
 
 
-def _tuning_scores(sigma: float, combine: bool) -> list[tuple[ni.EvalSet, np.ndarray, np.ndarray]]:
+def _tuning_scores(sigma: float, combine: bool, texture: float = -1.0) -> list[tuple[ni.EvalSet, np.ndarray, np.ndarray]]:
     """Per tuning (side, seed): (set, all-pairs view similarity matrix, proposed pairs' scores as a matrix,
-    -2 elsewhere); scores = the aligned NCC at pre-blur `sigma`, or max(view, aligned) with combine."""
-    match = replace(ViewMatch(), align_sigma=sigma)
+    -2 elsewhere); scores = the aligned NCC at pre-blur `sigma`, or max(view, aligned) with combine; -2 where
+    the residual NCC is below `texture` (ViewMatch.texture; -1: the rule grid's, no texture test)."""
+    match = replace(ViewMatch(), align_sigma=sigma, texture=texture)
     out = []
     for side in ni.TUNE_SIDES:
         for seed in TUNE_SEEDS:
@@ -213,6 +215,28 @@ def _tuning_scores(sigma: float, combine: bool) -> list[tuple[ni.EvalSet, np.nda
     return out
 
 
+def _rule_quality(data: list[tuple[ni.EvalSet, np.ndarray, np.ndarray]], t: float, f: float, k: int,
+                  r: float) -> dict:
+    """{"side/family/seed index": quality} of the link rule (threshold t, floor f, k, ratio r) on the tuning
+    scores of _tuning_scores, per CORE family view."""
+    cells = {}
+    for n, (d, s, a) in enumerate(data):
+        for fam in CORE:
+            keep = (d.family == "original") | (d.family == fam)
+            sv, av, dv = s[np.ix_(keep, keep)], a[np.ix_(keep, keep)], d.subset(keep)
+            gk = 1 - (-np.sort(-sv, axis=1)[:, k - 1])
+            gap = 1 - av
+            linked = (av >= t) | ((av >= f) & (gap <= r * gk[:, None]) & (gap <= r * gk[None, :]))
+            i, j = np.nonzero(np.triu(linked, 1))
+            cells[f"{d.side}/{fam}/{n}"] = ni.quality(components(len(dv.images), i, j), dv.group, dv.family)
+    return cells
+
+
+def _worst(cells: dict) -> float:
+    """The worst recall or precision over the cells of _rule_quality."""
+    return min(min(c["recall"], c["precision"]) for c in cells.values())
+
+
 def tune() -> dict:
     """The rule grid on the tuning split (TUNE_PHOTOS at TUNE_SIDES, seeds TUNE_SEEDS): worst min(recall,
     precision) over CORE families, sides and seeds, per (score, align_sigma, threshold, floor, k, ratio)."""
@@ -221,17 +245,7 @@ def tune() -> dict:
         data = _tuning_scores(sigma, combine)
         for t, f, k, r in itertools.product((0.98, 0.99, 0.995, 0.997, 0.998, 0.999), (0.9, 0.93, 0.95, 0.97),
                                             (3, 5), (0.1, 0.2, 0.3, 0.5, 1.0)):
-            worst = 1.0
-            for d, s, a in data:
-                for fam in CORE:
-                    keep = (d.family == "original") | (d.family == fam)
-                    sv, av, dv = s[np.ix_(keep, keep)], a[np.ix_(keep, keep)], d.subset(keep)
-                    gk = 1 - (-np.sort(-sv, axis=1)[:, k - 1])
-                    gap = 1 - av
-                    linked = (av >= t) | ((av >= f) & (gap <= r * gk[:, None]) & (gap <= r * gk[None, :]))
-                    i, j = np.nonzero(np.triu(linked, 1))
-                    q = ni.quality(components(len(dv.images), i, j), dv.group, dv.family)
-                    worst = min(worst, q["recall"], q["precision"])
+            worst = _worst(_rule_quality(data, t, f, k, r))
             rows.append({"score": "max(view, aligned)" if combine else "aligned", "align_sigma": sigma,
                          "threshold": t, "floor": f, "k": k, "ratio": r, "worst_min_recall_precision": worst})
         print(f"tuned sigma {sigma} combine {combine}", file=sys.stderr, flush=True)
@@ -239,6 +253,47 @@ def tune() -> dict:
     # tests/test_findings_views.py, view similarity 0.965 on smooth 32 px fields)
     rows.sort(key=lambda x: (-x["worst_min_recall_precision"], abs(x["floor"] - 0.95)))
     return {"split": f"TUNE_PHOTOS at TUNE_SIDES, seeds {TUNE_SEEDS}", "best": rows[0], "grid": rows}
+
+
+#: ViewMatch.texture values compared on the tuning split (-1: no texture test, the rule before).
+TUNE_TEXTURES = (-1.0, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def _pooled(cells: dict) -> dict:
+    """{"side/family": {"recall", "precision"}}: _rule_quality's cells pooled over the seeds (as `pool`)."""
+    out: dict = {}
+    for key, c in cells.items():
+        out.setdefault(key.rsplit("/", 1)[0], []).append({**c, "seconds": 0.0, "n_images": 0})
+    return {k: {m: pool(v)[m] for m in ("recall", "precision")} for k, v in out.items()}
+
+
+def select_texture(rows: list[dict]) -> float:
+    """The texture value of tune_texture's rows with the most (side, family) cells pooled over the seeds at
+    the bar (recall and precision >= 0.95), ties by the highest mean over the per-seed cells of
+    min(recall, precision)."""
+    def key(row: dict) -> tuple[int, float]:
+        at_bar = sum(min(c.values()) >= 0.95 for c in _pooled(row["cells"]).values())
+        return at_bar, float(np.mean([min(c["recall"], c["precision"]) for c in row["cells"].values()]))
+    return max(rows, key=key)["texture"]
+
+
+def tune_texture() -> dict:
+    """ViewMatch.texture on the tuning split, the rule (threshold, floor, k, ratio, align_sigma) fixed at the
+    defaults: per value, every cell (side/family/seed), the worst min(recall, precision) and the lowest
+    precision and recall at 32 px; the value chosen by select_texture."""
+    m = ViewMatch()
+    rows = []
+    for texture in TUNE_TEXTURES:
+        cells = _rule_quality(_tuning_scores(m.align_sigma, True, texture), m.threshold, m.floor, m.k, m.ratio)
+        small = [c for key, c in cells.items() if key.startswith("32/")]
+        rows.append({"texture": texture, "worst_min_recall_precision": _worst(cells),
+                     "precision_min_32": min(c["precision"] for c in small),
+                     "recall_min_32": min(c["recall"] for c in small), "cells": cells})
+        print(f"texture {texture}: worst {rows[-1]['worst_min_recall_precision']:.3f} "
+              f"precision_min_32 {rows[-1]['precision_min_32']:.3f}", file=sys.stderr, flush=True)
+    for row in rows:
+        row["pooled"] = _pooled(row["cells"])
+    return {"split": f"TUNE_PHOTOS at TUNE_SIDES, seeds {TUNE_SEEDS}", "best": select_texture(rows), "grid": rows}
 
 
 def diagnose() -> dict:
@@ -315,6 +370,7 @@ def main() -> None:
     p.add_argument("--scales", action="store_true", help="only compare SCALE_GRIDS on the tuning split")
     p.add_argument("--diagnose", action="store_true", help="only the previous view rule's misses (tuning split)")
     p.add_argument("--tune-only", action="store_true", help="only the rule grid on the tuning split")
+    p.add_argument("--tune-texture", action="store_true", help="only ViewMatch.texture on the tuning split")
     args = p.parse_args()
     if args.scales:
         torch.set_num_threads(args.threads)
@@ -322,6 +378,9 @@ def main() -> None:
                                        indent=1))
         return
     torch.set_num_threads(args.threads)
+    if args.tune_texture:
+        args.out.write_text(json.dumps(tune_texture(), indent=1))
+        return
     if args.diagnose or args.tune_only:
         args.out.write_text(json.dumps(diagnose() if args.diagnose else tune(), indent=1, default=str))
         return

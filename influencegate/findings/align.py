@@ -19,7 +19,10 @@ before it is compared:
   4. sub-pixel: for each hypothesis the peak's offset is refined by a parabola through the NCC at the peak
      and its neighbours along each axis, the other image is resampled there (bilinear, on the blurred image)
      and the NCC is recomputed; the hypothesis's score is the larger of the whole-pixel and the refined NCC,
-     the pair's score the best hypothesis's.
+     the pair's score the best hypothesis's;
+  5. texture: for the best hypothesis, the NCC of the aligned overlap's residuals after each image's best
+     1-D profile (edge_residual.py): two distinct patches of one edge or gradient align to 0.99+ as a copy
+     does, but share no texture along it.
 
 The score is therefore the NCC of the aligned overlap: a copy scores near 1 whatever its shift or crop, up to
 what the transformation itself destroys (JPEG, resizing, watermarks). Cost per pair: about
@@ -35,6 +38,8 @@ import numpy as np
 
 import torch
 import torch.nn.functional as F
+
+from influencegate.findings.edge_residual import residual_ncc
 
 
 #: A window (or template) whose variance is below this fraction of its image's variance per pixel is flat: its
@@ -131,16 +136,20 @@ def _parabola(left: torch.Tensor, mid: torch.Tensor, right: torch.Tensor) -> tor
     return off.clamp(-0.5, 0.5)
 
 
-def _window_ncc(templates: torch.Tensor, images: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """P NCC of each template (P x K x t x t) with its image (P x K x n x n) resampled (bilinear) at the
-    t x t window whose top-left pixel centre is at (y, x) (P fractional pixel coordinates)."""
-    p, k, t, _ = templates.shape
+def _window(images: torch.Tensor, y: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
+    """P x K x t x t: each image (P x K x n x n) resampled (bilinear) at the t x t window whose top-left pixel
+    centre is at (y, x) (P fractional pixel coordinates)."""
     n = images.shape[-1]
     grid_1d = torch.arange(t, dtype=images.dtype)
     gy = (y[:, None] + grid_1d[None]) * 2 / (n - 1) - 1  # align_corners=True coordinates
     gx = (x[:, None] + grid_1d[None]) * 2 / (n - 1) - 1
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
-    win = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def _window_ncc(templates: torch.Tensor, images: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """P NCC of each template (P x K x t x t) with its image (P x K x n x n) at the window _window(y, x)."""
+    win = _window(images, y, x, templates.shape[-1])
     a = templates - templates.mean(dim=(-2, -1), keepdim=True)
     b = win - win.mean(dim=(-2, -1), keepdim=True)
     den = (a.square().sum(dim=(1, 2, 3)) * b.square().sum(dim=(1, 2, 3))).sqrt()
@@ -175,7 +184,8 @@ def align_pairs(a: torch.Tensor, b: torch.Tensor, align: Alignment = Alignment()
     module docstring). Returns {"score": P aligned NCC, "zoom": P pixels of b per pixel of a (> 1: b shows a
     window of a, a crop; < 1: a shows a window of b, a border), "dy", "dx": P translation of b's content
     relative to a's, in pixels of the image that was searched (b when a_in_b, else a), "a_in_b": P bool, True
-    when the template was a's window, searched in b}."""
+    when the template was a's window, searched in b, "residual": P texture evidence of that aligned overlap,
+    edge_residual.residual_ncc (near the score for a textured copy, near 0 for two patches of one edge)}."""
     if a.shape != b.shape or a.ndim != 4 or a.shape[-1] != a.shape[-2]:
         raise ValueError(f"a and b must both be P x K x n x n, got {tuple(a.shape)} and {tuple(b.shape)}")
     p, n = a.shape[0], a.shape[-1]
@@ -209,10 +219,18 @@ def align_pairs(a: torch.Tensor, b: torch.Tensor, align: Alignment = Alignment()
                 found[better] = torch.tensor([d, ti, f])
                 where[better] = torch.where((refined >= peak)[:, None], torch.stack([yf, xf], 1),
                                             torch.stack([y.float(), x.float()], 1))[better]
+    residual = torch.zeros(p)
+    for d, ti, f in torch.unique(found, dim=0).tolist():  # the best hypothesis's aligned overlap, per hypothesis
+        rows_h = torch.nonzero((found == torch.tensor([d, ti, f])).all(1)).flatten()
+        src, dst = (a, b) if d == 0 else (b, a)
+        templates = _templates(src[rows_h], big, sides[ti], bool(f))
+        windows = _window(dst[rows_h], where[rows_h, 0], where[rows_h, 1], sides[ti])
+        residual[rows_h] = residual_ncc(templates, windows)
     t_found = torch.as_tensor(sides, dtype=torch.float32)[found[:, 1]]
     centred = (n - t_found) / 2
     ratio = t_found / big
     a_in_b = found[:, 0] == 0
     sign = torch.where(a_in_b, 1.0, -1.0)
     return {"score": score, "zoom": torch.where(a_in_b, ratio, 1.0 / ratio),
-            "dy": sign * (where[:, 0] - centred), "dx": sign * (where[:, 1] - centred), "a_in_b": a_in_b}
+            "dy": sign * (where[:, 0] - centred), "dx": sign * (where[:, 1] - centred), "a_in_b": a_in_b,
+            "residual": residual}

@@ -41,14 +41,18 @@ def block_similarity(rows: torch.Tensor, cols: torch.Tensor, match: ViewMatch) -
 def aligned_scores(i: np.ndarray, j: np.ndarray, s: np.ndarray, thumbs: Callable[[np.ndarray], torch.Tensor],
                    match: ViewMatch) -> np.ndarray:
     """float32 P: the score max(s, aligned NCC) (align.align_pairs, match.alignment()) of each pair (i, j)
-    whose view similarity s reaches match.propose, -2 for the others. thumbs(rows): the M x K x b x b base thumbnails
-    of those images (float, any intensity scale), reduced to match.align_side here; ALIGN_BATCH pairs at a time."""
+    whose view similarity s reaches match.propose and whose aligned overlap shares texture (residual NCC after
+    each image's 1-D profile >= match.texture: not two patches of one edge), -2 for the others (never linked).
+    thumbs(rows): the M x K x b x b base thumbnails of those images (float, any intensity scale), reduced to
+    match.align_side here; ALIGN_BATCH pairs at a time."""
     out = np.full(len(i), -2.0, dtype=np.float32)
     todo = np.flatnonzero(s >= match.propose)
     for start in range(0, len(todo), ALIGN_BATCH):
         rows = todo[start:start + ALIGN_BATCH]
         a, b = (thumbnails(thumbs(side[rows]), match.align_side) for side in (i, j))
-        out[rows] = np.maximum(align_pairs(a, b, match.alignment())["score"].numpy(), s[rows])
+        found = align_pairs(a, b, match.alignment())
+        score = np.maximum(found["score"].numpy(), s[rows])
+        out[rows] = np.where(found["residual"].numpy() >= match.texture, score, -2.0)
     return out
 
 

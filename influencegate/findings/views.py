@@ -56,14 +56,18 @@ class ViewMatch:
     """Settings of the multi-view similarity (module docstring), of the aligned check (align.py) and of the
     link rule. side, scales, step, blur and colour make the views; a pair whose view similarity reaches
     `propose` gets the aligned check (thumbnails of `align_side` px, pre-blur `align_sigma` px, copies down to
-    `min_scale` of the side, mirrored too with flip), and its score a = max(view similarity, aligned NCC)
+    `min_scale` of the side, mirrored too with flip); a pair whose aligned overlap shares no texture (residual
+    NCC after each image's best 1-D profile below `texture`, edge_residual.py: two patches of one edge or
+    gradient) is never linked; otherwise its score a = max(view similarity, aligned NCC)
     decides (the aligned NCC is sharper; the views are blurred more and keep heavy JPEG copies): a
     near-duplicate when a >= threshold (absolute), or when a >= floor and 1 - a <= ratio * (1 - s_k) for
     both images, s_k being that image's k-th highest view similarity (relative: a copy stands out from its
     image's neighbourhood).
     The rule was chosen on the tuning split of benchmarks/natural_images.py (photos TUNE_PHOTOS at 32 and
     128 px, planting seeds 0, 10, 11; benchmarks/duplicates_natural.py --tune): the highest worst-case
-    min(recall, precision) over shift, crop, jpeg, resize, brightness, border at both sides.
+    min(recall, precision) over shift, crop, jpeg, resize, brightness, border at both sides; `texture` there
+    too, with the rule fixed (--tune-texture, select_texture: the most family cells at recall and precision
+    >= 0.95, ties by the mean of min(recall, precision); -1 switches the test off).
     flip: also match horizontal mirrors (off by default: a mirrored photo is often a legitimate new sample).
     colour: views of each of the C channels, each centred, concatenated (a red edge on black is not a white
     edge on black); False = the grey mean only. code_blur: blur of the views the index's codes are projected
@@ -84,6 +88,7 @@ class ViewMatch:
     align_sigma: float = 1.0
     min_scale: float = 0.75
     code_blur: float | None = None
+    texture: float = 0.5
 
     def __post_init__(self) -> None:
         if not (-1.0 <= self.threshold <= 1.0 and -1.0 <= self.propose <= 1.0):
@@ -95,6 +100,8 @@ class ViewMatch:
             raise ValueError(f"scales are window side fractions in [0.5, 1), got {self.scales}")
         if int(self.k) < 1 or self.ratio < 0:
             raise ValueError(f"k must be >= 1 and ratio >= 0, got k={self.k}, ratio={self.ratio}")
+        if not -1.0 <= self.texture <= 1.0:
+            raise ValueError(f"texture is a residual NCC in [-1, 1] (-1: off), got {self.texture}")
         if self.step <= 0 or self.blur < 0 or (self.code_blur is not None and self.code_blur < 0):
             raise ValueError(f"step must be > 0, blur and code_blur >= 0, got {self.step}, {self.blur}, "
                              f"{self.code_blur}")
