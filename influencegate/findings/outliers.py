@@ -29,6 +29,11 @@ OUTLIER_Z = 3.5
 COMBINE_RULES = ("joint", "mean", "max")
 #: covariance shrinkage of the joint distance (statistics.mahalanobis)
 SHRINK = 0.1
+#: the joint distance's centre and covariance from the central rows (statistics.robust_fit, MCD-like): the
+#: SUPPORT share of rows nearest the median, STEPS concentration steps, then the rows within the chi-square
+#: REWEIGHT_QUANTILE; so that many foreign rows do not mask themselves. STEPS = 0: the classical fit of all rows.
+SUPPORT = 0.75
+STEPS = 2
 #: added to the joint distance before its log (unitless)
 LOG_EPS = 1e-3
 #: the k-NN distances' floor before their log (cosine distance): identical embeddings stay finite
@@ -40,11 +45,14 @@ def log_distance(distance: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(np.asarray(distance, dtype=np.float64), DISTANCE_FLOOR))
 
 
-def joint_score(coords: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def joint_score(coords: dict[str, np.ndarray], shrink: float = SHRINK, support: float = SUPPORT,
+                steps: int = STEPS) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """({name: robust z-score}, score) of M-vectors of finite values: score = robust_z(log(D + LOG_EPS)), D the
-    Mahalanobis distance (covariance shrunk by SHRINK) of the rows of the robust z-scores. Unitless."""
+    Mahalanobis distance of the rows of the robust z-scores (statistics.mahalanobis: covariance shrunk by
+    `shrink`; from the central `support` share of rows after `steps` concentration steps, reweighted at
+    REWEIGHT_QUANTILE; steps 0: the classical fit). Unitless."""
     z = {name: robust_z(pd.Series(values)).to_numpy() for name, values in coords.items()}
-    distance = mahalanobis(np.column_stack(list(z.values())), SHRINK)
+    distance = mahalanobis(np.column_stack(list(z.values())), shrink, support, steps)
     return z, robust_z(pd.Series(np.log(distance + LOG_EPS))).to_numpy()
 
 
