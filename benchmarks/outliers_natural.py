@@ -11,7 +11,9 @@ one side, and, per version, planted foreign images of each kind at PLANT_SHARE (
 The saturated and blurred images are made from patches taken out of the background (no clean twin stays in).
 Reverse direction: the 1,797 digits (8 px, 1 channel) with PLANT_SHARE of them in grey photo patches of the
 split (cut at 32 px, downscaled to 8 px with antialiasing), kind "photos". A clean version of each background
-(nothing planted) gives the false-flag rate.
+(nothing planted) gives the false-flag rate. Contaminated direction: the background plus uniform-noise images
+making up CONTAMINATION (12.5%) of the version, one tight foreign group (in_top5 can reach only 0.4 there: the
+top 5% holds 5 / 12.5 of them; flagged is its measure).
 
 Per version: SmallCNN pretrained with SimCLR on that version as the product does
 (workflows.image_audit.load_or_pretrain: 20 epochs, seed = the run's seed), scored with InfluenceConfig's
@@ -94,6 +96,10 @@ from influencegate.workflows.image_audit import load_or_pretrain, score_dataset 
 RESULTS = Path(__file__).resolve().parent / "results" / "outliers_natural.json"
 PHOTO_KINDS = ("digits", "blank", "noise", "saturated", "blur")
 PLANT_SHARE = 0.025
+#: direction "contaminated": one kind, CONTAMINANT, making up CONTAMINATION of the version (no clean twin run;
+#: the photos direction's clean version is the same background)
+CONTAMINANT = "noise"
+CONTAMINATION = 0.125
 TOP = 0.05
 #: added to the score of an image the Unusable finding flags, in the "|unusable" variants (ranks it first)
 UNUSABLE_FIRST = 1e6
@@ -124,11 +130,14 @@ CHOICE_RULE = (f"the highest mean in_top5 over the planted kinds and versions, a
                f"version; variants within {TIE} of the best count as tied and the one with fewest kinds at 0 wins")
 #: (direction, photos, side, seeds) of each split; direction "photos": foreign among photo patches,
 #: "digits": photo patches among the digits (side = the photo patches' cut before downscaling to 8 px)
-STAGES = {"tune": [("photos", ni.TUNE_PHOTOS, 32, (0, 1, 2)), ("digits", ni.TUNE_PHOTOS, 32, (0,))],
+STAGES = {"tune": [("photos", ni.TUNE_PHOTOS, 32, (0, 1, 2)), ("digits", ni.TUNE_PHOTOS, 32, (0,)),
+                   ("contaminated", ni.TUNE_PHOTOS, 32, (0, 1, 2))],
           "held_out": [("photos", ni.HELD_OUT_PHOTOS, 32, (1, 2, 3)), ("photos", ni.HELD_OUT_PHOTOS, 64, (1, 2)),
                        ("digits", ni.HELD_OUT_PHOTOS, 32, (1, 2, 3))],
           "fresh": [("photos", ni.HELD_OUT_PHOTOS, 32, (4, 5)), ("photos", ni.HELD_OUT_PHOTOS, 64, (3, 4)),
-                    ("digits", ni.HELD_OUT_PHOTOS, 32, (4, 5))]}
+                    ("digits", ni.HELD_OUT_PHOTOS, 32, (4, 5)),
+                    ("contaminated", ni.HELD_OUT_PHOTOS, 32, (4, 5)),
+                    ("contaminated", ni.HELD_OUT_PHOTOS, 64, (3, 4))]}
 
 
 def log(msg: str) -> None:
@@ -188,6 +197,15 @@ def photo_version(background: np.ndarray, seed: int, planted: bool) -> tuple[np.
                       for k in PHOTO_KINDS]
     kinds = ["original"] * len(keep) + [k for k in PHOTO_KINDS for _ in range(m)]
     return np.concatenate(parts).astype(np.float32), np.asarray(kinds, dtype=object)
+
+
+def contaminated_version(background: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images, kinds): the background plus CONTAMINANT images making up CONTAMINATION of the whole."""
+    rng = np.random.default_rng([seed, background.shape[-1], 15])
+    m = int(round(CONTAMINATION * len(background) / (1 - CONTAMINATION)))
+    extra = foreign(CONTAMINANT, m, background.shape[-1], background[:0], rng).astype(np.float32)
+    kinds = np.asarray(["original"] * len(background) + [CONTAMINANT] * m, dtype=object)
+    return np.concatenate([background, extra]).astype(np.float32), kinds
 
 
 def digits_version(patches: np.ndarray, seed: int, planted: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -370,9 +388,11 @@ def run_stage(stage: str, epochs: int, draws: int, cache: Path | None, reuse: li
     for direction, photos, side, seeds in STAGES[stage]:
         for seed in seeds:
             patches = photo_patches(photos, side, seed)
-            for planted in (True, False):
+            for planted in (True,) if direction == "contaminated" else (True, False):
                 if direction == "photos":
                     pixels, kinds = photo_version(patches, seed, planted)
+                elif direction == "contaminated":
+                    pixels, kinds = contaminated_version(patches, seed)
                 else:
                     pixels, kinds = digits_version(patches, seed, planted)
                 t = time.perf_counter()
@@ -425,7 +445,8 @@ def summarise(runs: list[dict]) -> dict:
             metrics = PEERS.get(name, ("in_top5", "flagged"))
             cell[name] = {k: {m: spread([r[name][k][m] for r in planted]) for m in metrics} for k in kinds}
             cell[name]["false_flag"] = spread([r[name]["false_flag"] for r in planted])
-            cell[name]["clean_false_flag"] = spread([r[name]["false_flag"] for r in clean])
+            if clean:
+                cell[name]["clean_false_flag"] = spread([r[name]["false_flag"] for r in clean])
         out["/".join(map(str, key))] = cell
     return out
 

@@ -28,10 +28,12 @@ K_LARGE_MAX = 100
 OUTLIER_Z = 3.5
 COMBINE_RULES = ("joint", "mean", "max")
 #: covariance shrinkage of the joint distance (statistics.mahalanobis)
-SHRINK = 0.1
+SHRINK = 0.05
 #: the joint distance's centre and covariance from the central rows (statistics.robust_fit, MCD-like): the
 #: SUPPORT share of rows nearest the median, STEPS concentration steps, then the rows within the chi-square
 #: REWEIGHT_QUANTILE; so that many foreign rows do not mask themselves. STEPS = 0: the classical fit of all rows.
+#: SHRINK, SUPPORT and STEPS chosen on the tuning split by benchmarks/outliers_natural.py's COVARIANCE_RULE
+#: (the classical fit at shrinkage 0.1 before).
 SUPPORT = 0.75
 STEPS = 2
 #: added to the joint distance before its log (unitless)
@@ -67,14 +69,15 @@ class Outliers(Finding):
     combine "joint" (default): the rows' coordinates are the robust z-scores of the image statistics
       (findings.image_stats.STATISTICS, when images are given) and of log(knn_distance) and
       log(knn_distance_large); outlier_score = robust_z(log(D + LOG_EPS)), D = their Mahalanobis distance
-      (covariance shrunk by SHRINK). A statistic whose MAD is 0 contributes 0. knn_distance: mean cosine
+      from a centre and covariance (shrunk by SHRINK) fitted MCD-like on the central rows (SUPPORT, STEPS,
+      statistics.robust_fit), so that many alike foreign rows do not mask themselves by inflating the
+      covariance. A statistic whose MAD is 0 contributes 0. knn_distance: mean cosine
       distance (1 - cosine of L2-normalised embeddings) to the k nearest other samples; knn_distance_large:
       to the k_large(M) nearest, so that a group of more than k alike foreign images is still far from most
       of its large neighbourhood. Without images only the two distances enter (the summary says so).
       Two-sided: an unusually tight group (many near copies of one image) also scores high. Chosen on the
       tuning split of benchmarks/outliers_natural.py and measured held out (README, "Outliers on natural
-      images"): at z = 3.5 it flags few images when foreign ones are many (12.5% there; they inflate the
-      covariance), while ranking them first.
+      images").
     combine "mean" / "max": the earlier rules (the default was "mean" until the natural-image benchmark), the
       average / the larger of robust_z(log_influence) and robust_z(knn_distance); no images, one scale.
     robust_z: (x - median) / (1.4826 MAD), influencegate.statistics.robust_z, over the scored rows. The k-NN
