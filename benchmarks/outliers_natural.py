@@ -62,7 +62,9 @@ it (their encoders trained beforehand with --embed-only, no figure computed). An
 TUNE only, by CHOICE_RULE / COVARIANCE_RULE (written down before the held-out numbers were looked at; "choice"
 and "covariance_choice" in the JSON).
 Time: 169 s (tune) and 1,447 s (held-out) on this shared 2-core CPU under a load of 5-8, one thread; the
-64 px versions take ~3 min each. --cache/--reuse re-measure the kept scores in seconds.
+64 px versions take ~3 min each. --cache/--reuse re-measure the kept scores in seconds. Session 13 (load 4-6):
+the fresh stage's encoders 1,331 s and its contaminated versions' 322 s (--embed-only), the tune stage's new
+versions 223 + 138 s; measuring from the cache 22 s (fresh) and 46 s (tune).
 
 Run: python benchmarks/outliers_natural.py [--stage tune|held_out|fresh|all] [--draws 16] [--epochs 20]
      [--out FILE] [--cache DIR [--reuse | --embed-only]]

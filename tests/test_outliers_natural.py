@@ -40,6 +40,15 @@ def test_photo_version_plants_each_kind_and_takes_the_sources_out():
     assert clean is background and (clean_kinds == "original").all()
 
 
+def test_contaminated_version_is_one_eighth_noise_over_the_whole_background():
+    background = smooth_patches(140)
+    pixels, kinds = on.contaminated_version(background, seed=0)
+    assert (kinds == on.CONTAMINANT).mean() == on.CONTAMINATION and (kinds == "original").sum() == 140
+    np.testing.assert_array_equal(pixels[:140], background)
+    noise = Unusable().measure(pixels[kinds == on.CONTAMINANT])
+    assert noise["sharpness"].min() > Unusable().measure(background)["sharpness"].max()
+
+
 def test_digits_version_adds_grey_photos_at_8_px():
     pixels, kinds = on.digits_version(smooth_patches(60), seed=1, planted=True)
     assert pixels.shape[1:] == (1, 8, 8) and (kinds == "original").sum() == 1797
