@@ -118,12 +118,15 @@ TIE = 0.02
 #: of statistics.robust_fit, reweighted at its REWEIGHT_QUANTILE; steps 0 is the classical fit of all rows
 #: (support ignored; the rule before at shrink 0.1, "joint_classic")
 COVARIANCES = [(shrink, 1.0, 0) for shrink in (0.0, 0.05, 0.1, 0.2)] + [
-    (shrink, support, steps) for shrink in (0.0, 0.05, 0.1, 0.2) for support in (0.5, 0.75, 0.9)
+    (shrink, support, steps) for shrink in (0.0, 0.05, 0.1, 0.2) for support in (0.5, 0.75, 0.9, 0.95)
     for steps in (1, 2, 3)]
-COVARIANCE_RULE = (f"on the TUNE planted versions (12.5% of each photo version foreign, 2.5% per kind; 2.5% "
-                   f"photos among the digits), the highest mean over the (version, kind) cells of (in_top5 + "
-                   f"flagged) / 2, among the candidates that flag under {MAX_CLEAN_FLAGS} of every clean TUNE "
-                   f"version and of the originals of every planted one; candidates within {TIE} count as tied "
+#: the classical fit, the rule before session 13 (Outliers(covariance="classical"))
+CLASSICAL = (0.1, 1.0, 0)
+COVARIANCE_RULE = (f"on the TUNE planted versions (32 and 64 px photos: 12.5% of each photo version foreign, 2.5% "
+                   f"per kind, and the 12.5%-noise contaminated versions; 2.5% photos among the digits), the "
+                   f"highest mean over the (version, kind) cells of (in_top5 + flagged) / 2, among the candidates "
+                   f"that flag at most {MAX_CLEAN_FLAGS} of every clean TUNE version (32 px, 64 px, digits) and of "
+                   f"the originals of every planted one; candidates within {TIE} count as tied "
                    f"and a robust fit (steps >= 1) wins over the classical one (which masks any large tight "
                    f"group by construction, tests/test_robust_covariance.py), then the fewest concentration "
                    f"steps, then the highest mean in_top5")
@@ -133,13 +136,18 @@ CHOICE_RULE = (f"the highest mean in_top5 over the planted kinds and versions, a
 #: (direction, photos, side, seeds) of each split; direction "photos": foreign among photo patches,
 #: "digits": photo patches among the digits (side = the photo patches' cut before downscaling to 8 px)
 STAGES = {"tune": [("photos", ni.TUNE_PHOTOS, 32, (0, 1, 2)), ("digits", ni.TUNE_PHOTOS, 32, (0,)),
-                   ("contaminated", ni.TUNE_PHOTOS, 32, (0, 1, 2))],
+                   ("contaminated", ni.TUNE_PHOTOS, 32, (0, 1, 2)), ("photos", ni.TUNE_PHOTOS, 64, (0, 1, 2)),
+                   ("contaminated", ni.TUNE_PHOTOS, 64, (0, 1, 2))],
           "held_out": [("photos", ni.HELD_OUT_PHOTOS, 32, (1, 2, 3)), ("photos", ni.HELD_OUT_PHOTOS, 64, (1, 2)),
                        ("digits", ni.HELD_OUT_PHOTOS, 32, (1, 2, 3))],
           "fresh": [("photos", ni.HELD_OUT_PHOTOS, 32, (4, 5)), ("photos", ni.HELD_OUT_PHOTOS, 64, (3, 4)),
                     ("digits", ni.HELD_OUT_PHOTOS, 32, (4, 5)),
                     ("contaminated", ni.HELD_OUT_PHOTOS, 32, (4, 5)),
-                    ("contaminated", ni.HELD_OUT_PHOTOS, 64, (3, 4))]}
+                    ("contaminated", ni.HELD_OUT_PHOTOS, 64, (3, 4))],
+          "fresh2": [("photos", ni.HELD_OUT_PHOTOS, 32, (6, 7)), ("photos", ni.HELD_OUT_PHOTOS, 64, (5, 6)),
+                     ("digits", ni.HELD_OUT_PHOTOS, 32, (6, 7)),
+                     ("contaminated", ni.HELD_OUT_PHOTOS, 32, (6, 7)),
+                     ("contaminated", ni.HELD_OUT_PHOTOS, 64, (5, 6))]}
 
 
 def log(msg: str) -> None:
@@ -224,14 +232,21 @@ def digits_version(patches: np.ndarray, seed: int, planted: bool) -> tuple[np.nd
                                                                            dtype=object)
 
 
-def audit(pixels: np.ndarray, seed: int, epochs: int, draws: int) -> tuple[pd.DataFrame, np.ndarray, dict]:
+def audit(pixels: np.ndarray, seed: int, epochs: int, draws: int, influence: bool = True
+          ) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """Pretrain, score, embed one version (pixels M x C x H x W in [0, 1]): (scores table, embeddings M x D,
-    timings and draws)."""
+    timings and draws). influence False: no influence scoring (log_influence NaN, score_s None), which the
+    joint score and its covariance candidates do not read (the encoder and embeddings are the same)."""
     x = torch.as_tensor(pixels)
     mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
-    ds = ImageDataset.from_tensors((x - mean[None, :, None, None]) / std[None, :, None, None],
-                                   [f"s{i:05d}" for i in range(len(x))], mean=mean.tolist(), std=std.tolist())
+    ids = [f"s{i:05d}" for i in range(len(x))]
+    ds = ImageDataset.from_tensors((x - mean[None, :, None, None]) / std[None, :, None, None], ids,
+                                   mean=mean.tolist(), std=std.tolist())
     encoder, _, pretrain_s = load_or_pretrain(ds, epochs=epochs, seed=seed, progress=False)
+    if not influence:
+        table = pd.DataFrame({"sample_id": ids, "log_influence": np.nan})
+        return table, encode(encoder, ds), {"pretrain_s": round(pretrain_s, 1), "score_s": None,
+                                            "score_draws": None, "predicted_stability": None}
     config = InfluenceConfig(draws=draws, target_stability=None, seed=seed, progress=False)
     table, score_s, info = score_dataset(ds, encoder, config)
     emb = encode(encoder, ds)
@@ -350,22 +365,31 @@ def cleanvision_peer(pixels: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
     return score, flags.reset_index(drop=True)
 
 
+def measure_covariance(table: pd.DataFrame, emb: np.ndarray, pixels: np.ndarray, kinds: np.ndarray) -> dict:
+    """The version's counts and its COVARIANCES candidates' metrics ("covariance", covariance_candidates)."""
+    planted = [k for k in dict.fromkeys(kinds) if k != "original"]
+    joint = Outliers(combine="joint")
+    joint.find(table, emb)
+    return {"n": int(len(kinds)), "n_original": int((kinds == "original").sum()),
+            "n_per_kind": {k: int((kinds == k).sum()) for k in planted},
+            "covariance": covariance_candidates(joint_coordinates(joint.components, pixels), kinds)}
+
+
 def measure(table: pd.DataFrame, emb: np.ndarray, pixels: np.ndarray, kinds: np.ndarray) -> dict:
     """Per variant: per planted kind in_top5 and flagged, and false_flag over the originals; per kind the
-    Unusable finding's catch (and its reasons)."""
+    Unusable finding's catch (and its reasons); the covariance candidates (measure_covariance). Without
+    log_influence (audit's influence False): measure_covariance only."""
+    out = measure_covariance(table, emb, pixels, kinds)
+    if table["log_influence"].isna().all():
+        return out
     finder = Unusable()
     found = finder.find(table, images=pixels)
     unusable = found["is_unusable"].to_numpy()
     scores = variant_scores(table, emb, finder.measure(pixels), found["unusable_reason"], pixels)
     planted = [k for k in dict.fromkeys(kinds) if k != "original"]
     orig = kinds == "original"
-    out: dict = {"n": int(len(kinds)), "n_original": int(orig.sum()), "n_per_kind": {k: int((kinds == k).sum())
-                                                                                      for k in planted}}
     for name, score in scores.items():
         out[name] = kind_metrics(score, kinds)
-    joint = Outliers(combine="joint")
-    joint.find(table, emb)
-    out["covariance"] = covariance_candidates(joint_coordinates(joint.components, pixels), kinds)
     cv_score, cv_flags = cleanvision_peer(pixels)
     cv_any = cv_flags.any(axis=1).to_numpy()
     out["cleanvision"] = {"false_flag": float(cv_any[orig].mean()),
@@ -380,12 +404,14 @@ def measure(table: pd.DataFrame, emb: np.ndarray, pixels: np.ndarray, kinds: np.
 
 
 def run_stage(stage: str, epochs: int, draws: int, cache: Path | None, reuse: list[dict] | None,
-              embed_only: bool = False) -> list[dict]:
+              embed_only: bool = False, influence: bool = True) -> list[dict]:
     """Every version of a stage (STAGES): planted and clean, per direction, side and seed. cache: a folder to
     keep each version's log_influence, embeddings and kinds in (npz); reuse: the earlier run rows (their
     timings) when the cached scores are to be measured again instead of rescoring (None: score).
     embed_only: pretrain, score and cache only (timings in a `<key>.json` beside each npz), nothing measured,
-    so that the held-out encoders can be trained while the rule is still being chosen without seeing a figure."""
+    so that the held-out encoders can be trained while the rule is still being chosen without seeing a figure.
+    influence False: versions not yet cached are audited without influence scoring (audit) and measured on the
+    covariance candidates only (measure)."""
     runs = []
     for direction, photos, side, seeds in STAGES[stage]:
         for seed in seeds:
@@ -414,7 +440,7 @@ def run_stage(stage: str, epochs: int, draws: int, cache: Path | None, reuse: li
                                  for r in reuse if (r["stage"], r["direction"], r["photos_cut_at"], r["seed"],
                                                     r["planted"]) == key), None) or json.loads(sidecar.read_text())
                 else:
-                    table, emb, info = audit(pixels, seed, epochs, draws)
+                    table, emb, info = audit(pixels, seed, epochs, draws, influence)
                 if path is not None and reuse is None:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     np.savez(path, emb=emb, kinds=kinds.astype(str), log_influence=table["log_influence"].to_numpy(float))
@@ -426,10 +452,8 @@ def run_stage(stage: str, epochs: int, draws: int, cache: Path | None, reuse: li
                        "photos_cut_at": side, "seed": seed, "planted": planted, **info,
                        **measure(table, emb, pixels, kinds)}
                 runs.append(row)
-                summary = (" ".join(f"{k} {row['mean'][k]['in_top5']:.2f}" for k in row["n_per_kind"])
-                           or f"clean false flags {row['mean']['false_flag']:.3f}")
                 log(f"{stage} {direction} {row['side']} px seed {seed} {'planted' if planted else 'clean'} "
-                    f"(N {row['n']}, {time.perf_counter() - t:.0f} s): mean in_top5 {summary}")
+                    f"(N {row['n']}, {time.perf_counter() - t:.0f} s) measured")
     return runs
 
 
@@ -457,7 +481,7 @@ def choice(runs: list[dict], stage: str) -> dict:
     """Per variant over a stage's planted versions: the mean over kinds and runs of in_top5, the number of
     (run, kind) cells at 0, and the largest and mean clean false-flag rate; plus the variant the rule picks (CHOICE_RULE)
     among those with every clean false-flag rate below MAX_CLEAN_FLAGS."""
-    rows = [r for r in runs if r["stage"] == stage]
+    rows = [r for r in runs if r["stage"] == stage and "mean" in r]  # not the covariance-only versions
     table = {}
     for name in (n for n in VARIANTS if all(n in r for r in rows)):
         cells = [r[name][k]["in_top5"] for r in rows if r["planted"] for k in r["n_per_kind"]]
@@ -489,7 +513,7 @@ def covariance_choice(runs: list[dict], stage: str) -> dict:
                        "max_planted_false_flag": float(max(r["covariance"][name]["false_flag"] for r in rows
                                                            if r["planted"]))}
     allowed = [n for n, t in table.items() if max(t["max_clean_false_flag"], t["max_planted_false_flag"])
-               < MAX_CLEAN_FLAGS]
+               <= MAX_CLEAN_FLAGS]
     best = max(table[n]["objective"] for n in allowed)
     near = [n for n in allowed if table[n]["objective"] >= best - TIE]
     steps = {covariance_name(*c): c[2] for c in COVARIANCES}
@@ -497,9 +521,16 @@ def covariance_choice(runs: list[dict], stage: str) -> dict:
             "picked": min(near, key=lambda n: (steps[n] == 0, steps[n], -table[n]["mean_in_top5"]))}
 
 
+def covariance_runs(runs: list[dict], stage: str, names: tuple[str, ...]) -> list[dict]:
+    """Per version of a stage, for the `names` covariance candidates: false_flag (clean version: the clean
+    false-flag rate) and per planted kind in_top5 and flagged."""
+    return [{"direction": r["direction"], "side": r["side"], "seed": r["seed"], "planted": r["planted"],
+             **{n: r["covariance"][n] for n in names}} for r in runs if r["stage"] == stage and "covariance" in r]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--stage", choices=("tune", "held_out", "fresh", "all"), default="all")
+    ap.add_argument("--stage", choices=(*STAGES, "all"), default="all")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--draws", type=int, default=16)
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -507,6 +538,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="measure the cached scores again (no pretraining or "
                     "scoring; timings from --out's earlier runs)")
     ap.add_argument("--embed-only", action="store_true", help="pretrain, score and fill --cache only; no figures")
+    ap.add_argument("--covariance-only", action="store_true", help="versions not in --cache: no influence "
+                    "scoring, only the covariance candidates measured")
     args = ap.parse_args()
     if args.embed_only and (args.cache is None or args.reuse):
         raise SystemExit("--embed-only needs --cache and no --reuse")
@@ -518,23 +551,29 @@ def main() -> None:
     seconds = {k: v for k, v in previous.get("seconds", {}).items() if k not in stages or args.reuse}
     if args.embed_only:
         for stage in stages:
-            run_stage(stage, args.epochs, args.draws, args.cache, None, embed_only=True)
+            run_stage(stage, args.epochs, args.draws, args.cache, None, embed_only=True,
+                      influence=not args.covariance_only)
         log(f"cached in {time.perf_counter() - t0:.0f} s")
         return
     for stage in stages:
         t = time.perf_counter()
         runs += run_stage(stage, args.epochs, args.draws, args.cache,
-                          previous.get("runs", []) if args.reuse else None)
+                          previous.get("runs", []) if args.reuse else None, influence=not args.covariance_only)
         if not args.reuse:
             seconds[stage] = round(time.perf_counter() - t, 1)
     result = {"benchmark": "outliers_natural", "split": {
                   "tune": "TUNE_PHOTOS at 32 px, seeds 0, 1, 2 (1 and 2 added for the covariance choice); digits "
-                          "with TUNE_PHOTOS patches, seed 0",
+                          "with TUNE_PHOTOS patches, seed 0; 12.5%-noise contaminated versions of the 32 px seeds; "
+                          "64 px seeds 0, 1, 2 clean, planted and contaminated (covariance candidates only)",
                   "held_out": "HELD_OUT_PHOTOS at 32 px (seeds 1, 2, 3) and 64 px (seeds 1, 2); digits with "
                               "HELD_OUT_PHOTOS patches (seeds 1, 2, 3); measured before the covariance choice "
                               "(their 'joint' is the classical-covariance rule, 'joint_classic' now)",
                   "fresh": "HELD_OUT_PHOTOS at 32 px (seeds 4, 5) and 64 px (seeds 3, 4); digits with "
-                           "HELD_OUT_PHOTOS patches (seeds 4, 5): measured once, after the covariance choice"},
+                           "HELD_OUT_PHOTOS patches (seeds 4, 5): measured once, after the covariance choice",
+                  "fresh2": "HELD_OUT_PHOTOS at 32 px (seeds 6, 7) and 64 px (seeds 5, 6); digits with "
+                            "HELD_OUT_PHOTOS patches (seeds 6, 7); 12.5%-noise contaminated versions of the photo "
+                            "seeds: covariance candidates only (no influence scoring), measured once after the "
+                            "second covariance choice (tune with 64 px versions)"},
               "plant_share_per_kind": PLANT_SHARE, "top": TOP, "z": OUTLIER_Z,
               "encoder": {"model": "SmallCNN", "method": "simclr", "epochs": args.epochs,
                           "path": "workflows.image_audit.load_or_pretrain"},
@@ -542,8 +581,10 @@ def main() -> None:
               "summary": summarise(runs),
               "choice": {stage: choice(runs, stage) for stage in ("tune", "held_out", "fresh")
                          if any(r["stage"] == stage for r in runs)},
-              "covariance_choice": {stage: covariance_choice(runs, stage) for stage in ("tune", "fresh")
+              "covariance_choice": {stage: covariance_choice(runs, stage) for stage in ("tune", "fresh", "fresh2")
                                     if any(r["stage"] == stage and "covariance" in r for r in runs)},
+              "covariance_fresh2": covariance_runs(runs, "fresh2", tuple(dict.fromkeys((
+                  covariance_choice(runs, "tune")["picked"], covariance_name(*CLASSICAL))))),
               "runs": runs, "seconds": seconds,
               "threads": torch.get_num_threads()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
