@@ -3,8 +3,8 @@
 Only the combination changed (outliers.joint_score: the robust z-scores of 10 coordinates, their Mahalanobis
 distance, the robust z of its log); the image statistics and the k-NN distances are computed as before, so this
 times joint_score alone on N synthetic coordinates (10 columns: Gaussian rows with a correlated pair, 12.5% of
-the rows shifted by 6 on three columns), the classical fit (steps 0, the rule before) against the default
-(outliers.SHRINK / SUPPORT / STEPS), one thread, REPEATS times each (min and median wall time), plus the peak of
+the rows shifted by 6 on three columns), outliers.COVARIANCE_FITS "classical" against "robust" (the
+Outliers option covariance), one thread, REPEATS times each (min and median wall time), plus the peak of
 the memory numpy allocates during one call (tracemalloc). The whole stage at the same N:
 `findings_scale.py --outliers N`.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from influencegate.findings.outliers import SHRINK, STEPS, SUPPORT, joint_score
+from influencegate.findings.outliers import COVARIANCE_FITS, joint_score
 
 RESULTS = Path(__file__).resolve().parent / "results" / "outliers_fit_cost.json"
 REPEATS = 3
@@ -64,10 +64,10 @@ def main() -> None:
     rows = []
     for n in (int(v) for v in args.n.split(",")):
         coords = coordinates(n)
-        rows.append({"n": n, "classical": timed(coords, (SHRINK, 1.0, 0)),
-                     "default": timed(coords, (SHRINK, SUPPORT, STEPS))})
+        rows.append({"n": n, **{name: timed(coords, fit) for name, fit in COVARIANCE_FITS.items()}})
         print(json.dumps(rows[-1]), flush=True)
-    result = {"benchmark": "outliers_fit_cost", "default": {"shrink": SHRINK, "support": SUPPORT, "steps": STEPS},
+    result = {"benchmark": "outliers_fit_cost", "fits": {name: dict(zip(("shrink", "support", "steps"), fit))
+                                                             for name, fit in COVARIANCE_FITS.items()},
               "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
               "repeats": REPEATS, "runs": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -51,14 +51,20 @@ Covariance candidates ("covariance" per run, "covariance_choice" in the JSON): t
 coordinates under each COVARIANCES setting (shrinkage, MCD-like support share and concentration steps of
 statistics.robust_fit); per kind in_top5 and flagged. Every planted photo version is 12.5% foreign (5 kinds at
 2.5%): the contaminated version on which the classical covariance masks the foreign rows; the choice weighs
-ranking (in_top5) and flagging (flagged) equally, COVARIANCE_RULE.
+ranking (in_top5) and flagging (flagged) equally, COVARIANCE_RULE. Session 14: the 64 px TUNE versions and the
+fresh2 stage are audited with --covariance-only (no influence scoring, which the joint score does not read;
+their rows hold the covariance candidates only); "covariance_fresh2" lists the chosen and the classical fit
+per fresh2 version.
 
 Split (natural_images.py): TUNE = TUNE_PHOTOS at 32 px, seeds 0, 1, 2 (1 and 2 added for the covariance
 choice) (+ digits with TUNE_PHOTOS patches, seed 0); HELD-OUT = HELD_OUT_PHOTOS at 32 px, seeds 1, 2, 3, and at
 64 px (never looked at while choosing), seeds 1, 2 (+ digits with HELD_OUT_PHOTOS patches, seeds 1, 2, 3),
 used for the choice of `joint` and measured before the covariance choice; FRESH = HELD_OUT_PHOTOS at 32 px,
 seeds 4, 5, at 64 px, seeds 3, 4, digits seeds 4, 5: held out for the covariance choice, measured once after
-it (their encoders trained beforehand with --embed-only, no figure computed). Any default change is chosen on
+it (their encoders trained beforehand with --embed-only, no figure computed). Session 14 added TUNE_PHOTOS at
+64 px, seeds 0, 1, 2 (clean, planted, contaminated) to TUNE for a second covariance choice, and FRESH2 =
+HELD_OUT_PHOTOS at 32 px seeds 6, 7, 64 px seeds 5, 6, digits seeds 6, 7 (+ contaminated versions of the
+photo seeds), never used before, measured once after that choice. Any default change is chosen on
 TUNE only, by CHOICE_RULE / COVARIANCE_RULE (written down before the held-out numbers were looked at; "choice"
 and "covariance_choice" in the JSON).
 Time: 169 s (tune) and 1,447 s (held-out) on this shared 2-core CPU under a load of 5-8, one thread; the
@@ -66,8 +72,10 @@ Time: 169 s (tune) and 1,447 s (held-out) on this shared 2-core CPU under a load
 the fresh stage's encoders 1,331 s and its contaminated versions' 322 s (--embed-only), the tune stage's new
 versions 223 + 138 s; measuring from the cache 22 s (fresh) and 46 s (tune).
 
-Run: python benchmarks/outliers_natural.py [--stage tune|held_out|fresh|all] [--draws 16] [--epochs 20]
-     [--out FILE] [--cache DIR [--reuse | --embed-only]]
+Run: python benchmarks/outliers_natural.py [--stage tune|held_out|fresh|fresh2|all] [--draws 16] [--epochs 20]
+     [--out FILE] [--cache DIR [--reuse | --embed-only]] [--covariance-only]
+Session 14: --stage tune --cache DIR --embed-only --covariance-only, then --stage tune --cache DIR --reuse (the
+choice); then --stage fresh2 --cache DIR --covariance-only (once).
 Output: benchmarks/results/outliers_natural.json (a stage run merges into it).
 """
 from __future__ import annotations

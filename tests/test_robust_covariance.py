@@ -69,3 +69,29 @@ def test_robust_fit_refuses_bad_settings():
             robust_fit(x, **kwargs)
     with pytest.raises(ValueError, match="robust_fit"):
         robust_fit(x[:1])
+
+
+def test_the_covariance_option_reaches_the_outliers_finding():
+    import pandas as pd
+
+    from influencegate.findings.outliers import COVARIANCE_FITS, LOG_EPS, Outliers
+    from influencegate.findings.registry import FindingsConfig
+    from influencegate.findings.run import find_all
+    from influencegate.statistics import robust_z
+    rng = np.random.default_rng(11)
+    x, group = contaminated(0.125, 4.0, 12, n=320)  # the embeddings: a tight 12.5% group 4 spreads away
+    emb = np.concatenate([x, rng.normal(size=(320, 4))], axis=1)
+    table = pd.DataFrame({"sample_id": [f"s{i}" for i in range(320)], "log_influence": rng.normal(size=320)})
+    scores = {}
+    for name, fit in COVARIANCE_FITS.items():
+        found = find_all(table, emb, None, {"duplicates": None, "outliers": {"covariance": name}})
+        direct = Outliers(covariance=name)
+        direct.find(table, emb)
+        z = direct.components[[f"z_{p}" for p in direct.parts]].to_numpy()  # reference from its coordinates
+        expected = robust_z(pd.Series(np.log(mahalanobis(z, *fit) + LOG_EPS))).to_numpy()
+        np.testing.assert_allclose(found.table["outlier_score"].to_numpy(), expected, atol=1e-9)
+        assert f"({name} covariance)" in found.texts["outliers"]
+        scores[name] = expected
+    assert not np.allclose(scores["classical"], scores["robust"])
+    with pytest.raises(ValueError, match="covariance must be one of"):
+        FindingsConfig(outliers={"covariance": "minimum_determinant"})

@@ -27,15 +27,15 @@ K_LARGE_MAX = 100
 #: (Iglewicz & Hoaglin), applied to the combined score.
 OUTLIER_Z = 3.5
 COMBINE_RULES = ("joint", "mean", "max")
-#: covariance shrinkage of the joint distance (statistics.mahalanobis)
-SHRINK = 0.05
-#: the joint distance's centre and covariance from the central rows (statistics.robust_fit, MCD-like): the
-#: SUPPORT share of rows nearest the median, STEPS concentration steps, then the rows within the chi-square
-#: REWEIGHT_QUANTILE; so that many foreign rows do not mask themselves. STEPS = 0: the classical fit of all rows.
-#: SHRINK, SUPPORT and STEPS chosen on the tuning split by benchmarks/outliers_natural.py's COVARIANCE_RULE
-#: (the classical fit at shrinkage 0.1 before).
-SUPPORT = 0.75
-STEPS = 2
+#: the joint distance's centre and covariance fits by name: (shrinkage, support share, concentration steps) of
+#: statistics.robust_fit. "classical": mean and covariance of all rows. "robust" (MCD-like): from the support
+#: share of rows nearest the median after the concentration steps, then the rows within the chi-square
+#: REWEIGHT_QUANTILE, so that a large tight foreign group does not mask itself by inflating the covariance.
+COVARIANCE_FITS = {"classical": (0.1, 1.0, 0), "robust": (0.05, 0.9, 2)}
+#: the default fit, chosen on the tuning split (32 and 64 px photos, digits, contaminated versions) by
+#: benchmarks/outliers_natural.py's COVARIANCE_RULE: "robust" at support 0.9 (session 14; 0.75 in session 13,
+#: chosen on 32 px only, flagged 5.6-7.8% of clean held-out 64 px versions; the classical fit before)
+COVARIANCE = "robust"
 #: added to the joint distance before its log (unitless)
 LOG_EPS = 1e-3
 #: the k-NN distances' floor before their log (cosine distance): identical embeddings stay finite
@@ -47,8 +47,9 @@ def log_distance(distance: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(np.asarray(distance, dtype=np.float64), DISTANCE_FLOOR))
 
 
-def joint_score(coords: dict[str, np.ndarray], shrink: float = SHRINK, support: float = SUPPORT,
-                steps: int = STEPS) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def joint_score(coords: dict[str, np.ndarray], shrink: float = COVARIANCE_FITS[COVARIANCE][0],
+                support: float = COVARIANCE_FITS[COVARIANCE][1], steps: int = COVARIANCE_FITS[COVARIANCE][2]
+                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """({name: robust z-score}, score) of M-vectors of finite values: score = robust_z(log(D + LOG_EPS)), D the
     Mahalanobis distance of the rows of the robust z-scores (statistics.mahalanobis: covariance shrunk by
     `shrink`; from the central `support` share of rows after `steps` concentration steps, reweighted at
@@ -69,9 +70,10 @@ class Outliers(Finding):
     combine "joint" (default): the rows' coordinates are the robust z-scores of the image statistics
       (findings.image_stats.STATISTICS, when images are given) and of log(knn_distance) and
       log(knn_distance_large); outlier_score = robust_z(log(D + LOG_EPS)), D = their Mahalanobis distance
-      from a centre and covariance (shrunk by SHRINK) fitted MCD-like on the central rows (SUPPORT, STEPS,
-      statistics.robust_fit), so that many alike foreign rows do not mask themselves by inflating the
-      covariance. A statistic whose MAD is 0 contributes 0. knn_distance: mean cosine
+      from the centre and shrunk covariance of `covariance` (COVARIANCE_FITS): "classical" (all rows) or
+      "robust" (MCD-like, the central rows, statistics.robust_fit: a large tight foreign group does not mask
+      itself, but long-tailed clean statistics are flagged more; README). A statistic whose MAD is 0
+      contributes 0. knn_distance: mean cosine
       distance (1 - cosine of L2-normalised embeddings) to the k nearest other samples; knn_distance_large:
       to the k_large(M) nearest, so that a group of more than k alike foreign images is still far from most
       of its large neighbourhood. Without images only the two distances enter (the summary says so).
@@ -91,12 +93,14 @@ class Outliers(Finding):
 
     def __init__(self, k: int = OUTLIER_K, z: float = OUTLIER_Z, combine: str = "joint",
                  block_size: int = DEFAULT_BLOCK, device: str = "cpu", index: str = "exact",
-                 block: int = 1024) -> None:
+                 block: int = 1024, covariance: str = COVARIANCE) -> None:
         if combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {COMBINE_RULES}, got {combine!r}")
+        if covariance not in COVARIANCE_FITS:
+            raise ValueError(f"covariance must be one of {tuple(COVARIANCE_FITS)}, got {covariance!r}")
         if int(k) < 1 or int(block) < 1:
             raise ValueError(f"k and block must be >= 1, got k={k}, block={block}")
-        self.k, self.z, self.combine, self.block = int(k), float(z), combine, int(block)
+        self.k, self.z, self.combine, self.block, self.covariance = int(k), float(z), combine, int(block), covariance
         self.block_size, self.device, self.index = block_size, device, check_index(index)
         self._result: pd.DataFrame | None = None
         self.components: pd.DataFrame | None = None
@@ -155,7 +159,7 @@ class Outliers(Finding):
                   "log_knn_distance_large": log_distance(parts["knn_distance_large"].to_numpy()[positions])}
         if stats is not None:
             coords = {**{s: stats[s].to_numpy() for s in STATISTICS}, **coords}
-        z, values = joint_score(coords)
+        z, values = joint_score(coords, *COVARIANCE_FITS[self.covariance])
         for name, column in z.items():
             parts[f"z_{name}"] = np.nan
             parts.iloc[positions, parts.columns.get_loc(f"z_{name}")] = column
@@ -179,7 +183,8 @@ class Outliers(Finding):
     def summary(self) -> dict[str, Any]:
         result = self._require_found("_result")
         scored = result["outlier_score"].notna()
-        return {"k": self.k, "k_large": self._k_large, "z": self.z, "combine": self.combine, "parts": list(self.parts),
+        return {"k": self.k, "k_large": self._k_large, "z": self.z, "combine": self.combine,
+                "covariance": self.covariance if self.combine == "joint" else None, "parts": list(self.parts),
                 "examined": int(scored.sum()), "outliers": int(result["is_outlier"].sum()),
                 "outlier_fraction": float(result["is_outlier"].sum() / max(int(scored.sum()), 1)),
                 "max_outlier_score": float(result["outlier_score"].max()) if scored.any() else None}
@@ -190,8 +195,8 @@ def describe(found: dict[str, Any]) -> str:
     if found["combine"] != "joint":
         return f"{found['combine']} robust z-score of log_influence and {found['k']}-NN distance"
     pixels = "image statistics and " if STATISTICS[0] in found["parts"] else "no image statistics (no images), "
-    return (f"robust z-score of the joint distance of {pixels}the {found['k']}- and "
-            f"{found['k_large']}-NN embedding distances")
+    return (f"robust z-score of the joint distance ({found['covariance']} covariance) of {pixels}the "
+            f"{found['k']}- and {found['k_large']}-NN embedding distances")
 
 
 @register
