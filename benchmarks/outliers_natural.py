@@ -11,7 +11,9 @@ one side, and, per version, planted foreign images of each kind at PLANT_SHARE (
 The saturated and blurred images are made from patches taken out of the background (no clean twin stays in).
 Reverse direction: the 1,797 digits (8 px, 1 channel) with PLANT_SHARE of them in grey photo patches of the
 split (cut at 32 px, downscaled to 8 px with antialiasing), kind "photos". A clean version of each background
-(nothing planted) gives the false-flag rate.
+(nothing planted) gives the false-flag rate. Contaminated direction: the background plus uniform-noise images
+making up CONTAMINATION (12.5%) of the version, one tight foreign group (in_top5 can reach only 0.4 there: the
+top 5% holds 5 / 12.5 of them; flagged is its measure).
 
 Per version: SmallCNN pretrained with SimCLR on that version as the product does
 (workflows.image_audit.load_or_pretrain: 20 epochs, seed = the run's seed), scored with InfluenceConfig's
@@ -31,6 +33,8 @@ Scores compared (each a robust z-score, flagged above 3.5 like is_outlier):
   stats, knn_multi: the same joint distance (outliers.joint_score) of the image statistics alone (encoder-free)
       and of the two log k-NN distances alone (encoder only); joint+log_influence: log_influence as an 11th
       coordinate; max(stats,knn_multi): the larger of the two;
+  joint_classic: the joint score with the classical covariance of all rows (shrink 0.1), the default before
+      session 13 (the held_out stage's "joint" is this rule: it was measured before the change);
   mean, max      (log_influence + knn) / 2 (the default before this benchmark), the larger of the two;
   max(a,b,...)   the largest of those parts: max(mahalanobis,pixels) is the candidate chosen on TUNE;
   mean|unusable, mean|unusable_no_blur: mean, with the images the Unusable finding flags (for any reason /
@@ -43,15 +47,35 @@ defaults on the same images as 8-bit PIL images; in_top5 of 1 - its lowest issue
 share with any issue, and per kind the count of each issue. Per version:
 false_flag = share of the background flagged; on the clean version: clean_false_flag.
 
-Split (natural_images.py): TUNE = TUNE_PHOTOS at 32 px, seed 0 (+ digits with TUNE_PHOTOS patches, seed 0);
-HELD-OUT = HELD_OUT_PHOTOS at 32 px, seeds 1, 2, 3, and at 64 px (never looked at while choosing), seeds 1, 2
-(+ digits with HELD_OUT_PHOTOS patches, seeds 1, 2, 3). Any default change is chosen on TUNE only, by
-CHOICE_RULE (written down before the held-out numbers were looked at; "choice" in the JSON).
-Time: 169 s (tune) and 1,447 s (held-out) on this shared 2-core CPU under a load of 5-8, one thread; the
-64 px versions take ~3 min each. --cache/--reuse re-measure the kept scores in seconds.
+Covariance candidates ("covariance" per run, "covariance_choice" in the JSON): the joint score of the same 10
+coordinates under each COVARIANCES setting (shrinkage, MCD-like support share and concentration steps of
+statistics.robust_fit); per kind in_top5 and flagged. Every planted photo version is 12.5% foreign (5 kinds at
+2.5%): the contaminated version on which the classical covariance masks the foreign rows; the choice weighs
+ranking (in_top5) and flagging (flagged) equally, COVARIANCE_RULE. Session 14: the 64 px TUNE versions and the
+fresh2 stage are audited with --covariance-only (no influence scoring, which the joint score does not read;
+their rows hold the covariance candidates only); "covariance_fresh2" lists the chosen and the classical fit
+per fresh2 version.
 
-Run: python benchmarks/outliers_natural.py [--stage tune|held_out|all] [--draws 16] [--epochs 20] [--out FILE]
-     [--cache DIR [--reuse]]
+Split (natural_images.py): TUNE = TUNE_PHOTOS at 32 px, seeds 0, 1, 2 (1 and 2 added for the covariance
+choice) (+ digits with TUNE_PHOTOS patches, seed 0); HELD-OUT = HELD_OUT_PHOTOS at 32 px, seeds 1, 2, 3, and at
+64 px (never looked at while choosing), seeds 1, 2 (+ digits with HELD_OUT_PHOTOS patches, seeds 1, 2, 3),
+used for the choice of `joint` and measured before the covariance choice; FRESH = HELD_OUT_PHOTOS at 32 px,
+seeds 4, 5, at 64 px, seeds 3, 4, digits seeds 4, 5: held out for the covariance choice, measured once after
+it (their encoders trained beforehand with --embed-only, no figure computed). Session 14 added TUNE_PHOTOS at
+64 px, seeds 0, 1, 2 (clean, planted, contaminated) to TUNE for a second covariance choice, and FRESH2 =
+HELD_OUT_PHOTOS at 32 px seeds 6, 7, 64 px seeds 5, 6, digits seeds 6, 7 (+ contaminated versions of the
+photo seeds), never used before, measured once after that choice. Any default change is chosen on
+TUNE only, by CHOICE_RULE / COVARIANCE_RULE (written down before the held-out numbers were looked at; "choice"
+and "covariance_choice" in the JSON).
+Time: 169 s (tune) and 1,447 s (held-out) on this shared 2-core CPU under a load of 5-8, one thread; the
+64 px versions take ~3 min each. --cache/--reuse re-measure the kept scores in seconds. Session 13 (load 4-6):
+the fresh stage's encoders 1,331 s and its contaminated versions' 322 s (--embed-only), the tune stage's new
+versions 223 + 138 s; measuring from the cache 22 s (fresh) and 46 s (tune).
+
+Run: python benchmarks/outliers_natural.py [--stage tune|held_out|fresh|fresh2|all] [--draws 16] [--epochs 20]
+     [--out FILE] [--cache DIR [--reuse | --embed-only]] [--covariance-only]
+Session 14: --stage tune --cache DIR --embed-only --covariance-only, then --stage tune --cache DIR --reuse (the
+choice); then --stage fresh2 --cache DIR --covariance-only (once).
 Output: benchmarks/results/outliers_natural.json (a stage run merges into it).
 """
 from __future__ import annotations
@@ -82,25 +106,56 @@ from influencegate.workflows.image_audit import load_or_pretrain, score_dataset 
 RESULTS = Path(__file__).resolve().parent / "results" / "outliers_natural.json"
 PHOTO_KINDS = ("digits", "blank", "noise", "saturated", "blur")
 PLANT_SHARE = 0.025
+#: direction "contaminated": one kind, CONTAMINANT, making up CONTAMINATION of the version (no clean twin run;
+#: the photos direction's clean version is the same background)
+CONTAMINANT = "noise"
+CONTAMINATION = 0.125
 TOP = 0.05
 #: added to the score of an image the Unusable finding flags, in the "|unusable" variants (ranks it first)
 UNUSABLE_FIRST = 1e6
 VARIANTS = ("log_influence", "knn", "mean", "max", "mean|unusable", "mean|unusable_no_blur", "mahalanobis",
             "pixels", "max(mahalanobis,pixels)", "max(mean,mahalanobis,pixels)", "max(mean,pixels)",
-            "knn_large", "knn_multi", "stats", "max(stats,knn_multi)", "joint", "joint+log_influence")
+            "knn_large", "knn_multi", "stats", "max(stats,knn_multi)", "joint", "joint+log_influence",
+            "joint_classic")
 #: flag-based checks beside the scores: their metrics per planted kind ("caught": share flagged)
 PEERS = {"unusable": ("caught",), "cleanvision": ("in_top5", "caught")}
 #: how a default is chosen, on the TUNE stage only (then reported on HELD-OUT)
 MAX_CLEAN_FLAGS = 0.02
 TIE = 0.02
+#: the joint distance's covariance candidates (issue 14, session 13): (shrink, support, concentration steps)
+#: of statistics.robust_fit, reweighted at its REWEIGHT_QUANTILE; steps 0 is the classical fit of all rows
+#: (support ignored; the rule before at shrink 0.1, "joint_classic")
+COVARIANCES = [(shrink, 1.0, 0) for shrink in (0.0, 0.05, 0.1, 0.2)] + [
+    (shrink, support, steps) for shrink in (0.0, 0.05, 0.1, 0.2) for support in (0.5, 0.75, 0.9, 0.95)
+    for steps in (1, 2, 3)]
+#: the classical fit, the rule before session 13 (Outliers(covariance="classical"))
+CLASSICAL = (0.1, 1.0, 0)
+COVARIANCE_RULE = (f"on the TUNE planted versions (32 and 64 px photos: 12.5% of each photo version foreign, 2.5% "
+                   f"per kind, and the 12.5%-noise contaminated versions; 2.5% photos among the digits), the "
+                   f"highest mean over the (version, kind) cells of (in_top5 + flagged) / 2, among the candidates "
+                   f"that flag at most {MAX_CLEAN_FLAGS} of every clean TUNE version (32 px, 64 px, digits) and of "
+                   f"the originals of every planted one; candidates within {TIE} count as tied "
+                   f"and a robust fit (steps >= 1) wins over the classical one (which masks any large tight "
+                   f"group by construction, tests/test_robust_covariance.py), then the fewest concentration "
+                   f"steps, then the highest mean in_top5")
 CHOICE_RULE = (f"the highest mean in_top5 over the planted kinds and versions, among the variants whose clean "
                f"false-flag rate stays below {MAX_CLEAN_FLAGS} (the default gate's outlier bar) on every clean "
                f"version; variants within {TIE} of the best count as tied and the one with fewest kinds at 0 wins")
 #: (direction, photos, side, seeds) of each split; direction "photos": foreign among photo patches,
 #: "digits": photo patches among the digits (side = the photo patches' cut before downscaling to 8 px)
-STAGES = {"tune": [("photos", ni.TUNE_PHOTOS, 32, (0,)), ("digits", ni.TUNE_PHOTOS, 32, (0,))],
+STAGES = {"tune": [("photos", ni.TUNE_PHOTOS, 32, (0, 1, 2)), ("digits", ni.TUNE_PHOTOS, 32, (0,)),
+                   ("contaminated", ni.TUNE_PHOTOS, 32, (0, 1, 2)), ("photos", ni.TUNE_PHOTOS, 64, (0, 1, 2)),
+                   ("contaminated", ni.TUNE_PHOTOS, 64, (0, 1, 2))],
           "held_out": [("photos", ni.HELD_OUT_PHOTOS, 32, (1, 2, 3)), ("photos", ni.HELD_OUT_PHOTOS, 64, (1, 2)),
-                       ("digits", ni.HELD_OUT_PHOTOS, 32, (1, 2, 3))]}
+                       ("digits", ni.HELD_OUT_PHOTOS, 32, (1, 2, 3))],
+          "fresh": [("photos", ni.HELD_OUT_PHOTOS, 32, (4, 5)), ("photos", ni.HELD_OUT_PHOTOS, 64, (3, 4)),
+                    ("digits", ni.HELD_OUT_PHOTOS, 32, (4, 5)),
+                    ("contaminated", ni.HELD_OUT_PHOTOS, 32, (4, 5)),
+                    ("contaminated", ni.HELD_OUT_PHOTOS, 64, (3, 4))],
+          "fresh2": [("photos", ni.HELD_OUT_PHOTOS, 32, (6, 7)), ("photos", ni.HELD_OUT_PHOTOS, 64, (5, 6)),
+                     ("digits", ni.HELD_OUT_PHOTOS, 32, (6, 7)),
+                     ("contaminated", ni.HELD_OUT_PHOTOS, 32, (6, 7)),
+                     ("contaminated", ni.HELD_OUT_PHOTOS, 64, (5, 6))]}
 
 
 def log(msg: str) -> None:
@@ -162,6 +217,15 @@ def photo_version(background: np.ndarray, seed: int, planted: bool) -> tuple[np.
     return np.concatenate(parts).astype(np.float32), np.asarray(kinds, dtype=object)
 
 
+def contaminated_version(background: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images, kinds): the background plus CONTAMINANT images making up CONTAMINATION of the whole."""
+    rng = np.random.default_rng([seed, background.shape[-1], 15])
+    m = int(round(CONTAMINATION * len(background) / (1 - CONTAMINATION)))
+    extra = foreign(CONTAMINANT, m, background.shape[-1], background[:0], rng).astype(np.float32)
+    kinds = np.asarray(["original"] * len(background) + [CONTAMINANT] * m, dtype=object)
+    return np.concatenate([background, extra]).astype(np.float32), kinds
+
+
 def digits_version(patches: np.ndarray, seed: int, planted: bool) -> tuple[np.ndarray, np.ndarray]:
     """(1 x 8 x 8 digits plus, when planted, PLANT_SHARE x 1,797 grey photo patches downscaled to 8 px, kinds)."""
     digits = digit_pixels()[:, None].astype(np.float32)
@@ -176,14 +240,21 @@ def digits_version(patches: np.ndarray, seed: int, planted: bool) -> tuple[np.nd
                                                                            dtype=object)
 
 
-def audit(pixels: np.ndarray, seed: int, epochs: int, draws: int) -> tuple[pd.DataFrame, np.ndarray, dict]:
+def audit(pixels: np.ndarray, seed: int, epochs: int, draws: int, influence: bool = True
+          ) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """Pretrain, score, embed one version (pixels M x C x H x W in [0, 1]): (scores table, embeddings M x D,
-    timings and draws)."""
+    timings and draws). influence False: no influence scoring (log_influence NaN, score_s None), which the
+    joint score and its covariance candidates do not read (the encoder and embeddings are the same)."""
     x = torch.as_tensor(pixels)
     mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
-    ds = ImageDataset.from_tensors((x - mean[None, :, None, None]) / std[None, :, None, None],
-                                   [f"s{i:05d}" for i in range(len(x))], mean=mean.tolist(), std=std.tolist())
+    ids = [f"s{i:05d}" for i in range(len(x))]
+    ds = ImageDataset.from_tensors((x - mean[None, :, None, None]) / std[None, :, None, None], ids,
+                                   mean=mean.tolist(), std=std.tolist())
     encoder, _, pretrain_s = load_or_pretrain(ds, epochs=epochs, seed=seed, progress=False)
+    if not influence:
+        table = pd.DataFrame({"sample_id": ids, "log_influence": np.nan})
+        return table, encode(encoder, ds), {"pretrain_s": round(pretrain_s, 1), "score_s": None,
+                                            "score_draws": None, "predicted_stability": None}
     config = InfluenceConfig(draws=draws, target_stability=None, seed=seed, progress=False)
     table, score_s, info = score_dataset(ds, encoder, config)
     emb = encode(encoder, ds)
@@ -219,11 +290,11 @@ def variant_scores(table: pd.DataFrame, emb: np.ndarray, stats: pd.DataFrame, re
     out["mean|unusable_no_blur"] = np.where(content, UNUSABLE_FIRST + out["mean"], out["mean"])
     joint = Outliers(combine="joint")
     out["joint"] = joint.find(table, emb, images=pixels)["outlier_score"].to_numpy()
-    dist = joint.components[["knn_distance", "knn_distance_large"]].to_numpy()
-    out["knn_large"] = robust_z(pd.Series(dist[:, 1])).to_numpy()
-    image_stats = stream_statistics(pixels)
-    knn = {"log_knn_distance": log_distance(dist[:, 0]), "log_knn_distance_large": log_distance(dist[:, 1])}
-    statistics = {s: image_stats[s].to_numpy() for s in STATISTICS}
+    out["knn_large"] = robust_z(pd.Series(joint.components["knn_distance_large"])).to_numpy()
+    coords = joint_coordinates(joint.components, pixels)
+    knn = {c: coords[c] for c in ("log_knn_distance", "log_knn_distance_large")}
+    statistics = {s: coords[s] for s in STATISTICS}
+    out["joint_classic"] = joint_score(coords, 0.1, 1.0, 0)[1]
     out["knn_multi"] = joint_score(knn)[1]
     out["stats"] = joint_score(statistics)[1]
     out["joint+log_influence"] = joint_score({**statistics, **knn, "log_influence": table["log_influence"]
@@ -232,6 +303,38 @@ def variant_scores(table: pd.DataFrame, emb: np.ndarray, stats: pd.DataFrame, re
                   ("stats", "knn_multi")):
         out[f"max({','.join(parts)})"] = np.maximum.reduce([out[p] for p in parts])
     return {v: out[v] for v in VARIANTS}
+
+
+def joint_coordinates(components: pd.DataFrame, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """The joint score's 10 raw coordinates (M-vectors): the image statistics of pixels (M x C x H x W in
+    [0, 1]) and log of the two k-NN distances in `components` (Outliers(combine="joint").components)."""
+    image_stats = stream_statistics(pixels)
+    return {**{s: image_stats[s].to_numpy() for s in STATISTICS},
+            "log_knn_distance": log_distance(components["knn_distance"].to_numpy()),
+            "log_knn_distance_large": log_distance(components["knn_distance_large"].to_numpy())}
+
+
+def covariance_name(shrink: float, support: float, steps: int) -> str:
+    """A COVARIANCES candidate's key in the JSON, e.g. "shrink0.1_support0.75_steps2"."""
+    return f"shrink{shrink:g}_support{support:g}_steps{steps}"
+
+
+def covariance_candidates(coords: dict[str, np.ndarray], kinds: np.ndarray) -> dict:
+    """Per COVARIANCES candidate: the joint score's false_flag over the originals and per planted kind in_top5
+    and flagged (as `measure` gives each variant)."""
+    out = {}
+    for shrink, support, steps in COVARIANCES:
+        out[covariance_name(shrink, support, steps)] = kind_metrics(joint_score(coords, shrink, support, steps)[1],
+                                                                    kinds)
+    return out
+
+
+def kind_metrics(score: np.ndarray, kinds: np.ndarray) -> dict:
+    """{"false_flag": share of the originals with score > OUTLIER_Z, kind: {"in_top5", "flagged"}} of a score."""
+    flag = np.nan_to_num(score, nan=-np.inf) > OUTLIER_Z
+    return {"false_flag": float(flag[kinds == "original"].mean()),
+            **{k: {"in_top5": in_top(score, kinds, k), "flagged": float(flag[kinds == k].mean())}
+               for k in dict.fromkeys(kinds) if k != "original"}}
 
 
 def in_top(score: np.ndarray, kinds: np.ndarray, kind: str) -> float:
@@ -270,22 +373,31 @@ def cleanvision_peer(pixels: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
     return score, flags.reset_index(drop=True)
 
 
+def measure_covariance(table: pd.DataFrame, emb: np.ndarray, pixels: np.ndarray, kinds: np.ndarray) -> dict:
+    """The version's counts and its COVARIANCES candidates' metrics ("covariance", covariance_candidates)."""
+    planted = [k for k in dict.fromkeys(kinds) if k != "original"]
+    joint = Outliers(combine="joint")
+    joint.find(table, emb)
+    return {"n": int(len(kinds)), "n_original": int((kinds == "original").sum()),
+            "n_per_kind": {k: int((kinds == k).sum()) for k in planted},
+            "covariance": covariance_candidates(joint_coordinates(joint.components, pixels), kinds)}
+
+
 def measure(table: pd.DataFrame, emb: np.ndarray, pixels: np.ndarray, kinds: np.ndarray) -> dict:
     """Per variant: per planted kind in_top5 and flagged, and false_flag over the originals; per kind the
-    Unusable finding's catch (and its reasons)."""
+    Unusable finding's catch (and its reasons); the covariance candidates (measure_covariance). Without
+    log_influence (audit's influence False): measure_covariance only."""
+    out = measure_covariance(table, emb, pixels, kinds)
+    if table["log_influence"].isna().all():
+        return out
     finder = Unusable()
     found = finder.find(table, images=pixels)
     unusable = found["is_unusable"].to_numpy()
     scores = variant_scores(table, emb, finder.measure(pixels), found["unusable_reason"], pixels)
     planted = [k for k in dict.fromkeys(kinds) if k != "original"]
     orig = kinds == "original"
-    out: dict = {"n": int(len(kinds)), "n_original": int(orig.sum()), "n_per_kind": {k: int((kinds == k).sum())
-                                                                                      for k in planted}}
     for name, score in scores.items():
-        flag = np.nan_to_num(score, nan=-np.inf) > OUTLIER_Z
-        out[name] = {"false_flag": float(flag[orig].mean()),
-                     **{k: {"in_top5": in_top(score, kinds, k), "flagged": float(flag[kinds == k].mean())}
-                        for k in planted}}
+        out[name] = kind_metrics(score, kinds)
     cv_score, cv_flags = cleanvision_peer(pixels)
     cv_any = cv_flags.any(axis=1).to_numpy()
     out["cleanvision"] = {"false_flag": float(cv_any[orig].mean()),
@@ -299,22 +411,31 @@ def measure(table: pd.DataFrame, emb: np.ndarray, pixels: np.ndarray, kinds: np.
     return out
 
 
-def run_stage(stage: str, epochs: int, draws: int, cache: Path | None, reuse: list[dict] | None) -> list[dict]:
+def run_stage(stage: str, epochs: int, draws: int, cache: Path | None, reuse: list[dict] | None,
+              embed_only: bool = False, influence: bool = True) -> list[dict]:
     """Every version of a stage (STAGES): planted and clean, per direction, side and seed. cache: a folder to
     keep each version's log_influence, embeddings and kinds in (npz); reuse: the earlier run rows (their
-    timings) when the cached scores are to be measured again instead of rescoring (None: score)."""
+    timings) when the cached scores are to be measured again instead of rescoring (None: score).
+    embed_only: pretrain, score and cache only (timings in a `<key>.json` beside each npz), nothing measured,
+    so that the held-out encoders can be trained while the rule is still being chosen without seeing a figure.
+    influence False: versions not yet cached are audited without influence scoring (audit) and measured on the
+    covariance candidates only (measure)."""
     runs = []
     for direction, photos, side, seeds in STAGES[stage]:
         for seed in seeds:
             patches = photo_patches(photos, side, seed)
-            for planted in (True, False):
+            for planted in (True,) if direction == "contaminated" else (True, False):
                 if direction == "photos":
                     pixels, kinds = photo_version(patches, seed, planted)
+                elif direction == "contaminated":
+                    pixels, kinds = contaminated_version(patches, seed)
                 else:
                     pixels, kinds = digits_version(patches, seed, planted)
                 t = time.perf_counter()
                 key = (stage, direction, side, seed, planted)
                 path = None if cache is None else cache / ("_".join(map(str, key[:-1])) + f"_{int(planted)}.npz")
+                if embed_only and path is not None and path.exists():
+                    continue
                 if reuse is not None and path is not None:
                     kept = np.load(path)
                     if not np.array_equal(kept["kinds"], kinds.astype(str)):
@@ -322,22 +443,25 @@ def run_stage(stage: str, epochs: int, draws: int, cache: Path | None, reuse: li
                     emb = kept["emb"]
                     table = pd.DataFrame({"sample_id": [f"s{i:05d}" for i in range(len(emb))],
                                           "log_influence": kept["log_influence"]})
-                    info = next({k: r[k] for k in ("pretrain_s", "score_s", "score_draws", "predicted_stability")}
-                                for r in reuse if (r["stage"], r["direction"], r["photos_cut_at"], r["seed"],
-                                                   r["planted"]) == key)
+                    sidecar = path.with_suffix(".json")
+                    info = next(({k: r[k] for k in ("pretrain_s", "score_s", "score_draws", "predicted_stability")}
+                                 for r in reuse if (r["stage"], r["direction"], r["photos_cut_at"], r["seed"],
+                                                    r["planted"]) == key), None) or json.loads(sidecar.read_text())
                 else:
-                    table, emb, info = audit(pixels, seed, epochs, draws)
+                    table, emb, info = audit(pixels, seed, epochs, draws, influence)
                 if path is not None and reuse is None:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     np.savez(path, emb=emb, kinds=kinds.astype(str), log_influence=table["log_influence"].to_numpy(float))
+                    path.with_suffix(".json").write_text(json.dumps(info, default=float))
+                if embed_only:
+                    log(f"{stage} {key} cached ({time.perf_counter() - t:.0f} s)")
+                    continue
                 row = {"stage": stage, "direction": direction, "side": int(pixels.shape[-1]),
                        "photos_cut_at": side, "seed": seed, "planted": planted, **info,
                        **measure(table, emb, pixels, kinds)}
                 runs.append(row)
-                summary = (" ".join(f"{k} {row['mean'][k]['in_top5']:.2f}" for k in row["n_per_kind"])
-                           or f"clean false flags {row['mean']['false_flag']:.3f}")
                 log(f"{stage} {direction} {row['side']} px seed {seed} {'planted' if planted else 'clean'} "
-                    f"(N {row['n']}, {time.perf_counter() - t:.0f} s): mean in_top5 {summary}")
+                    f"(N {row['n']}, {time.perf_counter() - t:.0f} s) measured")
     return runs
 
 
@@ -355,7 +479,8 @@ def summarise(runs: list[dict]) -> dict:
             metrics = PEERS.get(name, ("in_top5", "flagged"))
             cell[name] = {k: {m: spread([r[name][k][m] for r in planted]) for m in metrics} for k in kinds}
             cell[name]["false_flag"] = spread([r[name]["false_flag"] for r in planted])
-            cell[name]["clean_false_flag"] = spread([r[name]["false_flag"] for r in clean])
+            if clean:
+                cell[name]["clean_false_flag"] = spread([r[name]["false_flag"] for r in clean])
         out["/".join(map(str, key))] = cell
     return out
 
@@ -364,7 +489,7 @@ def choice(runs: list[dict], stage: str) -> dict:
     """Per variant over a stage's planted versions: the mean over kinds and runs of in_top5, the number of
     (run, kind) cells at 0, and the largest and mean clean false-flag rate; plus the variant the rule picks (CHOICE_RULE)
     among those with every clean false-flag rate below MAX_CLEAN_FLAGS."""
-    rows = [r for r in runs if r["stage"] == stage]
+    rows = [r for r in runs if r["stage"] == stage and "mean" in r]  # not the covariance-only versions
     table = {}
     for name in (n for n in VARIANTS if all(n in r for r in rows)):
         cells = [r[name][k]["in_top5"] for r in rows if r["planted"] for k in r["n_per_kind"]]
@@ -379,39 +504,95 @@ def choice(runs: list[dict], stage: str) -> dict:
             "picked": min(near, key=lambda n: (table[n]["cells_at_0"], -table[n]["mean_in_top5"]))}
 
 
+def covariance_choice(runs: list[dict], stage: str) -> dict:
+    """Per COVARIANCES candidate over a stage's versions: mean in_top5, mean flagged, their mean (the objective),
+    cells with in_top5 at 0, the largest false-flag rate on a clean version and on a planted version's
+    originals; plus the candidate COVARIANCE_RULE picks."""
+    rows = [r for r in runs if r["stage"] == stage and "covariance" in r]
+    table = {}
+    for name in rows[0]["covariance"]:
+        cells = [r["covariance"][name][k] for r in rows if r["planted"] for k in r["n_per_kind"]]
+        top, flagged = [c["in_top5"] for c in cells], [c["flagged"] for c in cells]
+        table[name] = {"mean_in_top5": float(np.mean(top)), "mean_flagged": float(np.mean(flagged)),
+                       "objective": float((np.mean(top) + np.mean(flagged)) / 2),
+                       "cells_at_0": int(sum(t == 0 for t in top)), "cells": len(cells),
+                       "max_clean_false_flag": float(max(r["covariance"][name]["false_flag"] for r in rows
+                                                         if not r["planted"])),
+                       "max_planted_false_flag": float(max(r["covariance"][name]["false_flag"] for r in rows
+                                                           if r["planted"]))}
+    allowed = [n for n, t in table.items() if max(t["max_clean_false_flag"], t["max_planted_false_flag"])
+               <= MAX_CLEAN_FLAGS]
+    best = max(table[n]["objective"] for n in allowed)
+    near = [n for n in allowed if table[n]["objective"] >= best - TIE]
+    steps = {covariance_name(*c): c[2] for c in COVARIANCES}
+    return {"rule": COVARIANCE_RULE, "candidates": table,
+            "picked": min(near, key=lambda n: (steps[n] == 0, steps[n], -table[n]["mean_in_top5"]))}
+
+
+def covariance_runs(runs: list[dict], stage: str, names: tuple[str, ...]) -> list[dict]:
+    """Per version of a stage, for the `names` covariance candidates: false_flag (clean version: the clean
+    false-flag rate) and per planted kind in_top5 and flagged."""
+    return [{"direction": r["direction"], "side": r["side"], "seed": r["seed"], "planted": r["planted"],
+             **{n: r["covariance"][n] for n in names}} for r in runs if r["stage"] == stage and "covariance" in r]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--stage", choices=("tune", "held_out", "all"), default="all")
+    ap.add_argument("--stage", choices=(*STAGES, "all"), default="all")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--draws", type=int, default=16)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--cache", type=Path, default=None, help="folder for each version's scores and embeddings")
     ap.add_argument("--reuse", action="store_true", help="measure the cached scores again (no pretraining or "
                     "scoring; timings from --out's earlier runs)")
+    ap.add_argument("--embed-only", action="store_true", help="pretrain, score and fill --cache only; no figures")
+    ap.add_argument("--covariance-only", action="store_true", help="versions not in --cache: no influence "
+                    "scoring, only the covariance candidates measured")
     args = ap.parse_args()
+    if args.embed_only and (args.cache is None or args.reuse):
+        raise SystemExit("--embed-only needs --cache and no --reuse")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
-    stages = ("tune", "held_out") if args.stage == "all" else (args.stage,)
+    stages = tuple(STAGES) if args.stage == "all" else (args.stage,)
     runs = [r for r in previous.get("runs", []) if r["stage"] not in stages]
     seconds = {k: v for k, v in previous.get("seconds", {}).items() if k not in stages or args.reuse}
+    if args.embed_only:
+        for stage in stages:
+            run_stage(stage, args.epochs, args.draws, args.cache, None, embed_only=True,
+                      influence=not args.covariance_only)
+        log(f"cached in {time.perf_counter() - t0:.0f} s")
+        return
     for stage in stages:
         t = time.perf_counter()
         runs += run_stage(stage, args.epochs, args.draws, args.cache,
-                          previous.get("runs", []) if args.reuse else None)
+                          previous.get("runs", []) if args.reuse else None, influence=not args.covariance_only)
         if not args.reuse:
             seconds[stage] = round(time.perf_counter() - t, 1)
     result = {"benchmark": "outliers_natural", "split": {
-                  "tune": "TUNE_PHOTOS at 32 px, seed 0; digits with TUNE_PHOTOS patches, seed 0",
+                  "tune": "TUNE_PHOTOS at 32 px, seeds 0, 1, 2 (1 and 2 added for the covariance choice); digits "
+                          "with TUNE_PHOTOS patches, seed 0; 12.5%-noise contaminated versions of the 32 px seeds; "
+                          "64 px seeds 0, 1, 2 clean, planted and contaminated (covariance candidates only)",
                   "held_out": "HELD_OUT_PHOTOS at 32 px (seeds 1, 2, 3) and 64 px (seeds 1, 2); digits with "
-                              "HELD_OUT_PHOTOS patches (seeds 1, 2, 3)"},
+                              "HELD_OUT_PHOTOS patches (seeds 1, 2, 3); measured before the covariance choice "
+                              "(their 'joint' is the classical-covariance rule, 'joint_classic' now)",
+                  "fresh": "HELD_OUT_PHOTOS at 32 px (seeds 4, 5) and 64 px (seeds 3, 4); digits with "
+                           "HELD_OUT_PHOTOS patches (seeds 4, 5): measured once, after the covariance choice",
+                  "fresh2": "HELD_OUT_PHOTOS at 32 px (seeds 6, 7) and 64 px (seeds 5, 6); digits with "
+                            "HELD_OUT_PHOTOS patches (seeds 6, 7); 12.5%-noise contaminated versions of the photo "
+                            "seeds: covariance candidates only (no influence scoring), measured once after the "
+                            "second covariance choice (tune with 64 px versions)"},
               "plant_share_per_kind": PLANT_SHARE, "top": TOP, "z": OUTLIER_Z,
               "encoder": {"model": "SmallCNN", "method": "simclr", "epochs": args.epochs,
                           "path": "workflows.image_audit.load_or_pretrain"},
               "scorer": {"draws": args.draws, "target_stability": None, "rest": "InfluenceConfig defaults"},
               "summary": summarise(runs),
-              "choice": {stage: choice(runs, stage) for stage in ("tune", "held_out")
+              "choice": {stage: choice(runs, stage) for stage in ("tune", "held_out", "fresh")
                          if any(r["stage"] == stage for r in runs)},
+              "covariance_choice": {stage: covariance_choice(runs, stage) for stage in ("tune", "fresh", "fresh2")
+                                    if any(r["stage"] == stage and "covariance" in r for r in runs)},
+              "covariance_fresh2": covariance_runs(runs, "fresh2", tuple(dict.fromkeys((
+                  covariance_choice(runs, "tune")["picked"], covariance_name(*CLASSICAL))))),
               "runs": runs, "seconds": seconds,
               "threads": torch.get_num_threads()}
     args.out.parent.mkdir(parents=True, exist_ok=True)

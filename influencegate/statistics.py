@@ -44,18 +44,73 @@ def robust_z(values: pd.Series) -> pd.Series:
     return (x - median) / mad
 
 
-def mahalanobis(x: np.ndarray, shrink: float = 0.1) -> np.ndarray:
-    """M distances sqrt((x - mean)^T S^-1 (x - mean)) of the rows of x (M x D), S = the covariance shrunk
-    towards (trace / D) I by `shrink` in [0, 1] (invertible for any M >= 2 and D; pseudo-inverse when all
-    columns are constant). Unitless. A foreign group of share p inflates S along its own direction until its
-    distance is at most ~sqrt(1 / p) (masking)."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or len(x) < 2 or not 0 <= shrink <= 1:
-        raise ValueError(f"mahalanobis: need M x D with M >= 2 and shrink in [0, 1], got {x.shape}, {shrink}")
-    c = x - x.mean(axis=0)
-    cov = np.atleast_2d(np.cov(c, rowvar=False))
+#: chi-square quantile (of D degrees of freedom) beyond which `robust_fit` leaves a row out of its final fit:
+#: Rousseeuw & van Driessen's reweighting cut for the minimum covariance determinant.
+REWEIGHT_QUANTILE = 0.975
+
+
+def shrunk_fit(x: np.ndarray, shrink: float) -> tuple[np.ndarray, np.ndarray]:
+    """(mean D, precision D x D) of the rows of x (M x D, M >= 2): the inverse of the covariance shrunk towards
+    (trace / D) I by `shrink` (pseudo-inverse, so all-constant columns give 0 rather than an error)."""
+    cov = np.atleast_2d(np.cov(x, rowvar=False))
     cov = (1.0 - shrink) * cov + shrink * np.trace(cov) / len(cov) * np.eye(len(cov))
-    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", c, np.linalg.pinv(cov), c), 0.0))
+    return x.mean(axis=0), np.linalg.pinv(cov)
+
+
+def squared_distances(x: np.ndarray, centre: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """M squared Mahalanobis distances (x - centre)^T P (x - centre) of the rows of x (M x D), >= 0."""
+    c = x - centre
+    return np.maximum(np.einsum("ij,jk,ik->i", c, precision, c), 0.0)
+
+
+def central_rows(x: np.ndarray, h: int) -> np.ndarray:
+    """Indices of the h rows of x (M x D) nearest the coordinatewise median, in units of each column's
+    1.4826 MAD (its standard deviation where the MAD is 0; a constant column is left out): the start."""
+    median = np.median(x, axis=0)
+    scale = 1.4826 * np.median(np.abs(x - median), axis=0)
+    scale = np.where(scale > 0, scale, x.std(axis=0))
+    z = np.divide(x - median, scale, out=np.zeros_like(x), where=scale > 0)
+    return np.argpartition(np.einsum("ij,ij->i", z, z), h - 1)[:h]
+
+
+def robust_fit(x: np.ndarray, shrink: float = 0.1, support: float = 1.0, steps: int = 0,
+               quantile: float = REWEIGHT_QUANTILE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centre D, precision D x D, inliers M bools) of the rows of x (M x D), `shrunk_fit` throughout.
+    support = 1 or steps = 0: the classical fit of all rows (every row an inlier). Otherwise an MCD-like fit
+    from one deterministic start: the h = ceil(support M) `central_rows`; `steps` concentration steps (fit the
+    h rows, keep the h nearest by that fit); the squared distances scaled so that their median is chi2_D's
+    (consistency); the rows at or below chi2_D's `quantile` are the inliers, refit once (reweighting)."""
+    from scipy.stats import chi2
+
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2 or not 0 <= shrink <= 1 or not 0 < support <= 1 or int(steps) < 0 \
+            or not 0 < quantile < 1:
+        raise ValueError(f"robust_fit: need M x D with M >= 2, shrink in [0, 1], support in (0, 1], steps >= 0 "
+                         f"and quantile in (0, 1), got {x.shape}, {shrink}, {support}, {steps}, {quantile}")
+    h = max(x.shape[1] + 1, int(np.ceil(support * len(x))))
+    if h >= len(x) or int(steps) == 0:
+        return (*shrunk_fit(x, shrink), np.ones(len(x), dtype=bool))
+    rows = central_rows(x, h)
+    for _ in range(int(steps)):
+        d2 = squared_distances(x, *shrunk_fit(x[rows], shrink))
+        rows = np.argpartition(d2, h - 1)[:h]
+    d2 = squared_distances(x, *shrunk_fit(x[rows], shrink))
+    median = float(np.median(d2))
+    inliers = d2 * chi2.ppf(0.5, x.shape[1]) / median <= chi2.ppf(quantile, x.shape[1]) if median > 0 \
+        else np.isin(np.arange(len(x)), rows)
+    return (*shrunk_fit(x[inliers], shrink), inliers)
+
+
+def mahalanobis(x: np.ndarray, shrink: float = 0.1, support: float = 1.0, steps: int = 0,
+                quantile: float = REWEIGHT_QUANTILE) -> np.ndarray:
+    """M distances sqrt((x - centre)^T S^-1 (x - centre)) of the rows of x (M x D), centre and S from
+    `robust_fit` (S shrunk towards (trace / D) I by `shrink` in [0, 1]; invertible for any M >= 2 and D;
+    pseudo-inverse when all columns are constant). Unitless. The classical fit (support 1 or steps 0): a foreign
+    group of share p inflates S along its own direction until its distance is at most ~sqrt(1 / p) (masking);
+    the MCD-like fit (support < 1, steps >= 1) takes centre and S from the central rows only."""
+    x = np.asarray(x, dtype=np.float64)
+    centre, precision, _ = robust_fit(x, shrink, support, steps, quantile)
+    return np.sqrt(squared_distances(x, centre, precision))
 
 
 def add_high_influence(table: pd.DataFrame, z: float = HIGH_INFLUENCE_Z) -> pd.DataFrame:

@@ -40,6 +40,15 @@ def test_photo_version_plants_each_kind_and_takes_the_sources_out():
     assert clean is background and (clean_kinds == "original").all()
 
 
+def test_contaminated_version_is_one_eighth_noise_over_the_whole_background():
+    background = smooth_patches(140)
+    pixels, kinds = on.contaminated_version(background, seed=0)
+    assert (kinds == on.CONTAMINANT).mean() == on.CONTAMINATION and (kinds == "original").sum() == 140
+    np.testing.assert_array_equal(pixels[:140], background)
+    noise = Unusable().measure(pixels[kinds == on.CONTAMINANT])
+    assert noise["sharpness"].min() > Unusable().measure(background)["sharpness"].max()
+
+
 def test_digits_version_adds_grey_photos_at_8_px():
     pixels, kinds = on.digits_version(smooth_patches(60), seed=1, planted=True)
     assert pixels.shape[1:] == (1, 8, 8) and (kinds == "original").sum() == 1797
@@ -60,3 +69,27 @@ def test_in_top_ranks_a_kind_among_the_originals_only():
     variants = on.variant_scores(table, emb, Unusable().measure(pixels), planted_reasons, pixels)
     assert set(variants) == set(on.VARIANTS) and all(len(v) == 100 for v in variants.values())
     np.testing.assert_allclose(variants["mean|unusable"], variants["mean"])  # nothing unusable: unchanged
+
+
+def test_covariance_rule_drops_a_candidate_that_flags_a_clean_version_over_the_bar():
+    classical, robust = on.covariance_name(*on.CLASSICAL), on.covariance_name(0.05, 0.75, 2)
+
+    def run(planted: bool, side: int, robust_clean: float) -> dict:
+        kind = {"noise": {"in_top5": 1.0, "flagged": 1.0}}
+        return {"stage": "tune", "planted": planted, "side": side, "n_per_kind": {"noise": 8} if planted else {},
+                "covariance": {classical: {"false_flag": 0.0, **({"noise": {"in_top5": 0.5, "flagged": 0.0}}
+                                                                  if planted else {})},
+                               robust: {"false_flag": 0.0 if planted else robust_clean,
+                                        **(kind if planted else {})}}}
+    runs = [run(True, 32, 0.0), run(False, 32, 0.0), run(True, 64, 0.0)]
+    assert on.covariance_choice(runs + [run(False, 64, 0.02)], "tune")["picked"] == robust  # at the bar: kept
+    assert on.covariance_choice(runs + [run(False, 64, 0.03)], "tune")["picked"] == classical
+
+
+def test_measure_without_influence_gives_the_covariance_candidates_only():
+    rng = np.random.default_rng(2)
+    pixels, kinds = on.contaminated_version(smooth_patches(56, side=16), seed=0)
+    table = pd.DataFrame({"sample_id": [f"s{i}" for i in range(len(kinds))], "log_influence": np.nan})
+    out = on.measure(table, rng.normal(size=(len(kinds), 6)), pixels, kinds)
+    assert set(out) == {"n", "n_original", "n_per_kind", "covariance"} and out["n_per_kind"] == {"noise": 8}
+    assert set(out["covariance"]) == {on.covariance_name(*c) for c in on.COVARIANCES}
