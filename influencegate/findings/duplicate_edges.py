@@ -8,18 +8,21 @@ from typing import Any
 import numpy as np
 
 from influencegate.findings.appended import Previous, all_hashes, embedding_links, near_links
+from influencegate.findings.code_candidates import unique_keys
 from influencegate.findings.duplicate_links import content_hashes, exact_pairs, image_links
+from influencegate.findings.image_stats import StatisticsStream
 from influencegate.findings.similarity import cosine_pairs
 
 
 def duplicate_edges(dups: Any, emb: np.ndarray, images: Any, use_image: bool, use_embedding: bool,
-                    matcher: str | None, search: str | None, previous: Previous | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, dict[str, int], np.ndarray, dict[str, Any]]:
+                    matcher: str | None, search: str | None, previous: Previous | None = None,
+                    statistics: StatisticsStream | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, int], np.ndarray, dict[str, Any]]:
     """(i, j, link counts, bool M exact_members, state) of the links among the M rows of `emb` (M x D) and
     `images` (M x C x H x W), by the signals chosen (duplicate_links.link_signals / image_paths) with the
     settings of `dups` (a Duplicates). previous: None searches all pairs and returns state {}; a Previous
     (findings.appended) searches the pairs with a new member, carries its old links over, and returns this
-    version's state: links (i, j), near_top (M x k, where the image matcher ran) and hashes (where exact ran)."""
+    version's state: links (i, j), near_top (M x k, where the image matcher ran) and hashes (where exact ran).
+    statistics: filled with the images' statistics where the index's streaming pass reads them (image_links)."""
     m = len(emb)
     edges_i, edges_j = [], []
     counts = {"embedding_pairs": 0, "image_pairs": 0, "image_pairs_relative": 0, "exact_pairs": 0,
@@ -41,7 +44,7 @@ def duplicate_edges(dups: Any, emb: np.ndarray, images: Any, use_image: bool, us
     if use_image and m > 1:
         if previous is None:
             i, j, s, threshold, counts["candidates"] = image_links(images, matcher, search, dups.image, dups.views,
-                                                                   dups.block_size, dups.device)
+                                                                   dups.block_size, dups.device, statistics)
         else:
             i, j, s, counts["candidates"], state["near_top"] = near_links(images, matcher, search, dups.image,
                                                                           dups.views, previous, dups.block_size,
@@ -63,7 +66,7 @@ def duplicate_edges(dups: Any, emb: np.ndarray, images: Any, use_image: bool, us
     ii = np.concatenate(edges_i) if edges_i else np.zeros(0, np.int64)
     jj = np.concatenate(edges_j) if edges_j else np.zeros(0, np.int64)
     if previous is not None:  # each undirected link once, as the next version's carried links
-        keys = np.unique(np.minimum(ii, jj).astype(np.int64) * max(m, 1) + np.maximum(ii, jj))
+        keys = unique_keys(np.minimum(ii, jj).astype(np.int64) * max(m, 1) + np.maximum(ii, jj))
         ii, jj = keys // max(m, 1), keys % max(m, 1)
         state["links"] = (ii, jj)
     return ii, jj, counts, exact_members, state
