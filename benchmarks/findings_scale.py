@@ -41,6 +41,7 @@ Run: python benchmarks/findings_scale.py [--images 10000,100000,1000000] [--exha
 from __future__ import annotations
 
 import argparse
+import collections
 import io
 import json
 import os
@@ -139,6 +140,8 @@ class Clock:
         """Record <stage>_s and <stage>_cpu_s since start(), minus what the stage did not own (generation)."""
         self.out[f"{stage}_s"] = time.perf_counter() - self.wall - less_wall
         self.out[f"{stage}_cpu_s"] = time.process_time() - self.cpu - less_cpu
+        print(f"{stage}: {self.out[f'{stage}_s']:.1f} s wall, {self.out[f'{stage}_cpu_s']:.1f} s CPU, load "
+              f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)  # progress of a long run (main passes it on)
         self.start()
 
 
@@ -419,10 +422,15 @@ def main() -> None:
     for part in RUNS:
         for n in [int(x) for x in getattr(args, part).split(",") if x]:
             t = time.perf_counter()
-            proc = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--one", part, str(n)],
-                                  capture_output=True, text=True)
-            row = ({"n": n, "error": proc.stderr[-2000:]} if proc.returncode
-                   else json.loads(proc.stdout.strip().splitlines()[-1]))
+            proc = subprocess.Popen([sys.executable, __file__, "--threads", str(args.threads), "--one", part, str(n)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            errors = collections.deque(maxlen=40)
+            for line in proc.stderr:  # the child's progress, passed on as it comes (its JSON comes last on stdout)
+                print(f"  [{part} {n}] {line}", end="", file=sys.stderr, flush=True)
+                errors.append(line)
+            stdout = proc.stdout.read()
+            row = ({"n": n, "error": "".join(errors)[-2000:]} if proc.wait()
+                   else json.loads(stdout.strip().splitlines()[-1]))
             row["process_wall_s"] = time.perf_counter() - t  # imports and start-up included
             result[part] = sorted([r for r in result.get(part, []) if r["n"] != n] + [row], key=lambda r: r["n"])
             print(part, row, file=sys.stderr, flush=True)
