@@ -1,6 +1,6 @@
 """The pixels read once for two findings (issue 14, scale): the duplicate index's streaming pass computes the
 outliers' image statistics (image_stats.StatisticsStream, fed by duplicate_links.stream_index and shared by
-find_all), equal to stream_statistics on the same images; and the sort-based distinct keys of the candidate
+find_all), equal to stream_statistics on the same images, and the exact check's content hashes; and the sort-based distinct keys of the candidate
 stage against np.unique."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from influencegate.findings import FindingsConfig, Outliers, find_all, outliers
-from influencegate.findings import duplicate_links
+from influencegate.findings import duplicate_edges, duplicate_links
 from influencegate.findings.code_candidates import unique_keys
-from influencegate.findings.duplicate_links import stream_index
+from influencegate.findings.duplicate_links import content_hashes, stream_index
 from influencegate.findings.image_stats import STATISTICS, StatisticsStream, image_statistics, stream_statistics
 from influencegate.findings.views import ViewMatch
 
@@ -50,19 +50,21 @@ def test_statistics_stream_in_uneven_blocks_equals_the_whole_array_and_undoes_th
 def test_index_streaming_pass_computes_the_statistics_once(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(duplicate_links, "INDEX_BATCH", 4)  # three batches, the last one short
     x = images(10)
-    stream = StatisticsStream()
-    index = stream_index(x, ViewMatch(), stream)
+    stream, hashes = StatisticsStream(), []
+    index = stream_index(torch.from_numpy(x), ViewMatch(), stream, hashes)
     try:
         assert index.count == 10
     finally:
         index.close()
     pd.testing.assert_frame_equal(stream.table(), stream_statistics(x), atol=1e-6)
+    assert hashes == content_hashes(x)
     again = stream_index(x, ViewMatch(), stream)  # already filled: not added twice
     again.close()
     assert stream.count == 10
 
 
-def test_find_all_outliers_reuse_the_statistics_of_the_duplicate_index(monkeypatch: pytest.MonkeyPatch):
+def test_find_all_reads_the_pixels_once_on_the_index_path(monkeypatch: pytest.MonkeyPatch):
+    """The outliers' statistics and the exact check's content hashes both come from the index's streaming pass."""
     x = images(40, side=32)
     x[20] = x[10]  # one exact copy
     rng = np.random.default_rng(0)
@@ -74,12 +76,15 @@ def test_find_all_outliers_reuse_the_statistics_of_the_duplicate_index(monkeypat
         raise AssertionError("the outliers read the images again")
 
     monkeypatch.setattr(outliers, "stream_statistics", no_second_read)
+    monkeypatch.setattr(duplicate_edges, "content_hashes", no_second_read)
     shared = find_all(table, emb, x, FindingsConfig(duplicates={"search": "index"}))
     np.testing.assert_allclose(shared.table["outlier_score"].to_numpy(), alone.table["outlier_score"].to_numpy(),
                                rtol=1e-6)
     assert shared.table.set_index("sample_id").loc["s20", "is_duplicate"]
     with pytest.raises(AssertionError, match="read the images again"):  # the all-pairs path fills nothing
         find_all(table, emb, x, FindingsConfig(duplicates={"search": "exact"}))
+    with pytest.raises(AssertionError, match="read the images again"):  # without the outliers: hashes alone
+        find_all(table, emb, x, FindingsConfig(duplicates={"search": "exact"}, outliers=None))
 
 
 def test_precomputed_statistics_must_match_the_embeddings():

@@ -22,12 +22,14 @@ def duplicate_edges(dups: Any, emb: np.ndarray, images: Any, use_image: bool, us
     settings of `dups` (a Duplicates). previous: None searches all pairs and returns state {}; a Previous
     (findings.appended) searches the pairs with a new member, carries its old links over, and returns this
     version's state: links (i, j), near_top (M x k, where the image matcher ran) and hashes (where exact ran).
-    statistics: filled with the images' statistics where the index's streaming pass reads them (image_links)."""
+    statistics: filled with the images' statistics where the index's streaming pass reads them (image_links),
+    which then gives the content hashes too (the pixels read once)."""
     m = len(emb)
     edges_i, edges_j = [], []
     counts = {"embedding_pairs": 0, "image_pairs": 0, "image_pairs_relative": 0, "exact_pairs": 0,
               "candidates": 0}
     state: dict[str, Any] = {}
+    streamed: list[str] = []  # content hashes, where the index's streaming pass computes them
     if previous is not None:
         previous.check(m, "duplicates")
         edges_i.append(previous.links[0])
@@ -44,7 +46,8 @@ def duplicate_edges(dups: Any, emb: np.ndarray, images: Any, use_image: bool, us
     if use_image and m > 1:
         if previous is None:
             i, j, s, threshold, counts["candidates"] = image_links(images, matcher, search, dups.image, dups.views,
-                                                                   dups.block_size, dups.device, statistics)
+                                                                   dups.block_size, dups.device, statistics,
+                                                                   streamed if dups.exact else None)
         else:
             i, j, s, counts["candidates"], state["near_top"] = near_links(images, matcher, search, dups.image,
                                                                           dups.views, previous, dups.block_size,
@@ -55,7 +58,10 @@ def duplicate_edges(dups: Any, emb: np.ndarray, images: Any, use_image: bool, us
         counts["image_pairs"], counts["image_pairs_relative"] = len(i), int((s < threshold).sum())
     exact_members = np.zeros(m, dtype=bool)
     if dups.exact and images is not None:
-        hashes = content_hashes(images) if previous is None else all_hashes(images, previous)
+        if previous is not None:
+            hashes = all_hashes(images, previous)
+        else:
+            hashes = streamed if len(streamed) == m else content_hashes(images)
         i, j = exact_pairs(hashes)
         edges_i.append(i)
         edges_j.append(j)
