@@ -437,10 +437,16 @@ def main() -> None:
                 print(f"  [{part} {n}] {line}", end="", file=sys.stderr, flush=True)
                 errors.append(line)
             stdout = proc.stdout.read()
-            row = ({"n": n, "error": "".join(errors)[-2000:]} if proc.wait()
+            status = proc.wait()
+            row = ({"n": n, "part": part, "error": f"exit status {status} (negative: killed by that signal, e.g. "
+                    f"-9 by the OOM killer): " + "".join(errors)[-2000:]} if status
                    else json.loads(stdout.strip().splitlines()[-1]))
             row["process_wall_s"] = time.perf_counter() - t  # imports and start-up included
-            result[part] = sorted([r for r in result.get(part, []) if r["n"] != n] + [row], key=lambda r: r["n"])
+            if status:  # a failed run is recorded apart and never replaces a measured row
+                result.setdefault("failed", []).append(row)
+            else:
+                result[part] = sorted([r for r in result.get(part, []) if r["n"] != n] + [row],
+                                      key=lambda r: r["n"])
             print(part, row, file=sys.stderr, flush=True)
             summarise(result)
             RESULTS.write_text(json.dumps(result, indent=1))
