@@ -6,24 +6,31 @@ counts the mapped pages of the index's files too; VmRSS/RssAnon/RssFile after ea
   * images (N = 10k, 100k, 1M by default): synthetic 32 x 32 colour images (smooth random fields, each from its
     own seed, generated a batch at a time: the data never sits in RAM at once) with 2% planted copies
     (shift 1-3 px cut from a larger field, JPEG quality 30-90, brightness/contrast), through the whole
-    indexed path of the Duplicates finding: the streaming pass (ViewIndex.add, batches of 1,024: thumbnails,
-    anchor views and their low-frequency bounds to disk, codes in RAM), candidates (available_index():
+    indexed path of the Duplicates finding: the streaming pass (duplicate_links.stream_index, as the finding
+    runs it: ViewIndex.add, batches of 1,024: thumbnails, anchor views and their low-frequency bounds to disk,
+    codes in RAM; the outliers' image statistics of the same batches, image_stats.StatisticsStream, timed
+    inside it as stream_statistics_s; the exact check's content hashes, rows with stream_hashes only),
+    candidates (available_index():
     faiss IVF, CANDIDATE_K), the check on candidates only (ViewIndex.similarity bounded at ViewMatch.propose: the
     low-frequency bound of every candidate, the exact views for those the bound cannot rule out), the aligned
     check of the pairs the views propose (align.py, on the stored thumbnails) and the link rule
     (ViewIndex.decide, timed together as align_link_s; before the aligned check: link_s). Generating the
     synthetic images is timed apart (`generate_s`) and is in no stage. Then the outlier
     part on N synthetic D = 32 float32 embeddings (64 Gaussian clusters, 0.5% planted outliers in random
-    directions, log_influence standard normal) and the same synthetic images: Outliers(index="faiss-ivf",
-    combine="joint").find with the image statistics read a block at a time (the images regenerated per
-    block, that time excluded), timed; the earlier rule (combine="mean", embeddings only) timed beside it;
+    directions, log_influence standard normal) and the statistics of the streaming pass:
+    Outliers(index="faiss-ivf", combine="joint").find(statistics=...), as find_all runs it after the
+    duplicates, timed; the earlier rule (combine="mean", embeddings only) timed beside it;
     the k-NN distance of 2,000 random rows against the exact search (faiss-flat) and the planted outliers'
     share of the top 5% of outlier_score.
   * exhaustive (N = 20,000 by default): the index path against the all-pairs view search (views.view_pairs)
     on the same images: the share of the exhaustive search's links among the candidates (IVF, HNSW and the
     exact kNN of the same codes) and among the index path's links. The all-pairs links are cached in
     results/exhaustive_links_<N>.npz (git-ignored; ~20 min at 20,000 here), so other indexes can be rescored.
-  * outliers (none by default): the outlier part alone (as in images) on N synthetic images and embeddings.
+  * outliers (none by default): the outlier part alone on N synthetic images and embeddings, the statistics
+    read from the images a block at a time (the images regenerated per block, that time excluded).
+Every stage's wall seconds (<stage>_s) has its CPU seconds beside it (<stage>_cpu_s: time.process_time of the
+run's process, all threads), and each N the load average (1, 5, 15 min) at its start and end, so that a run
+on the shared machine can still be read.
   * codes (none by default): the candidate stage alone on synthetic codes (N x 3 x 64 unit vectors;
     2% planted copies = a code plus Gaussian noise of 0.1 per dim, renormalised).
 Growth exponent: slope of log(time) on log(N) per stage.
@@ -35,6 +42,7 @@ Run: python benchmarks/findings_scale.py [--images 10000,100000,1000000] [--exha
 from __future__ import annotations
 
 import argparse
+import collections
 import io
 import json
 import os
@@ -46,6 +54,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from influencegate.findings.image_stats import StatisticsStream
 
 RESULTS = Path(__file__).resolve().parent / "results" / "findings_scale.json"
 PLANTED = 0.02
@@ -117,54 +127,90 @@ def memory() -> dict:
     return out
 
 
+class Clock:
+    """Wall (perf_counter) and CPU (process_time: this process, all its threads) seconds per stage."""
+
+    def __init__(self, out: dict) -> None:
+        self.out = out
+        self.start()
+
+    def start(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def stop(self, stage: str, less_wall: float = 0.0, less_cpu: float = 0.0) -> None:
+        """Record <stage>_s and <stage>_cpu_s since start(), minus what the stage did not own (generation)."""
+        self.out[f"{stage}_s"] = time.perf_counter() - self.wall - less_wall
+        self.out[f"{stage}_cpu_s"] = time.process_time() - self.cpu - less_cpu
+        print(f"{stage}: {self.out[f'{stage}_s']:.1f} s wall, {self.out[f'{stage}_cpu_s']:.1f} s CPU, load "
+              f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)  # progress of a long run (main passes it on)
+        self.start()
+
+
 def images_run(n: int) -> dict:
-    """The whole indexed path over n synthetic images, per stage: time (s) and memory (MB); then the outliers."""
+    """The whole indexed path over n synthetic images, per stage: wall and CPU time (s), memory (MB), the load
+    average (1, 5, 15 min) at start and end; then the outliers on the statistics of the streaming pass."""
     from influencegate.findings.code_candidates import available_index
-    from influencegate.findings.duplicate_index import BOUND_MARGIN, ViewIndex
+    from influencegate.findings.duplicate_index import BOUND_MARGIN
+    from influencegate.findings.duplicate_links import stream_index
+    from influencegate.findings.views import ViewMatch
 
     copies, originals = planting(n, seed=n)
-    out: dict = {"n": n, "index": available_index(), "memory": {}}
+    out: dict = {"n": n, "index": available_index(), "memory": {}, "loadavg_start": os.getloadavg()}
     t_all = time.perf_counter()
-    generate = stream = 0.0
-    idx = ViewIndex()
-    for s in range(0, n, 1024):
-        t = time.perf_counter()
-        batch = image_batch(s, min(s + 1024, n), copies, originals, seed=n)
-        generate += time.perf_counter() - t
-        t = time.perf_counter()
-        idx.add(batch)
-        stream += time.perf_counter() - t
-    del batch
-    out["generate_s"], out["stream_s"] = generate, stream
+    images = GeneratedImages(n, copies, originals, seed=n)
+    statistics = TimedStatistics()
+    clock = Clock(out)
+    hashes: list[str] = []
+    idx = stream_index(images, ViewMatch(), statistics, hashes)  # the Duplicates finding's pass (index path)
+    clock.stop("stream", images.generate_s, images.generate_cpu_s)
+    out["stream_hashes"] = len(hashes)  # the exact check's content hashes, computed in the same pass
+    out["generate_s"], out["generate_cpu_s"] = images.generate_s, images.generate_cpu_s
+    out["stream_statistics_s"], out["stream_statistics_cpu_s"] = statistics.seconds, statistics.cpu_seconds
     out["memory"]["stream"] = memory()
-    t = time.perf_counter()
     ci, cj = idx.candidates(index=out["index"])
-    out["candidates_s"], out["candidates"] = time.perf_counter() - t, int(len(ci))
+    clock.stop("candidates")
+    out["candidates"] = int(len(ci))
     out["memory"]["candidates"] = memory()
     out["candidate_recall_planted"] = planted_recall(ci, cj, copies, originals, n)
-    t = time.perf_counter()
+    clock.start()
     floor = idx.match.propose
     sims = idx.similarity(ci, cj, floor=floor)
-    out["check_s"] = time.perf_counter() - t
+    clock.stop("check")
     out["check_s_per_pair"] = out["check_s"] / max(len(ci), 1)
     out["check_exact_pairs"] = int((sims + BOUND_MARGIN >= floor).sum())
     out["memory"]["check"] = memory()
-    t = time.perf_counter()
+    clock.start()
     ok, aligned = idx.decide(ci, cj, sims)
-    out["align_link_s"], out["aligned_pairs"] = time.perf_counter() - t, int((sims >= idx.match.propose).sum())
+    clock.stop("align_link")
+    out["aligned_pairs"] = int((sims >= idx.match.propose).sum())
     out["linked_pairs"] = int(ok.sum())
     out["linked_recall_planted"] = planted_recall(ci[ok], cj[ok], copies, originals, n)
     out["disk_mb"] = sum(os.path.getsize(f) for f in (idx.path, idx.anchor_path, idx.low_path)) / 2 ** 20
     idx.close()
     del ci, cj, sims, aligned, ok
     out["memory"]["link"] = memory()
-    out["duplicates_s"] = out["stream_s"] + out["candidates_s"] + out["check_s"] + out["align_link_s"]
-    out.update(outliers_part(n, images=GeneratedImages(n, copies, originals, seed=n)))
+    for unit in ("s", "cpu_s"):
+        out[f"duplicates_{unit}"] = sum(out[f"{s}_{unit}"] for s in ("stream", "candidates", "check", "align_link"))
+    out.update(outliers_part(n, statistics=statistics.table()))
     out["memory"]["outliers"] = memory()
     out["total_s"] = out["duplicates_s"] + out["outliers_s"]
+    out["total_cpu_s"] = out["duplicates_cpu_s"] + out["outliers_cpu_s"]
     out["wall_s"] = time.perf_counter() - t_all  # generation of images and embeddings included
     out["peak_rss_mb"] = out["memory"]["outliers"]["peak_rss_mb"]
+    out["loadavg_end"] = os.getloadavg()
     return out
+
+
+class TimedStatistics(StatisticsStream):
+    """The image statistics of the streaming pass, with the wall and CPU seconds of add() (part of stream_s)."""
+
+    seconds = cpu_seconds = 0.0
+
+    def add(self, block: np.ndarray) -> None:
+        t, c = time.perf_counter(), time.process_time()
+        super().add(block)
+        self.seconds += time.perf_counter() - t
+        self.cpu_seconds += time.process_time() - c
 
 
 class GeneratedImages:
@@ -172,24 +218,27 @@ class GeneratedImages:
     ImageArray reads a PixelStore: the time spent generating is kept in `generate_s` (it is in no stage)."""
 
     def __init__(self, n: int, copies: np.ndarray, originals: np.ndarray, seed: int) -> None:
-        self.shape, self.generate_s = (n, 3, 32, 32), 0.0
+        self.shape, self.generate_s, self.generate_cpu_s = (n, 3, 32, 32), 0.0, 0.0
         self.copies, self.originals, self.seed = copies, originals, seed
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, rows: slice) -> np.ndarray:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         start, stop, _ = rows.indices(self.shape[0])
         batch = image_batch(start, stop, self.copies, self.originals, self.seed)
         self.generate_s += time.perf_counter() - t
+        self.generate_cpu_s += time.process_time() - c
         return batch
 
 
-def outliers_part(n: int, d: int = 32, check_rows: int = 2000, images: GeneratedImages | None = None) -> dict:
+def outliers_part(n: int, d: int = 32, check_rows: int = 2000, images: GeneratedImages | None = None,
+                  statistics: pd.DataFrame | None = None) -> dict:
     """Outliers(index="faiss-ivf", combine="joint") on n synthetic D = d embeddings (module docstring) and the
-    image statistics of `images` (streamed a block at a time; their generation excluded), timed apart from
-    making them; the earlier rule (combine="mean", embeddings only) timed beside it; k-NN distance of
+    image statistics, precomputed (`statistics`, by the duplicate index's streaming pass, as the findings run
+    them) or read from `images` (streamed a block at a time; their generation excluded), timed apart from
+    making them (wall outliers_s, CPU outliers_cpu_s); the earlier rule (combine="mean", embeddings only) timed beside it; k-NN distance of
     check_rows random rows against the exact search; planted outliers in the top 5%."""
     import faiss
     import pandas as pd
@@ -202,10 +251,11 @@ def outliers_part(n: int, d: int = 32, check_rows: int = 2000, images: Generated
     emb[planted] = 3.0 * rng.normal(size=(len(planted), d)).astype(np.float32)
     table = pd.DataFrame({"sample_id": np.arange(n).astype(str), "log_influence": rng.normal(size=n)})
     out: dict = {"outliers_generate_s": time.perf_counter() - t}
-    t = time.perf_counter()
+    clock = Clock(out)
     finder = Outliers(index="faiss-ivf", combine="joint")
-    found = finder.find(table, emb, images=images)
-    out["outliers_s"] = time.perf_counter() - t - (images.generate_s if images is not None else 0.0)
+    found = finder.find(table, emb, images=images, statistics=statistics)
+    clock.stop("outliers", *((images.generate_s, images.generate_cpu_s) if images is not None else ()))
+    out["outliers_statistics"] = "streaming pass" if statistics is not None else "read from the images"
     out["outliers_rule"] = {k: v for k, v in finder.summary().items() if k in ("combine", "k", "k_large", "parts")}
     out["outliers_image_generate_s"] = images.generate_s if images is not None else None
     out["memory_after_outliers"] = memory()
@@ -334,16 +384,23 @@ def load() -> dict:
 
 
 def summarise(result: dict) -> None:
-    """Growth exponents per stage (images runs) and the 1M verdict."""
+    """Growth exponents per stage (images runs; of the wall and of the CPU seconds) and the 1M verdict."""
     ok = sorted((r for r in result.get("images", []) if "error" not in r), key=lambda r: r["n"])
     result["images_growth_exponent"] = {s: slope([r["n"] for r in ok], [r[s] for r in ok]) for s in STAGES
                                         if all(s in r for r in ok)}
+    cpu = [s.replace("_s", "_cpu_s") for s in STAGES]
+    result["images_growth_exponent_cpu"] = {s: slope([r["n"] for r in ok], [r[s] for r in ok]) for s in cpu
+                                            if all(s in r for r in ok)}
     big = [r for r in ok if r["n"] == 1_000_000]
     if big:
         r = big[0]
-        result["verdict_1m"] = {"total_s": r["total_s"], "wall_s_with_generation": r["wall_s"],
+        result["verdict_1m"] = {"total_s": r["total_s"], "total_cpu_s": r.get("total_cpu_s"),
+                                "loadavg_start_end": [r.get("loadavg_start"), r.get("loadavg_end")],
+                                "wall_s_with_generation": r["wall_s"],
                                 "peak_rss_mb": r["peak_rss_mb"], "limit_s": LIMIT_S, "limit_rss_mb": LIMIT_RSS_MB,
-                                "meets_time": r["total_s"] <= LIMIT_S, "meets_time_with_generation":
+                                "meets_time": r["total_s"] <= LIMIT_S,
+                                "cpu_within_limit": r.get("total_cpu_s", float("inf")) <= LIMIT_S,
+                                "meets_time_with_generation":
                                 r["wall_s"] <= LIMIT_S, "meets_memory": r["peak_rss_mb"] <= LIMIT_RSS_MB}
 
 
@@ -373,12 +430,23 @@ def main() -> None:
     for part in RUNS:
         for n in [int(x) for x in getattr(args, part).split(",") if x]:
             t = time.perf_counter()
-            proc = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--one", part, str(n)],
-                                  capture_output=True, text=True)
-            row = ({"n": n, "error": proc.stderr[-2000:]} if proc.returncode
-                   else json.loads(proc.stdout.strip().splitlines()[-1]))
+            proc = subprocess.Popen([sys.executable, __file__, "--threads", str(args.threads), "--one", part, str(n)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            errors = collections.deque(maxlen=40)
+            for line in proc.stderr:  # the child's progress, passed on as it comes (its JSON comes last on stdout)
+                print(f"  [{part} {n}] {line}", end="", file=sys.stderr, flush=True)
+                errors.append(line)
+            stdout = proc.stdout.read()
+            status = proc.wait()
+            row = ({"n": n, "part": part, "error": f"exit status {status} (negative: killed by that signal, e.g. "
+                    f"-9 by the OOM killer): " + "".join(errors)[-2000:]} if status
+                   else json.loads(stdout.strip().splitlines()[-1]))
             row["process_wall_s"] = time.perf_counter() - t  # imports and start-up included
-            result[part] = sorted([r for r in result.get(part, []) if r["n"] != n] + [row], key=lambda r: r["n"])
+            if status:  # a failed run is recorded apart and never replaces a measured row
+                result.setdefault("failed", []).append(row)
+            else:
+                result[part] = sorted([r for r in result.get(part, []) if r["n"] != n] + [row],
+                                      key=lambda r: r["n"])
             print(part, row, file=sys.stderr, flush=True)
             summarise(result)
             RESULTS.write_text(json.dumps(result, indent=1))

@@ -9,9 +9,10 @@ tables by artifact path. Pure core: never imports zenml, mlflow, great expectati
 from influencegate.findings.base import Finding, align_embeddings, check_table
 from influencegate.findings.registry import (REGISTRY, Artifact, FindingInputs, FindingPlugin, FindingsConfig, Metric,
                                              Outcome, metric_catalog, register, suite_with_findings, unregister)
-# Registration order is the order the findings run in (duplicates may use the outlier columns' table).
-from influencegate.findings.outliers import OUTLIER_K, OUTLIER_Z, Outliers
+# Registration order is the order the findings run in: duplicates first, so that the outliers reuse the image
+# statistics its index's streaming pass computes (FindingInputs.shared) instead of reading the pixels again.
 from influencegate.findings.duplicates import IMAGE_MAX_SAMPLES, NEAR_DUPLICATE_THRESHOLD, Duplicates
+from influencegate.findings.outliers import OUTLIER_K, OUTLIER_Z, Outliers
 from influencegate.findings.duplicate_links import content_hashes
 from influencegate.findings.fairness import Fairness, adjust_pvalues, share_test
 from influencegate.findings.unusable import Unusable

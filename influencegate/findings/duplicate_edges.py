@@ -8,23 +8,28 @@ from typing import Any
 import numpy as np
 
 from influencegate.findings.appended import Previous, all_hashes, embedding_links, near_links
+from influencegate.findings.code_candidates import unique_keys
 from influencegate.findings.duplicate_links import content_hashes, exact_pairs, image_links
+from influencegate.findings.image_stats import StatisticsStream
 from influencegate.findings.similarity import cosine_pairs
 
 
 def duplicate_edges(dups: Any, emb: np.ndarray, images: Any, use_image: bool, use_embedding: bool,
-                    matcher: str | None, search: str | None, previous: Previous | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, dict[str, int], np.ndarray, dict[str, Any]]:
+                    matcher: str | None, search: str | None, previous: Previous | None = None,
+                    statistics: StatisticsStream | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, int], np.ndarray, dict[str, Any]]:
     """(i, j, link counts, bool M exact_members, state) of the links among the M rows of `emb` (M x D) and
     `images` (M x C x H x W), by the signals chosen (duplicate_links.link_signals / image_paths) with the
     settings of `dups` (a Duplicates). previous: None searches all pairs and returns state {}; a Previous
     (findings.appended) searches the pairs with a new member, carries its old links over, and returns this
-    version's state: links (i, j), near_top (M x k, where the image matcher ran) and hashes (where exact ran)."""
+    version's state: links (i, j), near_top (M x k, where the image matcher ran) and hashes (where exact ran).
+    statistics: filled with the images' statistics where the index's streaming pass reads them (image_links),
+    which then gives the content hashes too (the pixels read once)."""
     m = len(emb)
     edges_i, edges_j = [], []
     counts = {"embedding_pairs": 0, "image_pairs": 0, "image_pairs_relative": 0, "exact_pairs": 0,
               "candidates": 0}
     state: dict[str, Any] = {}
+    streamed: list[str] = []  # content hashes, where the index's streaming pass computes them
     if previous is not None:
         previous.check(m, "duplicates")
         edges_i.append(previous.links[0])
@@ -41,7 +46,8 @@ def duplicate_edges(dups: Any, emb: np.ndarray, images: Any, use_image: bool, us
     if use_image and m > 1:
         if previous is None:
             i, j, s, threshold, counts["candidates"] = image_links(images, matcher, search, dups.image, dups.views,
-                                                                   dups.block_size, dups.device)
+                                                                   dups.block_size, dups.device, statistics,
+                                                                   streamed if dups.exact else None)
         else:
             i, j, s, counts["candidates"], state["near_top"] = near_links(images, matcher, search, dups.image,
                                                                           dups.views, previous, dups.block_size,
@@ -52,7 +58,10 @@ def duplicate_edges(dups: Any, emb: np.ndarray, images: Any, use_image: bool, us
         counts["image_pairs"], counts["image_pairs_relative"] = len(i), int((s < threshold).sum())
     exact_members = np.zeros(m, dtype=bool)
     if dups.exact and images is not None:
-        hashes = content_hashes(images) if previous is None else all_hashes(images, previous)
+        if previous is not None:
+            hashes = all_hashes(images, previous)
+        else:
+            hashes = streamed if len(streamed) == m else content_hashes(images)
         i, j = exact_pairs(hashes)
         edges_i.append(i)
         edges_j.append(j)
@@ -63,7 +72,7 @@ def duplicate_edges(dups: Any, emb: np.ndarray, images: Any, use_image: bool, us
     ii = np.concatenate(edges_i) if edges_i else np.zeros(0, np.int64)
     jj = np.concatenate(edges_j) if edges_j else np.zeros(0, np.int64)
     if previous is not None:  # each undirected link once, as the next version's carried links
-        keys = np.unique(np.minimum(ii, jj).astype(np.int64) * max(m, 1) + np.maximum(ii, jj))
+        keys = unique_keys(np.minimum(ii, jj).astype(np.int64) * max(m, 1) + np.maximum(ii, jj))
         ii, jj = keys // max(m, 1), keys % max(m, 1)
         state["links"] = (ii, jj)
     return ii, jj, counts, exact_members, state

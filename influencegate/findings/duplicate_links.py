@@ -12,6 +12,7 @@ import torch
 
 from influencegate.findings.code_candidates import available_index
 from influencegate.findings.duplicate_index import ViewIndex
+from influencegate.findings.image_stats import StatisticsStream
 from influencegate.findings.image_similarity import ImageMatch, image_pairs
 from influencegate.findings.view_search import view_pairs
 from influencegate.findings.views import ViewMatch
@@ -51,11 +52,15 @@ def content_hashes(images: torch.Tensor | np.ndarray) -> list[str]:
     images: M x ... (any array-like, read INDEX_BATCH rows at a time)."""
     hashes: list[str] = []
     for start in range(0, len(images), INDEX_BATCH):
-        block = images[start:start + INDEX_BATCH]
-        arr = np.ascontiguousarray(block.detach().cpu().numpy() if isinstance(block, torch.Tensor) else block,
-                                   dtype=np.float32)
-        hashes += [hashlib.sha256(arr[i].tobytes()).hexdigest() for i in range(arr.shape[0])]
+        hashes += block_hashes(images[start:start + INDEX_BATCH])
     return hashes
+
+
+def block_hashes(block: torch.Tensor | np.ndarray) -> list[str]:
+    """content_hashes of one block of B images, in memory (B x ...)."""
+    arr = np.ascontiguousarray(block.detach().cpu().numpy() if isinstance(block, torch.Tensor) else block,
+                               dtype=np.float32)
+    return [hashlib.sha256(arr[i].tobytes()).hexdigest() for i in range(arr.shape[0])]
 
 
 def exact_pairs(hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -113,21 +118,44 @@ def link_signals(near: str, has_embeddings: bool, has_images: bool, m: int, matc
     return use_image, use_embedding
 
 
+def stream_index(images: torch.Tensor | np.ndarray, views: ViewMatch,
+                 statistics: StatisticsStream | None = None, hashes: list[str] | None = None) -> ViewIndex:
+    """The streaming pass over M x C x H x W images (an array-like read INDEX_BATCH images at a time): a
+    ViewIndex of them, each batch's image statistics added to `statistics` (when given and still empty, so
+    the outliers finding reads them from here instead of reading the pixels again) and each image's content
+    hash appended to `hashes` (when given: the exact-duplicate check's, content_hashes)."""
+    if statistics is not None and statistics.count:
+        statistics = None  # already computed by an earlier pass
+    index = ViewIndex(views)
+    try:
+        for start in range(0, len(images), INDEX_BATCH):
+            batch = images[start:start + INDEX_BATCH]
+            index.add(batch)
+            if statistics is not None:
+                statistics.add(batch)
+            if hashes is not None:
+                hashes += block_hashes(batch)
+    except BaseException:
+        index.close()
+        raise
+    return index
+
+
 def image_links(images: torch.Tensor | np.ndarray, matcher: str, search: str, image: ImageMatch, views: ViewMatch,
-                block_size: int, device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, int]:
+                block_size: int, device: str, statistics: StatisticsStream | None = None,
+                hashes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, int]:
     """(i, j, s, the absolute threshold of s, candidate pairs checked: 0 for an all-pairs search) of the pairs
     the pixel matcher (`image`) or the multi-view matcher (`views`, all pairs or the index) links; images
-    M x C x H x W, block_size rows per similarity block, on `device`."""
+    M x C x H x W, block_size rows per similarity block, on `device`. statistics, hashes: filled by the index
+    path's streaming pass (stream_index); the all-pairs paths leave them as they are."""
     if matcher == "pixels":
         i, j, s = image_pairs(images, image, block_size, device)
         return i, j, s, image.threshold, 0
     if search == "exact":
         i, j, s = view_pairs(images, views, block_size, device)
         return i, j, s, views.threshold, 0
-    index = ViewIndex(views)
+    index = stream_index(images, views, statistics, hashes)
     try:
-        for start in range(0, len(images), INDEX_BATCH):
-            index.add(images[start:start + INDEX_BATCH])
         i, j, s, checked = index.pairs(index=available_index())
     finally:
         index.close()

@@ -17,6 +17,7 @@ from influencegate.findings.base import Finding, align_embeddings, check_table
 from influencegate.findings.duplicate_edges import duplicate_edges
 from influencegate.findings.duplicate_links import IMAGE_MAX_SAMPLES, VIEW_EXACT_MAX_SAMPLES, image_paths, link_signals
 from influencegate.findings.image_similarity import ImageMatch
+from influencegate.findings.image_stats import StatisticsStream
 from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
                                              flagged_ids, register)
 from influencegate.findings.similarity import DEFAULT_BLOCK, check_index
@@ -127,11 +128,13 @@ class Duplicates(Finding):
 
     def find(self, table: pd.DataFrame, embeddings: np.ndarray | None = None, *,
              images: torch.Tensor | np.ndarray | None = None, sample_ids: Sequence[str] | None = None,
-             previous: Previous | None = None, **_: Any) -> pd.DataFrame:
+             previous: Previous | None = None, statistics: StatisticsStream | None = None,
+             **_: Any) -> pd.DataFrame:
         """embeddings: M x D for the readable rows (see base.align_embeddings); images: M x C x H x W in the
         same order (as given to the scorer, any normalisation), for the exact check and the image similarity.
         At least one of them is needed. previous: the previous version's state (findings.appended; then
-        `state` holds this version's)."""
+        `state` holds this version's). statistics: filled with the images' statistics (image_stats) where the
+        index's streaming pass reads the images, for the outliers finding (FindingInputs.shared)."""
         needed = ["sample_id"] + (["influence_rank"] if self.keep != "first" else [])
         check_table(table, needed, "duplicates")
         if embeddings is None and images is None:
@@ -145,7 +148,7 @@ class Duplicates(Finding):
         use_image, use_embedding = link_signals(self.near, embeddings is not None, images is not None, m, matcher,
                                                 self.image_max_samples)
         ii, jj, counts, exact_members, self.state = duplicate_edges(self, emb, images, use_image, use_embedding,
-                                                                    matcher, search, previous)
+                                                                    matcher, search, previous, statistics)
         graph = sp.coo_matrix((np.ones(len(ii), dtype=np.int8), (ii, jj)), shape=(m, m)).tocsr()
         _, labels = connected_components(graph, directed=False)
 
@@ -268,7 +271,7 @@ class DuplicatesFinding(FindingPlugin):
 
     def run(self, inputs: FindingInputs, config: Duplicates) -> Outcome:
         columns = config.find(inputs.table, inputs.embeddings, images=inputs.images, sample_ids=inputs.sample_ids,
-                              previous=inputs.previous)
+                              previous=inputs.previous, statistics=inputs.shared.get("image_statistics"))
         found = config.summary()
         median = found.get("median_influence_percentile_duplicates")
         text = (f"{found['duplicates']} removable copies in {found['groups']} near-duplicate groups "

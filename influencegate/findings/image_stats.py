@@ -129,12 +129,35 @@ def as_pixels(block: torch.Tensor | np.ndarray, mean: Sequence[float] | None,
     return np.clip(x, 0.0, 1.0).astype(np.float32, copy=False)
 
 
+class StatisticsStream:
+    """image_statistics of a dataset's images given a block at a time, in order (`add`), by whichever pass reads
+    them: stream_statistics, or the duplicate index's streaming pass (duplicate_links.stream_index), so that the
+    pixels are read once for both findings. mean/std: the C-vectors that normalised the images (as_pixels)."""
+
+    def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+        self.mean, self.std = mean, std
+        self._parts: list[pd.DataFrame] = []
+        self.count = 0
+
+    def add(self, block: torch.Tensor | np.ndarray) -> None:
+        """The statistics of the next B x C x H x W images (rows count .. count + B - 1 of the dataset)."""
+        self._parts.append(image_statistics(as_pixels(block, self.mean, self.std), first=self.count))
+        self.count += len(self._parts[-1])
+
+    def table(self) -> pd.DataFrame:
+        """count x len(STATISTICS): the statistics of every image added, in order."""
+        if not self._parts:
+            return pd.DataFrame(columns=list(STATISTICS), dtype=float)
+        return pd.concat(self._parts, ignore_index=True)
+
+
 def stream_statistics(images: torch.Tensor | np.ndarray, mean: Sequence[float] | None = None,
                       std: Sequence[float] | None = None, block: int = BLOCK) -> pd.DataFrame:
     """image_statistics of M x C x H x W images (an array, a tensor or an array-like view such as
     data.store.ImageArray whose slices are read on demand), `block` images at a time: never all as floats."""
     if len(images.shape) != 4:
         raise ValueError(f"images must be M x C x H x W, got shape {tuple(images.shape)}")
-    parts = [image_statistics(as_pixels(images[s:s + block], mean, std), first=s)
-             for s in range(0, len(images), block)]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(STATISTICS), dtype=float)
+    stream = StatisticsStream(mean, std)
+    for s in range(0, len(images), block):
+        stream.add(images[s:s + block])
+    return stream.table()

@@ -60,6 +60,18 @@ def joint_score(coords: dict[str, np.ndarray], shrink: float = COVARIANCE_FITS[C
     return z, robust_z(pd.Series(np.log(distance + LOG_EPS))).to_numpy()
 
 
+def check_statistics(statistics: pd.DataFrame, m: int) -> None:
+    """ValueError unless `statistics` has every STATISTICS column, m rows and finite values."""
+    missing = [s for s in STATISTICS if s not in statistics.columns]
+    if missing or len(statistics) != m:
+        raise ValueError(f"outliers: precomputed image statistics need the columns {list(STATISTICS)} and one row "
+                         f"per embedding ({m}); got {len(statistics)} rows, missing {missing}")
+    bad = ~np.isfinite(statistics[list(STATISTICS)].to_numpy(dtype=float)).all(axis=1)
+    if bad.any():
+        raise ValueError(f"outliers: precomputed image statistics are not finite in {int(bad.sum())} rows, the "
+                         f"first at position {int(np.flatnonzero(bad)[0])}")
+
+
 def k_large(n: int, k: int = OUTLIER_K) -> int:
     """The large-scale neighbour count for n samples: round(K_SHARE n) within [k, K_LARGE_MAX] (at least k)."""
     return max(int(k), min(K_LARGE_MAX, int(round(K_SHARE * n))))
@@ -112,9 +124,11 @@ class Outliers(Finding):
     def find(self, table: pd.DataFrame, embeddings: np.ndarray | None = None, *,
              images: torch.Tensor | np.ndarray | None = None, sample_ids: Sequence[str] | None = None,
              mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-             previous: Previous | None = None, **_: Any) -> pd.DataFrame:
+             previous: Previous | None = None, statistics: pd.DataFrame | None = None, **_: Any) -> pd.DataFrame:
         """images: M x C x H x W aligned with the embeddings, normalised by the C-vectors mean/std (None:
-        pixels in [0, 1]); used by combine "joint" only. previous: the previous version's state
+        pixels in [0, 1]); used by combine "joint" only. statistics: their image_stats.STATISTICS (M rows in
+        the same order) already computed by a pass that read the images (image_stats.StatisticsStream), used
+        instead of reading them again (images may then be None). previous: the previous version's state
         (findings.appended): only the new samples' neighbours are searched and the old samples' merged with
         them (the same k-NN); `state` then holds {"knn": M x k_state} for the next version."""
         joint = self.combine == "joint"
@@ -122,9 +136,14 @@ class Outliers(Finding):
         positions, emb = align_embeddings(table, embeddings, sample_ids, "outliers")
         if len(positions) < 2:
             raise ValueError("outliers: need at least 2 samples with embeddings")
-        use_images = joint and images is not None
-        if use_images and len(images) != len(emb):
-            raise ValueError(f"outliers: {len(images)} images for {len(emb)} embeddings (must be aligned)")
+        if joint and statistics is not None:
+            check_statistics(statistics, len(emb))
+        elif joint and images is not None:
+            if len(images) != len(emb):
+                raise ValueError(f"outliers: {len(images)} images for {len(emb)} embeddings (must be aligned)")
+            statistics = stream_statistics(images, mean, std, self.block)
+        else:
+            statistics = None
         self._k_large = k_large(len(emb), self.k) if joint else None
         ks = (self.k, self._k_large) if joint else (self.k,)
         dist = self._distances(emb, ks, previous)
@@ -134,8 +153,7 @@ class Outliers(Finding):
         if joint:
             parts["knn_distance_large"] = np.nan
             parts.iloc[positions, 1] = dist[:, 1]
-            score = self._joint(parts, positions, stream_statistics(images, mean, std, self.block)
-                                if use_images else None)
+            score = self._joint(parts, positions, statistics)
         else:
             score = self._two_part(table, parts)
         result = pd.DataFrame({"is_outlier": np.nan_to_num(score, nan=-np.inf) > self.z, "outlier_score": score},
@@ -220,8 +238,10 @@ class OutliersFinding(FindingPlugin):
         "natural images).", 0, 0.02)]}
 
     def run(self, inputs: FindingInputs, config: Outliers) -> Outcome:
+        shared = inputs.shared.get("image_statistics")
+        statistics = shared.table() if shared is not None and shared.count else None  # read by an earlier pass
         columns = config.find(inputs.table, inputs.embeddings, images=inputs.images, sample_ids=inputs.sample_ids,
-                              mean=inputs.mean, std=inputs.std, previous=inputs.previous)
+                              mean=inputs.mean, std=inputs.std, previous=inputs.previous, statistics=statistics)
         found = config.summary()
         text = (f"{found['outliers']} of {found['examined']} samples are outliers ({describe(found)} above "
                 f"{found['z']:g})" + (f": {flagged_ids(inputs.table, columns['is_outlier'])}." if found["outliers"]
@@ -231,3 +251,6 @@ class OutliersFinding(FindingPlugin):
 
     def draw(self, table: pd.DataFrame, images_by_id: Any, groups: Sequence[str]) -> dict[str, Any]:
         return {"outlier_gallery": outlier_gallery(table, images_by_id)}
+
+    def wants(self, config: Outliers) -> tuple[str, ...]:
+        return ("image_statistics",) if config.combine == "joint" else ()

@@ -56,7 +56,9 @@ class FindingInputs:
     in [0, 1]), None when the images are pixels already; sample_ids: the M ids (default: the error-free rows
     in table order, see findings.base.align_embeddings); groups: the group columns to audit; previous: the
     previous version's findings state of an appended version (findings.appended.Previous), None for a
-    version audited whole."""
+    version audited whole. shared: what one finding's pass over the images computes for a later one, by name
+    (find_all: "image_statistics", an image_stats.StatisticsStream the duplicate index's streaming pass fills
+    and the outliers finding reads, when a finding `wants` it); the same dict for every finding of one call."""
 
     table: pd.DataFrame
     embeddings: np.ndarray | None = None
@@ -66,6 +68,7 @@ class FindingInputs:
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
     previous: Any = None
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,6 +119,10 @@ class FindingPlugin(ABC):
     def derive(self, table: pd.DataFrame, config: Any, groups: Sequence[str]) -> dict[str, pd.DataFrame]:
         """{table short name: DataFrame} derived from the scores table with this finding's columns."""
         return {}
+
+    def wants(self, config: Any) -> tuple[str, ...]:
+        """Names of FindingInputs.shared values this finding reuses when an earlier one computed them."""
+        return ()
 
 
 #: Registered findings by name, in registration order (the order they run in).

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from influencegate.findings.image_stats import StatisticsStream
 from influencegate.findings.registry import (REGISTRY, TEXTS_PATH, FindingInputs, FindingsConfig, as_config)
 
 __all__ = ["LEADING_COLUMNS", "FindingsConfig", "FindingsResult", "artifacts", "draw_figures", "find_all",
@@ -73,10 +74,12 @@ def find_all(table: pd.DataFrame, embeddings: np.ndarray | None, images: torch.T
     config = as_config(config)
     out = table.drop(columns=[c for p in REGISTRY.values() for c in p.columns if c in table.columns])
     inputs = FindingInputs(out, embeddings, images, sample_ids, config.groups, mean, std, previous)
+    enabled = config.enabled()
+    if images is not None and any("image_statistics" in p.wants(config.config(p)) for p in enabled):
+        inputs.shared["image_statistics"] = StatisticsStream(mean, std)  # filled by a pass that reads the images
     metrics: dict[str, float] = {}
     texts: dict[str, str] = {}
     state: dict[str, dict[str, Any]] = {}
-    enabled = config.enabled()
     for plugin in REGISTRY.values():
         outcome = (plugin.run(replace(inputs, table=out), config.config(plugin)) if plugin in enabled
                    else plugin.skipped(out))
