@@ -195,9 +195,9 @@ def _step_passes(model: nn.Module, capture: GradientCapture, perturb: Callable, 
         ks = range(first, min(draws, first + chunk))
         x_hat = torch.cat([perturb(x, ids, k).to(device=device, dtype=dtype) for k in ks])
         inputs = torch.cat([x.repeat(len(ks), *([1] * (x.dim() - 1))), x_hat]).requires_grad_(True)
+        capture.grads, capture.x_copies = {}, len(ks)
         with autocast_context(device, precision):
             z = model(inputs)
-        capture.grads, capture.x_copies = {}, len(ks)
         ssl_distance(z[: len(ks) * b], z[len(ks) * b:], objective).sum().backward()
         capture.count_draws(len(ks) * b)
         for i, k in enumerate(ks):
