@@ -80,3 +80,11 @@ def test_the_pilot_reuses_the_fit_draws_and_gives_what_its_own_pass_gives(proble
     np.testing.assert_allclose(stashed.score(data)["influence"], alone.score(data)["influence"], rtol=1e-5)
     whole = InfluenceScorer(model, replace(config, draws_per_pass=24)).fit(data)  # other pass cuts, same scores
     np.testing.assert_allclose(whole.score(data)["influence"], alone.score(data)["influence"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("dim", [5, 256, 300, 1024])
+def test_gram_from_the_upper_blocks_equals_the_full_product(dim):
+    from influencegate.influence.curvature import gram
+
+    rows = torch.randn(40, dim, generator=torch.Generator().manual_seed(dim), dtype=torch.float64)
+    torch.testing.assert_close(gram(rows, block=128), rows.T @ rows, rtol=1e-12, atol=1e-12)

@@ -2,8 +2,8 @@
 
 For a batch x (B images) and each draw k, the objective d_k(x) = 1 - cos(phi(x), phi(x_hat_k)) is
 differentiated through both forward passes. Weight gradients are never formed: the encoder's parameters
-are frozen and only activation gradients flow (the input carries requires_grad), which also saves the
-weight-gradient half of every backward. A pass stacks [x repeated c times; x_hat for c draws] into one
+are frozen and only activation gradients flow (from the first tracked layers' outputs, made leaves that
+require grad; the images do not), which also saves the weight-gradient half of every backward. A pass stacks [x repeated c times; x_hat for c draws] into one
 forward of 2 c B rows and one backward: forward hooks project each tracked layer's input, tensor hooks
 project its output gradient and form g~ = sum delta~ a~^T over positions and over the two rows of a
 (sample, draw) pair (the layer's two uses; `pair_gradients`). Few large passes beat a per-draw loop on CPU
@@ -91,9 +91,14 @@ class GradientCapture:
         self._handles.clear()
 
     def _forward_hook(self, name: str, proj: LayerProjector) -> Callable:
-        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            if not output.requires_grad:
-                return
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
+            if not torch.is_grad_enabled():
+                return None
+            # A layer whose input carries no gradient (the first tracked layers: the images do not require
+            # grad) starts the graph: its output becomes a leaf. The backward then stops there instead of
+            # forming the gradient of the images, which nothing uses (2-3x a first convolution's forward).
+            leaf = None if output.requires_grad else output.detach().requires_grad_(True)
+            output = output if leaf is None else leaf
             # The forward hook runs inside the caller's autocast (bf16/fp16 forward passes); the projections
             # and sums are statistics and stay in self.dtype, like the backward hook's (autocast is off there).
             with torch.autocast(output.device.type, enabled=False):
@@ -112,6 +117,7 @@ class GradientCapture:
                     self.factors[name].s_sum += torch.einsum("bol,bpl->op", delta, delta).double()
 
             output.register_hook(on_grad)
+            return leaf
 
         return hook
 
@@ -211,7 +217,7 @@ def _step_passes(model: nn.Module, capture: GradientCapture, perturb: Callable, 
     for first in range(draws.start, draws.stop, chunk):
         ks = range(first, min(draws.stop, first + chunk))
         x_hat = torch.cat([perturb(x, ids, k).to(device=device, dtype=dtype) for k in ks])
-        inputs = torch.cat([x.repeat(len(ks), *([1] * (x.dim() - 1))), x_hat]).requires_grad_(True)
+        inputs = torch.cat([x.repeat(len(ks), *([1] * (x.dim() - 1))), x_hat])
         capture.grads, capture.x_copies = {}, len(ks)  # before the forward: its hooks read x_copies
         with autocast_context(device, precision):
             z = model(inputs)
