@@ -195,12 +195,49 @@ def worker_limit(args, model, ds, device) -> dict[str, Any]:
     return out
 
 
+#: The parts of our fit + score timed separately (method wrappers installed in the "ours" worker process only):
+#: {part: (module path, class name, method)}. The curvature pass includes its D x D sums; "pilot" is scoring the
+#: stashed fit draws plus the pilot's own pass. The sums and eigendecompositions do not grow with N (fit_draws
+#: keeps 32 rows per dimension), nor does the pilot (512 samples): they are the fixed costs at small N.
+PARTS = {"curvature_pass_s": ("influencegate.influence.scorer", "InfluenceScorer", "_update_curvature"),
+         "curvature_sums_s": ("influencegate.influence.curvature", "RawCurvature", "update"),
+         "eigendecompositions_s": ("influencegate.influence.curvature", "RawCurvature", "finalize"),
+         "pilot_s": ("influencegate.influence.scorer", "InfluenceScorer", "_choose_score_draws")}
+
+
+PARTS_NOTE = ("wall seconds inside fit + score: curvature_pass_s includes curvature_sums_s (RawCurvature.update); "
+              "pilot_s = _choose_score_draws (the stash's scores and the pilot's pass over the other draws); the "
+              "rest of fit_seconds is projections and dispatch; score_seconds is the non-pilot samples")
+
+
+def time_parts(parts: dict[str, float]) -> None:
+    """Wrap the PARTS methods so that each adds its wall seconds to parts[name] (this process only)."""
+    import functools
+    import importlib
+
+    for name, (module, cls_name, method) in PARTS.items():
+        cls = getattr(importlib.import_module(module), cls_name)
+        original = getattr(cls, method)
+
+        def wrapper(*a, _original=original, _name=name, **k):
+            start = time.perf_counter()
+            try:
+                return _original(*a, **k)
+            finally:
+                parts[_name] = parts.get(_name, 0.0) + time.perf_counter() - start
+
+        setattr(cls, method, functools.wraps(original)(wrapper))
+
+
 def worker_ours(args, model, ds, device) -> dict[str, Any]:
     from influencegate import InfluenceScorer
 
     cfg = default_config(args, device)
+    parts: dict[str, float] = {}
+    time_parts(parts)
     warm = ds.head(args.warmup_n)
     InfluenceScorer(model, cfg).fit(warm).score(warm)  # warm-up
+    parts.clear()
     sub = ds.head(args.n_timed)
     rss0 = rss_now_bytes()
     reset_device_peak(device)
@@ -214,7 +251,9 @@ def worker_ours(args, model, ds, device) -> dict[str, Any]:
     out.update(samples_timed=n, seconds=out["fit_seconds"] + out["score_seconds"],
                memory=memory_report(device, rss0))
     out.update(samples_per_s=n / out["seconds"], fit_samples_per_s=n / out["fit_seconds"],
-               score_samples_per_s=n / out["score_seconds"])
+               score_samples_per_s=n / out["score_seconds"], fit_draws=scorer.fit_draws, score_draws=scorer.score_draws)
+    out["parts"] = {**parts, "curvature_pass_excluding_sums_s": parts.get("curvature_pass_s", 0.0)
+                    - parts.get("curvature_sums_s", 0.0), "note": PARTS_NOTE}
     col = "influence" if "influence" in table.columns else table.select_dtypes("number").columns[0]
     order = {s: i for i, s in enumerate(table["sample_id"].astype(str))}
     out["scores"] = [float(table[col].iloc[order[s]]) for s in sub.sample_ids]

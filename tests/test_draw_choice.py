@@ -89,6 +89,39 @@ def test_scores_are_the_mean_over_the_chosen_draws_and_pilot_samples_are_not_sco
     np.testing.assert_allclose(table["influence"], expected, rtol=1e-5)
 
 
+def test_the_pilot_reuses_the_fit_draws_and_gives_what_its_own_pass_gives(small_problem, monkeypatch):
+    """A pilot of 30 samples (a step of 16 and part of the next) with fit_draws 8 of 24 takes draws 0-7 from
+    the curvature pass and passes over draws 8-23 only; its per-draw scores, the chosen draws and the scores
+    equal those of the pilot's own pass over all 24 draws (stash refused by a zero budget)."""
+    from influencegate.influence import scorer as scorer_module
+
+    model, data = small_problem
+    monkeypatch.setattr(scorer_module, "PILOT_SAMPLES", 30)
+    config = InfluenceConfig(draws=24, fit_draws=8, batch_size=16, draws_per_pass=5, progress=False,
+                             target_stability=0.5)
+    passes: list[tuple[str, int]] = []
+    original = InfluenceScorer._pass
+
+    def recording(self, dataset, projectors, desc, *args, **kwargs):
+        passes.append((desc, kwargs.get("first_draw", 0), len(dataset)))
+        return original(self, dataset, projectors, desc, *args, **kwargs)
+
+    monkeypatch.setattr(InfluenceScorer, "_pass", recording)
+    stashed = InfluenceScorer(model, config).fit(data)
+    assert passes == [("curvature", 0, 80), ("draws pilot", 8, 30)]
+    monkeypatch.setattr(scorer_module, "STASH_BUDGET_FRACTION", 0.0)
+    passes.clear()
+    alone = InfluenceScorer(model, config).fit(data)
+    assert passes == [("curvature", 0, 80), ("draws pilot", 0, 30)]
+    assert list(stashed._pilot) == list(alone._pilot) == data.sample_ids[:30]
+    for sid in data.sample_ids[:30]:
+        np.testing.assert_allclose(stashed._pilot[sid], alone._pilot[sid], rtol=1e-5)
+    assert stashed.score_draws == alone.score_draws and stashed.draw_predictions == pytest.approx(alone.draw_predictions)
+    np.testing.assert_allclose(stashed.score(data)["influence"], alone.score(data)["influence"], rtol=1e-5)
+    whole = InfluenceScorer(model, replace(config, draws_per_pass=24)).fit(data)  # other pass cuts, same scores
+    np.testing.assert_allclose(whole.score(data)["influence"], alone.score(data)["influence"], rtol=1e-5)
+
+
 def test_the_chosen_draws_survive_a_restored_fit(small_problem, monkeypatch):
     from influencegate.influence import scorer as scorer_module
 

@@ -86,18 +86,21 @@ def test_heuristic_damping_matches_exact_block_diagonal(model_name, tiny_data):
 
 
 @pytest.mark.parametrize("inverse_rank", [2, 5, None])
-def test_low_rank_inverse_and_fit_draws_match_their_closed_form(inverse_rank, tiny_data):
+@pytest.mark.parametrize("draws_per_pass", [None, 2])
+def test_low_rank_inverse_and_fit_draws_match_their_closed_form(inverse_rank, draws_per_pass, tiny_data):
     """H_l from the first fit_draws draws of exact per-sample gradients; score = mean over all K draws of
     sum_l g^T M_l g with M_l the exact damped inverse, or its top-m eigenpairs plus one weight for the other
-    directions, sum e/(e + lambda) / sum e over them."""
+    directions, sum e/(e + lambda) / sum e over them. draws_per_pass 2: passes of 2, 1 draws (fit) and 2, 2, 1
+    (score), a pass shorter than the one before it (its x-branch holds fewer copies of the batch)."""
     model, lam = tiny_cnn(), 0.05
-    cfg = config(curvature="raw", projection="identity", damping=lam, draws=3, fit_draws=2, inverse_rank=inverse_rank)
+    cfg = config(curvature="raw", projection="identity", damping=lam, draws=5, fit_draws=3, inverse_rank=inverse_rank,
+                 draws_per_pass=draws_per_pass)
     ours = InfluenceScorer(model, cfg).fit(tiny_data).score(tiny_data)["influence"].to_numpy()
     ex = per_sample_gradients(model, tiny_data, cfg)
     expected = np.zeros(len(ex.sample_ids))
     for block in ex.blocks.values():
         g = ex.g[:, :, block].numpy()  # N x K x D
-        fit_rows = g[:, :2].reshape(-1, g.shape[2])
+        fit_rows = g[:, :3].reshape(-1, g.shape[2])
         evals, evecs = np.linalg.eigh(fit_rows.T @ fit_rows / len(fit_rows))
         evals = np.clip(evals, 0, None)
         m = len(evals) if inverse_rank is None else min(inverse_rank, len(evals))

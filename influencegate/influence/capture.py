@@ -2,12 +2,13 @@
 
 For a batch x (B images) and each draw k, the objective d_k(x) = 1 - cos(phi(x), phi(x_hat_k)) is
 differentiated through both forward passes. Weight gradients are never formed: the encoder's parameters
-are frozen and only activation gradients flow (the input carries requires_grad), which also saves the
-weight-gradient half of every backward. A pass stacks [x repeated c times; x_hat for c draws] into one
+are frozen and only activation gradients flow (from the first tracked layers' outputs, made leaves that
+require grad; the images do not), which also saves the weight-gradient half of every backward. A pass stacks [x repeated c times; x_hat for c draws] into one
 forward of 2 c B rows and one backward: forward hooks project each tracked layer's input, tensor hooks
-project its output gradient and form delta~ a~^T per row, summed over positions; the two rows of a
-(sample, draw) pair (the layer's two uses) are then added. Few large passes beat a per-draw loop on CPU
-(kernel and hook overheads) and keep the GPU busy; `influence.pass_memory` sizes them to the memory.
+project its output gradient and form g~ = sum delta~ a~^T over positions and over the two rows of a
+(sample, draw) pair (the layer's two uses; `pair_gradients`). Few large passes beat a per-draw loop on CPU
+(kernel and hook overheads) and keep the GPU busy; `influence.pass_memory` sizes them to the memory. A pass
+yields its c draws together (the curvature sums and the scores take them in one product).
 """
 from __future__ import annotations
 
@@ -23,8 +24,24 @@ from tqdm.auto import tqdm
 
 from influencegate.influence.layers import LayerProjector
 
-Batch = tuple[list[str], int, dict[str, torch.Tensor]]
-"""(sample_ids, draw index k, {layer name: projected gradients B x r_out x r_in})."""
+Batch = tuple[list[str], range, dict[str, torch.Tensor]]
+"""(sample_ids (B), draws ks (c), {layer name: projected gradients c B x r_out x r_in, draw-major: rows
+i B .. (i + 1) B - 1 are draw ks[i] of the B samples})."""
+
+
+def pair_gradients(delta: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """g~ of each (sample, draw) pair, summed over positions and over its two rows (row m of the x-branch
+    and row n + m of the x_hat-branch): delta 2n x r_out x L, a 2n x r_in x L -> n x r_out x r_in.
+
+    Either two batched products, one per branch (many positions), or one over both rows' 2L positions
+    side by side (few positions: the copy that lines them up costs less than a second product's output);
+    the same sums in another order, equal to float rounding."""
+    n, r_out, positions, r_in = delta.shape[0] // 2, delta.shape[1], delta.shape[2], a.shape[1]
+    if 2 * positions * (r_out + r_in) < r_out * r_in:
+        side_by_side = delta.reshape(2, n, r_out, positions).permute(1, 2, 0, 3).reshape(n, r_out, 2 * positions)
+        inputs = a.reshape(2, n, r_in, positions).permute(1, 0, 3, 2).reshape(n, 2 * positions, r_in)
+        return torch.bmm(side_by_side, inputs)
+    return torch.bmm(delta[:n], a[:n].transpose(1, 2)).add_(torch.bmm(delta[n:], a[n:].transpose(1, 2)))
 
 
 @dataclass
@@ -74,9 +91,14 @@ class GradientCapture:
         self._handles.clear()
 
     def _forward_hook(self, name: str, proj: LayerProjector) -> Callable:
-        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            if not output.requires_grad:
-                return
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
+            if not torch.is_grad_enabled():
+                return None
+            # A layer whose input carries no gradient (the first tracked layers: the images do not require
+            # grad) starts the graph: its output becomes a leaf. The backward then stops there instead of
+            # forming the gradient of the images, which nothing uses (2-3x a first convolution's forward).
+            leaf = None if output.requires_grad else output.detach().requires_grad_(True)
+            output = output if leaf is None else leaf
             # The forward hook runs inside the caller's autocast (bf16/fp16 forward passes); the projections
             # and sums are statistics and stay in self.dtype, like the backward hook's (autocast is off there).
             with torch.autocast(output.device.type, enabled=False):
@@ -89,13 +111,13 @@ class GradientCapture:
             def on_grad(grad: torch.Tensor) -> None:
                 delta = proj.project_out(grad.detach().to(self.dtype))
                 if self.collect_grads:
-                    g = torch.einsum("bol,bil->boi", delta, a)
-                    g = g.reshape(2, -1, *g.shape[1:]).sum(0)  # rows [x-branch; x_hat-branch] -> one per pair
+                    g = pair_gradients(delta, a)
                     self.grads[name] = self.grads[name] + g if name in self.grads else g
                 if self.collect_factors:
                     self.factors[name].s_sum += torch.einsum("bol,bpl->op", delta, delta).double()
 
             output.register_hook(on_grad)
+            return leaf
 
         return hook
 
@@ -164,14 +186,15 @@ def projected_gradient_batches(model: nn.Module, capture: GradientCapture, pertu
                                loader: DataLoader, draws: int, device: torch.device, dtype: torch.dtype,
                                precision: str = "fp32", objective: str = "cosine", desc: str = "influence",
                                progress: bool = True, draws_per_pass: int = 1,
-                               samples_per_step: int | None = None) -> Iterator[Batch]:
-    """Yield the projected per-sample gradients of every (step, draw), streaming over `loader`.
+                               samples_per_step: int | None = None, first_draw: int = 0) -> Iterator[Batch]:
+    """Yield the projected per-sample gradients of every step and draw first_draw <= k < draws, one `Batch`
+    per pass, streaming over `loader`.
 
     The loader yields (sample_ids, images B x C x H x W); each batch is taken `samples_per_step` images at a
     time (None: whole). A pass covers c = draws_per_pass draws of one step of s images: 2 c s rows forward
     and backward (``influence.pass_memory.plan_pass`` sizes c and s). Memory is one pass's graph, flat in N.
     """
-    chunk = max(1, min(draws, draws_per_pass))
+    chunk = max(1, min(draws - first_draw, draws_per_pass))
     total = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
     bar = tqdm(total=total, desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
     with capture:
@@ -179,26 +202,25 @@ def projected_gradient_batches(model: nn.Module, capture: GradientCapture, pertu
             step = samples_per_step or batch_images.shape[0]
             for start in range(0, batch_images.shape[0], step):
                 ids, images = list(batch_ids[start:start + step]), batch_images[start:start + step]
-                yield from _step_passes(model, capture, perturb, ids, images, draws, chunk, device, dtype,
-                                        precision, objective)
+                yield from _step_passes(model, capture, perturb, ids, images, range(first_draw, draws), chunk,
+                                        device, dtype, precision, objective)
                 bar.update(len(ids))
     bar.close()
 
 
 def _step_passes(model: nn.Module, capture: GradientCapture, perturb: Callable, ids: list[str],
-                 images: torch.Tensor, draws: int, chunk: int, device: torch.device, dtype: torch.dtype,
+                 images: torch.Tensor, draws: range, chunk: int, device: torch.device, dtype: torch.dtype,
                  precision: str, objective: str) -> Iterator[Batch]:
-    """The passes of one step (b images): draws in groups of `chunk`, 2 chunk b rows each."""
+    """The passes of one step (b images): the draws in groups of `chunk`, 2 chunk b rows each."""
     b = images.shape[0]
     x = images.to(device=device, dtype=dtype)
-    for first in range(0, draws, chunk):
-        ks = range(first, min(draws, first + chunk))
+    for first in range(draws.start, draws.stop, chunk):
+        ks = range(first, min(draws.stop, first + chunk))
         x_hat = torch.cat([perturb(x, ids, k).to(device=device, dtype=dtype) for k in ks])
-        inputs = torch.cat([x.repeat(len(ks), *([1] * (x.dim() - 1))), x_hat]).requires_grad_(True)
+        inputs = torch.cat([x.repeat(len(ks), *([1] * (x.dim() - 1))), x_hat])
+        capture.grads, capture.x_copies = {}, len(ks)  # before the forward: its hooks read x_copies
         with autocast_context(device, precision):
             z = model(inputs)
-        capture.grads, capture.x_copies = {}, len(ks)
         ssl_distance(z[: len(ks) * b], z[len(ks) * b:], objective).sum().backward()
         capture.count_draws(len(ks) * b)
-        for i, k in enumerate(ks):
-            yield ids, k, {n: g[i * b:(i + 1) * b] for n, g in capture.grads.items()}
+        yield ids, ks, dict(capture.grads)

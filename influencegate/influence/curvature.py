@@ -14,6 +14,24 @@ from influencegate.influence.capture import FactorSums
 HEURISTIC_DAMPING = 0.1
 
 
+#: Column block of `gram`: the products of the blocks on and above the diagonal are formed, the rest mirrored.
+GRAM_BLOCK = 256
+
+
+def gram(rows: torch.Tensor, block: int = GRAM_BLOCK) -> torch.Tensor:
+    """rows^T rows, M x D -> D x D, from the blocks on and above the diagonal only (for D = 4 blocks, 10 of 16
+    block products: 62.5% of the multiplications; every entry is the same dot product over the M rows)."""
+    dim = rows.shape[1]
+    if dim <= block:
+        return rows.T @ rows
+    out = torch.empty(dim, dim, dtype=rows.dtype, device=rows.device)
+    for start in range(0, dim, block):
+        stop = min(dim, start + block)
+        out[start:stop, start:] = rows[:, start:stop].T @ rows[:, start:]
+        out[stop:, start:stop] = out[start:stop, stop:].T
+    return out
+
+
 def _damping(mean_eigenvalue: float, damping: float | None) -> float:
     return HEURISTIC_DAMPING * mean_eigenvalue if damping is None else float(damping)
 
@@ -121,7 +139,7 @@ class RawCurvature(LayerCurvature):
 
     def update(self, g: torch.Tensor) -> None:
         flat = g.reshape(g.shape[0], -1)
-        self.outer_sum += (flat.T @ flat).double().cpu()
+        self.outer_sum += gram(flat).double().cpu()
         self.count += g.shape[0]
 
     def finalize(self, damping: float | None) -> None:

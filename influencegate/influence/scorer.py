@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Iterator, Protocol, Sequence
+from itertools import chain
+from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,13 +12,15 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from influencegate.influence.capture import GradientCapture, autocast_context, frozen_copy, projected_gradient_batches
+from influencegate.influence.capture import (Batch, GradientCapture, autocast_context, frozen_copy,
+                                             projected_gradient_batches)
 from influencegate.influence.pass_memory import PassPlan, activation_bytes_per_row, pass_budget_bytes, plan_pass
 from influencegate.influence.config import InfluenceConfig
 from influencegate.influence.curvature import CURVATURE_CLASSES, LayerCurvature, RawCurvature
 from influencegate.influence.layers import (LayerProjector, pca_projectors, projected_shape, random_projectors,
                                             tracked_layers)
 from influencegate.influence.perturb import make_perturbation
+from influencegate.influence.pilot import STASH_BUDGET_FRACTION, PilotStash, stash_bytes
 from influencegate.influence.stability import PILOT_SAMPLES, candidate_draws, choose_draws
 from influencegate.influence.table import scores_table
 
@@ -80,18 +83,23 @@ class InfluenceScorer:
 
     # -- passes -----------------------------------------------------------------------------------------
     def _pass(self, dataset: Dataset, projectors: dict[str, LayerProjector], desc: str,
-              collect_factors: bool = False, collect_grads: bool = True, draws: int | None = None):
-        """(capture, iterator over (ids, draw, grads)) of one streaming pass over the first `draws` draws
-        (None: all K)."""
+              collect_factors: bool = False, collect_grads: bool = True, draws: int | None = None,
+              first_draw: int = 0):
+        """(capture, iterator over `capture.Batch`es (ids, draws, grads), one per pass) of one streaming pass
+        over draws first_draw <= k < `draws` (None: all K)."""
         cfg = self.config
-        stat_dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
-        capture = GradientCapture({n: p.to(self.device, stat_dtype) for n, p in projectors.items()},
-                                  dtype=stat_dtype, collect_factors=collect_factors, collect_grads=collect_grads)
+        capture = GradientCapture({n: p.to(self.device, self._stat_dtype) for n, p in projectors.items()},
+                                  dtype=self._stat_dtype, collect_factors=collect_factors, collect_grads=collect_grads)
         plan = self.pass_plan(dataset)
         batches = projected_gradient_batches(self.model, capture, self.perturb, sample_loader(dataset, cfg.batch_size),
                                              draws or cfg.draws, self.device, cfg.dtype, cfg.precision, cfg.objective, desc,
-                                             cfg.progress, plan.draws_per_pass, plan.samples_per_step)
+                                             cfg.progress, plan.draws_per_pass, plan.samples_per_step, first_draw)
         return capture, batches
+
+    @property
+    def _stat_dtype(self) -> torch.dtype:
+        """Dtype of the projected gradients and their statistics (float64 only under fp64)."""
+        return torch.float64 if self.config.precision == "fp64" else torch.float32
 
     def pass_plan(self, dataset: Dataset) -> PassPlan:
         """How many images and draws one pass holds (``influence.pass_memory``), probed on the dataset's first
@@ -143,21 +151,39 @@ class InfluenceScorer:
             factors = self._factor_sums(dataset, self.projectors, "curvature factors", reducer)
             for name, curv in self.curvature.items():
                 curv.set_factors(factors[name])
+        # The pilot is one process's first samples; under several processes (reducer) every rank keeps all K
+        # draws, so that the ranks score alike.
+        pilot = cfg.target_stability is not None and len(candidate_draws(cfg.draws)) > 1 and reducer is None
+        stash = self._pilot_stash(len(dataset)) if pilot and curvature_class.needs_gradients else None
         if curvature_class.needs_gradients:
-            _, batches = self._pass(dataset, self.projectors, "curvature", draws=self.fit_draws)
-            for ids, _, grads in batches:
-                for name, curv in self.curvature.items():
-                    curv.update(self._layer_grad(grads, name, len(ids)))
+            self._update_curvature(dataset, "curvature", stash)
             if reducer:
                 self.curvature = reducer.merged(self.curvature)
         for curv in self.curvature.values():
             curv.finalize(cfg.damping)
         self.score_draws, self.draw_predictions, self._pilot = cfg.draws, {}, {}
-        # The pilot is one process's first samples; under several processes (reducer) every rank keeps all K
-        # draws, so that the ranks score alike.
-        if cfg.target_stability is not None and len(candidate_draws(cfg.draws)) > 1 and reducer is None:
-            self._choose_score_draws(dataset)
+        if pilot:
+            self._choose_score_draws(dataset, stash)
         return self
+
+    def _update_curvature(self, dataset: Dataset, desc: str, stash: PilotStash | None = None) -> None:
+        """Add the projected gradients of the first fit_draws draws of `dataset` to every layer's curvature
+        sums, a whole pass (c draws x B samples) per update; `stash` keeps the pilot's rows."""
+        _, batches = self._pass(dataset, self.projectors, desc, draws=self.fit_draws)
+        for ids, ks, grads in batches:
+            grads = {name: self._layer_grad(grads, name, len(ks) * len(ids)) for name in self.curvature}
+            for name, curv in self.curvature.items():
+                curv.update(grads[name])
+            if stash is not None:
+                stash.add(ids, ks, grads)
+
+    def _pilot_stash(self, samples: int) -> PilotStash | None:
+        """A stash for the pilot's fit-draw gradients (``influence.pilot``), None when it would take more than
+        STASH_BUDGET_FRACTION of a pass's memory budget."""
+        pilot = min(samples, PILOT_SAMPLES)
+        shapes = [p.shape for p in self.projectors.values()]
+        budget = STASH_BUDGET_FRACTION * pass_budget_bytes(self.device)
+        return PilotStash(pilot) if stash_bytes(pilot, self.fit_draws, shapes, self._stat_dtype) <= budget else None
 
     def extend_fit(self, dataset: Dataset) -> "InfluenceScorer":
         """Add `dataset`'s samples to a fitted scorer's curvature (same projections, fit_draws and score
@@ -171,22 +197,22 @@ class InfluenceScorer:
             raise ValueError(f"a {cfg.curvature!r} fit cannot be extended with new samples (its factor eigenbases "
                              "do not add up); use curvature 'raw', 'diagonal' or 'identity', or fit again")
         if CURVATURE_CLASSES[cfg.curvature].needs_gradients:
-            _, batches = self._pass(dataset, self.projectors, "curvature (new samples)", draws=self.fit_draws)
-            for ids, _, grads in batches:
-                for name, curv in self.curvature.items():
-                    curv.update(self._layer_grad(grads, name, len(ids)))
+            self._update_curvature(dataset, "curvature (new samples)")
         for curv in self.curvature.values():
             curv.finalize(cfg.damping)
         self._pilot = {}  # its per-draw scores were made under the previous curvature
         return self
 
-    def _choose_score_draws(self, dataset: Dataset) -> None:
+    def _choose_score_draws(self, dataset: Dataset, stash: PilotStash | None) -> None:
         """Score the first PILOT_SAMPLES samples with all K draws and keep the fewest draws whose predicted
         between-seed stability reaches config.target_stability (``influence.stability``). The pilot's
-        per-draw scores are kept, so its samples are not scored again."""
+        per-draw scores are kept, so its samples are not scored again. With a `stash` (the pilot's gradients
+        of the first fit_draws draws, from the curvature pass) only the other draws are computed."""
         pilot = Subset(dataset, range(min(len(dataset), PILOT_SAMPLES)))
+        first = self.fit_draws if stash is not None else 0
+        rest = self._draw_scores(pilot, self.config.draws, "draws pilot", first) if first < self.config.draws else ()
         rows: dict[str, np.ndarray] = {}
-        for ids, k, values in self._draw_scores(pilot, self.config.draws, "draws pilot"):
+        for ids, k, values in chain(self._batch_scores(stash.records if stash else ()), rest):
             for sid, value in zip(ids, values):
                 rows.setdefault(sid, np.zeros(self.config.draws))[k] = value
         self._pilot = rows
@@ -199,13 +225,20 @@ class InfluenceScorer:
             return grads[name]
         return torch.zeros(batch, *self.projectors[name].shape, device=self.device)
 
-    def _draw_scores(self, dataset: Dataset, draws: int, desc: str) -> Iterator[tuple[list[str], int, list[float]]]:
-        """(sample ids, draw k, g_k^T (H + lambda)^-1 g_k of each sample) for every step and draw k < draws."""
-        _, batches = self._pass(dataset, self.projectors, desc, draws=draws)
-        for ids, k, grads in batches:
-            per_sample = sum(curv.score(self._layer_grad(grads, name, len(ids))).cpu()
-                             for name, curv in self.curvature.items())
-            yield ids, k, per_sample.tolist()
+    def _draw_scores(self, dataset: Dataset, draws: int, desc: str,
+                     first_draw: int = 0) -> Iterator[tuple[list[str], int, list[float]]]:
+        """(sample ids, draw k, g_k^T (H + lambda)^-1 g_k of each sample) for every step and draw
+        first_draw <= k < draws."""
+        _, batches = self._pass(dataset, self.projectors, desc, draws=draws, first_draw=first_draw)
+        return self._batch_scores(batches)
+
+    def _batch_scores(self, batches: Iterable[Batch]) -> Iterator[tuple[list[str], int, list[float]]]:
+        """(sample ids, draw k, per-sample score) of every draw of `capture.Batch`es, scored a pass at a time."""
+        for ids, ks, grads in batches:
+            rows = len(ks) * len(ids)
+            per_row = sum(curv.score(self._layer_grad(grads, name, rows)).cpu() for name, curv in self.curvature.items())
+            for k, values in zip(ks, per_row.reshape(len(ks), len(ids)).tolist()):
+                yield ids, k, values
 
     def influence(self, dataset: Dataset) -> tuple[list[str], np.ndarray]:
         """(sample_ids, influence N, float64) in dataset order: the mean over the first `score_draws` draws
