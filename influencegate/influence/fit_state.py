@@ -16,8 +16,9 @@ from influencegate.influence.curvature import CURVATURE_CLASSES, LayerCurvature
 from influencegate.influence.layers import LayerProjector, layer_sizes
 from influencegate.influence.scorer import InfluenceScorer
 
-#: The layout written by `fit_state` (a state of another layout is refused).
-STATE_FORMAT = "influencegate.fit/3"
+#: The layout written by `fit_state` (a state of another layout is refused). /4: the same layout, but fits
+#: written before the capture.x_copies fix (cf78731) hold curvature sums with wrong rows, so they are refused.
+STATE_FORMAT = "influencegate.fit/4"
 _KIND_OF = {cls: kind for kind, cls in CURVATURE_CLASSES.items()}
 _PRIMITIVES = (bool, int, float, str, type(None))
 
