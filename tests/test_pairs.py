@@ -54,12 +54,31 @@ def test_reopening_pairs_detects_a_changed_manifest(pair_manifest: Path):
     options = {"source": str(pair_manifest), "image_size": 8, "channels": 1}
     ref = DatasetRef.of(load_pairs(**options), "pairs", **options)
     assert ref.n_rows == 65 and ref.n_readable == 64 and ref.n_failed == 1
-    assert ref.open().version == ref.version
+    assert ref.open(fresh=True).version == ref.version
     rows = pd.read_csv(pair_manifest)
     rows.loc[0, "caption"] = "a handwritten nine"
     rows.to_csv(pair_manifest, index=False)
+    kept = ref.open()  # this process decoded the version already: it keeps that version's own rows
+    assert kept.version == ref.version and kept.records.loc[0, "caption"] != "a handwritten nine"
     with pytest.raises(DatasetError, match="changed during the audit"):
-        ref.open()
+        ref.open(fresh=True)  # what another process (a remote orchestrator's step) does
+
+
+def test_a_version_is_decoded_once_per_process(tmp_path: Path, digits_folder, monkeypatch: pytest.MonkeyPatch):
+    """`DatasetRef.open` hands back the dataset this process holds for the reference (no decode), reloads a
+    reference it does not hold, and keeps only the newest OPENED_LIMIT versions."""
+    from influencegate.data import load_images
+    from influencegate.workflows import references
+
+    options = {"image_size": 8, "channels": 1}
+    folders = [digits_folder(tmp_path / f"v{i}", count=4 + i) for i in range(references.OPENED_LIMIT + 1)]
+    refs = [references.DatasetRef.of(load_images(str(f), **options), "images", **options) for f in folders]
+    loads: list[str] = []
+    monkeypatch.setattr(references, "load_images", lambda **kw: loads.append(kw["source"]) or load_images(**kw))
+    assert [len(r.open()) for r in refs[1:]] == [5, 6, 7, 8] and loads == []
+    assert refs[1].open() is refs[1].open() and loads == []
+    assert len(refs[0].open()) == 4 and loads == [str(folders[0])]  # evicted by the four after it: decoded again
+    assert refs[-1].open(fresh=True) is not refs[-1].open(fresh=True) and len(loads) == 3
 
 
 def test_pair_inputs_without_captions_are_usage_errors(tmp_path: Path, digits_folder, capsys):
