@@ -2,8 +2,9 @@
 
 H_l = (1/M) sum_m vec(g~_m) vec(g~_m)^T over the M = N x K (sample, draw) pairs, per layer l (block
 diagonal across layers). Every estimator is fitted from sums and counts, so shards can fit independently
-and `merge`. Eigendecompositions run in float64. Damping: an absolute lambda, or None for the per-layer
-heuristic lambda_l = 0.1 x mean eigenvalue of H_l.
+and `merge`. Sums are float64. Eigendecompositions run in float64, except raw's, which runs in the dtype of
+the gradient rows its sums were formed from (float32 by default, see `RawCurvature.finalize`). Damping: an
+absolute lambda, or None for the per-layer heuristic lambda_l = 0.1 x mean eigenvalue of H_l.
 """
 from __future__ import annotations
 
@@ -131,6 +132,10 @@ class RawCurvature(LayerCurvature):
     Spearman 0.9985 (m = 64: 0.996, 256: 0.9998) at an 8x cheaper score.
     """
 
+    #: dtype of the eigendecomposition in `finalize`: that of the rows `update` last saw (float64 until then, and
+    #: for a fit restored from a saved state, which `finalize`s again only after `update`)
+    _eigh_dtype = torch.float64
+
     def __init__(self, shape: tuple[int, int], inverse_rank: int | None = None) -> None:
         super().__init__(shape)
         dim = shape[0] * shape[1]
@@ -141,11 +146,17 @@ class RawCurvature(LayerCurvature):
         flat = g.reshape(g.shape[0], -1)
         self.outer_sum += gram(flat).double().cpu()
         self.count += g.shape[0]
+        self._eigh_dtype = torch.float64 if g.dtype == torch.float64 else torch.float32
 
     def finalize(self, damping: float | None) -> None:
+        """Eigendecompose H = outer_sum / count in the rows' dtype (float32 by default: the sums are float32
+        products of float32 gradients and the scores float32 products with the kept eigenvectors, so a float64
+        eigh adds nothing but time, 2x at D = 1,024; scores within 1e-6 relative of float64's on 600 digits),
+        and fix the damped inverse (kept eigenpairs and rest weight in float64). The damping's mean eigenvalue is
+        trace(H) / D, in float64."""
         h = self.outer_sum / max(self.count, 1.0)
-        evals, evecs = torch.linalg.eigh(h)  # ascending
-        self.damping_value = _damping(evals.mean().item(), damping)
+        evals, evecs = (t.double() for t in torch.linalg.eigh(h.to(self._eigh_dtype)))  # ascending
+        self.damping_value = _damping(h.diagonal().mean().item(), damping)
         evals = evals.clamp_min(0)
         dim, keep = len(evals), len(evals) if self.inverse_rank is None else min(int(self.inverse_rank), len(evals))
         if keep == dim:
@@ -162,9 +173,10 @@ class RawCurvature(LayerCurvature):
         flat = g.reshape(g.shape[0], -1)
         if self.inverse is not None:
             return ((flat @ self._cast("inverse", flat)) * flat).sum(1).double()
-        projected = flat @ self._cast("basis", flat)
-        return (flat.pow(2).sum(1) * self._cast("rest_weight", flat)
-                + (projected.pow(2) * self._cast("basis_weights", flat)).sum(1)).double()
+        # |g|^2 as a squared norm and the weighted sum as a product: no B x D or B x m temporaries
+        squared_norm = torch.linalg.vector_norm(flat, dim=1).square_()
+        projected = (flat @ self._cast("basis", flat)).square_()
+        return (squared_norm * self._cast("rest_weight", flat) + projected @ self._cast("basis_weights", flat)).double()
 
 
 class KfacCurvature(LayerCurvature):
