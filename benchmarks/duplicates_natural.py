@@ -180,14 +180,15 @@ def held_out(methods: list[str], seeds: tuple[int, ...]) -> dict:
 
 
 def pool(cells: list[dict]) -> dict:
-    """Recall and precision pooled over seeds (weighted by copies / grouped images)."""
+    """Recall and precision pooled over seeds (weighted by copies / grouped images), each seed's beside them."""
     copies = sum(c["copies"] for c in cells)
     grouped = sum(c["grouped"] for c in cells)
     hits = sum(c["recall"] * c["copies"] for c in cells if c["recall"] is not None)
     good = sum(c["precision"] * c["grouped"] for c in cells)
     return {"copies": copies, "recall": hits / copies if copies else None, "grouped": grouped,
             "precision": good / grouped if grouped else 1.0, "n_images_per_seed": cells[0]["n_images"],
-            "seconds": sum(c["seconds"] for c in cells)}
+            "seconds": sum(c["seconds"] for c in cells),
+            "per_seed": [{k: c[k] for k in ("copies", "recall", "grouped", "precision")} for c in cells]}
 
 
 #: Planting seeds of the tuning split (TUNE_PHOTOS at TUNE_SIDES); the held-out photos are never planted here.
