@@ -24,7 +24,7 @@ before it is compared:
      a side step off (2% at t = 26; a 75% crop, zoom 4/3, lies past the last side's 1.30), 0.25 px at the
      template's edge, which caps a crop's NCC at 0.96-0.99 at 32 px; a pattern search over the matched
      window's centre (row, column) and its pixel step (bilinear, _window) from the best hypothesis raises it
-     (tuning split: 32 px crop recall 0.975 -> 0.995 with the threshold re-chosen, 0.995 -> 0.997);
+     (tuning split: 32 px crops 0.975 -> 0.990 recall, with ViewMatch.threshold re-chosen 0.995 -> 0.997);
   6. texture: for the best hypothesis (refined), the NCC of the aligned overlap's residuals after each image's best
      1-D profile (edge_residual.py): two distinct patches of one edge or gradient align to 0.99+ as a copy
      does, but share no texture along it.
