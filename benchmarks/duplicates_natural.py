@@ -1,7 +1,8 @@
 """Near-duplicates on natural images at 32-224 px and the digits: ours next to peers, held-out (issue 14).
 
 Data and split: benchmarks/natural_images.py. Tuning (ViewMatch's rule and align_sigma, `tune`; ViewMatch.texture
-with the rule fixed, `tune_texture`): photos
+with the rule fixed, `tune_texture`; the aligned check's scale refinement with the threshold, texture and
+nearest-neighbour proposals, `tune_refine`): photos
 TUNE_PHOTOS at 32 and 128 px, planting seeds TUNE_SEEDS (0, 10, 11); `--diagnose`: the previous view rule's
 misses on the tuning split (seed 0). Reported (`held_out`): photos HELD_OUT_PHOTOS at 32, 64, 128, 224 px and the digits, planting
 seeds HELD_OUT_SEEDS pooled (each seed plants other copies of other originals). Per (side, family) the set is
@@ -23,7 +24,8 @@ Peers are run with their documented defaults (not tuned here). flip: measured wi
 
 Output: benchmarks/results/duplicates_natural.json.
 Run: python benchmarks/duplicates_natural.py [--seeds 1,2] [--tune] [--methods views,tiles] [--out FILE]
-     [--diagnose | --tune-only | --tune-texture | --scales]; the fastdup peer needs FASTDUP_PYTHON (above)
+     [--diagnose | --tune-only | --tune-texture | --tune-refine | --scales]; the fastdup peer needs
+     FASTDUP_PYTHON (above)
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,7 +48,7 @@ import natural_images as ni  # noqa: E402
 
 from influencegate.findings.duplicate_index import indexed_view_pairs  # noqa: E402
 from influencegate.findings.image_similarity import ImageMatch, image_pairs  # noqa: E402
-from influencegate.findings.align import thumbnails  # noqa: E402
+from influencegate.findings.align import align_pairs, thumbnails  # noqa: E402
 from influencegate.findings.view_search import aligned_scores, block_similarity, view_pairs  # noqa: E402
 from influencegate.findings.views import ViewMatch, _base, view_descriptors  # noqa: E402
 
@@ -177,14 +180,15 @@ def held_out(methods: list[str], seeds: tuple[int, ...]) -> dict:
 
 
 def pool(cells: list[dict]) -> dict:
-    """Recall and precision pooled over seeds (weighted by copies / grouped images)."""
+    """Recall and precision pooled over seeds (weighted by copies / grouped images), each seed's beside them."""
     copies = sum(c["copies"] for c in cells)
     grouped = sum(c["grouped"] for c in cells)
     hits = sum(c["recall"] * c["copies"] for c in cells if c["recall"] is not None)
     good = sum(c["precision"] * c["grouped"] for c in cells)
     return {"copies": copies, "recall": hits / copies if copies else None, "grouped": grouped,
             "precision": good / grouped if grouped else 1.0, "n_images_per_seed": cells[0]["n_images"],
-            "seconds": sum(c["seconds"] for c in cells)}
+            "seconds": sum(c["seconds"] for c in cells),
+            "per_seed": [{k: c[k] for k in ("copies", "recall", "grouped", "precision")} for c in cells]}
 
 
 #: Planting seeds of the tuning split (TUNE_PHOTOS at TUNE_SIDES); the held-out photos are never planted here.
@@ -199,20 +203,26 @@ def _tuning_scores(sigma: float, combine: bool, texture: float = -1.0) -> list[t
     the residual NCC is below `texture` (ViewMatch.texture; -1: the rule grid's, no texture test)."""
     match = replace(ViewMatch(), align_sigma=sigma, texture=texture)
     out = []
+    for d, s, small in _tuning_sets(match):
+        i, j = np.nonzero(np.triu(s >= match.propose, 1))
+        a = aligned_scores(i, j, s[i, j] if combine else np.full(len(i), -1.0, np.float32),  # max(-1, NCC)
+                           lambda rows: small[torch.from_numpy(rows)], replace(match, propose=-1.0))
+        full = np.full_like(s, -2.0)
+        full[i, j] = full[j, i] = a
+        out.append((d, s, full))
+    return out
+
+
+def _tuning_sets(match: ViewMatch) -> Iterator[tuple[ni.EvalSet, np.ndarray, torch.Tensor]]:
+    """Per tuning (side, seed), in order: (set, its N x N view similarity matrix with -2 on the diagonal, its
+    N x K x align_side^2 aligned-check thumbnails)."""
     for side in ni.TUNE_SIDES:
         for seed in TUNE_SEEDS:
             d = ni.photo_set(ni.TUNE_PHOTOS, side, seed)
             x = torch.from_numpy(d.images)
             s = block_similarity(view_descriptors(x, match), view_descriptors(x, match), match).numpy()
             np.fill_diagonal(s, -2.0)
-            i, j = np.nonzero(np.triu(s >= match.propose, 1))
-            small = thumbnails(_base(x, 3 * match.side, match.colour, "cpu"), match.align_side)
-            a = aligned_scores(i, j, s[i, j] if combine else np.full(len(i), -1.0, np.float32),  # max(-1, NCC)
-                               lambda rows: small[torch.from_numpy(rows)], replace(match, propose=-1.0))
-            full = np.full_like(s, -2.0)
-            full[i, j] = full[j, i] = a
-            out.append((d, s, full))
-    return out
+            yield d, s, thumbnails(_base(x, 3 * match.side, match.colour, "cpu"), match.align_side)
 
 
 def _rule_quality(data: list[tuple[ni.EvalSet, np.ndarray, np.ndarray]], t: float, f: float, k: int,
@@ -267,14 +277,19 @@ def _pooled(cells: dict) -> dict:
     return {k: {m: pool(v)[m] for m in ("recall", "precision")} for k, v in out.items()}
 
 
-def select_texture(rows: list[dict]) -> float:
-    """The texture value of tune_texture's rows with the most (side, family) cells pooled over the seeds at
-    the bar (recall and precision >= 0.95), ties by the highest mean over the per-seed cells of
-    min(recall, precision)."""
+def _select(rows: list[dict]) -> dict:
+    """The row (with "cells" of _rule_quality) with the most (side, family) cells pooled over the seeds at the
+    bar (recall and precision >= 0.95), ties by the highest mean over the per-seed cells of
+    min(recall, precision), then the first."""
     def key(row: dict) -> tuple[int, float]:
         at_bar = sum(min(c.values()) >= 0.95 for c in _pooled(row["cells"]).values())
         return at_bar, float(np.mean([min(c["recall"], c["precision"]) for c in row["cells"].values()]))
-    return max(rows, key=key)["texture"]
+    return max(rows, key=key)
+
+
+def select_texture(rows: list[dict]) -> float:
+    """The texture value of tune_texture's rows chosen by _select."""
+    return _select(rows)["texture"]
 
 
 def tune_texture() -> dict:
@@ -294,6 +309,59 @@ def tune_texture() -> dict:
     for row in rows:
         row["pooled"] = _pooled(row["cells"])
     return {"split": f"TUNE_PHOTOS at TUNE_SIDES, seeds {TUNE_SEEDS}", "best": select_texture(rows), "grid": rows}
+
+
+#: The refine-step grid on the tuning split (`--tune-refine`): Alignment.refine rounds, ViewMatch.threshold,
+#: ViewMatch.texture, and how many nearest view neighbours of each image are aligned even below `propose`.
+TUNE_REFINE = {"refine": (0, 3), "threshold": (0.995, 0.996, 0.997), "texture": (0.5, 0.6), "propose_top": (0, 1, 2)}
+
+
+def _aligned_tuning_pairs(refine: int) -> list[tuple[ni.EvalSet, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per tuning (side, seed): (set, all-pairs view similarity matrix, its top-2 neighbours' mask, aligned NCC
+    and residual NCC matrices with Alignment.refine rounds, NaN where not aligned); aligned: every pair at
+    s >= propose and each image's max(propose_top) nearest."""
+    match = ViewMatch()
+    top = max(TUNE_REFINE["propose_top"])
+    out = []
+    for d, s, small in _tuning_sets(match):
+        rank = np.zeros(s.shape, dtype=np.int64)
+        np.put_along_axis(rank, np.argsort(-s, axis=1)[:, :top], np.arange(1, top + 1)[None], axis=1)
+        i, j = np.nonzero(np.triu((s >= match.propose) | (rank > 0) | (rank.T > 0), 1))
+        found = align_pairs(small[torch.from_numpy(i)], small[torch.from_numpy(j)],
+                            replace(match.alignment(), refine=refine))
+        score, residual = np.full_like(s, np.nan), np.full_like(s, np.nan)
+        score[i, j] = score[j, i] = found["score"].numpy()
+        residual[i, j] = residual[j, i] = found["residual"].numpy()
+        out.append((d, s, rank, score, residual))
+    return out
+
+
+def tune_refine() -> dict:
+    """The aligned check's continuous scale refinement (Alignment.refine) with ViewMatch.threshold, texture and
+    nearest-neighbour proposals (TUNE_REFINE), floor, k, ratio and align_sigma fixed at the defaults, on the
+    tuning split: every cell (side/family/seed) per setting; the setting chosen as select_texture chooses
+    (most pooled cells at the bar, ties by the mean per-seed min(recall, precision)); a tie left after that
+    goes to the fewest aligned pairs (propose_top 0 before 1 before 2)."""
+    m = ViewMatch()
+    rows = []
+    for refine in TUNE_REFINE["refine"]:
+        data = _aligned_tuning_pairs(refine)
+        for t, texture, top in itertools.product(TUNE_REFINE["threshold"], TUNE_REFINE["texture"],
+                                                 TUNE_REFINE["propose_top"]):
+            scored = []
+            for d, s, rank, score, residual in data:
+                asked = (s >= m.propose) | ((rank > 0) & (rank <= top)) | ((rank.T > 0) & (rank.T <= top))
+                ok = asked & (np.nan_to_num(residual, nan=-2.0) >= texture)
+                scored.append((d, s, np.where(ok, np.maximum(np.nan_to_num(score, nan=-2.0), s), -2.0)))
+            cells = _rule_quality(scored, t, m.floor, m.k, m.ratio)
+            rows.append({"refine": refine, "threshold": t, "texture": texture, "propose_top": top,
+                         "worst_min_recall_precision": _worst(cells), "cells": cells, "pooled": _pooled(cells)})
+            print(f"refine {refine} threshold {t} texture {texture} top {top}: worst {_worst(cells):.3f}",
+                  file=sys.stderr, flush=True)
+    best = _select(rows)
+    return {"split": f"TUNE_PHOTOS at TUNE_SIDES, seeds {TUNE_SEEDS}", "fixed": {"floor": m.floor, "k": m.k,
+            "ratio": m.ratio, "align_sigma": m.align_sigma, "propose": m.propose},
+            "best": {key: best[key] for key in ("refine", "threshold", "texture", "propose_top")}, "grid": rows}
 
 
 def diagnose() -> dict:
@@ -371,6 +439,8 @@ def main() -> None:
     p.add_argument("--diagnose", action="store_true", help="only the previous view rule's misses (tuning split)")
     p.add_argument("--tune-only", action="store_true", help="only the rule grid on the tuning split")
     p.add_argument("--tune-texture", action="store_true", help="only ViewMatch.texture on the tuning split")
+    p.add_argument("--tune-refine", action="store_true", help="only the aligned check's scale refinement, "
+                   "threshold, texture and nearest-neighbour proposals on the tuning split")
     args = p.parse_args()
     if args.scales:
         torch.set_num_threads(args.threads)
@@ -380,6 +450,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.tune_texture:
         args.out.write_text(json.dumps(tune_texture(), indent=1))
+        return
+    if args.tune_refine:
+        args.out.write_text(json.dumps(tune_refine(), indent=1))
         return
     if args.diagnose or args.tune_only:
         args.out.write_text(json.dumps(diagnose() if args.diagnose else tune(), indent=1, default=str))

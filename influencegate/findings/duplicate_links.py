@@ -39,9 +39,9 @@ PIXEL_MAX_SIDE = 10
 #: Largest number of examined samples for which search="auto" runs the multi-view matcher on all pairs; above
 #: it the streaming candidate index (duplicate_index.ViewIndex) proposes pairs and the same matcher checks only
 #: those. On the held-out photos (with the aligned check, benchmarks/results/duplicates_natural.json) the index
-#: path has the all-pairs recall and precision at 64-224 px; at 32 px crop recall 0.89 against 0.94 (its
-#: candidates miss some) and precision 0.92-0.94 against 0.91-0.93; the all-pairs search costs ~4 us per M^2
-#: (2 threads, 32 px colour: 15 s at 2,000 images, 10 min at 12,000).
+#: path has the all-pairs recall and precision at 128-224 px (64 px crops 0.96 against 0.99); at 32 px crop
+#: recall 0.89 against 0.94 (its candidates miss some), precision 0.99-1.00 on both; the all-pairs search
+#: costs ~4 us per M^2 (2 threads, 32 px colour: 15 s at 2,000 images, 10 min at 12,000).
 VIEW_EXACT_MAX_SAMPLES = 2_000
 #: Images per streaming batch of the candidate index.
 INDEX_BATCH = 1024

@@ -67,13 +67,15 @@ class ViewMatch:
     128 px, planting seeds 0, 10, 11; benchmarks/duplicates_natural.py --tune): the highest worst-case
     min(recall, precision) over shift, crop, jpeg, resize, brightness, border at both sides; `texture` there
     too, with the rule fixed (--tune-texture, select_texture: the most family cells at recall and precision
-    >= 0.95, ties by the mean of min(recall, precision); -1 switches the test off).
+    >= 0.95, ties by the mean of min(recall, precision); -1 switches the test off); `threshold` (was 0.995)
+    again with the aligned check's continuous scale refinement (align.Alignment.refine; --tune-refine, the
+    same criterion: 0.997).
     flip: also match horizontal mirrors (off by default: a mirrored photo is often a legitimate new sample).
     colour: views of each of the C channels, each centred, concatenated (a red edge on black is not a white
     edge on black); False = the grey mean only. code_blur: blur of the views the index's codes are projected
     from (duplicate_index.py; None = `blur`)."""
 
-    threshold: float = 0.995
+    threshold: float = 0.997
     floor: float = 0.95
     k: int = 3
     ratio: float = 0.1
