@@ -118,7 +118,8 @@ def main() -> None:
         kind, n, part = args.one
         print(json.dumps(run(kind, int(n), part, args.save)))
         return
-    rows = json.loads(OUT.read_text())["runs"] if OUT.exists() else []
+    data = json.loads(OUT.read_text()) if OUT.exists() else {"threads": 1}  # other keys (notes, "before") kept
+    rows = data.get("runs", [])
     jobs = [(k, int(n), "view_pairs") for k in args.sets.split(",") for n in args.ns.split(",") if n]
     jobs += [(k, int(n), "finding") for k in args.sets.split(",") for n in args.finding.split(",") if n]
     for kind, n, part in jobs:
@@ -128,8 +129,8 @@ def main() -> None:
                {"set": kind, "n": n, "part": part, "error": f"exit {done.returncode}: {done.stderr[-1500:]}"})
         print(json.dumps(row), file=sys.stderr, flush=True)
         rows = [r for r in rows if (r["set"], r["n"], r["part"]) != (kind, n, part)] + [row]
-        OUT.write_text(json.dumps({"threads": 1, "runs": sorted(rows, key=lambda r: (r["set"], r["part"], r["n"]))},
-                                  indent=1))
+        data["runs"] = sorted(rows, key=lambda r: (r["set"], r["part"], r["n"]))
+        OUT.write_text(json.dumps(data, indent=1))
 
 
 if __name__ == "__main__":

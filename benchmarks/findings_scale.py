@@ -433,7 +433,9 @@ def main() -> None:
         print(json.dumps(RUNS[part](int(n))))
         return
     result = load()
-    result["machine"] = {"cpus": 2, "threads": args.threads, "python": platform.python_version(), "note": args.note}
+    machine = {"cpus": 2, "threads": args.threads, "python": platform.python_version(), "note": args.note}
+    if args.images:  # the top-level machine is the images table's; every row also carries its own
+        result["machine"] = machine
     for part in RUNS:
         for n in [int(x) for x in getattr(args, part).split(",") if x]:
             t = time.perf_counter()
@@ -449,6 +451,7 @@ def main() -> None:
                     f"-9 by the OOM killer): " + "".join(errors)[-2000:]} if status
                    else json.loads(stdout.strip().splitlines()[-1]))
             row["process_wall_s"] = time.perf_counter() - t  # imports and start-up included
+            row["machine"] = machine
             if status:  # a failed run is recorded apart and never replaces a measured row
                 result.setdefault("failed", []).append(row)
             else:

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from influencegate.findings import view_search
-from influencegate.findings.view_search import (aligned_scores, align_thumbnails, all_views, block_similarity, link,
-                                                view_pairs)
-from influencegate.findings.views import ViewMatch
+from influencegate.findings.view_search import (TILE_FLOATS, aligned_scores, align_thumbnails, all_views,
+                                                block_similarity, link, tile_side, view_pairs)
+from influencegate.findings.views import ViewMatch, anchor_index, search_count
 
 
 def photo_windows() -> torch.Tensor:
@@ -96,3 +96,19 @@ def test_aligned_check_never_gets_all_proposed_pairs_at_once(monkeypatch: pytest
     assert sum(sizes) == counts["proposed"] == counts["aligned"]
     assert max(sizes) <= bound
     assert counts["held_max"] <= bound + len(i)
+
+
+def test_tiles_are_narrowed_to_the_budget_without_changing_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    match = ViewMatch()
+    per_pair = search_count(match) * len(anchor_index(match))
+    side = tile_side(2048, match)  # the Duplicates finding's block_size
+    assert side * side * per_pair <= TILE_FLOATS < (side + 1) ** 2 * per_pair
+    assert tile_side(100, match) == 100
+    with pytest.raises(ValueError):
+        tile_side(0, match)
+    images = photo_windows()
+    wide = view_pairs(images, match, block_size=64)
+    monkeypatch.setattr(view_search, "TILE_FLOATS", 20 * per_pair)  # 4 x 4 tiles
+    narrow = view_pairs(images, match, block_size=64)
+    assert all(np.array_equal(w, x) for w, x in zip(wide[:2], narrow[:2]))
+    assert np.allclose(wide[2], narrow[2], atol=1e-6)

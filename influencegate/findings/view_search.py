@@ -6,6 +6,7 @@ descriptors themselves are views.py's.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -17,6 +18,11 @@ from influencegate.findings.views import ViewMatch, _base, anchor_index, dct_mat
 
 #: Proposed pairs per aligned-check batch (thumbnails of both sides: 2 x 2,048 x 3 x 32 x 32 floats, 50 MiB).
 ALIGN_BATCH = 2048
+#: Most floats of one block_similarity tile's products in view_pairs (64 MiB): its tiles are narrowed to fit.
+#: At the defaults an image pair takes 35 search x 3 anchor products, so tiles of at most 399 x 399 images;
+#: the Duplicates finding's block_size 2,048 would take 1.6 GiB per tile (measured: peak RSS 2.6 GB against
+#: 1.3 GB for 2,000 images, benchmarks/results/allpairs_memory.json).
+TILE_FLOATS = 1 << 24
 
 
 def pair_similarity(views_a: torch.Tensor, views_b: torch.Tensor, match: ViewMatch) -> torch.Tensor:
@@ -25,6 +31,13 @@ def pair_similarity(views_a: torch.Tensor, views_b: torch.Tensor, match: ViewMat
     ab = torch.einsum("pvd,pad->pva", views_a[:, :search], views_b[:, anchors]).amax(dim=(1, 2))
     ba = torch.einsum("pvd,pad->pva", views_b[:, :search], views_a[:, anchors]).amax(dim=(1, 2))
     return torch.maximum(ab, ba)
+
+
+def tile_side(block_size: int, match: ViewMatch) -> int:
+    """Images per side of view_pairs' tiles: block_size (>= 1), narrowed so that one tile's R x C x search x
+    anchors products (block_similarity) fit in TILE_FLOATS."""
+    per_pair = search_count(match) * len(anchor_index(match))
+    return max(1, min(check_block(block_size), math.isqrt(TILE_FLOATS // per_pair)))
 
 
 def block_similarity(rows: torch.Tensor, cols: torch.Tensor, match: ViewMatch) -> torch.Tensor:
@@ -150,10 +163,11 @@ def view_pairs(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch()
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All linked pairs i < j (ViewMatch's rule), exhaustively (O(M^2) time): (i, j, a) as int64, int64,
     float32 (a: the score of aligned_scores) sorted by (i, j). Memory: the M x V x (K D^2) views (35 x 768
-    floats = 105 KiB per colour image), the aligned check's thumbnails (12 KiB) plus one tile and the pairs
+    floats = 105 KiB per colour image), the aligned check's thumbnails (12 KiB) plus one tile (block_size
+    images a side, narrowed by tile_side to TILE_FLOATS products) and the pairs
     that can still link (Linkable: the proposed pairs are checked a batch at a time as the tiles propose them,
     never all held). counts (when given) gets Linkable.counts: proposed, aligned, held_max."""
-    block = check_block(block_size)
+    block = tile_side(block_size, match)
     n = len(images)
     if n < 2:
         return no_pairs()
