@@ -24,8 +24,10 @@ counts the mapped pages of the index's files too; VmRSS/RssAnon/RssFile after ea
     share of the top 5% of outlier_score.
   * exhaustive (N = 20,000 by default): the index path against the all-pairs view search (views.view_pairs)
     on the same images: the share of the exhaustive search's links among the candidates (IVF, HNSW and the
-    exact kNN of the same codes) and among the index path's links. The all-pairs links are cached in
-    results/exhaustive_links_<N>.npz (git-ignored; ~20 min at 20,000 here), so other indexes can be rescored.
+    exact kNN of the same codes) and among the index path's links; the all-pairs search's pairs proposed,
+    aligned and most held at once, and its process's peak RSS before and after it (exhaustive_search). The
+    all-pairs links are cached in results/exhaustive_links_<N>.npz (git-ignored; ~20 min at 20,000 here), so
+    other indexes can be rescored.
   * outliers (none by default): the outlier part alone on N synthetic images and embeddings, the statistics
     read from the images a block at a time (the images regenerated per block, that time excluded).
 Every stage's wall seconds (<stage>_s) has its CPU seconds beside it (<stage>_cpu_s: time.process_time of the
@@ -293,12 +295,17 @@ def exhaustive_run(n: int) -> dict:
     if cache.exists():
         saved = np.load(cache)
         ei, ej, seconds = saved["i"], saved["j"], float(saved["seconds"])
+        counts = {k: int(saved[k]) for k in saved.files if k not in ("i", "j", "s", "seconds")}
     else:
+        counts = {}
+        before = memory()
         t = time.perf_counter()
-        ei, ej, _ = view_pairs(images)
+        ei, ej, es = view_pairs(images, counts=counts)
         seconds = time.perf_counter() - t
-        np.savez(cache, i=ei, j=ej, seconds=seconds)
-    out: dict = {"n": n, "exhaustive_s": seconds, "exhaustive_links": int(len(ei))}
+        counts.update({"rss_before_mb": int(before["peak_rss_mb"]), "peak_rss_mb": int(memory()["peak_rss_mb"])})
+        np.savez(cache, i=ei, j=ej, s=es, seconds=seconds, **counts)
+    out: dict = {"n": n, "exhaustive_s": seconds, "exhaustive_links": int(len(ei)),
+                 "exhaustive_search": counts}  # proposed, aligned, held_max pairs; peak RSS (MB) of the search
     exhaustive = set((ei * n + ej).tolist())
 
     def share(i: np.ndarray, j: np.ndarray) -> float:
@@ -426,7 +433,9 @@ def main() -> None:
         print(json.dumps(RUNS[part](int(n))))
         return
     result = load()
-    result["machine"] = {"cpus": 2, "threads": args.threads, "python": platform.python_version(), "note": args.note}
+    machine = {"cpus": 2, "threads": args.threads, "python": platform.python_version(), "note": args.note}
+    if args.images:  # the top-level machine is the images table's; every row also carries its own
+        result["machine"] = machine
     for part in RUNS:
         for n in [int(x) for x in getattr(args, part).split(",") if x]:
             t = time.perf_counter()
@@ -442,6 +451,7 @@ def main() -> None:
                     f"-9 by the OOM killer): " + "".join(errors)[-2000:]} if status
                    else json.loads(stdout.strip().splitlines()[-1]))
             row["process_wall_s"] = time.perf_counter() - t  # imports and start-up included
+            row["machine"] = machine
             if status:  # a failed run is recorded apart and never replaces a measured row
                 result.setdefault("failed", []).append(row)
             else:

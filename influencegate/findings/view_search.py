@@ -6,6 +6,7 @@ descriptors themselves are views.py's.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -14,9 +15,15 @@ import torch
 from influencegate.findings.align import align_pairs, thumbnails
 from influencegate.findings.similarity import DEFAULT_BLOCK, check_block
 from influencegate.findings.views import ViewMatch, _base, anchor_index, dct_matrix, search_count, view_descriptors
+from influencegate.heap import release_heap
 
 #: Proposed pairs per aligned-check batch (thumbnails of both sides: 2 x 2,048 x 3 x 32 x 32 floats, 50 MiB).
 ALIGN_BATCH = 2048
+#: Most floats of one block_similarity tile's products in view_pairs (64 MiB): its tiles are narrowed to fit.
+#: At the defaults an image pair takes 35 search x 3 anchor products, so tiles of at most 399 x 399 images;
+#: the Duplicates finding's block_size 2,048 would take 1.6 GiB per tile (measured: peak RSS 2.6 GB against
+#: 1.3 GB for 2,000 images, benchmarks/results/allpairs_memory.json).
+TILE_FLOATS = 1 << 24
 
 
 def pair_similarity(views_a: torch.Tensor, views_b: torch.Tensor, match: ViewMatch) -> torch.Tensor:
@@ -25,6 +32,13 @@ def pair_similarity(views_a: torch.Tensor, views_b: torch.Tensor, match: ViewMat
     ab = torch.einsum("pvd,pad->pva", views_a[:, :search], views_b[:, anchors]).amax(dim=(1, 2))
     ba = torch.einsum("pvd,pad->pva", views_b[:, :search], views_a[:, anchors]).amax(dim=(1, 2))
     return torch.maximum(ab, ba)
+
+
+def tile_side(block_size: int, match: ViewMatch) -> int:
+    """Images per side of view_pairs' tiles: block_size (>= 1), narrowed so that one tile's R x C x search x
+    anchors products (block_similarity) fit in TILE_FLOATS."""
+    per_pair = search_count(match) * len(anchor_index(match))
+    return max(1, min(check_block(block_size), math.isqrt(TILE_FLOATS // per_pair)))
 
 
 def block_similarity(rows: torch.Tensor, cols: torch.Tensor, match: ViewMatch) -> torch.Tensor:
@@ -85,42 +99,102 @@ def kth_best(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int, k: int) -> np.
     return out
 
 
+def no_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, s) of no pairs: int64, int64, float32, all empty."""
+    return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+
+
+def all_views(images: torch.Tensor | np.ndarray, match: ViewMatch, device: str | torch.device = "cpu") -> torch.Tensor:
+    """float32 M x V x (K D^2): view_descriptors of the M images, DEFAULT_BLOCK images at a time, written into
+    one preallocated tensor (never a list of blocks plus their concatenation: half the peak)."""
+    first = view_descriptors(images[:DEFAULT_BLOCK], match, device)
+    views = torch.empty((len(images),) + tuple(first.shape[1:]), dtype=first.dtype, device=first.device)
+    views[:len(first)] = first
+    del first
+    for s in range(DEFAULT_BLOCK, len(images), DEFAULT_BLOCK):
+        views[s:s + DEFAULT_BLOCK] = view_descriptors(images[s:s + DEFAULT_BLOCK], match, device)
+    return views
+
+
+class Linkable:
+    """The pairs of an all-pairs search that can still be linked, held while the search runs (view_pairs).
+    Proposed pairs (view similarity >= propose) wait in a queue; each full batch of ALIGN_BATCH (the batches
+    of aligned_scores over the whole proposal list, so every score is the same) gets the aligned check, and
+    a pair is kept only while `link` holds for it with every image's k-th best view similarity so far: that
+    only grows as tiles come in, so a pair it rejects now is rejected at the end too (the absolute rule does
+    not depend on it; the relative one only gets stricter). Held: < ALIGN_BATCH + one tile's proposals
+    queued, plus the pairs that can still link (the final links and the relative-rule pairs not yet ruled
+    out), however many pairs were proposed. counts: proposed, aligned (checked), held_max (most pairs held,
+    queued + kept, int)."""
+
+    def __init__(self, thumbs: Callable[[np.ndarray], torch.Tensor], match: ViewMatch) -> None:
+        self.thumbs, self.match = thumbs, match
+        self.queue: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.queued = 0
+        self.kept = no_pairs()
+        self.counts = {"proposed": 0, "aligned": 0, "held_max": 0}
+
+    def propose(self, i: np.ndarray, j: np.ndarray, s: np.ndarray, kth: np.ndarray) -> None:
+        """Queue the pairs (i, j) of view similarity s (P each; all >= propose); check every full batch.
+        kth: N, each image's k-th best view similarity so far (a lower bound of the final one)."""
+        self.queue.append((i, j, s))
+        self.queued += len(i)
+        self.counts["proposed"] += len(i)
+        self.counts["held_max"] = max(self.counts["held_max"], self.queued + len(self.kept[0]))
+        if self.queued >= ALIGN_BATCH:
+            self.check(kth, ALIGN_BATCH * (self.queued // ALIGN_BATCH))
+
+    def check(self, kth: np.ndarray, count: int | None = None) -> None:
+        """Aligned check of the first `count` queued pairs (all when None); keep those `link` still accepts
+        with kth (N), and drop the kept pairs it no longer accepts."""
+        i, j, s = (np.concatenate(t) for t in zip(*self.queue)) if self.queue else no_pairs()
+        count = len(i) if count is None else count
+        self.queue = [(i[count:], j[count:], s[count:])] if count < len(i) else []
+        self.queued = len(i) - count
+        a = aligned_scores(i[:count], j[:count], s[:count], self.thumbs, self.match)
+        self.counts["aligned"] += count
+        i, j, a = (np.concatenate([old, new[:count]]) for old, new in zip(self.kept, (i, j, a)))
+        ok = link(i, j, a, kth, self.match)
+        self.kept = (i[ok], j[ok], a[ok])
+
+
 @torch.no_grad()
 def view_pairs(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch(), block_size: int = 256,
-               device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All linked pairs i < j (ViewMatch's rule), exhaustively (O(M^2)): (i, j, a) as int64, int64, float32
-    (a: the score of aligned_scores) sorted by (i, j). Memory: the M x V x (K D^2) views (35 x 768 floats = 105 KiB per
-    colour image), the aligned check's thumbnails (12 KiB) plus one tile; every pair with view similarity
-    >= propose and each image's top k are kept, the former get the aligned check."""
-    block = check_block(block_size)
+               device: str | torch.device = "cpu", counts: dict[str, int] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All linked pairs i < j (ViewMatch's rule), exhaustively (O(M^2) time): (i, j, a) as int64, int64,
+    float32 (a: the score of aligned_scores) sorted by (i, j). Memory: the M x V x (K D^2) views (35 x 768
+    floats = 105 KiB per colour image), the aligned check's thumbnails (12 KiB) plus one tile (block_size
+    images a side, narrowed by tile_side to TILE_FLOATS products) and the pairs
+    that can still link (Linkable: the proposed pairs are checked a batch at a time as the tiles propose them,
+    never all held). counts (when given) gets Linkable.counts: proposed, aligned, held_max."""
+    block = tile_side(block_size, match)
     n = len(images)
-    views = torch.cat([view_descriptors(images[s:s + DEFAULT_BLOCK], match, device)
-                       for s in range(0, n, DEFAULT_BLOCK)]) if n else None
-    keep_from = match.propose
-    k = min(int(match.k), max(n - 1, 1))
-    top = torch.full((n, k), -2.0)
-    found_i, found_j, found_s = [], [], []
+    if n < 2:
+        return no_pairs()
+    views = all_views(images, match, device)
+    top = torch.full((n, min(int(match.k), n - 1)), -2.0)
+    kth = top[:, -1].numpy()  # a view: each image's k-th best so far, as the tiles come in
+    held = Linkable(align_thumbnails(images, match), match)
     for r0 in range(0, n, block):
         for c0 in range(r0, n, block):
             sims = block_similarity(views[r0:r0 + block], views[c0:c0 + block], match).cpu()
             if c0 == r0:
                 sims.fill_diagonal_(-2.0)
-            ii, jj = torch.nonzero(sims >= keep_from, as_tuple=True)
-            upper = ii + r0 < jj + c0
-            found_i.append(ii[upper] + r0)
-            found_j.append(jj[upper] + c0)
-            found_s.append(sims[ii[upper], jj[upper]])
             rows, cols = slice(r0, r0 + sims.shape[0]), slice(c0, c0 + sims.shape[1])
-            top[rows] = torch.topk(torch.cat([top[rows], sims], 1), k, dim=1).values
+            top[rows] = torch.topk(torch.cat([top[rows], sims], 1), top.shape[1], dim=1).values
             if c0 != r0:
-                top[cols] = torch.topk(torch.cat([top[cols], sims.T], 1), k, dim=1).values
-    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
-    if n < 2:
-        return empty
-    i, j, s = (torch.cat(t).numpy() for t in (found_i, found_j, found_s))
-    s = aligned_scores(i, j, s, align_thumbnails(images, match), match)
-    ok = link(i, j, s, top[:, -1].numpy(), match)
-    i, j, s = i[ok], j[ok], s[ok]
+                top[cols] = torch.topk(torch.cat([top[cols], sims.T], 1), top.shape[1], dim=1).values
+            ii, jj = torch.nonzero(sims >= match.propose, as_tuple=True)
+            upper = ii + r0 < jj + c0
+            ii, jj = ii[upper], jj[upper]
+            held.propose((ii + r0).numpy(), (jj + c0).numpy(), sims[ii, jj].numpy(), kth)
+            del sims
+            release_heap()  # the tile's freed temporaries (tens of MiB, heap.py): RSS grew ~45 MB per tile without
+    held.check(kth)
+    if counts is not None:
+        counts.update(held.counts)
+    i, j, s = held.kept
     order = np.lexsort((j, i))
     return i[order].astype(np.int64), j[order].astype(np.int64), s[order].astype(np.float32)
 
