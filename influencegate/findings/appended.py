@@ -33,8 +33,9 @@ from influencegate.findings.duplicate_index import ViewIndex
 from influencegate.findings.duplicate_links import INDEX_BATCH, content_hashes, exact_pairs
 from influencegate.findings.image_similarity import _Tiles, thumbnails
 from influencegate.findings.similarity import check_block, normalized
-from influencegate.findings.view_search import aligned_scores, align_thumbnails, block_similarity, link, prune_floor
-from influencegate.findings.views import view_descriptors
+from influencegate.findings.view_search import (aligned_scores, align_thumbnails, all_views, block_similarity, link,
+                                                prune_floor, tile_side)
+from influencegate.heap import release_heap
 
 #: Value of an empty top-k slot (below every similarity).
 EMPTY = -2.0
@@ -119,6 +120,8 @@ def touching_tiles(similarity: Similarity, new: np.ndarray, top: torch.Tensor, k
             own = len(rows) if c0 == r0 else 0  # a square tile's first columns are its rows: merged above
             if sims.shape[1] > own:
                 _merge(top, cols[own:], sims[:, own:].T)
+            del sims
+            release_heap()  # the tile's freed temporaries (heap.py; view_search.view_pairs measured ~45 MB a tile)
     if not found_i:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     i, j, s = (torch.cat(t).numpy() for t in (found_i, found_j, found_s))
@@ -163,10 +166,10 @@ def near_links(images: Any, matcher: str, search: str, match: Any, views: Any, p
             similarity = tiles.similarity
             keep_from = min(rule.floor, rule.threshold) if rule.ratio > 0 else rule.threshold
         else:
-            desc = torch.cat([view_descriptors(images[s:s + INDEX_BATCH], views, device)
-                              for s in range(0, len(images), INDEX_BATCH)])
+            desc = all_views(images, views, device)
             similarity = lambda r, c: block_similarity(desc[r], desc[c], views)  # noqa: E731
             keep_from = views.propose  # the views propose, the aligned check decides (view_search.view_pairs)
+            block = tile_side(block, views)  # a tile's search x anchor products within TILE_FLOATS
         i, j, s = touching_tiles(similarity, previous.new, top, keep_from, block)
         score = s if matcher == "pixels" else aligned_scores(i, j, s, align_thumbnails(images, views), views)
         checked = int(previous.new.sum()) * len(previous.new)
