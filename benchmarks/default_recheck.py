@@ -9,10 +9,11 @@ fit_draws = ceil(rows x D / N), D = the largest layer's r_out r_in) and the inve
 - stability: all 1,797 digits, Spearman between the perturbation seeds of each pair, and the CPU seconds of
   fit and score (time.process_time, the variants side by side in one process, so their ratio is comparable).
 Each part of each encoder is written to benchmarks/results/OUT under the --split key as it finishes.
-Session 13 (default_recheck.json): --variants fewer_draws_rank128,control --seed-pairs 0:1.
+Session 13's default_recheck.json came from this script's first version (577fc75: the default and the control,
+encoders 0 and 1, perturbation seeds 0 and 1).
 Session 14 (default_stability.json): --split development --encoder-seeds 0,1 --seed-pairs 0:1,2:3, then
 --split held_out --encoder-seeds 2,3 --seed-pairs 4:5,6:7 --parts stability.
-Run: nice -n 10 python benchmarks/default_recheck.py [--variants all] [--out default_recheck.json]
+Run: nice -n 10 python benchmarks/default_recheck.py [--variants all] [--out default_stability.json]
 """
 from __future__ import annotations
 
@@ -179,7 +180,7 @@ def main() -> None:
                         help=f"'all' or a comma list of {list(VARIANTS)}")
     parser.add_argument("--parts", default="fidelity,stability", help="comma list of fidelity,stability")
     parser.add_argument("--split", default="development", help="key the results are stored under in OUT")
-    parser.add_argument("--out", default="default_recheck.json", help="file name under benchmarks/results/")
+    parser.add_argument("--out", default="default_stability.json", help="file name under benchmarks/results/")
     args = parser.parse_args()
     torch.set_num_threads(1)
     variants, pairs = parse_variants(args.variants), parse_pairs(args.seed_pairs)
@@ -189,8 +190,7 @@ def main() -> None:
     path = RESULTS / args.out
     out: dict = json.loads(path.read_text()) if path.exists() else {}
     split = out.setdefault(args.split, {})
-    split["setup"] = dict(variants={v: VARIANTS[v] for v in variants}, perturbation_pairs=pairs, epochs=args.epochs,
-                          torch_threads=1, cost_reference=COST_REFERENCE)
+    split["setup"] = dict(epochs=args.epochs, torch_threads=1, cost_reference=COST_REFERENCE)  # each part keeps the rest
     parts = {"fidelity": lambda seed: fidelity(args.n, args.epochs, seed, variants),
              "stability": lambda seed: stability(args.epochs, seed, pairs, variants)}
     for seed in [int(s) for s in args.encoder_seeds.split(",")]:
