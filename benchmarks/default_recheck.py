@@ -50,6 +50,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # dataset or its first ones (= the draws pilot's samples, whose rows the pilot then reuses)
     "spread512_rank128": dict(fit_samples=512, fit_draws=64, inverse_rank=128),
     "first512_rank128": dict(fit_samples=512, fit_first=True, fit_draws=64, inverse_rank=128),
+    "spread512_rank256": dict(fit_samples=512, fit_draws=64, inverse_rank=256),  # measured after the others
 }
 COST_REFERENCE = "control"
 BEFORE = {  # with the x_copies bug: fidelity_default_variants_n600.json, stability_default_variants.json
