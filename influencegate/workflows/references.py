@@ -23,9 +23,11 @@ from influencegate.data import DatasetError, ImageDataset, load_images, load_pai
 Kind = Literal["images", "pairs"]
 #: Load options that apply to pairs only (the embedded digits-captions: corruption share, seed, part).
 PAIR_OPTIONS = ("shuffled_fraction", "seed", "part")
-#: How many dataset versions one process keeps opened (an image audit needs one; a pair audit two: the pairs
-#: and the clean reference).
-OPENED_LIMIT = 4
+#: How many dataset versions one process keeps opened: an image audit needs one, a pair audit two (the pairs and
+#: the clean reference). Each keeps its pixel store (a temporary file of N x C x H x W bytes, 3 GB for a million
+#: 32 px colour images) until it is evicted or the process ends, so a notebook auditing version after version
+#: holds at most two.
+OPENED_LIMIT = 2
 #: The versions opened in this process, by reference (its JSON), least recently used first.
 _opened: OrderedDict[str, ImageDataset] = OrderedDict()
 
