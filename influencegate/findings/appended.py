@@ -34,7 +34,7 @@ from influencegate.findings.duplicate_links import INDEX_BATCH, content_hashes, 
 from influencegate.findings.image_similarity import _Tiles, thumbnails
 from influencegate.findings.similarity import check_block, normalized
 from influencegate.findings.view_search import (aligned_scores, align_thumbnails, all_views, block_similarity, link,
-                                                prune_floor, tile_side)
+                                                no_pairs, prune_floor, tile_side)
 from influencegate.heap import release_heap
 
 #: Value of an empty top-k slot (below every similarity).
@@ -123,7 +123,7 @@ def touching_tiles(similarity: Similarity, new: np.ndarray, top: torch.Tensor, k
             del sims
             release_heap()  # the tile's freed temporaries (heap.py; view_search.view_pairs measured ~45 MB a tile)
     if not found_i:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return no_pairs()
     i, j, s = (torch.cat(t).numpy() for t in (found_i, found_j, found_s))
     lo, hi = np.minimum(i, j), np.maximum(i, j)
     order_ = np.lexsort((hi, lo))

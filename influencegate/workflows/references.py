@@ -85,8 +85,9 @@ class DatasetRef(BaseModel):
     def _keep(self, dataset: ImageDataset) -> DatasetRef:
         """Remember `dataset` as this reference's version in this process (evicting the least recently used
         beyond OPENED_LIMIT); self."""
-        _opened[self.model_dump_json()] = dataset
-        _opened.move_to_end(self.model_dump_json())
+        key = self.model_dump_json()
+        _opened[key] = dataset
+        _opened.move_to_end(key)
         while len(_opened) > OPENED_LIMIT:
             _opened.popitem(last=False)
         return self
