@@ -13,6 +13,9 @@ Session 13's default_recheck.json came from this script's first version (577fc75
 encoders 0 and 1, perturbation seeds 0 and 1).
 Session 14 (default_stability.json): --split development --encoder-seeds 0,1 --seed-pairs 0:1,2:3, then
 --split held_out --encoder-seeds 2,3 --seed-pairs 4:5,6:7 --parts stability.
+Session 15 (default_library.json): the library's own default (`library_default`, now all K draws of 512 spread
+samples and inverse_rank 256) beside spread512_rank256 and the control, --split held_out --encoder-seeds 2,3
+--seed-pairs 4:5 --parts stability; `max_relative_difference` compares each variant's scores with the others'.
 Run: nice -n 10 python benchmarks/default_recheck.py [--variants all] [--out default_stability.json]
 """
 from __future__ import annotations
@@ -51,6 +54,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "spread512_rank128": dict(fit_samples=512, fit_draws=64, inverse_rank=128),
     "first512_rank128": dict(fit_samples=512, fit_first=True, fit_draws=64, inverse_rank=128),
     "spread512_rank256": dict(fit_samples=512, fit_draws=64, inverse_rank=256),  # measured after the others
+    # whatever the library's InfluenceConfig() does (session 15: the rule of spread512_rank256, built in)
+    "library_default": dict(),
 }
 COST_REFERENCE = "control"
 BEFORE = {  # with the x_copies bug: fidelity_default_variants_n600.json, stability_default_variants.json
@@ -129,6 +134,10 @@ def stability(epochs: int, encoder_seed: int, pairs: list[tuple[int, int]], vari
             print("stability", encoder_seed, seed, name, {k: v for k, v in runs[name][seed].items() if k != "scores"},
                   flush=True)
     rows = {name: stability_row(name, by_seed, pairs, len(data)) for name, by_seed in runs.items()}
+    for name, row in rows.items():  # the largest |a / b - 1| over the samples and seeds, per other variant
+        row["max_relative_difference"] = {
+            other: max(float(np.max(np.abs(run["scores"] / runs[other][seed]["scores"] - 1)))
+                       for seed, run in runs[name].items()) for other in runs if other != name}
     if COST_REFERENCE in rows:
         reference = runs[COST_REFERENCE]
         for name, row in rows.items():

@@ -197,8 +197,9 @@ def worker_limit(args, model, ds, device) -> dict[str, Any]:
 
 #: The parts of our fit + score timed separately (method wrappers installed in the "ours" worker process only):
 #: {part: (module path, class name, method)}. The curvature pass includes its D x D sums; "pilot" is scoring the
-#: stashed fit draws plus the pilot's own pass. The sums and eigendecompositions do not grow with N (fit_draws
-#: keeps 32 rows per dimension), nor does the pilot (512 samples): they are the fixed costs at small N.
+#: stashed fit draws plus the pilot's own pass (none under the default fit rule). The sums and eigendecompositions
+#: do not grow with N (the fit keeps 32 rows per dimension: by default all K draws of 512 spread samples), nor does
+#: the pilot (512 samples): they are the fixed costs at small N.
 PARTS = {"curvature_pass_s": ("influencegate.influence.scorer", "InfluenceScorer", "_update_curvature"),
          "curvature_sums_s": ("influencegate.influence.curvature", "RawCurvature", "update"),
          "eigendecompositions_s": ("influencegate.influence.curvature", "RawCurvature", "finalize"),
@@ -251,7 +252,8 @@ def worker_ours(args, model, ds, device) -> dict[str, Any]:
     out.update(samples_timed=n, seconds=out["fit_seconds"] + out["score_seconds"],
                memory=memory_report(device, rss0))
     out.update(samples_per_s=n / out["seconds"], fit_samples_per_s=n / out["fit_seconds"],
-               score_samples_per_s=n / out["score_seconds"], fit_draws=scorer.fit_draws, score_draws=scorer.score_draws)
+               score_samples_per_s=n / out["score_seconds"], fit_draws=scorer.fit_draws, score_draws=scorer.score_draws,
+               fit_share=scorer.fit_share)
     out["parts"] = {**parts, "curvature_pass_excluding_sums_s": parts.get("curvature_pass_s", 0.0)
                     - parts.get("curvature_sums_s", 0.0), "note": PARTS_NOTE}
     col = "influence" if "influence" in table.columns else table.select_dtypes("number").columns[0]

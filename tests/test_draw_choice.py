@@ -122,6 +122,44 @@ def test_the_pilot_reuses_the_fit_draws_and_gives_what_its_own_pass_gives(small_
     np.testing.assert_allclose(whole.score(data)["influence"], alone.score(data)["influence"], rtol=1e-5)
 
 
+def test_the_default_pilot_is_the_first_of_the_spread_fitted_samples_and_needs_no_pass_of_its_own(small_problem,
+                                                                                                   monkeypatch):
+    """Default rule: the curvature takes all 24 draws of 40 of the 80 samples, spread over them; the pilot (30
+    samples) is the first 30 of those and scores the curvature pass's rows, so fit makes one pass only; score
+    passes over the 50 others, and every score equals the mean of the first K* per-draw scores."""
+    from influencegate.influence import config as config_module
+    from influencegate.influence import scorer as scorer_module
+    from influencegate.influence.fit_samples import spread_indices
+
+    model, data = small_problem
+    monkeypatch.setattr(scorer_module, "PILOT_SAMPLES", 30)
+    monkeypatch.setattr(config_module, "FIT_ROWS_PER_DIM", 40 * 24 / 128)  # D = 4 x 32 (the Linear layer)
+    config = InfluenceConfig(draws=24, batch_size=16, draws_per_pass=5, progress=False, target_stability=0.5)
+    passes: list[tuple[str, int, int]] = []
+    original = InfluenceScorer._pass
+
+    def recording(self, dataset, projectors, desc, *args, **kwargs):
+        passes.append((desc, kwargs.get("first_draw", 0), len(dataset)))
+        return original(self, dataset, projectors, desc, *args, **kwargs)
+
+    monkeypatch.setattr(InfluenceScorer, "_pass", recording)
+    adaptive = InfluenceScorer(model, config).fit(data)
+    fitted = [data.sample_ids[i] for i in spread_indices(80, 40)]
+    assert passes == [("curvature", 0, 40)] and adaptive.fit_draws == 24
+    assert list(adaptive._pilot) == fitted[:30]
+    table = adaptive.score(data)
+    assert passes[1:] == [("score", 0, 50)]
+    reference = InfluenceScorer(model, config)
+    restore_fit(reference, fit_state(adaptive))  # the same curvature, all per-draw scores from one pass
+    per_draw = {}
+    for ids, k, values in reference._draw_scores(data, 24, "reference"):
+        for sid, value in zip(ids, values):
+            per_draw.setdefault(sid, [0.0] * 24)[k] = value
+    chosen = adaptive.score_draws
+    np.testing.assert_allclose(table["influence"], [np.mean(per_draw[sid][:chosen]) for sid in data.sample_ids],
+                               rtol=1e-5)
+
+
 def test_the_chosen_draws_survive_a_restored_fit(small_problem, monkeypatch):
     from influencegate.influence import scorer as scorer_module
 

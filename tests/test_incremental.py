@@ -44,6 +44,35 @@ def test_extended_fit_equals_a_fit_of_the_union(versions, digits):
         torch.testing.assert_close(extended.curvature[name].outer_sum, curv.outer_sum, rtol=0, atol=1e-6 * scale)
 
 
+def test_extending_a_fit_of_spread_samples_adds_the_same_share_of_the_new_ones(digits, monkeypatch):
+    """Default rule (all K draws of a spread share of the samples): 540 digits fit 135 of them (share 1/4);
+    extending by 60 adds 15 of those, spread over them: the curvature of exactly those 150 samples."""
+    from dataclasses import replace
+
+    from influencegate.influence import config as config_module
+    from influencegate.influence.fit_samples import spread_indices
+
+    torch.manual_seed(0)
+    encoder = SmallCNN(in_channels=1)
+    spread = replace(CONFIG, fit_draws=None)
+    dimension = 64  # rank 8: every layer's r_out r_in is at most 8 x 8
+    monkeypatch.setattr(config_module, "FIT_ROWS_PER_DIM", 135 * 4 / dimension)  # 135 samples x 4 draws
+    before = InfluenceScorer(encoder, spread).fit(digits.subset(digits.sample_ids[:540]))
+    assert before.fit_share == pytest.approx(135 / 540)
+    extended = InfluenceScorer(encoder, spread)
+    restore_fit(extended, fit_state(before))
+    extended.extend_fit(digits.subset(digits.sample_ids[540:600]))
+    fitted = [digits.sample_ids[i] for i in spread_indices(540, 135)]
+    fitted += [digits.sample_ids[540 + i] for i in spread_indices(60, 15)]
+    monkeypatch.setattr(config_module, "FIT_ROWS_PER_DIM", 10**6)  # the reference fits every sample it is given
+    reference = InfluenceScorer(encoder, spread).fit(digits.subset(fitted))
+    assert reference.fit_share == 1.0
+    for name, curv in reference.curvature.items():
+        assert extended.curvature[name].count == curv.count == 150 * 4
+        scale = curv.outer_sum.abs().max().item()
+        torch.testing.assert_close(extended.curvature[name].outer_sum, curv.outer_sum, rtol=0, atol=1e-6 * scale)
+
+
 def test_appended_version_reuses_old_scores_within_tolerance(versions):
     encoder, state, table, appended, full = versions
     got, report = score_appended(restored(encoder, state), appended, table, tolerance=0.99, check_samples=50)

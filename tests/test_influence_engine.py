@@ -85,13 +85,26 @@ def test_heuristic_damping_matches_exact_block_diagonal(model_name, tiny_data):
     np.testing.assert_allclose(ours, exact, rtol=1e-8)
 
 
+def closed_form_raw(g: np.ndarray, fit_rows: np.ndarray, lam: float, inverse_rank: int | None) -> np.ndarray:
+    """Per sample, the mean over all K draws of g^T M g for one layer: g N x K x D, M the exact damped inverse of
+    H = fit_rows^T fit_rows / rows, or its top-m eigenpairs plus one weight for the other directions,
+    sum e/(e + lambda) / sum e over them."""
+    evals, evecs = np.linalg.eigh(fit_rows.T @ fit_rows / len(fit_rows))
+    evals = np.clip(evals, 0, None)
+    m = len(evals) if inverse_rank is None else min(inverse_rank, len(evals))
+    rest = evals[: len(evals) - m]
+    weights = np.full(len(evals), (rest / (rest + lam)).sum() / rest.sum() if m < len(evals) else 0.0)
+    weights[len(evals) - m:] = 1.0 / (evals[len(evals) - m:] + lam)
+    assert inverse_rank is None or m < len(evals)  # the low rank really truncates every layer here
+    return ((g @ evecs) ** 2 * weights).sum(2).mean(1)
+
+
 @pytest.mark.parametrize("inverse_rank", [2, 5, None])
 @pytest.mark.parametrize("draws_per_pass", [None, 2])
 def test_low_rank_inverse_and_fit_draws_match_their_closed_form(inverse_rank, draws_per_pass, tiny_data):
-    """H_l from the first fit_draws draws of exact per-sample gradients; score = mean over all K draws of
-    sum_l g^T M_l g with M_l the exact damped inverse, or its top-m eigenpairs plus one weight for the other
-    directions, sum e/(e + lambda) / sum e over them. draws_per_pass 2: passes of 2, 1 draws (fit) and 2, 2, 1
-    (score), a pass shorter than the one before it (its x-branch holds fewer copies of the batch)."""
+    """H_l from the first fit_draws draws of every sample's exact gradients; score = mean over all K draws of
+    sum_l g^T M_l g (`closed_form_raw`). draws_per_pass 2: passes of 2, 1 draws (fit) and 2, 2, 1 (score), a
+    pass shorter than the one before it (its x-branch holds fewer copies of the batch)."""
     model, lam = tiny_cnn(), 0.05
     cfg = config(curvature="raw", projection="identity", damping=lam, draws=5, fit_draws=3, inverse_rank=inverse_rank,
                  draws_per_pass=draws_per_pass)
@@ -100,26 +113,61 @@ def test_low_rank_inverse_and_fit_draws_match_their_closed_form(inverse_rank, dr
     expected = np.zeros(len(ex.sample_ids))
     for block in ex.blocks.values():
         g = ex.g[:, :, block].numpy()  # N x K x D
-        fit_rows = g[:, :3].reshape(-1, g.shape[2])
-        evals, evecs = np.linalg.eigh(fit_rows.T @ fit_rows / len(fit_rows))
-        evals = np.clip(evals, 0, None)
-        m = len(evals) if inverse_rank is None else min(inverse_rank, len(evals))
-        rest = evals[: len(evals) - m]
-        weights = np.full(len(evals), (rest / (rest + lam)).sum() / rest.sum() if m < len(evals) else 0.0)
-        weights[len(evals) - m:] = 1.0 / (evals[len(evals) - m:] + lam)
-        assert inverse_rank is None or m < len(evals)  # the low rank really truncates every layer here
-        expected += ((g @ evecs) ** 2 * weights).sum(2).mean(1)
+        expected += closed_form_raw(g, g[:, :3].reshape(-1, g.shape[2]), lam, inverse_rank)
     np.testing.assert_allclose(ours, expected, rtol=1e-9)
 
 
-def test_fit_draws_default_asks_for_32_rows_per_curvature_dimension():
+@pytest.mark.parametrize("inverse_rank", [5, None])
+def test_default_fit_takes_all_draws_of_spread_samples_as_its_closed_form(inverse_rank, tiny_data, monkeypatch):
+    """fit_draws None: H_l from all K draws of the n_fit samples spread over the dataset (n_fit x K >= rows x D,
+    here 0.5 rows per dimension of the largest layer, D = 6 x 36: 22 of 36 samples); every sample is scored
+    with all K draws under it."""
+    from influencegate.influence import config as config_module
+    from influencegate.influence.fit_samples import spread_indices
+
+    monkeypatch.setattr(config_module, "FIT_ROWS_PER_DIM", 0.5)
+    model, lam = tiny_cnn(), 1e-9  # of the order of H's eigenvalues here, so that H shapes the scores
+    cfg = config(curvature="raw", projection="identity", damping=lam, draws=5, inverse_rank=inverse_rank)
+    scorer = InfluenceScorer(model, cfg).fit(tiny_data)
+    assert scorer.fit_draws == 5 and scorer.fit_share == pytest.approx(22 / 36)
+    ours = scorer.score(tiny_data)["influence"].to_numpy()
+    ex = per_sample_gradients(model, tiny_data, cfg)
+    fitted = spread_indices(36, 22)
+    expected, every_sample = np.zeros(len(ex.sample_ids)), np.zeros(len(ex.sample_ids))
+    for block in ex.blocks.values():
+        g = ex.g[:, :, block].numpy()  # N x K x D
+        expected += closed_form_raw(g, g[fitted].reshape(-1, g.shape[2]), lam, inverse_rank)
+        every_sample += closed_form_raw(g, g.reshape(-1, g.shape[2]), lam, inverse_rank)
+    np.testing.assert_allclose(ours, expected, rtol=1e-7)
+    assert np.max(np.abs(every_sample / expected - 1)) > 0.01  # a fit of every sample would not pass
+
+
+def test_the_default_fits_all_draws_of_32_rows_per_dimension_and_at_least_the_pilot():
     cfg = InfluenceConfig(draws=64)
-    assert cfg.curvature_draws(1797, 1024) == 19  # ceil(32 * 1024 / 1797)
-    assert cfg.curvature_draws(600, 1024) == 55
-    assert cfg.curvature_draws(100, 1024) == 64  # capped at K
-    assert cfg.curvature_draws(10**6, 1024) == 1
-    assert InfluenceConfig(draws=64, fit_draws=8).curvature_draws(600, 1024) == 8
-    assert InfluenceConfig(draws=4, fit_draws=8).curvature_draws(600, 1024) == 4
+    assert cfg.curvature_draws() == 64
+    assert cfg.curvature_samples(1797, 1024) == 512  # ceil(32 * 1024 / 64)
+    assert cfg.curvature_samples(1797, 1024, pilot=512) == 512
+    assert cfg.curvature_samples(1797, 256, pilot=512) == 512  # 128 would do; the pilot's samples are fitted
+    assert cfg.curvature_samples(1797, 256) == 128
+    assert cfg.curvature_samples(10**6, 4096, pilot=512) == 2048
+    assert cfg.curvature_samples(300, 1024, pilot=512) == 300  # capped at N
+    assert InfluenceConfig(draws=16).curvature_samples(10**5, 1024) == 2048
+    explicit = InfluenceConfig(draws=64, fit_draws=8)  # an integer: the first 8 draws of every sample
+    assert explicit.curvature_draws() == 8 and explicit.curvature_samples(600, 1024, pilot=512) == 600
+    assert InfluenceConfig(draws=4, fit_draws=8).curvature_draws() == 4
+
+
+def test_spread_indices_cover_the_dataset_evenly():
+    from influencegate.influence.fit_samples import share_count, spread_indices
+
+    for length, count in [(1797, 512), (600, 512), (36, 22), (10, 1), (10, 2), (7, 7), (5, 9)]:
+        picked = spread_indices(length, count)
+        assert len(picked) == min(length, count) and picked == sorted(set(picked))
+        assert picked[0] == 0 and (count < 2 or picked[-1] == length - 1)
+        gaps = np.diff(picked)
+        assert len(gaps) == 0 or gaps.max() - gaps.min() <= 1
+    assert spread_indices(10, 0) == []
+    assert share_count(512 / 1797, 1797) == 512 and share_count(0.001, 10) == 1 and share_count(0.5, 0) == 0
 
 
 @pytest.mark.parametrize("model_name", sorted(MODELS))

@@ -73,6 +73,22 @@ def test_fit_state_is_plain_tensors_and_restores_the_same_scores(options, tiny_d
     pd.testing.assert_frame_equal(restored.score(tiny_data), fitted.score(tiny_data), check_exact=True)
 
 
+def test_a_fit_of_the_previous_format_reads_as_a_fit_of_every_sample_and_a_bad_share_is_refused(tiny_data) -> None:
+    """A /4 state (written before the share of fitted samples was stored) fitted every sample: share 1, so
+    an appended version extends it with every new sample, as it did then."""
+    cfg = _config(curvature="raw")
+    state = fit_state(InfluenceScorer(_tiny_cnn(), cfg).fit(tiny_data))
+    previous = {k: v for k, v in state.items() if k != "fit_share"} | {"format": "influencegate.fit/4"}
+    restored = InfluenceScorer(_tiny_cnn(), cfg)
+    restore_fit(restored, previous)
+    assert restored.fit_share == 1.0
+    for share in (0.0, 1.5, 1, "1"):
+        with pytest.raises(ValueError, match="malformed fit_share"):
+            restore_fit(InfluenceScorer(_tiny_cnn(), cfg), state | {"fit_share": share})
+    with pytest.raises(ValueError, match="malformed fit"):
+        restore_fit(InfluenceScorer(_tiny_cnn(), cfg), {k: v for k, v in state.items() if k != "fit_share"})
+
+
 def test_a_memory_directory_equals_one_score_and_resumes(tiny_data) -> None:
     import fsspec
 

@@ -28,17 +28,23 @@ class InfluenceConfig:
         "+", e.g. "flip+jitter+grayscale") or a callable ``(images, sample_ids) -> perturbed images``.
     sigma: standard deviation of the Gaussian noise, in the model's normalised input units.
     draws: K, perturbation draws per sample (the most a score uses); the score is the mean over draws.
-    target_stability: the between-seed Spearman a ranking should reach; `fit` then scores a pilot (the first
-        512 samples) with all K draws and keeps the fewest of 16, 24, 32, 48, 64, ... (< K) and K whose
-        split-half prediction reaches it (``influence.stability``), so data whose ranking settles early is
-        scored with fewer draws (32 x 32 photo patches: 16 of 64, Spearman 0.977 between seeds; 8 x 8 digits
-        need all 64). The pilot's samples are not scored twice. None: always K draws, as under torchrun.
-    fit_draws: how many of those draws (the first ones) fit the curvature. None (default) = enough for
-        FIT_ROWS_PER_DIM = 32 gradient rows per curvature dimension, N x fit_draws >= 32 D (D = the largest
-        layer's r_out r_in), capped at K: H is a dataset average, and beyond that many rows its ranking
-        barely moves (digits, D = 1024: 16 draws of 1,797 images, 28 rows per dimension, rank like all 64 to
-        Spearman 0.992; 16 draws of 600 images, 9.6 rows per dimension, fall to 0.91 against the exact score),
-        while each score needs all K. An integer fixes it (do so when fitting shards that are merged later).
+    target_stability: the between-seed Spearman a ranking should reach; `fit` then scores a pilot (512 samples,
+        the first of the curvature's samples, spread over the dataset) with all K draws and keeps the fewest of
+        16, 24, 32, 48, 64, ... (< K) and K whose split-half prediction reaches it (``influence.stability``), so
+        data whose ranking settles early is scored with fewer draws (32 x 32 photo patches: 16 of 64, Spearman
+        0.977 between seeds; 8 x 8 digits need all 64). The pilot's samples are not scored twice. None: always
+        K draws, as under torchrun.
+    fit_draws: which gradient rows fit the curvature. None (default): all K draws of a share of the samples,
+        spread evenly over the dataset: enough samples for FIT_ROWS_PER_DIM = 32 rows per curvature dimension,
+        n_fit x K >= 32 D (D = the largest layer's r_out r_in; 512 samples at D = 1,024, K = 64), and at least
+        the draws pilot's PILOT_SAMPLES, which are the first of them, so the pilot reuses the curvature pass's
+        rows and computes no draw twice. H is a dataset average, and beyond that many rows its ranking barely
+        moves, while each score needs all K. All K draws of fewer samples, rather than the first draws of every
+        sample, keep the ranking's stability between seeds: under common noise every sample shares draw k, so a
+        curvature from a few draws carries their noise into every score (digits, SmallCNN: 0.938 / 0.942 between
+        seeds against 0.876 / 0.912 for the first 19 draws of all 1,797 digits, at 0.47 of the cost of a fit on
+        all N x K rows with the exact inverse; README, "Defaults and why"). An integer: the first fit_draws
+        draws of EVERY sample (do so when fitting shards that are merged later).
     noise: how the K Gaussian draws are made; each single draw follows N(0, I) in all three.
         "common": common random numbers, draw k is the same noise for every sample (and the K draws are
         mutually orthogonal): the estimation errors of different samples are correlated, so rankings are
@@ -53,8 +59,9 @@ class InfluenceConfig:
     curvature: "identity" | "diagonal" | "raw" | "kfac" | "ekfac".
     inverse_rank: raw only: None = the exact damped inverse of the projected covariance; m = its top-m
         eigenpairs exactly and one weight, sum e/(e + lambda) / sum e over the other eigenvalues e, for the
-        rest (8x cheaper scoring at m = 128 on D = 1024 layers, Spearman 0.9985 to the exact inverse on
-        digits; see RawCurvature).
+        rest (see RawCurvature). Default 256: 4x less scoring work than the exact inverse on D = 1,024
+        layers; against the exact score (600 digits) it keeps 0.933 / 0.928 on two encoders where m = 128
+        keeps 0.916 / 0.903 (README, "Defaults and why").
     damping: None = per layer 0.1 x the mean eigenvalue of that layer's curvature; a float = absolute
         lambda added to H = (1/N) sum_n g_n g_n^T.
     embedding: which representation the objective compares ("backbone": the encoder's output).
@@ -77,7 +84,7 @@ class InfluenceConfig:
     rank: int = 32
     projection: str = "random"
     curvature: str = "raw"
-    inverse_rank: int | None = 128
+    inverse_rank: int | None = 256
     damping: float | None = None
     embedding: str = "backbone"
     objective: str = "cosine"
@@ -124,13 +131,17 @@ class InfluenceConfig:
         if problems:
             raise ValueError("invalid InfluenceConfig: " + "; ".join(problems))
 
-    def curvature_draws(self, samples: int, dimension: int) -> int:
-        """The number of draws (the first ones) the curvature is fitted on, for `samples` images and a largest
-        curvature dimension `dimension` (see `fit_draws`)."""
+    def curvature_draws(self) -> int:
+        """The number of draws (the first ones) of each fitted sample that fit the curvature (see `fit_draws`)."""
+        return int(self.draws) if self.fit_draws is None else max(1, min(int(self.fit_draws), int(self.draws)))
+
+    def curvature_samples(self, samples: int, dimension: int, pilot: int = 0) -> int:
+        """How many of `samples` samples fit the curvature, for a largest curvature dimension `dimension` and a
+        draws pilot of `pilot` samples (0: none): all of them under an integer fit_draws (see `fit_draws`)."""
         if self.fit_draws is not None:
-            return max(1, min(int(self.fit_draws), int(self.draws)))
-        needed = math.ceil(FIT_ROWS_PER_DIM * dimension / max(int(samples), 1))
-        return max(1, min(needed, int(self.draws)))
+            return int(samples)
+        needed = math.ceil(FIT_ROWS_PER_DIM * dimension / int(self.draws))
+        return max(1, min(int(samples), max(needed, int(pilot))))
 
     @property
     def dtype(self) -> torch.dtype:

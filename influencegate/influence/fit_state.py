@@ -16,9 +16,11 @@ from influencegate.influence.curvature import CURVATURE_CLASSES, LayerCurvature
 from influencegate.influence.layers import LayerProjector, layer_sizes
 from influencegate.influence.scorer import InfluenceScorer
 
-#: The layout written by `fit_state` (a state of another layout is refused). /4: the same layout, but fits
-#: written before the capture.x_copies fix (cf78731) hold curvature sums with wrong rows, so they are refused.
-STATE_FORMAT = "influencegate.fit/4"
+#: The layout written by `fit_state` (a state of another layout is refused; fits written before the
+#: capture.x_copies fix, cf78731, hold curvature sums with wrong rows). /5 adds "fit_share" (the share of the
+#: samples whose rows the curvature holds); a /4 state, which fitted every sample, reads as share 1.
+STATE_FORMAT = "influencegate.fit/5"
+_EVERY_SAMPLE_FORMAT = "influencegate.fit/4"
 _KIND_OF = {cls: kind for kind, cls in CURVATURE_CLASSES.items()}
 _PRIMITIVES = (bool, int, float, str, type(None))
 
@@ -45,14 +47,15 @@ def fit_state(scorer: InfluenceScorer) -> dict[str, Any]:
     """The fitted state of `scorer` as tensors, ints, floats, strings, None, lists and dicts only (what
     ``torch.load(weights_only=True)`` reads back):
 
-        {"format": STATE_FORMAT, "fit_draws": int, "score_draws": int,
+        {"format": STATE_FORMAT, "fit_draws": int, "fit_share": float, "score_draws": int,
          "projections": {layer: {"p_in": tensor | None, "p_out": tensor | None}},
          "curvature": {layer: {"kind": "ekfac", "shape": [r_out, r_in],
                                "values": {"count": float, "damping_value": float, ...},
                                "tensors": {"q_a": tensor, "e_a": tensor, ...}}}}
     """
     cpu = lambda p: None if p is None else p.detach().cpu().clone()  # noqa: E731
-    return {"format": STATE_FORMAT, "fit_draws": int(scorer.fit_draws), "score_draws": int(scorer.score_draws),
+    return {"format": STATE_FORMAT, "fit_draws": int(scorer.fit_draws), "fit_share": float(scorer.fit_share),
+            "score_draws": int(scorer.score_draws),
             "projections": {name: {"p_in": cpu(p.p_in), "p_out": cpu(p.p_out)}
                             for name, p in scorer.projectors.items()},
             "curvature": {name: _curvature_state(curv) for name, curv in scorer.curvature.items()}}
@@ -107,13 +110,17 @@ def _curvature(state: Any, name: str, kind: str, shape: tuple[int, int]) -> Laye
 def restore_fit(scorer: InfluenceScorer, state: Any) -> None:
     """Set `scorer`'s fit from `fit_state` output (projections bound to this scorer's layers); ValueError
     when the state does not match the scorer's layers and config."""
-    _expect(isinstance(state, dict) and state.get("format") == STATE_FORMAT,
+    _expect(isinstance(state, dict) and state.get("format") in (STATE_FORMAT, _EVERY_SAMPLE_FORMAT),
             f"not a fit of this version of influencegate (format {STATE_FORMAT!r})")
-    _expect(set(state) == {"format", "fit_draws", "score_draws", "projections", "curvature"}, "malformed fit")
-    fit_draws, score_draws = state["fit_draws"], state["score_draws"]
+    if state["format"] == _EVERY_SAMPLE_FORMAT:
+        state = {**state, "format": STATE_FORMAT, "fit_share": 1.0}
+    _expect(set(state) == {"format", "fit_draws", "fit_share", "score_draws", "projections", "curvature"},
+            "malformed fit")
+    fit_draws, score_draws, fit_share = state["fit_draws"], state["score_draws"], state["fit_share"]
     for name, value in (("fit_draws", fit_draws), ("score_draws", score_draws)):
         _expect(isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= scorer.config.draws,
                 f"malformed {name}")
+    _expect(isinstance(fit_share, float) and 0 < fit_share <= 1, "malformed fit_share")
     projections, curvature = state["projections"], state["curvature"]
     _expect(isinstance(projections, dict) and isinstance(curvature, dict)
             and list(projections) == list(scorer.layers) and list(curvature) == list(scorer.layers),
@@ -121,4 +128,5 @@ def restore_fit(scorer: InfluenceScorer, state: Any) -> None:
     projectors = {name: _projector(scorer.layers[name], projections[name], name) for name in scorer.layers}
     kind = scorer.config.curvature
     fitted = {name: _curvature(curvature[name], name, kind, projectors[name].shape) for name in scorer.layers}
-    scorer.fit_draws, scorer.score_draws, scorer.projectors, scorer.curvature = fit_draws, score_draws, projectors, fitted
+    scorer.fit_draws, scorer.fit_share, scorer.score_draws = fit_draws, fit_share, score_draws
+    scorer.projectors, scorer.curvature = projectors, fitted

@@ -1,16 +1,17 @@
 """The draws pilot's gradients of the fit's draws, kept from the curvature pass instead of computed again.
 
-With `target_stability`, `fit` scores its first PILOT_SAMPLES samples with all K draws under the fitted
+With `target_stability`, `fit` scores its first PILOT_SAMPLES fitted samples with all K draws under the fitted
 curvature (``influence.stability`` then chooses the draws). The curvature pass has already computed their
-projected gradients for the first fit_draws draws, but before the curvature they are scored with exists.
-A `PilotStash` keeps those rows, so that the pilot's own pass covers only draws fit_draws..K-1: on 600 digits
-(fit_draws 55 of 64) that pass shrinks from 64 to 9 draws of 512 samples. The gradients are the same tensors
-either way; only the order of the floating-point sums can differ (by rounding).
+projected gradients for the fit's draws, but before the curvature they are scored with exists. A `PilotStash`
+keeps those rows, so that the pilot's own pass covers only the draws the fit did not take: none under the
+default rule (all K draws of the fitted samples, the pilot's first among them), draws fit_draws..K-1 under an
+integer fit_draws. The gradients are the same tensors either way; only the order of the floating-point sums
+can differ (by rounding).
 
 The stash holds min(N, PILOT_SAMPLES) x fit_draws x sum_l r_out r_in values (SmallCNN, r = 32: 2,632 per
-(sample, draw), 296 MB at fit_draws 55 in float32) and is used only when that is at most STASH_BUDGET_FRACTION
+(sample, draw), 345 MB at 64 draws in float32) and is used only when that is at most STASH_BUDGET_FRACTION
 of one pass's memory budget (``influence.pass_memory.pass_budget_bytes``); otherwise the pilot passes over all
-K draws as before. It is bounded by PILOT_SAMPLES, not by N, so memory stays flat in N.
+K draws of its samples. It is bounded by PILOT_SAMPLES, not by N, so memory stays flat in N.
 """
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from influencegate.influence.capture import (Batch, GradientCapture, autocast_co
 from influencegate.influence.pass_memory import PassPlan, activation_bytes_per_row, pass_budget_bytes, plan_pass
 from influencegate.influence.config import InfluenceConfig
 from influencegate.influence.curvature import CURVATURE_CLASSES, LayerCurvature, RawCurvature
+from influencegate.influence.fit_samples import fitted_subset, share_count
 from influencegate.influence.layers import (LayerProjector, pca_projectors, projected_shape, random_projectors,
                                             tracked_layers)
 from influencegate.influence.perturb import make_perturbation
@@ -133,7 +134,9 @@ class InfluenceScorer:
         return pca_projectors(self.layers, cfg.rank, covariances)
 
     def fit(self, dataset: Dataset, reducer: Reducer | None = None) -> "InfluenceScorer":
-        """Fit projections and per-layer curvature on `dataset` (streaming; memory flat in N).
+        """Fit projections and per-layer curvature on `dataset` (streaming; memory flat in N): on all K draws of
+        its evenly spread share of samples by default, or on the first fit_draws draws of every sample
+        (``InfluenceConfig.fit_draws``, ``influence.fit_samples``); the draws pilot scores the first fitted ones.
 
         reducer: when several processes each fit on their own part of the samples, combines their sums after
         every pass, so that each ends with the fit of all the samples (see ``influence.distributed``).
@@ -141,29 +144,31 @@ class InfluenceScorer:
         cfg = self.config
         dimension = max(math.prod(projected_shape(m, cfg.rank, cfg.projection == "identity"))
                         for m in self.layers.values())
+        # The pilot is one process's first fitted samples; under several processes (reducer) every rank keeps all
+        # K draws, so that the ranks score alike.
+        pilot = cfg.target_stability is not None and len(candidate_draws(cfg.draws)) > 1 and reducer is None
         n_samples = reducer.total(len(dataset)) if reducer else len(dataset)
-        self.fit_draws = cfg.curvature_draws(n_samples, dimension)
-        self.projectors = self._fit_projectors(dataset, reducer)
+        self.fit_draws = cfg.curvature_draws()
+        self.fit_share = cfg.curvature_samples(n_samples, dimension, PILOT_SAMPLES if pilot else 0) / n_samples
+        fit_data = fitted_subset(dataset, share_count(self.fit_share, len(dataset)))
+        self.projectors = self._fit_projectors(fit_data, reducer)
         curvature_class = CURVATURE_CLASSES[cfg.curvature]
         options = {"inverse_rank": cfg.inverse_rank} if curvature_class is RawCurvature else {}
         self.curvature = {n: curvature_class(p.shape, **options) for n, p in self.projectors.items()}
         if curvature_class.needs_factors:
-            factors = self._factor_sums(dataset, self.projectors, "curvature factors", reducer)
+            factors = self._factor_sums(fit_data, self.projectors, "curvature factors", reducer)
             for name, curv in self.curvature.items():
                 curv.set_factors(factors[name])
-        # The pilot is one process's first samples; under several processes (reducer) every rank keeps all K
-        # draws, so that the ranks score alike.
-        pilot = cfg.target_stability is not None and len(candidate_draws(cfg.draws)) > 1 and reducer is None
-        stash = self._pilot_stash(len(dataset)) if pilot and curvature_class.needs_gradients else None
+        stash = self._pilot_stash(len(fit_data)) if pilot and curvature_class.needs_gradients else None
         if curvature_class.needs_gradients:
-            self._update_curvature(dataset, "curvature", stash)
+            self._update_curvature(fit_data, "curvature", stash)
             if reducer:
                 self.curvature = reducer.merged(self.curvature)
         for curv in self.curvature.values():
             curv.finalize(cfg.damping)
         self.score_draws, self.draw_predictions, self._pilot = cfg.draws, {}, {}
         if pilot:
-            self._choose_score_draws(dataset, stash)
+            self._choose_score_draws(fit_data, stash)
         return self
 
     def _update_curvature(self, dataset: Dataset, desc: str, stash: PilotStash | None = None) -> None:
@@ -186,9 +191,10 @@ class InfluenceScorer:
         return PilotStash(pilot) if stash_bytes(pilot, self.fit_draws, shapes, self._stat_dtype) <= budget else None
 
     def extend_fit(self, dataset: Dataset) -> "InfluenceScorer":
-        """Add `dataset`'s samples to a fitted scorer's curvature (same projections, fit_draws and score
-        draws; the sums and counts grow) and refresh its damped inverse: the fit of the union of the samples
-        fitted so far and these, without a pass over the former. Identity, diagonal and raw curvature only
+        """Add `dataset`'s samples to a fitted scorer's curvature (same projections, fit_draws, share of fitted
+        samples and score draws: the fitted share of `dataset`, spread over it, ``influence.fit_samples``; the
+        sums and counts grow) and refresh its damped inverse: the fit of the union of the samples fitted so far
+        and these, without a pass over the former. Identity, diagonal and raw curvature only
         (K-FAC and EK-FAC keep eigenbases of their factors, which do not add up); ValueError for those."""
         cfg = self.config
         if not self.curvature:
@@ -197,17 +203,18 @@ class InfluenceScorer:
             raise ValueError(f"a {cfg.curvature!r} fit cannot be extended with new samples (its factor eigenbases "
                              "do not add up); use curvature 'raw', 'diagonal' or 'identity', or fit again")
         if CURVATURE_CLASSES[cfg.curvature].needs_gradients:
-            self._update_curvature(dataset, "curvature (new samples)")
+            self._update_curvature(fitted_subset(dataset, share_count(self.fit_share, len(dataset))),
+                                   "curvature (new samples)")
         for curv in self.curvature.values():
             curv.finalize(cfg.damping)
         self._pilot = {}  # its per-draw scores were made under the previous curvature
         return self
 
     def _choose_score_draws(self, dataset: Dataset, stash: PilotStash | None) -> None:
-        """Score the first PILOT_SAMPLES samples with all K draws and keep the fewest draws whose predicted
-        between-seed stability reaches config.target_stability (``influence.stability``). The pilot's
-        per-draw scores are kept, so its samples are not scored again. With a `stash` (the pilot's gradients
-        of the first fit_draws draws, from the curvature pass) only the other draws are computed."""
+        """Score the first PILOT_SAMPLES of `dataset` (the fitted samples) with all K draws and keep the fewest
+        draws whose predicted between-seed stability reaches config.target_stability (``influence.stability``).
+        The pilot's per-draw scores are kept, so its samples are not scored again. With a `stash` (the pilot's
+        gradients of the first fit_draws draws, from the curvature pass) only the other draws are computed."""
         pilot = Subset(dataset, range(min(len(dataset), PILOT_SAMPLES)))
         first = self.fit_draws if stash is not None else 0
         rest = self._draw_scores(pilot, self.config.draws, "draws pilot", first) if first < self.config.draws else ()
