@@ -5,17 +5,21 @@ SimCLR SmallCNN, MiniLM captions). Model: the convex image head (EcifScorer defa
 reference through the product path (``EcifScorer.score``: ECIF, the CLIP score, the cosine under heads
 fitted on the reference only, the combined score and is_misaligned at <= 2% of clean reference pairs).
 Runs: (a) 20% shuffled captions; (b) systematic errors, ``mislabel_digit``: a share of one digit's images
-captioned as another digit (the rest of the captions true).
+captioned as another digit (the rest of the captions true); (c) the true captions ("clean": what the gate must
+approve; false flags only).
 
 Phases, kept apart:
-- dev: seed 100 only, shuffled + the DEV_SYSTEMATIC digit pairs. Chooses the combination's weights among
-  WEIGHT_GRID (robust z of ECIF, CLIP score, reference-head cosine; ECIF always weighted, with at least one
-  cosine) by the issue's bar first (the number of dev runs where the combined AUROC >= max(ECIF, CLIP
-  score)), then mean AUROC over the dev runs -> results/ecif_detection_dev.json. Its choice is then written by
-  hand into ``influencegate.ecif.combined.COMBINED_WEIGHTS``.
-- eval: seeds 0, 1, 2 x (shuffled, EVAL_SYSTEMATIC) with the product's weights as they are; no choice is
-  made here -> results/ecif_detection.json: AUROC of combined, CLIP score, ECIF and reference-head cosine,
-  recall of is_misaligned, its false-flag rate on the run's clean pairs, catch rate at inspection budgets.
+- dev: seed 100 only, shuffled + the DEV_SYSTEMATIC digit pairs + clean. Chooses the combination's weights
+  among WEIGHT_GRID (robust z of ECIF, CLIP score, reference-head cosine, reference caption loss; ECIF always
+  weighted, with at least one other) by the issue's bar first (the number of dev runs where the combined
+  AUROC >= max(ECIF, CLIP score)), then mean AUROC over the dev runs; and the group evidence's settings
+  among GROUP_GRID: mean false-flag rate on the clean pairs of the 4 dev runs <= flag_share, then the highest
+  mean recall of is_misaligned on the systematic dev runs -> results/ecif_detection_dev.json. Its choices are
+  then written by hand into ``influencegate.ecif.combined.COMBINED_WEIGHTS`` and ``influencegate.ecif.groups``.
+- eval: seeds 0, 1, 2 x (shuffled, EVAL_SYSTEMATIC, clean) with the product's settings as they are; no choice
+  is made here -> results/ecif_detection.json: AUROC of combined, CLIP score, ECIF, reference-head cosine,
+  reference caption loss and group evidence, recall of is_misaligned, its false-flag rate on the run's clean
+  pairs, catch rate at inspection budgets.
 - memorising: the LoRA model of ``ecif_setup`` (N_MEMO training pairs, 20% shuffled, its dev-chosen delta),
   projected ECIF (``ecif_fidelity``'s k and damping; P-space solves through Phi^T (C + damping)^-1 Phi), the
   same evidence and the product's weights (chosen on the convex dev seed; nothing is chosen here), on the dev
@@ -39,8 +43,9 @@ from ecif_fidelity import GN_DAMPING, PROJ_DIM
 from ecif_quality import make_split
 from influencegate.data.captions import mislabel_digit
 from influencegate.ecif import EcifConfig, EcifScorer, PairSet, loss_gradient
-from influencegate.ecif.combined import COMBINED_WEIGHTS, calibrated_flags, combined_score
+from influencegate.ecif.combined import COMBINED_WEIGHTS, calibrated_flags, combined_score, group_score
 from influencegate.ecif.evidence import FitSettings, reference_evidence
+from influencegate.ecif.groups import CAPTION_NEIGHBOURS, GROUP_SHARE, GroupSettings
 from influencegate.ecif.projected import ProjectedEcif, project_pairs, random_projection
 
 RESULTS = Path(__file__).parent / "results"
@@ -51,13 +56,16 @@ EVAL_SYSTEMATIC = ((3, 8, 0.5), (1, 7, 0.7), (5, 6, 0.5))
 BUDGETS = (0.05, 0.10, 0.20)
 N_MEMO = 128
 EVIDENCE_SIGN = {"ecif": "misalignment_score", "clip": "clip_score", "reference_clip": "reference_clip_score",
-                 "reference_caption_loss": "reference_caption_loss"}
+                 "reference_caption_loss": "reference_caption_loss", "group": "group_score"}
+#: (group size of the 1,200 pairs, caption_neighbours) of the group evidence tried on the dev seed.
+GROUP_GRID = list(itertools.product((20, 40, 80, 160), (5, 10, 20)))
 WEIGHT_GRID = [dict(zip(("ecif", "clip", "reference_clip", "reference_caption_loss"), w))
                for w in itertools.product((1.0,), (0.0, 0.5, 1.0, 2.0), (0.0, 0.5, 1.0, 2.0), (0.0, 0.5, 1.0, 2.0)) if any(w[1:])]
 
 
 def runs(seed: int, systematic: tuple, pretrain_epochs: int):
-    """(name, pairs, bad (N,) bool, split) for the seed's shuffled run and each systematic digit pair."""
+    """(name, pairs, bad (N,) bool, split) for the seed's shuffled run, each systematic digit pair and the
+    true captions ("clean": no wrong pair; what the gate must approve)."""
     split = make_split(seed, pretrain_epochs)
     yield "shuffled_20pct", split["pairs"], split["bad"], split
     rng = np.random.default_rng(seed + 3)
@@ -65,44 +73,82 @@ def runs(seed: int, systematic: tuple, pretrain_epochs: int):
     for source, target, share in systematic:
         captions, bad = mislabel_digit(clean.captions, split["train_labels"], source, target, share, rng)
         yield f"{source}->{target}", PairSet(clean.sample_ids, captions, clean.images), bad, split
+    yield "clean", clean, np.zeros(len(clean), dtype=bool), split
+
+
+def auroc(bad: np.ndarray, score: np.ndarray) -> float:
+    """AUROC of score for the wrong pairs; NaN on a run without any."""
+    return float(roc_auc_score(bad, score)) if bad.any() else float("nan")
 
 
 def catch_rates(score: np.ndarray, bad: np.ndarray) -> dict[str, float]:
-    """Share of the misaligned pairs among the top budget x N by score, for each inspection budget."""
+    """Share of the misaligned pairs among the top budget x N by score, for each inspection budget (NaN on a
+    run without any)."""
+    if not bad.any():
+        return {f"top_{int(b * 100)}pct": float("nan") for b in BUDGETS}
     order = np.argsort(-score, kind="stable")
     return {f"top_{int(b * 100)}pct": float(bad[order[: int(round(b * len(score)))]].sum() / bad.sum()) for b in BUDGETS}
 
 
-def score_run(pairs: PairSet, bad: np.ndarray, split: dict, config: EcifConfig) -> tuple[dict, dict]:
-    """(metrics of the product table, the scorer's evidence) of one run."""
+def score_run(pairs: PairSet, bad: np.ndarray, split: dict, config: EcifConfig) -> tuple[dict, EcifScorer]:
+    """(metrics of the product table, the fitted scorer) of one run."""
     start = time.perf_counter()
     scorer = EcifScorer(config, image_encoder=split["encoder"]).fit(pairs)
     table = scorer.score(split["reference"]).iloc[: len(pairs)]
     oriented = {"combined": table["combined_score"].to_numpy()}
     oriented |= {name: scorer.evidence[name][0] for name in EVIDENCE_SIGN}
-    flagged = table["is_misaligned"].to_numpy()
-    metrics = {
-        "n_pairs": len(pairs), "n_misaligned": int(bad.sum()), "fit_grad_norm": scorer.fit_result.grad_norm,
-        **{f"auroc_{name}": float(roc_auc_score(bad, values)) for name, values in oriented.items()},
-        "recall": float(flagged[bad].mean()), "clean_false_flag_rate": float(flagged[~bad].mean()),
-        "flagged_fraction": float(flagged.mean()), "flag_threshold": scorer.flag_rule["flag_threshold"],
-        "catch_combined": catch_rates(oriented["combined"], bad), "catch_ecif": catch_rates(oriented["ecif"], bad),
-        "catch_clip": catch_rates(oriented["clip"], bad), "seconds": time.perf_counter() - start,
-    }
-    metrics["combined_ge_max_ecif_clip"] = metrics["auroc_combined"] >= max(metrics["auroc_ecif"], metrics["auroc_clip"])
-    return metrics, scorer.evidence
+    metrics = {"n_pairs": len(pairs), "n_misaligned": int(bad.sum()), "fit_grad_norm": scorer.fit_result.grad_norm,
+               **flag_metrics(bad, table["is_misaligned"].to_numpy()),
+               **{f"auroc_{name}": auroc(bad, values) for name, values in oriented.items()},
+               "flag_threshold": scorer.flag_rule["flag_threshold"], "group_threshold": scorer.flag_rule["group_threshold"],
+               **{f"catch_{k}": catch_rates(oriented[k], bad) for k in ("combined", "ecif", "clip", "group")},
+               "seconds": time.perf_counter() - start}
+    metrics["combined_ge_max_ecif_clip"] = (metrics["auroc_combined"] >= max(metrics["auroc_ecif"], metrics["auroc_clip"])
+                                            if bad.any() else None)
+    return metrics, scorer
+
+
+def flag_metrics(bad: np.ndarray, flagged: np.ndarray) -> dict[str, float]:
+    """Recall of the flag (NaN without wrong pairs), its false-flag rate on the clean pairs, flagged share."""
+    return {"recall": float(flagged[bad].mean()) if bad.any() else float("nan"),
+            "clean_false_flag_rate": float(flagged[~bad].mean()), "flagged_fraction": float(flagged.mean())}
+
+
+def group_candidates(scored: list[tuple[np.ndarray, EcifScorer, PairSet]], share: float) -> list[dict]:
+    """For each GROUP_GRID setting: the evidence recomputed with it, the flags' recall on the systematic dev
+    runs and false-flag rate on the clean pairs of every dev run."""
+    out = []
+    for group_size, neighbours in GROUP_GRID:
+        rows = []
+        for bad, scorer, reference in scored:
+            cfg = scorer.config
+            settings = FitSettings(cfg.reference_batch_size or cfg.batch_size, cfg.seed, cfg.max_iter, cfg.tol,
+                                   cfg.exact_max_params, GroupSettings(group_size / len(bad), neighbours))
+            evidence = reference_evidence(scorer.problem, scorer.theta, scorer.solver, scorer.evidence["ecif"][0],
+                                          scorer.image_inputs(reference.images), scorer.text_inputs(reference.captions),
+                                          settings)
+            rows.append(flag_metrics(bad, calibrated_flags(evidence, share)[1]) | {"auroc_group": auroc(bad, evidence["group"][0])})
+        systematic = [r["recall"] for r in rows[1:] if r["recall"] == r["recall"]]
+        out.append({"group_size": group_size, "caption_neighbours": neighbours, "runs": rows,
+                    "mean_systematic_recall": float(np.mean(systematic)),
+                    "mean_clean_false_flag_rate": float(np.mean([r["clean_false_flag_rate"] for r in rows]))})
+    return out
 
 
 def dev_phase(config: EcifConfig, pretrain_epochs: int) -> dict:
     """Score the dev runs, then the mean AUROC of every candidate weighting; the best is the choice."""
-    rows, evidences = [], []
+    rows, scored = [], []
     for name, pairs, bad, split in runs(DEV_SEED, DEV_SYSTEMATIC, pretrain_epochs):
-        metrics, evidence = score_run(pairs, bad, split, config)
+        metrics, scorer = score_run(pairs, bad, split, config)
         rows.append({"seed": DEV_SEED, "run": name, **metrics})
-        evidences.append((bad, evidence))
+        scored.append((bad, scorer, split["reference"]))
         print(json.dumps(rows[-1]), flush=True)
+    groups = group_candidates(scored, config.flag_share)
+    allowed = [g for g in groups if g["mean_clean_false_flag_rate"] <= config.flag_share] or groups
+    group_choice = max(allowed, key=lambda g: g["mean_systematic_recall"])
+    evidences = [(bad, scorer.evidence) for bad, scorer, _ in scored if bad.any()]
     candidates = []
-    bars = [max(r["auroc_ecif"], r["auroc_clip"]) for r in rows]
+    bars = [max(r["auroc_ecif"], r["auroc_clip"]) for r in rows if r["n_misaligned"]]
     for weights in WEIGHT_GRID:
         aurocs = [float(roc_auc_score(bad, combined_score(ev, weights)[0])) for bad, ev in evidences]
         flags = [(bad, calibrated_flags(ev, config.flag_share, weights)[1]) for bad, ev in evidences]
@@ -113,7 +159,11 @@ def dev_phase(config: EcifConfig, pretrain_epochs: int) -> dict:
     best = max(candidates, key=lambda c: (c["runs_ge_max_ecif_clip"], c["mean_auroc"]))
     return {"seed": DEV_SEED, "systematic": DEV_SYSTEMATIC, "runs": rows, "candidates": candidates,
             "chosen_weights": best["weights"],
-            "criterion": "most dev runs with combined AUROC >= max(ECIF, CLIP score), then mean AUROC"}
+            "criterion": "most dev runs with combined AUROC >= max(ECIF, CLIP score), then mean AUROC",
+            "group_candidates": groups, "group_settings_in_use": [GROUP_SHARE, CAPTION_NEIGHBOURS],
+            "chosen_group": [group_choice["group_size"], group_choice["caption_neighbours"]],
+            "group_criterion": "mean clean false-flag rate over the 4 dev runs <= flag_share, then the highest "
+                               "mean recall of the flag on the systematic dev runs"}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -121,7 +171,7 @@ def summarise(rows: list[dict]) -> dict:
     keys = [k for k in rows[0] if k.startswith("auroc_") or k in ("recall", "clean_false_flag_rate", "flagged_fraction")]
     out = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows], ddof=1)),
                "min": float(min(r[k] for r in rows)), "max": float(max(r[k] for r in rows))} for k in keys}
-    for kind in ("combined", "ecif", "clip"):
+    for kind in ("combined", "ecif", "clip", "group"):
         out[f"catch_{kind}"] = {b: float(np.mean([r[f"catch_{kind}"][b] for r in rows])) for b in rows[0][f"catch_{kind}"]}
     out["n_runs"] = len(rows)
     out["combined_ge_max_ecif_clip_runs"] = int(sum(r["combined_ge_max_ecif_clip"] for r in rows))
@@ -138,9 +188,12 @@ def eval_phase(config: EcifConfig, pretrain_epochs: int) -> dict:
             rows.append({"seed": seed, "run": name, **score_run(pairs, bad, split, config)[0]})
             print(json.dumps(rows[-1]), flush=True)
     shuffled = [r for r in rows if r["run"] == "shuffled_20pct"]
-    systematic = [r for r in rows if r["run"] != "shuffled_20pct"]
-    return {"seeds": EVAL_SEEDS, "systematic": EVAL_SYSTEMATIC, "weights": dict(COMBINED_WEIGHTS), "runs": rows,
-            "summary": {"shuffled": summarise(shuffled), "systematic": summarise(systematic)}}
+    systematic = [r for r in rows if r["run"] not in ("shuffled_20pct", "clean")]
+    clean = [r["flagged_fraction"] for r in rows if r["run"] == "clean"]
+    return {"seeds": EVAL_SEEDS, "systematic": EVAL_SYSTEMATIC, "weights": dict(COMBINED_WEIGHTS),
+            "group_settings": [GROUP_SHARE, CAPTION_NEIGHBOURS], "runs": rows,
+            "summary": {"shuffled": summarise(shuffled), "systematic": summarise(systematic),
+                        "clean": {"flagged_fraction": clean, "max": max(clean)}}}
 
 
 class ProjectedSolver:
@@ -166,14 +219,15 @@ def memorising_run(seed: int, flag_share: float) -> dict:
     evidence = reference_evidence(problem, theta, solver, -(pos + neg).numpy(),
                                   setup.model_inputs(split, problem, split.ref_images), split.ref_texts,
                                   FitSettings(setup.BATCH, seed, 1000, 1e-7, 2000))
-    score, flagged, threshold = calibrated_flags(evidence, flag_share)
+    score, flagged, thresholds = calibrated_flags(evidence, flag_share)
     bad = split.bad
     oriented = {"combined": score} | {name: values for name, (values, _) in evidence.items()}
     row = {"seed": seed, "run": "shuffled_20pct", "n_pairs": N_MEMO, "n_misaligned": int(bad.sum()), **info,
            **{f"auroc_{name}": float(roc_auc_score(bad, values)) for name, values in oriented.items()},
            "recall": float(flagged[bad].mean()), "clean_false_flag_rate": float(flagged[~bad].mean()),
-           "flagged_fraction": float(flagged.mean()), "flag_threshold": threshold,
-           **{f"catch_{k}": catch_rates(oriented[k], bad) for k in ("combined", "ecif", "clip")},
+           "flagged_fraction": float(flagged.mean()), "flag_threshold": thresholds["combined"],
+           "group_threshold": thresholds["group"],
+           **{f"catch_{k}": catch_rates(oriented[k], bad) for k in ("combined", "ecif", "clip", "group")},
            "seconds_total": time.perf_counter() - start}
     row["combined_ge_max_ecif_clip"] = row["auroc_combined"] >= max(row["auroc_ecif"], row["auroc_clip"])
     return row

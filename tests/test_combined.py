@@ -32,7 +32,8 @@ def test_threshold_is_the_conformal_test_and_flags_less_than_the_stated_share_of
     for share in (0.01, 0.02, 0.1):
         reference = rng.normal(size=(2, 237))
         evidence = {"x": (rng.normal(size=50), reference[0]), "y": (rng.normal(size=50), reference[1])}
-        score, flags, threshold = calibrated_flags(evidence, share, {"x": 1.0, "y": 0.5})
+        score, flags, thresholds = calibrated_flags(evidence, share, {"x": 1.0, "y": 0.5})
+        threshold = thresholds["combined"]
         reference_score = combined_score(evidence, {"x": 1.0, "y": 0.5})[1]
         assert flags.tolist() == (score > threshold).tolist()
         passing = int((reference_score > threshold).sum())

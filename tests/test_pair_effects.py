@@ -148,6 +148,7 @@ def test_printed_lines_and_review_put_the_clip_score_beside_the_combined_score(a
     for line, row in zip(lines, worst.itertuples()):
         assert line.strip().startswith(row.sample_id)
         assert f"combined {row.combined_score:7.2f}" in line and f"CLIP {row.clip_score:5.2f}" in line
+        assert f"group {row.group_score:6.2f}" in line
     effects, _ = removal_effects(scorer, held_out, removal_sets(table, (0.1,)))
     printed = removal_lines(effects)
     assert len(printed) == 2 and f"{effects['predicted_accuracy'].iloc[0]:.3f} predicted" in printed[0]
@@ -157,6 +158,7 @@ def test_printed_lines_and_review_put_the_clip_score_beside_the_combined_score(a
     assert review["sample_id"].tolist() == flagged["sample_id"].tolist()
     assert review["score"].tolist() == flagged["combined_score"].tolist()
     assert "CLIP score" in review["reason"].iloc[0] and "combined score" in review["reason"].iloc[0]
+    assert f"group score {flagged['group_score'].iloc[0]:.3g}" in review["reason"].iloc[0]
 
 
 def test_a_real_mlflow_run_holds_the_effects_table_and_the_galleries(audited, tmp_path: Path, monkeypatch):

@@ -6,7 +6,10 @@ the clean reference by a robust z-score, z_e = (e - median_ref) / (1.4826 MAD_re
 is the fixed weighted sum  sum_e w_e z_e  (COMBINED_WEIGHTS, chosen on the development seed 100 of
 benchmarks/ecif_detection.py, never on its evaluation runs). is_misaligned = combined score above the
 threshold of the conformal test at level ``flag_share`` against the clean reference pairs (fewer than a
-share flag_share of them pass it). Development seed 100 showed why conformal rather than the plain
+share flag_share of them pass it). With the group evidence (``influencegate.ecif.groups``, for systematic
+errors; never weighted into the sum, which ranks), is_misaligned is the union of two such tests, each at level
+flag_share / 2: the combined score's and the group evidence's robust z (so a clean pair exchangeable with the
+reference is flagged with probability <= flag_share, by the union bound). Development seed 100 showed why conformal rather than the plain
 (1 - flag_share) quantile: with 200 reference pairs, the 5th largest let 2.6-3.8% of the clean training pairs
 through at flag_share 0.02.
 """
@@ -25,6 +28,8 @@ from influencegate.statistics import robust_scale
 COMBINED_WEIGHTS: dict[str, float] = {"ecif": 1.0, "clip": 2.0, "reference_clip": 0.0, "reference_caption_loss": 1.0}
 
 Evidence = Mapping[str, tuple[np.ndarray, np.ndarray]]
+#: The evidence tested on its own beside the combined score (``calibrated_flags``).
+GROUP_EVIDENCE = "group"
 
 
 def reference_z(values: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,9 +71,22 @@ def calibrated_threshold(reference_scores: np.ndarray, flag_share: float) -> flo
 
 
 def calibrated_flags(evidence: Evidence, flag_share: float, weights: Mapping[str, float] | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, float]:
-    """(combined score (N,), is_misaligned (N,) bool, threshold) of the audited pairs, calibrated so
-    that at most flag_share of the clean reference pairs would be flagged."""
+                     ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """(combined score (N,), is_misaligned (N,) bool, thresholds) of the audited pairs, calibrated so that
+    at most flag_share of the clean reference pairs would be flagged: thresholds["combined"] on the combined
+    score at level flag_share, or, with GROUP_EVIDENCE among the evidence, at flag_share / 2 together with
+    thresholds["group"] on its robust z (``group_score``) at flag_share / 2, a pair flagged by either."""
     score, reference = combined_score(evidence, weights)
-    threshold = calibrated_threshold(reference, flag_share)
-    return score, score > threshold, threshold
+    if GROUP_EVIDENCE not in evidence:
+        threshold = calibrated_threshold(reference, flag_share)
+        return score, score > threshold, {"combined": threshold}
+    thresholds = {"combined": calibrated_threshold(reference, flag_share / 2)}
+    group, group_reference = group_score(evidence)
+    thresholds["group"] = calibrated_threshold(group_reference, flag_share / 2)
+    return score, (score > thresholds["combined"]) | (group > thresholds["group"]), thresholds
+
+
+def group_score(evidence: Evidence) -> tuple[np.ndarray, np.ndarray]:
+    """(robust z of the group evidence of the audited pairs (N,), of the reference pairs (M,)): unitless,
+    higher = the pair's group departs more from clean pairs with its kind of caption."""
+    return reference_z(*evidence[GROUP_EVIDENCE])

@@ -30,9 +30,10 @@ class EcifConfig:
         right-hand side per pair) the low-rank approximation with the top lowrank_rank Lanczos eigenpairs.
     Scores (is_misaligned):
         flag_share: with a clean reference set, a pair is_misaligned when its combined misalignment score
-            (``influencegate.ecif.combined``: ECIF, the CLIP score and the cosine under heads fitted on the
-            reference only, each as a robust z against the reference pairs) passes the conformal test at
-            level flag_share against the reference pairs (scored out of sample, by cross-fitting).
+            (``influencegate.ecif.combined``: ECIF, the CLIP score and the reference caption loss, each as a
+            robust z against the reference pairs) or its group score (``influencegate.ecif.groups``: its
+            group's caption loss against clean pairs with that kind of caption) passes the conformal test at
+            level flag_share / 2 against the reference pairs (scored out of sample, by cross-fitting).
         flag_z: without a reference set (no calibration data), a pair is_misaligned when the robust z-score of
             its misalignment_score (self-influence) exceeds this.
         reference_batch_size: batch size of the reference loss (None: batch_size).

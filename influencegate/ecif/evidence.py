@@ -13,6 +13,9 @@ Every piece is oriented so that higher = more misaligned, and comes as (audited 
 - "reference_caption_loss": under the same reference-only heads, the pair's image-to-text loss against the
   captions of the head's own reference half (``caption_losses``): a zero-shot check against clean captions,
   so that a caption the trained model learned consistently (every 3 captioned "eight") still stands out.
+- "group": under the same heads, the reference caption loss relative to clean reference pairs with that kind
+  of caption, averaged over the pair's group of audited pairs with the same kind of image and of caption
+  (``influencegate.ecif.groups``): systematic errors stand out as a group. Reference pairs as above.
 """
 from __future__ import annotations
 
@@ -24,13 +27,14 @@ import torch
 import torch.nn.functional as F
 
 from influencegate.ecif.batches import make_batches
+from influencegate.ecif.groups import GroupSettings, group_evidence
 from influencegate.ecif.influence import loss_gradient, pair_influence
 from influencegate.ecif.problem import ContrastiveProblem
 from influencegate.ecif.reference import reference_loss
 from influencegate.ecif.train import fit_contrastive
 
 #: The names of the evidence ``reference_evidence`` returns.
-EVIDENCE = ("ecif", "clip", "reference_clip", "reference_caption_loss")
+EVIDENCE = ("ecif", "clip", "reference_clip", "reference_caption_loss", "group")
 
 
 class InverseHessian(Protocol):
@@ -42,13 +46,15 @@ class InverseHessian(Protocol):
 @dataclass(frozen=True)
 class FitSettings:
     """How the reference heads are fitted (``fit_contrastive``): batch size of their fixed batches and of
-    the reference losses, seed, L-BFGS cap, gradient-norm target, exact-solver size limit."""
+    the reference losses, seed, L-BFGS cap, gradient-norm target, exact-solver size limit; how the group
+    evidence is formed."""
 
     batch_size: int
     seed: int
     max_iter: int
     tol: float
     exact_max_params: int
+    groups: GroupSettings = GroupSettings()
 
 
 def reference_halves(m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +96,7 @@ def reference_evidence(problem: ContrastiveProblem, theta: torch.Tensor, solver:
     """
     m, n = len(images), len(problem.images)
     ecif_ref, head_ref, head_pairs = np.empty(m), np.empty(m), np.zeros(n)
-    loss_ref, loss_pairs = np.empty(m), np.zeros(n)
+    loss_ref, loss_pairs, group_ref, group_pairs = np.empty(m), np.zeros(n), np.empty(m), np.zeros(n)
     first, second = reference_halves(m, settings.seed)
     for own, other in ((first, second), (second, first)):
         s = solver.solve(loss_gradient(reference_loss(problem.model, images[own], texts[own], settings.batch_size,
@@ -108,7 +114,26 @@ def reference_evidence(problem: ContrastiveProblem, theta: torch.Tensor, solver:
         head_ref[other] = -_cosines(problem, head, images[other], texts[other])
         head_pairs -= _cosines(problem, head, problem.images, problem.texts) / 2
         loss_ref[other] = caption_losses(problem, head, images[other], texts[other], texts[own])
-        loss_pairs += caption_losses(problem, head, problem.images, problem.texts, texts[own]) / 2
+        loss_half = caption_losses(problem, head, problem.images, problem.texts, texts[own])
+        loss_pairs += loss_half / 2
+        grouped = _group(problem, head, images, texts, own, other, np.r_[loss_half, loss_ref[other]], settings.groups)
+        group_pairs += grouped[0] / 2
+        group_ref[other] = grouped[1]
     clip = (-_cosines(problem, theta, problem.images, problem.texts), -_cosines(problem, theta, images, texts))
     return {"ecif": (np.asarray(ecif, dtype=np.float64), ecif_ref), "clip": clip,
-            "reference_clip": (head_pairs, head_ref), "reference_caption_loss": (loss_pairs, loss_ref)}
+            "reference_clip": (head_pairs, head_ref), "reference_caption_loss": (loss_pairs, loss_ref),
+            "group": (group_pairs, group_ref)}
+
+
+@torch.no_grad()
+def _group(problem: ContrastiveProblem, head: torch.Tensor, images: torch.Tensor, texts: torch.Tensor,
+           own: np.ndarray, other: np.ndarray, loss: np.ndarray, settings: GroupSettings
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """``groups.group_evidence`` under one reference head: (audited pairs (N,), reference pairs ``other``).
+    loss: the caption losses of the audited pairs then of the ``other`` reference pairs (N + len(other),)."""
+    module = problem.model.module_at(head, torch.float64)
+    rows_images, rows_texts = torch.cat([problem.images, images[other]]), torch.cat([problem.texts, texts[other]])
+    pairs, reference = group_evidence(module.embed_images(rows_images), module.embed_texts(rows_texts),
+                                      torch.as_tensor(loss), len(problem.images), module.embed_images(images[own]),
+                                      module.embed_texts(texts[own]), module.tau, settings)
+    return pairs.numpy(), reference.numpy()

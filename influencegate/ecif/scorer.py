@@ -18,7 +18,7 @@ from torch import nn
 
 from influencegate.data.dataset import ImageDataset
 from influencegate.ecif.batches import make_batches
-from influencegate.ecif.combined import COMBINED_WEIGHTS, calibrated_flags
+from influencegate.ecif.combined import COMBINED_WEIGHTS, calibrated_flags, group_score
 from influencegate.ecif.config import EcifConfig
 from influencegate.ecif.evidence import FitSettings, reference_evidence
 from influencegate.ecif.hessian import CGSolver, ExactSolver, LowRankSolver, make_solver
@@ -223,7 +223,8 @@ class EcifScorer:
             self.flag_rule = {"flag_rule": "robust_z", "flag_z": self.config.flag_z}
         p, evidence = self.pairs, self.evidence if combined is not None else {}
         return pair_scores_table(p.sample_ids, p.paths, p.captions, score, flags, self.clip_scores(), pos, neg,
-                                 p.failed, combined, -evidence["reference_clip"][0] if evidence else None)
+                                 p.failed, combined, -evidence["reference_clip"][0] if evidence else None,
+                                 group_score(evidence)[0] if evidence else None)
 
     def score(self, reference: PairSet | None = None) -> pd.DataFrame:
         """The pair scores table.
@@ -231,9 +232,10 @@ class EcifScorer:
         With a clean ``reference`` set: misalignment_score = -dL'_n (L' its mean contrastive loss; higher =
         removing the pair helps the clean data more), positive_if and negative_if the two parts of dL'_n;
         ``evidence`` (``influencegate.ecif.evidence``: ECIF, CLIP score, reference_clip_score = cosine under
-        heads fitted on the reference only, for these pairs and out of sample for the reference pairs);
-        combined_score and is_misaligned from it (``influencegate.ecif.combined``: at most config.flag_share
-        of the reference pairs pass the threshold). Without: misalignment_score =
+        heads fitted on the reference only, the group evidence, for these pairs and out of sample for the
+        reference pairs); combined_score, group_score and is_misaligned from it (``influencegate.ecif.combined``:
+        the combined score's and the group score's tests each at level config.flag_share / 2 against the
+        reference pairs). Without: misalignment_score =
         self-influence g_n^T H^-1 g_n, split into its positive and negative parts (per-pair gradients batch
         by batch, memory 2 B P; ``self_influence_solver``), is_misaligned = robust z-score > config.flag_z.
         ``flag_rule`` records the rule and its threshold.
@@ -252,10 +254,11 @@ class EcifScorer:
         settings = FitSettings(cfg.reference_batch_size or cfg.batch_size, cfg.seed, cfg.max_iter, cfg.tol,
                                cfg.exact_max_params)
         self.evidence = reference_evidence(self.problem, self.theta, self.solver, -(pos + neg), images, texts, settings)
-        combined, flags, threshold = calibrated_flags(self.evidence, cfg.flag_share)
+        combined, flags, thresholds = calibrated_flags(self.evidence, cfg.flag_share)
         self.timings["reference_evidence"] = time.perf_counter() - start
         self.flag_rule = {"flag_rule": REFERENCE_FLAG_RULE, "flag_share": cfg.flag_share,
-                          "flag_threshold": threshold, "weights": dict(COMBINED_WEIGHTS)}
+                          "flag_threshold": thresholds["combined"], "group_threshold": thresholds["group"],
+                          "weights": dict(COMBINED_WEIGHTS)}
         return self._table(-(pos + neg), pos, neg, flags, combined)
 
     def reference_loss(self, reference: PairSet) -> Loss:

@@ -18,12 +18,13 @@ def worst_pairs(scores: pd.DataFrame, n: int = WORST_PAIRS) -> pd.DataFrame:
 
 
 def worst_pair_lines(scores: pd.DataFrame, n: int = WORST_PAIRS) -> list[str]:
-    """One line per worst pair: sample id, combined score (robust z against the reference, unitless), CLIP
-    score (cosine), the flag and the caption."""
+    """One line per worst pair: sample id, combined score and group score (robust z against the reference,
+    unitless), CLIP score (cosine), the flag and the caption."""
     lines = []
     for r in worst_pairs(scores, n).itertuples():
         combined = "n/a (no reference)" if pd.isna(r.combined_score) else f"{r.combined_score:7.2f}"
-        lines.append(f"  {r.sample_id}: combined {combined}  CLIP {r.clip_score:5.2f}  "
+        group = "" if pd.isna(r.group_score) else f"  group {r.group_score:6.2f}"
+        lines.append(f"  {r.sample_id}: combined {combined}{group}  CLIP {r.clip_score:5.2f}  "
                      f"{'misaligned' if r.is_misaligned else 'kept':10s}  {str(r.caption)[:60]!r}")
     return lines
 

@@ -50,6 +50,7 @@ FLAGS = (
          lambda r: f"near-duplicate of {r.get('duplicate_of')} (group {r.get('duplicate_group')})"),
     Flag("misaligned", "is_misaligned", ("combined_score", "misalignment_score"),
          lambda r: f"caption does not fit the image: combined score {_number(r.get('combined_score'))}, "
+                   f"group score {_number(r.get('group_score'))}, "
                    f"CLIP score {_number(r.get('clip_score'))}, ECIF misalignment score "
                    f"{_number(r['misalignment_score'])}; caption {str(r.get('caption'))[:80]!r}"),
     Flag("outlier", "is_outlier", ("outlier_score",),
