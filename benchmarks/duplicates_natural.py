@@ -2,8 +2,9 @@
 
 Data and split: benchmarks/natural_images.py. Tuning (ViewMatch's rule and align_sigma, `tune`; ViewMatch.texture
 with the rule fixed, `tune_texture`; the aligned check's scale refinement with the threshold, texture and
-nearest-neighbour proposals, `tune_refine`): photos
-TUNE_PHOTOS at 32 and 128 px, planting seeds TUNE_SEEDS (0, 10, 11); `--diagnose`: the previous view rule's
+nearest-neighbour proposals, `tune_refine`; session 15: the aligned check's zoom blur and resampling with the
+threshold and the nearest view neighbour's floor, `tune_zoom`, also on the fine-texture tuning photos
+natural_images.TEXTURE_TUNE_PHOTOS): photos TUNE_PHOTOS at 32 and 128 px, planting seeds TUNE_SEEDS (0, 10, 11); `--diagnose`: the previous view rule's
 misses on the tuning split (seed 0). Reported (`held_out`): photos HELD_OUT_PHOTOS at 32, 64, 128, 224 px and the digits, planting
 seeds HELD_OUT_SEEDS pooled (each seed plants other copies of other originals). Per (side, family) the set is
 all originals of that side plus that family's copies (natural_images.family_view); recall and precision as in
@@ -13,6 +14,7 @@ Methods, each on exactly the same images:
   views        influencegate.findings.view_search.view_pairs, ViewMatch() defaults (exhaustive all pairs: the
                views propose, the aligned check of findings/align.py decides);
   views_index  influencegate.findings.duplicate_index (streaming index, candidates, same check);
+  views_s14, views_index_s14  the same two paths as session 14 left them (Session14Match: the "before" rows);
   tiles        the previous matcher (image_similarity.image_pairs, ImageMatch() defaults, tuned on digits);
   imagehash    imagehash.phash (64 bits), linked at Hamming distance <= 10 (imagededup's default for PHash);
   imagededup   imagededup.methods.PHash().find_duplicates(encoding_map, max_distance_threshold=10);
@@ -23,8 +25,8 @@ Methods, each on exactly the same images:
 Peers are run with their documented defaults (not tuned here). flip: measured with ViewMatch(flip=True) only.
 
 Output: benchmarks/results/duplicates_natural.json.
-Run: python benchmarks/duplicates_natural.py [--seeds 1,2] [--tune] [--methods views,tiles] [--out FILE]
-     [--diagnose | --tune-only | --tune-texture | --tune-refine | --scales]; the fastdup peer needs
+Run: python benchmarks/duplicates_natural.py [--seeds 1,2] [--sides 32,64] [--tune] [--methods views,tiles]
+     [--out FILE] [--diagnose | --tune-only | --tune-texture | --tune-refine | --tune-zoom | --scales]; the fastdup peer needs
      FASTDUP_PYTHON (above)
 """
 from __future__ import annotations
@@ -173,13 +175,17 @@ def run_method(name: str, data: ni.EvalSet) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(name)
 
 
-def held_out(methods: list[str], seeds: tuple[int, ...], sides: tuple[int, ...] = (*ni.SIDES, 8)) -> dict:
-    """{method: {side: {family: quality pooled over seeds}}} on the held-out photos and the digits (side 8)."""
+def held_out(methods: list[str], seeds: tuple[int, ...], sides: tuple[int, ...] = (*ni.SIDES, 8),
+             families: tuple[str, ...] = ni.FAMILIES) -> dict:
+    """{method: {side: {family: quality pooled over seeds}}} on the held-out photos and the digits (side 8),
+    copies planted of `families` only (all: the table of record; ("crop",): one crop per copied original,
+    more crops per set where a cell has few)."""
     out: dict = {m: {} for m in methods}
     for side in sides:
         for seed in seeds:
-            data = ni.digits_set(seed) if side == 8 else ni.photo_set(ni.HELD_OUT_PHOTOS, side, seed)
-            for fam in ni.FAMILIES:
+            data = ni.digits_set(seed, families) if side == 8 else ni.photo_set(ni.HELD_OUT_PHOTOS, side, seed,
+                                                                                 families)
+            for fam in families:
                 view = ni.family_view(data, fam)
                 for m in methods:
                     if (fam == "flip") != (m == "views_flip") and m.startswith("views_flip"):
@@ -516,6 +522,7 @@ def main() -> None:
     p.add_argument("--methods", default="views,views_index,tiles,imagehash,imagededup,cleanlab")
     p.add_argument("--tune", action="store_true", help="also rerun the tuning grid")
     p.add_argument("--sides", default=",".join(map(str, (*ni.SIDES, 8))), help="held-out sides (8: the digits)")
+    p.add_argument("--families", default=",".join(ni.FAMILIES), help="planted families (crop: crops only)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON written (default: the table of record)")
     p.add_argument("--scales", action="store_true", help="only compare SCALE_GRIDS on the tuning split")
@@ -553,7 +560,8 @@ def main() -> None:
               "view_match": asdict(ViewMatch()), "hamming_threshold": HAMMING}
     if args.tune:
         result["tuning"] = tune()
-    result["held_out"] = held_out(args.methods.split(","), seeds, tuple(int(x) for x in args.sides.split(",")))
+    result["held_out"] = held_out(args.methods.split(","), seeds, tuple(int(x) for x in args.sides.split(",")),
+                                  tuple(args.families.split(",")))
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=str))
     for m, sides in result["held_out"].items():
