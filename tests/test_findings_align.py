@@ -170,9 +170,9 @@ def test_star_field_crops_compared_at_one_effective_resolution() -> None:
 
 
 def test_separable_bicubic_window_equals_grid_sample() -> None:
-    """align._window's bicubic windows (two batched products of cubic-convolution weight matrices) against
+    """resample.window's bicubic windows (two batched products of cubic-convolution weight matrices) against
     F.grid_sample(mode="bicubic", padding_mode="border"), windows reaching past every border."""
-    from influencegate.findings.align import _window
+    from influencegate.findings.resample import window
 
     g = torch.Generator().manual_seed(7)
     images = torch.rand(64, 3, 32, 32, generator=g)
@@ -183,5 +183,5 @@ def test_separable_bicubic_window_equals_grid_sample() -> None:
     gy, gx = ((o[:, None] + grid_1d) * 2 / 31 - 1 for o in (y, x))
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
     reference = F.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=True)
-    got = _window(images, y, x, t, step, mode="bicubic")
+    got = window(images, y, x, t, step, mode="bicubic")
     assert float((got - reference).abs().max()) < 1e-5

@@ -123,7 +123,7 @@ def test_code_candidates_against_the_exact_search(index: str, share: float) -> N
 def _reference_views(images: torch.Tensor, match: ViewMatch) -> torch.Tensor:
     """view_descriptors as first written (F.affine_grid + F.grid_sample per window): the separable
     operators must give the same vectors."""
-    from influencegate.findings.align import gauss_blur
+    from influencegate.findings.resample import gauss_blur
     from influencegate.findings.views import _base
 
     d = match.side

@@ -23,7 +23,7 @@ before it is compared:
   5. continuous scale (`refine` rounds, 3 by default): the integer template sides leave the scale up to half
      a side step off (2% at t = 26; a 75% crop, zoom 4/3, lies past the last side's 1.30), 0.25 px at the
      template's edge, which caps a crop's NCC at 0.96-0.99 at 32 px; a pattern search over the matched
-     window's centre (row, column) and its pixel step (bilinear, _window) from the best hypothesis raises it
+     window's centre (row, column) and its pixel step (resample.window) from the best hypothesis raises it
      (tuning split: 32 px crops 0.975 -> 0.990 recall, with ViewMatch.threshold re-chosen 0.995 -> 0.997);
   6. texture: for the best hypothesis (refined), the NCC of the aligned overlap's residuals after each image's best
      1-D profile (edge_residual.py): two distinct patches of one edge or gradient align to 0.99+ as a copy
@@ -48,12 +48,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 import torch
 import torch.nn.functional as F
 
 from influencegate.findings.edge_residual import residual_ncc
+from influencegate.findings.resample import gauss_blur, window
 
 
 #: A window (or template) whose variance is below this fraction of its image's variance per pixel is flat: its
@@ -101,30 +100,6 @@ class Alignment:
         return big, list(range(max(2, int(round(self.min_scale * big))), big + 1))
 
 
-def gauss_matrix(n: int, sigma: float) -> np.ndarray:
-    """n x n float64: out[i] = sum_j m[i, j] in[j], a Gaussian of `sigma` pixels with replicate padding folded
-    in (the identity for sigma <= 0)."""
-    if sigma <= 0:
-        return np.eye(n)
-    r = max(1, int(np.ceil(3 * sigma)))
-    x = np.arange(-r, r + 1)
-    k = np.exp(-x ** 2 / (2 * sigma ** 2))
-    m = np.zeros((n, n))
-    for i in range(n):
-        np.add.at(m[i], np.clip(i + x, 0, n - 1), k / k.sum())
-    return m
-
-
-def gauss_blur(t: torch.Tensor, sigma: float) -> torch.Tensor:
-    """B x H x W blurred by a separable Gaussian of `sigma` pixels (edges replicated), as two matrix products
-    (much faster on the CPU than a one-channel convolution)."""
-    if sigma <= 0:
-        return t
-    rows = torch.as_tensor(gauss_matrix(t.shape[-2], sigma), dtype=t.dtype, device=t.device)
-    cols = torch.as_tensor(gauss_matrix(t.shape[-1], sigma), dtype=t.dtype, device=t.device)
-    return rows @ t @ cols.T
-
-
 class _Searched:
     """What the NCC maps need of the searched images (P x K x n x n) whatever the template side: their
     spectrum, the integral images of the pixels and their squares, and the flatness level per pixel."""
@@ -166,47 +141,11 @@ def _parabola(left: torch.Tensor, mid: torch.Tensor, right: torch.Tensor) -> tor
     return off.clamp(-0.5, 0.5)
 
 
-def _cubic_matrix(pos: torch.Tensor, n: int) -> torch.Tensor:
-    """P x t x n: each row the cubic-convolution weights (Keys, a = -0.75, F.grid_sample's bicubic) of the four
-    pixels around the fractional pixel coordinate pos (P x t), taps outside [0, n - 1] on the border pixel
-    (padding_mode="border")."""
-    a = -0.75
-    base = pos.floor()
-    f = pos - base
-
-    def near(d: torch.Tensor) -> torch.Tensor:  # |d| <= 1
-        return ((a + 2) * d - (a + 3)) * d * d + 1
-
-    def far(d: torch.Tensor) -> torch.Tensor:  # 1 < |d| < 2
-        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-
-    weights = torch.stack([far(f + 1), near(f), near(1 - f), far(2 - f)], dim=-1)
-    taps = (base.long()[..., None] + torch.arange(-1, 3)).clamp(0, n - 1)
-    return torch.zeros(*pos.shape, n, dtype=pos.dtype).scatter_add_(-1, taps, weights)
-
-
-def _window(images: torch.Tensor, y: torch.Tensor, x: torch.Tensor, t: int,
-            step: torch.Tensor | None = None, mode: str = "bilinear") -> torch.Tensor:
-    """P x K x t x t: each image (P x K x n x n) resampled (`mode`: "bilinear" or "bicubic") at the t x t window
-    whose top-left pixel centre is at (y, x) (P fractional pixel coordinates), its pixel centres `step` image
-    pixels apart (P; None: 1, the image's own scale)."""
-    p, k, n = images.shape[0], images.shape[1], images.shape[-1]
-    grid_1d = torch.arange(t, dtype=images.dtype)[None]
-    if step is not None:
-        grid_1d = grid_1d * step[:, None]
-    if mode == "bicubic":  # separable: two batched products, 0.6x F.grid_sample's bicubic time, equal to 3e-6
-        rows, cols = (_cubic_matrix(o[:, None] + grid_1d, n).repeat_interleave(k, 0) for o in (y, x))
-        return torch.bmm(torch.bmm(rows, images.reshape(p * k, n, n)), cols.transpose(1, 2)).reshape(p, k, t, t)
-    gy = (y[:, None] + grid_1d) * 2 / (n - 1) - 1  # align_corners=True coordinates
-    gx = (x[:, None] + grid_1d) * 2 / (n - 1) - 1
-    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
-    return F.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=True)
-
-
 def _window_ncc(templates: torch.Tensor, images: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
                 step: torch.Tensor | None = None, mode: str = "bilinear") -> torch.Tensor:
-    """P NCC of each template (P x K x t x t) with its image (P x K x n x n) at the window _window(y, x, step)."""
-    win = _window(images, y, x, templates.shape[-1], step, mode)
+    """P NCC of each template (P x K x t x t) with its image (P x K x n x n) at the window
+    resample.window(y, x, step, mode)."""
+    win = window(images, y, x, templates.shape[-1], step, mode)
     a = templates - templates.mean(dim=(-2, -1), keepdim=True)
     b = win - win.mean(dim=(-2, -1), keepdim=True)
     na, nb = a.square().sum(dim=(1, 2, 3)), b.square().sum(dim=(1, 2, 3))
@@ -217,9 +156,9 @@ def _window_ncc(templates: torch.Tensor, images: torch.Tensor, y: torch.Tensor, 
 def _refine(templates: torch.Tensor, images: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
             rounds: int, mode: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Continuous scale and sub-pixel translation of the best hypothesis: (NCC, y, x, step), each P, of each
-    template (P x K x t x t) against its image (P x K x n x n) at _window(y, x, step), by a pattern search from
-    the whole-pixel-scale match at (y, x), step 1: per round each of the window's centre row, centre column
-    (from +-0.25 px) and step (from +-0.5 / t: half the spacing of the integer template sides) moved both
+    template (P x K x t x t) against its image (P x K x n x n) at resample.window(y, x, step, mode), by a
+    pattern search from the whole-pixel-scale match at (y, x), step 1: per round each of the window's centre
+    row, centre column (from +-0.25 px) and step (from +-0.5 / t: half the spacing of the integer template sides) moved both
     ways, a move kept where it raises the NCC, then every move halved. The integer sides leave the scale up
     to half a step off (2% at t = 26: 0.25 px at the template's edge, NCC 0.96-0.99 for a crop at 32 px)."""
     t = templates.shape[-1]
@@ -320,7 +259,7 @@ def align_pairs(a: torch.Tensor, b: torch.Tensor, align: Alignment = Alignment()
             fine, y, x, s = _refine(templates, dst, where[rows_h, 0], where[rows_h, 1], int(align.refine),
                                   align.sample)
             score[rows_h], where[rows_h], step[rows_h] = torch.maximum(fine, score[rows_h]), torch.stack([y, x], 1), s
-        residual[rows_h] = residual_ncc(templates, _window(dst, where[rows_h, 0], where[rows_h, 1], sides[ti],
+        residual[rows_h] = residual_ncc(templates, window(dst, where[rows_h, 0], where[rows_h, 1], sides[ti],
                                                            step[rows_h], align.sample))
     t_found = torch.as_tensor(sides, dtype=torch.float32)[found[:, 1]]
     centred = (n - 1 - (t_found - 1) * step) / 2  # the top-left pixel centre of a centred window

@@ -44,7 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from influencegate.findings.align import Alignment, gauss_matrix
+from influencegate.findings.align import Alignment
+from influencegate.findings.resample import gauss_matrix
 
 #: A view whose variance is below this fraction of its image's whole-view variance (or of 1e-6 in absolute
 #: units after the global standardisation) is flat and matches nothing.
