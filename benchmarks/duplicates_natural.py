@@ -2,8 +2,9 @@
 
 Data and split: benchmarks/natural_images.py. Tuning (ViewMatch's rule and align_sigma, `tune`; ViewMatch.texture
 with the rule fixed, `tune_texture`; the aligned check's scale refinement with the threshold, texture and
-nearest-neighbour proposals, `tune_refine`): photos
-TUNE_PHOTOS at 32 and 128 px, planting seeds TUNE_SEEDS (0, 10, 11); `--diagnose`: the previous view rule's
+nearest-neighbour proposals, `tune_refine`; session 15: the aligned check's zoom blur and resampling with the
+threshold and the nearest view neighbour's floor, `tune_zoom`, also on the fine-texture tuning photos
+natural_images.TEXTURE_TUNE_PHOTOS): photos TUNE_PHOTOS at 32 and 128 px, planting seeds TUNE_SEEDS (0, 10, 11); `--diagnose`: the previous view rule's
 misses on the tuning split (seed 0). Reported (`held_out`): photos HELD_OUT_PHOTOS at 32, 64, 128, 224 px and the digits, planting
 seeds HELD_OUT_SEEDS pooled (each seed plants other copies of other originals). Per (side, family) the set is
 all originals of that side plus that family's copies (natural_images.family_view); recall and precision as in
@@ -13,6 +14,7 @@ Methods, each on exactly the same images:
   views        influencegate.findings.view_search.view_pairs, ViewMatch() defaults (exhaustive all pairs: the
                views propose, the aligned check of findings/align.py decides);
   views_index  influencegate.findings.duplicate_index (streaming index, candidates, same check);
+  views_s14, views_index_s14  the same two paths as session 14 left them (Session14Match: the "before" rows);
   tiles        the previous matcher (image_similarity.image_pairs, ImageMatch() defaults, tuned on digits);
   imagehash    imagehash.phash (64 bits), linked at Hamming distance <= 10 (imagededup's default for PHash);
   imagededup   imagededup.methods.PHash().find_duplicates(encoding_map, max_distance_threshold=10);
@@ -23,8 +25,8 @@ Methods, each on exactly the same images:
 Peers are run with their documented defaults (not tuned here). flip: measured with ViewMatch(flip=True) only.
 
 Output: benchmarks/results/duplicates_natural.json.
-Run: python benchmarks/duplicates_natural.py [--seeds 1,2] [--tune] [--methods views,tiles] [--out FILE]
-     [--diagnose | --tune-only | --tune-texture | --tune-refine | --scales]; the fastdup peer needs
+Run: python benchmarks/duplicates_natural.py [--seeds 1,2] [--sides 32,64] [--tune] [--methods views,tiles]
+     [--out FILE] [--diagnose | --tune-only | --tune-texture | --tune-refine | --tune-zoom | --scales]; the fastdup peer needs
      FASTDUP_PYTHON (above)
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ import itertools
 import json
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -48,7 +50,7 @@ import natural_images as ni  # noqa: E402
 
 from influencegate.findings.duplicate_index import indexed_view_pairs  # noqa: E402
 from influencegate.findings.image_similarity import ImageMatch, image_pairs  # noqa: E402
-from influencegate.findings.align import align_pairs, thumbnails  # noqa: E402
+from influencegate.findings.align import Alignment, align_pairs, thumbnails  # noqa: E402
 from influencegate.findings.view_search import aligned_scores, block_similarity, view_pairs  # noqa: E402
 from influencegate.findings.views import ViewMatch, _base, view_descriptors  # noqa: E402
 
@@ -138,10 +140,26 @@ def fastdup_pairs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return arr[:, 0], arr[:, 1]
 
 
+@dataclass(frozen=True)
+class Session14Match(ViewMatch):
+    """ViewMatch as session 14 left it (the "before" rows of session 15): threshold 0.997, no nearest-neighbour
+    proposals, the aligned check without the zoom blur, bilinear resampling."""
+
+    threshold: float = 0.997
+    nearest: float = 1.0  # above propose: off
+
+    def alignment(self) -> Alignment:
+        return replace(super().alignment(), zoom_blur=0.0, sample="bilinear")
+
+
 def run_method(name: str, data: ni.EvalSet) -> tuple[np.ndarray, np.ndarray]:
     x = torch.from_numpy(data.images)
     if name == "views":
         return view_pairs(x)[:2]
+    if name == "views_s14":
+        return view_pairs(x, Session14Match())[:2]
+    if name == "views_index_s14":
+        return indexed_view_pairs((x[s:s + 512] for s in range(0, len(x), 512)), Session14Match())[:2]
     if name == "views_flip":
         return view_pairs(x, ViewMatch(flip=True))[:2]
     if name == "views_index":
@@ -157,13 +175,17 @@ def run_method(name: str, data: ni.EvalSet) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(name)
 
 
-def held_out(methods: list[str], seeds: tuple[int, ...]) -> dict:
-    """{method: {side: {family: quality pooled over seeds}}} on the held-out photos and the digits."""
+def held_out(methods: list[str], seeds: tuple[int, ...], sides: tuple[int, ...] = (*ni.SIDES, 8),
+             families: tuple[str, ...] = ni.FAMILIES) -> dict:
+    """{method: {side: {family: quality pooled over seeds}}} on the held-out photos and the digits (side 8),
+    copies planted of `families` only (all: the table of record; ("crop",): one crop per copied original,
+    more crops per set where a cell has few)."""
     out: dict = {m: {} for m in methods}
-    for side in (*ni.SIDES, 8):
+    for side in sides:
         for seed in seeds:
-            data = ni.digits_set(seed) if side == 8 else ni.photo_set(ni.HELD_OUT_PHOTOS, side, seed)
-            for fam in ni.FAMILIES:
+            data = ni.digits_set(seed, families) if side == 8 else ni.photo_set(ni.HELD_OUT_PHOTOS, side, seed,
+                                                                                 families)
+            for fam in families:
                 view = ni.family_view(data, fam)
                 for m in methods:
                     if (fam == "flip") != (m == "views_flip") and m.startswith("views_flip"):
@@ -213,12 +235,13 @@ def _tuning_scores(sigma: float, combine: bool, texture: float = -1.0) -> list[t
     return out
 
 
-def _tuning_sets(match: ViewMatch) -> Iterator[tuple[ni.EvalSet, np.ndarray, torch.Tensor]]:
+def _tuning_sets(match: ViewMatch, photos: tuple[str, ...] = ni.TUNE_PHOTOS
+                 ) -> Iterator[tuple[ni.EvalSet, np.ndarray, torch.Tensor]]:
     """Per tuning (side, seed), in order: (set, its N x N view similarity matrix with -2 on the diagonal, its
     N x K x align_side^2 aligned-check thumbnails)."""
     for side in ni.TUNE_SIDES:
         for seed in TUNE_SEEDS:
-            d = ni.photo_set(ni.TUNE_PHOTOS, side, seed)
+            d = ni.photo_set(photos, side, seed)
             x = torch.from_numpy(d.images)
             s = block_similarity(view_descriptors(x, match), view_descriptors(x, match), match).numpy()
             np.fill_diagonal(s, -2.0)
@@ -277,13 +300,14 @@ def _pooled(cells: dict) -> dict:
     return {k: {m: pool(v)[m] for m in ("recall", "precision")} for k, v in out.items()}
 
 
-def _select(rows: list[dict]) -> dict:
+def _select(rows: list[dict], cost: str | None = None) -> dict:
     """The row (with "cells" of _rule_quality) with the most (side, family) cells pooled over the seeds at the
     bar (recall and precision >= 0.95), ties by the highest mean over the per-seed cells of
-    min(recall, precision), then the first."""
-    def key(row: dict) -> tuple[int, float]:
+    min(recall, precision), then (with `cost`, a row key) the lowest cost, then the first."""
+    def key(row: dict) -> tuple[int, float, float]:
         at_bar = sum(min(c.values()) >= 0.95 for c in _pooled(row["cells"]).values())
-        return at_bar, float(np.mean([min(c["recall"], c["precision"]) for c in row["cells"].values()]))
+        return (at_bar, float(np.mean([min(c["recall"], c["precision"]) for c in row["cells"].values()])),
+                -float(row[cost]) if cost else 0.0)
     return max(rows, key=key)
 
 
@@ -364,6 +388,70 @@ def tune_refine() -> dict:
             "best": {key: best[key] for key in ("refine", "threshold", "texture", "propose_top")}, "grid": rows}
 
 
+#: Session 15's grid on both tuning sets (TUNE_PHOTOS and ni.TEXTURE_TUNE_PHOTOS, TUNE_SIDES, TUNE_SEEDS): the
+#: aligned check's template blur for its zoom (Alignment.zoom_blur) and resampling (Alignment.sample), the
+#: threshold, and each image's nearest view neighbours aligned below `propose` down to a view-similarity floor.
+TUNE_ZOOM = {"zoom_blur": (0.0, 1.0), "sample": ("bilinear", "bicubic"), "threshold": (0.996, 0.997, 0.998),
+             "propose_top": (0, 1, 2), "top_floor": (0.5, 0.7, 0.8)}
+
+
+def _zoom_tuning_pairs(align: Alignment, sets: list) -> list:
+    """Per tuning set of `sets` ((set, view similarity matrix, thumbnails)): (set, s, rank of each image's
+    nearest view neighbours (1, 2; 0 elsewhere), aligned NCC and residual NCC matrices, NaN where not aligned);
+    aligned: every pair at s >= propose and each image's 2 nearest."""
+    match = ViewMatch()
+    out = []
+    for d, s, small in sets:
+        rank = np.zeros(s.shape, dtype=np.int64)
+        np.put_along_axis(rank, np.argsort(-s, axis=1)[:, :2], np.arange(1, 3)[None], axis=1)
+        i, j = np.nonzero(np.triu((s >= match.propose) | (rank > 0) | (rank.T > 0), 1))
+        found = align_pairs(small[torch.from_numpy(i)], small[torch.from_numpy(j)], align)
+        score, residual = np.full_like(s, np.nan), np.full_like(s, np.nan)
+        score[i, j] = score[j, i] = found["score"].numpy()
+        residual[i, j] = residual[j, i] = found["residual"].numpy()
+        out.append((d, s, rank, score, residual))
+    return out
+
+
+def tune_zoom() -> dict:
+    """TUNE_ZOOM on the tuning split (both tuning sets), the rest of ViewMatch fixed: every cell per setting
+    ("set/side/family/seed index"), the pooled cells, and the count of aligned pairs per image (cost); the
+    setting chosen by _select (most pooled cells at the bar, the mean per-seed min(recall, precision), then
+    the fewest aligned pairs per image, as tune_refine breaks ties)."""
+    m = ViewMatch()
+    sets = {name: list(_tuning_sets(m, photos)) for name, photos in
+            (("tune", ni.TUNE_PHOTOS), ("texture", ni.TEXTURE_TUNE_PHOTOS))}
+    rows = []
+    for zb, sample in itertools.product(TUNE_ZOOM["zoom_blur"], TUNE_ZOOM["sample"]):
+        align = replace(m.alignment(), zoom_blur=zb, sample=sample)
+        data = {name: _zoom_tuning_pairs(align, v) for name, v in sets.items()}
+        for t, top, top_floor in itertools.product(TUNE_ZOOM["threshold"], TUNE_ZOOM["propose_top"],
+                                                   TUNE_ZOOM["top_floor"]):
+            if top == 0 and top_floor != TUNE_ZOOM["top_floor"][0]:
+                continue
+            cells, asked_n, images_n = {}, 0, 0
+            for name, part in data.items():
+                scored = []
+                for d, s, rank, score, residual in part:
+                    near = ((rank > 0) & (rank <= top)) | ((rank.T > 0) & (rank.T <= top))
+                    asked = (s >= m.propose) | (near & (s >= top_floor))
+                    asked_n += int(np.triu(asked, 1).sum())
+                    images_n += len(s)
+                    ok = asked & (np.nan_to_num(residual, nan=-2.0) >= m.texture)
+                    scored.append((d, s, np.where(ok, np.maximum(np.nan_to_num(score, nan=-2.0), s), -2.0)))
+                cells.update({f"{name}/{k}": c for k, c in _rule_quality(scored, t, m.floor, m.k, m.ratio).items()})
+            rows.append({"zoom_blur": zb, "sample": sample, "threshold": t, "propose_top": top, "top_floor": top_floor,
+                         "aligned_per_image": asked_n / images_n, "worst_min_recall_precision": _worst(cells),
+                         "cells": cells, "pooled": _pooled(cells)})
+            print(f"zoom_blur {zb} {sample} t {t} top {top}/{top_floor}: worst {_worst(cells):.3f}", file=sys.stderr,
+                  flush=True)
+        print(f"done zoom_blur {zb} {sample}", file=sys.stderr, flush=True)
+    best = _select(rows, cost="aligned_per_image")
+    return {"split": f"TUNE_PHOTOS and TEXTURE_TUNE_PHOTOS at TUNE_SIDES, seeds {TUNE_SEEDS}",
+            "best": {k: best[k] for k in ("zoom_blur", "sample", "threshold", "propose_top", "top_floor")},
+            "grid": rows}
+
+
 def diagnose() -> dict:
     """The previous view rule's misses on the tuning split: per planted shift / crop / border copy it missed,
     its best view similarity to its original, the copy's amount, and the views that gave that best."""
@@ -433,6 +521,8 @@ def main() -> None:
     p.add_argument("--seeds", default=",".join(map(str, HELD_OUT_SEEDS)))
     p.add_argument("--methods", default="views,views_index,tiles,imagehash,imagededup,cleanlab")
     p.add_argument("--tune", action="store_true", help="also rerun the tuning grid")
+    p.add_argument("--sides", default=",".join(map(str, (*ni.SIDES, 8))), help="held-out sides (8: the digits)")
+    p.add_argument("--families", default=",".join(ni.FAMILIES), help="planted families (crop: crops only)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON written (default: the table of record)")
     p.add_argument("--scales", action="store_true", help="only compare SCALE_GRIDS on the tuning split")
@@ -441,6 +531,8 @@ def main() -> None:
     p.add_argument("--tune-texture", action="store_true", help="only ViewMatch.texture on the tuning split")
     p.add_argument("--tune-refine", action="store_true", help="only the aligned check's scale refinement, "
                    "threshold, texture and nearest-neighbour proposals on the tuning split")
+    p.add_argument("--tune-zoom", action="store_true", help="only the aligned check's zoom blur, resampling, "
+                   "threshold and nearest-neighbour proposals on both tuning sets")
     args = p.parse_args()
     if args.scales:
         torch.set_num_threads(args.threads)
@@ -454,6 +546,9 @@ def main() -> None:
     if args.tune_refine:
         args.out.write_text(json.dumps(tune_refine(), indent=1))
         return
+    if args.tune_zoom:
+        args.out.write_text(json.dumps(tune_zoom(), indent=1))
+        return
     if args.diagnose or args.tune_only:
         args.out.write_text(json.dumps(diagnose() if args.diagnose else tune(), indent=1, default=str))
         return
@@ -465,7 +560,8 @@ def main() -> None:
               "view_match": asdict(ViewMatch()), "hamming_threshold": HAMMING}
     if args.tune:
         result["tuning"] = tune()
-    result["held_out"] = held_out(args.methods.split(","), seeds)
+    result["held_out"] = held_out(args.methods.split(","), seeds, tuple(int(x) for x in args.sides.split(",")),
+                                  tuple(args.families.split(",")))
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=str))
     for m, sides in result["held_out"].items():

@@ -11,7 +11,8 @@ counts the mapped pages of the index's files too; VmRSS/RssAnon/RssFile after ea
     codes in RAM; the outliers' image statistics of the same batches, image_stats.StatisticsStream, timed
     inside it as stream_statistics_s; the exact check's content hashes, rows with stream_hashes only),
     candidates (available_index():
-    faiss IVF, CANDIDATE_K), the check on candidates only (ViewIndex.similarity bounded at ViewMatch.propose: the
+    faiss IVF, CANDIDATE_K), the check on candidates only (ViewIndex.similarity bounded at min(ViewMatch.propose,
+    ViewMatch.nearest) as ViewIndex.pairs bounds it: the
     low-frequency bound of every candidate, the exact views for those the bound cannot rule out), the aligned
     check of the pairs the views propose (align.py, on the stored thumbnails) and the link rule
     (ViewIndex.decide, timed together as align_link_s; before the aligned check: link_s). Generating the
@@ -154,6 +155,7 @@ def images_run(n: int) -> dict:
     from influencegate.findings.code_candidates import available_index
     from influencegate.findings.duplicate_index import BOUND_MARGIN
     from influencegate.findings.duplicate_links import stream_index
+    from influencegate.findings.view_search import nearest_of
     from influencegate.findings.views import ViewMatch
 
     copies, originals = planting(n, seed=n)
@@ -175,7 +177,7 @@ def images_run(n: int) -> dict:
     out["memory"]["candidates"] = memory()
     out["candidate_recall_planted"] = planted_recall(ci, cj, copies, originals, n)
     clock.start()
-    floor = idx.match.propose
+    floor = min(idx.match.propose, idx.match.nearest)  # as ViewIndex.pairs: exact where proposed or nearest
     sims = idx.similarity(ci, cj, floor=floor)
     clock.stop("check")
     out["check_s_per_pair"] = out["check_s"] / max(len(ci), 1)
@@ -184,7 +186,8 @@ def images_run(n: int) -> dict:
     clock.start()
     ok, aligned = idx.decide(ci, cj, sims)
     clock.stop("align_link")
-    out["aligned_pairs"] = int((sims >= idx.match.propose).sum())
+    out["nearest_pairs"] = int(nearest_of(ci, cj, sims, idx.match).sum())  # aligned below propose (session 15)
+    out["aligned_pairs"] = int((sims >= idx.match.propose).sum()) + out["nearest_pairs"]
     out["linked_pairs"] = int(ok.sum())
     out["linked_recall_planted"] = planted_recall(ci[ok], cj[ok], copies, originals, n)
     out["disk_mb"] = sum(os.path.getsize(f) for f in (idx.path, idx.anchor_path, idx.low_path)) / 2 ** 20

@@ -49,6 +49,11 @@ TUNE_PHOTOS = ("astronaut", "coffee", "rocket", "moon", "grass", "clock", "text"
 HELD_OUT_PHOTOS = ("camera", "chelsea", "coins", "brick", "gravel", "page", "hubble_deep_field",
                    "immunohistochemistry", "cell", "flower")
 TUNE_SIDES = (32, 128)
+#: A second tuning set with fine texture (session 15): photos outside both splits (skimage's cat fur and the
+#: left stereo motorcycle) and a synthetic star field (STARS_SEED: points on a faint smooth background, the
+#: fine-point texture no tuning photo had); TUNE_SIDES only, tuning seeds only.
+TEXTURE_TUNE_PHOTOS = ("cat", "stereo_motorcycle", "stars")
+STARS_SEED = 15
 MIN_STD = 0.04
 MAX_PATCHES = 60
 COPY_SHARE = 0.6
@@ -81,6 +86,11 @@ def load_photo(name: str) -> np.ndarray:
     if name in ("china", "flower"):
         from sklearn.datasets import load_sample_image
         img = load_sample_image(f"{name}.jpg")
+    elif name == "stars":
+        img = star_field()
+    elif name == "stereo_motorcycle":
+        import skimage.data
+        img = skimage.data.stereo_motorcycle()[0]
     else:
         import skimage.data
         img = getattr(skimage.data, name)()
@@ -89,6 +99,18 @@ def load_photo(name: str) -> np.ndarray:
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     return img[..., :3]
+
+
+def star_field(side: int = 512, seed: int = STARS_SEED) -> np.ndarray:
+    """side x side float64 in [0, 1]: a synthetic star field, 1% of the pixels lit with Pareto(1.5)
+    brightness, blurred by 0.6 px, on a smooth background (Gaussian 8 px of uniform noise, 10% of the range)."""
+    from scipy.ndimage import gaussian_filter
+    rng = np.random.default_rng(seed)
+    img = np.zeros((side, side))
+    n = side * side // 100
+    img[rng.integers(0, side, n), rng.integers(0, side, n)] = rng.pareto(1.5, n) * 0.3
+    img = gaussian_filter(img, 0.6) + 0.1 * gaussian_filter(rng.random((side, side)), 8)
+    return np.clip(img / np.percentile(img, 99.5), 0, 1)
 
 
 def _pil(x: np.ndarray) -> Image.Image:

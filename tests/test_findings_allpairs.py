@@ -40,20 +40,24 @@ def photo_windows() -> torch.Tensor:
 def whole_matrix_rule(images: torch.Tensor,
                       match: ViewMatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The linking rule on the whole M x M view similarity matrix at once (the reference): each image's k-th
-    best from its full row, every pair >= propose aligned in one list: (i, j, a) of the proposed pairs and
-    the bool P `link` of them."""
+    best from its full row, every pair >= propose and every image's nearest (its row's argmax, from
+    ViewMatch.nearest) aligned in one list: (i, j, a) of those pairs and the bool P `link` of them."""
     views = all_views(images, match)
     sims = block_similarity(views, views, match)
     sims.fill_diagonal_(-2.0)
     kth = sims.topk(match.k, dim=1).values[:, -1].numpy()
-    ii, jj = torch.nonzero(torch.triu(sims >= match.propose, diagonal=1), as_tuple=True)
+    nearest = torch.zeros_like(sims, dtype=torch.bool)
+    nearest[torch.arange(len(sims)), sims.argmax(dim=1)] = True
+    nearest = (nearest | nearest.T) & (sims >= match.nearest)
+    ii, jj = torch.nonzero(torch.triu((sims >= match.propose) | nearest, diagonal=1), as_tuple=True)
     i, j, s = ii.numpy(), jj.numpy(), sims[ii, jj].numpy()
-    a = aligned_scores(i, j, s, align_thumbnails(images, match), match)
+    a = aligned_scores(i, j, s, align_thumbnails(images, match), match, nearest[ii, jj].numpy())
     return i, j, a, link(i, j, a, kth, match)
 
 
-def test_streamed_search_links_as_the_whole_matrix_rule(monkeypatch: pytest.MonkeyPatch) -> None:
-    match = ViewMatch()
+@pytest.mark.parametrize("propose", [0.9, 0.995])
+def test_streamed_search_links_as_the_whole_matrix_rule(monkeypatch: pytest.MonkeyPatch, propose: float) -> None:
+    match = ViewMatch(propose=propose)
     images = photo_windows()
     i, j, a, ok = whole_matrix_rule(images, match)
     assert (ok & (a < match.threshold)).any() and ((a >= match.floor) & ~ok).any()  # both sides of the relative rule are exercised
@@ -63,7 +67,8 @@ def test_streamed_search_links_as_the_whole_matrix_rule(monkeypatch: pytest.Monk
     assert list(zip(gi.tolist(), gj.tolist())) == sorted(zip(i[ok].tolist(), j[ok].tolist()))
     order = np.lexsort((j[ok], i[ok]))
     assert np.allclose(ga, a[ok][order], atol=1e-6)
-    assert counts["proposed"] == counts["aligned"] == len(i)
+    assert counts["proposed"] + counts["nearest"] == counts["aligned"] == len(i)
+    assert counts["nearest"] > 0 or propose < 0.99  # the nearest-neighbour pairs are exercised
 
 
 def edge_patches(n: int = 30) -> torch.Tensor:
@@ -84,16 +89,16 @@ def test_aligned_check_never_gets_all_proposed_pairs_at_once(monkeypatch: pytest
     monkeypatch.setattr(view_search, "ALIGN_BATCH", batch)
     sizes: list[int] = []
 
-    def recorded(i: np.ndarray, *rest: object) -> np.ndarray:
+    def recorded(i: np.ndarray, *rest: object, **named: object) -> np.ndarray:
         sizes.append(len(i))
-        return aligned_scores(i, *rest)
+        return aligned_scores(i, *rest, **named)
 
     monkeypatch.setattr(view_search, "aligned_scores", recorded)
     counts: dict[str, int] = {}
     i, _, _ = view_pairs(edge_patches(), block_size=block, counts=counts)
     bound = batch + block * block  # one batch plus one tile's proposals
     assert counts["proposed"] > 4 * bound  # holding them all would break the bounds below
-    assert sum(sizes) == counts["proposed"] == counts["aligned"]
+    assert sum(sizes) == counts["proposed"] + counts["nearest"] == counts["aligned"]  # nearest: <= 1 per image
     assert max(sizes) <= bound
     assert counts["held_max"] <= bound + len(i)
 

@@ -193,11 +193,12 @@ def test_a_state_of_another_size_or_without_the_needed_arrays_is_refused(version
         Duplicates().find(table.iloc[:20], emb[:20], images=images[:20], previous=half)
 
 
-@pytest.mark.parametrize("search", ["index", "exact"])
-def test_appended_views_search_links_by_the_aligned_check_as_the_full_search_does(search: str) -> None:
+@pytest.mark.parametrize("search,propose", [("index", 0.9), ("exact", 0.9), ("index", 0.999), ("exact", 0.999)])
+def test_appended_views_search_links_by_the_aligned_check_as_the_full_search_does(search: str, propose: float) -> None:
     """Crops to 76-90% arriving as new samples of old smooth fields (48 px), under the absolute rule alone
     (ratio 0): their view similarity stays below the threshold and only the aligned check links them, so an
-    appended search that linked by view similarity would find none. The appended groups are the full search's."""
+    appended search that linked by view similarity would find none. The appended groups are the full search's;
+    with propose 0.999 the copies are aligned only as each image's nearest view neighbour (ViewMatch.nearest)."""
     from test_findings_views import fields
 
     from influencegate.findings.views import ViewMatch
@@ -211,7 +212,7 @@ def test_appended_views_search_links_by_the_aligned_check_as_the_full_search_doe
     images = torch.cat([base, torch.stack(crops)])
     m = len(images)
     table = pd.DataFrame({"sample_id": [f"s{i:04d}" for i in range(m)], "influence": np.ones(m)})
-    views = ViewMatch(ratio=0.0)
+    views = ViewMatch(ratio=0.0, propose=propose)
     dups = Duplicates(search=search, views=views)
     dups.find(table.iloc[:old], None, images=images[:old], previous=Previous.empty(old))
     state = dups.state

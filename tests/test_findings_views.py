@@ -13,7 +13,7 @@ from PIL import Image
 from influencegate.findings import duplicate_index
 from influencegate.findings.code_candidates import code_candidates
 from influencegate.findings.duplicate_index import ViewIndex
-from influencegate.findings.view_search import aligned_scores, kth_best, link, prune_floor, view_pairs
+from influencegate.findings.view_search import aligned_scores, kth_best, link, nearest_of, prune_floor, view_pairs
 from influencegate.findings.views import ViewMatch, view_bounds, view_descriptors
 
 FAMILIES = ("shift", "crop", "jpeg", "resize", "brightness")
@@ -123,7 +123,7 @@ def test_code_candidates_against_the_exact_search(index: str, share: float) -> N
 def _reference_views(images: torch.Tensor, match: ViewMatch) -> torch.Tensor:
     """view_descriptors as first written (F.affine_grid + F.grid_sample per window): the separable
     operators must give the same vectors."""
-    from influencegate.findings.align import gauss_blur
+    from influencegate.findings.resample import gauss_blur
     from influencegate.findings.views import _base
 
     d = match.side
@@ -176,8 +176,9 @@ def test_separable_views_equal_grid_sample_and_bound_them(shape: tuple[int, ...]
 
 def test_bounded_check_gives_the_links_of_the_exact_check() -> None:
     """ViewIndex.similarity(floor): every value is >= the exact s (the bound of the stored float16 anchors),
-    equal to it where the bound reaches the floor; ViewIndex.decide on the values bounded at propose gives
-    the links of the aligned check + kth_best + link with the exact s of every candidate."""
+    equal to it where the bound reaches the floor; ViewIndex.decide on the values bounded at min(propose,
+    nearest) gives the links of the aligned check (of the proposed pairs and each image's nearest candidate)
+    + kth_best + link with the exact s of every candidate."""
     rng = np.random.default_rng(2)
     big = fields(300, 32, seed=13)
     imgs = big[:, :, 4:36, 4:36].clone()
@@ -190,13 +191,13 @@ def test_bounded_check_gives_the_links_of_the_exact_check() -> None:
                 idx.add(imgs[s:s + 128])
             ci, cj = idx.candidates(index="exact")
             exact = idx.similarity(ci, cj)
-            for floor in (prune_floor(match), match.propose):
+            for floor in (prune_floor(match), min(match.propose, match.nearest)):
                 pruned = idx.similarity(ci, cj, floor=floor)
                 assert (pruned >= exact - 1e-4).all()
                 near = pruned >= floor
                 np.testing.assert_allclose(pruned[near], exact[near], atol=1e-6)
                 assert (~near).any() and (exact[~near] < floor).all()
-            aligned = aligned_scores(ci, cj, exact, idx.thumbnails, match)
+            aligned = aligned_scores(ci, cj, exact, idx.thumbnails, match, nearest_of(ci, cj, exact, match))
             reference = link(ci, cj, aligned, kth_best(ci, cj, exact, 300, match.k), match)
             decided, scores = idx.decide(ci, cj, pruned)
             np.testing.assert_array_equal(decided, reference)

@@ -34,7 +34,8 @@ from influencegate.findings.duplicate_links import INDEX_BATCH, content_hashes, 
 from influencegate.findings.image_similarity import _Tiles, thumbnails
 from influencegate.findings.similarity import check_block, normalized
 from influencegate.findings.view_search import (aligned_scores, align_thumbnails, all_views, block_similarity, link,
-                                                no_pairs, prune_floor, tile_side)
+                                                merge_nearest, nearest_of, nearest_pairs, no_pairs, prune_floor,
+                                                tile_side)
 from influencegate.heap import release_heap
 
 #: Value of an empty top-k slot (below every similarity).
@@ -93,13 +94,16 @@ def _merge(top: torch.Tensor, rows: torch.Tensor, sims: torch.Tensor) -> None:
 
 @torch.no_grad()
 def touching_tiles(similarity: Similarity, new: np.ndarray, top: torch.Tensor, keep_from: float,
-                   block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   block: int, nearest: tuple[torch.Tensor, torch.Tensor] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair with at least one new member, once, tile by tile: (i, j, s) int64, int64, float32 of the
     pairs with s >= keep_from (i < j), and `top` (M x k values) updated in place with every computed pair.
 
     similarity(rows, cols) -> R x C for int64 row and column positions. The rows are ordered new first and the
     tiles cover new-row blocks x the columns from that block on (the upper triangle of the new rows): with
-    every sample new this is the all-pairs search of image_similarity.image_pairs / view_search.view_pairs."""
+    every sample new this is the all-pairs search of image_similarity.image_pairs / view_search.view_pairs.
+    nearest: (best, who), M each, updated in place with each image's nearest among the computed pairs
+    (view_search.merge_nearest)."""
     block = check_block(block)
     order = torch.from_numpy(np.concatenate([np.flatnonzero(new), np.flatnonzero(~new)]).astype(np.int64))
     n, n_new = len(order), int(new.sum())
@@ -120,6 +124,9 @@ def touching_tiles(similarity: Similarity, new: np.ndarray, top: torch.Tensor, k
             own = len(rows) if c0 == r0 else 0  # a square tile's first columns are its rows: merged above
             if sims.shape[1] > own:
                 _merge(top, cols[own:], sims[:, own:].T)
+            if nearest is not None:
+                merge_nearest(*nearest, rows, cols, sims)
+                merge_nearest(*nearest, cols, rows, sims.T)
             del sims
             release_heap()  # the tile's freed temporaries (heap.py; view_search.view_pairs measured ~45 MB a tile)
     if not found_i:
@@ -149,12 +156,15 @@ def near_links(images: Any, matcher: str, search: str, match: Any, views: Any, p
                device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
     """(i, j, s, pairs checked, top M x k): the near-duplicate links with at least one new member, by the
     pixel matcher (`match`: ImageMatch; all new x all pairs), the multi-view matcher all pairs (`views`) or
-    its streaming index (candidate pairs restricted to those touching a new sample)."""
+    its streaming index (candidate pairs restricted to those touching a new sample); with the views, each
+    image's nearest neighbour below propose is aligned too (ViewMatch.nearest) where it is a new sample that
+    beats the image's best old one."""
     rule = match if matcher == "pixels" else views
     k = min(int(rule.k), max(len(previous.new) - 1, 1))
     top = _prior_top(previous, previous.near_top, k, "near-duplicate top similarities")
+    prior = top[:, 0].clone()  # each old image's best similarity among the old samples (EMPTY for the new)
     if matcher == "views" and search == "index":
-        i, j, s, score = _index_pairs(images, views, previous.new)
+        i, j, s, score = _index_pairs(images, views, previous.new, prior.numpy())
         rows, vals = torch.from_numpy(np.concatenate([i, j])), torch.from_numpy(np.concatenate([s, s]))
         for start in range(0, len(rows), 1 << 20):  # each pair updates both of its images' top-k
             part = slice(start, start + (1 << 20))
@@ -170,11 +180,25 @@ def near_links(images: Any, matcher: str, search: str, match: Any, views: Any, p
             similarity = lambda r, c: block_similarity(desc[r], desc[c], views)  # noqa: E731
             keep_from = views.propose  # the views propose, the aligned check decides (view_search.view_pairs)
             block = tile_side(block, views)  # a tile's search x anchor products within TILE_FLOATS
-        i, j, s = touching_tiles(similarity, previous.new, top, keep_from, block)
-        score = s if matcher == "pixels" else aligned_scores(i, j, s, align_thumbnails(images, views), views)
+        nearest = None if matcher == "pixels" else (prior, torch.full(prior.shape, -1, dtype=torch.int64))
+        i, j, s = touching_tiles(similarity, previous.new, top, keep_from, block, nearest)  # nearest: in place
+        if matcher == "pixels":
+            score = s
+        else:  # with each image's nearest below propose (ViewMatch.nearest): a new partner beating its old best
+            i, j, s, near = _with_nearest(i, j, s, nearest, views)
+            score = aligned_scores(i, j, s, align_thumbnails(images, views), views, near)
         checked = int(previous.new.sum()) * len(previous.new)
     ok = link(i, j, score, top[:, -1].numpy(), rule)
     return i[ok], j[ok], score[ok], checked, top.numpy()
+
+
+def _with_nearest(i: np.ndarray, j: np.ndarray, s: np.ndarray, nearest: tuple[torch.Tensor, torch.Tensor],
+                  views: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, s, near): the proposed pairs (i, j, s, all >= ViewMatch.propose) followed by the nearest-neighbour
+    pairs below propose (view_search.nearest_pairs of touching_tiles' `nearest`), near (bool) marking those."""
+    ni, nj, ns = nearest_pairs(*nearest, views)
+    near = np.concatenate([np.zeros(len(i), dtype=bool), np.ones(len(ni), dtype=bool)])
+    return np.concatenate([i, ni]), np.concatenate([j, nj]), np.concatenate([s, ns]), near
 
 
 def _merge_pairs(top: torch.Tensor, rows: torch.Tensor, vals: torch.Tensor) -> None:
@@ -192,10 +216,13 @@ def _merge_pairs(top: torch.Tensor, rows: torch.Tensor, vals: torch.Tensor) -> N
     _merge(top, uniq, dense if width >= k else torch.cat([dense, torch.full((len(uniq), k - width), EMPTY)], 1))
 
 
-def _index_pairs(images: Any, views: Any, new: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _index_pairs(images: Any, views: Any, new: np.ndarray,
+                 prior: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, s, score) of the streaming index's candidate pairs that touch a new sample: their view similarity
-    (ViewIndex.similarity with prune_floor: exact wherever it can change a link) and the aligned check's score
-    of those reaching ViewMatch.propose (view_search.aligned_scores, on the index's thumbnails)."""
+    (ViewIndex.similarity, exact from min(prune_floor, ViewMatch.nearest): wherever it can change a link) and
+    the aligned check's score of those reaching ViewMatch.propose and of each image's nearest among them below
+    it that reaches its `prior` best (M: its best similarity among the old samples; view_search.nearest_of),
+    on the index's thumbnails."""
     index = ViewIndex(views)
     try:
         for start in range(0, len(images), INDEX_BATCH):
@@ -203,8 +230,9 @@ def _index_pairs(images: Any, views: Any, new: np.ndarray) -> tuple[np.ndarray, 
         ci, cj = index.candidates(index=available_index())
         touch = new[ci] | new[cj]
         ci, cj = ci[touch], cj[touch]
-        sims = index.similarity(ci, cj, floor=prune_floor(views))
-        return ci, cj, sims, aligned_scores(ci, cj, sims, index.thumbnails, views)
+        sims = index.similarity(ci, cj, floor=min(prune_floor(views), views.nearest))
+        near = nearest_of(ci, cj, sims, views, prior)
+        return ci, cj, sims, aligned_scores(ci, cj, sims, index.thumbnails, views, near)
     finally:
         index.close()
 

@@ -16,7 +16,8 @@ is a candidate pair. `pairs()`: the candidates' view similarity (`similarity`: e
 computed once from its stored thumbnail, against its partners' stored anchors: linear in images + pairs;
 first as an upper bound from the lowest DCT frequencies, the exact views only where that bound does not
 already rule the pair out of every link: prune_floor), the aligned check (align.py) of the pairs it
-proposes, read from the stored thumbnails, then ViewMatch's rule with each image's k-th best view
+proposes (and of each image's nearest candidate down to ViewMatch.nearest), read from the stored thumbnails,
+then ViewMatch's rule with each image's k-th best view
 similarity among its candidates.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 
 from influencegate.data.mapped import MappedArray
 from influencegate.findings.code_candidates import CANDIDATE_K, code_candidates
-from influencegate.findings.view_search import aligned_scores, anchor_bounds, kth_best, link, prune_floor
+from influencegate.findings.view_search import aligned_scores, anchor_bounds, kth_best, link, nearest_of, prune_floor
 from influencegate.findings.views import ViewMatch, _base, search_count, view_bounds, view_descriptors
 from influencegate.heap import release_heap
 
@@ -228,18 +229,21 @@ class ViewIndex:
         ViewMatch's view similarity (proposes), aligned check (decides) and rule (the relative rule's k-th
         best view similarity is taken among each image's candidates), and how many candidates were checked."""
         ci, cj = self.candidates(k, index)
-        ok, aligned = self.decide(ci, cj, self.similarity(ci, cj, floor=self.match.propose))
+        floor = min(self.match.propose, self.match.nearest)  # exact wherever a pair may be proposed or nearest
+        ok, aligned = self.decide(ci, cj, self.similarity(ci, cj, floor=floor))
         return ci[ok], cj[ok], aligned[ok], len(ci)
 
     def decide(self, ci: np.ndarray, cj: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(linked: bool P, score: float32 P) of the candidate pairs from their view similarities
-        `similarity(ci, cj, floor=match.propose)` (exact where they may reach propose, upper bounds elsewhere):
-        the aligned check of the proposed pairs; then the exact s of the other candidates of the images whose
-        link depends on their k-th best (an aligned score in [floor, threshold)) wherever the bound reaches
+        `similarity(ci, cj, floor=min(match.propose, match.nearest))` (exact where they may reach it, upper
+        bounds elsewhere): the aligned check of the proposed pairs and of each image's nearest candidate below
+        propose (view_search.nearest_of, ViewMatch.nearest); then the exact s of the other candidates of the
+        images whose link depends on their k-th best (an aligned score in [floor, threshold)) wherever the bound
+        reaches
         prune_floor; below it no k-th best changes a link (prune_floor), so the links are those of the exact s
         of every candidate, at the exact views of a few images' candidates instead of all above prune_floor."""
         m = self.match
-        aligned = aligned_scores(ci, cj, sims, self.thumbnails, m)
+        aligned = aligned_scores(ci, cj, sims, self.thumbnails, m, nearest_of(ci, cj, sims, m))
         relative = (aligned >= m.floor) & (aligned < m.threshold)
         touched = np.zeros(self.count, dtype=bool)  # images with a relative link (np.isin: seconds at 1M pairs)
         touched[ci[relative]] = touched[cj[relative]] = True

@@ -53,14 +53,15 @@ def block_similarity(rows: torch.Tensor, cols: torch.Tensor, match: ViewMatch) -
 
 
 def aligned_scores(i: np.ndarray, j: np.ndarray, s: np.ndarray, thumbs: Callable[[np.ndarray], torch.Tensor],
-                   match: ViewMatch) -> np.ndarray:
+                   match: ViewMatch, nearest: np.ndarray | None = None) -> np.ndarray:
     """float32 P: the score max(s, aligned NCC) (align.align_pairs, match.alignment()) of each pair (i, j)
-    whose view similarity s reaches match.propose and whose aligned overlap shares texture (residual NCC after
+    whose view similarity s reaches match.propose (or marked in `nearest`, bool P: an image's nearest view
+    neighbour, nearest_pairs / nearest_of) and whose aligned overlap shares texture (residual NCC after
     each image's 1-D profile >= match.texture: not two patches of one edge), -2 for the others (never linked).
     thumbs(rows): the M x K x b x b base thumbnails of those images (float, any intensity scale), reduced to
     match.align_side here; ALIGN_BATCH pairs at a time."""
     out = np.full(len(i), -2.0, dtype=np.float32)
-    todo = np.flatnonzero(s >= match.propose)
+    todo = np.flatnonzero((s >= match.propose) | (False if nearest is None else nearest))
     for start in range(0, len(todo), ALIGN_BATCH):
         rows = todo[start:start + ALIGN_BATCH]
         a, b = (thumbnails(thumbs(side[rows]), match.align_side) for side in (i, j))
@@ -76,6 +77,42 @@ def align_thumbnails(images: torch.Tensor | np.ndarray, match: ViewMatch) -> Cal
     small = torch.cat([thumbnails(_base(images[r:r + DEFAULT_BLOCK], 3 * match.side, match.colour, "cpu"),
                                   match.align_side) for r in range(0, len(images), DEFAULT_BLOCK)])
     return lambda rows: small[torch.from_numpy(rows)]
+
+
+def merge_nearest(best: torch.Tensor, who: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                  sims: torch.Tensor) -> None:
+    """In place: best (M float) and who (M int64): each image's highest view similarity so far and that
+    partner, updated with the R x C tile `sims` of the images at positions rows (R) x cols (C), rows' side."""
+    value, arg = sims.max(dim=1)
+    up = value > best[rows]
+    best[rows[up]], who[rows[up]] = value[up], cols[arg[up]]
+
+
+def nearest_pairs(best: torch.Tensor, who: torch.Tensor, match: ViewMatch,
+                  keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, s), i < j, once each: every image's nearest view neighbour (merge_nearest's best, who) whose view
+    similarity lies in [match.nearest, match.propose) (below it the views propose nothing; from propose on
+    the pair is proposed anyway); keep (bool M): only those images' (None: all)."""
+    b, w = best.numpy(), who.numpy()
+    x = np.flatnonzero((w >= 0) & (b >= match.nearest) & (b < match.propose) & (True if keep is None else keep))
+    lo, hi = np.minimum(x, w[x]).astype(np.int64), np.maximum(x, w[x]).astype(np.int64)
+    _, first = np.unique(lo * len(b) + hi, return_index=True)
+    return lo[first], hi[first], b[x[first]].astype(np.float32)
+
+
+def nearest_of(i: np.ndarray, j: np.ndarray, s: np.ndarray, match: ViewMatch,
+               prior: np.ndarray | None = None) -> np.ndarray:
+    """bool P: the scored pairs (i, j, s) that are the nearest of i or of j among them (the highest s; ties:
+    the first) with s in [match.nearest, match.propose); prior (M, None: none): each image's best similarity
+    outside these pairs, which its nearest among them must reach."""
+    rows, vals, pair = np.concatenate([i, j]), np.concatenate([s, s]), np.tile(np.arange(len(i)), 2)
+    order = np.lexsort((-vals, rows))
+    first = order[np.flatnonzero(np.diff(rows[order], prepend=-1))]
+    if prior is not None:
+        first = first[vals[first] >= prior[rows[first]]]
+    out = np.zeros(len(i), dtype=bool)
+    out[pair[first]] = True
+    return out & (s >= match.nearest) & (s < match.propose)
 
 
 def link(i: np.ndarray, j: np.ndarray, a: np.ndarray, kth: np.ndarray, match: ViewMatch) -> np.ndarray:
@@ -132,7 +169,7 @@ class Linkable:
         self.queue: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.queued = 0
         self.kept = no_pairs()
-        self.counts = {"proposed": 0, "aligned": 0, "held_max": 0}
+        self.counts = {"proposed": 0, "aligned": 0, "held_max": 0, "nearest": 0}
 
     def propose(self, i: np.ndarray, j: np.ndarray, s: np.ndarray, kth: np.ndarray) -> None:
         """Queue the pairs (i, j) of view similarity s (P each; all >= propose); check every full batch.
@@ -157,6 +194,16 @@ class Linkable:
         ok = link(i, j, a, kth, self.match)
         self.kept = (i[ok], j[ok], a[ok])
 
+    def nearest(self, i: np.ndarray, j: np.ndarray, s: np.ndarray, kth: np.ndarray) -> None:
+        """The aligned check of the nearest-neighbour pairs below propose (nearest_pairs: P each, checked all at
+        once, at most one per image), kept as `check` keeps the proposed ones; counts["nearest"] gets P."""
+        a = aligned_scores(i, j, s, self.thumbs, self.match, nearest=np.ones(len(i), dtype=bool))
+        self.counts["aligned"] += len(i)
+        self.counts["nearest"] += len(i)
+        i, j, a = (np.concatenate([old, new]) for old, new in zip(self.kept, (i, j, a)))
+        ok = link(i, j, a, kth, self.match)
+        self.kept = (i[ok], j[ok], a[ok])
+
 
 @torch.no_grad()
 def view_pairs(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch(), block_size: int = 256,
@@ -167,7 +214,8 @@ def view_pairs(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch()
     floats = 105 KiB per colour image), the aligned check's thumbnails (12 KiB) plus one tile (block_size
     images a side, narrowed by tile_side to TILE_FLOATS products) and the pairs
     that can still link (Linkable: the proposed pairs are checked a batch at a time as the tiles propose them,
-    never all held). counts (when given) gets Linkable.counts: proposed, aligned, held_max."""
+    never all held); then each image's nearest view neighbour below propose (ViewMatch.nearest; at most one
+    pair per image). counts (when given) gets Linkable.counts: proposed, aligned, held_max, nearest."""
     block = tile_side(block_size, match)
     n = len(images)
     if n < 2:
@@ -176,6 +224,7 @@ def view_pairs(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch()
     top = torch.full((n, min(int(match.k), n - 1)), -2.0)
     kth = top[:, -1].numpy()  # a view: each image's k-th best so far, as the tiles come in
     held = Linkable(align_thumbnails(images, match), match)
+    best, who = torch.full((n,), -2.0), torch.full((n,), -1, dtype=torch.int64)  # each image's nearest so far
     for r0 in range(0, n, block):
         for c0 in range(r0, n, block):
             sims = block_similarity(views[r0:r0 + block], views[c0:c0 + block], match).cpu()
@@ -183,8 +232,11 @@ def view_pairs(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch()
                 sims.fill_diagonal_(-2.0)
             rows, cols = slice(r0, r0 + sims.shape[0]), slice(c0, c0 + sims.shape[1])
             top[rows] = torch.topk(torch.cat([top[rows], sims], 1), top.shape[1], dim=1).values
+            at_r, at_c = torch.arange(rows.start, rows.stop), torch.arange(cols.start, cols.stop)
+            merge_nearest(best, who, at_r, at_c, sims)
             if c0 != r0:
                 top[cols] = torch.topk(torch.cat([top[cols], sims.T], 1), top.shape[1], dim=1).values
+                merge_nearest(best, who, at_c, at_r, sims.T)
             ii, jj = torch.nonzero(sims >= match.propose, as_tuple=True)
             upper = ii + r0 < jj + c0
             ii, jj = ii[upper], jj[upper]
@@ -192,6 +244,7 @@ def view_pairs(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch()
             del sims
             release_heap()  # the tile's freed temporaries (tens of MiB, heap.py): RSS grew ~45 MB per tile without
     held.check(kth)
+    held.nearest(*nearest_pairs(best, who, match), kth)
     if counts is not None:
         counts.update(held.counts)
     i, j, s = held.kept

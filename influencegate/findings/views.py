@@ -44,7 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from influencegate.findings.align import Alignment, gauss_matrix
+from influencegate.findings.align import Alignment
+from influencegate.findings.resample import gauss_matrix
 
 #: A view whose variance is below this fraction of its image's whole-view variance (or of 1e-6 in absolute
 #: units after the global standardisation) is flat and matches nothing.
@@ -69,13 +70,18 @@ class ViewMatch:
     too, with the rule fixed (--tune-texture, select_texture: the most family cells at recall and precision
     >= 0.95, ties by the mean of min(recall, precision); -1 switches the test off); `threshold` (was 0.995)
     again with the aligned check's continuous scale refinement (align.Alignment.refine; --tune-refine, the
-    same criterion: 0.997).
+    same criterion: 0.997); session 15 (--tune-zoom, both tuning sets, the texture one with fine texture:
+    benchmarks/natural_images.TEXTURE_TUNE_PHOTOS) `threshold` 0.998 with the aligned check's zoom blur and
+    bicubic resampling (align.Alignment) and `nearest`, the same criterion.
+    nearest: each image's nearest view neighbour (highest view similarity) is aligned too when that similarity
+    reaches `nearest`, even below `propose` (a crop to 75-78% of a fine texture falls between the view grid's
+    scales: view similarity 0.77 at 224 px, aligned 0.98); above `propose`: off.
     flip: also match horizontal mirrors (off by default: a mirrored photo is often a legitimate new sample).
     colour: views of each of the C channels, each centred, concatenated (a red edge on black is not a white
     edge on black); False = the grey mean only. code_blur: blur of the views the index's codes are projected
     from (duplicate_index.py; None = `blur`)."""
 
-    threshold: float = 0.997
+    threshold: float = 0.998
     floor: float = 0.95
     k: int = 3
     ratio: float = 0.1
@@ -91,6 +97,7 @@ class ViewMatch:
     min_scale: float = 0.75
     code_blur: float | None = None
     texture: float = 0.5
+    nearest: float = 0.7
 
     def __post_init__(self) -> None:
         if not (-1.0 <= self.threshold <= 1.0 and -1.0 <= self.propose <= 1.0):
@@ -102,6 +109,8 @@ class ViewMatch:
             raise ValueError(f"scales are window side fractions in [0.5, 1), got {self.scales}")
         if int(self.k) < 1 or self.ratio < 0:
             raise ValueError(f"k must be >= 1 and ratio >= 0, got k={self.k}, ratio={self.ratio}")
+        if not -1.0 <= self.nearest <= 1.0:
+            raise ValueError(f"nearest is a view similarity in [-1, 1] (above propose: off), got {self.nearest}")
         if not -1.0 <= self.texture <= 1.0:
             raise ValueError(f"texture is a residual NCC in [-1, 1] (-1: off), got {self.texture}")
         if self.step <= 0 or self.blur < 0 or (self.code_blur is not None and self.code_blur < 0):
