@@ -32,10 +32,9 @@ from influencegate.findings.code_candidates import available_index
 from influencegate.findings.duplicate_index import ViewIndex
 from influencegate.findings.duplicate_links import INDEX_BATCH, content_hashes, exact_pairs
 from influencegate.findings.image_similarity import _Tiles, thumbnails
-from influencegate.findings.similarity import check_block, normalized
+from influencegate.findings.similarity import check_block, no_pairs, normalized
 from influencegate.findings.view_search import (aligned_scores, align_thumbnails, all_views, block_similarity, link,
-                                                merge_nearest, nearest_of, nearest_pairs, no_pairs, prune_floor,
-                                                tile_side)
+                                                merge_nearest, nearest_of, nearest_pairs, prune_floor, tile_side)
 from influencegate.heap import release_heap
 
 #: Value of an empty top-k slot (below every similarity).

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from influencegate.findings.similarity import DEFAULT_BLOCK, check_block
+from influencegate.findings.similarity import DEFAULT_BLOCK, check_block, no_pairs
 
 #: Variance (per compared pixel, in units of the thumbnails' global variance) under which a compared region
 #: is flat: its NCC is undefined and counted as 0 (identical blank images are still found by the content hash).
@@ -228,9 +228,8 @@ def image_pairs(images: torch.Tensor | np.ndarray, match: ImageMatch = ImageMatc
     block = check_block(block_size)
     thumbs = thumbnails(images, match.thumb_size, block, device)
     n = thumbs.shape[0]
-    empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
     if n < 2:
-        return empty
+        return no_pairs()
     tiles = _Tiles(thumbs, match)
     k = min(int(match.k), n - 1)
     top_s = torch.full((n, k), -2.0, device=thumbs.device)
@@ -262,7 +261,7 @@ def image_pairs(images: torch.Tensor | np.ndarray, match: ImageMatch = ImageMatc
         found_s.append(top_s[ok])
     i, j, v = (torch.cat(t).cpu().numpy() for t in (found_i, found_j, found_s))
     if len(i) == 0:
-        return empty
+        return no_pairs()
     order = np.lexsort((j, i))
     i, j, v = i[order], j[order], v[order]
     first = np.ones(len(i), dtype=bool)

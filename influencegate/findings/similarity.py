@@ -15,6 +15,11 @@ from influencegate.heap import release_heap
 DEFAULT_BLOCK = 2048
 
 
+def no_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, s) of no pairs: int64, int64, float32, all empty."""
+    return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+
+
 def normalized(embeddings: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
     """float32 tensor of the rows scaled to unit L2 norm (a zero row stays zero), on `device`."""
     x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32), device=device)
@@ -66,8 +71,7 @@ def cosine_pairs(embeddings: np.ndarray, threshold: float, block_size: int = DEF
             cols.append(gj[keep].cpu())
             sims.append(s[ii[keep], jj[keep]].float().cpu())
     if not rows:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty.copy(), np.zeros(0, dtype=np.float32)
+        return no_pairs()
     i, j, v = (torch.cat(t).numpy() for t in (rows, cols, sims))
     order = np.lexsort((j, i))
     return i[order].astype(np.int64), j[order].astype(np.int64), v[order].astype(np.float32)

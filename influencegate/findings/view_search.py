@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from influencegate.findings.align import align_pairs, thumbnails
-from influencegate.findings.similarity import DEFAULT_BLOCK, check_block
+from influencegate.findings.similarity import DEFAULT_BLOCK, check_block, no_pairs
 from influencegate.findings.views import ViewMatch, _base, anchor_index, dct_matrix, search_count, view_descriptors
 from influencegate.heap import release_heap
 
@@ -134,11 +134,6 @@ def kth_best(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int, k: int) -> np.
     has = count >= k
     out[has] = vals[start[has] + k - 1]
     return out
-
-
-def no_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, s) of no pairs: int64, int64, float32, all empty."""
-    return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
 
 
 def all_views(images: torch.Tensor | np.ndarray, match: ViewMatch, device: str | torch.device = "cpu") -> torch.Tensor:
