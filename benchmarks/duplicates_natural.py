@@ -344,20 +344,8 @@ def _aligned_tuning_pairs(refine: int) -> list[tuple[ni.EvalSet, np.ndarray, np.
     """Per tuning (side, seed): (set, all-pairs view similarity matrix, its top-2 neighbours' mask, aligned NCC
     and residual NCC matrices with Alignment.refine rounds, NaN where not aligned); aligned: every pair at
     s >= propose and each image's max(propose_top) nearest."""
-    match = ViewMatch()
-    top = max(TUNE_REFINE["propose_top"])
-    out = []
-    for d, s, small in _tuning_sets(match):
-        rank = np.zeros(s.shape, dtype=np.int64)
-        np.put_along_axis(rank, np.argsort(-s, axis=1)[:, :top], np.arange(1, top + 1)[None], axis=1)
-        i, j = np.nonzero(np.triu((s >= match.propose) | (rank > 0) | (rank.T > 0), 1))
-        found = align_pairs(small[torch.from_numpy(i)], small[torch.from_numpy(j)],
-                            replace(match.alignment(), refine=refine))
-        score, residual = np.full_like(s, np.nan), np.full_like(s, np.nan)
-        score[i, j] = score[j, i] = found["score"].numpy()
-        residual[i, j] = residual[j, i] = found["residual"].numpy()
-        out.append((d, s, rank, score, residual))
-    return out
+    match = ViewMatch()  # max(TUNE_REFINE["propose_top"]) = 2 nearest, as _zoom_tuning_pairs aligns
+    return _zoom_tuning_pairs(replace(match.alignment(), refine=refine), list(_tuning_sets(match)))
 
 
 def tune_refine() -> dict:

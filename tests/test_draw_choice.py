@@ -56,6 +56,19 @@ def small_problem():
     return model, data
 
 
+def record_passes(monkeypatch) -> list[tuple[str, int, int]]:
+    """(description, first draw, samples) of every streaming pass InfluenceScorer makes from now on."""
+    passes: list[tuple[str, int, int]] = []
+    original = InfluenceScorer._pass
+
+    def recording(self, dataset, projectors, desc, *args, **kwargs):
+        passes.append((desc, kwargs.get("first_draw", 0), len(dataset)))
+        return original(self, dataset, projectors, desc, *args, **kwargs)
+
+    monkeypatch.setattr(InfluenceScorer, "_pass", recording)
+    return passes
+
+
 def test_scores_are_the_mean_over_the_chosen_draws_and_pilot_samples_are_not_scored_twice(small_problem, monkeypatch):
     """With a pilot of 30 samples the scorer keeps K* draws; every score equals the mean of the first K*
     per-draw scores of a scorer that always uses all draws (same frame of K draws)."""
@@ -99,14 +112,7 @@ def test_the_pilot_reuses_the_fit_draws_and_gives_what_its_own_pass_gives(small_
     monkeypatch.setattr(scorer_module, "PILOT_SAMPLES", 30)
     config = InfluenceConfig(draws=24, fit_draws=8, batch_size=16, draws_per_pass=5, progress=False,
                              target_stability=0.5)
-    passes: list[tuple[str, int]] = []
-    original = InfluenceScorer._pass
-
-    def recording(self, dataset, projectors, desc, *args, **kwargs):
-        passes.append((desc, kwargs.get("first_draw", 0), len(dataset)))
-        return original(self, dataset, projectors, desc, *args, **kwargs)
-
-    monkeypatch.setattr(InfluenceScorer, "_pass", recording)
+    passes = record_passes(monkeypatch)
     stashed = InfluenceScorer(model, config).fit(data)
     assert passes == [("curvature", 0, 80), ("draws pilot", 8, 30)]
     monkeypatch.setattr(scorer_module, "STASH_BUDGET_FRACTION", 0.0)
@@ -135,14 +141,7 @@ def test_the_default_pilot_is_the_first_of_the_spread_fitted_samples_and_needs_n
     monkeypatch.setattr(scorer_module, "PILOT_SAMPLES", 30)
     monkeypatch.setattr(config_module, "FIT_ROWS_PER_DIM", 40 * 24 / 128)  # D = 4 x 32 (the Linear layer)
     config = InfluenceConfig(draws=24, batch_size=16, draws_per_pass=5, progress=False, target_stability=0.5)
-    passes: list[tuple[str, int, int]] = []
-    original = InfluenceScorer._pass
-
-    def recording(self, dataset, projectors, desc, *args, **kwargs):
-        passes.append((desc, kwargs.get("first_draw", 0), len(dataset)))
-        return original(self, dataset, projectors, desc, *args, **kwargs)
-
-    monkeypatch.setattr(InfluenceScorer, "_pass", recording)
+    passes = record_passes(monkeypatch)
     adaptive = InfluenceScorer(model, config).fit(data)
     fitted = [data.sample_ids[i] for i in spread_indices(80, 40)]
     assert passes == [("curvature", 0, 40)] and adaptive.fit_draws == 24

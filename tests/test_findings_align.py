@@ -4,7 +4,9 @@ these non-periodic windows: it is off by 0.3-3 px unwindowed, biased toward 0 by
 window), a known scale (a crop resized back), the NCC maps against a direct loop."""
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,9 @@ import torch.nn.functional as F
 from influencegate.findings.align import Alignment, _Searched, align_pairs, ncc_maps
 from influencegate.findings.duplicate_index import ViewIndex
 from influencegate.findings.views import ViewMatch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from natural_images import star_field  # noqa: E402
 
 
 def smooth(n: int, side: int, seed: int) -> torch.Tensor:
@@ -122,18 +127,6 @@ def test_code_blur_is_a_matcher_field() -> None:
         ViewMatch(code_blur=-1.0)
 
 
-def star_field(side: int, seed: int) -> np.ndarray:
-    """side x side in [0, 1]: 1% of the pixels lit (Pareto 1.5 brightness), blurred 0.6 px, on a faint smooth
-    background (natural_images.star_field's recipe, smaller)."""
-    from scipy.ndimage import gaussian_filter
-    rng = np.random.default_rng(seed)
-    img = np.zeros((side, side))
-    n = side * side // 100
-    img[rng.integers(0, side, n), rng.integers(0, side, n)] = rng.pareto(1.5, n) * 0.3
-    img = gaussian_filter(img, 0.6) + 0.1 * gaussian_filter(rng.random((side, side)), 8)
-    return np.clip(img / np.percentile(img, 99.5), 0, 1)
-
-
 def test_star_field_crops_compared_at_one_effective_resolution() -> None:
     """32 px windows of a star field cropped to 75-94% and enlarged back (PIL bicubic, as a web copy is): the
     enlargement and the bilinear resampling blur the points differently on the two sides, so the session-14
@@ -142,7 +135,7 @@ def test_star_field_crops_compared_at_one_effective_resolution() -> None:
     half overlapping a copy's original (16 px off, the nearest look-alikes) stay far below."""
     from PIL import Image
 
-    field = star_field(192, seed=0)
+    field = star_field(192, seed=0)  # benchmarks/natural_images.py's recipe
     rng = np.random.default_rng(0)
     originals, copies, near_misses = [], [], []
     for k in range(16):
