@@ -268,6 +268,8 @@ def test_bad_input_gives_clear_errors(tiny_data):
         InfluenceScorer(tiny_cnn(), config(), layers=["nope"])
     with pytest.raises(RuntimeError, match="call fit"):
         InfluenceScorer(tiny_cnn(), config()).score(tiny_data)
+    with pytest.raises(ValueError, match="no readable sample"):
+        InfluenceScorer(tiny_cnn(), config()).fit(tiny_data.subset([]))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             InfluenceScorer(tiny_cnn(), config(device="cuda"))

@@ -26,6 +26,10 @@ from influencegate.influence.stability import PILOT_SAMPLES, candidate_draws, ch
 from influencegate.influence.table import scores_table
 
 
+#: The error for a dataset without a readable sample (fit and every pass).
+NO_SAMPLES = "the dataset has no readable sample to score"
+
+
 def resolve_device(name: str) -> torch.device:
     """torch.device for `name`, with a clear error when CUDA is asked for but absent."""
     device = torch.device(name)
@@ -37,7 +41,7 @@ def resolve_device(name: str) -> torch.device:
 def sample_loader(dataset: Dataset, batch_size: int) -> DataLoader:
     """Batches of (sample_ids, images) in dataset order; the dataset yields (sample_id, image C x H x W)."""
     if len(dataset) == 0:
-        raise ValueError("the dataset has no readable sample to score")
+        raise ValueError(NO_SAMPLES)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
 
 
@@ -149,6 +153,8 @@ class InfluenceScorer:
         pilot = cfg.target_stability is not None and len(candidate_draws(cfg.draws)) > 1 and reducer is None
         n_samples = reducer.total(len(dataset)) if reducer else len(dataset)
         self.fit_draws = cfg.curvature_draws()
+        if not n_samples:
+            raise ValueError(NO_SAMPLES)
         self.fit_share = cfg.curvature_samples(n_samples, dimension, PILOT_SAMPLES if pilot else 0) / n_samples
         fit_data = fitted_subset(dataset, share_count(self.fit_share, len(dataset)))
         self.projectors = self._fit_projectors(fit_data, reducer)
