@@ -142,7 +142,7 @@ def _parabola(left: torch.Tensor, mid: torch.Tensor, right: torch.Tensor) -> tor
 
 
 def _window_ncc(templates: torch.Tensor, images: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
-                step: torch.Tensor | None = None, mode: str = "bilinear") -> torch.Tensor:
+                step: torch.Tensor | None, mode: str) -> torch.Tensor:
     """P NCC of each template (P x K x t x t) with its image (P x K x n x n) at the window
     resample.window(y, x, step, mode)."""
     win = window(images, y, x, templates.shape[-1], step, mode)
@@ -154,18 +154,19 @@ def _window_ncc(templates: torch.Tensor, images: torch.Tensor, y: torch.Tensor, 
 
 
 def _refine(templates: torch.Tensor, images: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
-            rounds: int, mode: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+            rounds: int, mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Continuous scale and sub-pixel translation of the best hypothesis: (NCC, y, x, step), each P, of each
     template (P x K x t x t) against its image (P x K x n x n) at resample.window(y, x, step, mode), by a
     pattern search from the whole-pixel-scale match at (y, x), step 1: per round each of the window's centre
-    row, centre column (from +-0.25 px) and step (from +-0.5 / t: half the spacing of the integer template sides) moved both
-    ways, a move kept where it raises the NCC, then every move halved. The integer sides leave the scale up
-    to half a step off (2% at t = 26: 0.25 px at the template's edge, NCC 0.96-0.99 for a crop at 32 px)."""
+    row, centre column (from +-0.25 px) and step (from +-0.5 / t: half the spacing of the integer template
+    sides) moved both ways, a move kept where it raises the NCC, then every move halved. The integer sides
+    leave the scale up to half a step off (2% at t = 26: 0.25 px at the template's edge, NCC 0.96-0.99 for a
+    crop at 32 px)."""
     t = templates.shape[-1]
     half = (t - 1) / 2.0
     centre = [y + half, x + half]
     step = torch.ones_like(y)
-    best = _window_ncc(templates, images, y, x, mode=mode)
+    best = _window_ncc(templates, images, y, x, None, mode)
     moves = [0.25, 0.25, 0.5 / t]
     for _ in range(rounds):
         for axis in range(3):
@@ -184,7 +185,8 @@ def _refine(templates: torch.Tensor, images: torch.Tensor, y: torch.Tensor, x: t
 
 def _templates(images: torch.Tensor, big: int, t: int, flip: bool, sigma: float = 0.0) -> torch.Tensor:
     """P x K x t x t: the central big x big window of each image resampled to t x t (mirrored with flip), then
-    blurred by sigma * sqrt(1 - (t / big)^2) template pixels (module docstring step 7; sigma 0: not)."""
+    blurred by a Gaussian of variance sigma^2 (1 - (t / big)^2) - ANTIALIAS_VAR template pixels^2 where that
+    is positive (module docstring step 7; sigma 0: not)."""
     n = images.shape[-1]
     o = (n - big) // 2
     win = images[..., o:o + big, o:o + big]
@@ -243,7 +245,7 @@ def align_pairs(a: torch.Tensor, b: torch.Tensor, align: Alignment = Alignment()
                 oy = torch.where(up.isnan() | down.isnan(), torch.zeros_like(peak), _parabola(up, peak, down))
                 ox = torch.where(left.isnan() | right.isnan(), torch.zeros_like(peak), _parabola(left, peak, right))
                 yf, xf = y.float() + oy, x.float() + ox
-                refined = _window_ncc(templates, dst, yf, xf, mode=align.sample)
+                refined = _window_ncc(templates, dst, yf, xf, None, align.sample)
                 here = torch.maximum(peak, refined)
                 better = here > score
                 score = torch.where(better, here, score)

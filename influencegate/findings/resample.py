@@ -51,8 +51,8 @@ def cubic_matrix(pos: torch.Tensor, n: int) -> torch.Tensor:
         return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
 
     weights = torch.stack([far(f + 1), near(f), near(1 - f), far(2 - f)], dim=-1)
-    taps = (base.long()[..., None] + torch.arange(-1, 3)).clamp(0, n - 1)
-    return torch.zeros(*pos.shape, n, dtype=pos.dtype).scatter_add_(-1, taps, weights)
+    taps = (base.long()[..., None] + torch.arange(-1, 3, device=pos.device)).clamp(0, n - 1)
+    return torch.zeros(*pos.shape, n, dtype=pos.dtype, device=pos.device).scatter_add_(-1, taps, weights)
 
 
 def window(images: torch.Tensor, y: torch.Tensor, x: torch.Tensor, t: int,
@@ -61,7 +61,7 @@ def window(images: torch.Tensor, y: torch.Tensor, x: torch.Tensor, t: int,
     whose top-left pixel centre is at (y, x) (P fractional pixel coordinates), its pixel centres `step` image
     pixels apart (P; None: 1, the image's own scale)."""
     p, k, n = images.shape[0], images.shape[1], images.shape[-1]
-    grid_1d = torch.arange(t, dtype=images.dtype)[None]
+    grid_1d = torch.arange(t, dtype=images.dtype, device=images.device)[None]
     if step is not None:
         grid_1d = grid_1d * step[:, None]
     if mode == "bicubic":  # separable: two batched products, 0.6x F.grid_sample's bicubic time, equal to 3e-6
