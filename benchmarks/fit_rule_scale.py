@@ -16,6 +16,9 @@ Per rule and order: the Spearman between the two seeds' scores; per seed, the Sp
 scores, the draws the pilot chose and the CPU seconds of fit and score (time.process_time; the rules run side by
 side per seed). For the new rule also the median ratio new / old of the fitted samples' scores against the
 others' (a sample whose own rows are in H scores lower: its leverage).
+A second encoder (session 16): --method simclr --encoder-seed 9 (pretrained on 2,000 other patches of that seed),
+--rules issue_default,default --reference-seeds 0: the issue-time default runs on the first seed only, side by
+side with the default, as the cost reference (cost_ratio_to_issue_default); the default on both seeds.
 Output: benchmarks/results/fit_rule_scale.json. Run: nice -n 10 python benchmarks/fit_rule_scale.py [--n 10000]
 """
 from __future__ import annotations
@@ -71,44 +74,55 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rules", default="previous_default,default", help="comma list of rules() names")
     parser.add_argument("--by-photo-seeds", default="0", help="seeds of the default on the photo-sorted order")
+    parser.add_argument("--method", default="byol", help="the encoder's pretraining method")
+    parser.add_argument("--encoder-seed", type=int, default=8, help="seed of its pretraining patches and weights")
+    parser.add_argument("--reference-seeds", default="0,1",
+                        help="perturbation seeds of the rules other than the default (the default runs on 0 and 1)")
     parser.add_argument("--out", default="fit_rule_scale.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     interleaved = natural_patches(args.n, seed=7)
     by_photo = interleaved.subset([interleaved.sample_ids[i] for p in range(PHOTOS) for i in range(p, args.n, PHOTOS)])
-    initial = build_encoder("small_cnn", seed=8, in_channels=3)
-    encoder = pretrain(initial, natural_patches(2000, seed=8), method="byol", epochs=args.epochs, seed=8,
-                       progress=False).encoder.eval()
-    out: dict = dict(n=args.n, encoder="SmallCNN, BYOL, 2,000 patches (seed 8)", epochs=args.epochs, seeds=[0, 1],
-                     orders={})
+    initial = build_encoder("small_cnn", seed=args.encoder_seed, in_channels=3)
+    encoder = pretrain(initial, natural_patches(2000, seed=args.encoder_seed), method=args.method, epochs=args.epochs,
+                       seed=args.encoder_seed, progress=False).encoder.eval()
+    out: dict = dict(n=args.n, encoder=f"SmallCNN, {args.method}, 2,000 patches (seed {args.encoder_seed})",
+                     epochs=args.epochs, seeds=[0, 1], orders={})
+    reference_seeds = {int(s) for s in args.reference_seeds.split(",")}
     interleaved_runs: dict = {}
     orders = {"interleaved": (interleaved, args.rules.split(","), (0, 1)),
-              "by_photo": (by_photo, ["default"], tuple(int(s) for s in args.by_photo_seeds.split(",")))}
+              "by_photo": (by_photo, ["default"], tuple(int(s) for s in args.by_photo_seeds.split(",") if s))}
     for order, (data, names, seeds) in orders.items():
+        if not seeds:
+            continue
         runs = {name: {} for name in names}
         for seed in seeds:
             for name in names:  # side by side per seed
+                if name != "default" and seed not in reference_seeds:
+                    continue
                 runs[name][seed] = run(encoder, data, replace(rules(args.n)[name], seed=seed))
                 print(order, name, seed, {k: v for k, v in runs[name][seed].items() if k != "scores"}, flush=True)
         rows = {}
         for name, by_seed in runs.items():
-            rows[name] = dict(seeds=list(seeds), **{key: [by_seed[s][key] for s in seeds] for key in (
+            rows[name] = dict(seeds=sorted(by_seed), **{key: [by_seed[s][key] for s in sorted(by_seed)] for key in (
                 "fit_cpu_s", "score_cpu_s", "fit_draws", "score_draws", "fit_share")})
-            if len(seeds) == 2:
+            if len(by_seed) == 2:
                 rows[name]["spearman_between_seeds"] = spearman(by_seed[0]["scores"], by_seed[1]["scores"])
         if order == "by_photo":  # the same patches, another order: another spread subset and pilot
             position = {sid: i for i, sid in enumerate(interleaved.sample_ids)}
             back = np.array([position[sid] for sid in by_photo.sample_ids])
             rows["default"]["spearman_to_interleaved_same_seed"] = [
                 spearman(runs["default"][s]["scores"], interleaved_runs["default"][s]["scores"][back]) for s in seeds]
+        new = runs["default"]
+        for other in [name for name in names if name != "default"]:
+            shared = sorted(runs[other])
+            rows["default"][f"spearman_to_{other}"] = [spearman(new[s]["scores"], runs[other][s]["scores"])
+                                                       for s in shared]
+            rows["default"][f"cost_ratio_to_{other}"] = [
+                (new[s]["fit_cpu_s"] + new[s]["score_cpu_s"])
+                / (runs[other][s]["fit_cpu_s"] + runs[other][s]["score_cpu_s"]) for s in shared]
         if "previous_default" in names:
-            new, old = runs["default"], runs["previous_default"]
-            for other in [name for name in names if name != "default"]:
-                rows["default"][f"spearman_to_{other}"] = [spearman(new[s]["scores"], runs[other][s]["scores"])
-                                                           for s in (0, 1)]
-                rows["default"][f"cost_ratio_to_{other}"] = [
-                    (new[s]["fit_cpu_s"] + new[s]["score_cpu_s"])
-                    / (runs[other][s]["fit_cpu_s"] + runs[other][s]["score_cpu_s"]) for s in (0, 1)]
+            old = runs["previous_default"]
             fitted = np.zeros(args.n, dtype=bool)
             fitted[spread_indices(args.n, round(new[0]["fit_share"] * args.n))] = True
             ratio = new[0]["scores"] / old[0]["scores"]
