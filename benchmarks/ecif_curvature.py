@@ -45,7 +45,7 @@ DAMPINGS = (0.0, 1e-4, 1e-3, 1e-2)
 
 def seed_state(seed: int, n_train: int = 128, gauss_newton: bool = True) -> dict[str, torch.Tensor]:
     """The seed's exact pieces (module doc), cached: g, g_pos (N x P), grad_ref (P,), hessian (P x P), gn (P x P,
-    when gauss_newton) and library (N,): the chosen ECIF through the library's path (``krylov_projection``,
+    when gauss_newton) and library_positive (N,): the chosen ECIF's positive part through the library's path (``krylov_projection``,
     ``project_pairs(..., "hessian")``, ``ProjectedEcif``) on the model itself."""
     path = CACHE / f"seed{seed}_n{n_train}.pt"
     if path.exists():
@@ -54,7 +54,7 @@ def seed_state(seed: int, n_train: int = 128, gauss_newton: bool = True) -> dict
     problem = setup.make_problem(split, "memorising", seed)
     theta, _, _, lower = setup.train_fit(problem, tol=fidelity.RETRAIN_TOL)
     grad_ref = loss_gradient(setup.ref_loss(split, problem, seed), theta)
-    state = {"grad_ref": grad_ref, "hessian": lower @ lower.T, "library": fidelity.chosen_ecif(problem, theta, grad_ref)[0]}
+    state = {"grad_ref": grad_ref, "hessian": lower @ lower.T, "library_positive": fidelity.chosen_ecif(problem, theta, grad_ref)[0]}
     if gauss_newton:
         full = project_pairs(problem, theta, torch.eye(problem.n_params, dtype=torch.float64), "gauss_newton")
         state.update(g=full.g_pos + full.g_neg, g_pos=full.g_pos, gn=full.curvature)
@@ -138,14 +138,15 @@ def evaluate(seed: int, truth: dict) -> dict:
     s = krylov.T @ torch.linalg.solve(krylov @ state["hessian"] @ krylov.T, krylov @ state["grad_ref"])
     exact = (state["g"] @ torch.linalg.solve(state["hessian"], state["grad_ref"])).numpy()
     stored = {name: np.array(t) for name, t in truth["tau"].items()}
-    tau = {"ecif": state["library"].numpy(), "ecif_positive": (state["g_pos"] @ s).numpy(),
+    tau = {"ecif": (state["g"] @ s).numpy(), "ecif_positive": (state["g_pos"] @ s).numpy(),
            "ecif_gauss_newton_k512": stored.get("ecif_gauss_newton_k512", stored["ecif"]),  # runs before session 16:
            "ecif_positive_gauss_newton_k512": stored.get("ecif_positive_gauss_newton_k512", stored["ecif_positive"]),  # "ecif"
            "ecif_exact_hessian": exact, **{name: stored[name] for name in ("tracin", "trak", "logra")}}
     fit = scores(tau, exact, [np.array(h) for h in truth["halves"]], truth)
     return {"seed": seed, "loo_done": len(truth["true_loo"]), "lds_done": len(truth["true_lds"]),
             "truth": truth.get("truth_note", "converged"),
-            "checks": {"library_vs_dense_krylov_max_abs": float(np.abs(tau["ecif"] - (state["g"] @ s).numpy()).max()),
+            "checks": {"library_vs_dense_positive_max_abs": float(np.abs(state["library_positive"].numpy() - tau["ecif_positive"]).max()),
+                      "positive_max_abs": float(np.abs(tau["ecif_positive"]).max()),
                        "stored_exact_pearson": float(np.corrcoef(stored["ecif_exact_hessian"], exact)[0, 1])
                        if "ecif_exact_hessian" in stored else None},
            "loo": {k: v["loo"] for k, v in fit.items()}, "lds": {k: v["lds"] for k, v in fit.items()},
@@ -157,11 +158,31 @@ def evaluate(seed: int, truth: dict) -> dict:
            "tau": {k: v.tolist() for k, v in tau.items()}}
 
 
+def write_results(dev_seeds: list[int], eval_seeds: list[int]) -> None:
+    """benchmarks/results/ecif_curvature.json (the development scores, the choice, the evaluation rows) and the
+    evaluation seeds' ecif_fidelity_seed{S}_memorising.json re-scored with the chosen ECIF (taus, loo, lds)."""
+    dev = {s: json.loads((CACHE / f"dev_seed{s}.json").read_text())["scores"] for s in dev_seeds}
+    rows = [json.loads((CACHE / f"eval_seed{s}.json").read_text()) for s in eval_seeds]
+    choice = {"kind": "krylov", "k": fidelity.KRYLOV_DIM, "damping": 0.0,
+              "rule": "the smallest k of the grid whose undamped Krylov ECIF has Pearson >= 0.999 with the exact "
+                      "ECIF and Spearman >= 0.999 of the half-subset sums with the exact one's on both dev seeds"}
+    (setup.RESULTS / "ecif_curvature.json").write_text(json.dumps(
+        {"choice": choice, "dev": dev, "evaluation": [{k: v for k, v in r.items() if k != "tau"} for r in rows]}, indent=1))
+    for r in rows:
+        path = setup.RESULTS / f"ecif_fidelity_seed{r['seed']}_memorising.json"
+        data = json.loads(path.read_text())
+        row = data["rows"][0]
+        row.update(tau=r["tau"], loo=r["loo"], lds=r["lds"], ecif="krylov k 128, exact Hessian, undamped (session 16)",
+                   truth_note=r["truth"])
+        path.write_text(json.dumps(data, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dev", help="development seeds, e.g. 101,102")
     parser.add_argument("--evaluate", help="evaluation seeds, once, after the choice")
     parser.add_argument("--truth", default="", help="seed=path of a truth file other than the seed's own")
+    parser.add_argument("--write", help="dev seeds;eval seeds whose cached results go to benchmarks/results")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for seed in (int(s) for s in (args.dev or "").split(",") if s):
@@ -178,6 +199,9 @@ def main() -> None:
         row = evaluate(seed, stored_truth(seed, paths.get(str(seed))))
         (CACHE / f"eval_seed{seed}.json").write_text(json.dumps(row, indent=1))
         print(json.dumps({k: v for k, v in row.items() if k != "tau"}), file=sys.stderr)
+    if args.write:
+        dev, evaluation = (list(map(int, part.split(","))) for part in args.write.split(";"))
+        write_results(dev, evaluation)
 
 
 if __name__ == "__main__":

@@ -250,10 +250,11 @@ def merge() -> None:
                 rows.append({**json.loads(path.read_text()), "partial": True})
         else:
             rows.extend(json.loads(path.read_text())["rows"])
-    settings = {"proj_dim": PROJ_DIM, "gn_damping": GN_DAMPING, "logra_damping": LOGRA_DAMPING,
+    settings = {"krylov_dim": KRYLOV_DIM, "proj_dim": PROJ_DIM, "gn_damping": GN_DAMPING, "logra_damping": LOGRA_DAMPING,
                 "retrain_tol": RETRAIN_TOL, "retrain_tol_memorising": RETRAIN_TOL_MEMORISING, "peers_proj_dim": peers.PROJ_DIM,
-                "ecif_exact_hessian": "a diagnostic beside the chosen ECIF (projected Gauss-Newton); not chosen, "
-                                      "no development-seed decision was made for it, the bar uses ecif"}
+                "ecif_exact_hessian": "a diagnostic beside the chosen ECIF (since session 16 the Krylov-projected exact "
+                                      "Hessian, k krylov_dim; before: projected Gauss-Newton, ecif_gauss_newton_k512); "
+                                      "the bar uses ecif"}
     for r in rows:
         done = r.get("loo_done", r["removals"]) + r.get("lds_done", r["subsets"])
         r["truth"] = "converged" if r["retrain_converged"] == done else "not every retraining reached the tolerance"
