@@ -18,7 +18,8 @@ exact one's, and when a truth file exists for the seed (``ecif_fidelity_seed{S}_
 LDS against it. ``--evaluate`` (eval seeds 0, 1, 2, once, after the choice) adds the chosen and the old ECIF,
 the exact diagnostic and the stored peers to each seed's truth (no retraining) and writes
 benchmarks/results/ecif_curvature.json.
-Run: python benchmarks/ecif_curvature.py --dev 101,102 | --evaluate 0,1,2
+Run: python benchmarks/ecif_curvature.py --dev 101,102 | --evaluate 0,1,2 [--truth 2=path] [--write "101,102;0,1,2"]
+(session 16: seed 2's truth was the earlier one, 67 of 114 retrainings converged, with today's taus: --truth).
 """
 from __future__ import annotations
 
