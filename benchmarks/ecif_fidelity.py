@@ -4,8 +4,10 @@ Per seed and model (``ecif_setup``: the convex head and the memorising LoRA mode
 shuffled captions), the target is the clean reference loss L' (200 pairs) and every method predicts the
 change of L' when pairs are removed (``ecif_peers``'s convention):
 - ecif: the convex head's exact ECIF (CG solves, ``influence.pair_influence``); the memorising model's
-  projected ECIF (``ecif.projected``, Gauss-Newton curvature, k = PROJ_DIM, damping GN_DAMPING x the mean
-  eigenvalue, fixed beforehand, not tuned); ecif_projected on the convex head too;
+  projected ECIF (``ecif.projected``): since session 16 the exact Hessian projected on the Krylov space of
+  grad L' (``chosen_ecif``, k = KRYLOV_DIM, undamped; chosen on dev seeds 101-102 by ``ecif_curvature.py``),
+  before it (ecif_gauss_newton_k512, kept beside it) Gauss-Newton in a random projection, k = PROJ_DIM, damping
+  GN_DAMPING x the mean eigenvalue; that one as ecif_projected on the convex head;
 - ecif_positive: its positive part alone; logra, tracin, trak: ``ecif_peers``;
 - ecif_exact_hessian (memorising model only, a diagnostic, not the chosen ECIF): ECIF with the exact Hessian
   at theta_hat (its Cholesky factor from the fit, undamped: theta_hat is a strict local minimum).
@@ -19,6 +21,9 @@ from other starts (development seed) to see whether the optimum depends on the s
 - loo: Pearson of tau_n with L'(theta_-n) - L'(theta_hat) over ``--removals`` random pairs;
 - lds: Spearman over ``--subsets`` random half-subsets of sum_{n removed} tau_n with the true change.
 Development seed 100 (the memorising model's delta, ``ecif_setup``); evaluation seeds 0, 1, 2.
+The retrainings are stored (true_loo / chosen, true_lds / halves, each retraining's record, every method's
+tau): ``ecif_curvature.py`` re-scores an estimator on them without retraining; ``--resume`` continues a stopped
+run from its partial file (written after every retraining).
 Run: python benchmarks/ecif_fidelity.py --seeds 0 [--n-train 128] [--removals 64] [--subsets 50]; one
 JSON per seed (ecif_fidelity_seed{S}.json), merged by --merge into benchmarks/results/ecif_fidelity.json.
 """
@@ -41,16 +46,30 @@ import ecif_setup as setup  # noqa: E402
 from influencegate.ecif import (CGSolver, dense_hessian, fit_contrastive, loss_gradient, make_batches,  # noqa: E402
                                pair_influence)
 from influencegate.ecif.newton import retrain_to_tolerance  # noqa: E402
-from influencegate.ecif.projected import ProjectedEcif, project_pairs, random_projection  # noqa: E402
+from influencegate.ecif.projected import (ProjectedEcif, krylov_projection, project_pairs,  # noqa: E402
+                                          random_projection)
 
 PROJ_DIM = 512
 GN_DAMPING = 1e-3
 LOGRA_DAMPING = 1e-3
+KRYLOV_DIM = 128  # the memorising model's ECIF since session 16 (``ecif_curvature.py``, dev seeds 101-102)
 RETRAIN_TOL = 1e-7
 RETRAIN_MAX_ITER = 150  # convex head (it reaches RETRAIN_TOL within them)
 RETRAIN_TOL_MEMORISING = 1e-5  # |grad R| of the memorising model's retrainings: the error of L' there is about
 # |grad L'| |grad R| / lambda_min(H) (lambda_min ~ 15 on dev seed 101, |grad L'| ~ 13 in each row): < 1e-5 nats,
 # against true changes spread by 0.02 (leave-one-out) and 0.2 nats (half-subsets)
+
+
+def chosen_ecif(problem, theta: torch.Tensor, grad_ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The memorising model's ECIF (positive_if, negative_if), each (N,): the exact Hessian projected on the
+    Krylov space of grad L' (KRYLOV_DIM rows, ``krylov_projection``; 2 KRYLOV_DIM Hessian-vector products),
+    undamped (theta_hat is a strict local minimum), damped by GN_DAMPING x the mean eigenvalue if not."""
+    pairs = project_pairs(problem, theta, krylov_projection(problem.hessian_operator(theta), grad_ref,
+                                                            min(KRYLOV_DIM, problem.n_params)), "hessian")
+    try:
+        return ProjectedEcif(pairs).influence(grad_ref)
+    except ArithmeticError:
+        return ProjectedEcif(pairs, GN_DAMPING * float(pairs.curvature.trace()) / len(pairs.curvature)).influence(grad_ref)
 
 
 def method_scores(split: setup.Split, problem, theta: torch.Tensor, checkpoints: list, loss, seed: int,
@@ -71,9 +90,13 @@ def method_scores(split: setup.Split, problem, theta: torch.Tensor, checkpoints:
         cg_pos, cg_neg = pair_influence(problem, theta, CGSolver(problem, theta).solve(grad_ref))
         seconds["ecif"] = time.perf_counter() - start
         out["ecif"], out["ecif_positive"] = cg_pos + cg_neg, cg_pos
-    else:
-        out["ecif"] = out.pop("ecif_projected")
-        seconds["ecif"] = seconds.pop("ecif_projected")
+    else:  # the memorising model: the Krylov-projected Hessian (session 16); the Gauss-Newton k 512 beside it
+        out["ecif_gauss_newton_k512"], out["ecif_positive_gauss_newton_k512"] = out.pop("ecif_projected"), pos
+        seconds["ecif_gauss_newton_k512"] = seconds.pop("ecif_projected")
+        start = time.perf_counter()
+        chosen_pos, chosen_neg = chosen_ecif(problem, theta, grad_ref)
+        seconds["ecif"] = time.perf_counter() - start
+        out["ecif"], out["ecif_positive"] = chosen_pos + chosen_neg, chosen_pos
         start = time.perf_counter()
         exact_pos, exact_neg = pair_influence(problem, theta, torch.cholesky_solve(grad_ref[:, None], lower)[:, 0])
         seconds["ecif_exact_hessian"] = time.perf_counter() - start
@@ -133,6 +156,7 @@ def summarise(row: dict, tau: dict, chosen: np.ndarray, halves: list, loo: list,
                                     "lds": float(np.mean([r[3] for r in lds])) if lds else None},
            "retrain_seconds": time.perf_counter() - start, "loo": {}, "lds": {},
            "true_loo": true_loo.tolist(), "true_lds": true_lds.tolist(), "chosen": chosen.tolist(),
+           "halves": [h.tolist() for h in halves[:len(lds)]], "retrainings": {"loo": loo, "lds": lds},
            "tau": {name: t.tolist() for name, t in tau.items()}}  # to score other methods on the same retrainings
     for name, t in tau.items():
         if len(loo) > 2:
@@ -175,8 +199,17 @@ def start_check(seed: int, n_train: int, scale: float = 0.5) -> dict:
     return out
 
 
+def resumed(partial: Path | None, kind: str) -> tuple[list, list]:
+    """The retrainings (change, converged, |grad R|, seconds) that a partial file of model ``kind`` holds,
+    leave-one-out and half-subsets ([], [] without one): a stopped run goes on where it stopped."""
+    if partial is None or not partial.exists() or json.loads(partial.read_text())["model"] != kind:
+        return [], []
+    done = json.loads(partial.read_text())["retrainings"]
+    return [tuple(r) for r in done["loo"]], [tuple(r) for r in done["lds"]]
+
+
 def run_seed(seed: int, n_train: int, removals: int, subsets: int, models: list[str],
-             partial: Path | None = None) -> list[dict]:
+             partial: Path | None = None, resume: bool = False) -> list[dict]:
     split = setup.make_split(seed, n_train)
     rows = []
     for kind in models:
@@ -190,12 +223,16 @@ def run_seed(seed: int, n_train: int, removals: int, subsets: int, models: list[
         row = {"seed": seed, "model": kind, "n_train": n_train, "removals": removals, "subsets": subsets, **info,
                "clip_score_auroc": setup.cosine_auroc(problem, theta, split.bad), **setup.training_fit(split, problem, theta),
                "method_seconds": seconds, "ref_loss_grad_norm": float(loss_gradient(loss, theta).norm())}
-        loo, lds = [], []
+        loo, lds = resumed(partial if resume else None, kind)
+        skip = {id(loo): len(loo), id(lds): len(lds)}  # the first ones of each kind in the order below are done
         jobs = [(loo, np.array([n])) for n in chosen] + [(lds, h) for h in halves]
         order = np.argsort([i / removals for i in range(removals)] + [i / subsets for i in range(subsets)], kind="stable")
         for target, drop in (jobs[i] for i in order):  # interleaved: a partial file holds both kinds
+            if skip[id(target)] > 0:
+                skip[id(target)] -= 1
+                continue
             target.append(retrained_change(problem, theta, loss, drop, preconditioner))
-            if partial is not None and (len(loo) + len(lds)) % 8 == 0:
+            if partial is not None:
                 partial.write_text(json.dumps(summarise(row, tau, chosen, halves, loo, lds, start), indent=2))
         row = summarise(row, tau, chosen, halves, loo, lds, start)
         rows.append(row)
@@ -213,10 +250,11 @@ def merge() -> None:
                 rows.append({**json.loads(path.read_text()), "partial": True})
         else:
             rows.extend(json.loads(path.read_text())["rows"])
-    settings = {"proj_dim": PROJ_DIM, "gn_damping": GN_DAMPING, "logra_damping": LOGRA_DAMPING,
+    settings = {"krylov_dim": KRYLOV_DIM, "proj_dim": PROJ_DIM, "gn_damping": GN_DAMPING, "logra_damping": LOGRA_DAMPING,
                 "retrain_tol": RETRAIN_TOL, "retrain_tol_memorising": RETRAIN_TOL_MEMORISING, "peers_proj_dim": peers.PROJ_DIM,
-                "ecif_exact_hessian": "a diagnostic beside the chosen ECIF (projected Gauss-Newton); not chosen, "
-                                      "no development-seed decision was made for it, the bar uses ecif"}
+                "ecif_exact_hessian": "a diagnostic beside the chosen ECIF (since session 16 the Krylov-projected exact "
+                                      "Hessian, k krylov_dim; before: projected Gauss-Newton, ecif_gauss_newton_k512); "
+                                      "the bar uses ecif"}
     for r in rows:
         done = r.get("loo_done", r["removals"]) + r.get("lds_done", r["subsets"])
         r["truth"] = "converged" if r["retrain_converged"] == done else "not every retraining reached the tolerance"
@@ -241,6 +279,7 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true")
     parser.add_argument("--start-check", type=int, help="a development seed: retrain one half-subset from 3 starts")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--resume", action="store_true", help="go on from the seed's partial file")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.merge:
@@ -253,7 +292,7 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         path = setup.RESULTS / f"ecif_fidelity_seed{seed}{args.tag}.json"
         rows = run_seed(seed, args.n_train, args.removals, args.subsets, args.models.split(","),
-                        path.with_suffix(".partial.json"))
+                        path.with_suffix(".partial.json"), args.resume)
         path.write_text(json.dumps({"rows": rows}, indent=2))
 
 

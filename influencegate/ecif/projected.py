@@ -9,6 +9,13 @@ Everything ECIF needs is then k-dimensional and computed by forward-mode product
   d^2 L_b / dS^2 is block-diagonal over rows (diag(p_row) - p_row p_row^T) plus the same over columns (PSD:
   no negative curvature on a non-convex model), or the exact Hessian Phi H Phi^T (k Hessian-vector
   products); plus delta Phi Phi^T from the L2 term and ``damping`` x I.
+Projections: ``random_projection`` (a sketch for any right-hand side) or ``krylov_projection`` (the Krylov space of
+grad L' itself, k Hessian-vector products: with the exact-Hessian curvature it is k conjugate-gradient steps; on
+the issue-16 memorising LoRA model (P = 1,380, Hessian eigenvalues ~10 to ~1e6) k = 128 reproduces the exact
+ECIF (Pearson 1.000 on the development seeds) where the random projection's Gauss-Newton at k = 512 reaches
+0.79 / 0.50 and the random projection's exact Hessian 0.83 / 0.66: the inverse is carried by a few low-
+curvature directions a random subspace mixes with stiff ones, and Gauss-Newton drops the data term's negative
+curvature, which delta offsets).
 Scores: s = (C + damping I)^-1 Phi grad L', then positive_if_n = (Phi grad Pos_n)^T s and negative_if_n =
 (Phi grad Neg_n)^T s: the ECIF of docs/design.md section 4 restricted to the subspace. When k = P (Phi
 invertible), damping = 0 and S is linear in theta (convex head, where Gauss-Newton = Hessian), it equals the
@@ -16,6 +23,7 @@ exact ECIF. Memory: k x (pairs of a batch group) x B for the Jacobians of one gr
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +42,28 @@ def random_projection(n_params: int, dim: int, seed: int) -> torch.Tensor:
         raise ValueError(f"projection dim must be positive, got {dim}")
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(dim, n_params, generator=generator, dtype=torch.float64) / dim ** 0.5
+
+
+def krylov_projection(hessian: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, dim: int) -> torch.Tensor:
+    """Phi: the orthonormal basis of the Krylov space span{b, H b, ..., H^(dim-1) b} as rows (<= dim x P
+    float64; fewer rows when the space is invariant sooner), by Lanczos with full reorthogonalisation: dim
+    Hessian-vector products ``hessian`` (v (P,) -> H v (P,)). With it, Phi^T (Phi H Phi^T)^-1 Phi b is the
+    dim-th conjugate-gradient iterate for H x = b (exact once dim reaches the Krylov space's dimension): the
+    projection of one right-hand side b = grad L', not a sketch for other right-hand sides."""
+    if not 1 <= dim:
+        raise ValueError(f"projection dim must be positive, got {dim}")
+    basis, scale = [b.to(torch.float64) / b.norm()], None
+    while len(basis) < dim:
+        q = torch.stack(basis)
+        w = hessian(basis[-1])
+        scale = float(w.norm()) if scale is None else scale
+        for _ in range(2):  # twice is enough (Kahan): the basis stays orthonormal to rounding
+            w = w - q.T @ (q @ w)
+        norm = float(w.norm())
+        if norm <= 1e-12 * scale:
+            break
+        basis.append(w / norm)
+    return torch.stack(basis)
 
 
 def _gauss_newton_block(sim: torch.Tensor, jac: torch.Tensor) -> torch.Tensor:
