@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from influencegate.data.mapped import MappedArray
-from influencegate.findings.code_candidates import CANDIDATE_K, code_candidates
+from influencegate.findings.code_candidates import CANDIDATE_K, CORNER_K, code_candidates, code_windows
 from influencegate.findings.view_search import aligned_scores, anchor_bounds, kth_best, link, nearest_of, prune_floor
 from influencegate.findings.views import ViewMatch, _base, search_count, view_bounds, view_descriptors
 from influencegate.heap import release_heap
@@ -57,6 +57,7 @@ class ViewIndex:
                  path: str | os.PathLike | None = None) -> None:
         self.match, self.dim, self.seed = match, int(dim), int(seed)
         self._anchor_windows = match.windows()[1]
+        self._code_windows = code_windows(match)
         self._codes: list[np.ndarray] = []
         self._proj: torch.Tensor | None = None
         self._shape: tuple[int, ...] | None = None
@@ -97,13 +98,13 @@ class ViewIndex:
         if self._proj is None:
             gen = torch.Generator().manual_seed(self.seed)
             self._proj = torch.randn(anchors.shape[-1], self.dim, generator=gen)
-        # codes of the un-mirrored anchors (or of anchors blurred by ViewMatch.code_blur)
+        # codes of the un-mirrored anchors and corner windows (code_windows; blurred by ViewMatch.code_blur if set)
         blur = self.match.code_blur
-        if blur is None or blur == self.match.blur:
+        if (blur is None or blur == self.match.blur) and self._code_windows == self._anchor_windows:
             coarse = anchors[:, :len(self._anchor_windows)]
         else:
-            coarse = view_descriptors(stored_thumbs, replace(self.match, blur=blur, flip=False),
-                                      only=self._anchor_windows)
+            coarse = view_descriptors(stored_thumbs, replace(self.match, blur=blur or self.match.blur, flip=False),
+                                      only=self._code_windows)
         codes = torch.nn.functional.normalize(coarse @ self._proj, dim=-1)
         self._store_codes(codes.to(torch.float16).numpy())
         self.count += len(x)
@@ -152,7 +153,8 @@ class ViewIndex:
 
     def candidates(self, k: int = CANDIDATE_K, index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray]:
         """Candidate pairs of the indexed images (code_candidates)."""
-        return code_candidates(self._float16_codes(), k, index)  # float16 here: each query batch is converted
+        corners = (CORNER_K,) * (len(self._code_windows) - len(self._anchor_windows))
+        return code_candidates(self._float16_codes(), k, index, extra_k=corners)  # float16: converted per batch
 
     def similarity(self, ci: np.ndarray, cj: np.ndarray, block: int = 256,
                    floor: float | None = None) -> np.ndarray:
