@@ -208,9 +208,10 @@ def test_bounded_check_gives_the_links_of_the_exact_check() -> None:
 
 
 def test_streaming_index_memory_is_flat(monkeypatch: pytest.MonkeyPatch) -> None:
-    """RAM kept per image is its codes (3 x 64 float16 = 384 B), not its thumbnail (3 x 48 x 48 float32 =
-    27 KiB) nor its pixels: streaming 4,000 64 x 64 images must stay far below holding their thumbnails.
-    Code blocks of 500 images here (the default block is 48 MiB), so the kept codes are allocated in the loop."""
+    """RAM kept per image is its codes (7 x 64 float16 = 896 B with the corner codes), not its thumbnail
+    (3 x 48 x 48 float32 = 27 KiB) nor its pixels: streaming 4,000 64 x 64 images must stay far below holding
+    their thumbnails. Code blocks of 500 images here (the default block is 112 MiB), so the kept codes are
+    allocated in the loop."""
     monkeypatch.setattr(duplicate_index, "CODE_BLOCK", 500)
     idx = ViewIndex()
     try:
@@ -228,7 +229,7 @@ def test_streaming_index_memory_is_flat(monkeypatch: pytest.MonkeyPatch) -> None
         alone.close()
         all_thumbs = 4000 * 3 * 48 * 48 * 4
         assert kept < all_thumbs / 20
-        assert kept >= 4000 * 3 * 64 * 2 * 0.9  # the codes themselves are kept
+        assert kept >= 4000 * 7 * 64 * 2 * 0.9  # the codes themselves are kept
         assert len(idx.codes()) == 4008
         assert idx.thumbnails(np.array([5, 4000])).shape == (2, 3, 48, 48)
     finally:

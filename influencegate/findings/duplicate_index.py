@@ -2,17 +2,18 @@
 (issue 14).
 
 One streaming pass over the images (`ViewIndex.add`, a batch at a time) keeps, per image:
-  * codes: its anchor views (views.py; blurred by ViewMatch.code_blur if set) projected by one fixed Gaussian random matrix to
-    `dim` (64) numbers and L2-normalised, float16: A x dim x 2 bytes (3 x 64 x 2 = 384 B) in RAM;
+  * codes: its anchor views and 4 corner windows (code_candidates.code_windows; blurred by ViewMatch.code_blur if
+    set) projected by one fixed Gaussian random matrix to `dim` (64) numbers and L2-normalised, float16:
+    A x dim x 2 bytes (7 x 64 x 2 = 896 B; 384 B without the corners, ViewMatch.code_corners=0) in RAM;
   * its base thumbnail (K x b x b, uint8: 3 x 48 x 48 = 6.9 KiB), its anchor views (A' x K D^2, float16:
     3 x 768 x 2 = 4.5 KiB; A' = 2A with flip) and their low-frequency bounds (anchor_bounds: A' x
     (K BOUND_LOW^2 + 1) float16, 654 B) appended to three files on disk (temporary unless `path` is given),
     never all of them in RAM.
-Memory in RAM therefore grows by 384 B per image, whatever the images' size; one batch of views at a time.
+Memory in RAM therefore grows by 896 B per image, whatever the images' size; one batch of views at a time.
 
 `candidates(k)`: every anchor code of every image queries the whole-image codes (faiss IVF, else HNSW or an
-exact blockwise search: index=..., "exact" when faiss is absent) for its k nearest; each (image, neighbour)
-is a candidate pair. `pairs()`: the candidates' view similarity (`similarity`: each image's search views
+exact blockwise search: index=..., "exact" when faiss is absent) for its k nearest, every corner code for its
+CORNER_K nearest; each (image, neighbour) is a candidate pair. `pairs()`: the candidates' view similarity (`similarity`: each image's search views
 computed once from its stored thumbnail, against its partners' stored anchors: linear in images + pairs;
 first as an upper bound from the lowest DCT frequencies, the exact views only where that bound does not
 already rule the pair out of every link: prune_floor), the aligned check (align.py) of the pairs it
@@ -37,7 +38,7 @@ from influencegate.findings.views import ViewMatch, _base, search_count, view_bo
 from influencegate.heap import release_heap
 
 CODE_DIM = 64
-#: Images per block of the codes kept in RAM (3 x 64 float16 each: 48 MiB per block, above glibc's largest
+#: Images per block of the codes kept in RAM (7 x 64 float16 each: 112 MiB per block, above glibc's largest
 #: mmap threshold, so a block never pins the heap).
 CODE_BLOCK = 1 << 17
 #: Padded partner slots per batched product of the check (rows x their largest partner count).
