@@ -55,16 +55,13 @@ import torch
 import torch.nn.functional as F
 
 from influencegate.findings.edge_residual import residual_ncc
-from influencegate.findings.resolution import MATCH_SIGMAS, blurred_ncc
+from influencegate.findings.resolution import MATCH_SIGMAS, blurred_ncc, ncc
 from influencegate.findings.resample import gauss_blur, window
 
 
 #: A window (or template) whose variance is below this fraction of its image's variance per pixel is flat: its
 #: NCC is 0 (a flat region matches nothing; identical blank images are found by the content hash).
 FLAT = 1e-3
-#: Per-pixel variance below which a resampled window or template counts as flat in the refined NCC (the
-#: rounding noise of bicubic resampling and blurring a constant image is ~1e-14 per pixel).
-TINY = 1e-10
 #: Variance (template pixels^2) of the triangle filter with which F.interpolate(antialias=True) reduces a window
 #: to a template: half-width one output pixel, 1/6; the zoom blur adds only what it leaves (step 7).
 ANTIALIAS_VAR = 1.0 / 6.0
@@ -150,12 +147,7 @@ def _window_ncc(templates: torch.Tensor, images: torch.Tensor, y: torch.Tensor, 
                 step: torch.Tensor | None, mode: str) -> torch.Tensor:
     """P NCC of each template (P x K x t x t) with its image (P x K x n x n) at the window
     resample.window(y, x, step, mode)."""
-    win = window(images, y, x, templates.shape[-1], step, mode)
-    a = templates - templates.mean(dim=(-2, -1), keepdim=True)
-    b = win - win.mean(dim=(-2, -1), keepdim=True)
-    na, nb = a.square().sum(dim=(1, 2, 3)), b.square().sum(dim=(1, 2, 3))
-    ok = (na > TINY * a[0].numel()) & (nb > TINY * a[0].numel())  # rounding noise of a flat window is no texture
-    return torch.where(ok, (a * b).sum(dim=(1, 2, 3)) / (na * nb).sqrt().clamp_min(1e-30), torch.zeros_like(na))
+    return ncc(templates, window(images, y, x, templates.shape[-1], step, mode))
 
 
 def _refine(templates: torch.Tensor, images: torch.Tensor, y: torch.Tensor, x: torch.Tensor,

@@ -13,13 +13,12 @@ Memory in RAM therefore grows by 896 B per image, whatever the images' size; one
 
 `candidates(k)`: every anchor code of every image queries the whole-image codes (faiss IVF, else HNSW or an
 exact blockwise search: index=..., "exact" when faiss is absent) for its k nearest, every corner code for its
-CORNER_K nearest; each (image, neighbour) is a candidate pair. `pairs()`: the candidates' view similarity (`similarity`: each image's search views
-computed once from its stored thumbnail, against its partners' stored anchors: linear in images + pairs;
-first as an upper bound from the lowest DCT frequencies, the exact views only where that bound does not
-already rule the pair out of every link: prune_floor), the aligned check (align.py) of the pairs it
-proposes (and of each image's nearest candidate down to ViewMatch.nearest), read from the stored thumbnails,
-then ViewMatch's rule with each image's k-th best view
-similarity among its candidates.
+CORNER_K nearest; each (image, neighbour) is a candidate pair. `pairs()`: the candidates' view similarity
+(`similarity`: each image's search views computed once from its stored thumbnail, against its partners' stored
+anchors: linear in images + pairs; first as an upper bound from the lowest DCT frequencies, the exact views only
+where that bound does not already rule the pair out of every link: prune_floor), the aligned check (align.py) of
+the pairs it proposes (and of each image's nearest candidate down to ViewMatch.nearest), read from the stored
+thumbnails, then ViewMatch's rule with each image's k-th best view similarity among its candidates.
 """
 from __future__ import annotations
 
@@ -104,8 +103,8 @@ class ViewIndex:
         if (blur is None or blur == self.match.blur) and self._code_windows == self._anchor_windows:
             coarse = anchors[:, :len(self._anchor_windows)]
         else:
-            coarse = view_descriptors(stored_thumbs, replace(self.match, blur=blur or self.match.blur, flip=False),
-                                      only=self._code_windows)
+            coarse = view_descriptors(stored_thumbs, replace(self.match, blur=self.match.blur if blur is None else blur,
+                                                             flip=False), only=self._code_windows)
         codes = torch.nn.functional.normalize(coarse @ self._proj, dim=-1)
         self._store_codes(codes.to(torch.float16).numpy())
         self.count += len(x)

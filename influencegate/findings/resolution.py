@@ -1,12 +1,12 @@
 """The aligned overlap compared at the blurrier side's resolution (issue 14, session 16).
 
 A copy that lost its high frequencies (a copy enlarged from a crop or a border's shrunk content; the points of a
-star field) is, at the aligned position, close to its original low-passed, not to the original itself. So for an aligned pair
-(template T, window W of the other image, both K x t x t, already pre-blurred by the aligned check), the side
-with more energy above a 1 px Gaussian (`sharpness`) is blurred by each sigma of `sigmas` and compared with
-the other side as it is; the best of those NCCs is the pair's matched NCC. Only the sharper side is blurred:
-texture that one side has lost is explained away, texture both sides have (and differ in) is not, so two
-distinct star fields stay apart, their own points in the unblurred side uncorrelated with the other's.
+star field) is, at the aligned position, close to its original low-passed, not to the original itself. So for an
+aligned pair (template T, window W of the other image, both K x t x t, already pre-blurred by the aligned
+check), the side with more energy above a 1 px Gaussian (`sharpness`) is blurred by each sigma of `sigmas` and
+compared with the other side as it is; the best of those NCCs is the pair's matched NCC. Only the sharper side
+is blurred: texture that one side has lost is explained away, texture both sides have (and differ in) is not, so
+two distinct star fields stay apart, their own points in the unblurred side uncorrelated with the other's.
 
 Cost per pair: len(sigmas) separable blurs and NCCs of K t x t images (the refine search does 18 NCCs).
 
@@ -24,7 +24,8 @@ from influencegate.findings.resample import gauss_blur
 #: ties at 22 of 24 cells and mean per-seed min(recall, precision) 0.9864 (none 0.9855), the fewest blurs win.
 #: It lifts crops and borders (copies enlarged from a window: blurred), not the 32 px JPEG copies (< 0.01).
 MATCH_SIGMAS = (0.5,)
-#: Per-pixel variance under which a (blurred) side counts as flat: no evidence, NCC 0 (align.TINY).
+#: Per-pixel variance below which an image (a resampled window or template, a blurred side) counts as flat in
+#: ncc (the rounding noise of bicubic resampling and blurring a constant image is ~1e-14 per pixel).
 TINY = 1e-10
 
 
@@ -42,7 +43,8 @@ def sharpness(x: torch.Tensor) -> torch.Tensor:
 
 
 def ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """P: NCC of row-aligned P x K x t x t images (all channels pooled, each centred); 0 where either is flat."""
+    """P: NCC of row-aligned P x K x t x t images (all channels pooled, each centred); 0 where either is flat
+    (rounding noise of a flat window is no texture). The aligned check's refined NCC (align._window_ncc)."""
     a, b = _centred(a), _centred(b)
     na, nb = a.square().sum(dim=(1, 2, 3)), b.square().sum(dim=(1, 2, 3))
     ok = (na > TINY * a[0].numel()) & (nb > TINY * a[0].numel())
