@@ -4,7 +4,8 @@ Data and split: benchmarks/natural_images.py. Tuning (ViewMatch's rule and align
 with the rule fixed, `tune_texture`; the aligned check's scale refinement with the threshold, texture and
 nearest-neighbour proposals, `tune_refine`; session 15: the aligned check's zoom blur and resampling with the
 threshold and the nearest view neighbour's floor, `tune_zoom`, also on the fine-texture tuning photos
-natural_images.TEXTURE_TUNE_PHOTOS): photos TUNE_PHOTOS at 32 and 128 px, planting seeds TUNE_SEEDS (0, 10, 11); `--diagnose`: the previous view rule's
+natural_images.TEXTURE_TUNE_PHOTOS; session 16: the index's corner codes, `tune_corners`, and the aligned check's
+matched-resolution NCC with the threshold, `tune_match`, on both tuning sets): photos TUNE_PHOTOS at 32 and 128 px, planting seeds TUNE_SEEDS (0, 10, 11); `--diagnose`: the previous view rule's
 misses on the tuning split (seed 0). Reported (`held_out`): photos HELD_OUT_PHOTOS at 32, 64, 128, 224 px and the digits, planting
 seeds HELD_OUT_SEEDS pooled (each seed plants other copies of other originals). Per (side, family) the set is
 all originals of that side plus that family's copies (natural_images.family_view); recall and precision as in
@@ -15,6 +16,7 @@ Methods, each on exactly the same images:
                views propose, the aligned check of findings/align.py decides);
   views_index  influencegate.findings.duplicate_index (streaming index, candidates, same check);
   views_s14, views_index_s14  the same two paths as session 14 left them (Session14Match: the "before" rows);
+  views_s15, views_index_s15  as session 15 left them (Session15Match: the "before" rows of session 16);
   tiles        the previous matcher (image_similarity.image_pairs, ImageMatch() defaults, tuned on digits);
   imagehash    imagehash.phash (64 bits), linked at Hamming distance <= 10 (imagededup's default for PHash);
   imagededup   imagededup.methods.PHash().find_duplicates(encoding_map, max_distance_threshold=10);
@@ -26,7 +28,8 @@ Peers are run with their documented defaults (not tuned here). flip: measured wi
 
 Output: benchmarks/results/duplicates_natural.json.
 Run: python benchmarks/duplicates_natural.py [--seeds 1,2] [--sides 32,64] [--tune] [--methods views,tiles]
-     [--out FILE] [--diagnose | --tune-only | --tune-texture | --tune-refine | --tune-zoom | --scales]; the fastdup peer needs
+     [--out FILE] [--diagnose | --tune-only | --tune-texture | --tune-refine | --tune-zoom | --tune-corners |
+     --tune-match | --scales]; the fastdup peer needs
      FASTDUP_PYTHON (above)
 """
 from __future__ import annotations
@@ -143,7 +146,18 @@ def fastdup_pairs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class Session14Match(ViewMatch):
+class Session15Match(ViewMatch):
+    """ViewMatch as session 15 left it (the "before" rows of session 16): no corner codes in the index, the
+    aligned check without the matched-resolution NCC."""
+
+    code_corners: float = 0.0
+
+    def alignment(self) -> Alignment:
+        return replace(super().alignment(), match_sigmas=())
+
+
+@dataclass(frozen=True)
+class Session14Match(Session15Match):
     """ViewMatch as session 14 left it (the "before" rows of session 15): threshold 0.997, no nearest-neighbour
     proposals, the aligned check without the zoom blur, bilinear resampling."""
 
@@ -160,6 +174,10 @@ def run_method(name: str, data: ni.EvalSet) -> tuple[np.ndarray, np.ndarray]:
         return view_pairs(x)[:2]
     if name == "views_s14":
         return view_pairs(x, Session14Match())[:2]
+    if name == "views_s15":
+        return view_pairs(x, Session15Match())[:2]
+    if name == "views_index_s15":
+        return indexed_view_pairs((x[s:s + 512] for s in range(0, len(x), 512)), Session15Match())[:2]
     if name == "views_index_s14":
         return indexed_view_pairs((x[s:s + 512] for s in range(0, len(x), 512)), Session14Match())[:2]
     if name == "views_flip":
