@@ -4,7 +4,8 @@ Data and split: benchmarks/natural_images.py. Tuning (ViewMatch's rule and align
 with the rule fixed, `tune_texture`; the aligned check's scale refinement with the threshold, texture and
 nearest-neighbour proposals, `tune_refine`; session 15: the aligned check's zoom blur and resampling with the
 threshold and the nearest view neighbour's floor, `tune_zoom`, also on the fine-texture tuning photos
-natural_images.TEXTURE_TUNE_PHOTOS): photos TUNE_PHOTOS at 32 and 128 px, planting seeds TUNE_SEEDS (0, 10, 11); `--diagnose`: the previous view rule's
+natural_images.TEXTURE_TUNE_PHOTOS; session 16: the index's corner codes, `tune_corners`, and the aligned check's
+matched-resolution NCC with the threshold, `tune_match`, on both tuning sets): photos TUNE_PHOTOS at 32 and 128 px, planting seeds TUNE_SEEDS (0, 10, 11); `--diagnose`: the previous view rule's
 misses on the tuning split (seed 0). Reported (`held_out`): photos HELD_OUT_PHOTOS at 32, 64, 128, 224 px and the digits, planting
 seeds HELD_OUT_SEEDS pooled (each seed plants other copies of other originals). Per (side, family) the set is
 all originals of that side plus that family's copies (natural_images.family_view); recall and precision as in
@@ -15,6 +16,7 @@ Methods, each on exactly the same images:
                views propose, the aligned check of findings/align.py decides);
   views_index  influencegate.findings.duplicate_index (streaming index, candidates, same check);
   views_s14, views_index_s14  the same two paths as session 14 left them (Session14Match: the "before" rows);
+  views_s15, views_index_s15  as session 15 left them (Session15Match: the "before" rows of session 16);
   tiles        the previous matcher (image_similarity.image_pairs, ImageMatch() defaults, tuned on digits);
   imagehash    imagehash.phash (64 bits), linked at Hamming distance <= 10 (imagededup's default for PHash);
   imagededup   imagededup.methods.PHash().find_duplicates(encoding_map, max_distance_threshold=10);
@@ -26,7 +28,8 @@ Peers are run with their documented defaults (not tuned here). flip: measured wi
 
 Output: benchmarks/results/duplicates_natural.json.
 Run: python benchmarks/duplicates_natural.py [--seeds 1,2] [--sides 32,64] [--tune] [--methods views,tiles]
-     [--out FILE] [--diagnose | --tune-only | --tune-texture | --tune-refine | --tune-zoom | --scales]; the fastdup peer needs
+     [--out FILE] [--diagnose | --tune-only | --tune-texture | --tune-refine | --tune-zoom | --tune-corners |
+     --tune-match | --scales]; the fastdup peer needs
      FASTDUP_PYTHON (above)
 """
 from __future__ import annotations
@@ -48,6 +51,8 @@ from scipy.sparse.csgraph import connected_components
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import natural_images as ni  # noqa: E402
 
+from influencegate.findings import duplicate_index  # noqa: E402
+from influencegate.findings.code_candidates import CORNER_K  # noqa: E402
 from influencegate.findings.duplicate_index import indexed_view_pairs  # noqa: E402
 from influencegate.findings.image_similarity import ImageMatch, image_pairs  # noqa: E402
 from influencegate.findings.align import Alignment, align_pairs, thumbnails  # noqa: E402
@@ -141,7 +146,18 @@ def fastdup_pairs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class Session14Match(ViewMatch):
+class Session15Match(ViewMatch):
+    """ViewMatch as session 15 left it (the "before" rows of session 16): no corner codes in the index, the
+    aligned check without the matched-resolution NCC."""
+
+    code_corners: float = 0.0
+
+    def alignment(self) -> Alignment:
+        return replace(super().alignment(), match_sigmas=())
+
+
+@dataclass(frozen=True)
+class Session14Match(Session15Match):
     """ViewMatch as session 14 left it (the "before" rows of session 15): threshold 0.997, no nearest-neighbour
     proposals, the aligned check without the zoom blur, bilinear resampling."""
 
@@ -158,6 +174,10 @@ def run_method(name: str, data: ni.EvalSet) -> tuple[np.ndarray, np.ndarray]:
         return view_pairs(x)[:2]
     if name == "views_s14":
         return view_pairs(x, Session14Match())[:2]
+    if name == "views_s15":
+        return view_pairs(x, Session15Match())[:2]
+    if name == "views_index_s15":
+        return indexed_view_pairs((x[s:s + 512] for s in range(0, len(x), 512)), Session15Match())[:2]
     if name == "views_index_s14":
         return indexed_view_pairs((x[s:s + 512] for s in range(0, len(x), 512)), Session14Match())[:2]
     if name == "views_flip":
@@ -361,7 +381,7 @@ def tune_refine() -> dict:
         for t, texture, top in itertools.product(TUNE_REFINE["threshold"], TUNE_REFINE["texture"],
                                                  TUNE_REFINE["propose_top"]):
             scored = []
-            for d, s, rank, score, residual in data:
+            for d, s, rank, score, residual, _ in data:
                 asked = (s >= m.propose) | ((rank > 0) & (rank <= top)) | ((rank.T > 0) & (rank.T <= top))
                 ok = asked & (np.nan_to_num(residual, nan=-2.0) >= texture)
                 scored.append((d, s, np.where(ok, np.maximum(np.nan_to_num(score, nan=-2.0), s), -2.0)))
@@ -385,8 +405,9 @@ TUNE_ZOOM = {"zoom_blur": (0.0, 1.0), "sample": ("bilinear", "bicubic"), "thresh
 
 def _zoom_tuning_pairs(align: Alignment, sets: list) -> list:
     """Per tuning set of `sets` ((set, view similarity matrix, thumbnails)): (set, s, rank of each image's
-    nearest view neighbours (1, 2; 0 elsewhere), aligned NCC and residual NCC matrices, NaN where not aligned);
-    aligned: every pair at s >= propose and each image's 2 nearest."""
+    nearest view neighbours (1, 2; 0 elsewhere), aligned NCC and residual NCC matrices, NaN where not aligned,
+    and the N x N x len(align.match_sigmas) matched NCCs, resolution.blurred_ncc); aligned: every pair at
+    s >= propose and each image's 2 nearest."""
     match = ViewMatch()
     out = []
     for d, s, small in sets:
@@ -397,7 +418,9 @@ def _zoom_tuning_pairs(align: Alignment, sets: list) -> list:
         score, residual = np.full_like(s, np.nan), np.full_like(s, np.nan)
         score[i, j] = score[j, i] = found["score"].numpy()
         residual[i, j] = residual[j, i] = found["residual"].numpy()
-        out.append((d, s, rank, score, residual))
+        matched = np.full((*s.shape, len(align.match_sigmas)), np.nan, dtype=np.float32)
+        matched[i, j] = matched[j, i] = found["matched"].numpy()
+        out.append((d, s, rank, score, residual, matched))
     return out
 
 
@@ -420,7 +443,7 @@ def tune_zoom() -> dict:
             cells, asked_n, images_n = {}, 0, 0
             for name, part in data.items():
                 scored = []
-                for d, s, rank, score, residual in part:
+                for d, s, rank, score, residual, _ in part:
                     near = ((rank > 0) & (rank <= top)) | ((rank.T > 0) & (rank.T <= top))
                     asked = (s >= m.propose) | (near & (s >= top_floor))
                     asked_n += int(np.triu(asked, 1).sum())
@@ -438,6 +461,120 @@ def tune_zoom() -> dict:
     return {"split": f"TUNE_PHOTOS and TEXTURE_TUNE_PHOTOS at TUNE_SIDES, seeds {TUNE_SEEDS}",
             "best": {k: best[k] for k in ("zoom_blur", "sample", "threshold", "propose_top", "top_floor")},
             "grid": rows}
+
+
+#: Session 16's grid on both tuning sets: the blurs of the sharper side of the aligned overlap
+#: (Alignment.match_sigmas, resolution.py; (): off, the check before) and ViewMatch.threshold.
+TUNE_MATCH = {"match_sigmas": ((), (0.5,), (0.5, 1.0), (1.0, 2.0), (0.5, 1.0, 1.5, 2.0), (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)),
+              "threshold": (0.998, 0.999)}
+
+
+def tune_match() -> dict:
+    """TUNE_MATCH on the tuning split (both tuning sets, as tune_zoom), the rest of ViewMatch at its session-15
+    defaults (each image's nearest view neighbour aligned from `nearest`): score = max(view similarity, aligned
+    NCC, the best matched NCC of the setting's sigmas); every cell per setting, the pooled cells; chosen by
+    _select (most pooled cells at the bar, the mean per-seed min(recall, precision), then the fewest sigmas).
+    Also the JPEG copies at 32 px each setting still misses (source, view similarity, aligned, matched)."""
+    m = ViewMatch()
+    every = TUNE_MATCH["match_sigmas"][-1]
+    align = replace(m.alignment(), match_sigmas=every)
+    data = {name: _zoom_tuning_pairs(align, list(_tuning_sets(m, photos))) for name, photos in
+            (("tune", ni.TUNE_PHOTOS), ("texture", ni.TEXTURE_TUNE_PHOTOS))}
+    rows = []
+    for sigmas, t in itertools.product(*TUNE_MATCH.values()):
+        cols = [every.index(x) for x in sigmas]
+        cells, missed = {}, []
+        for name, part in data.items():
+            scored = []
+            for d, s, rank, score, residual, matched in part:
+                near = (rank == 1) | (rank.T == 1)
+                asked = (s >= m.propose) | (near & (s >= m.nearest))
+                best = np.nan_to_num(score, nan=-2.0)
+                if cols:
+                    best = np.maximum(best, np.nan_to_num(matched[..., cols].max(-1), nan=-2.0))
+                ok = asked & (np.nan_to_num(residual, nan=-2.0) >= m.texture)
+                a = np.where(ok, np.maximum(best, s), -2.0)
+                scored.append((d, s, a))
+            got = _rule_quality(scored, t, m.floor, m.k, m.ratio)
+            cells.update({f"{name}/{k}": c for k, c in got.items()})
+            for (d, s, a), (_, _, _, score, residual, matched) in zip(scored, part):
+                if d.side != 32:
+                    continue
+                keep = (d.family == "original") | (d.family == "jpeg")
+                gk = 1 - (-np.sort(-s[np.ix_(keep, keep)], axis=1)[:, m.k - 1])
+                rows_k = np.flatnonzero(keep)
+                for c in np.flatnonzero(d.family == "jpeg"):
+                    o = int(np.flatnonzero((d.group == d.group[c]) & (d.family == "original"))[0])
+                    kc, ko = int(np.searchsorted(rows_k, c)), int(np.searchsorted(rows_k, o))
+                    gap = 1 - a[c, o]
+                    if a[c, o] >= t or (a[c, o] >= m.floor and gap <= m.ratio * gk[kc] and gap <= m.ratio * gk[ko]):
+                        continue
+                    missed.append({"set": name, "source": str(d.source[c]), "view": float(s[c, o]),
+                                   "aligned": float(np.nan_to_num(score[c, o], nan=-2)),
+                                   "matched": [float(v) for v in np.nan_to_num(matched[c, o], nan=-2)],
+                                   "residual": float(np.nan_to_num(residual[c, o], nan=-2)),
+                                   "kth_gap": [float(gk[kc]), float(gk[ko])]})
+        rows.append({"match_sigmas": list(sigmas), "threshold": t, "n_sigmas": len(sigmas),
+                     "worst_min_recall_precision": _worst(cells), "cells": cells, "pooled": _pooled(cells),
+                     "jpeg32_missed": missed})
+        print(f"sigmas {sigmas} t {t}: worst {_worst(cells):.3f}, 32 px JPEG misses {len(missed)}", file=sys.stderr,
+              flush=True)
+    best = _select(rows, cost="n_sigmas")
+    return {"split": f"TUNE_PHOTOS and TEXTURE_TUNE_PHOTOS at TUNE_SIDES, seeds {TUNE_SEEDS}",
+            "best": {k: best[k] for k in ("match_sigmas", "threshold")}, "grid": rows}
+
+
+#: Session 16's corner codes of the index (ViewMatch.code_corners, code_candidates.CORNER_K) on both tuning sets
+#: at 32 px: (offset of the corner windows, neighbours per corner code); (0.0, 0): anchors only, the index before.
+TUNE_CORNERS = ((0.0, 0), (0.05, 3), (0.05, 5), (0.05, 10), (0.1, 3), (0.1, 5), (0.1, 10))
+
+
+def tune_corners(families: tuple[str, ...] = ("crop", "shift", "jpeg")) -> dict:
+    """TUNE_CORNERS on both tuning sets at 32 px, seeds TUNE_SEEDS, per family view: candidates per image, the
+    share of the planted copies and of the all-pairs links (view_pairs) among the index's candidates, and the
+    index path's recall and precision. Chosen: every all-pairs link among the candidates in every cell and the
+    most pooled cells at the bar, then the fewest candidates per image."""
+    out: dict = {f"{off}/{k}": {} for off, k in TUNE_CORNERS}
+    for name, photos in (("tune", ni.TUNE_PHOTOS), ("texture", ni.TEXTURE_TUNE_PHOTOS)):
+        for seed in TUNE_SEEDS:
+            d = ni.photo_set(photos, 32, seed)
+            for fam in families:
+                v = ni.family_view(d, fam)
+                x = torch.from_numpy(v.images)
+                exact = set(zip(*(a.tolist() for a in view_pairs(x)[:2])))
+                orig = {int(g): i for i, (g, f) in enumerate(zip(v.group, v.family)) if f == "original"}
+                planted = {tuple(sorted((int(c), orig[int(v.group[c])]))) for c in np.flatnonzero(v.family != "original")}
+                for off, k in TUNE_CORNERS:
+                    duplicate_index.CORNER_K = k
+                    idx = duplicate_index.ViewIndex(replace(ViewMatch(), code_corners=off))
+                    try:
+                        for start in range(0, len(x), 512):
+                            idx.add(x[start:start + 512])
+                        ci, cj = idx.candidates()
+                        i, j, _, _ = idx.pairs()
+                    finally:
+                        idx.close()
+                    cand = set(zip(ci.tolist(), cj.tolist()))
+                    q = ni.quality(components(len(x), i, j), v.group, v.family)
+                    out[f"{off}/{k}"][f"{name}/32/{fam}/{seed}"] = {
+                        "n_images": len(x), "candidates": len(ci), "planted": len(planted),
+                        "planted_in_candidates": len(planted & cand), "exact_links": len(exact),
+                        "exact_links_in_candidates": len(exact & cand),
+                        **{key: q[key] for key in ("copies", "recall", "grouped", "precision")}}
+            print(f"corners: {name} seed {seed} done", file=sys.stderr, flush=True)
+    duplicate_index.CORNER_K = CORNER_K
+    summary = {}
+    for setting, cells in out.items():
+        summary[setting] = {"candidates_per_image": sum(c["candidates"] for c in cells.values())
+                            / sum(c["n_images"] for c in cells.values()),
+                            "all_links_in_candidates": all(c["exact_links_in_candidates"] == c["exact_links"]
+                                                           for c in cells.values()),
+                            "pooled": _pooled(cells)}
+    ok = [k for k, v in summary.items() if v["all_links_in_candidates"]]
+    best = max(ok, key=lambda k: (sum(min(c.values()) >= 0.95 for c in summary[k]["pooled"].values()),
+                                  -summary[k]["candidates_per_image"]))
+    return {"split": f"TUNE_PHOTOS and TEXTURE_TUNE_PHOTOS at 32 px, seeds {TUNE_SEEDS}", "best": best,
+            "summary": summary, "cells": out}
 
 
 def diagnose() -> dict:
@@ -521,6 +658,9 @@ def main() -> None:
                    "threshold, texture and nearest-neighbour proposals on the tuning split")
     p.add_argument("--tune-zoom", action="store_true", help="only the aligned check's zoom blur, resampling, "
                    "threshold and nearest-neighbour proposals on both tuning sets")
+    p.add_argument("--tune-match", action="store_true", help="only the matched-resolution blurs of the aligned "
+                   "overlap and the threshold on both tuning sets")
+    p.add_argument("--tune-corners", action="store_true", help="only the index's corner codes on both tuning sets")
     args = p.parse_args()
     if args.scales:
         torch.set_num_threads(args.threads)
@@ -536,6 +676,12 @@ def main() -> None:
         return
     if args.tune_zoom:
         args.out.write_text(json.dumps(tune_zoom(), indent=1))
+        return
+    if args.tune_corners:
+        args.out.write_text(json.dumps(tune_corners(), indent=1))
+        return
+    if args.tune_match:
+        args.out.write_text(json.dumps(tune_match(), indent=1))
         return
     if args.diagnose or args.tune_only:
         args.out.write_text(json.dumps(diagnose() if args.diagnose else tune(), indent=1, default=str))

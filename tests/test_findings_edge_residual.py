@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from influencegate.findings.align import align_pairs
-from influencegate.findings.edge_residual import gradient_direction, profile_residuals, residual_ncc
+from influencegate.findings.edge_residual import gradient_direction, profile_residuals, residual_ncc, solve_one_thread
 from influencegate.findings.view_search import view_pairs
 from influencegate.findings.views import ViewMatch
 
@@ -90,3 +90,33 @@ def test_two_patches_of_one_edge_are_not_linked_a_shift_is() -> None:
     assert list(zip(i.tolist(), j.tolist())) == [(0, 2)]
     i, j, _ = view_pairs(x, replace(ViewMatch(), texture=-1.0))  # the rule without the texture test
     assert (0, 1) in set(zip(i.tolist(), j.tolist()))
+
+
+def test_the_solve_runs_on_one_thread_restores_the_pool_and_changes_nothing() -> None:
+    """solve_one_thread: the same solution as torch.linalg.solve on the pool's threads (the texture test's
+    systems, bit for bit up to float64 rounding), the thread count restored after it, also after an error."""
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        gen = torch.Generator().manual_seed(5)
+        m = torch.randn(64, 40, 40, dtype=torch.float64, generator=gen)
+        a = m @ m.transpose(1, 2) + 40 * torch.eye(40, dtype=torch.float64)
+        b = torch.randn(64, 40, 3, dtype=torch.float64, generator=gen)
+        seen = []
+        real = torch.linalg.solve
+
+        def spy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return real(x, y)
+
+        want = real(a, b)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch.linalg, "solve", spy)
+            got = solve_one_thread(a, b)
+        assert seen == [1] and torch.get_num_threads() == 2
+        assert torch.allclose(got, want, rtol=0, atol=1e-12)
+        with pytest.raises(RuntimeError):
+            solve_one_thread(a[:, :3], b)  # shapes that do not match
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from influencegate.findings import duplicate_index
-from influencegate.findings.code_candidates import code_candidates
+from influencegate.findings.code_candidates import code_candidates, code_windows
 from influencegate.findings.duplicate_index import ViewIndex
 from influencegate.findings.view_search import aligned_scores, kth_best, link, nearest_of, prune_floor, view_pairs
 from influencegate.findings.views import ViewMatch, view_bounds, view_descriptors
@@ -208,9 +208,10 @@ def test_bounded_check_gives_the_links_of_the_exact_check() -> None:
 
 
 def test_streaming_index_memory_is_flat(monkeypatch: pytest.MonkeyPatch) -> None:
-    """RAM kept per image is its codes (3 x 64 float16 = 384 B), not its thumbnail (3 x 48 x 48 float32 =
-    27 KiB) nor its pixels: streaming 4,000 64 x 64 images must stay far below holding their thumbnails.
-    Code blocks of 500 images here (the default block is 48 MiB), so the kept codes are allocated in the loop."""
+    """RAM kept per image is its codes (7 x 64 float16 = 896 B with the corner codes), not its thumbnail
+    (3 x 48 x 48 float32 = 27 KiB) nor its pixels: streaming 4,000 64 x 64 images must stay far below holding
+    their thumbnails. Code blocks of 500 images here (the default block is 112 MiB), so the kept codes are
+    allocated in the loop."""
     monkeypatch.setattr(duplicate_index, "CODE_BLOCK", 500)
     idx = ViewIndex()
     try:
@@ -228,7 +229,7 @@ def test_streaming_index_memory_is_flat(monkeypatch: pytest.MonkeyPatch) -> None
         alone.close()
         all_thumbs = 4000 * 3 * 48 * 48 * 4
         assert kept < all_thumbs / 20
-        assert kept >= 4000 * 3 * 64 * 2 * 0.9  # the codes themselves are kept
+        assert kept >= 4000 * 7 * 64 * 2 * 0.9  # the codes themselves are kept
         assert len(idx.codes()) == 4008
         assert idx.thumbnails(np.array([5, 4000])).shape == (2, 3, 48, 48)
     finally:
@@ -334,3 +335,35 @@ def test_index_similarity_equals_the_pairwise_check(monkeypatch: pytest.MonkeyPa
             np.testing.assert_allclose(sims, pair_similarity(views[ci], views[cj], match).numpy(), atol=2e-4)
         finally:
             idx.close()
+
+
+def test_index_candidates_meet_off_centre_crops() -> None:
+    """Crops to 78% (25 of 32 px) at the corners of their original (7 px off: 0.11 of the side), resized back:
+    the crop's whole-image code is near its original's off-centre windows, not its centred anchors, so without
+    the corner codes (ViewMatch.code_corners, code_candidates.code_windows) the index misses half of them at
+    the candidate stage (20 of 40); with them all but at most one are candidates (exact kNN of the codes), at
+    fewer than 2x the candidates. (Crops to 75% at the very corner: 14 -> 31 of 40 at 0.05, 40 at 0.1.)"""
+    g = torch.Generator().manual_seed(11)
+    big = F.interpolate(torch.randn(240, 3, 12, 12, generator=g), size=(32, 32), mode="bicubic", align_corners=False)
+    images = big.clone()
+    corners = ((0, 0), (0, 7), (7, 0), (7, 7))
+    for k in range(40):
+        oy, ox = corners[k % 4]
+        images[200 + k] = F.interpolate(big[k:k + 1, :, oy:oy + 25, ox:ox + 25], size=(32, 32), mode="bicubic",
+                                        align_corners=False)[0]
+    planted = {(k, 200 + k) for k in range(40)}
+    found, counts = [], []
+    for match in (ViewMatch(code_corners=0.0), ViewMatch()):
+        idx = ViewIndex(match)
+        try:
+            idx.add(images)
+            ci, cj = idx.candidates(index="exact")
+        finally:
+            idx.close()
+        found.append(len(planted & set(zip(ci.tolist(), cj.tolist()))))
+        counts.append(len(ci))
+    assert found[0] <= 24 and found[1] >= 39, found
+    assert counts[1] < 2 * counts[0]
+    assert code_windows(ViewMatch(code_corners=0.0)) == ViewMatch().windows()[1]
+    with pytest.raises(ValueError, match="code_corners"):
+        code_windows(ViewMatch(code_corners=0.07))

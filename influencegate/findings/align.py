@@ -35,7 +35,10 @@ before it is compared:
      a different amount, up to 0.25 px^2, with its fractional offset): fine texture (star fields, brick) no
      longer loses NCC to the resampling itself (tuning split: 32 px borders 0.90 -> 0.98, crops of the
      texture set 0.95 -> 0.98; a synthetic star field's 75-95% crops reach 0.997 in 40% -> 68% (zoom blur)
-     of 60).
+     of 60);
+  8. matched resolution (session 16, resolution.py): the overlap's sharper side blurred by each of
+     `match_sigmas` (0.5 px) against the other unblurred ("matched"): a copy enlarged from a window lost
+     detail its original keeps; the score rule takes the best of the aligned and matched NCC.
 
 The score is therefore the NCC of the aligned overlap: a copy scores near 1 whatever its shift or crop, up to
 what the transformation itself destroys (JPEG, resizing, watermarks). Cost per pair: about
@@ -52,15 +55,13 @@ import torch
 import torch.nn.functional as F
 
 from influencegate.findings.edge_residual import residual_ncc
+from influencegate.findings.resolution import MATCH_SIGMAS, blurred_ncc, ncc
 from influencegate.findings.resample import gauss_blur, window
 
 
 #: A window (or template) whose variance is below this fraction of its image's variance per pixel is flat: its
 #: NCC is 0 (a flat region matches nothing; identical blank images are found by the content hash).
 FLAT = 1e-3
-#: Per-pixel variance below which a resampled window or template counts as flat in the refined NCC (the
-#: rounding noise of bicubic resampling and blurring a constant image is ~1e-14 per pixel).
-TINY = 1e-10
 #: Variance (template pixels^2) of the triangle filter with which F.interpolate(antialias=True) reduces a window
 #: to a template: half-width one output pixel, 1/6; the zoom blur adds only what it leaves (step 7).
 ANTIALIAS_VAR = 1.0 / 6.0
@@ -72,7 +73,7 @@ class Alignment:
     window fraction of a copy: crops to 75%), sigma (pre-blur, thumbnail pixels), flip (also align the
     mirrored template), refine (rounds of the continuous-scale search), zoom_blur and sample (comparison at
     one effective resolution, module docstring step 7: 1 and "bicubic"; 0 and "bilinear" = the check before
-    session 15)."""
+    session 15), match_sigmas (the sharper side's blurs of resolution.py; (): the check before session 16)."""
 
     window: float = 0.8
     min_scale: float = 0.75
@@ -81,6 +82,7 @@ class Alignment:
     refine: int = 3
     zoom_blur: float = 1.0
     sample: str = "bicubic"
+    match_sigmas: tuple[float, ...] = MATCH_SIGMAS
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.window <= 1.0 or not 0.5 <= self.min_scale <= 1.0:
@@ -88,9 +90,9 @@ class Alignment:
                              f"{self.min_scale}")
         if self.sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {self.sigma}")
-        if self.zoom_blur < 0 or self.sample not in ("bilinear", "bicubic"):
-            raise ValueError(f"zoom_blur must be >= 0 and sample 'bilinear' or 'bicubic', got {self.zoom_blur}, "
-                             f"{self.sample!r}")
+        if self.zoom_blur < 0 or self.sample not in ("bilinear", "bicubic") or min(self.match_sigmas, default=1) <= 0:
+            raise ValueError(f"zoom_blur must be >= 0, sample 'bilinear' or 'bicubic', match_sigmas > 0, got "
+                             f"{self.zoom_blur}, {self.sample!r}, {self.match_sigmas}")
         if int(self.refine) < 0:
             raise ValueError(f"refine is a number of search rounds >= 0, got {self.refine}")
 
@@ -145,12 +147,7 @@ def _window_ncc(templates: torch.Tensor, images: torch.Tensor, y: torch.Tensor, 
                 step: torch.Tensor | None, mode: str) -> torch.Tensor:
     """P NCC of each template (P x K x t x t) with its image (P x K x n x n) at the window
     resample.window(y, x, step, mode)."""
-    win = window(images, y, x, templates.shape[-1], step, mode)
-    a = templates - templates.mean(dim=(-2, -1), keepdim=True)
-    b = win - win.mean(dim=(-2, -1), keepdim=True)
-    na, nb = a.square().sum(dim=(1, 2, 3)), b.square().sum(dim=(1, 2, 3))
-    ok = (na > TINY * a[0].numel()) & (nb > TINY * a[0].numel())  # rounding noise of a flat window is no texture
-    return torch.where(ok, (a * b).sum(dim=(1, 2, 3)) / (na * nb).sqrt().clamp_min(1e-30), torch.zeros_like(na))
+    return ncc(templates, window(images, y, x, templates.shape[-1], step, mode))
 
 
 def _refine(templates: torch.Tensor, images: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
@@ -218,7 +215,9 @@ def align_pairs(a: torch.Tensor, b: torch.Tensor, align: Alignment = Alignment()
     window of a, a crop; < 1: a shows a window of b, a border), "dy", "dx": P translation of b's content
     relative to a's, in pixels of the image that was searched (b when a_in_b, else a), "a_in_b": P bool, True
     when the template was a's window, searched in b, "residual": P texture evidence of that aligned overlap,
-    edge_residual.residual_ncc (near the score for a textured copy, near 0 for two patches of one edge)}."""
+    edge_residual.residual_ncc (near the score for a textured copy, near 0 for two patches of one edge),
+    "matched": P x len(align.match_sigmas) NCC of that overlap with its sharper side blurred by each sigma
+    (resolution.blurred_ncc: the pair compared at the blurrier side's resolution)}."""
     if a.shape != b.shape or a.ndim != 4 or a.shape[-1] != a.shape[-2]:
         raise ValueError(f"a and b must both be P x K x n x n, got {tuple(a.shape)} and {tuple(b.shape)}")
     p, n = a.shape[0], a.shape[-1]
@@ -253,6 +252,7 @@ def align_pairs(a: torch.Tensor, b: torch.Tensor, align: Alignment = Alignment()
                 where[better] = torch.where((refined >= peak)[:, None], torch.stack([yf, xf], 1),
                                             torch.stack([y.float(), x.float()], 1))[better]
     residual, step = torch.zeros(p), torch.ones(p)
+    matched = torch.full((p, len(align.match_sigmas)), -2.0)
     for d, ti, f in torch.unique(found, dim=0).tolist():  # the best hypothesis, refined, per hypothesis
         rows_h = torch.nonzero((found == torch.tensor([d, ti, f])).all(1)).flatten()
         src, dst = (a, b) if d == 0 else (b, a)
@@ -261,8 +261,10 @@ def align_pairs(a: torch.Tensor, b: torch.Tensor, align: Alignment = Alignment()
             fine, y, x, s = _refine(templates, dst, where[rows_h, 0], where[rows_h, 1], int(align.refine),
                                   align.sample)
             score[rows_h], where[rows_h], step[rows_h] = torch.maximum(fine, score[rows_h]), torch.stack([y, x], 1), s
-        residual[rows_h] = residual_ncc(templates, window(dst, where[rows_h, 0], where[rows_h, 1], sides[ti],
-                                                           step[rows_h], align.sample))
+        overlap = window(dst, where[rows_h, 0], where[rows_h, 1], sides[ti], step[rows_h], align.sample)
+        residual[rows_h] = residual_ncc(templates, overlap)
+        if align.match_sigmas:
+            matched[rows_h] = blurred_ncc(templates, overlap, align.match_sigmas)
     t_found = torch.as_tensor(sides, dtype=torch.float32)[found[:, 1]]
     centred = (n - 1 - (t_found - 1) * step) / 2  # the top-left pixel centre of a centred window
     ratio = t_found * step / big
@@ -270,4 +272,4 @@ def align_pairs(a: torch.Tensor, b: torch.Tensor, align: Alignment = Alignment()
     sign = torch.where(a_in_b, 1.0, -1.0)
     return {"score": score, "zoom": torch.where(a_in_b, ratio, 1.0 / ratio),
             "dy": sign * (where[:, 0] - centred), "dx": sign * (where[:, 1] - centred), "a_in_b": a_in_b,
-            "residual": residual}
+            "residual": residual, "matched": matched}

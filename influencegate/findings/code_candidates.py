@@ -1,5 +1,6 @@
-"""Candidate pairs for the streaming duplicate index (issue 14): each anchor code's nearest whole-image codes,
-from a faiss IVF or HNSW index (influencegate[index]) or an exact blockwise search.
+"""Candidate pairs for the streaming duplicate index (issue 14): each anchor code's (and corner code's, from
+session 16: code_windows) nearest whole-image codes, from a faiss IVF or HNSW index (influencegate[index]) or an
+exact blockwise search.
 """
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import numpy as np
 import torch
 
 from influencegate.findings.faiss_index import ivf_cells, ivf_index
+from influencegate.findings.views import ViewMatch
 
 #: Neighbours per query code: a copy is found when it is among the k nearest whole-image codes of one anchor.
 CANDIDATE_K = 10
+#: Neighbours of each corner code (code_windows) among the whole-image codes (the anchors keep CANDIDATE_K).
+#: Chosen with ViewMatch.code_corners on the tuning split (session 16; duplicates_natural_corner_tuning.json):
+#: every all-pairs link among the candidates at the fewest candidates per image.
+CORNER_K = 5
 #: Candidate indexes of code_candidates.
 CANDIDATE_INDEXES = ("faiss-ivf", "faiss-hnsw", "exact")
 #: IVF cells probed per query (of about 4 sqrt(N) cells). On the 100k synthetic images of
@@ -40,18 +46,21 @@ def available_index() -> str:
 
 
 def code_candidates(codes: np.ndarray, k: int = CANDIDATE_K, index: str = "faiss-ivf",
-                    nprobe: int = IVF_NPROBE) -> tuple[np.ndarray, np.ndarray]:
+                    nprobe: int = IVF_NPROBE, extra_k: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs (i < j, unique, sorted) from codes N x A x dim (unit rows, the whole image first): each
     anchor code's k nearest whole-image codes. index: "faiss-ivf" (approximate: an inverted file of
     faiss_index.ivf_cells(N, 4) k-means cells trained on 40 codes per cell, `nprobe` cells searched per
     query, inner products of the float16 codes inside them; O(N^1.5)), "faiss-hnsw" (approximate, graph) or
-    "exact" (blockwise, O(N^2)). Queries are searched QUERY_BATCH at a time."""
+    "exact" (blockwise, O(N^2)). Queries are searched QUERY_BATCH at a time. extra_k: the neighbours kept for
+    each of the last len(extra_k) codes of an image (the index's corner codes, code_windows)
+    instead of k."""
     if index not in CANDIDATE_INDEXES:
         raise ValueError(f"index must be one of {CANDIDATE_INDEXES}, got {index!r}")
     n, a = codes.shape[0], codes.shape[1]
     if n < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    k = min(int(k), n - 1)
+    per_code = np.minimum(np.array([int(k)] * (a - len(extra_k)) + [int(e) for e in extra_k]), n - 1)
+    k = int(per_code.max())
     base = np.ascontiguousarray(codes[:, 0], dtype=np.float32)
     if index == "exact":
         def search(q: np.ndarray) -> np.ndarray:
@@ -75,10 +84,29 @@ def code_candidates(codes: np.ndarray, k: int = CANDIDATE_K, index: str = "faiss
         neighbours = search(queries)
         rows = np.repeat(np.arange(start, stop), a * neighbours.shape[1])
         cols = neighbours.reshape(-1)
-        ok = (cols >= 0) & (cols != rows)
+        rank = np.arange(neighbours.shape[1])
+        kept = (rank[None, :] < np.tile(per_code, stop - start)[:, None] + 1).reshape(-1)  # + 1: the image itself
+        ok = (cols >= 0) & (cols != rows) & kept
         keys.append(unique_keys(np.minimum(rows[ok], cols[ok]) * n + np.maximum(rows[ok], cols[ok])))
     pairs = unique_keys(np.concatenate(keys))
     return pairs // n, pairs % n
+
+
+def code_windows(match: ViewMatch) -> list[int]:
+    """Positions (in match.windows()[0]) of the windows whose views give an image's codes: its anchors (the
+    whole image first), then the four windows of the smallest window scale offset by +-match.code_corners in
+    both axes (none when it is 0). A crop to 75-80% off the centre is closer to one of its original's corner
+    windows than to the centred one, so its whole-image code may meet only a corner code."""
+    wins, anchors = match.windows()
+    off = float(match.code_corners)
+    if off == 0 or not match.scales:
+        return list(anchors)
+    small = min(match.scales)
+    corners = [w for w, (s, dy, dx) in enumerate(wins)
+               if s == small and abs(abs(dy) - off) < 1e-9 and abs(abs(dx) - off) < 1e-9]
+    if len(corners) != 4:
+        raise ValueError(f"code_corners {off} is not an offset of the {small} windows' grid (step {match.step})")
+    return list(anchors) + corners
 
 
 def unique_keys(keys: np.ndarray) -> np.ndarray:

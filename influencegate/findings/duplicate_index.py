@@ -2,23 +2,23 @@
 (issue 14).
 
 One streaming pass over the images (`ViewIndex.add`, a batch at a time) keeps, per image:
-  * codes: its anchor views (views.py; blurred by ViewMatch.code_blur if set) projected by one fixed Gaussian random matrix to
-    `dim` (64) numbers and L2-normalised, float16: A x dim x 2 bytes (3 x 64 x 2 = 384 B) in RAM;
+  * codes: its anchor views and 4 corner windows (code_candidates.code_windows; blurred by ViewMatch.code_blur if
+    set) projected by one fixed Gaussian random matrix to `dim` (64) numbers and L2-normalised, float16:
+    A x dim x 2 bytes (7 x 64 x 2 = 896 B; 384 B without the corners, ViewMatch.code_corners=0) in RAM;
   * its base thumbnail (K x b x b, uint8: 3 x 48 x 48 = 6.9 KiB), its anchor views (A' x K D^2, float16:
     3 x 768 x 2 = 4.5 KiB; A' = 2A with flip) and their low-frequency bounds (anchor_bounds: A' x
     (K BOUND_LOW^2 + 1) float16, 654 B) appended to three files on disk (temporary unless `path` is given),
     never all of them in RAM.
-Memory in RAM therefore grows by 384 B per image, whatever the images' size; one batch of views at a time.
+Memory in RAM therefore grows by 896 B per image, whatever the images' size; one batch of views at a time.
 
 `candidates(k)`: every anchor code of every image queries the whole-image codes (faiss IVF, else HNSW or an
-exact blockwise search: index=..., "exact" when faiss is absent) for its k nearest; each (image, neighbour)
-is a candidate pair. `pairs()`: the candidates' view similarity (`similarity`: each image's search views
-computed once from its stored thumbnail, against its partners' stored anchors: linear in images + pairs;
-first as an upper bound from the lowest DCT frequencies, the exact views only where that bound does not
-already rule the pair out of every link: prune_floor), the aligned check (align.py) of the pairs it
-proposes (and of each image's nearest candidate down to ViewMatch.nearest), read from the stored thumbnails,
-then ViewMatch's rule with each image's k-th best view
-similarity among its candidates.
+exact blockwise search: index=..., "exact" when faiss is absent) for its k nearest, every corner code for its
+CORNER_K nearest; each (image, neighbour) is a candidate pair. `pairs()`: the candidates' view similarity
+(`similarity`: each image's search views computed once from its stored thumbnail, against its partners' stored
+anchors: linear in images + pairs; first as an upper bound from the lowest DCT frequencies, the exact views only
+where that bound does not already rule the pair out of every link: prune_floor), the aligned check (align.py) of
+the pairs it proposes (and of each image's nearest candidate down to ViewMatch.nearest), read from the stored
+thumbnails, then ViewMatch's rule with each image's k-th best view similarity among its candidates.
 """
 from __future__ import annotations
 
@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 from influencegate.data.mapped import MappedArray
-from influencegate.findings.code_candidates import CANDIDATE_K, code_candidates
+from influencegate.findings.code_candidates import CANDIDATE_K, CORNER_K, code_candidates, code_windows
 from influencegate.findings.view_search import aligned_scores, anchor_bounds, kth_best, link, nearest_of, prune_floor
 from influencegate.findings.views import ViewMatch, _base, search_count, view_bounds, view_descriptors
 from influencegate.heap import release_heap
 
 CODE_DIM = 64
-#: Images per block of the codes kept in RAM (3 x 64 float16 each: 48 MiB per block, above glibc's largest
+#: Images per block of the codes kept in RAM (7 x 64 float16 each: 112 MiB per block, above glibc's largest
 #: mmap threshold, so a block never pins the heap).
 CODE_BLOCK = 1 << 17
 #: Padded partner slots per batched product of the check (rows x their largest partner count).
@@ -57,6 +57,7 @@ class ViewIndex:
                  path: str | os.PathLike | None = None) -> None:
         self.match, self.dim, self.seed = match, int(dim), int(seed)
         self._anchor_windows = match.windows()[1]
+        self._code_windows = code_windows(match)
         self._codes: list[np.ndarray] = []
         self._proj: torch.Tensor | None = None
         self._shape: tuple[int, ...] | None = None
@@ -97,13 +98,13 @@ class ViewIndex:
         if self._proj is None:
             gen = torch.Generator().manual_seed(self.seed)
             self._proj = torch.randn(anchors.shape[-1], self.dim, generator=gen)
-        # codes of the un-mirrored anchors (or of anchors blurred by ViewMatch.code_blur)
+        # codes of the un-mirrored anchors and corner windows (code_windows; blurred by ViewMatch.code_blur if set)
         blur = self.match.code_blur
-        if blur is None or blur == self.match.blur:
+        if (blur is None or blur == self.match.blur) and self._code_windows == self._anchor_windows:
             coarse = anchors[:, :len(self._anchor_windows)]
         else:
-            coarse = view_descriptors(stored_thumbs, replace(self.match, blur=blur, flip=False),
-                                      only=self._anchor_windows)
+            coarse = view_descriptors(stored_thumbs, replace(self.match, blur=self.match.blur if blur is None else blur,
+                                                             flip=False), only=self._code_windows)
         codes = torch.nn.functional.normalize(coarse @ self._proj, dim=-1)
         self._store_codes(codes.to(torch.float16).numpy())
         self.count += len(x)
@@ -152,7 +153,8 @@ class ViewIndex:
 
     def candidates(self, k: int = CANDIDATE_K, index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray]:
         """Candidate pairs of the indexed images (code_candidates)."""
-        return code_candidates(self._float16_codes(), k, index)  # float16 here: each query batch is converted
+        corners = (CORNER_K,) * (len(self._code_windows) - len(self._anchor_windows))
+        return code_candidates(self._float16_codes(), k, index, extra_k=corners)  # float16: converted per batch
 
     def similarity(self, ci: np.ndarray, cj: np.ndarray, block: int = 256,
                    floor: float | None = None) -> np.ndarray:

@@ -54,7 +54,8 @@ def block_similarity(rows: torch.Tensor, cols: torch.Tensor, match: ViewMatch) -
 
 def aligned_scores(i: np.ndarray, j: np.ndarray, s: np.ndarray, thumbs: Callable[[np.ndarray], torch.Tensor],
                    match: ViewMatch, nearest: np.ndarray | None = None) -> np.ndarray:
-    """float32 P: the score max(s, aligned NCC) (align.align_pairs, match.alignment()) of each pair (i, j)
+    """float32 P: the score max(s, aligned NCC, matched NCC) (align.align_pairs, match.alignment(); the matched
+    NCC: the aligned overlap at its blurrier side's resolution, resolution.py) of each pair (i, j)
     whose view similarity s reaches match.propose (or marked in `nearest`, bool P: an image's nearest view
     neighbour, nearest_pairs / nearest_of) and whose aligned overlap shares texture (residual NCC after
     each image's 1-D profile >= match.texture: not two patches of one edge), -2 for the others (never linked).
@@ -66,7 +67,7 @@ def aligned_scores(i: np.ndarray, j: np.ndarray, s: np.ndarray, thumbs: Callable
         rows = todo[start:start + ALIGN_BATCH]
         a, b = (thumbnails(thumbs(side[rows]), match.align_side) for side in (i, j))
         found = align_pairs(a, b, match.alignment())
-        score = np.maximum(found["score"].numpy(), s[rows])
+        score = np.max(np.column_stack([found["score"].numpy(), s[rows], found["matched"].numpy()]), axis=1)
         out[rows] = np.where(found["residual"].numpy() >= match.texture, score, -2.0)
     return out
 

@@ -77,9 +77,9 @@ class ViewMatch:
     reaches `nearest`, even below `propose` (a crop to 75-78% of a fine texture falls between the view grid's
     scales: view similarity 0.77 at 224 px, aligned 0.98); above `propose`: off.
     flip: also match horizontal mirrors (off by default: a mirrored photo is often a legitimate new sample).
-    colour: views of each of the C channels, each centred, concatenated (a red edge on black is not a white
-    edge on black); False = the grey mean only. code_blur: blur of the views the index's codes are projected
-    from (duplicate_index.py; None = `blur`)."""
+    colour: views of each of the C channels, each centred, concatenated (False = the grey mean only).
+    code_blur: blur of the views the index's codes are projected from (duplicate_index.py; None = `blur`).
+    code_corners: codes also from the smallest scale's windows offset +-this (code_candidates.code_windows)."""
 
     threshold: float = 0.998
     floor: float = 0.95
@@ -98,6 +98,7 @@ class ViewMatch:
     code_blur: float | None = None
     texture: float = 0.5
     nearest: float = 0.7
+    code_corners: float = 0.05
 
     def __post_init__(self) -> None:
         if not (-1.0 <= self.threshold <= 1.0 and -1.0 <= self.propose <= 1.0):
@@ -113,9 +114,10 @@ class ViewMatch:
             raise ValueError(f"nearest is a view similarity in [-1, 1] (above propose: off), got {self.nearest}")
         if not -1.0 <= self.texture <= 1.0:
             raise ValueError(f"texture is a residual NCC in [-1, 1] (-1: off), got {self.texture}")
-        if self.step <= 0 or self.blur < 0 or (self.code_blur is not None and self.code_blur < 0):
-            raise ValueError(f"step must be > 0, blur and code_blur >= 0, got {self.step}, {self.blur}, "
-                             f"{self.code_blur}")
+        if self.step <= 0 or self.blur < 0 or (self.code_blur is not None and self.code_blur < 0) or not \
+                0.0 <= self.code_corners < 0.5:
+            raise ValueError(f"step must be > 0, blur and code_blur >= 0, code_corners in [0, 0.5), got {self.step}, "
+                             f"{self.blur}, {self.code_blur}, {self.code_corners}")
 
     def alignment(self) -> Alignment:
         """The aligned check's settings (align.py)."""
