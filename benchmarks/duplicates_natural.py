@@ -668,21 +668,12 @@ def main() -> None:
                                        indent=1))
         return
     torch.set_num_threads(args.threads)
-    if args.tune_texture:
-        args.out.write_text(json.dumps(tune_texture(), indent=1))
-        return
-    if args.tune_refine:
-        args.out.write_text(json.dumps(tune_refine(), indent=1))
-        return
-    if args.tune_zoom:
-        args.out.write_text(json.dumps(tune_zoom(), indent=1))
-        return
-    if args.tune_corners:
-        args.out.write_text(json.dumps(tune_corners(), indent=1))
-        return
-    if args.tune_match:
-        args.out.write_text(json.dumps(tune_match(), indent=1))
-        return
+    single_grids = {"tune_texture": tune_texture, "tune_refine": tune_refine, "tune_zoom": tune_zoom,
+                    "tune_corners": tune_corners, "tune_match": tune_match}
+    for flag, grid in single_grids.items():  # the first flag given runs alone
+        if getattr(args, flag):
+            args.out.write_text(json.dumps(grid(), indent=1))
+            return
     if args.diagnose or args.tune_only:
         args.out.write_text(json.dumps(diagnose() if args.diagnose else tune(), indent=1, default=str))
         return
