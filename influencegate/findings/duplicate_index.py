@@ -88,7 +88,7 @@ class ViewIndex:
         self._file.write(thumbs.tobytes())
         # anchors of the stored (quantised) thumbnails: exactly what the check compares against
         stored_thumbs = torch.from_numpy(thumbs).float() / 255.0
-        anchors = view_descriptors(stored_thumbs, self.match, only=self._anchor_windows)
+        anchors, coarse = self._anchor_and_code_views(stored_thumbs)
         self._anchor_shape = tuple(anchors.shape[1:])
         stored = anchors.to(torch.float16)
         self._anchor_file.write(stored.numpy().tobytes())
@@ -98,17 +98,26 @@ class ViewIndex:
         if self._proj is None:
             gen = torch.Generator().manual_seed(self.seed)
             self._proj = torch.randn(anchors.shape[-1], self.dim, generator=gen)
-        # codes of the un-mirrored anchors and corner windows (code_windows; blurred by ViewMatch.code_blur if set)
-        blur = self.match.code_blur
-        if (blur is None or blur == self.match.blur) and self._code_windows == self._anchor_windows:
-            coarse = anchors[:, :len(self._anchor_windows)]
-        else:
-            coarse = view_descriptors(stored_thumbs, replace(self.match, blur=self.match.blur if blur is None else blur,
-                                                             flip=False), only=self._code_windows)
         codes = torch.nn.functional.normalize(coarse @ self._proj, dim=-1)
         self._store_codes(codes.to(torch.float16).numpy())
         self.count += len(x)
         release_heap()
+
+    def _anchor_and_code_views(self, thumbs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(anchor views M x A' x K D^2 as the check stores them (mirrored ones after, with flip), the views the
+        codes are projected from: M x len(code_windows) x K D^2, un-mirrored anchors then corner windows).
+        Without a separate ViewMatch.code_blur both come from one view_descriptors pass over the code windows
+        (the anchors first in it), so the corners add their own windows only."""
+        blur = self.match.code_blur
+        if blur is not None and blur != self.match.blur:
+            anchors = view_descriptors(thumbs, self.match, only=self._anchor_windows)
+            return anchors, view_descriptors(thumbs, replace(self.match, blur=blur, flip=False),
+                                             only=self._code_windows)
+        views = view_descriptors(thumbs, self.match, only=self._code_windows)
+        total, kept = len(self._code_windows), len(self._anchor_windows)
+        mirrors = 2 if self.match.flip else 1
+        anchors = torch.cat([views[:, f * total:f * total + kept] for f in range(mirrors)], dim=1)
+        return anchors, views[:, :total]
 
     def _store_codes(self, codes: np.ndarray) -> None:
         """Append M x A x dim codes into blocks of CODE_BLOCK images (allocated whole, filled as images come):
@@ -131,7 +140,7 @@ class ViewIndex:
         return np.concatenate([*self._codes[:-1], self._codes[-1][:filled]])
 
     def codes(self) -> np.ndarray:
-        """N x A x dim float32 codes (A anchors: the whole image first)."""
+        """N x A x dim float32 codes (A code windows, code_windows: the whole image first)."""
         return self._float16_codes().astype(np.float32)
 
     def thumbnails(self, rows: np.ndarray) -> torch.Tensor:
