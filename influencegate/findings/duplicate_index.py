@@ -2,17 +2,19 @@
 (issue 14).
 
 One streaming pass over the images (`ViewIndex.add`, a batch at a time) keeps, per image:
-  * codes: its anchor views and 4 corner windows (code_candidates.code_windows; blurred by ViewMatch.code_blur if
-    set) projected by one fixed Gaussian random matrix to `dim` (64) numbers and L2-normalised, float16:
-    A x dim x 2 bytes (7 x 64 x 2 = 896 B; 384 B without the corners, ViewMatch.code_corners=0) in RAM;
+  * codes: the views of code_candidates.code_windows (the whole image, the 0.8 anchor and its 4 corner windows;
+    blurred by ViewMatch.code_blur if set) projected by one fixed Gaussian random matrix to `dim` (64) numbers
+    and L2-normalised, float16: A x dim x 2 bytes (6 x 64 x 2 = 768 B; the 3 anchors' 384 B without the
+    corners, ViewMatch.code_corners=0) in RAM;
   * its base thumbnail (K x b x b, uint8: 3 x 48 x 48 = 6.9 KiB), its anchor views (A' x K D^2, float16:
     3 x 768 x 2 = 4.5 KiB; A' = 2A with flip) and their low-frequency bounds (anchor_bounds: A' x
     (K BOUND_LOW^2 + 1) float16, 654 B) appended to three files on disk (temporary unless `path` is given),
     never all of them in RAM.
-Memory in RAM therefore grows by 896 B per image, whatever the images' size; one batch of views at a time.
+Memory in RAM therefore grows by 768 B per image, whatever the images' size; one batch of views at a time.
 
 `candidates(k)`: every anchor code of every image queries the whole-image codes (faiss IVF, else HNSW or an
-exact blockwise search: index=..., "exact" when faiss is absent) for its k nearest, every corner code for its
+exact blockwise search: index=..., "exact" when faiss is absent) for its k nearest (CORNER_ANCHOR_K beside the
+corner codes, CANDIDATE_K without them), every corner code for its
 CORNER_K nearest; each (image, neighbour) is a candidate pair. `pairs()`: the candidates' view similarity
 (`similarity`: each image's search views computed once from its stored thumbnail, against its partners' stored
 anchors: linear in images + pairs; first as an upper bound from the lowest DCT frequencies, the exact views only
@@ -31,13 +33,14 @@ import numpy as np
 import torch
 
 from influencegate.data.mapped import MappedArray
-from influencegate.findings.code_candidates import CANDIDATE_K, CORNER_K, code_candidates, code_windows
+from influencegate.findings.code_candidates import (CANDIDATE_K, CORNER_ANCHOR_K, CORNER_K, code_candidates,
+                                                     code_windows)
 from influencegate.findings.view_search import aligned_scores, anchor_bounds, kth_best, link, nearest_of, prune_floor
 from influencegate.findings.views import ViewMatch, _base, search_count, view_bounds, view_descriptors
 from influencegate.heap import release_heap
 
 CODE_DIM = 64
-#: Images per block of the codes kept in RAM (7 x 64 float16 each: 112 MiB per block, above glibc's largest
+#: Images per block of the codes kept in RAM (6 x 64 float16 each: 96 MiB per block, above glibc's largest
 #: mmap threshold, so a block never pins the heap).
 CODE_BLOCK = 1 << 17
 #: Padded partner slots per batched product of the check (rows x their largest partner count).
@@ -58,6 +61,9 @@ class ViewIndex:
         self.match, self.dim, self.seed = match, int(dim), int(seed)
         self._anchor_windows = match.windows()[1]
         self._code_windows = code_windows(match)
+        # the windows of one view pass: the anchors (stored), then the code windows that are not anchors (corners)
+        self._view_windows = self._anchor_windows + [w for w in self._code_windows if w not in self._anchor_windows]
+        self._code_rows = [self._view_windows.index(w) for w in self._code_windows]
         self._codes: list[np.ndarray] = []
         self._proj: torch.Tensor | None = None
         self._shape: tuple[int, ...] | None = None
@@ -105,19 +111,18 @@ class ViewIndex:
 
     def _anchor_and_code_views(self, thumbs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(anchor views M x A' x K D^2 as the check stores them (mirrored ones after, with flip), the views the
-        codes are projected from: M x len(code_windows) x K D^2, un-mirrored anchors then corner windows).
-        Without a separate ViewMatch.code_blur both come from one view_descriptors pass over the code windows
-        (the anchors first in it), so the corners add their own windows only."""
+        codes are projected from: M x len(code_windows) x K D^2, in code_windows' order). Without a separate
+        ViewMatch.code_blur both come from one view_descriptors pass over the anchors and the corner windows."""
         blur = self.match.code_blur
         if blur is not None and blur != self.match.blur:
             anchors = view_descriptors(thumbs, self.match, only=self._anchor_windows)
             return anchors, view_descriptors(thumbs, replace(self.match, blur=blur, flip=False),
                                              only=self._code_windows)
-        views = view_descriptors(thumbs, self.match, only=self._code_windows)
-        total, kept = len(self._code_windows), len(self._anchor_windows)
+        views = view_descriptors(thumbs, self.match, only=self._view_windows)
+        total, kept = len(self._view_windows), len(self._anchor_windows)
         mirrors = 2 if self.match.flip else 1
         anchors = torch.cat([views[:, f * total:f * total + kept] for f in range(mirrors)], dim=1)
-        return anchors, views[:, :total]
+        return anchors, views[:, self._code_rows]
 
     def _store_codes(self, codes: np.ndarray) -> None:
         """Append M x A x dim codes into blocks of CODE_BLOCK images (allocated whole, filled as images come):
@@ -160,9 +165,12 @@ class ViewIndex:
         self._low_file.flush()
         return MappedArray(self.low_path, np.float16, (self.count, *self._low_shape))
 
-    def candidates(self, k: int = CANDIDATE_K, index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray]:
-        """Candidate pairs of the indexed images (code_candidates)."""
-        corners = (CORNER_K,) * (len(self._code_windows) - len(self._anchor_windows))
+    def candidates(self, k: int | None = None, index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray]:
+        """Candidate pairs of the indexed images (code_candidates): each anchor code's k nearest whole-image codes
+        (None: CORNER_ANCHOR_K beside corner codes, CANDIDATE_K without them), each corner code's CORNER_K."""
+        corners = (CORNER_K,) * (len(self._view_windows) - len(self._anchor_windows))  # the last codes
+        if k is None:
+            k = CORNER_ANCHOR_K if corners else CANDIDATE_K
         return code_candidates(self._float16_codes(), k, index, extra_k=corners)  # float16: converted per batch
 
     def similarity(self, ci: np.ndarray, cj: np.ndarray, block: int = 256,
@@ -235,7 +243,7 @@ class ViewIndex:
             release_heap()
         return np.maximum(halves[:p], halves[p:])
 
-    def pairs(self, k: int = CANDIDATE_K, index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    def pairs(self, k: int | None = None, index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(i, j, a, candidates): the linked pairs among the candidates with their score (aligned_scores), by
         ViewMatch's view similarity (proposes), aligned check (decides) and rule (the relative rule's k-th
         best view similarity is taken among each image's candidates), and how many candidates were checked."""
@@ -288,7 +296,7 @@ def _row_groups(count: np.ndarray, slots: int) -> list[tuple[int, int]]:
 
 
 def indexed_view_pairs(batches: Iterable[torch.Tensor | np.ndarray], match: ViewMatch = ViewMatch(),
-                       k: int = CANDIDATE_K,
+                       k: int | None = None,
                        index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """One streaming pass over `batches` of images, then `ViewIndex.pairs`: (i, j, s, candidates checked)."""
     idx = ViewIndex(match)

@@ -272,18 +272,18 @@ def view_bounds(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch(
     m, k, out_side, wins, parts = _window_products(images, match, device, only, "dct")
     t = min(int(low), out_side)
     mirrors = 2 if match.flip else 1
-    out = torch.zeros(m, mirrors * len(wins), k * t * t + 1)
-    for here, dys, dxs, z in parts:
-        sq = z.square().sum(2).sum(-1) - z[:, :, 0, :, 0] ** 2  # MK x dys x cols: centred sum of squares
-        cut = z[:, :, :t, :, :t].clone()
-        cut[:, :, 0, :, 0] = 0.0
-        sq = sq.reshape(m, k, len(dys), -1).sum(1)  # m x dys x cols: all channels
-        cut = cut.reshape(m, k, len(dys), t, -1, t).permute(0, 2, 4, 1, 3, 5)  # m dys cols k t t
-        for f in range(mirrors):
-            for w in here:
-                iy, ix = dys.index(wins[w][1]), f * len(dxs) + dxs.index(wins[w][2])
-                out[:, f * len(wins) + w, :-1] = cut[:, iy, ix].reshape(m, -1)
-                out[:, f * len(wins) + w, -1] = sq[:, iy, ix]
+    out = torch.empty(m, mirrors * len(wins), k * t * t + 1)
+    for here, dys, dxs, z in parts:  # z: MK x dys x D x cols x D
+        # m x dys x cols: centred sum of squares of all channels (the constant left out, not subtracted: cancels)
+        sq = (torch.linalg.vector_norm(z[:, :, 1:], dim=(2, 4)).square_() + z[:, :, 0, :, 1:].square().sum(-1)
+              ).reshape(m, k, len(dys), -1).sum(1)
+        cut = z[:, :, :t, :, :t].reshape(m, k, len(dys), t, -1, t).permute(0, 2, 4, 1, 3, 5).reshape(
+            m, len(dys), z.shape[3], k * t * t)  # m x dys x cols x (k t t): one copy
+        cut[..., ::t * t] = 0.0  # each channel's constant coefficient: centring
+        iy = torch.tensor([dys.index(wins[w][1]) for w in here])
+        for f in range(mirrors):  # every window of this scale at once
+            ix = torch.tensor([f * len(dxs) + dxs.index(wins[w][2]) for w in here])
+            out[:, [f * len(wins) + w for w in here]] = torch.cat([cut[:, iy, ix], sq[:, iy, ix, None]], dim=-1)
     sq = out[:, :, -1:].clamp_min(0.0)
     var = sq / (k * out_side * out_side)
     floor = torch.maximum(FLAT_VAR * var[:, :1], torch.full_like(var[:, :1], 1e-12))
