@@ -40,7 +40,7 @@ Growth exponent: slope of log(time) on log(N) per stage.
 
 Output: benchmarks/results/findings_scale.json (earlier tables kept under "superseded").
 Run: python benchmarks/findings_scale.py [--images 10000,100000,1000000] [--exhaustive 20000] [--codes ...]
-[--outliers 10000,100000] [--threads 2]
+[--outliers 10000,100000] [--threads 2] [--code-corners 0]
 """
 from __future__ import annotations
 
@@ -62,6 +62,8 @@ from influencegate.findings.image_stats import StatisticsStream
 
 RESULTS = Path(__file__).resolve().parent / "results" / "findings_scale.json"
 PLANTED = 0.02
+#: ViewMatch.code_corners of the images part (None: ViewMatch's default; 0: no corner codes), --code-corners.
+CODE_CORNERS: float | None = None
 #: Largest N for the exact (blockwise, O(N^2)) kNN of the codes beside HNSW.
 EXACT_KNN_MAX = 20_000
 
@@ -165,7 +167,9 @@ def images_run(n: int) -> dict:
     statistics = TimedStatistics()
     clock = Clock(out)
     hashes: list[str] = []
-    idx = stream_index(images, ViewMatch(), statistics, hashes)  # the Duplicates finding's pass (index path)
+    match = ViewMatch() if CODE_CORNERS is None else ViewMatch(code_corners=CODE_CORNERS)
+    out["code_corners"] = match.code_corners
+    idx = stream_index(images, match, statistics, hashes)  # the Duplicates finding's pass (index path)
     clock.stop("stream", images.generate_s, images.generate_cpu_s)
     out["stream_hashes"] = len(hashes)  # the exact check's content hashes, computed in the same pass
     out["generate_s"], out["generate_cpu_s"] = images.generate_s, images.generate_cpu_s
@@ -422,8 +426,12 @@ def main() -> None:
     p.add_argument("--outliers", default="", help="N for the outliers part alone (joint rule, image statistics)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--note", default="shared 2-core CPU (other engineers' jobs running beside it)")
+    p.add_argument("--code-corners", type=float, default=None,
+                   help="ViewMatch.code_corners of the images part (default: ViewMatch's; 0: no corner codes)")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # (part, n): run in this process, print JSON
     args = p.parse_args()
+    global CODE_CORNERS
+    CODE_CORNERS = args.code_corners
     import torch
     torch.set_num_threads(args.threads)
     try:
@@ -442,7 +450,9 @@ def main() -> None:
     for part in RUNS:
         for n in [int(x) for x in getattr(args, part).split(",") if x]:
             t = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, __file__, "--threads", str(args.threads), "--one", part, str(n)],
+            corners = [] if args.code_corners is None else ["--code-corners", str(args.code_corners)]
+            proc = subprocess.Popen([sys.executable, __file__, "--threads", str(args.threads), *corners, "--one", part,
+                                     str(n)],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             errors = collections.deque(maxlen=40)
             for line in proc.stderr:  # the child's progress, passed on as it comes (its JSON comes last on stdout)

@@ -366,14 +366,17 @@ def test_index_candidates_meet_off_centre_crops() -> None:
     assert found[0] <= 24 and found[1] >= 39, found
     assert counts[1] < 2 * counts[0]
     assert code_windows(ViewMatch(code_corners=0.0)) == ViewMatch().windows()[1]
+    wins = ViewMatch().windows()[0]  # with corners: the whole image, the 0.8 anchor and its 4 corner windows
+    assert [wins[w][0] for w in code_windows(ViewMatch())] == [1.0] + [min(ViewMatch().scales)] * 5
     with pytest.raises(ValueError, match="code_corners"):
         code_windows(ViewMatch(code_corners=0.07))
 
 
 def test_view_bounds_are_the_low_frequencies_and_rest_of_the_views() -> None:
-    """view_bounds = each DCT view's (view_descriptors: no cancellation) low x low coefficients per channel and the norm of the rest, to
-    1e-5, also on low-contrast images (a bright image, texture 1% of its mean), where taking the constant
-    coefficient's square from the total energy cancels (up to 1e-3 off; the check's BOUND_MARGIN is 5e-3)."""
+    """view_bounds = each DCT view's (view_descriptors: no cancellation) low x low coefficients per channel and
+    the norm of the rest, to 1e-5, also on low-contrast images (a bright image, texture 1% of its mean), where
+    the constant coefficient's square taken from the total energy cancels (the earlier code: 0.7 off here; the
+    check's BOUND_MARGIN is 5e-3)."""
     g = torch.Generator().manual_seed(5)
     x = torch.cat([torch.rand(4, 3, 40, 40, generator=g), 0.9 + 0.01 * torch.rand(4, 3, 100, 90, generator=g)[
         ..., :40, :40]])
