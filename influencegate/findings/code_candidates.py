@@ -13,13 +13,13 @@ from influencegate.findings.views import ViewMatch
 #: Neighbours per anchor code without corner codes (ViewMatch.code_corners = 0): a copy is found when it is among
 #: the k nearest whole-image codes of one anchor.
 CANDIDATE_K = 10
-#: Neighbours per anchor code beside the corner codes (the default). Chosen in session 17 on the tuning split
-#: (every all-pairs link among the candidates, as CORNER_K; 4 is the smallest of 4/6/8/10 that keeps them all
-#: with CORNER_K = 5: 10.5 candidates per image against 13.9) and on findings_scale's synthetic 100k set as
-#: the development set (planted-copy candidate recall 0.950 at 30.1 candidates per image against 0.9515 at 41.3
-#: with 10: a corner neighbour finds more copies per candidate than an anchor's 5th-10th).
+#: Neighbours per anchor code beside the corner codes (the default). Chosen in session 17
+#: (benchmarks/index_neighbours.py, results/index_neighbours.json) on the tuning split (every all-pairs link among
+#: the candidates, as CORNER_K; the smallest of 4/6/10 that keeps all 1,860: 10.4 candidates per image against
+#: 13.9) and on findings_scale's synthetic 100k set as the development set (planted-copy candidate recall 0.949
+#: at 28.5 candidates per image against 0.9515 at 41.3 with 10 and the 0.9 anchor querying).
 CORNER_ANCHOR_K = 4
-#: Neighbours of each corner code (code_windows) among the whole-image codes (the anchors keep CANDIDATE_K).
+#: Neighbours of each corner code (code_windows) among the whole-image codes (the anchors: CORNER_ANCHOR_K).
 #: Chosen with ViewMatch.code_corners on the tuning split (session 16; duplicates_natural_corner_tuning.json):
 #: every all-pairs link among the candidates at the fewest candidates per image.
 CORNER_K = 5
