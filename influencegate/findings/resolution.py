@@ -63,11 +63,3 @@ def blurred_ncc(templates: torch.Tensor, windows: torch.Tensor,
     flat = sharp.reshape(-1, *sharp.shape[-2:])
     return torch.stack([ncc(gauss_blur(flat, s).reshape(sharp.shape), other) for s in sigmas], dim=1)
 
-
-def matched_ncc(templates: torch.Tensor, windows: torch.Tensor,
-                sigmas: tuple[float, ...] = MATCH_SIGMAS) -> torch.Tensor:
-    """P: the best of blurred_ncc over sigmas (-2 with no sigma): the aligned overlap compared at the blurrier
-    side's resolution."""
-    if not sigmas:
-        return torch.full((templates.shape[0],), -2.0)
-    return blurred_ncc(templates, windows, sigmas).amax(dim=1)

@@ -79,7 +79,7 @@ class ViewMatch:
     flip: also match horizontal mirrors (off by default: a mirrored photo is often a legitimate new sample).
     colour: views of each of the C channels, each centred, concatenated (False = the grey mean only).
     code_blur: blur of the views the index's codes are projected from (duplicate_index.py; None = `blur`).
-    code_corners: codes also from the smallest scale's windows offset +-this (code_candidates.code_windows)."""
+    code_corners: codes of the smallest scale's windows offset +-this (code_candidates.code_windows; 0: anchors')."""
 
     threshold: float = 0.998
     floor: float = 0.95
