@@ -318,11 +318,11 @@ def test_index_similarity_equals_the_pairwise_check(monkeypatch: pytest.MonkeyPa
     """ViewIndex.similarity (each image's views computed once, halves sorted by image, stored float16
     anchors) gives views.pair_similarity of the stored thumbnails, with and without flips, across blocks and
     padded row groups smaller than the data (a hub row larger than a group alone)."""
-    from influencegate.findings import duplicate_index
+    from influencegate.findings import pair_scan
     from influencegate.findings.view_search import pair_similarity
     from influencegate.findings.views import view_descriptors
 
-    monkeypatch.setattr(duplicate_index, "PAD_SLOTS", 40)
+    monkeypatch.setattr(pair_scan, "PAD_SLOTS", 40)
 
     imgs = fields(70, 32, seed=11)[:, :, 4:36, 4:36]
     for match in (ViewMatch(), ViewMatch(flip=True)):

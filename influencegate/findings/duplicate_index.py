@@ -10,7 +10,8 @@ One streaming pass over the images (`ViewIndex.add`, a batch at a time) keeps, p
     3 x 768 x 2 = 4.5 KiB; A' = 2A with flip) and their low-frequency bounds (anchor_bounds: A' x
     (K BOUND_LOW^2 + 1) float16, 654 B) appended to three files on disk (temporary unless `path` is given),
     never all of them in RAM.
-Memory in RAM therefore grows by 768 B per image, whatever the images' size; one batch of views at a time.
+Memory in RAM therefore grows by 768 B per image, whatever the images' size; one batch of views at a time. The
+check reads the bounds file into RAM (654 B more per image, while it runs): it gathers them in random order.
 
 `candidates(k)`: every anchor code of every image queries the whole-image codes (faiss IVF, else HNSW or an
 exact blockwise search: index=..., "exact" when faiss is absent) for its k nearest (CORNER_ANCHOR_K beside the
@@ -35,6 +36,7 @@ import torch
 from influencegate.data.mapped import MappedArray
 from influencegate.findings.code_candidates import (CANDIDATE_K, CORNER_ANCHOR_K, CORNER_K, code_candidates,
                                                      code_windows)
+from influencegate.findings.pair_scan import pair_max_products
 from influencegate.findings.view_search import aligned_scores, anchor_bounds, kth_best, link, nearest_of, prune_floor
 from influencegate.findings.views import ViewMatch, _base, search_count, view_bounds, view_descriptors
 from influencegate.heap import release_heap
@@ -43,17 +45,12 @@ CODE_DIM = 64
 #: Images per block of the codes kept in RAM (6 x 64 float16 each: 96 MiB per block, above glibc's largest
 #: mmap threshold, so a block never pins the heap).
 CODE_BLOCK = 1 << 17
-#: Padded partner slots per batched product of the check (rows x their largest partner count).
-PAD_SLOTS = 8192
 #: Low DCT frequencies per axis kept for the bound of the check (views.view_bounds).
 BOUND_LOW = 6
 #: Added to the bound before comparing it with the floor: the float16 stored low coefficients (relative error
 #: <= 2^-11 of a unit vector: < 5e-4 per product) and the float32 residual norms (sqrt of a difference of
 #: sums near 1: < 5e-4 each) stay well inside it.
 BOUND_MARGIN = 5e-3
-#: Blocks of the check between two heap releases (heap.release_heap: ~6 ms a call, a sixteenth of a block's
-#: work at the defaults when called every block).
-RELEASE_EVERY = 8
 
 
 class ViewIndex:
@@ -187,7 +184,7 @@ class ViewIndex:
         searching image and the images taken in blocks of `block` rows of the thumbnail store, so each image's
         search views (S x K D^2, 105 KiB) are computed once; one batched product per group of rows, each
         image's partners padded to its group's largest count, groups cut so that rows x largest count <=
-        PAD_SLOTS (an index hub with thousands of partners gets a group of its own). Memory: block x S views
+        pair_scan.PAD_SLOTS (an index hub with thousands of partners gets a group of its own). Memory: block x S views
         (~27 MiB at the defaults) and one buffer of PAD_SLOTS x A' anchors (~75 MiB), reused by every group.
 
         floor: first the same scan with views.view_bounds (each view's BOUND_LOW^2 lowest DCT frequencies per
@@ -208,62 +205,17 @@ class ViewIndex:
 
     def _scan(self, ci: np.ndarray, cj: np.ndarray, block: int, exact: bool) -> np.ndarray:
         """float32 P: max over both halves of max over (search view of one image) . (anchor of the other):
-        the exact views and stored anchors (exact=True) or their view_bounds (exact=False)."""
-        p = len(ci)
-        own, other = np.concatenate([ci, cj]), np.concatenate([cj, ci])
-        # halves by searching image; the images by their partner count within each block of `block` of them
-        # (ids in order otherwise): a group padded to its largest count then holds 1.3x the real slots instead
-        # of 2.2x (100k synthetic images). The key, below (N / block + 1) x (most partners + 1) x N, fits int64
-        # to ~10^8 images
-        count = np.bincount(own, minlength=self.count)
-        row_block = (np.cumsum(count > 0) - 1) // block
-        key = (row_block[own] * (int(count.max()) + 1) + count[own]) * self.count + own
-        order = np.argsort(key, kind="stable")
-        del key, row_block, count
-        own, other = own[order], other[order]
-        first = np.ones(len(own), dtype=bool)
-        first[1:] = own[1:] != own[:-1]
-        starts = np.flatnonzero(first)  # own is grouped: each searching image's run of halves
-        rows, counts = own[starts], np.diff(np.append(starts, len(own)))
-        del first, own
-        halves = np.empty(2 * p, dtype=np.float32)
-        if exact:
-            read = self._anchors().read
-        else:
-            lows = self._lows()
-
-            def read(rows: np.ndarray) -> np.ndarray:
-                return lows[rows]
+        the exact views and stored anchors (exact=True) or their view_bounds (exact=False); pair_scan."""
         plain = replace(self.match, flip=False)
         search = list(range(search_count(self.match)))
-        per_slot = int(np.prod((self._anchor_shape if exact else self._low_shape)))
-        buffer = np.zeros(PAD_SLOTS * per_slot, dtype=np.float32)
-        for b0 in range(0, len(rows), block):
-            b1 = min(b0 + block, len(rows))
-            thumbs = self.thumbnails(rows[b0:b1])
-            views = (view_descriptors(thumbs, plain, only=search) if exact
-                     else view_bounds(thumbs, plain, BOUND_LOW, only=search))  # B x S x F
-            for r0, r1 in _row_groups(counts[b0:b1], PAD_SLOTS):
-                r0, r1 = b0 + r0, b0 + r1
-                lo, hi = starts[r0], starts[r1 - 1] + counts[r1 - 1]
-                count = counts[r0:r1]
-                most = int(count.max())
-                # each half's slot in the padded R x most layout: its image's row x most + its place among them
-                at = np.arange(lo, hi) + np.repeat(np.arange(r1 - r0) * most - starts[r0:r1], count)
-                theirs = read(other[lo:hi])  # halves x A' x F, float16
-                slots = (r1 - r0) * most
-                if slots * per_slot > len(buffer):  # a hub row alone above PAD_SLOTS
-                    buffer = np.zeros(slots * per_slot, dtype=np.float32)
-                # one buffer for every group (padding slots keep stale values; only real slots are read back):
-                # fresh arrays of a different size per group fragmented the heap, RSS grew with N
-                padded = buffer[:slots * per_slot].reshape(slots, *theirs.shape[1:])
-                padded[at] = theirs
-                flat = torch.from_numpy(padded).reshape(r1 - r0, -1, padded.shape[-1])  # R x (most x A') x F
-                best = torch.bmm(views[r0 - b0:r1 - b0], flat.transpose(1, 2)).amax(dim=1)
-                halves[order[lo:hi]] = best.reshape(slots, -1).amax(dim=1).numpy()[at]
-            if (b0 // block) % RELEASE_EVERY == RELEASE_EVERY - 1:
-                release_heap()
-        return np.maximum(halves[:p], halves[p:])
+        if exact:
+            def own(rows: np.ndarray) -> torch.Tensor:
+                return view_descriptors(self.thumbnails(rows), plain, only=search)
+            return pair_max_products(ci, cj, self.count, block, own, self._anchors().read, self._anchor_shape)
+
+        def own_bounds(rows: np.ndarray) -> torch.Tensor:
+            return view_bounds(self.thumbnails(rows), plain, BOUND_LOW, only=search)
+        return pair_max_products(ci, cj, self.count, block, own_bounds, self._lows().__getitem__, self._low_shape)
 
     def pairs(self, k: int | None = None, index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(i, j, a, candidates): the linked pairs among the candidates with their score (aligned_scores), by
@@ -302,19 +254,6 @@ class ViewIndex:
             handle.close()
             if os.path.exists(path):
                 os.remove(path)
-
-
-def _row_groups(count: np.ndarray, slots: int) -> list[tuple[int, int]]:
-    """Consecutive (start, stop) row ranges with (stop - start) x max(count[start:stop]) <= slots (a single row
-    may exceed it)."""
-    groups, start, most = [], 0, 0
-    for r, c in enumerate(count.tolist()):
-        if r > start and (r + 1 - start) * max(most, c) > slots:
-            groups.append((start, r))
-            start, most = r, 0
-        most = max(most, c)
-    groups.append((start, len(count)))
-    return groups
 
 
 def indexed_view_pairs(batches: Iterable[torch.Tensor | np.ndarray], match: ViewMatch = ViewMatch(),
