@@ -121,6 +121,28 @@ def test_code_candidates_against_the_exact_search(index: str, share: float) -> N
         code_candidates(codes, 5, "faiss-pq")
 
 
+def test_ivf_candidates_do_not_depend_on_the_query_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The IVF search visits the images by the cell of their whole-image code (for the cache); in id order, with
+    query batches smaller than the data, it gives the same candidate pairs; the cells it reads are those faiss
+    assigns."""
+    from influencegate.findings import code_candidates as candidates_module
+    from influencegate.findings.faiss_index import ivf_index
+
+    rng = np.random.default_rng(4)
+    codes = rng.normal(size=(900, 3, 16)).astype(np.float32)
+    codes /= np.linalg.norm(codes, axis=-1, keepdims=True)
+    monkeypatch.setattr(candidates_module, "QUERY_BATCH", 300)
+    by_cell = code_candidates(codes, 4, "faiss-ivf", extra_k=(2,))
+    searcher = ivf_index(codes[:, 0].copy(), 30, 4, train_per_cell=20)
+    searcher.add(codes[:, 0].copy())
+    assigned = searcher.quantizer.search(codes[:, 0].copy(), 1)[1][:, 0]
+    np.testing.assert_array_equal(candidates_module._ivf_cells_of_rows(searcher, 900), assigned)
+    monkeypatch.setattr(candidates_module, "_ivf_cells_of_rows", lambda searcher, n: np.zeros(n, np.int64))
+    by_id = code_candidates(codes, 4, "faiss-ivf", extra_k=(2,))
+    np.testing.assert_array_equal(by_cell[0], by_id[0])
+    np.testing.assert_array_equal(by_cell[1], by_id[1])
+
+
 def _reference_views(images: torch.Tensor, match: ViewMatch) -> torch.Tensor:
     """view_descriptors as first written (F.affine_grid + F.grid_sample per window): the separable
     operators must give the same vectors."""

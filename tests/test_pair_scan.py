@@ -34,3 +34,4 @@ def test_pair_max_products_equals_brute_force(monkeypatch: pytest.MonkeyPatch, p
             for x, y in zip(ci.tolist(), cj.tolist())]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert sorted(calls) == sorted(set(ci.tolist()) | set(cj.tolist()))  # each searching image once
+    assert pair_scan.pair_max_products(ci[:0], cj[:0], n, block, own, stored.__getitem__, (a, f)).shape == (0,)

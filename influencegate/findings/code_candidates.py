@@ -4,6 +4,8 @@ exact blockwise search.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -105,7 +107,7 @@ def code_candidates(codes: np.ndarray, k: int = CANDIDATE_K, index: str = "faiss
     return pairs // n, pairs % n
 
 
-def _ivf_cells_of_rows(searcher, n: int) -> np.ndarray:
+def _ivf_cells_of_rows(searcher: Any, n: int) -> np.ndarray:
     """int64 n: the IVF cell each of the n added rows was filed under (read from the inverted lists)."""
     import faiss
     cells = np.zeros(n, dtype=np.int64)

@@ -33,6 +33,8 @@ def pair_max_products(ci: np.ndarray, cj: np.ndarray, n: int, block: int,
     partner_shape = (A, F). Memory: block x S x F own vectors and one float32 buffer of PAD_SLOTS x A x F,
     reused by every group (a hub image with more partners than PAD_SLOTS gets a larger one)."""
     p = len(ci)
+    if p == 0:
+        return np.zeros(0, dtype=np.float32)
     own_rows, other = np.concatenate([ci, cj]), np.concatenate([cj, ci])
     # halves by searching image; the images by their partner count within each block of `block` of them
     # (ids in order otherwise): a group padded to its largest count then holds 1.3x the real slots instead of
