@@ -73,7 +73,8 @@ def code_candidates(codes: np.ndarray, k: int = CANDIDATE_K, index: str = "faiss
     base = np.ascontiguousarray(codes[:, 0], dtype=np.float32)
     # the images in the order their queries are searched: with IVF by the cell of their whole-image code, so
     # that consecutive queries probe mostly the same cells while those are in cache (the scan of the probed
-    # cells is bound by memory bandwidth: -12% time for one batch of queries on a million codes, three repeats)
+    # cells is bound by memory bandwidth: -12% time for one batch of queries on a million
+    # synthetic clustered codes, three repeats; not measurable apart inside the 1M benchmark run)
     visit = np.arange(n)
     if index == "exact":
         def search(q: np.ndarray) -> np.ndarray:
