@@ -13,7 +13,7 @@ from PIL import Image
 from influencegate.findings import duplicate_index
 from influencegate.findings.code_candidates import code_candidates, code_windows
 from influencegate.findings.duplicate_index import ViewIndex
-from influencegate.findings.view_search import (aligned_scores, by_row_then_falling, kth_best, link, nearest_of,
+from influencegate.findings.view_search import (aligned_scores, kth_best, link, nearest_of, row_maxima,
                                                prune_floor, view_pairs)
 from influencegate.findings.views import ViewMatch, view_bounds, view_descriptors
 
@@ -411,13 +411,32 @@ def test_view_bounds_are_the_low_frequencies_and_rest_of_the_views() -> None:
                                    atol=1e-5, rtol=0)
 
 
-def test_row_order_is_lexsorts() -> None:
-    """by_row_then_falling = np.lexsort((-vals, rows)) exactly: ties kept in array order, -0.0 = 0.0, tiny and
-    negative values, many rows; kth_best and nearest_of rest on it."""
+def test_row_maxima_follow_lexsort() -> None:
+    """row_maxima = each row's first k entries in np.lexsort((-vals, rows)) order exactly: ties kept in array
+    order, -0.0 = 0.0, tiny and negative values, many rows, rows with fewer than k entries or none; kth_best and
+    nearest_of rest on it."""
     rng = np.random.default_rng(1)
     atoms = np.array([-2.0, -1.0, -0.0, 0.0, 0.5, 1.0, 0.25, -0.75, 3e-8, -1e-30, 1e-45], np.float32)
     for trial in range(12):
-        p, n = int(rng.integers(1, 4000)), int(rng.integers(1, 300))
+        p, n, k = int(rng.integers(1, 4000)), int(rng.integers(1, 300)), int(rng.integers(1, 5))
         rows = rng.integers(0, n, p)
         vals = rng.choice(atoms, p) if trial % 2 else rng.standard_normal(p).astype(np.float32)
-        assert np.array_equal(by_row_then_falling(rows, vals), np.lexsort((-vals, rows)))
+        order = np.lexsort((-vals, rows))
+        want = np.full((n, k), -1)
+        for row in range(n):
+            firsts = order[rows[order] == row][:k]
+            want[row, :len(firsts)] = firsts
+        assert np.array_equal(row_maxima(rows, vals, n, k), want)
+
+
+def test_kth_best_is_each_images_kth_highest_pair_similarity() -> None:
+    """kth_best against the k-th value of each image's similarities sorted by hand; -1 with fewer than k pairs
+    (image 7 has none); no pairs at all gives -1 everywhere."""
+    rng = np.random.default_rng(4)
+    i, j = rng.integers(0, 7, 60), rng.integers(0, 7, 60)
+    s = rng.choice(np.array([0.1, 0.5, 0.5, 0.9], np.float32), 60)
+    for k in (1, 3, 20):
+        want = [sorted(np.concatenate([s[i == r], s[j == r]]), reverse=True) for r in range(8)]
+        want = [w[k - 1] if len(w) >= k else -1.0 for w in want]
+        np.testing.assert_array_equal(kth_best(i, j, s, 8, k), np.asarray(want, np.float32))
+    assert np.array_equal(kth_best(i[:0], j[:0], s[:0], 3, 2), np.full(3, -1.0, np.float32))

@@ -215,7 +215,7 @@ class ViewIndex:
 
         def own_bounds(rows: np.ndarray) -> torch.Tensor:
             return view_bounds(self.thumbnails(rows), plain, BOUND_LOW, only=search)
-        return pair_max_products(ci, cj, self.count, block, own_bounds, self._lows().__getitem__, self._low_shape)
+        return pair_max_products(ci, cj, self.count, block, own_bounds, torch.from_numpy(self._lows()), self._low_shape)
 
     def pairs(self, k: int | None = None, index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(i, j, a, candidates): the linked pairs among the candidates with their score (aligned_scores), by

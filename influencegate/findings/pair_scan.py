@@ -23,15 +23,17 @@ RELEASE_EVERY = 8
 
 
 def pair_max_products(ci: np.ndarray, cj: np.ndarray, n: int, block: int,
-                      own: Callable[[np.ndarray], torch.Tensor], partners: Callable[[np.ndarray], np.ndarray],
+                      own: Callable[[np.ndarray], torch.Tensor],
+                      partners: torch.Tensor | Callable[[np.ndarray], np.ndarray],
                       partner_shape: tuple[int, ...]) -> np.ndarray:
     """float32 P: for each pair (ci[p], cj[p]) of images in [0, n), max(h(ci, cj), h(cj, ci)) with
-    h(a, b) = max over (u in own([a]), v in partners([b])) of u . v.
+    h(a, b) = max over (u in own([a]), v in partners[b]) of u . v.
 
     own(rows): float32 B x S x F tensor, the vectors of each searching image (called once per image, `block`
-    rows at a time); partners(rows): H x A x F array (any float dtype), the stored vectors of each partner,
-    partner_shape = (A, F). Memory: block x S x F own vectors and one float32 buffer of PAD_SLOTS x A x F,
-    reused by every group (a hub image with more partners than PAD_SLOTS gets a larger one)."""
+    rows at a time); partners: the stored vectors of every image, an n x A x F tensor in RAM (float32 or
+    float16) or a function rows -> H x A x F array (any float dtype; read from disk), partner_shape = (A, F).
+    Memory: block x S x F own vectors and one float32 buffer of PAD_SLOTS x A x F (_PaddedGather), reused by
+    every group (a hub image with more partners than PAD_SLOTS gets a larger one)."""
     p = len(ci)
     if p == 0:
         return np.zeros(0, dtype=np.float32)
@@ -52,8 +54,7 @@ def pair_max_products(ci: np.ndarray, cj: np.ndarray, n: int, block: int,
     rows, counts = own_rows[starts], np.diff(np.append(starts, len(own_rows)))
     del first, own_rows
     halves = np.empty(2 * p, dtype=np.float32)
-    per_slot = int(np.prod(partner_shape))
-    buffer = np.zeros(PAD_SLOTS * per_slot, dtype=np.float32)
+    gather = _PaddedGather(partners, partner_shape)
     for b0 in range(0, len(rows), block):
         b1 = min(b0 + block, len(rows))
         views = own(rows[b0:b1])  # B x S x F
@@ -64,19 +65,48 @@ def pair_max_products(ci: np.ndarray, cj: np.ndarray, n: int, block: int,
             most = int(count.max())
             # each half's slot in the padded R x most layout: its image's row x most + its place among them
             at = np.arange(lo, hi) + np.repeat(np.arange(r1 - r0) * most - starts[r0:r1], count)
-            slots = (r1 - r0) * most
-            if slots * per_slot > len(buffer):  # a hub row alone above PAD_SLOTS
-                buffer = np.zeros(slots * per_slot, dtype=np.float32)
-            # one buffer for every group (padding slots keep stale values; only real slots are read back):
-            # fresh arrays of a different size per group fragmented the heap, RSS grew with N
-            padded = buffer[:slots * per_slot].reshape(slots, *partner_shape)
-            padded[at] = partners(other[lo:hi])
-            flat = torch.from_numpy(padded).reshape(r1 - r0, -1, partner_shape[-1])  # R x (most x A) x F
-            best = torch.bmm(views[r0 - b0:r1 - b0], flat.transpose(1, 2)).amax(dim=1)
-            halves[order[lo:hi]] = best.reshape(slots, -1).amax(dim=1).numpy()[at]
+            slot_rows = np.zeros((r1 - r0) * most, dtype=np.int64)  # padding slots: image 0, never read back
+            slot_rows[at] = other[lo:hi]
+            flat = gather(slot_rows).view(r1 - r0, -1, partner_shape[-1])  # R x (most x A) x F
+            # R x (most x A) x S products, their max over the last (contiguous) axis: the searching views
+            best = torch.bmm(flat, views[r0 - b0:r1 - b0].transpose(1, 2)).amax(dim=2)
+            halves[order[lo:hi]] = best.view(len(slot_rows), -1).amax(dim=1).numpy()[at]
         if (b0 // block) % RELEASE_EVERY == RELEASE_EVERY - 1:
             release_heap()
     return np.maximum(halves[:p], halves[p:])
+
+
+class _PaddedGather:
+    """The stored vectors of given rows, written into one float32 buffer reused by every group (fresh arrays of a
+    different size per group fragmented the heap: RSS grew with N), grown only for a hub image alone above
+    PAD_SLOTS. partners: an n x A x F tensor in RAM, gathered by one index_select straight into the buffer
+    (float16 ones into a second reused buffer, then converted: half the RAM of float32 and no slower), or a
+    function rows -> H x A x F array (any float dtype), converted. The gather of a row-indexed numpy array
+    then a scatter into the padded slots (before session 19) took half the scan's time."""
+
+    def __init__(self, partners: torch.Tensor | Callable[[np.ndarray], np.ndarray],
+                 partner_shape: tuple[int, ...]) -> None:
+        self.partners, self.shape = partners, tuple(partner_shape)
+        self.buffer = torch.zeros(0)
+        self.stage = torch.zeros(0, dtype=partners.dtype if isinstance(partners, torch.Tensor) else torch.float32)
+
+    def __call__(self, rows: np.ndarray) -> torch.Tensor:
+        """float32 len(rows) x A x F, a view of the buffer (valid until the next call)."""
+        size = len(rows) * int(np.prod(self.shape))
+        if size > self.buffer.numel():
+            self.buffer = torch.zeros(max(size, PAD_SLOTS * int(np.prod(self.shape))))
+        out = self.buffer[:size].view(len(rows), *self.shape)
+        if not isinstance(self.partners, torch.Tensor):
+            out.copy_(torch.from_numpy(np.asarray(self.partners(rows), dtype=np.float32)))
+        elif self.partners.dtype == torch.float32:
+            torch.index_select(self.partners, 0, torch.from_numpy(rows), out=out)
+        else:
+            if size > self.stage.numel():
+                self.stage = torch.zeros(self.buffer.numel(), dtype=self.partners.dtype)
+            staged = self.stage[:size].view(len(rows), *self.shape)
+            torch.index_select(self.partners, 0, torch.from_numpy(rows), out=staged)
+            out.copy_(staged)
+        return out
 
 
 def _row_groups(count: np.ndarray, slots: int) -> list[tuple[int, int]]:

@@ -107,8 +107,9 @@ def nearest_of(i: np.ndarray, j: np.ndarray, s: np.ndarray, match: ViewMatch,
     the first) with s in [match.nearest, match.propose); prior (M, None: none): each image's best similarity
     outside these pairs, which its nearest among them must reach."""
     rows, vals, pair = np.concatenate([i, j]), np.concatenate([s, s]), np.tile(np.arange(len(i)), 2)
-    order = by_row_then_falling(rows, vals)
-    first = order[np.flatnonzero(np.diff(rows[order], prepend=-1))]
+    n = int(rows.max()) + 1 if len(rows) else 0
+    first = row_maxima(rows, vals, n, 1)[:, 0]
+    first = first[first >= 0]
     if prior is not None:
         first = first[vals[first] >= prior[rows[first]]]
     out = np.zeros(len(i), dtype=bool)
@@ -116,13 +117,25 @@ def nearest_of(i: np.ndarray, j: np.ndarray, s: np.ndarray, match: ViewMatch,
     return out & (s >= match.nearest) & (s < match.propose)
 
 
-def by_row_then_falling(rows: np.ndarray, vals: np.ndarray) -> np.ndarray:
-    """The permutation np.lexsort((-vals, rows)) gives (rows rising, within a row vals falling, ties in array
-    order) from one stable sort of an int64 key: row in the high 32 bits, -val's float32 bits made
-    order-preserving in the low ones (3.5x faster on 6M entries). rows: non-negative, < 2^31; vals: float32."""
-    bits = (np.asarray(-vals, dtype=np.float32) + np.float32(0.0)).view(np.uint32).astype(np.int64)  # -0 -> +0
-    low = np.where(bits >= 1 << 31, (1 << 32) - 1 - bits, bits + (1 << 31))  # negatives reversed, below positives
-    return np.argsort((np.asarray(rows, dtype=np.int64) << 32) | low, kind="stable")
+def row_maxima(rows: np.ndarray, vals: np.ndarray, n: int, k: int) -> np.ndarray:
+    """int64 n x k: the positions in (rows, vals) of each row's k highest values, falling (ties: the first in
+    array order, -0.0 = 0.0), -1 where the row has fewer entries. The order np.lexsort((-vals, rows)) gives,
+    found by k rounds of two scatter reductions (the row's max, then its first position) instead of a sort:
+    1 s a round against 16 s for the stable sort of 60M entries. rows: in [0, n); vals: float32, finite."""
+    r = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    v = torch.from_numpy(np.array(vals, dtype=np.float32))  # a copy: taken entries are set to -inf below
+    alive = torch.ones(len(v), dtype=torch.bool)
+    none = len(v)
+    out = np.full((n, k), -1, dtype=np.int64)
+    for rank in range(k):
+        best = torch.full((n,), -np.inf).scatter_reduce(0, r, v, "amax")
+        pos = torch.where(alive & (v == best[r]), torch.arange(len(v)), torch.tensor(none))
+        first = torch.full((n,), none, dtype=torch.int64).scatter_reduce(0, r, pos, "amin")
+        has = first < none
+        out[has.numpy(), rank] = first[has].numpy()
+        alive[first[has]] = False
+        v[first[has]] = -np.inf
+    return out
 
 
 def link(i: np.ndarray, j: np.ndarray, a: np.ndarray, kth: np.ndarray, match: ViewMatch) -> np.ndarray:
@@ -135,14 +148,10 @@ def link(i: np.ndarray, j: np.ndarray, a: np.ndarray, kth: np.ndarray, match: Vi
 
 def kth_best(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int, k: int) -> np.ndarray:
     """N: each image's k-th highest similarity among the scored pairs (i, j, s) it is in (-1 if fewer)."""
-    rows, vals = np.concatenate([i, j]), np.concatenate([s, s])
-    order = by_row_then_falling(rows, vals)
-    rows, vals = rows[order], vals[order]
-    start = np.searchsorted(rows, np.arange(n))
-    count = np.searchsorted(rows, np.arange(n), side="right") - start
+    vals = np.concatenate([s, s]).astype(np.float32)
+    at = row_maxima(np.concatenate([i, j]), vals, n, k)[:, k - 1]
     out = np.full(n, -1.0, dtype=np.float32)
-    has = count >= k
-    out[has] = vals[start[has] + k - 1]
+    out[at >= 0] = vals[at[at >= 0]]
     return out
 
 
