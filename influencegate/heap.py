@@ -5,7 +5,9 @@ glibc raises its mmap threshold to the largest block freed so far, so later temp
 the heap; a small array kept alive between them (a batch's result) pins the heap, and the freed space stays
 resident. Measured on the duplicate index's streaming pass over 100,000 32 px images: +5 KiB of RSS per image
 without a trim. `release_heap` costs a walk of the heap's free chunks (well under a millisecond at these sizes);
-call it once per batch of work, not per item. A no-op where glibc is absent.
+call it every few batches of work, not per item: each call also leaves the next batch's temporaries to fault
+their pages in afresh (the duplicate index's pass ran 12% faster trimming every 8 batches than after each one).
+A no-op where glibc is absent.
 """
 from __future__ import annotations
 

@@ -277,9 +277,8 @@ def view_bounds(images: torch.Tensor | np.ndarray, match: ViewMatch = ViewMatch(
         z[:, :, 0, :, 0] = 0.0  # each channel's constant coefficient: centring (left out, not subtracted)
         cut = z[:, :, :t, :, :t].reshape(m, k, len(dys), t, -1, t).permute(0, 2, 4, 1, 3, 5).reshape(
             m, len(dys), z.shape[3], k * t * t)  # m x dys x cols x (k t t): one copy
-        # m x dys x cols: centred sum of squares of all channels, z squared in place (its own buffer, not read
-        # again) and summed over the last axis first: a norm over the strided axes 2 and 4 was a third of this
-        # function's time, a squared copy of z as much in fresh pages
+        # m x dys x cols: centred sum of squares of all channels, z squared in place (not read again), the last
+        # axis summed first (a norm over the strided axes 2 and 4, or a squared copy, cost a third of the time)
         sq = z.square_().sum(-1).sum(2).reshape(m, k, len(dys), -1).sum(1)
         iy = torch.tensor([dys.index(wins[w][1]) for w in here])
         for f in range(mirrors):  # every window of this scale at once
