@@ -87,14 +87,15 @@ class _PaddedGather:
     def __init__(self, partners: torch.Tensor | Callable[[np.ndarray], np.ndarray],
                  partner_shape: tuple[int, ...]) -> None:
         self.partners, self.shape = partners, tuple(partner_shape)
+        self.per_row = int(np.prod(self.shape))
         self.buffer = torch.zeros(0)
         self.stage = torch.zeros(0, dtype=partners.dtype if isinstance(partners, torch.Tensor) else torch.float32)
 
     def __call__(self, rows: np.ndarray) -> torch.Tensor:
         """float32 len(rows) x A x F, a view of the buffer (valid until the next call)."""
-        size = len(rows) * int(np.prod(self.shape))
+        size = len(rows) * self.per_row
         if size > self.buffer.numel():
-            self.buffer = torch.zeros(max(size, PAD_SLOTS * int(np.prod(self.shape))))
+            self.buffer = torch.zeros(max(size, PAD_SLOTS * self.per_row))
         out = self.buffer[:size].view(len(rows), *self.shape)
         if not isinstance(self.partners, torch.Tensor):
             out.copy_(torch.from_numpy(np.asarray(self.partners(rows), dtype=np.float32)))

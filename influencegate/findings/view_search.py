@@ -125,11 +125,11 @@ def row_maxima(rows: np.ndarray, vals: np.ndarray, n: int, k: int) -> np.ndarray
     r = torch.from_numpy(np.asarray(rows, dtype=np.int64))
     v = torch.from_numpy(np.array(vals, dtype=np.float32))  # a copy: taken entries are set to -inf below
     alive = torch.ones(len(v), dtype=torch.bool)
-    none = len(v)
+    none, positions = len(v), torch.arange(len(v))
     out = np.full((n, k), -1, dtype=np.int64)
     for rank in range(k):
         best = torch.full((n,), -np.inf).scatter_reduce(0, r, v, "amax")
-        pos = torch.where(alive & (v == best[r]), torch.arange(len(v)), torch.tensor(none))
+        pos = torch.where(alive & (v == best[r]), positions, torch.tensor(none))
         first = torch.full((n,), none, dtype=torch.int64).scatter_reduce(0, r, pos, "amin")
         has = first < none
         out[has.numpy(), rank] = first[has].numpy()
