@@ -97,7 +97,7 @@ from influencegate import InfluenceConfig  # noqa: E402
 from influencegate.data.dataset import ImageDataset  # noqa: E402
 from influencegate.findings import Outliers  # noqa: E402
 from influencegate.findings.image_stats import STATISTICS, stream_statistics  # noqa: E402
-from influencegate.findings.outliers import OUTLIER_Z, joint_score, log_distance  # noqa: E402
+from influencegate.findings.outliers import COVARIANCE_FITS, OUTLIER_Z, joint_score, log_distance  # noqa: E402
 from influencegate.findings.unusable import Unusable  # noqa: E402
 from influencegate.influence.scorer import encode  # noqa: E402
 from influencegate.statistics import mahalanobis, robust_z  # noqa: E402
@@ -128,6 +128,18 @@ TIE = 0.02
 COVARIANCES = [(shrink, 1.0, 0) for shrink in (0.0, 0.05, 0.1, 0.2)] + [
     (shrink, support, steps) for shrink in (0.0, 0.05, 0.1, 0.2) for support in (0.5, 0.75, 0.9, 0.95)
     for steps in (1, 2, 3)]
+#: session 20: the joint score's candidates, (Outliers covariance fit, z clip): the robust z-scores clipped to
+#: [-clip, clip] before the distance (None: not clipped, the default before)
+SCORE_CANDIDATES = [(fit, clip) for fit in ("classical", "robust") for clip in (None, 3, 4, 5, 6, 8)]
+SCORE_STAGES = ("tune", "tune_texture")
+SCORE_TIE = 0.005
+SCORE_RULE = (f"over the {' and '.join(SCORE_STAGES)} stages' versions (TUNE_PHOTOS, and TUNE_PHOTOS with "
+              f"TEXTURE_TUNE_PHOTOS, at 32 and 64 px; the digits with TUNE_PHOTOS patches), among the "
+              f"candidates that flag at most {MAX_CLEAN_FLAGS} of every clean version and of the originals of "
+              f"every planted and contaminated one: the highest mean in_top5 over the planted (version, kind) "
+              f"cells (not the contaminated versions, whose in_top5 cannot pass 0.4); within {SCORE_TIE} the "
+              f"fewest cells below 0.95, then the highest mean in_top5. Written and committed before the fresh3 "
+              f"stage was measured")
 #: the classical fit, the rule before session 13 (Outliers(covariance="classical"))
 CLASSICAL = (0.1, 1.0, 0)
 COVARIANCE_RULE = (f"on the TUNE planted versions (32 and 64 px photos: 12.5% of each photo version foreign, 2.5% "
@@ -146,6 +158,10 @@ CHOICE_RULE = (f"the highest mean in_top5 over the planted kinds and versions, a
 STAGES = {"tune": [("photos", ni.TUNE_PHOTOS, 32, (0, 1, 2)), ("digits", ni.TUNE_PHOTOS, 32, (0,)),
                    ("contaminated", ni.TUNE_PHOTOS, 32, (0, 1, 2)), ("photos", ni.TUNE_PHOTOS, 64, (0, 1, 2)),
                    ("contaminated", ni.TUNE_PHOTOS, 64, (0, 1, 2))],
+          "tune_texture": [("photos", ni.TUNE_PHOTOS + ni.TEXTURE_TUNE_PHOTOS, 32, (0, 1)),
+                           ("photos", ni.TUNE_PHOTOS + ni.TEXTURE_TUNE_PHOTOS, 64, (0, 1)),
+                           ("contaminated", ni.TUNE_PHOTOS + ni.TEXTURE_TUNE_PHOTOS, 32, (0, 1)),
+                           ("contaminated", ni.TUNE_PHOTOS + ni.TEXTURE_TUNE_PHOTOS, 64, (0, 1))],
           "held_out": [("photos", ni.HELD_OUT_PHOTOS, 32, (1, 2, 3)), ("photos", ni.HELD_OUT_PHOTOS, 64, (1, 2)),
                        ("digits", ni.HELD_OUT_PHOTOS, 32, (1, 2, 3))],
           "fresh": [("photos", ni.HELD_OUT_PHOTOS, 32, (4, 5)), ("photos", ni.HELD_OUT_PHOTOS, 64, (3, 4)),
@@ -155,7 +171,11 @@ STAGES = {"tune": [("photos", ni.TUNE_PHOTOS, 32, (0, 1, 2)), ("digits", ni.TUNE
           "fresh2": [("photos", ni.HELD_OUT_PHOTOS, 32, (6, 7)), ("photos", ni.HELD_OUT_PHOTOS, 64, (5, 6)),
                      ("digits", ni.HELD_OUT_PHOTOS, 32, (6, 7)),
                      ("contaminated", ni.HELD_OUT_PHOTOS, 32, (6, 7)),
-                     ("contaminated", ni.HELD_OUT_PHOTOS, 64, (5, 6))]}
+                     ("contaminated", ni.HELD_OUT_PHOTOS, 64, (5, 6))],
+          "fresh3": [("photos", ni.HELD_OUT_PHOTOS, 32, (8, 9)), ("photos", ni.HELD_OUT_PHOTOS, 64, (7, 8)),
+                     ("digits", ni.HELD_OUT_PHOTOS, 32, (8, 9)),
+                     ("contaminated", ni.HELD_OUT_PHOTOS, 32, (8, 9)),
+                     ("contaminated", ni.HELD_OUT_PHOTOS, 64, (7, 8))]}
 
 
 def log(msg: str) -> None:
@@ -329,6 +349,17 @@ def covariance_candidates(coords: dict[str, np.ndarray], kinds: np.ndarray) -> d
     return out
 
 
+def score_name(fit: str, clip: float | None) -> str:
+    """A SCORE_CANDIDATES candidate's key in the JSON, e.g. "robust_clip4" or "classical_noclip"."""
+    return f"{fit}_noclip" if clip is None else f"{fit}_clip{clip:g}"
+
+
+def score_candidates(coords: dict[str, np.ndarray], kinds: np.ndarray) -> dict:
+    """Per SCORE_CANDIDATES candidate: kind_metrics of the joint score of the 10 coordinates."""
+    return {score_name(fit, clip): kind_metrics(joint_score(coords, *COVARIANCE_FITS[fit], clip=clip)[1], kinds)
+            for fit, clip in SCORE_CANDIDATES}
+
+
 def kind_metrics(score: np.ndarray, kinds: np.ndarray) -> dict:
     """{"false_flag": share of the originals with score > OUTLIER_Z, kind: {"in_top5", "flagged"}} of a score."""
     flag = np.nan_to_num(score, nan=-np.inf) > OUTLIER_Z
@@ -378,9 +409,10 @@ def measure_covariance(table: pd.DataFrame, emb: np.ndarray, pixels: np.ndarray,
     planted = [k for k in dict.fromkeys(kinds) if k != "original"]
     joint = Outliers(combine="joint")
     joint.find(table, emb)
+    coords = joint_coordinates(joint.components, pixels)
     return {"n": int(len(kinds)), "n_original": int((kinds == "original").sum()),
             "n_per_kind": {k: int((kinds == k).sum()) for k in planted},
-            "covariance": covariance_candidates(joint_coordinates(joint.components, pixels), kinds)}
+            "covariance": covariance_candidates(coords, kinds), "score": score_candidates(coords, kinds)}
 
 
 def measure(table: pd.DataFrame, emb: np.ndarray, pixels: np.ndarray, kinds: np.ndarray) -> dict:
@@ -529,6 +561,36 @@ def covariance_choice(runs: list[dict], stage: str) -> dict:
             "picked": min(near, key=lambda n: (steps[n] == 0, steps[n], -table[n]["mean_in_top5"]))}
 
 
+def score_choice(runs: list[dict], stages: tuple[str, ...] = SCORE_STAGES) -> dict:
+    """Per SCORE_CANDIDATES candidate over the stages' versions: mean in_top5 over the planted cells (not the
+    contaminated versions), cells below 0.95, per (direction, side, kind) the mean in_top5 over seeds, mean
+    flagged of the planted cells and of the contaminated ones, the largest false-flag rate on a clean version
+    and on any version's originals; plus the candidate SCORE_RULE picks."""
+    rows = [r for r in runs if r["stage"] in stages and "score" in r]
+    table = {}
+    for name in rows[0]["score"]:
+        cells = [(r["direction"], r["side"], k, r["score"][name][k]) for r in rows if r["planted"]
+                 for k in r["n_per_kind"]]
+        planted = [c for c in cells if c[0] != "contaminated"]
+        top = [c[3]["in_top5"] for c in planted]
+        kinds = sorted({c[:3] for c in planted})
+        table[name] = {"mean_in_top5": float(np.mean(top)), "cells_below_0.95": int(sum(t < 0.95 for t in top)),
+                       "cells": len(top),
+                       "per_kind": {"/".join(map(str, key)): float(np.mean([c[3]["in_top5"] for c in planted
+                                                                             if c[:3] == key])) for key in kinds},
+                       "mean_flagged": float(np.mean([c[3]["flagged"] for c in planted])),
+                       "contaminated_flagged": float(np.mean([c[3]["flagged"] for c in cells
+                                                              if c[0] == "contaminated"] or [np.nan])),
+                       "max_clean_false_flag": float(max(r["score"][name]["false_flag"] for r in rows
+                                                         if not r["planted"])),
+                       "max_originals_false_flag": float(max(r["score"][name]["false_flag"] for r in rows))}
+    allowed = [n for n, t in table.items() if t["max_originals_false_flag"] <= MAX_CLEAN_FLAGS]
+    best = max(table[n]["mean_in_top5"] for n in allowed)
+    near = [n for n in allowed if table[n]["mean_in_top5"] >= best - SCORE_TIE]
+    return {"rule": SCORE_RULE, "stages": list(stages), "candidates": table,
+            "picked": min(near, key=lambda n: (table[n]["cells_below_0.95"], -table[n]["mean_in_top5"]))}
+
+
 def covariance_runs(runs: list[dict], stage: str, names: tuple[str, ...]) -> list[dict]:
     """Per version of a stage, for the `names` covariance candidates: false_flag (clean version: the clean
     false-flag rate) and per planted kind in_top5 and flagged."""
@@ -581,14 +643,25 @@ def main() -> None:
                   "fresh2": "HELD_OUT_PHOTOS at 32 px (seeds 6, 7) and 64 px (seeds 5, 6); digits with "
                             "HELD_OUT_PHOTOS patches (seeds 6, 7); 12.5%-noise contaminated versions of the photo "
                             "seeds: covariance candidates only (no influence scoring), measured once after the "
-                            "second covariance choice (tune with 64 px versions)"},
+                            "second covariance choice (tune with 64 px versions)",
+                  "tune_texture": "session 20: TUNE_PHOTOS with TEXTURE_TUNE_PHOTOS (cat, stereo_motorcycle, stars: "
+                                  "fine texture outside both splits) at 32 px (seeds 0, 1) and 64 px (seeds 0, 1), "
+                                  "clean, planted and contaminated; with 'tune' the set SCORE_RULE chooses on",
+                  "fresh3": "session 20: HELD_OUT_PHOTOS at 32 px (seeds 8, 9) and 64 px (seeds 7, 8); digits with "
+                            "HELD_OUT_PHOTOS patches (seeds 8, 9); contaminated versions of the photo seeds; never "
+                            "used before; encoders trained before the choice (--embed-only), measured once after "
+                            "SCORE_RULE's pick was committed"},
               "plant_share_per_kind": PLANT_SHARE, "top": TOP, "z": OUTLIER_Z,
               "encoder": {"model": "SmallCNN", "method": "simclr", "epochs": args.epochs,
                           "path": "workflows.image_audit.load_or_pretrain"},
               "scorer": {"draws": args.draws, "target_stability": None, "rest": "InfluenceConfig defaults"},
               "summary": summarise(runs),
               "choice": {stage: choice(runs, stage) for stage in ("tune", "held_out", "fresh")
-                         if any(r["stage"] == stage for r in runs)},
+                         if any(r["stage"] == stage and "mean" in r for r in runs)},
+              "score_choice": score_choice(runs) if any(r["stage"] in SCORE_STAGES and "score" in r
+                                                        for r in runs) else None,
+              "score_fresh3": score_choice(runs, ("fresh3",)) if any(r["stage"] == "fresh3" for r in runs)
+              else None,
               "covariance_choice": {stage: covariance_choice(runs, stage) for stage in ("tune", "fresh", "fresh2")
                                     if any(r["stage"] == stage and "covariance" in r for r in runs)},
               "covariance_fresh2": covariance_runs(runs, "fresh2", tuple(dict.fromkeys((
