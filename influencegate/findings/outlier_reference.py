@@ -1,0 +1,65 @@
+"""The outliers' joint distance measured against a clean reference version (the last approved one) instead of
+the version itself: centre, scales and covariance come from rows known to be clean, so a foreign group of the
+new version can neither inflate them (masking) nor pass as one of the version's own modes, and a mode the
+reference has (dark or white backgrounds, grey photos, fine texture) is not flagged.
+
+Per coordinate (an M-vector of the version, an R-vector of the reference): z = (x - median_ref) / scale_ref,
+scale_ref = 1.4826 MAD of the reference; where that is 0 (more than half of the reference at one value: grey
+images' colourfulness, unclipped images' clipped share), 1.4826 times the median absolute deviation of the
+reference rows off that value, else SCALE_FLOOR. The z-scores are clipped to [-clip, clip], the covariance is
+the reference rows' (shrunk by `shrink`, statistics.shrunk_fit), and
+score = (log(D + LOG_EPS) - median_ref) / scale_ref of the reference rows' own log(D + LOG_EPS): a robust
+z-score against the reference's distances. Unitless.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from influencegate.statistics import shrunk_fit, squared_distances
+
+#: the reference fit's settings, chosen on the tuning split (benchmarks/outliers_reference.py, REFERENCE_RULE)
+REFERENCE_CLIP = 6.0
+REFERENCE_SHRINK = 0.1
+#: a coordinate constant over the whole reference gets this scale: any departure from it is far (unitless)
+SCALE_FLOOR = 1e-6
+#: added to the distance before its log (unitless), as outliers.LOG_EPS
+LOG_EPS = 1e-3
+MAD_TO_SIGMA = 1.4826
+
+
+def reference_scale(values: np.ndarray) -> tuple[float, float]:
+    """(median, scale) of a reference coordinate (module docstring): 1.4826 MAD; when that is 0, 1.4826 times
+    the median of the nonzero absolute deviations; when every value is equal, SCALE_FLOOR."""
+    values = np.asarray(values, dtype=np.float64)
+    centre = float(np.median(values))
+    deviation = np.abs(values - centre)
+    scale = MAD_TO_SIGMA * float(np.median(deviation))
+    if scale <= 0:
+        moved = deviation[deviation > 0]
+        scale = MAD_TO_SIGMA * float(np.median(moved)) if len(moved) else 0.0
+    return centre, max(scale, SCALE_FLOOR)
+
+
+def reference_score(coords: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+                    clip: float | None = REFERENCE_CLIP, shrink: float = REFERENCE_SHRINK
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """({name: z-score against the reference, M-vector}, M scores) of the version's coordinates (name ->
+    M-vector of finite values) against the reference's (the same names -> R-vectors, R >= 2); module docstring.
+    ValueError when the names differ or the reference has fewer than 2 rows."""
+    if list(coords) != list(reference):
+        raise ValueError(f"outliers: the reference has the coordinates {list(reference)}, the version {list(coords)}")
+    rows = {len(np.asarray(v)) for v in reference.values()}
+    if len(rows) != 1 or rows.pop() < 2:
+        raise ValueError("outliers: the reference needs at least 2 rows, the same number in every coordinate")
+    z, z_ref = {}, []
+    for name, values in coords.items():
+        centre, scale = reference_scale(reference[name])
+        z[name] = (np.asarray(values, dtype=np.float64) - centre) / scale
+        z_ref.append((np.asarray(reference[name], dtype=np.float64) - centre) / scale)
+    version, ref = np.column_stack(list(z.values())), np.column_stack(z_ref)
+    if clip is not None:
+        version, ref = np.clip(version, -clip, clip), np.clip(ref, -clip, clip)
+    centre, precision = shrunk_fit(ref, shrink)
+    log_version = np.log(np.sqrt(squared_distances(version, centre, precision)) + LOG_EPS)
+    middle, scale = reference_scale(np.log(np.sqrt(squared_distances(ref, centre, precision)) + LOG_EPS))
+    return z, (log_version - middle) / scale

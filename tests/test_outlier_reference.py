@@ -1,0 +1,67 @@
+"""The outliers' joint distance against a clean reference version (findings.outlier_reference): checked
+against the formula written out with scipy, its scale fallback for one-valued coordinates, and what it is
+for: a version's foreign group neither masks itself nor moves the other rows' scores."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
+
+from influencegate.findings.outlier_reference import LOG_EPS, SCALE_FLOOR, reference_scale, reference_score
+from influencegate.findings.outliers import OUTLIER_Z, joint_score
+
+
+def gaussian(n: int, seed: int, d: int = 4) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, d))
+    base[:, 1] += 0.8 * base[:, 0]  # a correlated pair
+    return {f"c{i}": base[:, i] for i in range(d)}
+
+
+def test_reference_score_is_the_written_out_formula():
+    version, reference = gaussian(50, 1), gaussian(80, 2)
+    version["c2"][:3] = 40.0  # beyond the clip
+    clip, shrink = 3.0, 0.2
+    scales = {n: (np.median(r), 1.4826 * np.median(np.abs(r - np.median(r)))) for n, r in reference.items()}
+    zv = np.column_stack([np.clip((version[n] - m) / s, -clip, clip) for n, (m, s) in scales.items()])
+    zr = np.column_stack([np.clip((reference[n] - m) / s, -clip, clip) for n, (m, s) in scales.items()])
+    cov = np.cov(zr, rowvar=False)
+    cov = (1 - shrink) * cov + shrink * np.trace(cov) / 4 * np.eye(4)
+    inv = np.linalg.inv(cov)
+    centre = zr.mean(axis=0)
+    log_v = np.log([scipy_mahalanobis(row, centre, inv) + LOG_EPS for row in zv])
+    log_r = np.log([scipy_mahalanobis(row, centre, inv) + LOG_EPS for row in zr])
+    mid = np.median(log_r)
+    expected = (log_v - mid) / (1.4826 * np.median(np.abs(log_r - mid)))
+    z, score = reference_score(version, reference, clip=clip, shrink=shrink)
+    np.testing.assert_allclose(score, expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(z["c2"][:3], (40.0 - scales["c2"][0]) / scales["c2"][1])  # z itself not clipped
+
+
+def test_a_one_valued_reference_coordinate_is_scaled_by_its_other_values():
+    grey_majority = np.array([1.0] * 7 + [0.9, 0.8, 0.95])  # more than half at one value: MAD 0
+    centre, scale = reference_scale(grey_majority)
+    assert centre == 1.0 and scale == pytest.approx(1.4826 * np.median([0.1, 0.2, 0.05]))
+    assert reference_scale(np.ones(5)) == (1.0, SCALE_FLOOR)
+
+
+def test_a_foreign_group_is_flagged_and_does_not_move_the_other_rows():
+    reference = gaussian(400, 3)
+    version = gaussian(400, 4)
+    group = np.arange(350, 400)  # 12.5% foreign, tight, 5 spreads off on two coordinates
+    for name in ("c0", "c3"):
+        version[name][group] = 5.0 + 0.1 * np.random.default_rng(5).normal(size=len(group))
+    score = reference_score(version, reference)[1]
+    assert (score[group] > OUTLIER_Z).all() and (score[:350] > OUTLIER_Z).mean() <= 0.01
+    alone = reference_score({n: v[:350] for n, v in version.items()}, reference)[1]
+    np.testing.assert_allclose(score[:350], alone)  # every row scored against the reference only
+    classical = joint_score(version, 0.1, 1.0, 0)[1]  # the version on its own: the group masks itself
+    assert (classical[group] > OUTLIER_Z).mean() < 0.5
+
+
+def test_reference_score_refuses_mismatched_or_tiny_references():
+    version = gaussian(10, 6)
+    with pytest.raises(ValueError, match="coordinates"):
+        reference_score(version, {"c0": np.zeros(5)})
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        reference_score(version, {n: v[:1] for n, v in version.items()})
