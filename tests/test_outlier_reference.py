@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
-from influencegate.findings.outlier_reference import LOG_EPS, SCALE_FLOOR, reference_scale, reference_score
+from influencegate.findings.outlier_reference import (ALPHA, LOG_EPS, SCALE_FLOOR, flag_threshold, reference_scale,
+                                                     reference_score)
 from influencegate.findings.outliers import OUTLIER_Z, joint_score
 
 
@@ -33,8 +34,9 @@ def test_reference_score_is_the_written_out_formula():
     log_r = np.log([scipy_mahalanobis(row, centre, inv) + LOG_EPS for row in zr])
     mid = np.median(log_r)
     expected = (log_v - mid) / (1.4826 * np.median(np.abs(log_r - mid)))
-    z, score = reference_score(version, reference, clip=clip, shrink=shrink)
+    z, score, own = reference_score(version, reference, clip=clip, shrink=shrink)
     np.testing.assert_allclose(score, expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(own, (log_r - mid) / (1.4826 * np.median(np.abs(log_r - mid))), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(z["c2"][:3], (40.0 - scales["c2"][0]) / scales["c2"][1])  # z itself not clipped
 
 
@@ -65,3 +67,19 @@ def test_reference_score_refuses_mismatched_or_tiny_references():
         reference_score(version, {"c0": np.zeros(5)})
     with pytest.raises(ValueError, match="at least 2 rows"):
         reference_score(version, {n: v[:1] for n, v in version.items()})
+
+
+def test_the_flag_threshold_is_the_larger_of_z_and_the_references_own_quantile():
+    own = np.arange(1000) / 100.0  # the reference rows' own scores, 0.00 .. 9.99
+    assert flag_threshold(own, OUTLIER_Z) == pytest.approx(np.quantile(own, 1 - ALPHA))
+    assert flag_threshold(np.zeros(50), OUTLIER_Z) == OUTLIER_Z
+    # the reference scored against itself (an appended version's old rows): at most ALPHA of it flagged,
+    # while a cut at z alone flags its far mode (2% of the rows 20 spreads off on every coordinate)
+    reference = gaussian(2000, 9)
+    far = np.random.default_rng(10).random(2000) < 0.02
+    for values in reference.values():
+        values[far] += 20.0
+    _, score, own = reference_score(reference, reference, clip=None)
+    np.testing.assert_allclose(score, own)
+    assert (score > flag_threshold(own, OUTLIER_Z)).mean() <= ALPHA + 1e-12
+    assert (score > OUTLIER_Z).mean() > 2 * ALPHA

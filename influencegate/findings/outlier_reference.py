@@ -9,7 +9,9 @@ images' colourfulness, unclipped images' clipped share), 1.4826 times the median
 reference rows off that value, else SCALE_FLOOR. The z-scores are clipped to [-clip, clip], the covariance is
 the reference rows' (shrunk by `shrink`, statistics.shrunk_fit), and
 score = (log(D + LOG_EPS) - median_ref) / scale_ref of the reference rows' own log(D + LOG_EPS): a robust
-z-score against the reference's distances. Unitless.
+z-score against the reference's distances. Unitless. A row is flagged above `flag_threshold`: the larger of the
+outliers' z cut and the (1 - ALPHA) quantile of the reference rows' own scores, a conformal bound: a clean row
+exchangeable with the reference exceeds it with probability at most about ALPHA, whatever the statistics' tails.
 """
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ from influencegate.statistics import shrunk_fit, squared_distances
 #: the reference fit's settings, chosen on the tuning split (benchmarks/outliers_reference.py, REFERENCE_RULE)
 REFERENCE_CLIP = 6.0
 REFERENCE_SHRINK = 0.1
+#: the share of clean rows flagged at most (about), when they are exchangeable with the reference's: fixed
+#: beforehand, not tuned (flag_threshold)
+ALPHA = 0.005
 #: a coordinate constant over the whole reference gets this scale: any departure from it is far (unitless)
 SCALE_FLOOR = 1e-6
 #: added to the distance before its log (unitless), as outliers.LOG_EPS
@@ -40,12 +45,19 @@ def reference_scale(values: np.ndarray) -> tuple[float, float]:
     return centre, max(scale, SCALE_FLOOR)
 
 
+def flag_threshold(reference_scores: np.ndarray, z: float, alpha: float = ALPHA) -> float:
+    """The score above which a row is flagged: max(z, the (1 - alpha) quantile of the reference rows' own
+    scores, R-vector). Unitless."""
+    return max(float(z), float(np.quantile(reference_scores, 1.0 - alpha)))
+
+
 def reference_score(coords: dict[str, np.ndarray], reference: dict[str, np.ndarray],
                     clip: float | None = REFERENCE_CLIP, shrink: float = REFERENCE_SHRINK
-                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """({name: z-score against the reference, M-vector}, M scores) of the version's coordinates (name ->
-    M-vector of finite values) against the reference's (the same names -> R-vectors, R >= 2); module docstring.
-    ValueError when the names differ or the reference has fewer than 2 rows."""
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """({name: z-score against the reference, M-vector}, M scores, the reference rows' own R scores) of the
+    version's coordinates (name -> M-vector of finite values) against the reference's (the same names ->
+    R-vectors, R >= 2); module docstring. ValueError when the names differ or the reference has fewer than 2
+    rows."""
     if list(coords) != list(reference):
         raise ValueError(f"outliers: the reference has the coordinates {list(reference)}, the version {list(coords)}")
     rows = {len(np.asarray(v)) for v in reference.values()}
@@ -61,5 +73,6 @@ def reference_score(coords: dict[str, np.ndarray], reference: dict[str, np.ndarr
         version, ref = np.clip(version, -clip, clip), np.clip(ref, -clip, clip)
     centre, precision = shrunk_fit(ref, shrink)
     log_version = np.log(np.sqrt(squared_distances(version, centre, precision)) + LOG_EPS)
-    middle, scale = reference_scale(np.log(np.sqrt(squared_distances(ref, centre, precision)) + LOG_EPS))
-    return z, (log_version - middle) / scale
+    log_reference = np.log(np.sqrt(squared_distances(ref, centre, precision)) + LOG_EPS)
+    middle, scale = reference_scale(log_reference)
+    return z, (log_version - middle) / scale, (log_reference - middle) / scale
