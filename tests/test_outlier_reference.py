@@ -83,3 +83,55 @@ def test_the_flag_threshold_is_the_larger_of_z_and_the_references_own_quantile()
     np.testing.assert_allclose(score, own)
     assert (score > flag_threshold(own, OUTLIER_Z)).mean() <= ALPHA + 1e-12
     assert (score > OUTLIER_Z).mean() > 2 * ALPHA
+
+
+def textured(n: int, seed: int, side: int = 16) -> np.ndarray:
+    """n x 3 x side x side photo-like images in [0, 1]: smooth random fields with some colour."""
+    from scipy.ndimage import gaussian_filter
+    rng = np.random.default_rng(seed)
+    fields = gaussian_filter(rng.normal(size=(n, 3, side, side)), sigma=(0, 0, 2, 2))
+    grey = fields.mean(axis=1, keepdims=True)
+    x = 0.5 + 2.0 * (0.8 * grey + 0.2 * fields)
+    return np.clip(x, 0, 1).astype(np.float32)
+
+
+def test_the_outliers_finding_scores_against_a_kept_reference_version(tmp_path) -> None:
+    import pandas as pd
+
+    from influencegate.findings.appended import Previous
+    from influencegate.findings.image_stats import STATISTICS, stream_statistics
+    from influencegate.findings.outliers import Outliers
+    from influencegate.findings.registry import FindingsConfig
+    from influencegate.findings.run import find_all
+    from influencegate.workflows import version_state
+
+    rng = np.random.default_rng(12)
+    clean = textured(300, 13)
+    ids = [f"r{i}" for i in range(len(clean))]
+    table = pd.DataFrame({"sample_id": ids, "log_influence": rng.normal(size=len(clean))})
+    kept = find_all(table, rng.normal(size=(len(clean), 8)), clean, {"duplicates": None},
+                    previous=Previous.empty(len(clean)))  # an audit with a resume directory keeps its state
+    version_state.save_findings(str(tmp_path), ids, kept.state)
+
+    new = np.concatenate([textured(280, 14), rng.uniform(0, 1, (40, 3, 16, 16)).astype(np.float32)])  # 12.5% noise
+    new_table = pd.DataFrame({"sample_id": [f"n{i}" for i in range(len(new))]})
+    emb = rng.normal(size=(len(new), 8))
+    found = find_all(new_table, emb, new, {"duplicates": None, "outliers": {"reference": str(tmp_path)}})
+    score = found.table["outlier_score"].to_numpy()
+    stats_new, stats_ref = stream_statistics(new), stream_statistics(clean)
+    _, expected, own = reference_score({s: stats_new[s].to_numpy() for s in STATISTICS},
+                                       {s: stats_ref[s].to_numpy() for s in STATISTICS})
+    np.testing.assert_allclose(score, expected, rtol=1e-9, atol=1e-9)
+    flagged = found.table["is_outlier"].to_numpy()
+    np.testing.assert_array_equal(flagged, score > flag_threshold(own, OUTLIER_Z))
+    assert flagged[280:].all() and flagged[:280].mean() <= 0.02
+    assert "reference version" in found.texts["outliers"] and "300 samples" in found.texts["outliers"]
+    alone = find_all(new_table, emb, new, {"duplicates": None})  # the version as its own reference: masked
+    assert alone.table["is_outlier"].to_numpy()[280:].mean() < 0.5
+
+    with pytest.raises(ValueError, match="has no findings.npz"):
+        Outliers(reference=str(tmp_path / "nowhere")).find(new_table, emb, images=new)
+    with pytest.raises(ValueError, match="give the images"):
+        Outliers(reference=str(tmp_path)).find(new_table, emb)
+    with pytest.raises(ValueError, match="reference needs combine 'joint'"):
+        FindingsConfig(outliers={"combine": "mean", "reference": str(tmp_path)})

@@ -91,5 +91,10 @@ def test_measure_without_influence_gives_the_covariance_candidates_only():
     pixels, kinds = on.contaminated_version(smooth_patches(56, side=16), seed=0)
     table = pd.DataFrame({"sample_id": [f"s{i}" for i in range(len(kinds))], "log_influence": np.nan})
     out = on.measure(table, rng.normal(size=(len(kinds), 6)), pixels, kinds)
-    assert set(out) == {"n", "n_original", "n_per_kind", "covariance"} and out["n_per_kind"] == {"noise": 8}
+    assert set(out) == {"n", "n_original", "n_per_kind", "covariance", "score"} and out["n_per_kind"] == {"noise": 8}
     assert set(out["covariance"]) == {on.covariance_name(*c) for c in on.COVARIANCES}
+    assert set(out["score"]) == {on.score_name(*c) for c in on.SCORE_CANDIDATES}
+    # a clipped candidate at a clip no z-score reaches is the unclipped fit itself
+    coords = {f"c{i}": rng.normal(size=len(kinds)) for i in range(3)}
+    np.testing.assert_allclose(on.clipped_joint_score(coords, "robust", 1e9),
+                               on.joint_score(coords, *on.COVARIANCE_FITS["robust"])[1])

@@ -42,6 +42,10 @@ EMPTY = -2.0
 Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+#: the file an audited version keeps its findings state in, in its resume directory (workflows.version_state)
+STATE_FILE = "findings.npz"
+
+
 @dataclass
 class Previous:
     """The previous version's findings state, in this version's M examined rows (their embedding order).

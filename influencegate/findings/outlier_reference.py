@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from influencegate.data import storage
+from influencegate.data.npz import read_npz
+from influencegate.findings.appended import STATE_FILE
 from influencegate.statistics import shrunk_fit, squared_distances
 
 #: the reference fit's settings, chosen on the tuning split (benchmarks/outliers_reference.py, REFERENCE_RULE)
@@ -76,3 +79,26 @@ def reference_score(coords: dict[str, np.ndarray], reference: dict[str, np.ndarr
     log_reference = np.log(np.sqrt(squared_distances(ref, centre, precision)) + LOG_EPS)
     middle, scale = reference_scale(log_reference)
     return z, (log_version - middle) / scale, (log_reference - middle) / scale
+
+
+def load_reference(location: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """{name: R-vector} of the image statistics `names` that an audited version kept in its resume directory
+    `location` (STATE_FILE, written by an audit with a resume directory; local path or URL). ValueError, naming
+    the location with its credentials redacted, when it holds no such file, no statistics, other statistics,
+    fewer than 2 rows or values that are not finite."""
+    where = storage.redact(location)
+    stored = read_npz(storage.join(storage.normalise(location), STATE_FILE))
+    if stored is None:
+        raise ValueError(f"outliers: the reference {where} has no {STATE_FILE}: audit the reference version with "
+                         "a resume directory (--resume-dir) and name that directory")
+    if "statistics" not in stored:
+        raise ValueError(f"outliers: the reference {where} kept no image statistics (audited without images or "
+                         "with an earlier influencegate); audit it again with a resume directory")
+    kept = [str(n) for n in stored["statistics_names"].tolist()]
+    if kept != list(names) or len(stored["statistics"]) < 2:
+        raise ValueError(f"outliers: the reference {where} kept the statistics {kept} of "
+                         f"{len(stored['statistics'])} samples; {list(names)} of at least 2 are needed")
+    values = np.asarray(stored["statistics"], dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"outliers: the reference {where} has statistics that are not finite")
+    return {name: values[:, i] for i, name in enumerate(names)}

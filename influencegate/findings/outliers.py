@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from influencegate.data import storage
 from influencegate.findings.appended import Previous, knn_appended
 from influencegate.findings.base import Finding, align_embeddings, check_table
 from influencegate.findings.image_stats import STATISTICS, stream_statistics
+from influencegate.findings.outlier_reference import flag_threshold, load_reference, reference_score
 from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
                                              flagged_ids, register)
 from influencegate.findings.similarity import DEFAULT_BLOCK, check_index, knn_mean_distances, mean_distances
@@ -93,6 +95,13 @@ class Outliers(Finding):
       Two-sided: an unusually tight group (many near copies of one image) also scores high. Chosen on the
       tuning split of benchmarks/outliers_natural.py and measured held out (README, "Outliers on natural
       images").
+    reference: the resume directory (local path or URL) of an audited version whose images are known clean
+      (the last approved one; kept by an audit with a resume directory). outlier_score is then the joint
+      distance of the 8 image statistics with centre, scales and covariance from that version's
+      (findings.outlier_reference: a version's own foreign group can neither mask itself nor pass as one of its
+      modes; the k-NN distances are left out, their scale being each encoder's own), and is_outlier is
+      outlier_score above the larger of z and the reference's own 99.5th percentile. Chosen on the tuning split
+      of benchmarks/outliers_reference.py and measured held out (README). None: the version is its own reference.
     combine "mean" / "max": the earlier rules (the default was "mean" until the natural-image benchmark), the
       average / the larger of robust_z(log_influence) and robust_z(knn_distance); no images, one scale.
     robust_z: (x - median) / (1.4826 MAD), influencegate.statistics.robust_z, over the scored rows. The k-NN
@@ -106,14 +115,18 @@ class Outliers(Finding):
 
     def __init__(self, k: int = OUTLIER_K, z: float = OUTLIER_Z, combine: str = "joint",
                  block_size: int = DEFAULT_BLOCK, device: str = "cpu", index: str = "exact",
-                 block: int = 1024, covariance: str = COVARIANCE) -> None:
+                 block: int = 1024, covariance: str = COVARIANCE, reference: str | None = None) -> None:
         if combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {COMBINE_RULES}, got {combine!r}")
         if covariance not in COVARIANCE_FITS:
             raise ValueError(f"covariance must be one of {tuple(COVARIANCE_FITS)}, got {covariance!r}")
         if int(k) < 1 or int(block) < 1:
             raise ValueError(f"k and block must be >= 1, got k={k}, block={block}")
+        if reference is not None and (combine != "joint" or not str(reference).strip()):
+            raise ValueError(f"reference needs combine 'joint' and a resume directory, got {reference!r}")
         self.k, self.z, self.combine, self.block, self.covariance = int(k), float(z), combine, int(block), covariance
+        self.reference = None if reference is None else str(reference)
+        self.threshold, self.reference_rows = float(z), 0
         self.block_size, self.device, self.index = block_size, device, check_index(index)
         self._result: pd.DataFrame | None = None
         self.components: pd.DataFrame | None = None
@@ -144,6 +157,8 @@ class Outliers(Finding):
             statistics = stream_statistics(images, mean, std, self.block)
         else:
             statistics = None
+        if self.reference is not None and statistics is None:
+            raise ValueError("outliers: a reference compares image statistics; give the images (or their statistics)")
         self._k_large = k_large(len(emb), self.k) if joint else None
         ks = (self.k, self._k_large) if joint else (self.k,)
         dist = self._distances(emb, ks, previous)
@@ -156,8 +171,11 @@ class Outliers(Finding):
             score = self._joint(parts, positions, statistics)
         else:
             score = self._two_part(table, parts)
-        result = pd.DataFrame({"is_outlier": np.nan_to_num(score, nan=-np.inf) > self.z, "outlier_score": score},
-                              index=table.index)
+        if previous is not None and statistics is not None:  # kept: a later version may take it as its reference
+            self.state |= {"statistics": statistics[list(STATISTICS)].to_numpy(float),
+                           "statistics_names": list(STATISTICS)}
+        result = pd.DataFrame({"is_outlier": np.nan_to_num(score, nan=-np.inf) > self.threshold,
+                               "outlier_score": score}, index=table.index)
         self.components, self._result = parts, result
         return result
 
@@ -178,7 +196,12 @@ class Outliers(Finding):
                   "log_knn_distance_large": log_distance(parts["knn_distance_large"].to_numpy()[positions])}
         if stats is not None:
             coords = {**{s: stats[s].to_numpy() for s in STATISTICS}, **coords}
-        z, values = joint_score(coords, *COVARIANCE_FITS[self.covariance])
+        if self.reference is not None:  # the statistics against a clean version's (outlier_reference)
+            reference = load_reference(self.reference, STATISTICS)
+            z, values, own = reference_score({s: coords[s] for s in STATISTICS}, reference)
+            self.threshold, self.reference_rows = flag_threshold(own, self.z), len(own)
+        else:
+            z, values = joint_score(coords, *COVARIANCE_FITS[self.covariance])
         for name, column in z.items():
             parts[f"z_{name}"] = np.nan
             parts.iloc[positions, parts.columns.get_loc(f"z_{name}")] = column
@@ -204,6 +227,8 @@ class Outliers(Finding):
         scored = result["outlier_score"].notna()
         return {"k": self.k, "k_large": self._k_large, "z": self.z, "combine": self.combine,
                 "covariance": self.covariance if self.combine == "joint" else None, "parts": list(self.parts),
+                "reference": None if self.reference is None else storage.redact(self.reference),
+                "reference_rows": self.reference_rows, "threshold": self.threshold,
                 "examined": int(scored.sum()), "outliers": int(result["is_outlier"].sum()),
                 "outlier_fraction": float(result["is_outlier"].sum() / max(int(scored.sum()), 1)),
                 "max_outlier_score": float(result["outlier_score"].max()) if scored.any() else None}
@@ -213,6 +238,9 @@ def describe(found: dict[str, Any]) -> str:
     """The score in words, from Outliers.summary()."""
     if found["combine"] != "joint":
         return f"{found['combine']} robust z-score of log_influence and {found['k']}-NN distance"
+    if found.get("reference"):
+        return (f"robust z-score of the image statistics' joint distance from the reference version "
+                f"{found['reference']} ({found['reference_rows']} samples)")
     pixels = "image statistics and " if STATISTICS[0] in found["parts"] else "no image statistics (no images), "
     return (f"robust z-score of the joint distance ({found['covariance']} covariance) of {pixels}the "
             f"{found['k']}- and {found['k_large']}-NN embedding distances")
@@ -234,8 +262,9 @@ class OutliersFinding(FindingPlugin):
         "joint distance of image statistics and 10-NN / large-scale k-NN embedding distances) exceeds 3.5, which "
         "about 0.05% of a Gaussian sample does. Above 2% the version holds a cluster of foreign or corrupted images "
         "worth review (clean 32 px photo patches and digits measure 0-0.3% held out; clean textured 64 px patches "
-        "6.8-8.4% with the default robust covariance, 1.2-1.6% with covariance: classical: README, outliers on "
-        "natural images).", 0, 0.02)]}
+        "0.9-2.5% with the default classical covariance, 6.8-8.4% with covariance: robust; against a reference "
+        "version the cut is also at least the reference's own 99.5th percentile, 0.6-1.3% held out: README, "
+        "outliers on natural images).", 0, 0.02)]}
 
     def run(self, inputs: FindingInputs, config: Outliers) -> Outcome:
         shared = inputs.shared.get("image_statistics")
@@ -244,7 +273,7 @@ class OutliersFinding(FindingPlugin):
                               mean=inputs.mean, std=inputs.std, previous=inputs.previous, statistics=statistics)
         found = config.summary()
         text = (f"{found['outliers']} of {found['examined']} samples are outliers ({describe(found)} above "
-                f"{found['z']:g})" + (f": {flagged_ids(inputs.table, columns['is_outlier'])}." if found["outliers"]
+                f"{found['threshold']:.3g})" + (f": {flagged_ids(inputs.table, columns['is_outlier'])}." if found["outliers"]
                                       else "."))
         return Outcome(columns, {"outlier_fraction": float(found["outlier_fraction"]),
                                  "n_outliers": float(found["outliers"])}, text, config.state)

@@ -3,7 +3,8 @@ in its resume directory beside the fit and the scores (influence.resume):
 
     directory/embeddings.npz   sample_ids (M), embeddings (M x D float32), encoder_sha256 (the weights' hash)
     directory/findings.npz     sample_ids (M) and the findings' state (findings.appended): knn (M x k),
-                               near_top (M x k'), hashes (M), links_i / links_j (positions of linked samples)
+                               near_top (M x k'), hashes (M), links_i / links_j (positions of linked samples),
+                               statistics (M x 8, the outliers' image statistics) and statistics_names
     directory/map.npz          sample_ids (M), the embedding map's mapped positions (M') and xy (M' x 2)
 
 An appended version (`since` = the previous version's directory) reuses the previous embeddings when its
@@ -13,38 +14,26 @@ Files are read with ``np.load(allow_pickle=False)``: nothing in them can run cod
 """
 from __future__ import annotations
 
-import io
 from typing import Any, Sequence
 
 import numpy as np
 
 from influencegate.data import storage
-from influencegate.findings.appended import Previous
+from influencegate.data.npz import read_npz, write_npz
+from influencegate.findings.appended import STATE_FILE, Previous
 
 EMBEDDINGS = "embeddings.npz"
-FINDINGS = "findings.npz"
+FINDINGS = STATE_FILE
 MAP = "map.npz"
 
 
 def _read(directory: str, name: str) -> dict[str, np.ndarray] | None:
     """The arrays of directory/name, None when the file is absent; ValueError when it cannot be read."""
-    location = storage.join(storage.normalise(directory), name)
-    try:
-        data = storage.read_bytes(location)
-    except FileNotFoundError:
-        return None
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
-            return {key: stored[key] for key in stored.files}
-    except Exception as exc:  # truncated, not an npz, an object array
-        raise ValueError(f"{storage.redact(location)} cannot be read ({type(exc).__name__}); delete it to "
-                         "recompute it") from None
+    return read_npz(storage.join(storage.normalise(directory), name))
 
 
 def _write(directory: str, name: str, **arrays: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    storage.write_bytes(storage.join(storage.normalise(directory), name), buffer.getvalue())
+    write_npz(storage.join(storage.normalise(directory), name), **arrays)
 
 
 def _positions(previous_ids: np.ndarray, ids: Sequence[str], what: str) -> np.ndarray:
@@ -104,8 +93,8 @@ def previous_findings(since: str, ids: Sequence[str]) -> Previous | None:
 
 
 def save_findings(directory: str, ids: Sequence[str], state: dict[str, dict[str, Any]]) -> None:
-    """Keep the findings' state (`FindingsResult.state`: outliers' knn, duplicates' near_top, hashes, links)
-    of the M examined samples `ids` in `directory`."""
+    """Keep the findings' state (`FindingsResult.state`: outliers' knn and image statistics, duplicates'
+    near_top, hashes, links) of the M examined samples `ids` in `directory`."""
     arrays: dict[str, np.ndarray] = {"sample_ids": np.asarray(list(ids), dtype=str)}
     outliers, duplicates = state.get("outliers", {}), state.get("duplicates", {})
     if "knn" in outliers:
@@ -116,6 +105,9 @@ def save_findings(directory: str, ids: Sequence[str], state: dict[str, dict[str,
         arrays["hashes"] = np.asarray(duplicates["hashes"], dtype="S64")  # hex sha256, 64 B each (not 256)
     if "links" in duplicates:
         arrays["links_i"], arrays["links_j"] = (np.asarray(a, dtype=np.int64) for a in duplicates["links"])
+    if "statistics" in outliers:  # a later version's outliers may take these as their clean reference
+        arrays["statistics"] = np.asarray(outliers["statistics"], dtype=np.float64)
+        arrays["statistics_names"] = np.asarray(outliers["statistics_names"], dtype=str)
     _write(directory, FINDINGS, **arrays)
 
 
