@@ -156,6 +156,10 @@ COVARIANCE_RULE = (f"on the TUNE planted versions (32 and 64 px photos: 12.5% of
 CHOICE_RULE = (f"the highest mean in_top5 over the planted kinds and versions, among the variants whose clean "
                f"false-flag rate stays below {MAX_CLEAN_FLAGS} (the default gate's outlier bar) on every clean "
                f"version; variants within {TIE} of the best count as tied and the one with fewest kinds at 0 wins")
+#: session 20's second held-out domain: scikit-image's 200 LFW faces (offline, 25 x 25 grey), never looked at
+#: before; each version draws FACES_PER_VERSION of them by its seed
+FACES = ("lfw_subset",)
+FACES_PER_VERSION = 160
 #: (direction, photos, side, seeds) of each split; direction "photos": foreign among photo patches,
 #: "digits": photo patches among the digits (side = the photo patches' cut before downscaling to 8 px)
 STAGES = {"tune": [("photos", ni.TUNE_PHOTOS, 32, (0, 1, 2)), ("digits", ni.TUNE_PHOTOS, 32, (0,)),
@@ -179,6 +183,11 @@ STAGES = {"tune": [("photos", ni.TUNE_PHOTOS, 32, (0, 1, 2)), ("digits", ni.TUNE
                      ("digits", ni.HELD_OUT_PHOTOS, 32, (8, 9)),
                      ("contaminated", ni.HELD_OUT_PHOTOS, 32, (8, 9)),
                      ("contaminated", ni.HELD_OUT_PHOTOS, 64, (7, 8))],
+          "fresh5": [("photos", ni.HELD_OUT_PHOTOS, 32, (12, 13)), ("photos", ni.HELD_OUT_PHOTOS, 64, (11, 12)),
+                     ("digits", ni.HELD_OUT_PHOTOS, 32, (12, 13)),
+                     ("contaminated", ni.HELD_OUT_PHOTOS, 32, (12, 13)),
+                     ("contaminated", ni.HELD_OUT_PHOTOS, 64, (11, 12)),
+                     ("photos", FACES, 25, (0, 1, 2)), ("contaminated", FACES, 25, (0, 1, 2))],
           "fresh4": [("photos", ni.HELD_OUT_PHOTOS, 32, (10, 11)), ("photos", ni.HELD_OUT_PHOTOS, 64, (9, 10)),
                      ("digits", ni.HELD_OUT_PHOTOS, 32, (10, 11)),
                      ("contaminated", ni.HELD_OUT_PHOTOS, 32, (10, 11)),
@@ -190,7 +199,13 @@ def log(msg: str) -> None:
 
 
 def photo_patches(photos: tuple[str, ...], side: int, seed: int) -> np.ndarray:
-    """N x 3 x side x side float32 in [0, 1]: the original (non-flat) patches of `photos`."""
+    """N x 3 x side x side float32 in [0, 1]: the original (non-flat) patches of `photos`; for FACES,
+    FACES_PER_VERSION of scikit-image's 200 LFW faces (25 x 25 grey over 3 channels) drawn by `seed`."""
+    if photos == FACES:
+        import skimage.data
+        faces = skimage.data.lfw_subset()
+        pick = np.sort(np.random.default_rng([seed, 25, 16]).choice(len(faces), FACES_PER_VERSION, replace=False))
+        return np.repeat(faces[pick][:, None], 3, axis=1).astype(np.float32)
     data = ni.photo_set(photos, side, seed)
     return data.images[data.family == "original"]
 

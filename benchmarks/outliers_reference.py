@@ -47,7 +47,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "outliers_reference.json
 CLIPS = (None, 3.0, 4.0, 6.0, 8.0, 12.0)
 SHRINKS = (0.05, 0.1, 0.2)
 TUNE = ("tune", "tune_texture")
-HELD_OUT = ("fresh3", "fresh4")
+HELD_OUT = ("fresh3", "fresh4", "fresh5")
 REFERENCE_RULE = (f"over the {' and '.join(TUNE)} stages (outliers_natural.SCORE_RULE's versions), among the "
                   f"candidates that flag at most {on.MAX_CLEAN_FLAGS} of every clean version and of the originals "
                   f"of every planted and contaminated one: the highest mean in_top5 over the planted (version, "
