@@ -156,8 +156,8 @@ COVARIANCE_RULE = (f"on the TUNE planted versions (32 and 64 px photos: 12.5% of
 CHOICE_RULE = (f"the highest mean in_top5 over the planted kinds and versions, among the variants whose clean "
                f"false-flag rate stays below {MAX_CLEAN_FLAGS} (the default gate's outlier bar) on every clean "
                f"version; variants within {TIE} of the best count as tied and the one with fewest kinds at 0 wins")
-#: session 20's second held-out domain: scikit-image's 200 LFW faces (offline, 25 x 25 grey), never looked at
-#: before; each version draws FACES_PER_VERSION of them by its seed
+#: session 20's second held-out domain: scikit-image's lfw_subset (offline, 25 x 25 grey: 100 LFW faces and 100
+#: crops of the same photos' backgrounds), never looked at before; each version draws FACES_PER_VERSION of them
 FACES = ("lfw_subset",)
 FACES_PER_VERSION = 160
 #: (direction, photos, side, seeds) of each split; direction "photos": foreign among photo patches,
