@@ -72,7 +72,11 @@ Time: 169 s (tune) and 1,447 s (held-out) on this shared 2-core CPU under a load
 the fresh stage's encoders 1,331 s and its contaminated versions' 322 s (--embed-only), the tune stage's new
 versions 223 + 138 s; measuring from the cache 22 s (fresh) and 46 s (tune).
 
-Run: python benchmarks/outliers_natural.py [--stage tune|held_out|fresh|fresh2|all] [--draws 16] [--epochs 20]
+Session 20 added the stages tune_texture (TUNE_PHOTOS with TEXTURE_TUNE_PHOTOS, 32 and 64 px, seeds 0-1; with
+tune the set SCORE_RULE and outliers_reference.REFERENCE_RULE choose on), fresh3 and fresh4 (new HELD_OUT_PHOTOS
+seeds) and fresh5 (new seeds and FACES), each cached with --embed-only before its rule was committed; the
+clipped self-calibrated candidates (SCORE_CANDIDATES) went to outliers_natural_session20.json.
+Run: python benchmarks/outliers_natural.py [--stage tune|held_out|fresh|fresh2|tune_texture|fresh3|fresh4|fresh5|all] [--draws 16] [--epochs 20]
      [--out FILE] [--cache DIR [--reuse | --embed-only]] [--covariance-only]
 Session 14: --stage tune --cache DIR --embed-only --covariance-only, then --stage tune --cache DIR --reuse (the
 choice); then --stage fresh2 --cache DIR --covariance-only (once).

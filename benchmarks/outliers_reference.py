@@ -21,8 +21,11 @@ version alone (flagged above 3.5). The conformal threshold (ALPHA 0.005, fixed, 
 fresh4 had been measured with the plain 3.5 cut (clean versions flagged 3.4% and 4.0%; commit 414734b's
 JSON); it changes no ranking, so no pick; fresh5 and the faces were measured once after it.
 
-Rule (REFERENCE_RULE), on the tune and tune_texture stages only; held out: fresh3 and fresh4.
-Run: python benchmarks/outliers_reference.py --cache DIR [--stages tune,tune_texture,fresh3,fresh4]
+Rule (REFERENCE_RULE), on the tune and tune_texture stages only; held out: fresh3 and fresh4 (HELD_OUT_PHOTOS,
+new seeds), fresh5 (new seeds, and scikit-image's lfw_subset: 100 LFW faces and 100 background crops, 25 px).
+Fill the cache first: python benchmarks/outliers_natural.py --stage S --cache DIR --embed-only --covariance-only
+for S in tune, tune_texture, fresh3, fresh4, fresh5 (about 2 minutes a stage on 2 cores).
+Run: python benchmarks/outliers_reference.py --cache DIR [--stages tune,tune_texture,fresh3,fresh4,fresh5]
 Output: benchmarks/results/outliers_reference.json
 """
 from __future__ import annotations
