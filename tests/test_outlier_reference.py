@@ -129,9 +129,19 @@ def test_the_outliers_finding_scores_against_a_kept_reference_version(tmp_path) 
     alone = find_all(new_table, emb, new, {"duplicates": None})  # the version as its own reference: masked
     assert alone.table["is_outlier"].to_numpy()[280:].mean() < 0.5
 
-    with pytest.raises(ValueError, match="has no findings.npz"):
+    with pytest.raises(ValueError, match="has no statistics.npz"):
         Outliers(reference=str(tmp_path / "nowhere")).find(new_table, emb, images=new)
     with pytest.raises(ValueError, match="give the images"):
         Outliers(reference=str(tmp_path)).find(new_table, emb)
+    from influencegate.data.npz import write_npz
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    write_npz(odd / "statistics.npz", statistics=np.zeros((5, 2)), statistics_names=np.asarray(["a", "b"]))
+    with pytest.raises(ValueError, match="kept the statistics"):
+        Outliers(reference=str(odd)).find(new_table, emb, images=new)
+    write_npz(odd / "statistics.npz", statistics=np.full((5, len(STATISTICS)), np.nan),
+              statistics_names=np.asarray(STATISTICS))
+    with pytest.raises(ValueError, match="not finite"):
+        Outliers(reference=str(odd)).find(new_table, emb, images=new)
     with pytest.raises(ValueError, match="reference needs combine 'joint'"):
         FindingsConfig(outliers={"combine": "mean", "reference": str(tmp_path)})

@@ -42,8 +42,10 @@ EMPTY = -2.0
 Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-#: the file an audited version keeps its findings state in, in its resume directory (workflows.version_state)
+#: the files an audited version keeps its findings state and its images' statistics in, in its resume
+#: directory (workflows.version_state; the statistics are what a later version's outliers read as reference)
 STATE_FILE = "findings.npz"
+STATISTICS_FILE = "statistics.npz"
 
 
 @dataclass

@@ -19,7 +19,7 @@ import numpy as np
 
 from influencegate.data import storage
 from influencegate.data.npz import read_npz
-from influencegate.findings.appended import STATE_FILE
+from influencegate.findings.appended import STATISTICS_FILE
 from influencegate.statistics import shrunk_fit, squared_distances
 
 #: the reference fit's settings, chosen on the tuning split (benchmarks/outliers_reference.py, REFERENCE_RULE)
@@ -83,17 +83,14 @@ def reference_score(coords: dict[str, np.ndarray], reference: dict[str, np.ndarr
 
 def load_reference(location: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """{name: R-vector} of the image statistics `names` that an audited version kept in its resume directory
-    `location` (STATE_FILE, written by an audit with a resume directory; local path or URL). ValueError, naming
-    the location with its credentials redacted, when it holds no such file, no statistics, other statistics,
-    fewer than 2 rows or values that are not finite."""
+    `location` (STATISTICS_FILE, written by an audit with images and a resume directory; local path or URL).
+    ValueError, naming the location with its credentials redacted, when it holds no such file, other
+    statistics, fewer than 2 rows or values that are not finite."""
     where = storage.redact(location)
-    stored = read_npz(storage.join(storage.normalise(location), STATE_FILE))
-    if stored is None:
-        raise ValueError(f"outliers: the reference {where} has no {STATE_FILE}: audit the reference version with "
-                         "a resume directory (--resume-dir) and name that directory")
-    if "statistics" not in stored:
-        raise ValueError(f"outliers: the reference {where} kept no image statistics (audited without images or "
-                         "with an earlier influencegate); audit it again with a resume directory")
+    stored = read_npz(storage.join(storage.normalise(location), STATISTICS_FILE))
+    if stored is None or "statistics" not in stored:
+        raise ValueError(f"outliers: the reference {where} has no {STATISTICS_FILE}: audit the reference version "
+                         "with its images and a resume directory (--resume-dir), and name that directory")
     kept = [str(n) for n in stored["statistics_names"].tolist()]
     if kept != list(names) or len(stored["statistics"]) < 2:
         raise ValueError(f"outliers: the reference {where} kept the statistics {kept} of "

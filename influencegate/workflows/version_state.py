@@ -3,8 +3,9 @@ in its resume directory beside the fit and the scores (influence.resume):
 
     directory/embeddings.npz   sample_ids (M), embeddings (M x D float32), encoder_sha256 (the weights' hash)
     directory/findings.npz     sample_ids (M) and the findings' state (findings.appended): knn (M x k),
-                               near_top (M x k'), hashes (M), links_i / links_j (positions of linked samples),
-                               statistics (M x 8, the outliers' image statistics) and statistics_names
+                               near_top (M x k'), hashes (M), links_i / links_j (positions of linked samples)
+    directory/statistics.npz   sample_ids (M), statistics (M x 8 float64, the outliers' image statistics) and
+                               statistics_names: what a later version's outliers read as their reference
     directory/map.npz          sample_ids (M), the embedding map's mapped positions (M') and xy (M' x 2)
 
 An appended version (`since` = the previous version's directory) reuses the previous embeddings when its
@@ -20,7 +21,7 @@ import numpy as np
 
 from influencegate.data import storage
 from influencegate.data.npz import read_npz, write_npz
-from influencegate.findings.appended import STATE_FILE, Previous
+from influencegate.findings.appended import STATE_FILE, STATISTICS_FILE, Previous
 
 EMBEDDINGS = "embeddings.npz"
 FINDINGS = STATE_FILE
@@ -105,10 +106,11 @@ def save_findings(directory: str, ids: Sequence[str], state: dict[str, dict[str,
         arrays["hashes"] = np.asarray(duplicates["hashes"], dtype="S64")  # hex sha256, 64 B each (not 256)
     if "links" in duplicates:
         arrays["links_i"], arrays["links_j"] = (np.asarray(a, dtype=np.int64) for a in duplicates["links"])
-    if "statistics" in outliers:  # a later version's outliers may take these as their clean reference
-        arrays["statistics"] = np.asarray(outliers["statistics"], dtype=np.float64)
-        arrays["statistics_names"] = np.asarray(outliers["statistics_names"], dtype=str)
     _write(directory, FINDINGS, **arrays)
+    if "statistics" in outliers:  # a later version's outliers may take these as their clean reference
+        _write(directory, STATISTICS_FILE, sample_ids=arrays["sample_ids"],
+               statistics=np.asarray(outliers["statistics"], dtype=np.float64),
+               statistics_names=np.asarray(outliers["statistics_names"], dtype=str))
 
 
 def previous_layout(since: str, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
