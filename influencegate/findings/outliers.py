@@ -272,9 +272,9 @@ class OutliersFinding(FindingPlugin):
         columns = config.find(inputs.table, inputs.embeddings, images=inputs.images, sample_ids=inputs.sample_ids,
                               mean=inputs.mean, std=inputs.std, previous=inputs.previous, statistics=statistics)
         found = config.summary()
+        flagged = f": {flagged_ids(inputs.table, columns['is_outlier'])}." if found["outliers"] else "."
         text = (f"{found['outliers']} of {found['examined']} samples are outliers ({describe(found)} above "
-                f"{found['threshold']:.3g})" + (f": {flagged_ids(inputs.table, columns['is_outlier'])}." if found["outliers"]
-                                      else "."))
+                f"{found['threshold']:.3g})" + flagged)
         return Outcome(columns, {"outlier_fraction": float(found["outlier_fraction"]),
                                  "n_outliers": float(found["outliers"])}, text, config.state)
 
