@@ -129,8 +129,8 @@ def test_the_outliers_finding_scores_against_a_kept_reference_version(tmp_path) 
     alone = find_all(new_table, emb, new, {"duplicates": None})  # the version as its own reference: masked
     assert alone.table["is_outlier"].to_numpy()[280:].mean() < 0.5
 
-    with pytest.raises(ValueError, match="has no statistics.npz"):
-        Outliers(reference=str(tmp_path / "nowhere")).find(new_table, emb, images=new)
+    with pytest.raises(ValueError, match="has no statistics.npz"):  # when the config is read, before any scoring
+        FindingsConfig(outliers={"reference": str(tmp_path / "nowhere")})
     with pytest.raises(ValueError, match="give the images"):
         Outliers(reference=str(tmp_path)).find(new_table, emb)
     from influencegate.data.npz import write_npz

@@ -82,6 +82,20 @@ def reference_score(coords: dict[str, np.ndarray], reference: dict[str, np.ndarr
     return z, (log_version - middle) / scale, (log_reference - middle) / scale
 
 
+def missing_reference(location: str) -> ValueError:
+    """The error for a reference location without STATISTICS_FILE (credentials redacted)."""
+    return ValueError(f"outliers: the reference {storage.redact(location)} has no {STATISTICS_FILE}: audit the "
+                      "reference version with its images and a resume directory (--resume-dir), and name that "
+                      "directory")
+
+
+def check_reference(location: str) -> None:
+    """ValueError (missing_reference) unless `location` holds STATISTICS_FILE: checked when the config is read,
+    so that a wrong reference stops an audit before its scoring, not after."""
+    if not storage.exists(storage.join(storage.normalise(location), STATISTICS_FILE)):
+        raise missing_reference(location)
+
+
 def load_reference(location: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """{name: R-vector} of the image statistics `names` that an audited version kept in its resume directory
     `location` (STATISTICS_FILE, written by an audit with images and a resume directory; local path or URL).
@@ -90,8 +104,7 @@ def load_reference(location: str, names: tuple[str, ...]) -> dict[str, np.ndarra
     where = storage.redact(location)
     stored = read_npz(storage.join(storage.normalise(location), STATISTICS_FILE))
     if stored is None or "statistics" not in stored:
-        raise ValueError(f"outliers: the reference {where} has no {STATISTICS_FILE}: audit the reference version "
-                         "with its images and a resume directory (--resume-dir), and name that directory")
+        raise missing_reference(location)
     kept = [str(n) for n in stored["statistics_names"].tolist()]
     if kept != list(names) or len(stored["statistics"]) < 2:
         raise ValueError(f"outliers: the reference {where} kept the statistics {kept} of "

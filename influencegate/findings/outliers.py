@@ -12,7 +12,7 @@ from influencegate.data import storage
 from influencegate.findings.appended import Previous, knn_appended
 from influencegate.findings.base import Finding, align_embeddings, check_table
 from influencegate.findings.image_stats import STATISTICS, stream_statistics
-from influencegate.findings.outlier_reference import flag_threshold, load_reference, reference_score
+from influencegate.findings.outlier_reference import check_reference, flag_threshold, load_reference, reference_score
 from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
                                              flagged_ids, register)
 from influencegate.findings.similarity import DEFAULT_BLOCK, check_index, knn_mean_distances, mean_distances
@@ -124,6 +124,8 @@ class Outliers(Finding):
             raise ValueError(f"k and block must be >= 1, got k={k}, block={block}")
         if reference is not None and (combine != "joint" or not str(reference).strip()):
             raise ValueError(f"reference needs combine 'joint' and a resume directory, got {reference!r}")
+        if reference is not None:
+            check_reference(str(reference))
         self.k, self.z, self.combine, self.block, self.covariance = int(k), float(z), combine, int(block), covariance
         self.reference = None if reference is None else str(reference)
         self.threshold, self.reference_rows = float(z), 0
