@@ -44,7 +44,8 @@ import outliers_natural as on  # noqa: E402
 
 from influencegate.findings import Outliers  # noqa: E402
 from influencegate.findings.image_stats import STATISTICS, stream_statistics  # noqa: E402
-from influencegate.findings.outlier_reference import flag_threshold, reference_score  # noqa: E402
+from influencegate.findings.outlier_reference import (REFERENCE_CLIP, REFERENCE_SHRINK, flag_threshold,  # noqa: E402
+                                                     reference_score)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "outliers_reference.json"
 CLIPS = (None, 3.0, 4.0, 6.0, 8.0, 12.0)
@@ -105,25 +106,48 @@ def flagged_at_z(score: np.ndarray, reference_scores: np.ndarray) -> np.ndarray:
     return score - flag_threshold(reference_scores, on.OUTLIER_Z) + on.OUTLIER_Z
 
 
+def without(coords: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
+    return {k: v for k, v in coords.items() if k != name}
+
+
 def measure(stage_versions: list[dict]) -> list[dict]:
-    """Per version: kind_metrics of the default and of every candidate against its reference."""
+    """Per version: kind_metrics of the default and of every candidate against its reference, and of the
+    library's setting with each statistic left out ("without", what each part brings; measured after the
+    choice, nothing chosen from it)."""
     rows = []
     for v in stage_versions:
         ref = reference_of(v, stage_versions)
         scores = {candidate_name(c, s): flagged_at_z(*reference_score(v["coords"], ref["coords"], c, s)[1:])
                   for c in CLIPS for s in SHRINKS}
+        dropped = {name: flagged_at_z(*reference_score(without(v["coords"], name), without(ref["coords"], name))[1:])
+                   for name in STATISTICS}
         rows.append({k: v[k] for k in ("stage", "direction", "side", "photos_cut_at", "seed", "planted")}
                     | {"reference_seed": ref["seed"], "n": len(v["kinds"]),
                        "n_per_kind": {k: int((v["kinds"] == k).sum()) for k in dict.fromkeys(v["kinds"])
                                       if k != "original"},
                        "default": on.kind_metrics(v["default"], v["kinds"]),
-                       "score": {n: on.kind_metrics(s, v["kinds"]) for n, s in scores.items()}})
+                       "score": {n: on.kind_metrics(s, v["kinds"]) for n, s in scores.items()},
+                       "without": {n: on.kind_metrics(s, v["kinds"]) for n, s in dropped.items()}})
     return rows
 
 
 def with_default(rows: list[dict]) -> list[dict]:
     """The rows with the default added as one more "score" candidate (for score_choice's table)."""
     return [r | {"score": r["score"] | {"default": r["default"]}} for r in rows]
+
+
+def parts_left_out(rows: list[dict]) -> dict:
+    """Per statistic left out, per stage group (tuning, held out): the mean in_top5 per (direction, side, kind)
+    over the planted versions, beside the full setting's."""
+    out = {}
+    for group, stages in (("tune", TUNE), ("held_out", HELD_OUT)):
+        kept = [r | {"score": {"all 8": r["score"][candidate_name(REFERENCE_CLIP, REFERENCE_SHRINK)],
+                               **{f"without {n}": m for n, m in r["without"].items()}}}
+                for r in rows if r["stage"] in stages]
+        if kept:
+            table = on.score_choice(kept, stages)["candidates"]
+            out[group] = {n: {"mean_in_top5": t["mean_in_top5"], "per_kind": t["per_kind"]} for n, t in table.items()}
+    return out
 
 
 def main() -> None:
@@ -148,7 +172,7 @@ def main() -> None:
               "held_out": {stage: {"picked": tuned["picked"], "candidates": {
                   n: t for n, t in table["candidates"].items() if n in (tuned["picked"], "default")}}
                   for stage, table in held.items()},
-              "held_out_all_candidates": held, "runs": rows,
+              "held_out_all_candidates": held, "without": parts_left_out(rows), "runs": rows,
               "seconds": round(time.perf_counter() - t0, 1)}
     args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
     on.log(f"picked {tuned['picked']}; done in {time.perf_counter() - t0:.0f} s")
