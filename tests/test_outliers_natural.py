@@ -98,3 +98,20 @@ def test_measure_without_influence_gives_the_covariance_candidates_only():
     coords = {f"c{i}": rng.normal(size=len(kinds)) for i in range(3)}
     np.testing.assert_allclose(on.clipped_joint_score(coords, "robust", 1e9),
                                on.joint_score(coords, *on.COVARIANCE_FITS["robust"])[1])
+
+
+def test_reference_benchmark_pairs_each_version_with_a_clean_version_of_another_seed():
+    import outliers_reference as ref  # benchmarks/, on the path above
+
+    def version(direction: str, cut: int, seed: int, planted: bool) -> dict:
+        return {"direction": direction, "photos_cut_at": cut, "seed": seed, "planted": planted}
+
+    stage = [version(d, cut, seed, p) for d, cut, seeds in (("photos", 32, (4, 5, 6)), ("photos", 64, (7, 8)),
+                                                           ("digits", 32, (4, 5)))
+             for seed in seeds for p in (True, False)] + [version("contaminated", 64, 8, True)]
+    got = {(v["direction"], v["photos_cut_at"], v["seed"], v["planted"]): ref.reference_of(v, stage) for v in stage}
+    assert all(not r["planted"] and r["photos_cut_at"] == key[1] for key, r in got.items())
+    assert [got["photos", 32, s, True]["seed"] for s in (4, 5, 6)] == [5, 6, 4]  # the next seed, cyclic
+    assert got["photos", 64, 8, False]["seed"] == 7 and got["contaminated", 64, 8, True]["seed"] == 7
+    assert got["digits", 32, 5, True] is got["digits", 32, 5, False]  # the digits before the photos were added
+    assert got["digits", 32, 5, True]["direction"] == "digits"
