@@ -76,7 +76,8 @@ Session 20 added the stages tune_texture (TUNE_PHOTOS with TEXTURE_TUNE_PHOTOS, 
 tune the set SCORE_RULE and outliers_reference.REFERENCE_RULE choose on), fresh3 and fresh4 (new HELD_OUT_PHOTOS
 seeds) and fresh5 (new seeds and FACES), each cached with --embed-only before its rule was committed; the
 clipped self-calibrated candidates (SCORE_CANDIDATES) went to outliers_natural_session20.json.
-Run: python benchmarks/outliers_natural.py [--stage tune|held_out|fresh|fresh2|tune_texture|fresh3|fresh4|fresh5|all] [--draws 16] [--epochs 20]
+Run: python benchmarks/outliers_natural.py [--stage tune|held_out|fresh|fresh2|tune_texture|fresh3|fresh4|fresh5|all]
+     [--draws 16] [--epochs 20]
      [--out FILE] [--cache DIR [--reuse | --embed-only]] [--covariance-only]
 Session 14: --stage tune --cache DIR --embed-only --covariance-only, then --stage tune --cache DIR --reuse (the
 choice); then --stage fresh2 --cache DIR --covariance-only (once).
@@ -204,7 +205,8 @@ def log(msg: str) -> None:
 
 def photo_patches(photos: tuple[str, ...], side: int, seed: int) -> np.ndarray:
     """N x 3 x side x side float32 in [0, 1]: the original (non-flat) patches of `photos`; for FACES,
-    FACES_PER_VERSION of scikit-image's 200 LFW faces (25 x 25 grey over 3 channels) drawn by `seed`."""
+    FACES_PER_VERSION of scikit-image's 200 LFW crops (100 faces, 100 backgrounds; 25 x 25 grey over 3
+    channels) drawn by `seed`."""
     if photos == FACES:
         import skimage.data
         faces = skimage.data.lfw_subset()
@@ -618,10 +620,11 @@ def score_choice(runs: list[dict], stages: tuple[str, ...] = SCORE_STAGES) -> di
                                                          if not r["planted"])),
                        "max_originals_false_flag": float(max(r["score"][name]["false_flag"] for r in rows))}
     allowed = [n for n, t in table.items() if t["max_originals_false_flag"] <= MAX_CLEAN_FLAGS]
-    best = max(table[n]["mean_in_top5"] for n in allowed)
-    near = [n for n in allowed if table[n]["mean_in_top5"] >= best - SCORE_TIE]
+    best = max((table[n]["mean_in_top5"] for n in allowed), default=None)
+    near = [n for n in allowed if best is not None and table[n]["mean_in_top5"] >= best - SCORE_TIE]
     return {"rule": SCORE_RULE, "stages": list(stages), "candidates": table,
-            "picked": min(near, key=lambda n: (table[n]["cells_below_0.95"], -table[n]["mean_in_top5"]))}
+            "picked": min(near, key=lambda n: (table[n]["cells_below_0.95"], -table[n]["mean_in_top5"]),
+                          default=None)}
 
 
 def covariance_runs(runs: list[dict], stage: str, names: tuple[str, ...]) -> list[dict]:
@@ -683,7 +686,12 @@ def main() -> None:
                   "fresh3": "session 20: HELD_OUT_PHOTOS at 32 px (seeds 8, 9) and 64 px (seeds 7, 8); digits with "
                             "HELD_OUT_PHOTOS patches (seeds 8, 9); contaminated versions of the photo seeds; never "
                             "used before; encoders trained before the choice (--embed-only), measured once after "
-                            "SCORE_RULE's pick was committed"},
+                            "SCORE_RULE's pick was committed",
+                  "fresh4": "session 20: HELD_OUT_PHOTOS at 32 px (seeds 10, 11) and 64 px (seeds 9, 10), digits "
+                            "(seeds 10, 11), contaminated versions: held out for outliers_reference.REFERENCE_RULE",
+                  "fresh5": "session 20: HELD_OUT_PHOTOS at 32 px (seeds 12, 13) and 64 px (seeds 11, 12), digits "
+                            "(seeds 12, 13), and FACES (lfw_subset, 160 of its 200 crops, seeds 0-2), clean, "
+                            "planted and contaminated: held out for REFERENCE_RULE, measured once after its flag cut"},
               "plant_share_per_kind": PLANT_SHARE, "top": TOP, "z": OUTLIER_Z,
               "encoder": {"model": "SmallCNN", "method": "simclr", "epochs": args.epochs,
                           "path": "workflows.image_audit.load_or_pretrain"},

@@ -139,6 +139,9 @@ def test_the_outliers_finding_scores_against_a_kept_reference_version(tmp_path) 
     write_npz(odd / "statistics.npz", statistics=np.zeros((5, 2)), statistics_names=np.asarray(["a", "b"]))
     with pytest.raises(ValueError, match="kept the statistics"):
         Outliers(reference=str(odd)).find(new_table, emb, images=new)
+    write_npz(odd / "statistics.npz", statistics=np.zeros((5, len(STATISTICS))))  # no names kept
+    with pytest.raises(ValueError, match="kept the statistics"):
+        Outliers(reference=str(odd)).find(new_table, emb, images=new)
     write_npz(odd / "statistics.npz", statistics=np.full((5, len(STATISTICS)), np.nan),
               statistics_names=np.asarray(STATISTICS))
     with pytest.raises(ValueError, match="not finite"):

@@ -105,7 +105,7 @@ def load_reference(location: str, names: tuple[str, ...]) -> dict[str, np.ndarra
     stored = read_npz(storage.join(storage.normalise(location), STATISTICS_FILE))
     if stored is None or "statistics" not in stored:
         raise missing_reference(location)
-    kept = [str(n) for n in stored["statistics_names"].tolist()]
+    kept = [str(n) for n in stored.get("statistics_names", np.zeros(0, dtype=str)).tolist()]
     if kept != list(names) or len(stored["statistics"]) < 2:
         raise ValueError(f"outliers: the reference {where} kept the statistics {kept} of "
                          f"{len(stored['statistics'])} samples; {list(names)} of at least 2 are needed")
