@@ -46,7 +46,8 @@ def dataset_audit_pipeline(dataset: Optional[dict] = None, encoder: Optional[dic
                                                                         **influence)
     report, drift = compare_with_approved(ref, scores, threshold=gate.get("drift_threshold"))
     decision, _, docs = validate_and_gate(ref, scores, summary, scoring_info, drift, suite,
-                                          drift_blocks=bool(gate.get("drift_blocks", False)), findings=findings)
+                                          drift_blocks=bool(gate.get("drift_blocks", False)), findings=findings,
+                                          resume_dir=influence.get("resume_dir"))
     run = log_to_mlflow(ref, records, scores, summary, scoring_info, encoder_info, decision, docs, histogram, most,
                         least, report, drift, findings=finding_artifacts, embedding_map=embedding_map,
                         findings_report=findings_report, tracking=tracking)

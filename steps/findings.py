@@ -14,7 +14,8 @@ from influencegate.findings import FindingsResult, artifacts, metric_catalog
 from influencegate.findings.fairness import RESULT_COLUMNS as FAIRNESS_COLUMNS
 from influencegate.findings.registry import as_config
 from influencegate.findings.run import finding_tables
-from influencegate.integrations.zenml.approvals import SCORES_ARTIFACT
+from influencegate.findings.outlier_reference import APPROVED
+from influencegate.integrations.zenml.approvals import SCORES_ARTIFACT, approved_reference
 from influencegate.integrations.zenml.tables import TableMaterializer
 from influencegate.report import findings_figures
 from influencegate.statistics import summary_with_findings
@@ -52,12 +53,29 @@ def find_issues(dataset: DatasetRef, encoder: nn.Module, scores: pd.DataFrame, f
     resume_dir: an appended version checks only what its new samples change against the whole version, from
     the findings state kept in `since`; resume_dir keeps this version's state (`findings.appended`).
     """
+    findings, note = with_approved_reference(dataset.name, findings)
     found = find_issues_in(dataset.open(), encoder, scores, findings, device=device, embeddings=embeddings,
                            resume_dir=resume_dir, since=since)
+    texts = {**found.texts, **({"outliers": f"{note} {found.texts['outliers']}"} if note else {})}
     return (found.table, summary_with_findings(found.table, found.metrics),
             found.tables.get("fairness", pd.DataFrame(columns=list(FAIRNESS_COLUMNS))),
             found.tables.get("duplicate_groups", pd.DataFrame()),
-            found.texts)
+            texts)
+
+
+def with_approved_reference(dataset_name: str, findings: Optional[dict[str, Any]]
+                            ) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """(the findings config with `outliers: {reference: approved}` resolved to the resume directory of the last
+    approved version of `dataset_name` that kept its image statistics, a note for the outliers text or None).
+    With no such version yet, the reference is dropped (the version is its own) and the note says so."""
+    outliers = (findings or {}).get("outliers")
+    if not isinstance(outliers, dict) or outliers.get("reference") != APPROVED:
+        return findings, None
+    found = approved_reference(dataset_name)
+    note = (f"Reference: the last approved version of {dataset_name!r} ({found})." if found else
+            f"No approved version of {dataset_name!r} kept its image statistics yet (an audit with a resume "
+            "directory keeps them), so this version is its own reference.")
+    return {**findings, "outliers": {**outliers, "reference": found}}, note
 
 
 @step

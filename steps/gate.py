@@ -18,12 +18,14 @@ from influencegate.workflows.references import DatasetRef
 @step(enable_cache=False)
 def validate_and_gate(dataset: DatasetRef, scores: pd.DataFrame, summary: dict, scoring_info: dict,
                       drift: Optional[dict] = None, suite: Optional[str] = None, drift_blocks: bool = False,
-                      findings: Optional[dict] = None) -> Tuple[
+                      findings: Optional[dict] = None, resume_dir: Optional[str] = None) -> Tuple[
         Annotated[dict, "gate_decision"], Annotated[HTMLString, "gate_report"], Annotated[Path, "data_docs"]]:
     """Run the Great Expectations suite (`suite`: a JSON file, local path or URL; default the packaged
     expectations/default.json) on the scores table and the one-row summary. With `drift_blocks`, failing
     Evidently drift tests reject too. findings: the FindingsConfig fields that ran (a suite with
     include_findings adds the expectations of the findings they enable; default: the default findings).
+    resume_dir: where this version's state is kept (recorded, so that a later audit's `outliers: {reference:
+    approved}` finds this version's image statistics once it is approved).
 
     Returns the decision (docs/design.md section 2), its HTML rendering and the GE Data Docs folder.
     """
@@ -34,6 +36,7 @@ def validate_and_gate(dataset: DatasetRef, scores: pd.DataFrame, summary: dict, 
                         docs_dir=docs, extra_checks=extra, findings=findings)
     decision["dataset"] = {key: dataset.logged()[key] for key in ("n_rows", "n_readable", "n_failed", "skipped")}
     decision["incremental"] = (scoring_info.get("resume") or {}).get("incremental")
+    decision["resume_dir"] = resume_dir
     return decision, HTMLString(decision_html(decision)), docs
 
 

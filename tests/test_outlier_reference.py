@@ -146,5 +146,8 @@ def test_the_outliers_finding_scores_against_a_kept_reference_version(tmp_path) 
               statistics_names=np.asarray(STATISTICS))
     with pytest.raises(ValueError, match="not finite"):
         Outliers(reference=str(odd)).find(new_table, emb, images=new)
+    FindingsConfig(outliers={"reference": "approved"})  # the last approved version: the pipeline resolves it
+    with pytest.raises(ValueError, match="resolved by the audit pipeline"):
+        Outliers(reference="approved").find(new_table, emb, images=new)
     with pytest.raises(ValueError, match="reference needs combine 'joint'"):
         FindingsConfig(outliers={"combine": "mean", "reference": str(tmp_path)})

@@ -41,6 +41,12 @@ def my_pretraining_pipeline(source: str, checkpoint: str) -> None:
     keep_approved(decision)
 
 
+def _findings_texts(printed: str) -> dict:
+    """The findings' texts of the last ZenML run the CLI printed ("ZenML run: <id>")."""
+    run = ZenMLClient().get_pipeline_run(re.findall(r"ZenML run: (\S+)", printed)[-1])
+    return run.steps["find_issues"].outputs["findings_text"][0].load()
+
+
 def _artifact_files(client, run_id: str, path: str | None = None) -> set[str]:
     files = set()
     for item in client.list_artifacts(run_id, path):
@@ -87,16 +93,22 @@ def test_two_versions_compare_against_first_approved_and_mlflow_has_everything(
     folder = digits_folder(tmp_path / "handwriting", count=100)
     config = audit_config(folder)
 
-    assert main(["audit", str(config)]) == 0
+    # outliers against the last approved version: none yet for the first audit, which keeps its state
+    approved_reference = ["--set", "findings.outliers.reference=approved"]
+    assert main(["audit", str(config), "--resume-dir", str(tmp_path / "v1"), *approved_reference]) == 0
     first = last_approved("handwriting")
     assert first is not None
     v1 = first["decision"]["dataset_version"]
     assert first["decision"]["approved"] is True and len(first["scores"]) == 100
+    assert first["decision"]["resume_dir"].endswith("v1") and (tmp_path / "v1" / "statistics.npz").exists()
 
-    assert "dataset: 100 rows, 100 readable, 0 failed\n" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "dataset: 100 rows, 100 readable, 0 failed\n" in printed
+    first_texts = _findings_texts(printed)
+    assert "No approved version of 'handwriting' kept its image statistics yet" in first_texts["outliers"]
     digits_folder(folder, count=40, offset=100)  # version 2: the same dataset with 40 more images
     (folder / ".DS_Store").write_bytes(b"finder metadata")  # skipped (hidden), counted, not part of the version
-    assert main(["audit", str(config), "--set", "scorer.seed=1"]) == 0
+    assert main(["audit", str(config), "--set", "scorer.seed=1", *approved_reference]) == 0
     second = last_approved("handwriting")
     v2 = second["decision"]["dataset_version"]
     assert v2 != v1 and len(second["scores"]) == 140
@@ -104,6 +116,9 @@ def test_two_versions_compare_against_first_approved_and_mlflow_has_everything(
     client = MlflowClient(mlflow_uri)
     experiment = client.get_experiment_by_name("influencegate-tests")
     printed = capsys.readouterr().out  # the CLI says how to open the runs view
+    outliers_text = _findings_texts(printed)["outliers"]
+    assert f"last approved version of 'handwriting' ({first['decision']['resume_dir']})" in outliers_text
+    assert "from the reference version" in outliers_text and "(100 samples)" in outliers_text
     assert "dataset: 140 rows, 140 readable, 0 failed; skipped in the folder: 1 hidden, 0 symlinks" in printed
     assert f"open: http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}" in printed
     assert "mlflow ui --backend-store-uri sqlite:///" in printed

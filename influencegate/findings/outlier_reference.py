@@ -29,6 +29,9 @@ REFERENCE_SHRINK = 0.1
 #: (flag_threshold): set without tuning, after the held-out fresh3 and fresh4 flagged 3.4-4.0% of clean versions
 #: at z 3.5 alone, before fresh5 (README)
 ALPHA = 0.005
+#: the reference that names the dataset's last approved version: resolved by the audit pipeline (its findings
+#: step looks the version up among the recorded approvals), never read here
+APPROVED = "approved"
 #: a coordinate constant over the whole reference gets this scale: any departure from it is far (unitless)
 SCALE_FLOOR = 1e-6
 #: added to the distance before its log (unitless), as outliers.LOG_EPS
@@ -90,9 +93,9 @@ def missing_reference(location: str) -> ValueError:
 
 
 def check_reference(location: str) -> None:
-    """ValueError (missing_reference) unless `location` holds STATISTICS_FILE: checked when the config is read,
-    so that a wrong reference stops an audit before its scoring, not after."""
-    if not storage.exists(storage.join(storage.normalise(location), STATISTICS_FILE)):
+    """ValueError (missing_reference) unless `location` holds STATISTICS_FILE or is APPROVED: checked when the
+    config is read, so that a wrong reference stops an audit before its scoring, not after."""
+    if location != APPROVED and not storage.exists(storage.join(storage.normalise(location), STATISTICS_FILE)):
         raise missing_reference(location)
 
 

@@ -12,7 +12,8 @@ from influencegate.data import storage
 from influencegate.findings.appended import Previous, knn_appended
 from influencegate.findings.base import Finding, align_embeddings, check_table
 from influencegate.findings.image_stats import STATISTICS, stream_statistics
-from influencegate.findings.outlier_reference import check_reference, flag_threshold, load_reference, reference_score
+from influencegate.findings.outlier_reference import (APPROVED, check_reference, flag_threshold, load_reference,
+                                                     reference_score)
 from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
                                              flagged_ids, register)
 from influencegate.findings.similarity import DEFAULT_BLOCK, check_index, knn_mean_distances, mean_distances
@@ -102,6 +103,8 @@ class Outliers(Finding):
       modes; the k-NN distances are left out, their scale being each encoder's own), and is_outlier is
       outlier_score above the larger of z and the reference's own 99.5th percentile. Chosen on the tuning split
       of benchmarks/outliers_reference.py and measured held out (README). None: the version is its own reference.
+      "approved": the dataset's last approved version, resolved by the audit pipeline (steps.find_issues) from
+      the resume directory its decision recorded; until one kept its statistics, the version is its own.
     combine "mean" / "max": the earlier rules (the default was "mean" until the natural-image benchmark), the
       average / the larger of robust_z(log_influence) and robust_z(knn_distance); no images, one scale.
     robust_z: (x - median) / (1.4826 MAD), influencegate.statistics.robust_z, over the scored rows. The k-NN
@@ -161,6 +164,9 @@ class Outliers(Finding):
             statistics = None
         if self.reference is not None and statistics is None:
             raise ValueError("outliers: a reference compares image statistics; give the images (or their statistics)")
+        if self.reference == APPROVED:
+            raise ValueError(f"outliers: reference {APPROVED!r} (the last approved version) is resolved by the audit "
+                             "pipeline; outside it, give that version's resume directory")
         self._k_large = k_large(len(emb), self.k) if joint else None
         ks = (self.k, self._k_large) if joint else (self.k,)
         dist = self._distances(emb, ks, previous)

@@ -62,6 +62,19 @@ def last_approved(dataset_name: str) -> dict[str, Any] | None:
     return None
 
 
+def approved_reference(dataset_name: str) -> str | None:
+    """The resume directory of the last approved version of `dataset_name` that kept its image statistics there
+    (findings.outlier_reference.STATISTICS_FILE), for `outliers: {reference: approved}`; None when there is none."""
+    from influencegate.data import storage
+    from influencegate.findings.outlier_reference import STATISTICS_FILE
+
+    for version in _decisions(dataset_name, approved_only=True, size=10):
+        resume_dir = version.load().get("resume_dir")
+        if resume_dir and storage.exists(storage.join(storage.normalise(resume_dir), STATISTICS_FILE)):
+            return str(resume_dir)
+    return None
+
+
 def list_versions(dataset_name: str, limit: int = 50) -> pd.DataFrame:
     """Audits of `dataset_name`, newest first: created, dataset_version, status, latest_approved (bool, the
     version a consumer should train on), failed expectations, pipeline run id, MLflow run id."""
