@@ -9,6 +9,7 @@ import pandas as pd
 from zenml import ArtifactConfig, step
 from zenml.types import HTMLString
 
+from influencegate.data.storage import redact
 from influencegate.integrations.great_expectations import run_gate
 from influencegate.integrations.zenml.approvals import BASE_TAG, DECISION_ARTIFACT, tag_current_output
 from influencegate.report.gate_report import decision_html
@@ -24,8 +25,9 @@ def validate_and_gate(dataset: DatasetRef, scores: pd.DataFrame, summary: dict, 
     expectations/default.json) on the scores table and the one-row summary. With `drift_blocks`, failing
     Evidently drift tests reject too. findings: the FindingsConfig fields that ran (a suite with
     include_findings adds the expectations of the findings they enable; default: the default findings).
-    resume_dir: where this version's state is kept (recorded, so that a later audit's `outliers: {reference:
-    approved}` finds this version's image statistics once it is approved).
+    resume_dir: where this version's state is kept (recorded with any credentials in a URL removed, so that a
+    later audit's `outliers: {reference: approved}` finds this version's image statistics once it is approved;
+    the store's usual credential chain then reads it).
 
     Returns the decision (docs/design.md section 2), its HTML rendering and the GE Data Docs folder.
     """
@@ -36,7 +38,7 @@ def validate_and_gate(dataset: DatasetRef, scores: pd.DataFrame, summary: dict, 
                         docs_dir=docs, extra_checks=extra, findings=findings)
     decision["dataset"] = {key: dataset.logged()[key] for key in ("n_rows", "n_readable", "n_failed", "skipped")}
     decision["incremental"] = (scoring_info.get("resume") or {}).get("incremental")
-    decision["resume_dir"] = resume_dir
+    decision["resume_dir"] = redact(resume_dir) if resume_dir else None  # logged: no credentials in it
     return decision, HTMLString(decision_html(decision)), docs
 
 
