@@ -76,7 +76,7 @@ Session 20 added the stages tune_texture (TUNE_PHOTOS with TEXTURE_TUNE_PHOTOS, 
 tune the set SCORE_RULE and outliers_reference.REFERENCE_RULE choose on), fresh3 and fresh4 (new HELD_OUT_PHOTOS
 seeds) and fresh5 (new seeds and FACES), each cached with --embed-only before its rule was committed; the
 clipped self-calibrated candidates (SCORE_CANDIDATES) went to outliers_natural_session20.json.
-Run: python benchmarks/outliers_natural.py [--stage tune|held_out|fresh|fresh2|tune_texture|fresh3|fresh4|fresh5|all]
+Run: python benchmarks/outliers_natural.py [--stage tune|held_out|fresh|fresh2|tune_texture|fresh3|fresh4|fresh5|fresh6|all]
      [--draws 16] [--epochs 20]
      [--out FILE] [--cache DIR [--reuse | --embed-only]] [--covariance-only]
 Session 14: --stage tune --cache DIR --embed-only --covariance-only, then --stage tune --cache DIR --reuse (the
@@ -193,6 +193,10 @@ STAGES = {"tune": [("photos", ni.TUNE_PHOTOS, 32, (0, 1, 2)), ("digits", ni.TUNE
                      ("contaminated", ni.HELD_OUT_PHOTOS, 32, (12, 13)),
                      ("contaminated", ni.HELD_OUT_PHOTOS, 64, (11, 12)),
                      ("photos", FACES, 25, (0, 1, 2)), ("contaminated", FACES, 25, (0, 1, 2))],
+          "fresh6": [("photos", ni.HELD_OUT_PHOTOS, 32, (14, 15)), ("photos", ni.HELD_OUT_PHOTOS, 64, (13, 14)),
+                     ("digits", ni.HELD_OUT_PHOTOS, 32, (14, 15)),
+                     ("contaminated", ni.HELD_OUT_PHOTOS, 32, (14, 15)),
+                     ("contaminated", ni.HELD_OUT_PHOTOS, 64, (13, 14))],
           "fresh4": [("photos", ni.HELD_OUT_PHOTOS, 32, (10, 11)), ("photos", ni.HELD_OUT_PHOTOS, 64, (9, 10)),
                      ("digits", ni.HELD_OUT_PHOTOS, 32, (10, 11)),
                      ("contaminated", ni.HELD_OUT_PHOTOS, 32, (10, 11)),
@@ -691,7 +695,9 @@ def main() -> None:
                             "(seeds 10, 11), contaminated versions: held out for outliers_reference.REFERENCE_RULE",
                   "fresh5": "session 20: HELD_OUT_PHOTOS at 32 px (seeds 12, 13) and 64 px (seeds 11, 12), digits "
                             "(seeds 12, 13), and FACES (lfw_subset, 160 of its 200 crops, seeds 0-2), clean, "
-                            "planted and contaminated: held out for REFERENCE_RULE, measured once after its flag cut"},
+                            "planted and contaminated: held out for REFERENCE_RULE, measured once after its flag cut",
+                  "fresh6": "session 20: HELD_OUT_PHOTOS at 32 px (seeds 14, 15) and 64 px (seeds 13, 14), digits "
+                            "(seeds 14, 15), contaminated versions: a fourth held-out round for REFERENCE_RULE"},
               "plant_share_per_kind": PLANT_SHARE, "top": TOP, "z": OUTLIER_Z,
               "encoder": {"model": "SmallCNN", "method": "simclr", "epochs": args.epochs,
                           "path": "workflows.image_audit.load_or_pretrain"},

@@ -22,10 +22,11 @@ fresh4 had been measured with the plain 3.5 cut (clean versions flagged 3.4% and
 JSON); it changes no ranking, so no pick; fresh5 and the faces were measured once after it.
 
 Rule (REFERENCE_RULE), on the tune and tune_texture stages only; held out: fresh3 and fresh4 (HELD_OUT_PHOTOS,
-new seeds), fresh5 (new seeds, and scikit-image's lfw_subset: 100 LFW faces and 100 background crops, 25 px).
+new seeds), fresh5 (new seeds, and scikit-image's lfw_subset: 100 LFW faces and 100 background crops, 25 px),
+fresh6 (new seeds, after the rest of this was written).
 Fill the cache first: python benchmarks/outliers_natural.py --stage S --cache DIR --embed-only --covariance-only
-for S in tune, tune_texture, fresh3, fresh4, fresh5 (about 2 minutes a stage on 2 cores).
-Run: python benchmarks/outliers_reference.py --cache DIR [--stages tune,tune_texture,fresh3,fresh4,fresh5]
+for S in tune, tune_texture, fresh3, fresh4, fresh5, fresh6 (about 2 minutes a stage on 2 cores).
+Run: python benchmarks/outliers_reference.py --cache DIR [--stages tune,tune_texture,fresh3,fresh4,fresh5,fresh6]
 Output: benchmarks/results/outliers_reference.json
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "outliers_reference.json
 CLIPS = (None, 3.0, 4.0, 6.0, 8.0, 12.0)
 SHRINKS = (0.05, 0.1, 0.2)
 TUNE = ("tune", "tune_texture")
-HELD_OUT = ("fresh3", "fresh4", "fresh5")
+HELD_OUT = ("fresh3", "fresh4", "fresh5", "fresh6")
 REFERENCE_RULE = (f"over the {' and '.join(TUNE)} stages (outliers_natural.SCORE_RULE's versions), among the "
                   f"candidates that flag at most {on.MAX_CLEAN_FLAGS} of every clean version and of the originals "
                   f"of every planted and contaminated one: the highest mean in_top5 over the planted (version, "
