@@ -482,16 +482,9 @@ def measure(table: pd.DataFrame, emb: np.ndarray, pixels: np.ndarray, kinds: np.
     return out
 
 
-def run_stage(stage: str, epochs: int, draws: int, cache: Path | None, reuse: list[dict] | None,
-              embed_only: bool = False, influence: bool = True) -> list[dict]:
-    """Every version of a stage (STAGES): planted and clean, per direction, side and seed. cache: a folder to
-    keep each version's log_influence, embeddings and kinds in (npz); reuse: the earlier run rows (their
-    timings) when the cached scores are to be measured again instead of rescoring (None: score).
-    embed_only: pretrain, score and cache only (timings in a `<key>.json` beside each npz), nothing measured,
-    so that the held-out encoders can be trained while the rule is still being chosen without seeing a figure.
-    influence False: versions not yet cached are audited without influence scoring (audit) and measured on the
-    covariance candidates only (measure)."""
-    runs = []
+def stage_versions(stage: str):
+    """Each version of a stage (STAGES) in order: (direction, photos_cut_at, seed, planted, pixels M x C x H x W
+    in [0, 1], kinds M); planted and clean per direction, side and seed (contaminated: planted only)."""
     for direction, photos, side, seeds in STAGES[stage]:
         for seed in seeds:
             patches = photo_patches(photos, side, seed)
@@ -502,37 +495,56 @@ def run_stage(stage: str, epochs: int, draws: int, cache: Path | None, reuse: li
                     pixels, kinds = contaminated_version(patches, seed)
                 else:
                     pixels, kinds = digits_version(patches, seed, planted)
-                t = time.perf_counter()
-                key = (stage, direction, side, seed, planted)
-                path = None if cache is None else cache / ("_".join(map(str, key[:-1])) + f"_{int(planted)}.npz")
-                if embed_only and path is not None and path.exists():
-                    continue
-                if reuse is not None and path is not None:
-                    kept = np.load(path)
-                    if not np.array_equal(kept["kinds"], kinds.astype(str)):
-                        raise SystemExit(f"{path}: cached kinds differ from the regenerated version")
-                    emb = kept["emb"]
-                    table = pd.DataFrame({"sample_id": [f"s{i:05d}" for i in range(len(emb))],
-                                          "log_influence": kept["log_influence"]})
-                    sidecar = path.with_suffix(".json")
-                    info = next(({k: r[k] for k in ("pretrain_s", "score_s", "score_draws", "predicted_stability")}
-                                 for r in reuse if (r["stage"], r["direction"], r["photos_cut_at"], r["seed"],
-                                                    r["planted"]) == key), None) or json.loads(sidecar.read_text())
-                else:
-                    table, emb, info = audit(pixels, seed, epochs, draws, influence)
-                if path is not None and reuse is None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    np.savez(path, emb=emb, kinds=kinds.astype(str), log_influence=table["log_influence"].to_numpy(float))
-                    path.with_suffix(".json").write_text(json.dumps(info, default=float))
-                if embed_only:
-                    log(f"{stage} {key} cached ({time.perf_counter() - t:.0f} s)")
-                    continue
-                row = {"stage": stage, "direction": direction, "side": int(pixels.shape[-1]),
-                       "photos_cut_at": side, "seed": seed, "planted": planted, **info,
-                       **measure(table, emb, pixels, kinds)}
-                runs.append(row)
-                log(f"{stage} {direction} {row['side']} px seed {seed} {'planted' if planted else 'clean'} "
-                    f"(N {row['n']}, {time.perf_counter() - t:.0f} s) measured")
+                yield direction, side, seed, planted, pixels, kinds
+
+
+def cache_path(cache: Path, stage: str, direction: str, side: int, seed: int, planted: bool) -> Path:
+    """The --cache file of one version's embeddings, kinds and log_influence."""
+    return cache / f"{stage}_{direction}_{side}_{seed}_{int(planted)}.npz"
+
+
+def run_stage(stage: str, epochs: int, draws: int, cache: Path | None, reuse: list[dict] | None,
+              embed_only: bool = False, influence: bool = True) -> list[dict]:
+    """Every version of a stage (STAGES): planted and clean, per direction, side and seed. cache: a folder to
+    keep each version's log_influence, embeddings and kinds in (npz); reuse: the earlier run rows (their
+    timings) when the cached scores are to be measured again instead of rescoring (None: score).
+    embed_only: pretrain, score and cache only (timings in a `<key>.json` beside each npz), nothing measured,
+    so that the held-out encoders can be trained while the rule is still being chosen without seeing a figure.
+    influence False: versions not yet cached are audited without influence scoring (audit) and measured on the
+    covariance candidates only (measure)."""
+    runs = []
+    for direction, side, seed, planted, pixels, kinds in stage_versions(stage):
+        t = time.perf_counter()
+        key = (stage, direction, side, seed, planted)
+        path = None if cache is None else cache_path(cache, *key)
+        if embed_only and path is not None and path.exists():
+            continue
+        if reuse is not None and path is not None:
+            kept = np.load(path)
+            if not np.array_equal(kept["kinds"], kinds.astype(str)):
+                raise SystemExit(f"{path}: cached kinds differ from the regenerated version")
+            emb = kept["emb"]
+            table = pd.DataFrame({"sample_id": [f"s{i:05d}" for i in range(len(emb))],
+                                  "log_influence": kept["log_influence"]})
+            sidecar = path.with_suffix(".json")
+            info = next(({k: r[k] for k in ("pretrain_s", "score_s", "score_draws", "predicted_stability")}
+                         for r in reuse if (r["stage"], r["direction"], r["photos_cut_at"], r["seed"],
+                                            r["planted"]) == key), None) or json.loads(sidecar.read_text())
+        else:
+            table, emb, info = audit(pixels, seed, epochs, draws, influence)
+        if path is not None and reuse is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, emb=emb, kinds=kinds.astype(str), log_influence=table["log_influence"].to_numpy(float))
+            path.with_suffix(".json").write_text(json.dumps(info, default=float))
+        if embed_only:
+            log(f"{stage} {key} cached ({time.perf_counter() - t:.0f} s)")
+            continue
+        row = {"stage": stage, "direction": direction, "side": int(pixels.shape[-1]),
+               "photos_cut_at": side, "seed": seed, "planted": planted, **info,
+               **measure(table, emb, pixels, kinds)}
+        runs.append(row)
+        log(f"{stage} {direction} {row['side']} px seed {seed} {'planted' if planted else 'clean'} "
+            f"(N {row['n']}, {time.perf_counter() - t:.0f} s) measured")
     return runs
 
 

@@ -67,25 +67,16 @@ def candidate_name(clip: float | None, shrink: float) -> str:
 def versions(stage: str, cache: Path) -> list[dict]:
     """Every version of a stage with its kinds, image statistics and default outlier_score."""
     out = []
-    for direction, photos, side, seeds in on.STAGES[stage]:
-        for seed in seeds:
-            patches = on.photo_patches(photos, side, seed)
-            for planted in (True,) if direction == "contaminated" else (True, False):
-                if direction == "photos":
-                    pixels, kinds = on.photo_version(patches, seed, planted)
-                elif direction == "contaminated":
-                    pixels, kinds = on.contaminated_version(patches, seed)
-                else:
-                    pixels, kinds = on.digits_version(patches, seed, planted)
-                kept = np.load(cache / f"{stage}_{direction}_{side}_{seed}_{int(planted)}.npz")
-                if not np.array_equal(kept["kinds"], kinds.astype(str)):
-                    raise SystemExit(f"{stage} {direction} {side} {seed}: cached kinds differ")
-                table = pd.DataFrame({"sample_id": [f"s{i:05d}" for i in range(len(kinds))]})
-                default = Outliers().find(table, kept["emb"], images=pixels)["outlier_score"].to_numpy()
-                stats = stream_statistics(pixels)
-                out.append({"stage": stage, "direction": direction, "side": int(pixels.shape[-1]),
-                            "photos_cut_at": side, "seed": seed, "planted": planted, "kinds": kinds,
-                            "coords": {s: stats[s].to_numpy() for s in STATISTICS}, "default": default})
+    for direction, side, seed, planted, pixels, kinds in on.stage_versions(stage):
+        kept = np.load(on.cache_path(cache, stage, direction, side, seed, planted))
+        if not np.array_equal(kept["kinds"], kinds.astype(str)):
+            raise SystemExit(f"{stage} {direction} {side} {seed}: cached kinds differ")
+        table = pd.DataFrame({"sample_id": [f"s{i:05d}" for i in range(len(kinds))]})
+        default = Outliers().find(table, kept["emb"], images=pixels)["outlier_score"].to_numpy()
+        stats = stream_statistics(pixels)
+        out.append({"stage": stage, "direction": direction, "side": int(pixels.shape[-1]),
+                    "photos_cut_at": side, "seed": seed, "planted": planted, "kinds": kinds,
+                    "coords": {s: stats[s].to_numpy() for s in STATISTICS}, "default": default})
     return out
 
 

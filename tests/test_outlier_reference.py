@@ -126,6 +126,9 @@ def test_the_outliers_finding_scores_against_a_kept_reference_version(tmp_path) 
     np.testing.assert_array_equal(flagged, score > flag_threshold(own, OUTLIER_Z))
     assert flagged[280:].all() and flagged[:280].mean() <= 0.02
     assert "reference version" in found.texts["outliers"] and "300 samples" in found.texts["outliers"]
+    direct = Outliers(reference=str(tmp_path))
+    direct.find(new_table, emb, images=new)
+    assert direct.components["knn_distance"].isna().all()  # not in the score, no state to keep: not searched
     alone = find_all(new_table, emb, new, {"duplicates": None})  # the version as its own reference: masked
     assert alone.table["is_outlier"].to_numpy()[280:].mean() < 0.5
 

@@ -20,7 +20,7 @@ import numpy as np
 from influencegate.data import storage
 from influencegate.data.npz import read_npz
 from influencegate.findings.appended import STATISTICS_FILE
-from influencegate.statistics import shrunk_fit, squared_distances
+from influencegate.statistics import robust_scale, shrunk_fit, squared_distances
 
 #: the reference fit's settings, chosen on the tuning split (benchmarks/outliers_reference.py, REFERENCE_RULE)
 REFERENCE_CLIP = 6.0
@@ -34,7 +34,7 @@ ALPHA = 0.005
 APPROVED = "approved"
 #: a coordinate constant over the whole reference gets this scale: any departure from it is far (unitless)
 SCALE_FLOOR = 1e-6
-#: added to the distance before its log (unitless), as outliers.LOG_EPS
+#: added to the joint distance before its log (unitless), here and in outliers.joint_score
 LOG_EPS = 1e-3
 MAD_TO_SIGMA = 1.4826
 
@@ -43,10 +43,9 @@ def reference_scale(values: np.ndarray) -> tuple[float, float]:
     """(median, scale) of a reference coordinate (module docstring): 1.4826 MAD; when that is 0, 1.4826 times
     the median of the nonzero absolute deviations; when every value is equal, SCALE_FLOOR."""
     values = np.asarray(values, dtype=np.float64)
-    centre = float(np.median(values))
-    deviation = np.abs(values - centre)
-    scale = MAD_TO_SIGMA * float(np.median(deviation))
+    centre, scale = robust_scale(values)
     if scale <= 0:
+        deviation = np.abs(values - centre)
         moved = deviation[deviation > 0]
         scale = MAD_TO_SIGMA * float(np.median(moved)) if len(moved) else 0.0
     return centre, max(scale, SCALE_FLOOR)

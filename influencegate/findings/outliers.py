@@ -12,8 +12,8 @@ from influencegate.data import storage
 from influencegate.findings.appended import Previous, knn_appended
 from influencegate.findings.base import Finding, align_embeddings, check_table
 from influencegate.findings.image_stats import STATISTICS, stream_statistics
-from influencegate.findings.outlier_reference import (APPROVED, check_reference, flag_threshold, load_reference,
-                                                     reference_score)
+from influencegate.findings.outlier_reference import (APPROVED, LOG_EPS, check_reference, flag_threshold,
+                                                     load_reference, reference_score)
 from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
                                              flagged_ids, register)
 from influencegate.findings.similarity import DEFAULT_BLOCK, check_index, knn_mean_distances, mean_distances
@@ -40,8 +40,6 @@ COVARIANCE_FITS = {"classical": (0.1, 1.0, 0), "robust": (0.05, 0.9, 2)}
 #: outlier limit, 4 of 4 versions; "classical" 0.9-2.5%): a gate that rejects clean versions is switched off by
 #: its users, so "robust" stays an option for versions where a large alike foreign group is the risk (README).
 COVARIANCE = "classical"
-#: added to the joint distance before its log (unitless)
-LOG_EPS = 1e-3
 #: the k-NN distances' floor before their log (cosine distance): identical embeddings stay finite
 DISTANCE_FLOOR = 1e-6
 
@@ -100,7 +98,8 @@ class Outliers(Finding):
       (the last approved one; kept by an audit with a resume directory). outlier_score is then the joint
       distance of the 8 image statistics with centre, scales and covariance from that version's
       (findings.outlier_reference: a version's own foreign group can neither mask itself nor pass as one of its
-      modes; the k-NN distances are left out, their scale being each encoder's own), and is_outlier is
+      modes; the k-NN distances are left out, their scale being each encoder's own, and not searched unless an
+      appended version's state needs them), and is_outlier is
       outlier_score above the larger of z and the reference's own 99.5th percentile. Chosen on the tuning split
       of benchmarks/outliers_reference.py and measured held out (README). None: the version is its own reference.
       "approved": the dataset's last approved version, resolved by the audit pipeline (steps.find_issues) from
@@ -169,7 +168,10 @@ class Outliers(Finding):
                              "pipeline; outside it, give that version's resume directory")
         self._k_large = k_large(len(emb), self.k) if joint else None
         ks = (self.k, self._k_large) if joint else (self.k,)
-        dist = self._distances(emb, ks, previous)
+        if self.reference is not None and previous is None:  # not in the score, no state to keep: not searched
+            self.state, dist = {}, np.full((len(emb), len(ks)), np.nan)
+        else:
+            dist = self._distances(emb, ks, previous)
         parts = pd.DataFrame(index=table.index)
         parts["knn_distance"] = np.nan
         parts.iloc[positions, 0] = dist[:, 0]
