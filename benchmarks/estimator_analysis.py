@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from influencegate.influence.stability import split_half_stability
 
 
 def control(objective: np.ndarray) -> np.ndarray:
@@ -89,6 +88,13 @@ def analyse(path: str, forward_share: float) -> dict:
                                         within["spearman_s_vs_c_within_sample"])),
                                     "rows": rows}
     return out
+
+
+def split_half_stability(per_draw: np.ndarray) -> float:
+    """The draws pilot's rule until session 21: Spearman between the means of the even and the odd draws, stepped
+    up to K with Spearman-Brown (``influence.stability`` now simulates pairs of seeds instead)."""
+    r = float(spearmanr(per_draw[:, 0::2].mean(axis=1), per_draw[:, 1::2].mean(axis=1)).statistic)
+    return 2 * r / (1 + r)
 
 
 def main() -> None:

@@ -27,7 +27,8 @@ def score_influence(dataset: DatasetRef, encoder: nn.Module, scorer: Optional[di
     Returns the scores table (docs/design.md section 2, with is_high_influence; `find_issues` adds the findings and
     becomes the run's `influencegate_scores` artifact), its summary statistics
     (`influencegate.statistics.summary_stats`) and {"config": flat scorer config, "seconds": scoring time, "draws": the
-    draws each score averages, "predicted_stability": the pilot's prediction there (NaN without one), "resume":
+    draws each score averages, "predicted_stability": the pilot's expected between-seed Spearman there (NaN
+    without one), "predicted_stability_q10": what 9 in 10 of its simulated seed pairs reach there, "resume":
     shards written and reused; with `since`, "incremental": the `influence.incremental.IncrementalReport` fields,
     kept_old_scores and since}. resume_dir: a directory where the fit and the scores are kept shard by shard,
     so that a step that was interrupted resumes there when it is run again (`influence.score_resumable`), and
@@ -39,7 +40,8 @@ def score_influence(dataset: DatasetRef, encoder: nn.Module, scorer: Optional[di
     table, seconds, info = score_dataset(dataset.open(), encoder, config, resume_dir, since=since)
     if since is not None:
         info["incremental"]["since"] = redact(since)
-    draws = {"draws": info.pop("score_draws"), "predicted_stability": info.pop("predicted_stability")}
+    draws = {"draws": info.pop("score_draws"), **{key: info.pop(key) for key in (
+        "predicted_stability", "predicted_stability_q10")}}
     return table, summary_stats(table), {"config": config.to_params(), "seconds": round(seconds, 3), **draws,
                                          "resume": info}
 

@@ -42,6 +42,7 @@ def log_to_mlflow(dataset: DatasetRef, records: pd.DataFrame, scores: pd.DataFra
     """
     measurements = {"seconds.score": scoring_info.get("seconds"), "draws.score": scoring_info.get("draws"),
                     "draws.predicted_stability": scoring_info.get("predicted_stability"),
+                    "draws.predicted_stability_q10": scoring_info.get("predicted_stability_q10"),
                     **{name: encoder_info[key] for key, name in ENCODER_MEASUREMENTS.items()
                        if encoder_info.get(key) is not None}}
     settings = {k: v for k, v in encoder_info.items() if k not in ENCODER_MEASUREMENTS}

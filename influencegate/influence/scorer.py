@@ -81,9 +81,11 @@ class InfluenceScorer:
         self.curvature: dict[str, LayerCurvature] = {}
         self._plans: dict[tuple[int, ...], PassPlan] = {}
         #: draws each score averages (config.draws unless target_stability chose fewer in `fit`), the pilot's
-        #: predicted stability per candidate draw count, and the pilot's per-draw scores by sample id
+        #: expected between-seed stability per candidate draw count and the PAIR_QUANTILE of its simulated seed
+        #: pairs (the choice's criterion; ``influence.stability``), and the pilot's per-draw scores by sample id
         self.score_draws: int = cfg.draws
         self.draw_predictions: dict[int, float] = {}
+        self.draw_quantiles: dict[int, float] = {}
         self._pilot: dict[str, np.ndarray] = {}
 
     # -- passes -----------------------------------------------------------------------------------------
@@ -172,7 +174,7 @@ class InfluenceScorer:
                 self.curvature = reducer.merged(self.curvature)
         for curv in self.curvature.values():
             curv.finalize(cfg.damping)
-        self.score_draws, self.draw_predictions, self._pilot = cfg.draws, {}, {}
+        self.score_draws, self.draw_predictions, self.draw_quantiles, self._pilot = cfg.draws, {}, {}, {}
         if pilot:
             self._choose_score_draws(fit_data, stash)
         return self
@@ -229,8 +231,8 @@ class InfluenceScorer:
             for sid, value in zip(ids, values):
                 rows.setdefault(sid, np.zeros(self.config.draws))[k] = value
         self._pilot = rows
-        self.score_draws, self.draw_predictions = choose_draws(np.stack(list(rows.values())),
-                                                               self.config.target_stability)
+        self.score_draws, self.draw_predictions, self.draw_quantiles = choose_draws(
+            np.stack(list(rows.values())), self.config.target_stability)
 
     def _layer_grad(self, grads: dict[str, torch.Tensor], name: str, batch: int) -> torch.Tensor:
         """The layer's projected gradients, zeros when the objective does not reach the layer."""

@@ -78,8 +78,9 @@ def score_dataset(dataset: Any, encoder: Any, config: InfluenceConfig, resume_di
                   since: str | Path | None = None) -> tuple[pd.DataFrame, float, dict[str, Any]]:
     """(scores table with `is_high_influence`, seconds, info) for an encoder and an InfluenceConfig. info:
     "score_draws" (the draws each score averages; fewer than config.draws when target_stability chose them),
-    "predicted_stability" (the pilot's prediction at that many draws, NaN without a pilot) and, with resume_dir,
-    the resume counts.
+    "predicted_stability" (the pilot's expected between-seed Spearman at that many draws, NaN without a pilot),
+    "predicted_stability_q10" (what 9 in 10 of its simulated seed pairs reach there) and, with resume_dir, the
+    resume counts.
 
     resume_dir: keep the fit and the scores shard by shard (`shard_size` samples) there and resume what an
     earlier, interrupted run of the same config, encoder and dataset left (`influence.score_resumable`);
@@ -108,7 +109,8 @@ def score_dataset(dataset: Any, encoder: Any, config: InfluenceConfig, resume_di
     else:
         table, info = scorer.fit(dataset).score(dataset), {}
     draws = {"score_draws": int(scorer.score_draws),
-             "predicted_stability": float(scorer.draw_predictions.get(scorer.score_draws, float("nan")))}
+             "predicted_stability": float(scorer.draw_predictions.get(scorer.score_draws, float("nan"))),
+             "predicted_stability_q10": float(scorer.draw_quantiles.get(scorer.score_draws, float("nan")))}
     return add_high_influence(table), time.perf_counter() - start, {**info, **draws}
 
 
