@@ -87,6 +87,7 @@ def main() -> None:
             row = {"setting": setting, "held_out": setting in HELD_OUT, "n": len(data), "noise": noise,
                    "draws": draws, "target_stability": target, "score_draws_per_seed": chosen,
                    "predicted": {str(k): v for k, v in runs[0][2].draw_predictions.items()},
+                   "predicted_q10": {str(k): v for k, v in runs[0][2].draw_quantiles.items()},
                    "fit_draws": runs[0][2].fit_draws, "stability": spearman(runs[0][0], runs[1][0]),
                    "seconds_per_run": [r[1] for r in runs]}
             rows.append(row)

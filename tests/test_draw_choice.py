@@ -12,6 +12,7 @@ from influencegate import InfluenceConfig, InfluenceScorer
 from influencegate.data import ImageDataset
 from influencegate.influence.fit_state import fit_state, restore_fit
 from influencegate.influence.stability import candidate_draws, choose_draws, simulated_stability
+from influencegate.workflows.image_audit import score_dataset
 
 
 def noisy_draws(n: int, k: int, noise: float, seed: int = 0, shared: float = 0.0,
@@ -93,7 +94,11 @@ def test_scores_are_the_mean_over_the_chosen_draws_and_pilot_samples_are_not_sco
     monkeypatch.setattr(scorer_module, "PILOT_SAMPLES", 30)
     config = InfluenceConfig(draws=24, batch_size=16, progress=False, target_stability=0.5)
     adaptive = InfluenceScorer(model, config).fit(data)
-    assert adaptive.score_draws == 16 and set(adaptive.draw_predictions) == {16}
+    assert adaptive.score_draws == 16 and set(adaptive.draw_predictions) == set(adaptive.draw_quantiles) == {16}
+    assert 0.5 <= adaptive.draw_quantiles[16] <= adaptive.draw_predictions[16]
+    _, _, info = score_dataset(data, model, config)  # what the audit logs (draws.predicted_stability*)
+    assert info["score_draws"] == 16 and info["predicted_stability"] == pytest.approx(adaptive.draw_predictions[16])
+    assert info["predicted_stability_q10"] == pytest.approx(adaptive.draw_quantiles[16])
     scored_ids = []
     original = adaptive._draw_scores
 
