@@ -12,6 +12,7 @@ from influencegate import InfluenceConfig, InfluenceScorer
 from influencegate.data import ImageDataset
 from influencegate.influence.fit_state import fit_state, restore_fit
 from influencegate.influence.stability import candidate_draws, choose_draws, simulated_stability
+from influencegate.cli.score import pilot_says
 from influencegate.workflows.image_audit import score_dataset
 
 
@@ -99,6 +100,9 @@ def test_scores_are_the_mean_over_the_chosen_draws_and_pilot_samples_are_not_sco
     _, _, info = score_dataset(data, model, config)  # what the audit logs (draws.predicted_stability*)
     assert info["score_draws"] == 16 and info["predicted_stability"] == pytest.approx(adaptive.draw_predictions[16])
     assert info["predicted_stability_q10"] == pytest.approx(adaptive.draw_quantiles[16])
+    said = pilot_says(info)  # what `influencegate score` prints after the draws
+    assert f"{info['predicted_stability']:.3f} expected, {info['predicted_stability_q10']:.3f} or more" in said
+    assert pilot_says({**info, "predicted_stability": float("nan")}) == ""  # fixed draws: nothing to say
     scored_ids = []
     original = adaptive._draw_scores
 

@@ -5,6 +5,7 @@ SSL methods)."""
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from influencegate import InfluenceConfig
@@ -36,6 +37,15 @@ def scorer_config(args: argparse.Namespace) -> InfluenceConfig:
         return InfluenceConfig.from_dict(values)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
+
+
+def pilot_says(info: dict[str, Any]) -> str:
+    """' (chosen by the draws pilot: ...)' from score_dataset's info, '' when no pilot chose the draws."""
+    expected, q10 = info.get("predicted_stability", math.nan), info.get("predicted_stability_q10", math.nan)
+    if math.isnan(expected) or math.isnan(q10):  # fixed draws
+        return ""
+    return (f" (chosen by the draws pilot: between-seed Spearman {expected:.3f} expected, {q10:.3f} or more for 9"
+            " seed pairs in 10)")
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -102,8 +112,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     out = args.out
     write_table(table, out)
     stats = summary_stats(table)
-    print(f"scored {int(stats['n_scored'])} samples with {resume['score_draws']} draws in {seconds:.1f} s -> {out} "
-          f"(median log_influence {stats['log_influence_q50']:.3f}, {int(stats['n_high_influence'])} high influence)")
+    print(f"scored {int(stats['n_scored'])} samples with {resume['score_draws']} draws{pilot_says(resume)} in "
+          f"{seconds:.1f} s -> {out} (median log_influence {stats['log_influence_q50']:.3f}, "
+          f"{int(stats['n_high_influence'])} high influence)")
     for text in texts.values():
         print(text)
     if findings_error:
@@ -165,8 +176,8 @@ def add_parsers(sub: Any) -> None:
     score.add_argument("--curvature", choices=CURVATURES)
     score.add_argument("--draws", type=positive, help="perturbation draws per image (the most a score uses)")
     score.add_argument("--target-stability", type=stability_target,
-                       help="fewest draws whose predicted between-seed Spearman reaches this (default 0.95; 'none': "
-                            "always --draws)")
+                       help="fewest draws at which 9 in 10 pairs of seeds simulated by the draws pilot reach this "
+                            "between-seed Spearman (default 0.95; 'none': always --draws)")
     score.add_argument("--noise", choices=NOISES)
     score.add_argument("--sigma", type=float)
     score.add_argument("--projection", choices=PROJECTIONS)
