@@ -19,6 +19,9 @@ others' (a sample whose own rows are in H scores lower: its leverage).
 A second encoder (session 16): --method simclr --encoder-seed 9 (pretrained on 2,000 other patches of that seed),
 --rules issue_default,default --reference-seeds 0: the issue-time default runs on the first seed only, side by
 side with the default, as the cost reference (cost_ratio_to_issue_default); the default on both seeds.
+Session 21, the draws pilot's simulated-pairs rule held out: --method simclr --encoder-seed 21 and --method byol
+--encoder-seed 22 with --patch-seed 31 (10,000 patches no earlier run used), --rules issue_default,default
+--reference-seeds 0 --by-photo-seeds ''; --default-seeds 2,3 --rules default for a second pair of seeds.
 Output: benchmarks/results/fit_rule_scale.json. Run: nice -n 10 python benchmarks/fit_rule_scale.py [--n 10000]
 """
 from __future__ import annotations
@@ -79,10 +82,12 @@ def main() -> None:
     parser.add_argument("--encoder-seed", type=int, default=8, help="seed of its pretraining patches and weights")
     parser.add_argument("--reference-seeds", default="0,1",
                         help="perturbation seeds of the rules other than the default (the default runs on 0 and 1)")
+    parser.add_argument("--default-seeds", default="0,1", help="the two perturbation seeds of the default")
     parser.add_argument("--patch-seed", type=int, default=7, help="seed of the scored patches (7 until session 21)")
     parser.add_argument("--out", default="fit_rule_scale.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    default_seeds = [int(s) for s in args.default_seeds.split(",")]
     interleaved = natural_patches(args.n, seed=args.patch_seed)
     by_photo = interleaved.subset([interleaved.sample_ids[i] for p in range(PHOTOS) for i in range(p, args.n, PHOTOS)])
     initial = build_encoder("small_cnn", seed=args.encoder_seed, in_channels=3)
@@ -90,10 +95,10 @@ def main() -> None:
                        seed=args.encoder_seed, progress=False).encoder.eval()
     out: dict = dict(n=args.n, patch_seed=args.patch_seed,
                      encoder=f"SmallCNN, {args.method}, 2,000 patches (seed {args.encoder_seed})",
-                     epochs=args.epochs, seeds=[0, 1], orders={})
+                     epochs=args.epochs, seeds=default_seeds, orders={})
     reference_seeds = {int(s) for s in args.reference_seeds.split(",")}
     interleaved_runs: dict = {}
-    orders = {"interleaved": (interleaved, args.rules.split(","), (0, 1)),
+    orders = {"interleaved": (interleaved, args.rules.split(","), tuple(default_seeds)),
               "by_photo": (by_photo, ["default"], tuple(int(s) for s in args.by_photo_seeds.split(",") if s))}
     for order, (data, names, seeds) in orders.items():
         if not seeds:
@@ -110,7 +115,8 @@ def main() -> None:
             rows[name] = dict(seeds=sorted(by_seed), **{key: [by_seed[s][key] for s in sorted(by_seed)] for key in (
                 "fit_cpu_s", "score_cpu_s", "fit_draws", "score_draws", "fit_share", "pilot_expected", "pilot_q10")})
             if len(by_seed) == 2:
-                rows[name]["spearman_between_seeds"] = spearman(by_seed[0]["scores"], by_seed[1]["scores"])
+                first, second = sorted(by_seed)
+                rows[name]["spearman_between_seeds"] = spearman(by_seed[first]["scores"], by_seed[second]["scores"])
         if order == "by_photo":  # the same patches, another order: another spread subset and pilot
             position = {sid: i for i, sid in enumerate(interleaved.sample_ids)}
             back = np.array([position[sid] for sid in by_photo.sample_ids])
