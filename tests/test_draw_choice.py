@@ -100,9 +100,11 @@ def test_scores_are_the_mean_over_the_chosen_draws_and_pilot_samples_are_not_sco
     _, _, info = score_dataset(data, model, config)  # what the audit logs (draws.predicted_stability*)
     assert info["score_draws"] == 16 and info["predicted_stability"] == pytest.approx(adaptive.draw_predictions[16])
     assert info["predicted_stability_q10"] == pytest.approx(adaptive.draw_quantiles[16])
-    said = pilot_says(info)  # what `influencegate score` prints after the draws
+    said = pilot_says(info, 0.5)  # what `influencegate score` prints after the draws
+    assert said.startswith(" (chosen by the draws pilot")
     assert f"{info['predicted_stability']:.3f} expected, {info['predicted_stability_q10']:.3f} or more" in said
-    assert pilot_says({**info, "predicted_stability": float("nan")}) == ""  # fixed draws: nothing to say
+    assert "below the target 0.99" in pilot_says({**info, "predicted_stability_q10": 0.9}, 0.99)
+    assert pilot_says({**info, "predicted_stability": float("nan")}, 0.5) == pilot_says(info, None) == ""
     scored_ids = []
     original = adaptive._draw_scores
 

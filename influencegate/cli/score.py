@@ -39,13 +39,16 @@ def scorer_config(args: argparse.Namespace) -> InfluenceConfig:
         raise UsageError(str(exc)) from exc
 
 
-def pilot_says(info: dict[str, Any]) -> str:
-    """' (chosen by the draws pilot: ...)' from score_dataset's info, '' when no pilot chose the draws."""
+def pilot_says(info: dict[str, Any], target: float | None) -> str:
+    """' (the draws pilot: ...)' from score_dataset's info and the target stability, '' when no pilot chose the
+    draws; says when even all draws stay below the target."""
     expected, q10 = info.get("predicted_stability", math.nan), info.get("predicted_stability_q10", math.nan)
-    if math.isnan(expected) or math.isnan(q10):  # fixed draws
+    if target is None or math.isnan(expected) or math.isnan(q10):  # fixed draws
         return ""
-    return (f" (chosen by the draws pilot: between-seed Spearman {expected:.3f} expected, {q10:.3f} or more for 9"
-            " seed pairs in 10)")
+    said = f"between-seed Spearman {expected:.3f} expected, {q10:.3f} or more for 9 seed pairs in 10"
+    if q10 >= target:
+        return f" (chosen by the draws pilot: {said})"
+    return f" (all draws; the draws pilot: {said}, below the target {target}; more --draws would raise it)"
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -112,9 +115,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     out = args.out
     write_table(table, out)
     stats = summary_stats(table)
-    print(f"scored {int(stats['n_scored'])} samples with {resume['score_draws']} draws{pilot_says(resume)} in "
-          f"{seconds:.1f} s -> {out} (median log_influence {stats['log_influence_q50']:.3f}, "
-          f"{int(stats['n_high_influence'])} high influence)")
+    pilot = pilot_says(resume, config.target_stability)
+    print(f"scored {int(stats['n_scored'])} samples with {resume['score_draws']} draws{pilot} in {seconds:.1f} s -> "
+          f"{out} (median log_influence {stats['log_influence_q50']:.3f}, {int(stats['n_high_influence'])} high "
+          "influence)")
     for text in texts.values():
         print(text)
     if findings_error:

@@ -11,7 +11,9 @@ Spearman-Brown). SIMULATED_PAIRS such pairs give the stability's expected value 
 matters: under common noise every sample shares draw k, so which draws a seed gets moves every sample's error
 alike, and one pair of seeds lands within about +-0.01 of the expected value (sd; a SimCLR patch encoder at
 K = 24, README, issue 15) however many samples there are. K is chosen where PAIR_QUANTILE of the simulated
-pairs (9 in 10) reach the target.
+pairs (9 in 10) reach the target. Beyond K_max / 2 the step-up can be conservative: on 8 x 8 digits, where 64
+orthogonal draws are a complete frame of the 64 pixels, the pilot expects 0.918 at K = 64 and two seeds measure
+0.961 (benchmarks/results/noise_stability_session21_digits.json).
 
 The earlier rule (even against odd draws of the first K, stepped up to K with Spearman-Brown) predicted 0.960
 on that encoder where two seeds measured 0.94996 and the simulated pairs give 0.951 (session 21).
