@@ -30,7 +30,6 @@ import numpy as np
 from scipy.stats import spearmanr
 
 
-
 def control(objective: np.ndarray) -> np.ndarray:
     """The control statistic of each draw: the squared objective (the score is quadratic in the response)."""
     return objective ** 2
