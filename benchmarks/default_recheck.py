@@ -16,6 +16,11 @@ Session 14 (default_stability.json): --split development --encoder-seeds 0,1 --s
 Session 15 (default_library.json): the library's own default (`library_default`, now all K draws of 512 spread
 samples and inverse_rank 256) beside spread512_rank256 and the control, --split held_out --encoder-seeds 2,3
 --seed-pairs 4:5 --parts stability; `max_relative_difference` compares each variant's scores with the others'.
+Session 22 (small_data_fit.json, issue 15 item 3): the default fit at N = 600 takes 300 samples (at most half
+of a small dataset, down to 16 rows per dimension) where it took 512; `library_default` (the new rule) beside
+`spread512_rank256` (the old one), fidelity on the first 600 digits, stability on the first 600 digits
+(--stability-n 600; the encoder trained on all 1,797 as before): --split development --encoder-seeds 0,1
+--seed-pairs 0:1,2:3, then --split held_out --encoder-seeds 2,3 --seed-pairs 4:5,6:7.
 Run: nice -n 10 python benchmarks/default_recheck.py [--variants all] [--out default_stability.json]
 """
 from __future__ import annotations
@@ -119,13 +124,16 @@ def fidelity(n: int, epochs: int, encoder_seed: int, variants: list[str]) -> dic
     return dict(n=len(data), encoder_seed=encoder_seed, draws=base.draws, rows=rows)
 
 
-def stability(epochs: int, encoder_seed: int, pairs: list[tuple[int, int]], variants: list[str]) -> dict:
-    """Per variant, on all digits and one encoder: Spearman between the perturbation seeds of each pair, and
+def stability(epochs: int, encoder_seed: int, pairs: list[tuple[int, int]], variants: list[str],
+              n: int | None = None) -> dict:
+    """Per variant, on the first n digits (None: all; the encoder is trained on all) and one encoder: Spearman
+    between the perturbation seeds of each pair, and
     the fit and score CPU seconds per image (mean over the seeds), their ratio to COST_REFERENCE's and the
     Spearman to COST_REFERENCE's scores of the same seed (which has all N x K gradient rows in its curvature)."""
     data = load_images("digits")
     base = InfluenceConfig(progress=False)
     encoder = train_encoder(data, seed=encoder_seed, epochs=epochs)
+    data = data if n is None else data.subset(data.sample_ids[:n])
     runs: dict[str, dict[int, dict]] = {name: {} for name in variants}
     for seed in sorted({s for pair in pairs for s in pair}):
         for name in variants:  # side by side: every variant of a seed before the next seed
@@ -184,6 +192,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--n", type=int, default=600, help="digits for the fidelity part")
+    parser.add_argument("--stability-n", type=int, default=None,
+                        help="score the first n digits in the stability part (default: all 1,797)")
     parser.add_argument("--encoder-seeds", default="0", help="comma list of encoder training seeds")
     parser.add_argument("--seed-pairs", default="0:1", help="perturbation seed pairs, e.g. 0:1,2:3")
     parser.add_argument("--variants", default="fewer_draws_rank128,control",
@@ -202,7 +212,7 @@ def main() -> None:
     split = out.setdefault(args.split, {})
     split["setup"] = dict(epochs=args.epochs, torch_threads=1, cost_reference=COST_REFERENCE)  # each part keeps the rest
     parts = {"fidelity": lambda seed: fidelity(args.n, args.epochs, seed, variants),
-             "stability": lambda seed: stability(args.epochs, seed, pairs, variants)}
+             "stability": lambda seed: stability(args.epochs, seed, pairs, variants, args.stability_n)}
     for seed in [int(s) for s in args.encoder_seeds.split(",")]:
         for part in args.parts.split(","):
             split.setdefault(f"encoder_seed_{seed}", {})[part] = parts[part](seed)

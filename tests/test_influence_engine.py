@@ -120,8 +120,8 @@ def test_low_rank_inverse_and_fit_draws_match_their_closed_form(inverse_rank, dr
 @pytest.mark.parametrize("inverse_rank", [5, None])
 def test_default_fit_takes_all_draws_of_spread_samples_as_its_closed_form(inverse_rank, tiny_data, monkeypatch):
     """fit_draws None: H_l from all K draws of the n_fit samples spread over the dataset (n_fit x K >= rows x D,
-    here 0.5 rows per dimension of the largest layer, D = 6 x 36: 22 of 36 samples); every sample is scored
-    with all K draws under it."""
+    here 0.5 rows per dimension of the largest layer, D = 6 x 36: 22 samples, capped at half of the 36 small
+    dataset's: 18); every sample is scored with all K draws under it."""
     from influencegate.influence import config as config_module
     from influencegate.influence.fit_samples import spread_indices
 
@@ -129,10 +129,10 @@ def test_default_fit_takes_all_draws_of_spread_samples_as_its_closed_form(invers
     model, lam = tiny_cnn(), 1e-9  # of the order of H's eigenvalues here, so that H shapes the scores
     cfg = config(curvature="raw", projection="identity", damping=lam, draws=5, inverse_rank=inverse_rank)
     scorer = InfluenceScorer(model, cfg).fit(tiny_data)
-    assert scorer.fit_draws == 5 and scorer.fit_share == pytest.approx(22 / 36)
+    assert scorer.fit_draws == 5 and scorer.fit_share == pytest.approx(18 / 36)
     ours = scorer.score(tiny_data)["influence"].to_numpy()
     ex = per_sample_gradients(model, tiny_data, cfg)
-    fitted = spread_indices(36, 22)
+    fitted = spread_indices(36, 18)
     expected, every_sample = np.zeros(len(ex.sample_ids)), np.zeros(len(ex.sample_ids))
     for block in ex.blocks.values():
         g = ex.g[:, :, block].numpy()  # N x K x D
@@ -142,7 +142,7 @@ def test_default_fit_takes_all_draws_of_spread_samples_as_its_closed_form(invers
     assert np.max(np.abs(every_sample / expected - 1)) > 0.01  # a fit of every sample would not pass
 
 
-def test_the_default_fits_all_draws_of_32_rows_per_dimension_and_at_least_the_pilot():
+def test_the_default_fits_all_draws_of_32_rows_per_dimension_and_at_least_the_pilot_but_half_a_small_dataset():
     cfg = InfluenceConfig(draws=64)
     assert cfg.curvature_draws() == 64
     assert cfg.curvature_samples(1797, 1024) == 512  # ceil(32 * 1024 / 64)
@@ -150,7 +150,12 @@ def test_the_default_fits_all_draws_of_32_rows_per_dimension_and_at_least_the_pi
     assert cfg.curvature_samples(1797, 256, pilot=512) == 512  # 128 would do; the pilot's samples are fitted
     assert cfg.curvature_samples(1797, 256) == 128
     assert cfg.curvature_samples(10**6, 4096, pilot=512) == 2048
-    assert cfg.curvature_samples(300, 1024, pilot=512) == 300  # capped at N
+    # a small dataset: at most half of its samples, down to half of the rows (16 per dimension)
+    assert cfg.curvature_samples(1024, 1024, pilot=512) == 512
+    assert cfg.curvature_samples(600, 1024, pilot=512) == 300
+    assert cfg.curvature_samples(300, 1024, pilot=512) == 256
+    assert cfg.curvature_samples(200, 1024, pilot=512) == 200  # capped at N
+    assert cfg.curvature_samples(600, 256, pilot=512) == 300  # the pilot is cut too
     assert InfluenceConfig(draws=16).curvature_samples(10**5, 1024) == 2048
     explicit = InfluenceConfig(draws=64, fit_draws=8)  # an integer: the first 8 draws of every sample
     assert explicit.curvature_draws() == 8 and explicit.curvature_samples(600, 1024, pilot=512) == 600

@@ -18,6 +18,9 @@ OBJECTIVES = ("cosine", "euclidean")
 NOISES = ("common", "orthogonal", "iid")
 #: Gradient rows per curvature dimension that fit_draws=None asks for (see InfluenceConfig.fit_draws).
 FIT_ROWS_PER_DIM = 32
+#: On a small dataset the default fit takes at most this share of its samples, and never fewer rows per
+#: dimension than this share of FIT_ROWS_PER_DIM (see InfluenceConfig.curvature_samples).
+SMALL_DATA_FIT_SHARE = 0.5
 
 
 @dataclass
@@ -28,24 +31,25 @@ class InfluenceConfig:
         "+", e.g. "flip+jitter+grayscale") or a callable ``(images, sample_ids) -> perturbed images``.
     sigma: standard deviation of the Gaussian noise, in the model's normalised input units.
     draws: K, perturbation draws per sample (the most a score uses); the score is the mean over draws.
-    target_stability: the between-seed Spearman a ranking should reach; `fit` then scores a pilot (512 samples,
-        the first of the curvature's samples, spread over the dataset) with all K draws and keeps the fewest of
-        16, 20, 24, 28, 32, 40, 48, 64, ... (< K) and K at which 9 in 10 pairs of seeds, simulated from disjoint
-        sets of the pilot's draws, reach it (``influence.stability``), so data whose ranking settles early is
-        scored with fewer draws (32 x 32 photo patches: 16 of 64, Spearman 0.977 between seeds; 8 x 8 digits
-        need all 64). The pilot's samples are not scored twice. None: always
-        K draws, as under torchrun.
-    fit_draws: which gradient rows fit the curvature. None (default): all K draws of a share of the samples,
-        spread evenly over the dataset: enough samples for FIT_ROWS_PER_DIM = 32 rows per curvature dimension,
-        n_fit x K >= 32 D (D = the largest layer's r_out r_in; 512 samples at D = 1,024, K = 64), and at least
-        the draws pilot's PILOT_SAMPLES, which are the first of them, so the pilot reuses the curvature pass's
-        rows and computes no draw twice. H is a dataset average, and beyond that many rows its ranking barely
-        moves, while each score needs all K. All K draws of fewer samples, rather than the first draws of every
-        sample, keep the ranking's stability between seeds: under common noise every sample shares draw k, so a
-        curvature from a few draws carries their noise into every score (digits, SmallCNN: 0.938 / 0.942 between
-        seeds against 0.876 / 0.912 for the first 19 draws of all 1,797 digits, at 0.47 of the cost of a fit on
-        all N x K rows with the exact inverse; README, "Defaults and why"). An integer: the first fit_draws
-        draws of EVERY sample (do so when fitting shards that are merged later).
+    target_stability: the between-seed Spearman a ranking should reach; `fit` then scores a pilot (up to 512
+        samples, the first of the curvature's samples, spread over the dataset) with all K draws and keeps the
+        fewest of 16, 20, 24, 28, 32, 40, 48, 64, ... (< K) and K at which 9 in 10 pairs of seeds, simulated from
+        disjoint sets of the pilot's draws, reach it (``influence.stability``), so data whose ranking settles early
+        is scored with fewer draws (32 x 32 photo patches: 16 of 64, Spearman 0.977 between seeds; 8 x 8 digits need
+        all 64). The pilot's samples are not scored twice. None: always K draws, as under torchrun.
+    fit_draws: which gradient rows fit the curvature. None (default): all K draws of a share of the samples, spread
+        evenly over the dataset: enough samples for FIT_ROWS_PER_DIM = 32 rows per curvature dimension, n_fit x K >=
+        32 D (D = the largest layer's r_out r_in; 512 samples at D = 1,024, K = 64), and at least the draws pilot's
+        PILOT_SAMPLES, which are the first of them, so the pilot reuses the curvature pass's rows and computes no
+        draw twice. On a small dataset at most half of its samples, down to 16 rows per dimension
+        (SMALL_DATA_FIT_SHARE: 300 of 600 digits), so that the fit does not cost a whole pass. H is a dataset
+        average, and beyond that many rows its ranking barely moves, while each score needs all K. All K draws of
+        fewer samples, rather than the first draws of every sample, keep the ranking's stability between seeds:
+        under common noise every sample shares draw k, so a curvature from a few draws carries their noise into
+        every score (digits, SmallCNN: 0.938 / 0.942 between seeds against 0.876 / 0.912 for the first 19 draws of
+        all 1,797 digits, at 0.47 of the cost of a fit on all N x K rows with the exact inverse; README, "Defaults
+        and why"). An integer: the first fit_draws draws of EVERY sample (do so when fitting shards that are merged
+        later).
     noise: how the K Gaussian draws are made; each single draw follows N(0, I) in all three.
         "common": common random numbers, draw k is the same noise for every sample (and the K draws are
         mutually orthogonal): the estimation errors of different samples are correlated, so rankings are
@@ -138,11 +142,15 @@ class InfluenceConfig:
 
     def curvature_samples(self, samples: int, dimension: int, pilot: int = 0) -> int:
         """How many of `samples` samples fit the curvature, for a largest curvature dimension `dimension` and a
-        draws pilot of `pilot` samples (0: none): all of them under an integer fit_draws (see `fit_draws`)."""
+        draws pilot of `pilot` samples (0: none): all of them under an integer fit_draws (see `fit_draws`).
+        Default: n = max(ceil(32 D / K), pilot), but at most half of a small dataset's samples, down to half of n
+        (16 rows per dimension): 512 of 1,797 digits, 300 of 600, 256 of 300, all of 200 (D = 1,024, K = 64)."""
         if self.fit_draws is not None:
             return int(samples)
         needed = math.ceil(FIT_ROWS_PER_DIM * dimension / int(self.draws))
-        return max(1, min(int(samples), max(needed, int(pilot))))
+        floor = math.ceil(SMALL_DATA_FIT_SHARE * needed)
+        small_data_cap = max(floor, math.ceil(SMALL_DATA_FIT_SHARE * int(samples)))
+        return max(1, min(int(samples), max(needed, int(pilot)), small_data_cap))
 
     @property
     def dtype(self) -> torch.dtype:
