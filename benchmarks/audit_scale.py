@@ -75,8 +75,20 @@ def patches(n: int, seed: int) -> np.ndarray:
     return out
 
 
-def write_shards(folder: Path, n: int, seed: int) -> Path:
-    """WebDataset tar shards of PNG members ``<shard>/<index>.png`` under folder (skipped when present)."""
+def synthetic(start: int, count: int, seed: int) -> np.ndarray:
+    """count x 32 x 32 x 3 uint8 images, rows start .. start + count of findings_scale's synthetic set (smooth
+    random colour fields, each from its own (seed, row)); findings_scale.PLANTED of them are planted near-copies
+    of other rows of the same block (a shift, JPEG or brightness), so no cluster grows with N."""
+    from findings_scale import image_batch, planting
+
+    copies, originals = planting(count, seed + start)
+    images = image_batch(start, start + count, copies + start, originals + start, seed)
+    return np.round(images.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+
+
+def write_shards(folder: Path, n: int, seed: int, kind: str = "photos") -> Path:
+    """WebDataset tar shards of PNG members ``<shard>/<index>.png`` under folder (skipped when present): photo
+    patches (`patches`) or synthetic images (`synthetic`), a shard at a time."""
     from PIL import Image
 
     done = folder / "COMPLETE"
@@ -84,7 +96,8 @@ def write_shards(folder: Path, n: int, seed: int) -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     for shard, start in enumerate(range(0, n, SHARD_SIZE)):
-        block = patches(min(SHARD_SIZE, n - start), seed + 1000 * shard)
+        size = min(SHARD_SIZE, n - start)
+        block = patches(size, seed + 1000 * shard) if kind == "photos" else synthetic(start, size, seed)
         with tarfile.open(folder / f"{shard:06d}.tar", "w") as tar:
             for k, image in enumerate(block):
                 buffer = io.BytesIO()
@@ -97,14 +110,14 @@ def write_shards(folder: Path, n: int, seed: int) -> Path:
     return folder
 
 
-def train_encoder(work: Path) -> Path:
-    """The small CNN pretrained on ENCODER_IMAGES patches of another seed, saved once as a checkpoint."""
+def train_encoder(work: Path, kind: str = "photos") -> Path:
+    """The small CNN pretrained on ENCODER_IMAGES images of `kind` of another seed, saved once as a checkpoint."""
     from influencegate.workflows.image_audit import load_or_pretrain
     from influencegate.data import load_images
 
     path = work / "encoder.pt"
     if not path.exists():
-        data = load_images(write_shards(work / "encoder_data", ENCODER_IMAGES, seed=99), image_size=SIDE)
+        data = load_images(write_shards(work / "encoder_data", ENCODER_IMAGES, seed=99, kind=kind), image_size=SIDE)
         load_or_pretrain(data, method="simclr", epochs=ENCODER_EPOCHS, save_to=path, progress=False)
     return path
 
@@ -150,13 +163,14 @@ def artifact_sizes(root: Path) -> dict[str, int]:
 
 
 def run_audit(n: int, work: Path, encoder: Path, draws: int, workers: int, label: str = "full",
-              influence: dict[str, str] | None = None, scorer: dict | None = None) -> dict:
-    """One audit of the first n patches in a fresh process; per-step seconds, shares and peak RSS.
+              influence: dict[str, str] | None = None, scorer: dict | None = None, kind: str = "photos") -> dict:
+    """One audit of the first n images of `kind` (write_shards) in a fresh process; per-step seconds, shares and
+    peak RSS.
     influence: the config's `influence` section (resume_dir / since of an incremental audit), if any;
     scorer: scorer settings besides draws and target_stability (e.g. fit_draws)."""
     import yaml
 
-    source = write_shards(work / f"data_{n}", n, seed=0)
+    source = write_shards(work / f"data_{n}", n, seed=0, kind=kind)
     home = work / f"run_{n}" if label == "full" else work / f"run_{n}_{label}"
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **ENV, "ZENML_CONFIG_PATH": str(home / "zenml"),
@@ -231,10 +245,11 @@ def incremental_comparison(old: int, new: int, args: argparse.Namespace, encoder
     from scipy.stats import spearmanr
 
     base = args.work / f"resume_{old}"
-    runs = {"base": run_audit(old, args.work, encoder, args.draws, args.workers, "base", {"resume_dir": str(base)})}
+    runs = {"base": run_audit(old, args.work, encoder, args.draws, args.workers, "base", {"resume_dir": str(base)},
+                               kind=args.data)}
     runs["incremental"] = run_audit(new, args.work, encoder, args.draws, args.workers, "incremental",
-                                    {"since": str(base)})
-    runs["full"] = run_audit(new, args.work, encoder, args.draws, args.workers)
+                                    {"since": str(base)}, kind=args.data)
+    runs["full"] = run_audit(new, args.work, encoder, args.draws, args.workers, kind=args.data)
     full, incremental = scores_table(args.work / f"run_{new}"), scores_table(args.work / f"run_{new}_incremental")
     shared = full.index.intersection(incremental.index)
     is_new = ~shared.isin(scores_table(args.work / f"run_{old}_base").index)
@@ -248,7 +263,7 @@ def incremental_comparison(old: int, new: int, args: argparse.Namespace, encoder
     same_fit = {}
     if args.same_fit_draws:  # a full audit with the base's fit draws: the same estimator as the incremental one
         runs["full_same_fit"] = run_audit(new, args.work, encoder, args.draws, args.workers, "same_fit",
-                                          scorer={"fit_draws": args.same_fit_draws})
+                                          scorer={"fit_draws": args.same_fit_draws}, kind=args.data)
         same = scores_table(args.work / f"run_{new}_same_fit").loc[shared]
         same_fit = {"fit_draws": args.same_fit_draws, "spearman_all": float(spearmanr(
             same["influence"], incremental.loc[shared, "influence"]).statistic),
@@ -266,6 +281,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/audit_scale"))
     parser.add_argument("--draws", type=int, default=8, help="noise draws per sample (target_stability off)")
     parser.add_argument("--workers", type=int, default=2, help="decoding processes of the loader")
+    parser.add_argument("--data", choices=("photos", "synthetic"), default="photos",
+                        help="photo patches (dense clusters of overlapping windows at 100k) or synthetic images "
+                             "(findings_scale's, no cluster grows with N); use one --work folder per kind")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--incremental", default=None, metavar="OLD:NEW",
                         help="instead of --n: full audit of OLD kept for resuming, incremental and full audits of NEW; "
@@ -276,10 +294,10 @@ def main() -> None:
                              "33,000 for rank 32), compared with the incremental table under 'same_fit'")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    encoder = train_encoder(args.work)
+    encoder = train_encoder(args.work, args.data)
     payload = {"benchmark": "audit_scale", "command": " ".join(sys.argv), "machine": {
         "cpus": os.cpu_count(), "note": "shared 2-core CPU, other jobs running: seconds are noisy"},
-        "data": {"side": SIDE, "channels": 3, "shard_size": SHARD_SIZE, "copy_share": COPY_SHARE,
+        "data": {"kind": args.data, "side": SIDE, "channels": 3, "shard_size": SHARD_SIZE, "copy_share": COPY_SHARE,
                  "format": "WebDataset tar of PNG"}, "scorer": {"draws": args.draws, "target_stability": None},
         "encoder": {"architecture": "small_cnn", "pretrain": f"simclr {ENCODER_EPOCHS} epochs on "
                     f"{ENCODER_IMAGES} patches (not timed)"}, "runs": []}
@@ -296,7 +314,8 @@ def main() -> None:
         payload["runs"] = [r for r in json.loads(args.out.read_text()).get("runs", [])
                            if r["n"] not in {int(v) for v in args.n.split(",")}]
     for n in (int(v) for v in args.n.split(",")):
-        payload["runs"] = sorted([*payload["runs"], run_audit(n, args.work, encoder, args.draws, args.workers)],
+        payload["runs"] = sorted([*payload["runs"], run_audit(n, args.work, encoder, args.draws, args.workers,
+                                                          kind=args.data)],
                                  key=lambda r: r["n"])
         if len(payload["runs"]) > 1:
             payload["growth_exponent"] = exponents(payload["runs"])
