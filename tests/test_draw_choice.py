@@ -45,6 +45,26 @@ def test_simulated_pairs_match_independent_seeds_in_mean_and_spread():
     assert real.std() > 0.02  # the shared draw effect spreads one pair of seeds around the expected value
 
 
+def test_rank_correlation_of_many_columns_equals_scipy_per_column():
+    """influence.ranking.rank_correlation (one vectorised step for all simulated pairs) against scipy's spearmanr
+    column by column: with ties, a NaN (NaN) and a constant column (NaN); `spearman` is its two-vector case."""
+    from scipy.stats import spearmanr
+
+    from influencegate.influence import spearman
+    from influencegate.influence.ranking import rank_correlation
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 12, size=(200, 6)).astype(float)  # many ties
+    b = a + rng.normal(scale=4.0, size=a.shape)
+    a[5, 4], b[:, 5] = np.nan, 1.0
+    got = rank_correlation(a, b)
+    expected = [spearmanr(a[:, j], b[:, j]).statistic for j in range(4)]
+    np.testing.assert_allclose(got[:4], expected, rtol=0, atol=1e-12)
+    assert 0.2 < min(expected) and np.isnan(got[4]) and np.isnan(got[5])
+    assert spearman(a[:, 0], b[:, 0]) == pytest.approx(expected[0], abs=1e-12)
+    assert spearman([3, 2, 1], [1, 2, 3]) == pytest.approx(-1.0)
+
+
 def test_choose_draws_takes_the_fewest_whose_simulated_pairs_reach_the_target():
     assert candidate_draws(64) == [16, 20, 24, 28, 32, 40, 48, 64]
     assert candidate_draws(20) == [16, 20]

@@ -21,6 +21,7 @@ from influencegate.influence.config import InfluenceConfig
 from influencegate.influence.curvature import HEURISTIC_DAMPING
 from influencegate.influence.layers import tracked_layers
 from influencegate.influence.perturb import make_perturbation
+from influencegate.influence.ranking import rank_correlation
 from influencegate.influence.scorer import sample_loader
 from influencegate.influence.table import scores_table
 
@@ -146,7 +147,5 @@ def exact_self_influence(encoder: nn.Module, dataset: Dataset, config: Influence
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation of two equally long score vectors."""
-    ra = pd.Series(np.asarray(a)).rank().to_numpy()
-    rb = pd.Series(np.asarray(b)).rank().to_numpy()
-    return float(np.corrcoef(ra, rb)[0, 1])
+    """Spearman rank correlation of two equally long score vectors (NaN if either holds a NaN or is constant)."""
+    return float(rank_correlation(np.asarray(a, dtype=float), np.asarray(b, dtype=float)))

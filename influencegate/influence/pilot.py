@@ -8,7 +8,7 @@ default rule (all K draws of the fitted samples, the pilot's first among them), 
 integer fit_draws. The gradients are the same tensors either way; only the order of the floating-point sums
 can differ (by rounding).
 
-The stash holds min(N, PILOT_SAMPLES) x fit_draws x sum_l r_out r_in values (SmallCNN, r = 32: 2,632 per
+The stash holds min(n_fit, PILOT_SAMPLES) x fit_draws x sum_l r_out r_in values (SmallCNN, r = 32: 2,632 per
 (sample, draw), 345 MB at 64 draws in float32) and is used only when that is at most STASH_BUDGET_FRACTION
 of one pass's memory budget (``influence.pass_memory.pass_budget_bytes``); otherwise the pilot passes over all
 K draws of its samples. It is bounded by PILOT_SAMPLES, not by N, so memory stays flat in N.

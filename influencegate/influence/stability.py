@@ -21,7 +21,8 @@ on that encoder where two seeds measured 0.94996 and the simulated pairs give 0.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import spearmanr
+
+from influencegate.influence.ranking import rank_correlation
 
 #: Candidate draw counts, smallest first (the configured maximum K is always a candidate).
 DRAW_GRID = (16, 20, 24, 28, 32, 40, 48, 64, 96, 128)
@@ -43,8 +44,8 @@ def simulated_stability(per_draw: np.ndarray, k: int, pairs: int = SIMULATED_PAI
         return np.full(pairs, np.nan)
     rng = np.random.default_rng(seed)
     order = np.stack([rng.permutation(k_max)[: 2 * m] for _ in range(pairs)])  # pairs x 2m draw indices
-    r = np.array([spearmanr(per_draw[:, draws[:m]].mean(axis=1), per_draw[:, draws[m:]].mean(axis=1)).statistic
-                  for draws in order])
+    means = per_draw[:, order.reshape(pairs, 2, m)].mean(axis=3)  # N x pairs x 2: each simulated seed's mean
+    r = rank_correlation(means[:, :, 0], means[:, :, 1])
     f = k / m
     return f * r / (1 + (f - 1) * r)
 
