@@ -307,7 +307,8 @@ def main() -> None:
         payload["incremental"] = incremental_comparison(old, new, args, encoder)
         base = payload["incremental"]["runs"]["base"]  # a full audit of `old` (keeping a resume directory too)
         payload["runs"] = sorted([*(r for r in payload["runs"] if r["n"] != old), base], key=lambda r: r["n"])
-        payload["growth_exponent"] = exponents(payload["runs"])
+        if len(payload["runs"]) > 1:
+            payload["growth_exponent"] = exponents(payload["runs"])
         args.out.write_text(json.dumps(payload, indent=1))
         return
     if args.out.exists():
