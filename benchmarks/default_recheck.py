@@ -127,9 +127,9 @@ def fidelity(n: int, epochs: int, encoder_seed: int, variants: list[str]) -> dic
 def stability(epochs: int, encoder_seed: int, pairs: list[tuple[int, int]], variants: list[str],
               n: int | None = None) -> dict:
     """Per variant, on the first n digits (None: all; the encoder is trained on all) and one encoder: Spearman
-    between the perturbation seeds of each pair, and
-    the fit and score CPU seconds per image (mean over the seeds), their ratio to COST_REFERENCE's and the
-    Spearman to COST_REFERENCE's scores of the same seed (which has all N x K gradient rows in its curvature)."""
+    between the perturbation seeds of each pair, and the fit and score CPU seconds per image (mean over the
+    seeds), their ratio to COST_REFERENCE's and the Spearman to COST_REFERENCE's scores of the same seed (which
+    has all N x K gradient rows in its curvature)."""
     data = load_images("digits")
     base = InfluenceConfig(progress=False)
     encoder = train_encoder(data, seed=encoder_seed, epochs=epochs)

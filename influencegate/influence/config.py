@@ -143,8 +143,9 @@ class InfluenceConfig:
     def curvature_samples(self, samples: int, dimension: int, pilot: int = 0) -> int:
         """How many of `samples` samples fit the curvature, for a largest curvature dimension `dimension` and a
         draws pilot of `pilot` samples (0: none): all of them under an integer fit_draws (see `fit_draws`).
-        Default: n = max(ceil(32 D / K), pilot), but at most half of a small dataset's samples, down to half of n
-        (16 rows per dimension): 512 of 1,797 digits, 300 of 600, 256 of 300, all of 200 (D = 1,024, K = 64)."""
+        Default: max(ceil(32 D / K), pilot), but at most half of a small dataset's samples, and never fewer than
+        ceil(16 D / K) (16 rows per dimension): 512 of 1,797 digits, 300 of 600, 256 of 300, all of 200
+        (D = 1,024, K = 64)."""
         if self.fit_draws is not None:
             return int(samples)
         needed = math.ceil(FIT_ROWS_PER_DIM * dimension / int(self.draws))
