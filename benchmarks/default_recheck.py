@@ -94,14 +94,14 @@ def fit_samples(data, params: dict[str, Any]):
 
 def fitted_scores(encoder: torch.nn.Module, data, cfg: InfluenceConfig, fit_data=None) -> dict[str, Any]:
     """Fit on `fit_data` (default: `data`) + score all of `data` with `cfg`: scores (N, float64), CPU seconds of
-    fit and of score, and the draws the curvature was fitted on and the scores average (the pilot may choose
-    fewer than K)."""
+    fit and of score, the draws the curvature was fitted on and the scores average (the pilot may choose
+    fewer than K), and the share of the fitted samples that fitted the curvature."""
     start = time.process_time()
     scorer = InfluenceScorer(encoder, cfg).fit(data if fit_data is None else fit_data)
     fitted = time.process_time()
     scores = scorer.score(data)["influence"].to_numpy(dtype=np.float64)
     return dict(scores=scores, fit_cpu_s=fitted - start, score_cpu_s=time.process_time() - fitted,
-                fit_draws=scorer.fit_draws, score_draws=scorer.score_draws)
+                fit_draws=scorer.fit_draws, score_draws=scorer.score_draws, fit_share=scorer.fit_share)
 
 
 def fidelity(n: int, epochs: int, encoder_seed: int, variants: list[str]) -> dict:

@@ -16,9 +16,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.estimator_study import natural_patches  # noqa: E402
+from benchmarks.small_data_patches import patch_encoder  # noqa: E402
 from influencegate import InfluenceConfig, InfluenceScorer, exact_self_influence  # noqa: E402
 from influencegate.influence import per_sample_gradients, spearman  # noqa: E402
-from influencegate.models import build_encoder, pretrain  # noqa: E402
 
 VARIANTS = [("default r32", {}), ("r32 exact inverse", dict(inverse_rank=None)), ("r64", dict(rank=64)),
             ("pca r32", dict(projection="pca")), ("identity", dict(projection="identity", inverse_rank=None))]
@@ -27,8 +27,7 @@ VARIANTS = [("default r32", {}), ("r32 exact inverse", dict(inverse_rank=None)),
 def main() -> None:
     torch.set_num_threads(1)
     data = natural_patches(600, seed=41)
-    enc = pretrain(build_encoder("small_cnn", seed=21, in_channels=3), natural_patches(2000, seed=21),
-                   method="simclr", epochs=10, seed=21, progress=False).encoder.eval()
+    enc = patch_encoder("simclr", 21)
     base = InfluenceConfig(progress=False, target_stability=None)
     grads = per_sample_gradients(enc, data, replace(base, batch_size=128))
     exact_full = exact_self_influence(enc, data, base, block_diagonal=False, gradients=grads)["influence"]

@@ -16,49 +16,51 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.default_recheck import fitted_scores  # noqa: E402
 from benchmarks.estimator_study import natural_patches  # noqa: E402
-from influencegate import InfluenceConfig, InfluenceScorer, exact_self_influence  # noqa: E402
+from influencegate import InfluenceConfig, exact_self_influence  # noqa: E402
 from influencegate.influence import config as config_module  # noqa: E402
 from influencegate.influence import per_sample_gradients, spearman  # noqa: E402
+from influencegate.models import build_encoder, pretrain  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "small_data_patches.json"
 ENCODERS = (("simclr", 21), ("byol", 22))
 N, PATCH_SEED, EPOCHS = 600, 41, 10
 
 
+def patch_encoder(method: str, seed: int) -> torch.nn.Module:
+    """A SmallCNN pretrained with `method` on 2,000 patches of `seed` (EPOCHS epochs), as session 21's."""
+    initial = build_encoder("small_cnn", seed=seed, in_channels=3)
+    return pretrain(initial, natural_patches(2000, seed=seed), method=method, epochs=EPOCHS, seed=seed,
+                    progress=False).encoder.eval()
+
+
 def scored(encoder: torch.nn.Module, data, cfg: InfluenceConfig, share: float) -> dict:
-    """Fit + score `data` with SMALL_DATA_FIT_SHARE = share: scores, CPU seconds, the fitted share and draws."""
+    """default_recheck.fitted_scores of `data` with SMALL_DATA_FIT_SHARE = share (restored afterwards)."""
+    kept = config_module.SMALL_DATA_FIT_SHARE
     config_module.SMALL_DATA_FIT_SHARE = share
-    start = time.process_time()
-    scorer = InfluenceScorer(encoder, cfg).fit(data)
-    fitted = time.process_time()
-    scores = scorer.score(data)["influence"].to_numpy(dtype=float)
-    return dict(scores=scores, fit_cpu_s=fitted - start, score_cpu_s=time.process_time() - fitted,
-                fit_share=scorer.fit_share, score_draws=scorer.score_draws)
+    try:
+        return fitted_scores(encoder, data, cfg)
+    finally:
+        config_module.SMALL_DATA_FIT_SHARE = kept
 
 
 def main() -> None:
-    from influencegate.models import build_encoder, pretrain
-
     torch.set_num_threads(1)
     new_share = config_module.SMALL_DATA_FIT_SHARE
     data = natural_patches(N, seed=PATCH_SEED)
     out: dict = dict(n=N, patch_seed=PATCH_SEED, epochs=EPOCHS, shares={"new": new_share, "old": 1.0}, encoders={})
     for method, seed in ENCODERS:
-        initial = build_encoder("small_cnn", seed=seed, in_channels=3)
-        encoder = pretrain(initial, natural_patches(2000, seed=seed), method=method, epochs=EPOCHS, seed=seed,
-                           progress=False).encoder.eval()
+        encoder = patch_encoder(method, seed)
         base = InfluenceConfig(progress=False)
         runs = {name: {s: scored(encoder, data, replace(base, seed=s), share) for s in (0, 1)}
                 for name, share in (("new", new_share), ("old", 1.0))}
-        config_module.SMALL_DATA_FIT_SHARE = new_share
         # the exact score on all K = 64 draws: the expectation both variants estimate (their pilots may keep fewer)
         grads = per_sample_gradients(encoder, data, replace(base, batch_size=128))
         exact = exact_self_influence(encoder, data, base, block_diagonal=False, gradients=grads)["influence"]
