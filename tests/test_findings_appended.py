@@ -224,3 +224,43 @@ def test_appended_views_search_links_by_the_aligned_check_as_the_full_search_doe
     assert got["duplicate_group"].tolist() == full["duplicate_group"].tolist()
     groups = got["duplicate_group"].to_numpy()
     assert all(groups[k] >= 0 and groups[k] == groups[old + k] for k in range(4))
+
+
+def test_the_kept_index_is_reopened_for_the_new_images_and_links_as_one_built_again(tmp_path: Path) -> None:
+    """The streaming index the first version keeps in its directory (findings.kept_index) is reopened by the
+    appended version, which indexes only its new images (arriving between the old ones: the rows are shuffled):
+    the same groups as the appended search that indexes every image again, and the index it keeps in its own
+    directory maps each of its rows to one sample of the version."""
+    from influencegate.data.npz import read_npz
+    from influencegate.findings.kept_index import local_path
+
+    images, planted = planted_set(32, 60, seed=3)
+    m = len(images)
+    old = m - len(planted)
+    ids = np.array([f"s{i:04d}" for i in range(m)])
+    first = Duplicates(search="index")
+    first.find(pd.DataFrame({"sample_id": ids[:old], "influence": 1.0}), None, images=images[:old],
+               previous=Previous(np.ones(old, dtype=bool), keep_in=str(tmp_path / "v1")))
+    version_state.save_findings(str(tmp_path / "v1"), ids[:old], {"duplicates": first.state})
+    shuffled = np.random.default_rng(1).permutation(m)
+    table = pd.DataFrame({"sample_id": ids[shuffled], "influence": 1.0})
+
+    def appended(reuse: bool) -> tuple[pd.DataFrame, dict]:
+        previous = version_state.previous_findings(str(tmp_path / "v1"), list(ids[shuffled]))
+        previous.keep_in = str(tmp_path / ("v2" if reuse else "v2_rebuilt"))
+        if not reuse:
+            previous.index_rows = None
+        dups = Duplicates(search="index")
+        return dups.find(table, None, images=images[shuffled], previous=previous), dups.state
+
+    got, state = appended(reuse=True)
+    rebuilt, rebuilt_state = appended(reuse=False)
+    assert got["duplicate_group"].tolist() == rebuilt["duplicate_group"].tolist()
+    assert (got["duplicate_group"] >= 0).sum() >= 8
+    at = {sid: row for row, sid in enumerate(ids[shuffled])}
+    assert state["index_order"][:old].tolist() == [at[s] for s in ids[:old]]  # the kept rows first: reopened
+    assert rebuilt_state["index_order"].tolist() == list(range(m))
+    kept = read_npz(local_path(str(tmp_path / "v2")) + ".npz")
+    assert kept["codes"].shape[0] == m and sorted(state["index_order"].tolist()) == list(range(m))
+    assert Path(local_path(str(tmp_path / "v2"))).stat().st_size == m * int(np.prod(kept["thumbs"]))
+    np.testing.assert_array_equal(kept["codes"][:old], read_npz(local_path(str(tmp_path / "v1")) + ".npz")["codes"])

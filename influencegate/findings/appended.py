@@ -28,8 +28,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from influencegate.findings import kept_index
 from influencegate.findings.code_candidates import available_index
-from influencegate.findings.duplicate_index import ViewIndex
+from influencegate.findings.duplicate_index import CODE_DIM, ViewIndex
 from influencegate.findings.duplicate_links import INDEX_BATCH, content_hashes, exact_pairs
 from influencegate.findings.image_similarity import _Tiles, thumbnails
 from influencegate.findings.similarity import check_block, no_pairs, normalized
@@ -55,13 +56,18 @@ class Previous:
     new: bool M, the samples the previous version did not have. knn: M x k float32 outliers' neighbour
     similarities (rows of old samples; None: none kept). near_top: M x k' float32 each image's top similarities
     of the near-duplicate matcher (None: none kept). hashes: M content hashes (None for new samples; None:
-    none kept). links: (i, j) int64 positions of the previous version's duplicate links among old samples."""
+    none kept). links: (i, j) int64 positions of the previous version's duplicate links among old samples.
+    index_rows: int64, the row of each row of the near-duplicate index kept in the directory `index_from`
+    (findings.kept_index; None: none kept). keep_in: the directory this version keeps its index in (None: none)."""
 
     new: np.ndarray
     knn: np.ndarray | None = None
     near_top: np.ndarray | None = None
     hashes: list[str | None] | None = None
     links: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    index_rows: np.ndarray | None = None
+    index_from: str | None = None
+    keep_in: str | None = None
 
     @classmethod
     def empty(cls, m: int) -> "Previous":
@@ -91,10 +97,21 @@ def _prior_top(previous: Previous, stored: np.ndarray | None, k: int, what: str)
     return top
 
 
-def _merge(top: torch.Tensor, rows: torch.Tensor, sims: torch.Tensor) -> None:
-    """Merge a tile's similarities (len(rows) x C) into the running top-k values of `rows`, in place."""
-    k = top.shape[1]
-    top[rows] = torch.topk(torch.cat([top[rows], sims], dim=1), k, dim=1).values
+def _merge(top: torch.Tensor, targets: torch.Tensor, sims: torch.Tensor, dim: int = 1) -> None:
+    """Merge a tile's similarities into the running top-k values of `targets`, in place: sims is len(targets)
+    x C (dim=1: a row per target) or C x len(targets) (dim=0: a column per target, read in its own layout).
+    Only the entries above a target's k-th value can enter its top-k, so only those are merged (`_merge_pairs`):
+    the same values as a top-k over all C, at a comparison per entry once the k-th values have risen (a k = 100
+    top-k over every tile of 2,048 x 2,048 was two thirds of an appended 110k version's neighbour search)."""
+    kth = top[targets, -1]
+    if dim == 1:
+        hit_target, hit_other = torch.nonzero(sims > kth[:, None], as_tuple=True)
+        values = sims[hit_target, hit_other]
+    else:
+        hit_other, hit_target = torch.nonzero(sims > kth[None, :], as_tuple=True)
+        values = sims[hit_other, hit_target]
+    if len(values):
+        _merge_pairs(top, targets[hit_target], values)
 
 
 @torch.no_grad()
@@ -128,7 +145,7 @@ def touching_tiles(similarity: Similarity, new: np.ndarray, top: torch.Tensor, k
             _merge(top, rows, sims)
             own = len(rows) if c0 == r0 else 0  # a square tile's first columns are its rows: merged above
             if sims.shape[1] > own:
-                _merge(top, cols[own:], sims[:, own:].T)
+                _merge(top, cols[own:], sims[:, own:], dim=0)
             if nearest is not None:
                 merge_nearest(*nearest, rows, cols, sims)
                 merge_nearest(*nearest, cols, rows, sims.T)
@@ -158,18 +175,20 @@ def knn_appended(embeddings: np.ndarray, k: int, previous: Previous, block: int,
 
 
 def near_links(images: Any, matcher: str, search: str, match: Any, views: Any, previous: Previous, block: int,
-               device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
-    """(i, j, s, pairs checked, top M x k): the near-duplicate links with at least one new member, by the
+               device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, dict[str, np.ndarray]]:
+    """(i, j, s, pairs checked, state): the near-duplicate links with at least one new member, by the
     pixel matcher (`match`: ImageMatch; all new x all pairs), the multi-view matcher all pairs (`views`) or
-    its streaming index (candidate pairs restricted to those touching a new sample); with the views, each
-    image's nearest neighbour below propose is aligned too (ViewMatch.nearest) where it is a new sample that
-    beats the image's best old one."""
+    its streaming index (candidate pairs restricted to those touching a new sample; the previous version's
+    index reused where it kept one: `_opened_index`); with the views, each image's nearest neighbour below
+    propose is aligned too (ViewMatch.nearest) where it is a new sample that beats the image's best old one.
+    state: near_top (M x k top similarities) and, with the index, index_order (each index row's row)."""
     rule = match if matcher == "pixels" else views
     k = min(int(rule.k), max(len(previous.new) - 1, 1))
     top = _prior_top(previous, previous.near_top, k, "near-duplicate top similarities")
     prior = top[:, 0].clone()  # each old image's best similarity among the old samples (EMPTY for the new)
+    state = {}
     if matcher == "views" and search == "index":
-        i, j, s, score = _index_pairs(images, views, previous.new, prior.numpy())
+        i, j, s, score, state["index_order"] = _index_pairs(images, views, previous, prior.numpy())
         rows, vals = torch.from_numpy(np.concatenate([i, j])), torch.from_numpy(np.concatenate([s, s]))
         for start in range(0, len(rows), 1 << 20):  # each pair updates both of its images' top-k
             part = slice(start, start + (1 << 20))
@@ -194,7 +213,7 @@ def near_links(images: Any, matcher: str, search: str, match: Any, views: Any, p
             score = aligned_scores(i, j, s, align_thumbnails(images, views), views, near)
         checked = int(previous.new.sum()) * len(previous.new)
     ok = link(i, j, score, top[:, -1].numpy(), rule)
-    return i[ok], j[ok], score[ok], checked, top.numpy()
+    return i[ok], j[ok], score[ok], checked, {"near_top": top.numpy(), **state}
 
 
 def _with_nearest(i: np.ndarray, j: np.ndarray, s: np.ndarray, nearest: tuple[torch.Tensor, torch.Tensor],
@@ -218,28 +237,57 @@ def _merge_pairs(top: torch.Tensor, rows: torch.Tensor, vals: torch.Tensor) -> N
     slot = torch.arange(len(rows)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
     dense = torch.full((len(uniq), width), EMPTY)
     dense[torch.repeat_interleave(torch.arange(len(uniq)), counts), slot] = vals.float()
-    _merge(top, uniq, dense if width >= k else torch.cat([dense, torch.full((len(uniq), k - width), EMPTY)], 1))
+    top[uniq] = torch.topk(torch.cat([top[uniq], dense], dim=1), k, dim=1).values
 
 
-def _index_pairs(images: Any, views: Any, new: np.ndarray,
-                 prior: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, s, score) of the streaming index's candidate pairs that touch a new sample: their view similarity
-    (ViewIndex.similarity, exact from min(prune_floor, ViewMatch.nearest): wherever it can change a link) and
-    the aligned check's score of those reaching ViewMatch.propose and of each image's nearest among them below
-    it that reaches its `prior` best (M: its best similarity among the old samples; view_search.nearest_of),
-    on the index's thumbnails."""
-    index = ViewIndex(views)
+def _index_pairs(images: Any, views: Any, previous: Previous,
+                 prior: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, s, score, order) of the streaming index's candidate pairs that touch a new sample (i < j): their
+    view similarity (ViewIndex.similarity, exact from min(prune_floor, ViewMatch.nearest): wherever it can change
+    a link) and the aligned check's score of those reaching ViewMatch.propose and of each image's nearest among
+    them below it that reaches its `prior` best (M: its best similarity among the old samples;
+    view_search.nearest_of), on the index's thumbnails. order: int64, each index row's row (`_opened_index`)."""
+    index, order = _opened_index(images, views, previous)
     try:
-        for start in range(0, len(images), INDEX_BATCH):
-            index.add(images[start:start + INDEX_BATCH])
+        new = previous.new[order]
         ci, cj = index.candidates(index=available_index())
         touch = new[ci] | new[cj]
         ci, cj = ci[touch], cj[touch]
         sims = index.similarity(ci, cj, floor=min(prune_floor(views), views.nearest))
-        near = nearest_of(ci, cj, sims, views, prior)
-        return ci, cj, sims, aligned_scores(ci, cj, sims, index.thumbnails, views, near)
-    finally:
+        near = nearest_of(ci, cj, sims, views, prior[order])
+        score = aligned_scores(ci, cj, sims, index.thumbnails, views, near)
+    except BaseException:
+        index.close()  # a half-made index is never kept (kept_index.writable_path removed its settings file)
+        raise
+    if kept_index.local_path(previous.keep_in):
+        kept_index.keep(index, str(previous.keep_in))
+    else:
         index.close()
+    i, j = order[ci], order[cj]
+    return np.minimum(i, j), np.maximum(i, j), sims, score, order
+
+
+def _opened_index(images: Any, views: Any, previous: Previous) -> tuple[ViewIndex, np.ndarray]:
+    """(index of every examined image, order: int64, this version's row of each index row): the index the
+    previous version kept (previous.index_from, its rows at previous.index_rows) with the new images appended,
+    else every image indexed in this version's order; written in previous.keep_in when it is a local folder
+    (findings.kept_index), else at a temporary path."""
+    index, rows = None, np.arange(len(previous.new))
+    if previous.index_rows is not None and previous.index_from is not None \
+            and np.array_equal(np.sort(previous.index_rows), previous.old):
+        index = kept_index.reopen(previous.index_from, previous.keep_in, views, CODE_DIM, 0)
+    if index is not None:
+        rows = np.flatnonzero(previous.new)
+        order = np.concatenate([np.asarray(previous.index_rows, dtype=np.int64), rows])
+    else:
+        index, order = ViewIndex(views, path=kept_index.writable_path(previous.keep_in)), rows
+    try:
+        for start in range(0, len(rows), INDEX_BATCH):
+            index.add(images[rows[start:start + INDEX_BATCH]])
+    except BaseException:
+        index.close()
+        raise
+    return index, order
 
 
 def embedding_links(embeddings: np.ndarray, threshold: float, previous: Previous, block: int,

@@ -21,7 +21,8 @@ def duplicate_edges(dups: Any, emb: np.ndarray, images: Any, use_image: bool, us
     `images` (M x C x H x W), by the signals chosen (duplicate_links.link_signals / image_paths) with the
     settings of `dups` (a Duplicates). previous: None searches all pairs and returns state {}; a Previous
     (findings.appended) searches the pairs with a new member, carries its old links over, and returns this
-    version's state: links (i, j), near_top (M x k, where the image matcher ran) and hashes (where exact ran).
+    version's state: links (i, j), near_top (M x k, where the image matcher ran), index_order (where the
+    streaming index ran: appended.near_links) and hashes (where exact ran).
     statistics: filled with the images' statistics where the index's streaming pass reads them (image_links),
     which then gives the content hashes too (the pixels read once)."""
     m = len(emb)
@@ -49,9 +50,9 @@ def duplicate_edges(dups: Any, emb: np.ndarray, images: Any, use_image: bool, us
                                                                    dups.block_size, dups.device, statistics,
                                                                    streamed if dups.exact else None)
         else:
-            i, j, s, counts["candidates"], state["near_top"] = near_links(images, matcher, search, dups.image,
-                                                                          dups.views, previous, dups.block_size,
-                                                                          dups.device)
+            i, j, s, counts["candidates"], near_state = near_links(images, matcher, search, dups.image, dups.views,
+                                                                   previous, dups.block_size, dups.device)
+            state.update(near_state)
             threshold = (dups.image if matcher == "pixels" else dups.views).threshold
         edges_i.append(i)
         edges_j.append(j)

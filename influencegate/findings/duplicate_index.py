@@ -57,7 +57,7 @@ class ViewIndex:
     """Streaming index of image codes, stored thumbnails and anchor views (module docstring)."""
 
     def __init__(self, match: ViewMatch = ViewMatch(), dim: int = CODE_DIM, seed: int = 0,
-                 path: str | os.PathLike | None = None) -> None:
+                 path: str | os.PathLike | None = None, append: bool = False) -> None:
         self.match, self.dim, self.seed = match, int(dim), int(seed)
         self._anchor_windows = match.windows()[1]
         self._code_windows = code_windows(match)
@@ -72,10 +72,26 @@ class ViewIndex:
             handle, path = tempfile.mkstemp(suffix=".thumbs")
             os.close(handle)
         self.path, self.anchor_path, self.low_path = str(path), str(path) + ".anchors", str(path) + ".low"
-        self._file, self._anchor_file = open(self.path, "wb"), open(self.anchor_path, "wb")
-        self._low_file = open(self.low_path, "wb")
+        mode = "ab" if append else "wb"  # append: reopen()
+        self._file, self._anchor_file = open(self.path, mode), open(self.anchor_path, mode)
+        self._low_file = open(self.low_path, mode)
         self._low_shape: tuple[int, ...] | None = None
         self.count, self._batches = 0, 0
+
+    @classmethod
+    def reopen(cls, match: ViewMatch, path: str, codes: np.ndarray, shapes: dict[str, tuple[int, ...]],
+               dim: int = CODE_DIM, seed: int = 0) -> "ViewIndex":
+        """The index whose files an earlier one left at `path` (closed by `release`, not deleted), with its
+        N x A x dim codes and `shapes` (`shapes()`: each image's thumbnail, anchors and bounds); `add` appends."""
+        index = cls(match, dim, seed, path, append=True)
+        index._store_codes(np.asarray(codes, dtype=np.float16))
+        index.count = len(codes)
+        index._shape, index._anchor_shape, index._low_shape = (tuple(shapes[k]) for k in ("thumbs", "anchors", "low"))
+        return index
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each image's stored shapes: thumbnail (K x b x b), anchor views (A' x K D^2), their bounds."""
+        return {"thumbs": self._shape, "anchors": self._anchor_shape, "low": self._low_shape}
 
     def add(self, images: torch.Tensor | np.ndarray) -> None:
         """Index one batch: M x C x H x W (or M x H x W) images, any per-image scale (pixels in [0, 1] or
@@ -146,9 +162,9 @@ class ViewIndex:
         filled = self.count - CODE_BLOCK * (len(self._codes) - 1)  # rows used in the last block
         return np.concatenate([*self._codes[:-1], self._codes[-1][:filled]])
 
-    def codes(self) -> np.ndarray:
-        """N x A x dim float32 codes (A code windows, code_windows: the whole image first)."""
-        return self._float16_codes().astype(np.float32)
+    def codes(self, dtype: type = np.float32) -> np.ndarray:
+        """N x A x dim codes (A code windows, code_windows: the whole image first), float32 (stored float16)."""
+        return self._float16_codes().astype(dtype, copy=False)
 
     def thumbnails(self, rows: np.ndarray) -> torch.Tensor:
         """The stored K x b x b thumbnails of `rows`, float32 in [0, 1] (each stretched to its own range), read
@@ -249,11 +265,15 @@ class ViewIndex:
             sims[need] = self._scan(ci[need], cj[need], 256, exact=True)
         return link(ci, cj, aligned, kth_best(ci, cj, sims, self.count, int(m.k)), m), aligned
 
-    def close(self) -> None:
-        """Close and delete the thumbnail and anchor files."""
-        for handle, path in ((self._file, self.path), (self._anchor_file, self.anchor_path),
-                             (self._low_file, self.low_path)):
+    def release(self) -> None:
+        """Close the thumbnail, anchor and bound files, keeping them (`reopen`)."""
+        for handle in (self._file, self._anchor_file, self._low_file):
             handle.close()
+
+    def close(self) -> None:
+        """Close and delete the thumbnail, anchor and bound files."""
+        self.release()
+        for path in (self.path, self.anchor_path, self.low_path):
             if os.path.exists(path):
                 os.remove(path)
 

@@ -164,6 +164,8 @@ def find_issues(dataset: Any, encoder: Any, table: pd.DataFrame, config: Any = N
     previous = version_state.previous_findings(str(since), ids) if since is not None else None
     if previous is None and resume_dir is not None:
         previous = Previous.empty(len(ids))
+    if previous is not None and resume_dir is not None:
+        previous.keep_in = str(resume_dir)  # the duplicate index, for the next version (findings.kept_index)
     found = find_all(table, embeddings, dataset.pixels, config, sample_ids=ids, mean=dataset.mean,
                      std=dataset.std, previous=previous)
     if resume_dir is not None:

@@ -3,7 +3,9 @@ in its resume directory beside the fit and the scores (influence.resume):
 
     directory/embeddings.npz   sample_ids (M), embeddings (M x D float32), encoder_sha256 (the weights' hash)
     directory/findings.npz     sample_ids (M) and the findings' state (findings.appended): knn (M x k),
-                               near_top (M x k'), hashes (M), links_i / links_j (positions of linked samples)
+                               near_top (M x k'), hashes (M), links_i / links_j (positions of linked samples),
+                               index_ids (the sample of each row of the duplicate index kept beside it:
+                               findings.kept_index)
     directory/statistics.npz   sample_ids (M), statistics (M x 8 float64, the outliers' image statistics) and
                                statistics_names: what a later version's outliers read as their reference
     directory/map.npz          sample_ids (M), the embedding map's mapped positions (M') and xy (M' x 2)
@@ -90,7 +92,8 @@ def previous_findings(since: str, ids: Sequence[str]) -> Previous | None:
         for p, h in zip(at.tolist(), stored["hashes"].tolist()):
             hashes[p] = h.decode("ascii") if isinstance(h, bytes) else str(h)
     links = (at[stored["links_i"]], at[stored["links_j"]]) if "links_i" in stored else Previous(new).links
-    return Previous(new, rows("knn"), rows("near_top"), hashes, links)
+    index_rows = _positions(stored["index_ids"], ids, "duplicate index") if "index_ids" in stored else None
+    return Previous(new, rows("knn"), rows("near_top"), hashes, links, index_rows, since)
 
 
 def save_findings(directory: str, ids: Sequence[str], state: dict[str, dict[str, Any]]) -> None:
@@ -106,6 +109,8 @@ def save_findings(directory: str, ids: Sequence[str], state: dict[str, dict[str,
         arrays["hashes"] = np.asarray(duplicates["hashes"], dtype="S64")  # hex sha256, 64 B each (not 256)
     if "links" in duplicates:
         arrays["links_i"], arrays["links_j"] = (np.asarray(a, dtype=np.int64) for a in duplicates["links"])
+    if "index_order" in duplicates:  # the sample of each row of the index kept beside (findings.kept_index)
+        arrays["index_ids"] = arrays["sample_ids"][np.asarray(duplicates["index_order"], dtype=np.int64)]
     _write(directory, FINDINGS, **arrays)
     if "statistics" in outliers:  # a later version's outliers may take these as their clean reference
         _write(directory, STATISTICS_FILE, sample_ids=arrays["sample_ids"],
