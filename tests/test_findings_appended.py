@@ -14,6 +14,7 @@ from test_findings_views import planted_set
 from influencegate.findings.appended import Previous, knn_appended, touching_tiles
 from influencegate.findings.duplicates import Duplicates
 from influencegate.findings.image_similarity import ImageMatch, _Tiles, image_pairs, thumbnails
+from influencegate.findings.image_stats import appended_statistics, stream_statistics
 from influencegate.findings.run import find_all
 from influencegate.findings.similarity import knn_cosine
 from influencegate.findings.view_search import link
@@ -56,7 +57,7 @@ def carried(state: dict, m: int, old: int) -> Previous:
 
     dups = state["duplicates"]
     return Previous(new, pad(state["outliers"]["knn"]), pad(dups["near_top"]), [*dups["hashes"], *[None] * (m - old)],
-                    dups["links"])
+                    dups["links"], statistics=pad(state["outliers"]["statistics"]))
 
 
 def test_knn_of_appended_rows_equals_the_full_search() -> None:
@@ -69,6 +70,22 @@ def test_knn_of_appended_rows_equals_the_full_search() -> None:
     new = np.arange(700) >= old
     padded = np.concatenate([before, np.zeros((100, 10), np.float32)])
     np.testing.assert_allclose(knn_appended(x, 10, Previous(new, padded), block=128), reference, atol=1e-6)
+
+
+def test_appended_image_statistics_read_only_the_new_images(version) -> None:
+    """The outliers' statistics of an appended version: the old rows' kept, only the new images read (the old
+    ones here are NaN, which image_statistics refuses), equal to one pass over every image."""
+    images = version[0]
+    full = stream_statistics(images, block=256)
+    new = np.arange(len(images)) >= OLD
+    kept = full.to_numpy().copy()
+    kept[new] = np.nan
+    poisoned = images.clone()
+    poisoned[:OLD] = float("nan")
+    got = appended_statistics(poisoned, kept, new, block=64)
+    np.testing.assert_array_equal(got.to_numpy(), full.to_numpy())
+    with pytest.raises(ValueError, match=f"at position {OLD - 1}"):
+        appended_statistics(poisoned, kept, np.arange(len(images)) >= OLD - 1, block=64)
 
 
 def test_all_new_tiles_are_the_pixel_matchers_all_pairs_search(version) -> None:
@@ -148,14 +165,20 @@ def test_version_state_reuses_embeddings_of_the_same_encoder_only(tmp_path: Path
 
 def test_findings_state_round_trip_in_this_versions_rows(tmp_path: Path) -> None:
     """save_findings then previous_findings: arrays moved to the new version's positions, links re-indexed."""
-    state = {"outliers": {"knn": np.array([[0.9], [0.8]], np.float32)},
+    from influencegate.findings.image_stats import STATISTICS
+
+    statistics = np.arange(2.0 * len(STATISTICS)).reshape(2, -1)
+    state = {"outliers": {"knn": np.array([[0.9], [0.8]], np.float32), "statistics": statistics,
+                          "statistics_names": list(STATISTICS)},
              "duplicates": {"near_top": np.array([[0.5], [0.4]], np.float32), "hashes": ["h0", "h1"],
-                            "links": (np.array([0]), np.array([1]))}}
+                            "links": (np.array([0]), np.array([1])), "index_order": np.array([1, 0])}}
     version_state.save_findings(str(tmp_path), ["a", "b"], state)
     prev = version_state.previous_findings(str(tmp_path), ["n", "b", "a"])
     assert prev.new.tolist() == [True, False, False]
     assert prev.knn[:, 0].tolist() == pytest.approx([0.0, 0.8, 0.9]) and prev.hashes == [None, "h1", "h0"]
     assert (prev.links[0].tolist(), prev.links[1].tolist()) == ([2], [1])
+    np.testing.assert_array_equal(prev.statistics, np.vstack([np.full(len(STATISTICS), np.nan), statistics[::-1]]))
+    assert prev.index_rows.tolist() == [1, 2] and prev.index_from == str(tmp_path)  # index rows: b, a
 
 
 def test_new_samples_placed_on_the_previous_map_beside_their_neighbours(tmp_path: Path) -> None:

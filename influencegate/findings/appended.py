@@ -57,7 +57,8 @@ class Previous:
     similarities (rows of old samples; None: none kept). near_top: M x k' float32 each image's top similarities
     of the near-duplicate matcher (None: none kept). hashes: M content hashes (None for new samples; None:
     none kept). links: (i, j) int64 positions of the previous version's duplicate links among old samples.
-    index_rows: int64, the row of each row of the near-duplicate index kept in the directory `index_from`
+    statistics: M x 8 float64, the outliers' image statistics of the old rows (image_stats.STATISTICS; None:
+    none kept). index_rows: int64, the row of each row of the near-duplicate index kept in the directory `index_from`
     (findings.kept_index; None: none kept). keep_in: the directory this version keeps its index in (None: none)."""
 
     new: np.ndarray
@@ -65,6 +66,7 @@ class Previous:
     near_top: np.ndarray | None = None
     hashes: list[str | None] | None = None
     links: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    statistics: np.ndarray | None = None
     index_rows: np.ndarray | None = None
     index_from: str | None = None
     keep_in: str | None = None

@@ -88,17 +88,19 @@ def colour_statistics(mu: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.n
     return colourful, np.mean(pairs, axis=0)
 
 
-def image_statistics(pixels: np.ndarray, first: int = 0) -> pd.DataFrame:
+def image_statistics(pixels: np.ndarray, first: int | np.ndarray = 0) -> pd.DataFrame:
     """STATISTICS of B x C x H x W pixels in [0, 1] (H, W >= 3; C = 1 or 3 gives the colour columns their
     grey values), one row per image, computed in float32 with float64 moments; every value finite. A
-    non-finite pixel is a ValueError naming the image (first: the position of pixels[0] in the dataset)."""
+    non-finite pixel is a ValueError naming the image (first: the position of pixels[0] in the dataset, or
+    int B: each image's)."""
     x = np.asarray(pixels, dtype=np.float32)
     if x.ndim != 4 or min(x.shape[2:]) < 3:
         raise ValueError(f"image statistics need B x C x H x W pixels with H, W >= 3, got shape {x.shape}")
     bad = np.flatnonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1))
     if len(bad):
+        where = first + int(bad[0]) if np.ndim(first) == 0 else int(first[bad[0]])
         raise ValueError(f"image statistics: {len(bad)} images have non-finite pixels (NaN or inf), the first "
-                         f"at position {first + int(bad[0])}")
+                         f"at position {where}")
     mu, cov = channel_moments(x)
     w = channel_weights(x.shape[1])
     var = np.maximum(np.einsum("i,bij,j->b", w, cov, w), 0.0)
@@ -161,3 +163,16 @@ def stream_statistics(images: torch.Tensor | np.ndarray, mean: Sequence[float] |
     for s in range(0, len(images), block):
         stream.add(images[s:s + block])
     return stream.table()
+
+
+def appended_statistics(images: torch.Tensor | np.ndarray, kept: np.ndarray, new: np.ndarray,
+                        mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                        block: int = BLOCK) -> pd.DataFrame:
+    """image_statistics of M images of which only the `new` ones (bool M) are read, `block` at a time; the
+    others keep `kept` (M x len(STATISTICS), the previous version's statistics of the same samples)."""
+    out = np.array(kept, dtype=np.float64)
+    rows = np.flatnonzero(new)
+    for s in range(0, len(rows), block):
+        part = rows[s:s + block]
+        out[part] = image_statistics(as_pixels(images[part], mean, std), first=part)[list(STATISTICS)].to_numpy()
+    return pd.DataFrame(out, columns=list(STATISTICS))

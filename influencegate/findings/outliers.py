@@ -11,7 +11,7 @@ import torch
 from influencegate.data import storage
 from influencegate.findings.appended import Previous, knn_appended
 from influencegate.findings.base import Finding, align_embeddings, check_table
-from influencegate.findings.image_stats import STATISTICS, stream_statistics
+from influencegate.findings.image_stats import STATISTICS, appended_statistics, stream_statistics
 from influencegate.findings.outlier_reference import (APPROVED, LOG_EPS, check_reference, flag_threshold,
                                                      load_reference, reference_score)
 from influencegate.findings.registry import (Artifact, FindingInputs, FindingPlugin, Metric, Outcome, between,
@@ -158,7 +158,9 @@ class Outliers(Finding):
         elif joint and images is not None:
             if len(images) != len(emb):
                 raise ValueError(f"outliers: {len(images)} images for {len(emb)} embeddings (must be aligned)")
-            statistics = stream_statistics(images, mean, std, self.block)
+            statistics = (stream_statistics(images, mean, std, self.block) if previous is None
+                          or previous.statistics is None or not len(previous.old)
+                          else appended_statistics(images, previous.statistics, previous.new, mean, std, self.block))
         else:
             statistics = None
         if self.reference is not None and statistics is None:

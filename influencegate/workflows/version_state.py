@@ -24,6 +24,7 @@ import numpy as np
 from influencegate.data import storage
 from influencegate.data.npz import read_npz, write_npz
 from influencegate.findings.appended import STATE_FILE, STATISTICS_FILE, Previous
+from influencegate.findings.image_stats import STATISTICS
 
 EMBEDDINGS = "embeddings.npz"
 FINDINGS = STATE_FILE
@@ -93,7 +94,18 @@ def previous_findings(since: str, ids: Sequence[str]) -> Previous | None:
             hashes[p] = h.decode("ascii") if isinstance(h, bytes) else str(h)
     links = (at[stored["links_i"]], at[stored["links_j"]]) if "links_i" in stored else Previous(new).links
     index_rows = _positions(stored["index_ids"], ids, "duplicate index") if "index_ids" in stored else None
-    return Previous(new, rows("knn"), rows("near_top"), hashes, links, index_rows, since)
+    return Previous(new, rows("knn"), rows("near_top"), hashes, links, _statistics(since, ids), index_rows, since)
+
+
+def _statistics(since: str, ids: Sequence[str]) -> np.ndarray | None:
+    """M x len(STATISTICS) float64: the image statistics `since` kept, in the rows `ids` of this version (NaN for
+    its new samples); None when it kept none or other statistics than image_stats.STATISTICS."""
+    stored = _read(since, STATISTICS_FILE)
+    if stored is None or [str(n) for n in stored["statistics_names"].tolist()] != list(STATISTICS):
+        return None
+    out = np.full((len(ids), len(STATISTICS)), np.nan)
+    out[_positions(stored["sample_ids"], ids, "image statistics")] = stored["statistics"]
+    return out
 
 
 def save_findings(directory: str, ids: Sequence[str], state: dict[str, dict[str, Any]]) -> None:
