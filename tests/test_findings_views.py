@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tracemalloc
 
 import numpy as np
@@ -257,6 +258,32 @@ def test_streaming_index_memory_is_flat(monkeypatch: pytest.MonkeyPatch) -> None
         assert idx.thumbnails(np.array([5, 4000])).shape == (2, 3, 48, 48)
     finally:
         idx.close()
+
+
+
+def test_stored_search_bounds_bound_the_view_similarity_and_give_the_same_links() -> None:
+    """A kept index stores its search views' bounds (float16) at add() instead of computing them in the scan:
+    each pair's bound stays within 2e-3 of the computed one and above its exact similarity less the margin, and
+    the links are the same."""
+    from influencegate.findings.duplicate_index import BOUND_MARGIN
+
+    images, _ = planted_set(32, 60, seed=3)
+    stored, computed = ViewIndex(search_bounds=True), ViewIndex()
+    try:
+        for idx in (stored, computed):
+            idx.add(images[:50])
+            idx.add(images[50:])
+        ci, cj = computed.candidates(index="exact")
+        bound = stored._scan(ci, cj, 16, exact=False)
+        np.testing.assert_allclose(bound, computed._scan(ci, cj, 16, exact=False), atol=2e-3)
+        assert (bound + BOUND_MARGIN >= computed._scan(ci, cj, 16, exact=True)).all()
+        links, reference = stored.pairs(index="exact"), computed.pairs(index="exact")
+        assert len(links[0]) >= 4 and all(np.array_equal(a, b) for a, b in zip(links, reference))
+        assert os.path.getsize(stored.search_path) == len(images) * int(np.prod(stored.shapes()["search"])) * 2
+    finally:
+        stored.close()
+        computed.close()
+    assert not os.path.exists(stored.search_path)
 
 
 # -- the Duplicates finding's paths ------------------------------------------------------------------------

@@ -28,14 +28,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from influencegate.findings import kept_index
-from influencegate.findings.code_candidates import available_index
-from influencegate.findings.duplicate_index import CODE_DIM, ViewIndex
-from influencegate.findings.duplicate_links import INDEX_BATCH, content_hashes, exact_pairs
+from influencegate.findings.appended_index import index_pairs
+from influencegate.findings.duplicate_links import INDEX_BATCH, content_hashes
 from influencegate.findings.image_similarity import _Tiles, thumbnails
 from influencegate.findings.similarity import check_block, no_pairs, normalized
 from influencegate.findings.view_search import (aligned_scores, align_thumbnails, all_views, block_similarity, link,
-                                                merge_nearest, nearest_of, nearest_pairs, prune_floor, tile_side)
+                                                merge_nearest, nearest_pairs, tile_side)
 from influencegate.heap import release_heap
 
 #: Value of an empty top-k slot (below every similarity).
@@ -181,7 +179,7 @@ def near_links(images: Any, matcher: str, search: str, match: Any, views: Any, p
     """(i, j, s, pairs checked, state): the near-duplicate links with at least one new member, by the
     pixel matcher (`match`: ImageMatch; all new x all pairs), the multi-view matcher all pairs (`views`) or
     its streaming index (candidate pairs restricted to those touching a new sample; the previous version's
-    index reused where it kept one: `_opened_index`); with the views, each image's nearest neighbour below
+    index reused where it kept one: appended_index); with the views, each image's nearest neighbour below
     propose is aligned too (ViewMatch.nearest) where it is a new sample that beats the image's best old one.
     state: near_top (M x k top similarities) and, with the index, index_order (each index row's row)."""
     rule = match if matcher == "pixels" else views
@@ -190,7 +188,10 @@ def near_links(images: Any, matcher: str, search: str, match: Any, views: Any, p
     prior = top[:, 0].clone()  # each old image's best similarity among the old samples (EMPTY for the new)
     state = {}
     if matcher == "views" and search == "index":
-        i, j, s, score, state["index_order"] = _index_pairs(images, views, previous, prior.numpy())
+        kept = (None if previous.index_rows is None or previous.index_from is None
+                else (previous.index_rows, str(previous.index_from)))
+        i, j, s, score, state["index_order"] = index_pairs(images, views, previous.new, prior.numpy(), kept,
+                                                           previous.keep_in)
         rows, vals = torch.from_numpy(np.concatenate([i, j])), torch.from_numpy(np.concatenate([s, s]))
         for start in range(0, len(rows), 1 << 20):  # each pair updates both of its images' top-k
             part = slice(start, start + (1 << 20))
@@ -240,56 +241,6 @@ def _merge_pairs(top: torch.Tensor, rows: torch.Tensor, vals: torch.Tensor) -> N
     dense = torch.full((len(uniq), width), EMPTY)
     dense[torch.repeat_interleave(torch.arange(len(uniq)), counts), slot] = vals.float()
     top[uniq] = torch.topk(torch.cat([top[uniq], dense], dim=1), k, dim=1).values
-
-
-def _index_pairs(images: Any, views: Any, previous: Previous,
-                 prior: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, s, score, order) of the streaming index's candidate pairs that touch a new sample (i < j): their
-    view similarity (ViewIndex.similarity, exact from min(prune_floor, ViewMatch.nearest): wherever it can change
-    a link) and the aligned check's score of those reaching ViewMatch.propose and of each image's nearest among
-    them below it that reaches its `prior` best (M: its best similarity among the old samples;
-    view_search.nearest_of), on the index's thumbnails. order: int64, each index row's row (`_opened_index`)."""
-    index, order = _opened_index(images, views, previous)
-    try:
-        new = previous.new[order]
-        ci, cj = index.candidates(index=available_index())
-        touch = new[ci] | new[cj]
-        ci, cj = ci[touch], cj[touch]
-        sims = index.similarity(ci, cj, floor=min(prune_floor(views), views.nearest))
-        near = nearest_of(ci, cj, sims, views, prior[order])
-        score = aligned_scores(ci, cj, sims, index.thumbnails, views, near)
-    except BaseException:
-        index.close()  # a half-made index is never kept (kept_index.writable_path removed its settings file)
-        raise
-    if kept_index.local_path(previous.keep_in):
-        kept_index.keep(index, str(previous.keep_in))
-    else:
-        index.close()
-    i, j = order[ci], order[cj]
-    return np.minimum(i, j), np.maximum(i, j), sims, score, order
-
-
-def _opened_index(images: Any, views: Any, previous: Previous) -> tuple[ViewIndex, np.ndarray]:
-    """(index of every examined image, order: int64, this version's row of each index row): the index the
-    previous version kept (previous.index_from, its rows at previous.index_rows) with the new images appended,
-    else every image indexed in this version's order; written in previous.keep_in when it is a local folder
-    (findings.kept_index), else at a temporary path."""
-    index, rows = None, np.arange(len(previous.new))
-    if previous.index_rows is not None and previous.index_from is not None \
-            and np.array_equal(np.sort(previous.index_rows), previous.old):
-        index = kept_index.reopen(previous.index_from, previous.keep_in, views, CODE_DIM, 0)
-    if index is not None:
-        rows = np.flatnonzero(previous.new)
-        order = np.concatenate([np.asarray(previous.index_rows, dtype=np.int64), rows])
-    else:
-        index, order = ViewIndex(views, path=kept_index.writable_path(previous.keep_in)), rows
-    try:
-        for start in range(0, len(rows), INDEX_BATCH):
-            index.add(images[rows[start:start + INDEX_BATCH]])
-    except BaseException:
-        index.close()
-        raise
-    return index, order
 
 
 def embedding_links(embeddings: np.ndarray, threshold: float, previous: Previous, block: int,

@@ -8,8 +8,8 @@ One streaming pass over the images (`ViewIndex.add`, a batch at a time) keeps, p
     corners, ViewMatch.code_corners=0) in RAM;
   * its base thumbnail (K x b x b, uint8: 3 x 48 x 48 = 6.9 KiB), its anchor views (A' x K D^2, float16:
     3 x 768 x 2 = 4.5 KiB; A' = 2A with flip) and their low-frequency bounds (anchor_bounds: A' x
-    (K BOUND_LOW^2 + 1) float16, 654 B) appended to three files on disk (temporary unless `path` is given),
-    never all of them in RAM.
+    (K BOUND_LOW^2 + 1) float16, 654 B) appended to three files on disk (temporary unless `path` is given; with
+    search_bounds a fourth, its search views' bounds: S x (K BOUND_LOW^2 + 1) float16, 7.6 KiB), never in RAM.
 Memory in RAM therefore grows by 768 B per image, whatever the images' size; one batch of views at a time. The
 check reads the bounds file into RAM (654 B more per image, while it runs): it gathers them in random order.
 
@@ -57,7 +57,7 @@ class ViewIndex:
     """Streaming index of image codes, stored thumbnails and anchor views (module docstring)."""
 
     def __init__(self, match: ViewMatch = ViewMatch(), dim: int = CODE_DIM, seed: int = 0,
-                 path: str | os.PathLike | None = None, append: bool = False) -> None:
+                 path: str | os.PathLike | None = None, append: bool = False, search_bounds: bool = False) -> None:
         self.match, self.dim, self.seed = match, int(dim), int(seed)
         self._anchor_windows = match.windows()[1]
         self._code_windows = code_windows(match)
@@ -76,22 +76,28 @@ class ViewIndex:
         self._file, self._anchor_file = open(self.path, mode), open(self.anchor_path, mode)
         self._low_file = open(self.low_path, mode)
         self._low_shape: tuple[int, ...] | None = None
+        self.search_path = str(path) + ".search" if search_bounds else None
+        self._search_file = open(self.search_path, mode) if self.search_path else None
+        self._search_shape: tuple[int, ...] | None = None
         self.count, self._batches = 0, 0
 
     @classmethod
     def reopen(cls, match: ViewMatch, path: str, codes: np.ndarray, shapes: dict[str, tuple[int, ...]],
                dim: int = CODE_DIM, seed: int = 0) -> "ViewIndex":
-        """The index whose files an earlier one left at `path` (closed by `release`, not deleted), with its
-        N x A x dim codes and `shapes` (`shapes()`: each image's thumbnail, anchors and bounds); `add` appends."""
-        index = cls(match, dim, seed, path, append=True)
+        """The index an earlier one left at `path` (closed by `release`, not deleted) with its N x A x dim codes and
+        `shapes` (`shapes()`; with "search", its search views' bounds are stored too); `add` appends."""
+        index = cls(match, dim, seed, path, append=True, search_bounds="search" in shapes)
         index._store_codes(np.asarray(codes, dtype=np.float16))
         index.count = len(codes)
         index._shape, index._anchor_shape, index._low_shape = (tuple(shapes[k]) for k in ("thumbs", "anchors", "low"))
+        index._search_shape = tuple(shapes["search"]) if "search" in shapes else None
         return index
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
-        """Each image's stored shapes: thumbnail (K x b x b), anchor views (A' x K D^2), their bounds."""
-        return {"thumbs": self._shape, "anchors": self._anchor_shape, "low": self._low_shape}
+        """Each image's stored shapes: thumbnail (K x b x b), anchor views (A' x K D^2), their bounds and (with
+        search_bounds) the search views' bounds."""
+        search = {"search": self._search_shape} if self.search_path else {}
+        return {"thumbs": self._shape, "anchors": self._anchor_shape, "low": self._low_shape, **search}
 
     def add(self, images: torch.Tensor | np.ndarray) -> None:
         """Index one batch: M x C x H x W (or M x H x W) images, any per-image scale (pixels in [0, 1] or
@@ -117,6 +123,10 @@ class ViewIndex:
         low = anchor_bounds(stored, int(base.shape[1]), BOUND_LOW)
         self._low_shape = tuple(low.shape[1:])
         self._low_file.write(low.tobytes())
+        if self._search_file is not None:
+            bounds = self._search_bounds(stored_thumbs).to(torch.float16)
+            self._search_shape = tuple(bounds.shape[1:])
+            self._search_file.write(bounds.numpy().tobytes())
         if self._proj is None:
             gen = torch.Generator().manual_seed(self.seed)
             self._proj = torch.randn(anchors.shape[-1], self.dim, generator=gen)
@@ -224,15 +234,19 @@ class ViewIndex:
     def _scan(self, ci: np.ndarray, cj: np.ndarray, block: int, exact: bool) -> np.ndarray:
         """float32 P: max over both halves of max over (search view of one image) . (anchor of the other):
         the exact views and stored anchors (exact=True) or their view_bounds (exact=False); pair_scan."""
-        plain = replace(self.match, flip=False)
-        search = list(range(search_count(self.match)))
         if exact:
+            plain, search = replace(self.match, flip=False), list(range(search_count(self.match)))
+
             def own(rows: np.ndarray) -> torch.Tensor:
                 return view_descriptors(self.thumbnails(rows), plain, only=search)
             return pair_max_products(ci, cj, self.count, block, own, self._anchors().read, self._anchor_shape)
 
         def own_bounds(rows: np.ndarray) -> torch.Tensor:
-            return view_bounds(self.thumbnails(rows), plain, BOUND_LOW, only=search)
+            if self.search_path is None:
+                return self._search_bounds(self.thumbnails(rows))
+            self._search_file.flush()
+            stored = MappedArray(self.search_path, np.float16, (self.count, *self._search_shape))
+            return torch.from_numpy(stored.read(np.asarray(rows)).astype(np.float32))
         return pair_max_products(ci, cj, self.count, block, own_bounds, torch.from_numpy(self._lows()), self._low_shape)
 
     def pairs(self, k: int | None = None, index: str = "faiss-ivf") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -265,16 +279,21 @@ class ViewIndex:
             sims[need] = self._scan(ci[need], cj[need], 256, exact=True)
         return link(ci, cj, aligned, kth_best(ci, cj, sims, self.count, int(m.k)), m), aligned
 
+    def _search_bounds(self, thumbs: torch.Tensor) -> torch.Tensor:
+        """B x S x (K BOUND_LOW^2 + 1) float32: views.view_bounds of the search views of stored thumbnails."""
+        plain = replace(self.match, flip=False)
+        return view_bounds(thumbs, plain, BOUND_LOW, only=list(range(search_count(self.match))))
+
     def release(self) -> None:
         """Close the thumbnail, anchor and bound files, keeping them (`reopen`)."""
-        for handle in (self._file, self._anchor_file, self._low_file):
+        for handle in filter(None, (self._file, self._anchor_file, self._low_file, self._search_file)):
             handle.close()
 
     def close(self) -> None:
         """Close and delete the thumbnail, anchor and bound files."""
         self.release()
-        for path in (self.path, self.anchor_path, self.low_path):
-            if os.path.exists(path):
+        for path in (self.path, self.anchor_path, self.low_path, self.search_path):
+            if path is not None and os.path.exists(path):
                 os.remove(path)
 
 

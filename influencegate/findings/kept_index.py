@@ -1,12 +1,13 @@
 """The near-duplicate index (duplicate_index.ViewIndex) an audited version keeps in its resume directory, so that
 a version appending to it indexes only its new images (findings.appended; issue 15 item 4):
 
-    directory/duplicate_index          the stored thumbnails (ViewIndex's files; ".anchors", ".low" beside it)
+    directory/duplicate_index          the stored thumbnails (ViewIndex's files; ".anchors", ".low", ".search"
+                                       beside it: with search_bounds, so an old image's are never computed again)
     directory/duplicate_index.npz      codes (N x A x dim float16), each image's stored shapes and the settings
                                        they were made with (ViewMatch, code dim and seed)
 
-Its rows are in the index's own order, which findings.npz maps to sample ids (version_state). About 13 KiB an
-image on disk at the defaults (1.3 GB for 100k images). Local directories only (the files are appended to and
+Its rows are in the index's own order, which findings.npz maps to sample ids (version_state). About 20 KiB an
+image on disk at the defaults (2 GB for 100k images). Local directories only (the files are appended to and
 memory-mapped); an appended version of a remote one indexes every image again. Pure core.
 """
 from __future__ import annotations
@@ -25,8 +26,8 @@ from influencegate.findings.duplicate_index import ViewIndex
 from influencegate.findings.views import ViewMatch
 
 INDEX = "duplicate_index"
-SUFFIXES = ("", ".anchors", ".low")
-SHAPES = ("thumbs", "anchors", "low")
+SUFFIXES = ("", ".anchors", ".low", ".search")
+SHAPES = ("thumbs", "anchors", "low", "search")
 
 
 def local_path(directory: str | None) -> str | None:
@@ -71,7 +72,8 @@ def reopen(since: str, directory: str | None, match: ViewMatch, dim: int, seed: 
     none, or one made with other settings."""
     source = local_path(since)
     stored = read_npz(source + ".npz") if source is not None else None
-    if stored is None or str(stored["settings"]) != _settings(match, dim, seed) \
+    if stored is None or any(name not in stored for name in SHAPES) \
+            or str(stored["settings"]) != _settings(match, dim, seed) \
             or not all(os.path.exists(source + s) for s in SUFFIXES):
         return None
     target = writable_path(directory)
@@ -81,7 +83,7 @@ def reopen(since: str, directory: str | None, match: ViewMatch, dim: int, seed: 
     shapes = {name: tuple(int(v) for v in stored[name]) for name in SHAPES}
     count = len(stored["codes"])
     row_bytes = {"": int(np.prod(shapes["thumbs"])), ".anchors": 2 * int(np.prod(shapes["anchors"])),
-                 ".low": 2 * int(np.prod(shapes["low"]))}  # uint8 thumbnails, float16 anchors and bounds
+                 ".low": 2 * int(np.prod(shapes["low"])), ".search": 2 * int(np.prod(shapes["search"]))}  # uint8, float16
     for suffix in SUFFIXES:
         if os.path.abspath(source) != os.path.abspath(target):
             shutil.copyfile(source + suffix, target + suffix)
