@@ -2,6 +2,7 @@
 new samples change are recomputed, against the full searches as references."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -287,3 +288,37 @@ def test_the_kept_index_is_reopened_for_the_new_images_and_links_as_one_built_ag
     assert kept["codes"].shape[0] == m and sorted(state["index_order"].tolist()) == list(range(m))
     assert Path(local_path(str(tmp_path / "v2"))).stat().st_size == m * int(np.prod(kept["thumbs"]))
     np.testing.assert_array_equal(kept["codes"][:old], read_npz(local_path(str(tmp_path / "v1")) + ".npz")["codes"])
+
+
+def test_a_kept_index_is_reopened_only_with_its_own_settings_and_cut_to_its_kept_rows(tmp_path: Path) -> None:
+    """kept_index.reopen: None for other ViewMatch settings, no kept index or a remote folder; rows an
+    interrupted version appended after keeping are cut off; a folder about to be written has no settings file
+    left (a half-written index is never read as one)."""
+    from influencegate.findings import kept_index
+    from influencegate.findings.duplicate_index import CODE_DIM, ViewIndex
+    from influencegate.findings.views import ViewMatch
+
+    images, _ = planted_set(32, 12, seed=5)
+    path = kept_index.writable_path(str(tmp_path / "v1"))
+    index = ViewIndex(ViewMatch(), path=path, search_bounds=True)
+    index.add(images[:10])
+    kept_index.keep(index, str(tmp_path / "v1"))
+    with open(path, "ab") as extra:  # an interrupted appended version, writing in place
+        extra.write(b"\0" * 1000)
+    assert kept_index.reopen(str(tmp_path / "v1"), None, ViewMatch(k=4), CODE_DIM, 0) is None
+    assert kept_index.reopen(str(tmp_path / "none"), None, ViewMatch(), CODE_DIM, 0) is None
+    assert kept_index.local_path("s3://bucket/runs/v1") is None
+    again = kept_index.reopen(str(tmp_path / "v1"), str(tmp_path / "v2"), ViewMatch(), CODE_DIM, 0)
+    try:
+        assert again.count == 10 and os.path.getsize(again.path) == 10 * int(np.prod(again.shapes()["thumbs"]))
+        again.add(images[10:])
+        fresh = ViewIndex(ViewMatch(), search_bounds=True)
+        fresh.add(images)
+        np.testing.assert_array_equal(again.codes(), fresh.codes())
+        rows = np.arange(len(images))
+        np.testing.assert_array_equal(again.thumbnails(rows), fresh.thumbnails(rows))
+        fresh.close()
+    finally:
+        again.close()
+    assert os.path.exists(path + ".npz") and kept_index.writable_path(str(tmp_path / "v1")) == path
+    assert not os.path.exists(path + ".npz")

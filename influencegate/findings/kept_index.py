@@ -69,10 +69,10 @@ def writable_path(directory: str | None) -> str | None:
 def reopen(since: str, directory: str | None, match: ViewMatch, dim: int, seed: int) -> ViewIndex | None:
     """The index kept in `since` open to append, its files copied to `writable_path(directory)` (None: a
     temporary path; the same directory: appended in place) and cut to its kept rows; None when `since` kept
-    none, or one made with other settings."""
+    none (or an empty one), or one made with other settings."""
     source = local_path(since)
     stored = read_npz(source + ".npz") if source is not None else None
-    if stored is None or any(name not in stored for name in SHAPES) \
+    if stored is None or any(name not in stored for name in SHAPES) or not len(stored["codes"]) \
             or str(stored["settings"]) != _settings(match, dim, seed) \
             or not all(os.path.exists(source + s) for s in SUFFIXES):
         return None
@@ -82,8 +82,9 @@ def reopen(since: str, directory: str | None, match: ViewMatch, dim: int, seed: 
         os.close(handle)
     shapes = {name: tuple(int(v) for v in stored[name]) for name in SHAPES}
     count = len(stored["codes"])
-    row_bytes = {"": int(np.prod(shapes["thumbs"])), ".anchors": 2 * int(np.prod(shapes["anchors"])),
-                 ".low": 2 * int(np.prod(shapes["low"])), ".search": 2 * int(np.prod(shapes["search"]))}  # uint8, float16
+    # bytes per image: uint8 thumbnails, float16 anchors and bounds
+    row_bytes = {suffix: int(np.prod(shapes[name])) * (1 if name == "thumbs" else 2)
+                 for suffix, name in zip(SUFFIXES, SHAPES)}
     for suffix in SUFFIXES:
         if os.path.abspath(source) != os.path.abspath(target):
             shutil.copyfile(source + suffix, target + suffix)
