@@ -99,19 +99,19 @@ def _prior_top(previous: Previous, stored: np.ndarray | None, k: int, what: str)
 
 def _merge(top: torch.Tensor, targets: torch.Tensor, sims: torch.Tensor, dim: int = 1) -> None:
     """Merge a tile's similarities into the running top-k values of `targets`, in place: sims is len(targets)
-    x C (dim=1: a row per target) or C x len(targets) (dim=0: a column per target, read in its own layout).
-    Only the entries above a target's k-th value can enter its top-k, so only those are merged (`_merge_pairs`):
-    the same values as a top-k over all C, at a comparison per entry once the k-th values have risen (a k = 100
-    top-k over every tile of 2,048 x 2,048 was two thirds of an appended 110k version's neighbour search)."""
+    x C (dim=1: a row per target) or C x len(targets) (dim=0: a column per target). Where a target still has
+    an empty slot (EMPTY: it has met fewer than k others) one top-k over the whole tile; else only the entries
+    above the targets' k-th values can enter, and only those are merged (`_merge_pairs`). The same values either
+    way. On the 100k audit's 32-d embeddings, 2 threads, against a top-k over every tile: an appended search of
+    90k + 10k 15.6-21.3 s -> 8.7-9.5 s, an all-new one of 30k 9.3 s -> 6.7 s (session 23, two runs)."""
     kth = top[targets, -1]
-    if dim == 1:
-        hit_target, hit_other = torch.nonzero(sims > kth[:, None], as_tuple=True)
-        values = sims[hit_target, hit_other]
-    else:
-        hit_other, hit_target = torch.nonzero(sims > kth[None, :], as_tuple=True)
-        values = sims[hit_other, hit_target]
-    if len(values):
-        _merge_pairs(top, targets[hit_target], values)
+    if bool((kth == EMPTY).any()):
+        rows = sims if dim == 1 else sims.T
+        top[targets] = torch.topk(torch.cat([top[targets], rows], dim=1), top.shape[1], dim=1).values
+        return
+    hit_a, hit_b = torch.nonzero(sims > (kth[:, None] if dim == 1 else kth[None, :]), as_tuple=True)
+    if len(hit_a):
+        _merge_pairs(top, targets[hit_a] if dim == 1 else targets[hit_b], sims[hit_a, hit_b])
 
 
 @torch.no_grad()
