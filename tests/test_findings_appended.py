@@ -73,6 +73,19 @@ def test_knn_of_appended_rows_equals_the_full_search() -> None:
     np.testing.assert_allclose(knn_appended(x, 10, Previous(new, padded), block=128), reference, atol=1e-6)
 
 
+def test_outliers_read_every_image_again_when_an_old_rows_statistics_were_not_kept(version) -> None:
+    """A kept statistics file that lacks an old row (NaN there) is not used: every image is read again, and the
+    outlier scores are the full audit's."""
+    images, emb, table = version
+    ids = table["sample_id"].tolist()
+    before = find_all(table.iloc[:OLD], emb[:OLD], images[:OLD], sample_ids=ids[:OLD], previous=Previous.empty(OLD))
+    previous = carried(before.state, len(images), OLD)
+    previous.statistics[5] = np.nan
+    got = find_all(table, emb, images, sample_ids=ids, previous=previous).table
+    full = find_all(table, emb, images, sample_ids=ids).table
+    np.testing.assert_allclose(got["outlier_score"], full["outlier_score"], atol=1e-5)
+
+
 def test_appended_image_statistics_read_only_the_new_images(version) -> None:
     """The outliers' statistics of an appended version: the old rows' kept, only the new images read (the old
     ones here are NaN, which image_statistics refuses), equal to one pass over every image."""

@@ -158,9 +158,10 @@ class Outliers(Finding):
         elif joint and images is not None:
             if len(images) != len(emb):
                 raise ValueError(f"outliers: {len(images)} images for {len(emb)} embeddings (must be aligned)")
-            statistics = (stream_statistics(images, mean, std, self.block) if previous is None
-                          or previous.statistics is None or not len(previous.old)
-                          else appended_statistics(images, previous.statistics, previous.new, mean, std, self.block))
+            kept = previous.statistics if previous is not None and len(previous.old) else None
+            statistics = (stream_statistics(images, mean, std, self.block)  # all, unless every old row's is kept
+                          if kept is None or not np.isfinite(kept[previous.old]).all()
+                          else appended_statistics(images, kept, previous.new, mean, std, self.block))
         else:
             statistics = None
         if self.reference is not None and statistics is None:
