@@ -304,9 +304,9 @@ def test_the_kept_index_is_reopened_for_the_new_images_and_links_as_one_built_ag
 
 
 def test_a_kept_index_is_reopened_only_with_its_own_settings_and_cut_to_its_kept_rows(tmp_path: Path) -> None:
-    """kept_index.reopen: None for other ViewMatch settings, no kept index or a remote folder; rows an
-    interrupted version appended after keeping are cut off; a folder about to be written has no settings file
-    left (a half-written index is never read as one)."""
+    """kept_index.reopen: None for other ViewMatch settings, another row count, no kept index or a remote
+    folder; rows an interrupted version appended after keeping are cut off; a folder about to be written has no
+    settings file left (a half-written index is never read as one)."""
     from influencegate.findings import kept_index
     from influencegate.findings.duplicate_index import CODE_DIM, ViewIndex
     from influencegate.findings.views import ViewMatch
@@ -318,10 +318,11 @@ def test_a_kept_index_is_reopened_only_with_its_own_settings_and_cut_to_its_kept
     kept_index.keep(index, str(tmp_path / "v1"))
     with open(path, "ab") as extra:  # an interrupted appended version, writing in place
         extra.write(b"\0" * 1000)
-    assert kept_index.reopen(str(tmp_path / "v1"), None, ViewMatch(k=4), CODE_DIM, 0) is None
-    assert kept_index.reopen(str(tmp_path / "none"), None, ViewMatch(), CODE_DIM, 0) is None
+    assert kept_index.reopen(str(tmp_path / "v1"), None, ViewMatch(k=4), CODE_DIM, 0, 10) is None
+    assert kept_index.reopen(str(tmp_path / "v1"), None, ViewMatch(), CODE_DIM, 0, 9) is None  # another count
+    assert kept_index.reopen(str(tmp_path / "none"), None, ViewMatch(), CODE_DIM, 0, 10) is None
     assert kept_index.local_path("s3://bucket/runs/v1") is None
-    again = kept_index.reopen(str(tmp_path / "v1"), str(tmp_path / "v2"), ViewMatch(), CODE_DIM, 0)
+    again = kept_index.reopen(str(tmp_path / "v1"), str(tmp_path / "v2"), ViewMatch(), CODE_DIM, 0, 10)
     try:
         assert again.count == 10 and os.path.getsize(again.path) == 10 * int(np.prod(again.shapes()["thumbs"]))
         again.add(images[10:])

@@ -55,7 +55,7 @@ def _opened_index(images: Any, views: Any, new: np.ndarray, kept: tuple[np.ndarr
     else at a temporary path."""
     index, rows = None, np.arange(len(new))
     if kept is not None and np.array_equal(np.sort(kept[0]), np.flatnonzero(~new)):
-        index = kept_index.reopen(kept[1], keep_in, views, CODE_DIM, 0)
+        index = kept_index.reopen(kept[1], keep_in, views, CODE_DIM, 0, len(kept[0]))
     if index is not None:
         rows = np.flatnonzero(new)
         order = np.concatenate([np.asarray(kept[0], dtype=np.int64), rows])

@@ -67,13 +67,14 @@ def writable_path(directory: str | None) -> str | None:
     return path
 
 
-def reopen(since: str, directory: str | None, match: ViewMatch, dim: int, seed: int) -> ViewIndex | None:
-    """The index kept in `since` open to append, its files copied to `writable_path(directory)` (None: a
-    temporary path; the same directory: appended in place) and cut to its kept rows; None when `since` kept
-    none (or an empty one), or one made with other settings."""
+def reopen(since: str, directory: str | None, match: ViewMatch, dim: int, seed: int,
+           rows: int) -> ViewIndex | None:
+    """The index of `rows` images kept in `since` open to append, its files copied to `writable_path(directory)`
+    (None: a temporary path; the same directory: appended in place) and cut to its kept rows; None when `since`
+    kept none, or one of another number of rows (an empty one too) or made with other settings."""
     source = local_path(since)
     stored = read_npz(source + ".npz") if source is not None else None
-    if stored is None or any(name not in stored for name in SHAPES) or not len(stored["codes"]) \
+    if stored is None or any(name not in stored for name in SHAPES) or len(stored["codes"]) != rows or not rows \
             or str(stored["settings"]) != _settings(match, dim, seed) \
             or not all(os.path.exists(source + s) for s in SUFFIXES):
         return None
