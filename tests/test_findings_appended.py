@@ -305,8 +305,8 @@ def test_the_kept_index_is_reopened_for_the_new_images_and_links_as_one_built_ag
 
 def test_a_kept_index_is_reopened_only_with_its_own_settings_and_cut_to_its_kept_rows(tmp_path: Path) -> None:
     """kept_index.reopen: None for other ViewMatch settings, another row count, no kept index or a remote
-    folder; rows an interrupted version appended after keeping are cut off; a folder about to be written has no
-    settings file left (a half-written index is never read as one)."""
+    folder, or a file shorter than its kept rows; rows an interrupted version appended after keeping are cut
+    off; a folder about to be written has no settings file left (a half-written index is never read as one)."""
     from influencegate.findings import kept_index
     from influencegate.findings.duplicate_index import CODE_DIM, ViewIndex
     from influencegate.findings.views import ViewMatch
@@ -334,5 +334,7 @@ def test_a_kept_index_is_reopened_only_with_its_own_settings_and_cut_to_its_kept
         fresh.close()
     finally:
         again.close()
+    os.truncate(path + ".low", 100)  # shorter than its 10 kept rows
+    assert kept_index.reopen(str(tmp_path / "v1"), None, ViewMatch(), CODE_DIM, 0, 10) is None
     assert os.path.exists(path + ".npz") and kept_index.writable_path(str(tmp_path / "v1")) == path
     assert not os.path.exists(path + ".npz")

@@ -173,7 +173,7 @@ class ViewIndex:
         return np.concatenate([*self._codes[:-1], self._codes[-1][:filled]])
 
     def codes(self, dtype: type = np.float32) -> np.ndarray:
-        """N x A x dim codes (A code windows, code_windows: the whole image first), float32 (stored float16)."""
+        """N x A x dim codes (A code windows, code_windows: the whole image first) as dtype (stored float16)."""
         return self._float16_codes().astype(dtype, copy=False)
 
     def thumbnails(self, rows: np.ndarray) -> torch.Tensor:

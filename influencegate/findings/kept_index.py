@@ -71,24 +71,25 @@ def reopen(since: str, directory: str | None, match: ViewMatch, dim: int, seed: 
            rows: int) -> ViewIndex | None:
     """The index of `rows` images kept in `since` open to append, its files copied to `writable_path(directory)`
     (None: a temporary path; the same directory: appended in place) and cut to its kept rows; None when `since`
-    kept none, or one of another number of rows (an empty one too) or made with other settings."""
+    kept none, or one of another number of rows (an empty one too), with a file shorter than its rows, or made
+    with other settings."""
     source = local_path(since)
     stored = read_npz(source + ".npz") if source is not None else None
     if stored is None or any(name not in stored for name in SHAPES) or len(stored["codes"]) != rows or not rows \
-            or str(stored["settings"]) != _settings(match, dim, seed) \
-            or not all(os.path.exists(source + s) for s in SUFFIXES):
+            or str(stored["settings"]) != _settings(match, dim, seed):
         return None
+    shapes = {name: tuple(int(v) for v in stored[name]) for name in SHAPES}
+    # bytes of the kept rows per file: uint8 thumbnails, float16 anchors and bounds
+    kept_bytes = {suffix: rows * int(np.prod(shapes[name])) * (1 if name == "thumbs" else 2)
+                  for suffix, name in zip(SUFFIXES, SHAPES)}
+    if not all(os.path.exists(source + s) and os.path.getsize(source + s) >= kept_bytes[s] for s in SUFFIXES):
+        return None  # a file missing or shorter than its kept rows: never read as the index
     target = writable_path(directory)
     if target is None:
         handle, target = tempfile.mkstemp(suffix=".thumbs")
         os.close(handle)
-    shapes = {name: tuple(int(v) for v in stored[name]) for name in SHAPES}
-    count = len(stored["codes"])
-    # bytes per image: uint8 thumbnails, float16 anchors and bounds
-    row_bytes = {suffix: int(np.prod(shapes[name])) * (1 if name == "thumbs" else 2)
-                 for suffix, name in zip(SUFFIXES, SHAPES)}
     for suffix in SUFFIXES:
         if os.path.abspath(source) != os.path.abspath(target):
             shutil.copyfile(source + suffix, target + suffix)
-        os.truncate(target + suffix, count * row_bytes[suffix])  # rows an interrupted version appended
+        os.truncate(target + suffix, kept_bytes[suffix])  # rows an interrupted version appended
     return ViewIndex.reopen(match, target, stored["codes"], shapes, dim, seed)
