@@ -9,6 +9,8 @@ Estimators (K1 = draws with a backward, K2 >= K1 = draws with a forward; the fir
   cv          mean_k<K1 s_k - beta (mean_k<K1 c_k - mean_k<K2 c_k), c_k = d_k^2, beta pooled over samples
               (control variate: the forward-only draws correct the mean for the draws' luck)
   ratio       mean_k<K1 s_k x mean_k<K2 c_k / mean_k<K1 c_k  (ratio estimator, same control)
+  ratio_power ratio estimator with the control d_k^b, b the logreg slope below (session 24):
+              mean_k<K1 s_k x mean_k<K2 d_k^b / mean_k<K1 d_k^b; consistent for E[s] for any fixed b
   logreg      log-linear control: log s_k = a(x) + b log d_k + e, b pooled over samples; the estimate is
               a(x) + log mean_k<K2 d_k^b, the log of E[s] up to a constant common to all samples when e is
               homoscedastic (so it ranks like E[s]); a(x) from the K1 draws, the d_k from K2
@@ -42,6 +44,13 @@ def pooled_beta(scores: np.ndarray, ctrl: np.ndarray) -> float:
     return float((s * c).sum() / max((c * c).sum(), 1e-300))
 
 
+def log_slope(scores: np.ndarray, objective: np.ndarray) -> float:
+    """Slope b of log s_k on log d_k after removing each sample's means (pooled over samples and draws)."""
+    log_s, log_d = np.log(scores), np.log(objective)
+    centred_s, centred_d = log_s - log_s.mean(1, keepdims=True), log_d - log_d.mean(1, keepdims=True)
+    return float((centred_s * centred_d).sum() / max((centred_d ** 2).sum(), 1e-300))
+
+
 def estimate(kind: str, scores: np.ndarray, objective: np.ndarray, k1: int, k2: int) -> np.ndarray:
     """One value per sample from one seed's records (N x K each)."""
     s, c = scores[:, :k1], control(objective)
@@ -52,11 +61,12 @@ def estimate(kind: str, scores: np.ndarray, objective: np.ndarray, k1: int, k2: 
         return s.mean(axis=1) - pooled_beta(s, c[:, :k1]) * (c_few - c_many)
     if kind == "ratio":
         return s.mean(axis=1) * c_many / np.maximum(c_few, 1e-300)
-    if kind == "logreg":
-        log_s, log_d = np.log(s), np.log(objective[:, :k1])
-        centred_s, centred_d = log_s - log_s.mean(1, keepdims=True), log_d - log_d.mean(1, keepdims=True)
-        b = float((centred_s * centred_d).sum() / max((centred_d ** 2).sum(), 1e-300))
-        return (log_s - b * log_d).mean(axis=1) + np.log((objective[:, :k2] ** b).mean(axis=1))
+    if kind in ("logreg", "ratio_power"):
+        b = log_slope(s, objective[:, :k1])
+        if kind == "ratio_power":
+            powered = objective[:, :k2] ** b
+            return s.mean(axis=1) * powered.mean(axis=1) / powered[:, :k1].mean(axis=1)
+        return (np.log(s) - b * np.log(objective[:, :k1])).mean(axis=1) + np.log((objective[:, :k2] ** b).mean(axis=1))
     raise ValueError(kind)
 
 
@@ -73,7 +83,7 @@ def analyse(path: str, forward_share: float) -> dict:
         for i in range(min(len(s0), 400)):
             within["spearman_s_vs_c_within_sample"].append(spearmanr(s0[i], control(d0[i])).statistic)
         rows = []
-        for kind in ("mean", "cv", "ratio", "logreg"):
+        for kind in ("mean", "cv", "ratio", "ratio_power", "logreg"):
             for k1 in (8, 16, 24, 32, 48, 64):
                 for k2 in ((k1,) if kind == "mean" else sorted({2 * k1, 4 * k1, k_max})):
                     if k1 > k_max or k2 > k_max or k2 < k1 or (kind != "mean" and k2 == k1):

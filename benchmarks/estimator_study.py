@@ -26,8 +26,11 @@ from influencegate.influence.capture import ssl_distance
 RESULTS = Path(__file__).parent / "results"
 
 
-def per_draw_records(scorer: InfluenceScorer, dataset, seed: int, k_max: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(ids, scores N x K, objective N x K) for perturbation seed `seed` with the scorer's fitted curvature."""
+def per_draw_records(scorer: InfluenceScorer, dataset, seed: int, k_max: int,
+                     seconds: dict[str, float] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, scores N x K, objective N x K) for perturbation seed `seed` with the scorer's fitted curvature;
+    `seconds`, when given, gets the CPU seconds of the scored draws ("scores") and of the forward-only ones
+    ("objective")."""
     from dataclasses import replace
 
     from influencegate.influence.perturb import make_perturbation
@@ -38,6 +41,7 @@ def per_draw_records(scorer: InfluenceScorer, dataset, seed: int, k_max: int) ->
     rows: dict[str, np.ndarray] = {}
     objective: dict[str, np.ndarray] = {}
     order: list[str] = []
+    start = time.process_time()
     for ids, k, values in scorer._draw_scores(dataset, k_max, f"seed {seed}"):
         if k == 0:
             order.extend(ids)
@@ -45,15 +49,18 @@ def per_draw_records(scorer: InfluenceScorer, dataset, seed: int, k_max: int) ->
                 rows[sid], objective[sid] = np.zeros(k_max), np.zeros(k_max)
         for sid, value in zip(ids, values):
             rows[sid][k] = value
+    scored = time.process_time()
     with torch.no_grad():
-        for start in range(0, len(dataset), 256):
-            ids = order[start:start + 256]
-            x = torch.stack([dataset[i][1] for i in range(start, min(start + 256, len(dataset)))])
+        for first in range(0, len(dataset), 256):
+            ids = order[first:first + 256]
+            x = torch.stack([dataset[i][1] for i in range(first, min(first + 256, len(dataset)))])
             z = scorer.model(x)
             for k in range(k_max):
                 d = ssl_distance(z, scorer.model(scorer.perturb(x, ids, k)), cfg.objective)
                 for sid, value in zip(ids, d.tolist()):
                     objective[sid][k] = value
+    if seconds is not None:
+        seconds.update(scores=scored - start, objective=time.process_time() - scored)
     return order, np.stack([rows[s] for s in order]), np.stack([objective[s] for s in order])
 
 
