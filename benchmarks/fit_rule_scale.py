@@ -22,6 +22,8 @@ side with the default, as the cost reference (cost_ratio_to_issue_default); the 
 Session 21, the draws pilot's simulated-pairs rule held out: --method simclr --encoder-seed 21 and --method byol
 --encoder-seed 22 with --patch-seed 31 (10,000 patches no earlier run used), --rules issue_default,default
 --reference-seeds 0 --by-photo-seeds ''; --default-seeds 2,3 --rules default for a second pair of seeds.
+Session 24, the ratio estimator held out: --estimator ratio --rules issue_default,mean_default,default
+--paired-rules mean_default --reference-seeds 0 --by-photo-seeds '' (rule: benchmarks/rules/ratio_estimator.md).
 Output: benchmarks/results/fit_rule_scale.json. Run: nice -n 10 python benchmarks/fit_rule_scale.py [--n 10000]
 """
 from __future__ import annotations
@@ -49,13 +51,15 @@ PHOTOS = 5  # natural_patches' scikit-image photographs, patch i from photo i mo
 DIMENSION = 1024  # SmallCNN at rank 32: the largest layer's r_out r_in
 
 
-def rules(n: int) -> dict[str, InfluenceConfig]:
+def rules(n: int, estimator: str = "mean") -> dict[str, InfluenceConfig]:
     """The default when issue 15 was filed (first fit_draws draws of every sample, inverse_rank 128, always
-    K = 64), the previous default (the same with the draws pilot, target 0.95) and today's."""
+    K = 64), the previous default (the same with the draws pilot, target 0.95), today's ("mean_default") and
+    "default": today's with `estimator` (the rule the run is about)."""
     old_draws = min(64, math.ceil(FIT_ROWS_PER_DIM * DIMENSION / n))
     previous = InfluenceConfig(fit_draws=old_draws, inverse_rank=128, progress=False)
     return {"issue_default": replace(previous, target_stability=None), "previous_default": previous,
-            "default": InfluenceConfig(progress=False)}
+            "mean_default": InfluenceConfig(progress=False),
+            "default": InfluenceConfig(progress=False, estimator=estimator)}
 
 
 def run(encoder: torch.nn.Module, data, config: InfluenceConfig) -> dict:
@@ -84,6 +88,9 @@ def main() -> None:
                         help="perturbation seeds of the rules other than the default (the default runs on 0 and 1)")
     parser.add_argument("--default-seeds", default="0,1", help="the two perturbation seeds of the default")
     parser.add_argument("--patch-seed", type=int, default=7, help="seed of the scored patches (7 until session 21)")
+    parser.add_argument("--estimator", default="mean", help="the estimator of the rule 'default' (session 24: ratio)")
+    parser.add_argument("--paired-rules", default="",
+                        help="rules besides 'default' that also run on both --default-seeds (their stability)")
     parser.add_argument("--out", default="fit_rule_scale.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -93,10 +100,11 @@ def main() -> None:
     initial = build_encoder("small_cnn", seed=args.encoder_seed, in_channels=3)
     encoder = pretrain(initial, natural_patches(2000, seed=args.encoder_seed), method=args.method, epochs=args.epochs,
                        seed=args.encoder_seed, progress=False).encoder.eval()
-    out: dict = dict(n=args.n, patch_seed=args.patch_seed,
+    out: dict = dict(n=args.n, patch_seed=args.patch_seed, estimator=args.estimator,
                      encoder=f"SmallCNN, {args.method}, 2,000 patches (seed {args.encoder_seed})",
                      epochs=args.epochs, seeds=default_seeds, orders={})
     reference_seeds = {int(s) for s in args.reference_seeds.split(",")}
+    paired = set(args.paired_rules.split(",")) - {""}
     interleaved_runs: dict = {}
     orders = {"interleaved": (interleaved, args.rules.split(","), tuple(default_seeds)),
               "by_photo": (by_photo, ["default"], tuple(int(s) for s in args.by_photo_seeds.split(",") if s))}
@@ -106,9 +114,9 @@ def main() -> None:
         runs = {name: {} for name in names}
         for seed in seeds:
             for name in names:  # side by side per seed
-                if name != "default" and seed not in reference_seeds:
+                if name != "default" and name not in paired and seed not in reference_seeds:
                     continue
-                runs[name][seed] = run(encoder, data, replace(rules(args.n)[name], seed=seed))
+                runs[name][seed] = run(encoder, data, replace(rules(args.n, args.estimator)[name], seed=seed))
                 print(order, name, seed, {k: v for k, v in runs[name][seed].items() if k != "scores"}, flush=True)
         rows = {}
         for name, by_seed in runs.items():

@@ -105,7 +105,7 @@ from influencegate.findings.image_stats import STATISTICS, stream_statistics  # 
 from influencegate.findings.outliers import (COVARIANCE_FITS, LOG_EPS, OUTLIER_Z, joint_score,  # noqa: E402
                                              log_distance)
 from influencegate.findings.unusable import Unusable  # noqa: E402
-from influencegate.influence.scorer import encode  # noqa: E402
+from influencegate.influence.loading import encode  # noqa: E402
 from influencegate.statistics import mahalanobis, robust_z  # noqa: E402
 from influencegate.workflows.image_audit import load_or_pretrain, score_dataset  # noqa: E402
 

@@ -15,7 +15,7 @@ from influencegate import InfluenceScorer
 from influencegate.cli import main
 from influencegate.data import ImageDataset, storage
 from influencegate.ecif import EcifConfig, EcifScorer, PairSet
-from influencegate.influence.scorer import encode
+from influencegate.influence.loading import encode
 from influencegate.models import (FAMILIES, SmallCNN, encoder_spec_problem, load_encoder, load_image_text_encoders,
                                   save_encoder)
 

@@ -15,7 +15,7 @@ from influencegate.data import DIGITS_CAPTIONS, DatasetError, load_images, load_
 from influencegate.data.constants import CHANNELS
 from influencegate.data.folder_walk import describe_skipped
 from influencegate.ecif import EcifConfig
-from influencegate.influence.config import CURVATURES, NOISES, PRECISIONS, PROJECTIONS
+from influencegate.influence.config import CURVATURES, ESTIMATORS, NOISES, PRECISIONS, PROJECTIONS
 from influencegate.models import load_image_text_encoders
 from influencegate.models.heads import METHODS
 from influencegate.statistics import known_misalignment, summary_stats
@@ -29,7 +29,8 @@ PRETRAIN_ALIASES = {"barlow": "barlow_twins"}
 def scorer_config(args: argparse.Namespace) -> InfluenceConfig:
     """The InfluenceConfig of `score`'s options (those not given take its defaults); UsageError when invalid."""
     values = {k: getattr(args, k) for k in ("rank", "curvature", "draws", "noise", "sigma", "projection", "damping",
-                                            "batch_size", "precision", "seed", "device", "target_stability")
+                                            "batch_size", "precision", "seed", "device", "target_stability",
+                                            "estimator")
               if getattr(args, k) is not None}
     if values.get("target_stability") == "none":
         values["target_stability"] = None
@@ -182,6 +183,9 @@ def add_parsers(sub: Any) -> None:
     score.add_argument("--target-stability", type=stability_target,
                        help="fewest draws at which 9 in 10 pairs of seeds simulated by the draws pilot reach this "
                             "between-seed Spearman (default 0.95; 'none': always --draws)")
+    score.add_argument("--estimator", choices=ESTIMATORS,
+                       help="'ratio' (opt-in): the scored draws' mean corrected by every draw's forward-only objective, "
+                            "so that the draws pilot can keep fewer scored draws (README, issue 15)")
     score.add_argument("--noise", choices=NOISES)
     score.add_argument("--sigma", type=float)
     score.add_argument("--projection", choices=PROJECTIONS)

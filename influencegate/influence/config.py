@@ -16,6 +16,7 @@ PRECISIONS = ("fp32", "fp64", "bf16", "fp16")
 EMBEDDINGS = ("backbone",)
 OBJECTIVES = ("cosine", "euclidean")
 NOISES = ("common", "orthogonal", "iid")
+ESTIMATORS = ("mean", "ratio")
 #: Gradient rows per curvature dimension that fit_draws=None asks for (see InfluenceConfig.fit_draws).
 FIT_ROWS_PER_DIM = 32
 #: On a small dataset the default fit takes at most this share of its samples, and never fewer rows per
@@ -56,6 +57,11 @@ class InfluenceConfig:
         more stable across seeds (digits, raw r = 32: Spearman between seeds 0.58 (iid) -> 0.76 at K = 8,
         0.98 at K = 64; see the README's stability table).
         "orthogonal": per-sample draws, mutually orthogonal (quasi-random). "iid": plain independent draws.
+    estimator: "mean" (the mean of the scored draws' s_k) or "ratio" (opt-in, session 24: that mean times
+        mean_{k<K} d_k / mean over the scored draws of d_k, the objective of all K draws, forward only;
+        ``influence.control``). Both estimate E[s]; "ratio" is the mean itself when every draw is scored, and
+        with `target_stability` the pilot then chooses fewer scored draws where the objective explains their
+        luck. Needs a named perturbation (its control draws for the pilot come from other seeds).
     objective: "cosine", d = 1 - cos(phi(x), phi(x_hat)) (the paper's Eq. 6), or "euclidean",
         d = |phi(x) - phi(x_hat)|^2 (the setting of the paper's Theorem 1).
     rank: r, projected size per side of each layer (capped by the layer's own sizes).
@@ -85,6 +91,7 @@ class InfluenceConfig:
     draws: int = 64
     target_stability: float | None = 0.95
     fit_draws: int | None = None
+    estimator: str = "mean"
     noise: str = "common"
     rank: int = 32
     projection: str = "random"
@@ -114,6 +121,11 @@ class InfluenceConfig:
             problems.append(f"embedding must be one of {EMBEDDINGS}, got {self.embedding!r}")
         if self.objective not in OBJECTIVES:
             problems.append(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.estimator not in ESTIMATORS:
+            problems.append(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        elif self.estimator == "ratio" and callable(self.perturbation):
+            problems.append("estimator 'ratio' needs a named perturbation (a callable cannot draw the pilot's "
+                            "control frames from other seeds)")
         if self.noise not in NOISES:
             problems.append(f"noise must be one of {NOISES}, got {self.noise!r}")
         if int(self.draws) < 1:

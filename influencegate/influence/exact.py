@@ -22,7 +22,7 @@ from influencegate.influence.curvature import HEURISTIC_DAMPING
 from influencegate.influence.layers import tracked_layers
 from influencegate.influence.perturb import make_perturbation
 from influencegate.influence.ranking import rank_correlation
-from influencegate.influence.scorer import sample_loader
+from influencegate.influence.loading import sample_loader
 from influencegate.influence.table import scores_table
 
 

@@ -40,6 +40,9 @@ from influencegate.influence.table import scores_table
 
 #: Config fields that do not change a score (where it runs, whether it shows progress).
 NEUTRAL_FIELDS = ("device", "progress")
+#: Config fields added after directories were first kept, at the value that scores as before they existed: a
+#: fingerprint leaves them out at that value, so that earlier directories still resume and extend.
+LATER_FIELDS = {"estimator": "mean"}
 
 
 def run_fingerprint(scorer: InfluenceScorer, sample_ids: list[str], shard_size: int) -> dict[str, Any]:
@@ -47,7 +50,8 @@ def run_fingerprint(scorer: InfluenceScorer, sample_ids: list[str], shard_size: 
     hash of the encoder's weights and of the dataset's readable sample ids, their count, and the shard size
     (which cuts the ids into shard files). A callable perturbation is known by its name only: changing what
     it does means a new directory."""
-    config = {k: v for k, v in scorer.config.to_params().items() if k not in NEUTRAL_FIELDS}
+    config = {k: v for k, v in scorer.config.to_params().items()
+              if k not in NEUTRAL_FIELDS and (k not in LATER_FIELDS or v != LATER_FIELDS[k])}
     ids = hashlib.sha256("\x1f".join(sample_ids).encode()).hexdigest()
     return {"config": json.loads(json.dumps(config, default=str)), "layers": list(scorer.layers),
             "encoder_sha256": encoder_sha256(scorer.model), "sample_ids_sha256": ids, "n_samples": len(sample_ids),

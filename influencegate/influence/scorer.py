@@ -4,45 +4,31 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from itertools import chain
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from influencegate.influence.capture import (Batch, GradientCapture, autocast_context, frozen_copy,
                                              projected_gradient_batches)
 from influencegate.influence.pass_memory import PassPlan, activation_bytes_per_row, pass_budget_bytes, plan_pass
 from influencegate.influence.config import InfluenceConfig
+from influencegate.influence.control import objective_draws, ratio_factor
 from influencegate.influence.curvature import CURVATURE_CLASSES, LayerCurvature, RawCurvature
 from influencegate.influence.fit_samples import fitted_subset, share_count
 from influencegate.influence.layers import (LayerProjector, pca_projectors, projected_shape, random_projectors,
                                             tracked_layers)
 from influencegate.influence.perturb import make_perturbation
 from influencegate.influence.pilot import STASH_BUDGET_FRACTION, PilotStash, stash_bytes
+from influencegate.influence.loading import NO_SAMPLES, encode, resolve_device, sample_loader
 from influencegate.influence.stability import PILOT_SAMPLES, candidate_draws, choose_draws
 from influencegate.influence.table import scores_table
 
-
-#: The error for a dataset without a readable sample (fit and every pass).
-NO_SAMPLES = "the dataset has no readable sample to score"
-
-
-def resolve_device(name: str) -> torch.device:
-    """torch.device for `name`, with a clear error when CUDA is asked for but absent."""
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available on this machine; use --device cpu")
-    return device
-
-
-def sample_loader(dataset: Dataset, batch_size: int) -> DataLoader:
-    """Batches of (sample_ids, images) in dataset order; the dataset yields (sample_id, image C x H x W)."""
-    if len(dataset) == 0:
-        raise ValueError(NO_SAMPLES)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+#: Seed offsets of the two control frames the ratio estimator's pilot draws (``InfluenceScorer._pilot_controls``).
+CONTROL_SEED_OFFSETS = (1_000_003, 2_000_003)
 
 
 class Reducer(Protocol):
@@ -87,6 +73,8 @@ class InfluenceScorer:
         self.draw_predictions: dict[int, float] = {}
         self.draw_quantiles: dict[int, float] = {}
         self._pilot: dict[str, np.ndarray] = {}
+        #: the ratio estimator's pilot objective d_k of every draw, by sample id (``influence.control``)
+        self._pilot_objective: dict[str, np.ndarray] = {}
 
     # -- passes -----------------------------------------------------------------------------------------
     def _pass(self, dataset: Dataset, projectors: dict[str, LayerProjector], desc: str,
@@ -175,6 +163,7 @@ class InfluenceScorer:
         for curv in self.curvature.values():
             curv.finalize(cfg.damping)
         self.score_draws, self.draw_predictions, self.draw_quantiles, self._pilot = cfg.draws, {}, {}, {}
+        self._pilot_objective = {}
         if pilot:
             self._choose_score_draws(fit_data, stash)
         return self
@@ -231,8 +220,30 @@ class InfluenceScorer:
             for sid, value in zip(ids, values):
                 rows.setdefault(sid, np.zeros(self.config.draws))[k] = value
         self._pilot = rows
+        per_draw, objective, controls = np.stack(list(rows.values())), None, None
+        if self.config.estimator == "ratio":
+            objective, controls = self._pilot_controls(pilot, list(rows))
         self.score_draws, self.draw_predictions, self.draw_quantiles = choose_draws(
-            np.stack(list(rows.values())), self.config.target_stability)
+            per_draw, self.config.target_stability, objective, controls)
+
+    def _objective_batches(self, dataset: Dataset, perturb: Callable, desc: str) -> Iterator[tuple[list[str], np.ndarray]]:
+        """(sample ids, d: B x K) of every batch of `dataset` for the K draws of `perturb`, forward only
+        (``control.objective_draws``)."""
+        cfg = self.config
+        return objective_draws(self.model, perturb, sample_loader(dataset, cfg.batch_size), cfg.draws, self.device,
+                               cfg.dtype, cfg.precision, cfg.objective, desc, cfg.progress)
+
+    def _pilot_controls(self, pilot: Dataset, order: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(the pilot's objective of its K draws, N x K; two control means, N x 2, each over a frame of K draws of
+        its own seed: what each of two simulated seeds measures besides its scored draws), kept for its scores."""
+        cfg = self.config
+        frames = [self.perturb] + [make_perturbation(cfg.perturbation, cfg.sigma, cfg.draws, cfg.seed + offset,
+                                                     cfg.noise) for offset in CONTROL_SEED_OFFSETS]
+        by_frame = [{sid: row for ids, d in self._objective_batches(pilot, frame, "pilot control draws")
+                     for sid, row in zip(ids, d)} for frame in frames]
+        self._pilot_objective = by_frame[0]
+        return (np.stack([by_frame[0][sid] for sid in order]),
+                np.stack([[frame[sid].mean() for frame in by_frame[1:]] for sid in order]))
 
     def _layer_grad(self, grads: dict[str, torch.Tensor], name: str, batch: int) -> torch.Tensor:
         """The layer's projected gradients, zeros when the objective does not reach the layer."""
@@ -257,12 +268,17 @@ class InfluenceScorer:
 
     def influence(self, dataset: Dataset) -> tuple[list[str], np.ndarray]:
         """(sample_ids, influence N, float64) in dataset order: the mean over the first `score_draws` draws
-        (config.draws, or fewer when target_stability chose them in `fit`); `fit` must have run."""
+        (config.draws, or fewer when target_stability chose them in `fit`), with estimator "ratio" times
+        ``control.ratio_factor`` of all draws' objective; `fit` must have run."""
         if not self.curvature:
             raise RuntimeError("call fit(dataset) before score(dataset)")
         draws = self.score_draws
+        ratio = self.config.estimator == "ratio" and draws < self.config.draws
         known = getattr(dataset, "sample_ids", None) if self._pilot else None
         cached = {sid: float(self._pilot[sid][:draws].mean()) for sid in known or () if sid in self._pilot}
+        if ratio:
+            cached = {sid: value * float(ratio_factor(self._pilot_objective[sid][None], draws)[0])
+                      for sid, value in cached.items()}
         rest = Subset(dataset, [i for i, sid in enumerate(known) if sid not in cached]) if cached else dataset
         totals: dict[str, float] = defaultdict(float)
         order: list[str] = []
@@ -272,6 +288,10 @@ class InfluenceScorer:
                     order.extend(ids)
                 for sid, value in zip(ids, values):
                     totals[sid] += value / draws
+            if ratio:
+                for ids, objective in self._objective_batches(rest, self.perturb, "control draws"):
+                    for sid, factor in zip(ids, ratio_factor(objective, draws).tolist()):
+                        totals[sid] *= factor
         if cached:
             totals.update(cached)
             order = list(known)
@@ -285,13 +305,3 @@ class InfluenceScorer:
     def embeddings(self, dataset: Dataset) -> np.ndarray:
         """Encoder outputs of the readable samples, N x D float32, in dataset order."""
         return encode(self.model, dataset, self.config.batch_size, self.device, self.config.dtype)
-
-
-@torch.no_grad()
-def encode(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "cpu",
-           dtype: torch.dtype = torch.float32) -> np.ndarray:
-    """`model` outputs (flattened) of the dataset's readable samples, N x D float32, in dataset order; the
-    model must already sit on `device` in eval mode."""
-    chunks = [model(images.to(device, dtype)).flatten(1).float().cpu()
-              for _, images in sample_loader(dataset, batch_size)]
-    return torch.cat(chunks).numpy()

@@ -34,17 +34,23 @@ SIMULATED_PAIRS = 64
 PAIR_QUANTILE = 0.1
 
 
-def simulated_stability(per_draw: np.ndarray, k: int, pairs: int = SIMULATED_PAIRS, seed: int = 0) -> np.ndarray:
-    """(pairs,) Spearman between the K-draw means of two simulated seeds, from one run's N x K_max per-draw
+def simulated_stability(per_draw: np.ndarray, k: int, pairs: int = SIMULATED_PAIRS, seed: int = 0,
+                        objective: np.ndarray | None = None, controls: np.ndarray | None = None) -> np.ndarray:
+    """(pairs,) Spearman between the K-draw estimates of two simulated seeds, from one run's N x K_max per-draw
     scores: disjoint random sets of m = min(K, K_max // 2) draws, stepped up from m to K draws with
-    Spearman-Brown (r_K = f r / (1 + (f - 1) r), f = K / m; f = 1 while K <= K_max / 2)."""
+    Spearman-Brown (r_K = f r / (1 + (f - 1) r), f = K / m; f = 1 while K <= K_max / 2). The estimates are the
+    sets' means, or with `objective` (N x K_max, the same draws' d_k) and `controls` (N x 2, each simulated seed's
+    mean objective over a frame of draws of its own) the ratio estimates mean(s) x control / mean(d)
+    (``influence.control``)."""
     n, k_max = per_draw.shape
     m = min(k, k_max // 2)
     if m < 1 or n < 3:
         return np.full(pairs, np.nan)
     rng = np.random.default_rng(seed)
-    order = np.stack([rng.permutation(k_max)[: 2 * m] for _ in range(pairs)])  # pairs x 2m draw indices
-    means = per_draw[:, order.reshape(pairs, 2, m)].mean(axis=3)  # N x pairs x 2: each simulated seed's mean
+    order = np.stack([rng.permutation(k_max)[: 2 * m] for _ in range(pairs)]).reshape(pairs, 2, m)  # draw indices
+    means = per_draw[:, order].mean(axis=3)  # N x pairs x 2: each simulated seed's mean
+    if objective is not None and controls is not None:
+        means = means * controls[:, None, :] / np.maximum(objective[:, order].mean(axis=3), np.finfo(float).tiny)
     r = rank_correlation(means[:, :, 0], means[:, :, 1])
     f = k / m
     return f * r / (1 + (f - 1) * r)
@@ -55,13 +61,15 @@ def candidate_draws(maximum: int) -> list[int]:
     return [k for k in DRAW_GRID if k < maximum] + [maximum]
 
 
-def choose_draws(per_draw: np.ndarray, target: float) -> tuple[int, dict[int, float], dict[int, float]]:
+def choose_draws(per_draw: np.ndarray, target: float, objective: np.ndarray | None = None,
+                 controls: np.ndarray | None = None) -> tuple[int, dict[int, float], dict[int, float]]:
     """(the smallest candidate K whose simulated pairs reach `target` at PAIR_QUANTILE, else all K; the simulated
-    pairs' mean stability per candidate tried; their PAIR_QUANTILE) from the pilot's N x K_max per-draw scores."""
+    pairs' mean stability per candidate tried; their PAIR_QUANTILE) from the pilot's N x K_max per-draw scores
+    (and, for the ratio estimator, their objective and controls: `simulated_stability`)."""
     expected: dict[int, float] = {}
     quantiles: dict[int, float] = {}
     for k in candidate_draws(per_draw.shape[1]):
-        values = simulated_stability(per_draw, k)
+        values = simulated_stability(per_draw, k, objective=objective, controls=controls)
         expected[k], quantiles[k] = float(np.mean(values)), float(np.quantile(values, PAIR_QUANTILE))
         if quantiles[k] >= target:
             return k, expected, quantiles

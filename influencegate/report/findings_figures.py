@@ -25,7 +25,7 @@ from PIL import Image
 
 from influencegate.findings.base import align_embeddings
 from influencegate.findings.run import draw_figures
-from influencegate.influence.scorer import encode
+from influencegate.influence.loading import encode
 from influencegate.plotting.canvas import figure_to_image, placeholder, pyplot
 from influencegate.report.figures import dataset_images
 from influencegate.report.map_layout import tsne_layout

@@ -22,7 +22,7 @@ from influencegate.influence import InfluenceConfig, InfluenceScorer, score_resu
 from influencegate.influence.distributed import score_distributed
 from influencegate.influence.incremental import score_appended
 from influencegate.influence.resume import encoder_sha256, load_previous_run, save_finished_run
-from influencegate.influence.scorer import encode
+from influencegate.influence.loading import encode
 from influencegate.report.map_layout import placed_layout, tsne_layout
 from influencegate.statistics import add_high_influence
 from influencegate.workflows import version_state
