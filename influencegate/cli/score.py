@@ -117,7 +117,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     write_table(table, out)
     stats = summary_stats(table)
     pilot = pilot_says(resume, config.target_stability)
-    print(f"scored {int(stats['n_scored'])} samples with {resume['score_draws']} draws{pilot} in {seconds:.1f} s -> "
+    draws = f"{resume['score_draws']} draws"
+    if config.estimator == "ratio" and resume["score_draws"] < config.draws:
+        draws += f" and the forward-only objective of all {config.draws} (ratio estimator)"
+    print(f"scored {int(stats['n_scored'])} samples with {draws}{pilot} in {seconds:.1f} s -> "
           f"{out} (median log_influence {stats['log_influence_q50']:.3f}, {int(stats['n_high_influence'])} high "
           "influence)")
     for text in texts.values():
