@@ -14,7 +14,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -216,3 +216,16 @@ def environment(device: torch.device) -> dict[str, Any]:
 def write_json(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def measure_sets(description: str, names: Sequence[str], measure: Callable[[str], dict],
+                 threads: int = 2) -> dict[str, dict]:
+    """{set name: measure(name)} for the sets named by --sets (comma list; default every one of `names`), on
+    `threads` torch threads: the command line of the benchmarks that measure named (encoder x data) sets."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", default=",".join(names))
+    args = parser.parse_args()
+    torch.set_num_threads(threads)
+    return {name: measure(name) for name in args.sets.split(",")}

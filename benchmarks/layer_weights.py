@@ -19,7 +19,6 @@ Run: python benchmarks/layer_weights.py [--sets tuning,simclr23,byol24,digits2,d
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import measure_sets  # noqa: E402
 from benchmarks.estimator_study import natural_patches  # noqa: E402
 from benchmarks.fidelity import train_encoder  # noqa: E402
 from benchmarks.small_data_patches import patch_encoder  # noqa: E402
@@ -130,11 +130,7 @@ def verdict(sets: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sets", default=",".join(SETS))
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    sets = {name: measure(name) for name in args.sets.split(",")}
+    sets = measure_sets(__doc__, list(SETS), measure)
     out = dict(draws=DRAWS, n=N, rule="benchmarks/rules/layer_weights.md", sets=sets, verdict=verdict(sets))
     RESULTS.write_text(json.dumps(out, indent=1, default=float) + "\n")
     print(json.dumps(out["verdict"], indent=1))

@@ -16,17 +16,16 @@ Run: python benchmarks/ratio_estimator.py [--sets tuning,simclr9,...]  (default:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import measure_sets  # noqa: E402
 from benchmarks.estimator_analysis import estimate, log_slope  # noqa: E402
 from benchmarks.estimator_study import natural_patches, per_draw_records  # noqa: E402
 from benchmarks.fidelity import train_encoder  # noqa: E402
@@ -99,11 +98,7 @@ def verdict(sets: dict, held_out: tuple[str, ...], tolerance: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sets", default=",".join(SETS))
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    sets = {name: measure(name) for name in args.sets.split(",")}
+    sets = measure_sets(__doc__, list(SETS), measure)
     out = dict(k_max=K_MAX, forward_share=FORWARD_SHARE, rule="benchmarks/rules/ratio_estimator.md", sets=sets,
                verdicts={rule: verdict(sets, *RULES[rule]) for rule in RULES})
     RESULTS.write_text(json.dumps(out, indent=1) + "\n")
