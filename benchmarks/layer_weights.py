@@ -104,7 +104,8 @@ def measure(name: str) -> dict:
     for layer, exact in blocks.items():
         out["layers"][layer] = dict(mean_exact=float(exact.mean()), mean_projected=float(runs[0][0][layer].mean()),
                                     spearman_to_exact_block=spearman(runs[0][0][layer].mean(1), exact))
-    for weighting, w in (("plain", {k: 1.0 for k in dm}), ("dm", dm), ("sqrt_dm", {k: v ** 0.5 for k, v in dm.items()})):
+    weightings = (("plain", {k: 1.0 for k in dm}), ("dm", dm), ("sqrt_dm", {k: v ** 0.5 for k, v in dm.items()}))
+    for weighting, w in weightings:
         totals = {seed: sum(w[k] * runs[seed][0][k] for k in dm) for seed in (0, 1)}  # N x K
         out["weightings"][weighting] = dict(
             fidelity_full=[spearman(totals[s].mean(1), full) for s in (0, 1)],

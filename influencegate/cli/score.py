@@ -187,8 +187,8 @@ def add_parsers(sub: Any) -> None:
                        help="fewest draws at which 9 in 10 pairs of seeds simulated by the draws pilot reach this "
                             "between-seed Spearman (default 0.95; 'none': always --draws)")
     score.add_argument("--estimator", choices=ESTIMATORS,
-                       help="'ratio' (opt-in): the scored draws' mean corrected by every draw's forward-only objective, "
-                            "so that the draws pilot can keep fewer scored draws (README, issue 15)")
+                       help="'ratio' (opt-in): the scored draws' mean corrected by every draw's forward-only "
+                            "objective, so that the draws pilot can keep fewer scored draws (README, issue 15)")
     score.add_argument("--noise", choices=NOISES)
     score.add_argument("--sigma", type=float)
     score.add_argument("--projection", choices=PROJECTIONS)

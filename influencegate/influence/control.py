@@ -7,7 +7,7 @@ phi(x_hat_k)), which needs a forward pass only, measured over all K draws:
     influence(x) = mean_{k<K1} s_k(x) * mean_{k<K} d_k(x) / mean_{k<K1} d_k(x)
 
 Under common noise, which draws a run gets moves every sample's scores alike; d_k carries most of that luck
-(s_k grows about linearly with d_k: the slope of log s_k on log d_k is 1.03-1.24 on eight encoders), so the K - K1
+(s_k grows about linearly with d_k: the slope of log s_k on log d_k is 1.03-1.24 on seven encoders), so the K - K1
 forward-only draws take it out. It is a ratio estimator of the same expectation E[s] (consistent as K1 grows) and
 the plain mean when K1 = K. Measured (benchmarks/ratio_estimator.py, results/ratio_estimator.json): at K1 = 16,
 K = 64 six SimCLR patch encoders rank alike between perturbation seeds at 0.957-0.992 (the plain mean of 16 draws

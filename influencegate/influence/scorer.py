@@ -226,7 +226,8 @@ class InfluenceScorer:
         self.score_draws, self.draw_predictions, self.draw_quantiles = choose_draws(
             per_draw, self.config.target_stability, objective, controls)
 
-    def _objective_batches(self, dataset: Dataset, perturb: Callable, desc: str) -> Iterator[tuple[list[str], np.ndarray]]:
+    def _objective_batches(self, dataset: Dataset, perturb: Callable,
+                           desc: str) -> Iterator[tuple[list[str], np.ndarray]]:
         """(sample ids, d: B x K) of every batch of `dataset` for the K draws of `perturb`, forward only
         (``control.objective_draws``)."""
         cfg = self.config
