@@ -27,7 +27,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from influencegate.influence.capture import autocast_context, ssl_distance
+from influencegate.influence.perturb import make_perturbation
 
+#: Seed offsets of the two control frames the draws pilot simulates its seeds with (`control_frames`).
+CONTROL_SEED_OFFSETS = (1_000_003, 2_000_003)
 #: Rows (images x draws) of one forward-only pass, on the CPU and on a GPU. On the CPU larger forwards leave the
 #: caches: SmallCNN, 32 x 32 patches, 1,024 images x 64 draws, one thread: 3.1-3.3 CPU s at 64-256 rows, 7.3 at 512,
 #: 10.5 at 4,096 (session 24; 4,096 first made the ratio option cost 1.4-1.6x the plain default).
@@ -64,3 +67,9 @@ def ratio_factor(objective: np.ndarray, scored: int) -> np.ndarray:
     """mean_{k<K} d_k / mean_{k<scored} d_k per row of `objective` (N x K): the factor that turns the mean of the
     first `scored` draws' scores into the ratio estimate (1 when scored = K)."""
     return objective.mean(axis=1) / np.maximum(objective[:, :scored].mean(axis=1), np.finfo(float).tiny)
+
+
+def control_frames(spec: str, sigma: float, draws: int, seed: int, noise: str) -> list[Callable]:
+    """The two perturbations (K = `draws` draws each, seeds `seed` + CONTROL_SEED_OFFSETS) whose mean objective
+    is each simulated seed's control in the draws pilot (``stability.simulated_stability``)."""
+    return [make_perturbation(spec, sigma, draws, seed + offset, noise) for offset in CONTROL_SEED_OFFSETS]

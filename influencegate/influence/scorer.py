@@ -16,7 +16,7 @@ from influencegate.influence.capture import (Batch, GradientCapture, autocast_co
                                              projected_gradient_batches)
 from influencegate.influence.pass_memory import PassPlan, activation_bytes_per_row, pass_budget_bytes, plan_pass
 from influencegate.influence.config import InfluenceConfig
-from influencegate.influence.control import objective_draws, ratio_factor
+from influencegate.influence.control import control_frames, objective_draws, ratio_factor
 from influencegate.influence.curvature import CURVATURE_CLASSES, LayerCurvature, RawCurvature
 from influencegate.influence.fit_samples import fitted_subset, share_count
 from influencegate.influence.layers import (LayerProjector, pca_projectors, projected_shape, random_projectors,
@@ -26,9 +26,6 @@ from influencegate.influence.pilot import STASH_BUDGET_FRACTION, PilotStash, sta
 from influencegate.influence.loading import NO_SAMPLES, encode, resolve_device, sample_loader
 from influencegate.influence.stability import PILOT_SAMPLES, candidate_draws, choose_draws
 from influencegate.influence.table import scores_table
-
-#: Seed offsets of the two control frames the ratio estimator's pilot draws (``InfluenceScorer._pilot_controls``).
-CONTROL_SEED_OFFSETS = (1_000_003, 2_000_003)
 
 
 class Reducer(Protocol):
@@ -238,8 +235,7 @@ class InfluenceScorer:
         """(the pilot's objective of its K draws, N x K; two control means, N x 2, each over a frame of K draws of
         its own seed: what each of two simulated seeds measures besides its scored draws), kept for its scores."""
         cfg = self.config
-        frames = [self.perturb] + [make_perturbation(cfg.perturbation, cfg.sigma, cfg.draws, cfg.seed + offset,
-                                                     cfg.noise) for offset in CONTROL_SEED_OFFSETS]
+        frames = [self.perturb, *control_frames(cfg.perturbation, cfg.sigma, cfg.draws, cfg.seed, cfg.noise)]
         by_frame = [{sid: row for ids, d in self._objective_batches(pilot, frame, "pilot control draws")
                      for sid, row in zip(ids, d)} for frame in frames]
         self._pilot_objective = by_frame[0]
